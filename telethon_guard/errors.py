@@ -1,0 +1,193 @@
+"""The typed errors telethon-guard raises.
+
+Every error derives from :class:`GuardError` *and* from the exception type existing Telethon
+code already catches, so ``except telethon.errors.FloodWaitError`` or ``except ConnectionError``
+keep working after swapping in :class:`~telethon_guard.GuardedTelegramClient`.
+
+=========================  ==============================  ===========================================  =================
+Error                      Also an instance of             Attributes                                   Retry later helps
+=========================  ==============================  ===========================================  =================
+``FloodWaitBlocked``       ``telethon.errors.FloodWaitError``  ``seconds`` (int), ``retry_after`` (float s), yes, after ``retry_after``
+                                                           ``method``, ``scope``, ``from_server``
+``SlowModeBlocked``        ``telethon.errors.SlowModeWaitError``  as above, ``peer``                        yes, after ``retry_after``
+``FloodPremiumBlocked``    ``telethon.errors.FloodPremiumWaitError``  as above                             yes, after ``retry_after``
+``CircuitOpenError``       ``ConnectionError``             ``retry_after`` (float s), ``key``           yes, after ``retry_after``
+``TransportFloodError``    ``ConnectionError``             ``code`` (-429), ``retry_after``             yes, after ``retry_after``
+``GuardConnectionError``   ``ConnectionError``             ``__cause__`` is Telethon's error            yes
+``DeadlineExceeded``       ``TimeoutError``                ``deadline`` (float s), ``method``           maybe (a new call)
+``AuthKeyInvalidError``    ``telethon.errors.AuthKeyNotFound``  ``code`` (-404), ``dc_id``              no: new session needed
+``StorageUnavailableError````ConnectionError``             ``backend``                                  yes, when storage returns
+``GuardConfigError``       ``ValueError``                  ``field``                                    no: fix the config
+=========================  ==============================  ===========================================  =================
+
+``TimeoutError`` and ``ConnectionError`` are ``OSError`` subclasses: Telethon's update loop treats
+those as "network down, retry later" instead of dying, which is why the guard's fail-fast errors
+use them.
+"""
+
+from __future__ import annotations
+
+from telethon import errors as tl_errors
+from telethon.tl.tlobject import TLRequest
+
+
+class GuardError(Exception):
+    """Base class of every error raised by telethon-guard.
+
+    ``retry_after`` is the number of seconds (monotonic) after which trying again can succeed,
+    or ``None`` when waiting does not help or the time is unknown.
+    """
+
+    retry_after: float | None = None
+
+
+class _FloodBlockedMixin(GuardError):
+    method: str
+    scope: str
+    from_server: bool
+
+
+def _init_flood(
+    err: _FloodBlockedMixin,
+    base: type[tl_errors.RPCError],
+    request: TLRequest | None,
+    seconds_left: float,
+    method: str,
+    scope: str,
+    from_server: bool,
+) -> None:
+    # Telethon's own constructor sets ``request``, ``seconds`` (whole seconds, rounded up here
+    # so a caller sleeping ``seconds`` is never early) and the message.
+    base.__init__(err, request, max(0, int(-(-seconds_left // 1))))  # type: ignore[call-arg]
+    err.retry_after = max(0.0, seconds_left)
+    err.method = method
+    err.scope = scope
+    err.from_server = from_server
+
+
+class FloodWaitBlocked(_FloodBlockedMixin, tl_errors.FloodWaitError):
+    """A FLOOD_WAIT that does not fit the call's budget (``max_flood_wait`` or its deadline).
+
+    Raised at once, without waiting. ``from_server`` is ``False`` when the flood ledger
+    answered locally from a wait Telegram announced earlier (no network call was made).
+    ``scope`` names what is blocked, e.g. ``"account:42/method:messages.getHistory"``.
+    """
+
+    def __init__(
+        self,
+        request: TLRequest | None,
+        seconds_left: float,
+        *,
+        method: str,
+        scope: str,
+        from_server: bool,
+    ) -> None:
+        _init_flood(self, tl_errors.FloodWaitError, request, seconds_left, method, scope,
+                    from_server)
+
+
+class SlowModeBlocked(_FloodBlockedMixin, tl_errors.SlowModeWaitError):
+    """SLOWMODE_WAIT for one chat that does not fit the call's budget; other chats are free."""
+
+    def __init__(
+        self,
+        request: TLRequest | None,
+        seconds_left: float,
+        *,
+        method: str,
+        scope: str,
+        from_server: bool,
+    ) -> None:
+        _init_flood(self, tl_errors.SlowModeWaitError, request, seconds_left, method, scope,
+                    from_server)
+
+
+class FloodPremiumBlocked(_FloodBlockedMixin, tl_errors.FloodPremiumWaitError):
+    """FLOOD_PREMIUM_WAIT on file transfers of one DC that does not fit the call's budget."""
+
+    def __init__(
+        self,
+        request: TLRequest | None,
+        seconds_left: float,
+        *,
+        method: str,
+        scope: str,
+        from_server: bool,
+    ) -> None:
+        _init_flood(self, tl_errors.FloodPremiumWaitError, request, seconds_left, method,
+                    scope, from_server)
+
+
+class CircuitOpenError(GuardError, ConnectionError):
+    """The circuit breaker for ``key`` (account and DC) is OPEN: failing fast, no network call."""
+
+    def __init__(self, key: str, retry_after: float) -> None:
+        super().__init__(f"circuit breaker {key} is OPEN; retry after {retry_after:.3f} s")
+        self.key = key
+        self.retry_after = retry_after
+
+
+class TransportFloodError(GuardError, ConnectionError):
+    """Telegram answered transport error ``code`` (-429: too many connections or requests from
+    this IP) and the connection could not be re-established within the call's deadline."""
+
+    def __init__(self, code: int, retry_after: float | None, message: str = "") -> None:
+        super().__init__(message or f"transport error {code}; reconnecting is paced")
+        self.code = code
+        self.retry_after = retry_after
+
+
+class GuardConnectionError(GuardError, ConnectionError):
+    """The connection dropped and the call could not be completed within its budget.
+    ``__cause__`` holds Telethon's original error."""
+
+
+class DeadlineExceeded(GuardError, TimeoutError):
+    """The call's ``deadline`` (seconds, covering limiter waits, flood waits, backoff and the
+    network) ran out. The request may still have been executed by Telegram."""
+
+    def __init__(self, method: str, deadline: float) -> None:
+        super().__init__(f"{method}: deadline of {deadline:.3f} s exceeded")
+        self.method = method
+        self.deadline = deadline
+
+
+class AuthKeyInvalidError(GuardError, tl_errors.AuthKeyNotFound):
+    """Transport -404: the server does not know this auth key. Permanent: the session must be
+    recreated (log in again); the guard does not reconnect in a loop."""
+
+    def __init__(self, dc_id: int | None = None, code: int = -404) -> None:
+        tl_errors.AuthKeyNotFound.__init__(self)
+        self.code = code
+        self.dc_id = dc_id
+
+
+class StorageUnavailableError(GuardError, ConnectionError):
+    """Shared guard state (e.g. Redis) is unreachable and the policy is ``fail``."""
+
+    def __init__(self, backend: str, message: str = "") -> None:
+        super().__init__(message or f"guard storage {backend} is unavailable")
+        self.backend = backend
+
+
+class GuardConfigError(GuardError, ValueError):
+    """A guard setting is invalid; raised at construction, naming the ``field``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+__all__ = [
+    "AuthKeyInvalidError",
+    "CircuitOpenError",
+    "DeadlineExceeded",
+    "FloodPremiumBlocked",
+    "FloodWaitBlocked",
+    "GuardConfigError",
+    "GuardConnectionError",
+    "GuardError",
+    "SlowModeBlocked",
+    "StorageUnavailableError",
+    "TransportFloodError",
+]
