@@ -1,0 +1,199 @@
+"""Telegram's limits and faults, scripted on the test server: the :class:`FaultPlan`.
+
+The server asks the plan what to do with every new connection (:meth:`FaultPlan.on_connect`)
+and every decoded request (:meth:`FaultPlan.on_request`), and polls :meth:`FaultPlan.due` for
+timed script actions. The plan never touches sockets: it returns the actions of
+:mod:`telethon_guard.testing._types` and the server carries them out.
+
+A plan is an ordered list of small rules (rule order = evaluation order; the first terminal
+action wins), deterministic given its ``seed``::
+
+    plan = FaultPlan(
+        FloodWindow("messages.getHistory", limit=30, window=30),  # FLOOD_WAIT with seconds left
+        SlowMode(10),                                             # SLOWMODE_WAIT per chat
+        ErrorOnCalls("messages.getDialogs", 420, "FLOOD_WAIT_22", every=2),
+        Transport429Storm(start=2, duration=5),                   # -429, refuse for 5 s
+        seed=1,
+    )
+    plan = FaultPlan.script("at 2s: transport 429 refuse 5s",
+                            "messages.getHistory calls 31-40: FLOOD_WAIT_7")
+
+All times are the server's monotonic clock (``time.monotonic()``), in seconds.
+"""
+
+from __future__ import annotations
+
+import random
+
+from telethon_guard.testing._types import (
+    Action,
+    ConnectInfo,
+    Delay,
+    DropReply,
+    ReplyError,
+    RequestInfo,
+    ResetConnection,
+    Stall,
+    TransportError,
+)
+from telethon_guard.testing.faults_base import (
+    INTERNAL,
+    PEER_FLOOD,
+    RPC_CALL_FAIL,
+    RPC_MCGET_FAIL,
+    SEND_METHODS,
+    SERVICE_METHODS,
+    TIMEOUT_503,
+    TRANSFER_METHODS,
+    CallSelector,
+    Rule,
+    executes,
+    flood_wait,
+    is_terminal,
+    premium_wait,
+    slowmode_wait,
+)
+
+__all__ = [
+    "INTERNAL",
+    "PEER_FLOOD",
+    "RPC_CALL_FAIL",
+    "RPC_MCGET_FAIL",
+    "SEND_METHODS",
+    "SERVICE_METHODS",
+    "TIMEOUT_503",
+    "TRANSFER_METHODS",
+    "Action",
+    "CallSelector",
+    "Delay",
+    "DropReply",
+    "FaultPlan",
+    "ReplyError",
+    "ResetConnection",
+    "Rule",
+    "Stall",
+    "TransportError",
+    "flood_wait",
+    "premium_wait",
+    "slowmode_wait",
+]
+
+
+class FaultPlan:
+    """An ordered, mutable list of :class:`Rule` objects the server consults.
+
+    ``seed``: every random draw (probability rules, random latency) comes from one
+    ``random.Random(seed)`` owned by the plan, so the same requests in the same order get the
+    same faults. ``rules`` are evaluated in the order given (then in the order added).
+
+    Script times are relative to :meth:`start` (called by the server when it starts); if the
+    server never calls it, the plan starts at the ``now`` of the first hook it sees.
+    """
+
+    def __init__(self, *rules: Rule, seed: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self._rules: list[Rule] = []
+        self._t0: float | None = None
+        self.add(*rules)
+
+    # ---- building ----------------------------------------------------------------------
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The rules, in evaluation order."""
+        return tuple(self._rules)
+
+    def add(self, *rules: Rule) -> None:
+        """Append rules (evaluated after the existing ones). Raises ``TypeError`` for non-rules."""
+        for rule in rules:
+            if not isinstance(rule, Rule):
+                raise TypeError(f"FaultPlan takes Rule objects, got {rule!r}")
+        for rule in rules:
+            rule.bind(self.rng, self._t0 if self._t0 is not None else 0.0)
+            self._rules.append(rule)
+
+    def clear(self) -> None:
+        """Remove every rule (the server then runs every request normally)."""
+        self._rules.clear()
+
+    # ---- the server's interface --------------------------------------------------------
+    @property
+    def started_at(self) -> float | None:
+        """Monotonic time of :meth:`start`, or ``None`` before."""
+        return self._t0
+
+    def start(self, now: float) -> None:
+        """The server started at monotonic ``now``; timed script actions count from here."""
+        self._t0 = now
+        for rule in self._rules:
+            rule.bind(self.rng, now)
+
+    def _ensure_started(self, now: float) -> None:
+        if self._t0 is None:
+            self.start(now)
+
+    def on_connect(self, info: ConnectInfo) -> Action | None:
+        """A new TCP connection: ``None`` to serve it, else a :class:`TransportError` to refuse.
+
+        The first rule that refuses wins.
+        """
+        self._ensure_started(info.now)
+        for rule in self._rules:
+            if rule.dc is not None and rule.dc != info.dc_id:
+                continue
+            action = rule.on_connect(info)
+            if action is not None:
+                return action
+        return None
+
+    def on_request(self, info: RequestInfo) -> list[Action]:
+        """What to do with one request: ``Delay`` actions then at most one terminal action.
+
+        ``[]`` means "execute normally". Rules run in order; the first terminal action
+        (``ReplyError``, ``DropReply``, ``ResetConnection``, ``TransportError``, ``Stall``)
+        ends the evaluation. If the request will be executed (no terminal action, a
+        ``DropReply`` or ``ResetConnection(after_execute=True)``) every in-scope rule's
+        :meth:`Rule.commit` records it, so refused calls never fill rate windows.
+        """
+        self._ensure_started(info.now)
+        rules = [rule for rule in self._rules if rule.applies(info)]
+        for rule in rules:
+            rule.observe(info)
+        delays: list[Action] = []
+        terminal: Action | None = None
+        for rule in rules:
+            for action in rule.check(info):
+                if not is_terminal(action):
+                    delays.append(action)
+                elif terminal is None:
+                    terminal = action
+            if terminal is not None:
+                break
+        if executes(terminal):
+            for rule in rules:
+                rule.commit(info)
+        return delays if terminal is None else [*delays, terminal]
+
+    @property
+    def has_timed(self) -> bool:
+        """True if some rule may produce timed actions: the server should poll :meth:`due`."""
+        return any(rule.timed for rule in self._rules)
+
+    def due(self, now: float) -> list[tuple[int | None, Action]]:
+        """Timed actions due at ``now``, each returned once, oldest first (rule order on ties).
+
+        Each item is ``(dc_id or None for every DC, action)``; the server applies the action
+        to every live connection of that DC.
+        """
+        self._ensure_started(now)
+        items: list[tuple[float, int, int | None, Action]] = []
+        for position, rule in enumerate(self._rules):
+            for when, dc, action in rule.due(now):
+                items.append((when, position, dc, action))
+        items.sort(key=lambda item: (item[0], item[1]))
+        return [(dc, action) for _, _, dc, action in items]
+
+    def __repr__(self) -> str:
+        return f"FaultPlan({', '.join(map(repr, self._rules))}, seed={self.seed})"
