@@ -247,16 +247,23 @@ class CallSelector:
         probability: float | None = None,
         times: int | None = None,
     ) -> None:
-        if isinstance(calls, int) and not isinstance(calls, bool):
-            calls = frozenset({calls})
-        if calls is not None:
-            if not calls or any(
-                isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in calls
-            ):
-                raise ValueError(f"calls must be non-empty 1-based call indices, got {calls!r}")
-            if not isinstance(calls, range):
-                calls = frozenset(calls)
-        self.calls: Collection[int] | None = calls
+        selected: Collection[int] | None
+        if calls is None:
+            selected = None
+        elif isinstance(calls, bool) or not isinstance(calls, (int, Collection)):
+            raise ValueError(f"calls must be 1-based call indices, got {calls!r}")
+        elif isinstance(calls, int):
+            selected = frozenset({calls})
+        else:
+            selected = calls if isinstance(calls, range) else frozenset(calls)
+        if selected is not None and (
+            not selected
+            or (min(selected) < 1 if isinstance(selected, range) else any(
+                isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in selected
+            ))
+        ):
+            raise ValueError(f"calls must be non-empty 1-based call indices, got {calls!r}")
+        self.calls = selected
         self.every = None if every is None else positive_int(every, "every")
         if probability is not None:
             p = positive(probability, "probability", allow_zero=True)
