@@ -18,7 +18,16 @@ Error                      Also an instance of             Attributes           
 ``AuthKeyInvalidError``    ``telethon.errors.AuthKeyNotFound``  ``code`` (-404), ``dc_id``              no: new session needed
 ``StorageUnavailableError````ConnectionError``             ``backend``                                  yes, when storage returns
 ``GuardConfigError``       ``ValueError``                  ``field``                                    no: fix the config
+``AlreadyDelivered``       ``telethon.errors.RandomIdDuplicateError``  ``random_id``, ``attempts``      no: it was delivered
 =========================  ==============================  ===========================================  =================
+
+``AlreadyDelivered``: Telegram answered ``RANDOM_ID_DUPLICATE`` to a (re-)send, i.e. an earlier
+attempt of the same request (same ``random_id``) was executed and its reply was lost. The guard
+never sends it again, so exactly one message is stored per logical send. It is *raised* rather
+than returning ``None`` because Telethon's ``send_message`` needs the server's reply to build
+the ``Message`` and returning ``None`` would surface later as an ``AttributeError``; existing code
+that catches ``RandomIdDuplicateError`` keeps working. Treat it as success whose result is
+unknown; never re-send with a new ``random_id``.
 
 ``TimeoutError`` and ``ConnectionError`` are ``OSError`` subclasses: Telethon's update loop treats
 those as "network down, retry later" instead of dying, which is why the guard's fail-fast errors
@@ -178,7 +187,21 @@ class GuardConfigError(GuardError, ValueError):
         self.field = field
 
 
+class AlreadyDelivered(GuardError, tl_errors.RandomIdDuplicateError):
+    """``RANDOM_ID_DUPLICATE``: Telegram already executed this request (same ``random_id``),
+    typically by an earlier attempt whose reply was lost. Not re-sent; the result is unknown.
+    ``attempts`` is how many network attempts the call made (``1``: the first attempt already
+    collided, e.g. the caller re-used the request object)."""
+
+    def __init__(self, request: TLRequest | None, random_id: int | None, attempts: int) -> None:
+        tl_errors.RandomIdDuplicateError.__init__(self, request)
+        self.random_id = random_id
+        self.attempts = attempts
+        self.retry_after = None
+
+
 __all__ = [
+    "AlreadyDelivered",
     "AuthKeyInvalidError",
     "CircuitOpenError",
     "DeadlineExceeded",

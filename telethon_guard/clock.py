@@ -1,0 +1,169 @@
+"""The guard clock: monotonic seconds, sleeping and timers, replaceable by a fake in tests.
+
+All guard times (``CallInfo.deadline_at``, flood deadlines, limiter slots) are absolute seconds
+on this clock. :class:`MonotonicClock` is ``time.monotonic()`` (the same clock asyncio's default
+loop uses). :class:`FakeClock` is virtual time for unit tests: time only moves when every task is
+blocked on the fake clock (auto-advance), or when a test calls :meth:`FakeClock.advance`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class TimerHandle(Protocol):
+    """A scheduled callback that can be cancelled."""
+
+    def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What the layers need from time: ``now()`` in monotonic seconds, ``sleep`` and timers."""
+
+    def now(self) -> float:
+        """Current time, monotonic seconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` (<= 0: just yield)."""
+        ...
+
+    def call_at(self, when: float, callback: Callable[[], Any]) -> TimerHandle:
+        """Run ``callback()`` on the event loop at clock time ``when``."""
+        ...
+
+
+class MonotonicClock:
+    """The production clock: ``time.monotonic()`` and the running asyncio loop's timers."""
+
+    __slots__ = ()
+
+    now = staticmethod(time.monotonic)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds if seconds > 0 else 0)
+
+    def call_at(self, when: float, callback: Callable[[], Any]) -> TimerHandle:
+        loop = asyncio.get_running_loop()
+        return loop.call_later(max(0.0, when - time.monotonic()), callback)
+
+
+class _FakeTimer:
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], Any]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClock:
+    """Virtual monotonic time for tests.
+
+    ``auto_advance=True`` (default): when every task of the loop is idle and a fake timer is
+    pending, time jumps to the earliest timer (like trio's autojump clock), so a test of a
+    60 s flood wait runs in milliseconds. Only tasks blocked on this clock (or on futures
+    resolved by it) count as idle; do not mix with real sleeps. ``advance(dt)`` moves time by
+    hand and fires due timers.
+    """
+
+    def __init__(self, start: float = 1000.0, *, auto_advance: bool = True) -> None:
+        self._now = float(start)
+        self._heap: list[tuple[float, int, _FakeTimer]] = []
+        self._seq = itertools.count()
+        self._auto = auto_advance
+        self._driver: asyncio.Task[None] | None = None
+        self.sleeps: list[float] = []  # every sleep requested (seconds), for assertions
+
+    def now(self) -> float:
+        return self._now
+
+    def call_at(self, when: float, callback: Callable[[], Any]) -> _FakeTimer:
+        t = _FakeTimer(when, callback)
+        heapq.heappush(self._heap, (when, next(self._seq), t))
+        if self._auto:
+            self._ensure_driver()
+        return t
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        timer = self.call_at(self._now + seconds, wake)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+
+    def _fire_due(self) -> None:
+        while self._heap and self._heap[0][0] <= self._now:
+            _, _, t = heapq.heappop(self._heap)
+            if not t.cancelled:
+                t.cancelled = True
+                t.callback()
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` and run the callbacks of due timers."""
+        target = self._now + seconds
+        while self._heap and self._heap[0][0] <= target:
+            when, _, t = heapq.heappop(self._heap)
+            if t.cancelled:
+                continue
+            self._now = max(self._now, when)
+            t.cancelled = True
+            t.callback()
+        self._now = max(self._now, target)
+
+    @property
+    def pending(self) -> int:
+        """Number of live timers."""
+        return sum(1 for _, _, t in self._heap if not t.cancelled)
+
+    def _ensure_driver(self) -> None:
+        if self._driver is None or self._driver.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._driver = loop.create_task(self._drive())
+
+    async def _drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Let every runnable task run until the loop is idle.
+            idle_rounds = 0
+            while idle_rounds < 3:
+                await asyncio.sleep(0)
+                ready = getattr(loop, "_ready", None)
+                if ready is not None and len(ready) > 0:
+                    idle_rounds = 0
+                else:
+                    idle_rounds += 1
+            while self._heap and self._heap[0][2].cancelled:
+                heapq.heappop(self._heap)
+            if not self._heap:
+                return
+            when = self._heap[0][0]
+            if when > self._now:
+                self._now = when
+            self._fire_due()
+
+
+__all__ = ["Clock", "FakeClock", "MonotonicClock", "TimerHandle"]

@@ -1,0 +1,320 @@
+"""Every guard setting in one frozen, validated :class:`GuardConfig`.
+
+Units: every duration is in seconds (float), measured on the guard clock (monotonic).
+A rate window is ``(count, period)``: at most ``count`` requests in any interval of
+``period`` seconds (a sliding window, not calendar seconds). Several windows apply at once,
+e.g. ``((10, 1.0), (200, 60.0))`` means 10 per second AND 200 per minute.
+
+Sources of the defaults:
+
+* ``deadline``: TDLib ``NetQueryDelayer`` gives one query a total budget of 60 s for user
+  accounts and 8 s for bots; :meth:`GuardConfig.for_user` / :meth:`GuardConfig.for_bot` use those.
+* ``max_flood_wait``: 60 s, the same as Telethon's ``flood_sleep_threshold`` default.
+* ``reconnect_pacing``: TDLib ``ConnectionCreator`` allows 1 new connection per 1 s, 2 per 4 s
+  and 3 per 8 s after transport errors.
+* :data:`COMMUNITY_USER_LIMITS` / :data:`COMMUNITY_BOT_LIMITS`: observed community limits, not
+  official (design.md section 3): about 30 ``messages.getHistory`` per 30 s per account, about
+  1 message per second into one private chat, about 20 messages per minute into one group,
+  bots about 30 messages per second overall. Opt-in only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any
+
+from .errors import GuardConfigError
+
+Window = tuple[int, float]
+"""``(count, period)``: at most ``count`` requests in any ``period`` seconds."""
+
+Windows = tuple[Window, ...]
+
+EventCallback = Callable[[Any], Any]
+"""An ``on_event`` callback: ``callback(event)``; may return an awaitable (it is scheduled)."""
+
+TDLIB_RECONNECT_PACING: Windows = ((1, 1.0), (2, 4.0), (3, 8.0))
+"""TDLib ConnectionCreator: after transport errors, 1 connection per 1 s, 2 per 4 s, 3 per 8 s."""
+
+MAX_FLOOD_WAIT_CLAMP = 14 * 24 * 3600.0
+"""Upper clamp of a server flood wait (TDLib NetQueryDelayer): 14 days, in seconds."""
+
+COMMUNITY_USER_LIMITS: Mapping[str, Any] = MappingProxyType(
+    {
+        "method_limits": {"messages.getHistory": ((30, 30.0),)},
+        "peer_limits_private": ((1, 1.0),),
+        "peer_limits_group": ((20, 60.0),),
+    }
+)
+"""Opt-in preset of observed (unofficial) limits for user accounts:
+``GuardConfig.for_user(**COMMUNITY_USER_LIMITS)``."""
+
+COMMUNITY_BOT_LIMITS: Mapping[str, Any] = MappingProxyType(
+    {
+        "send_limits": ((30, 1.0),),
+        "peer_limits_private": ((1, 1.0),),
+        "peer_limits_group": ((20, 60.0),),
+    }
+)
+"""Opt-in preset of observed (unofficial) limits for bots:
+``GuardConfig.for_bot(**COMMUNITY_BOT_LIMITS)``."""
+
+
+def _finite(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False,
+            allow_none: bool = False) -> float | None:
+    if value is None:
+        if allow_none:
+            return None
+        raise GuardConfigError(name, "must be a number, not None")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GuardConfigError(name, f"must be a number of seconds, got {value!r}")
+    v = float(value)
+    if math.isnan(v) or math.isinf(v):
+        raise GuardConfigError(name, f"must be finite, got {value!r}")
+    if strict and v <= minimum:
+        raise GuardConfigError(name, f"must be > {minimum:g}, got {value!r}")
+    if not strict and v < minimum:
+        raise GuardConfigError(name, f"must be >= {minimum:g}, got {value!r}")
+    return v
+
+
+def _int(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GuardConfigError(name, f"must be an integer, got {value!r}")
+    if value < minimum:
+        raise GuardConfigError(name, f"must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _windows(name: str, value: Any) -> Windows:
+    if value is None:
+        return ()
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], int)
+        and not isinstance(value[0], bool)
+    ):
+        value = (value,)  # a single window given without the outer tuple
+    try:
+        items = list(value)
+    except TypeError:
+        raise GuardConfigError(
+            name, f"must be a sequence of (count, period), got {value!r}") from None
+    out: list[Window] = []
+    for item in items:
+        try:
+            count, period = item
+        except (TypeError, ValueError):
+            raise GuardConfigError(
+                name, f"each window must be (count, period), got {item!r}") from None
+        c = _int(name, count, minimum=1)
+        p = _finite(name, period, minimum=0.0, strict=True)
+        assert p is not None
+        out.append((c, p))
+    return tuple(sorted(set(out), key=lambda w: (w[1], w[0])))
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """All guard settings, validated once at construction.
+
+    Raises :class:`~telethon_guard.errors.GuardConfigError` (a ``ValueError``) naming the field
+    for any bad value. Build with ``GuardConfig(...)``, :meth:`for_user` or :meth:`for_bot`;
+    derive with :meth:`replace`.
+
+    Attributes (durations in seconds on the monotonic guard clock):
+
+    * ``account``: key of the account in flood scopes, limiter keys and shared storage
+      (``None``: the client fills in the user id / auth-key fingerprint). Never a phone number.
+    * ``deadline``: total budget of one call (limiter waits, flood waits, backoff and network);
+      ``None`` for no deadline. Exceeding it raises ``DeadlineExceeded``.
+    * ``attempt_timeout``: optional timeout of one network attempt (``None``: only the deadline).
+    * ``max_flood_wait``: longest FLOOD_WAIT / SLOWMODE_WAIT / FLOOD_PREMIUM_WAIT the guard waits;
+      longer ones are raised at once as ``FloodWaitBlocked`` & co.
+    * ``rate_limits``: windows for all requests of the account.
+    * ``method_limits``: ``{"messages.getHistory": ((30, 30.0),)}``; keyed per account, DC, method.
+    * ``send_limits``: windows for all message sends of the account (bots: ~30/s).
+    * ``peer_limits_private`` / ``peer_limits_group``: windows for sends into one private chat /
+      one group or channel, keyed per account and peer; at most ``max_peer_keys`` peers are
+      tracked (least recently used dropped first).
+    * ``breaker_failure_threshold``: consecutive failures (transport errors, timeouts, 5xx) that
+      open the breaker of an (account, DC); ``breaker_open_seconds`` how long it stays OPEN,
+      multiplied by ``breaker_open_growth`` each time the HALF_OPEN probe fails, at most
+      ``breaker_max_open_seconds``.
+    * ``retry_max_attempts``: network attempts per call for transient errors (1 = no retry);
+      backoff ``uniform(0, min(retry_max_delay, retry_base_delay * 2**n))`` (full jitter).
+    * ``flood_max_retries``: server FLOOD_WAITs waited and retried within one call.
+    * ``adaptive_pacing``: learn a method's pace after a FLOOD_WAIT; ``pace_decay`` is the
+      fraction of the learned period given back per successful call.
+    * ``observe_only``: measure and report (events) what would have been delayed or blocked,
+      without delaying or blocking (staged rollout). Server errors still propagate.
+    * ``storage``: ``None``/``"memory"`` (in process), ``"redis://..."``, or a ``GuardStorage``.
+      ``storage_fallback``: ``"local"`` (use in-memory state while shared storage is down) or
+      ``"fail"`` (raise ``StorageUnavailableError``); ``storage_timeout`` bounds each call.
+    * ``on_event``: callables receiving every event (sync or async).
+    * ``reconnect_pacing``: windows of new connections after transport errors (TDLib).
+    * ``seed`` / ``rng``: randomness of the backoff jitter (tests pass a seed).
+    * ``log_peer_ids``: include peer ids in events and logs (off: a short hash instead).
+    """
+
+    account: str | None = None
+    deadline: float | None = 60.0
+    attempt_timeout: float | None = None
+    max_flood_wait: float = 60.0
+    rate_limits: Windows = ()
+    method_limits: Mapping[str, Windows] = field(default_factory=dict)
+    send_limits: Windows = ()
+    peer_limits_private: Windows = ()
+    peer_limits_group: Windows = ()
+    max_peer_keys: int = 10_000
+    breaker_failure_threshold: int = 5
+    breaker_open_seconds: float = 5.0
+    breaker_open_growth: float = 2.0
+    breaker_max_open_seconds: float = 300.0
+    retry_max_attempts: int = 5
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 10.0
+    flood_max_retries: int = 5
+    adaptive_pacing: bool = True
+    pace_decay: float = 0.002
+    observe_only: bool = False
+    storage: Any = None
+    storage_fallback: str = "local"
+    storage_timeout: float = 0.5
+    on_event: tuple[EventCallback, ...] = ()
+    reconnect_pacing: Windows = TDLIB_RECONNECT_PACING
+    seed: int | None = None
+    rng: random.Random | None = field(default=None, compare=False)
+    log_peer_ids: bool = False
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        if self.account is not None and not isinstance(self.account, str):
+            raise GuardConfigError("account", f"must be a str or None, got {self.account!r}")
+        if self.account is not None and (not self.account or self.account.startswith("+")):
+            raise GuardConfigError("account", "must be a non-empty id, never a phone number")
+        s(self, "deadline", _finite("deadline", self.deadline, strict=True, allow_none=True))
+        s(self, "attempt_timeout",
+          _finite("attempt_timeout", self.attempt_timeout, strict=True, allow_none=True))
+        s(self, "max_flood_wait", _finite("max_flood_wait", self.max_flood_wait))
+        for name in ("rate_limits", "send_limits", "peer_limits_private", "peer_limits_group",
+                     "reconnect_pacing"):
+            s(self, name, _windows(name, getattr(self, name)))
+        if not isinstance(self.method_limits, Mapping):
+            raise GuardConfigError("method_limits", "must be a mapping of method -> windows")
+        ml: dict[str, Windows] = {}
+        for method, windows in self.method_limits.items():
+            if not isinstance(method, str) or not method:
+                raise GuardConfigError("method_limits", f"bad method name {method!r}")
+            ml[method] = _windows(f"method_limits[{method!r}]", windows)
+        s(self, "method_limits", MappingProxyType(ml))
+        s(self, "max_peer_keys", _int("max_peer_keys", self.max_peer_keys, minimum=1))
+        s(self, "breaker_failure_threshold",
+          _int("breaker_failure_threshold", self.breaker_failure_threshold, minimum=1))
+        s(self, "breaker_open_seconds",
+          _finite("breaker_open_seconds", self.breaker_open_seconds, strict=True))
+        s(self, "breaker_open_growth",
+          _finite("breaker_open_growth", self.breaker_open_growth, minimum=1.0))
+        s(self, "breaker_max_open_seconds",
+          _finite("breaker_max_open_seconds", self.breaker_max_open_seconds, strict=True))
+        if self.breaker_max_open_seconds < self.breaker_open_seconds:
+            raise GuardConfigError("breaker_max_open_seconds",
+                                   "must be >= breaker_open_seconds")
+        s(self, "retry_max_attempts", _int("retry_max_attempts", self.retry_max_attempts,
+                                           minimum=1))
+        s(self, "retry_base_delay", _finite("retry_base_delay", self.retry_base_delay))
+        s(self, "retry_max_delay", _finite("retry_max_delay", self.retry_max_delay))
+        if self.retry_max_delay < self.retry_base_delay:
+            raise GuardConfigError("retry_max_delay", "must be >= retry_base_delay")
+        s(self, "flood_max_retries", _int("flood_max_retries", self.flood_max_retries,
+                                          minimum=0))
+        for name in ("adaptive_pacing", "observe_only", "log_peer_ids"):
+            if not isinstance(getattr(self, name), bool):
+                raise GuardConfigError(name, f"must be a bool, got {getattr(self, name)!r}")
+        decay = _finite("pace_decay", self.pace_decay)
+        assert decay is not None
+        if decay >= 1.0:
+            raise GuardConfigError("pace_decay", "must be in [0, 1)")
+        s(self, "pace_decay", decay)
+        st = self.storage
+        if isinstance(st, str):
+            if st != "memory" and not st.startswith(("redis://", "rediss://", "unix://")):
+                raise GuardConfigError(
+                    "storage", "must be None, 'memory', 'redis://...', or a GuardStorage")
+        elif st is not None and not hasattr(st, "is_local"):
+            raise GuardConfigError("storage", f"{st!r} does not implement GuardStorage")
+        if self.storage_fallback not in ("local", "fail"):
+            raise GuardConfigError("storage_fallback", "must be 'local' or 'fail'")
+        s(self, "storage_timeout",
+          _finite("storage_timeout", self.storage_timeout, strict=True))
+        cbs = self.on_event
+        if cbs is None:
+            cbs = ()
+        elif callable(cbs):
+            cbs = (cbs,)
+        elif isinstance(cbs, Iterable):
+            cbs = tuple(cbs)
+        else:
+            raise GuardConfigError("on_event", "must be a callable or a sequence of callables")
+        for cb in cbs:
+            if not callable(cb):
+                raise GuardConfigError("on_event", f"{cb!r} is not callable")
+        s(self, "on_event", cbs)
+        if self.seed is not None and (isinstance(self.seed, bool)
+                                      or not isinstance(self.seed, int)):
+            raise GuardConfigError("seed", f"must be an int or None, got {self.seed!r}")
+        if self.rng is not None and not isinstance(self.rng, random.Random):
+            raise GuardConfigError("rng", "must be a random.Random or None")
+
+    # ----------------------------------------------------------------- presets
+    @classmethod
+    def for_user(cls, **overrides: Any) -> GuardConfig:
+        """Preset for user accounts: 60 s deadline per call (TDLib NetQueryDelayer)."""
+        return cls._preset({"deadline": 60.0}, overrides)
+
+    @classmethod
+    def for_bot(cls, **overrides: Any) -> GuardConfig:
+        """Preset for bots: 8 s deadline per call (TDLib NetQueryDelayer), 8 s max flood wait."""
+        return cls._preset({"deadline": 8.0, "max_flood_wait": 8.0}, overrides)
+
+    @classmethod
+    def _preset(cls, base: dict[str, Any], overrides: dict[str, Any]) -> GuardConfig:
+        names = {f.name for f in fields(cls)}
+        for key in overrides:
+            if key not in names:
+                raise GuardConfigError(key, "unknown guard setting")
+        return cls(**{**base, **overrides})
+
+    def replace(self, **changes: Any) -> GuardConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        names = {f.name for f in fields(self)}
+        for key in changes:
+            if key not in names:
+                raise GuardConfigError(key, "unknown guard setting")
+        return replace(self, **changes)
+
+    def make_rng(self) -> random.Random:
+        """The RNG used for jitter: ``rng`` if given, else ``random.Random(seed)``."""
+        return self.rng if self.rng is not None else random.Random(self.seed)
+
+    @staticmethod
+    def field_names() -> frozenset[str]:
+        """Names of every setting (the client accepts them as keyword arguments)."""
+        return frozenset(f.name for f in fields(GuardConfig))
+
+
+__all__ = [
+    "COMMUNITY_BOT_LIMITS",
+    "COMMUNITY_USER_LIMITS",
+    "MAX_FLOOD_WAIT_CLAMP",
+    "TDLIB_RECONNECT_PACING",
+    "EventCallback",
+    "GuardConfig",
+    "Window",
+    "Windows",
+]

@@ -1,0 +1,328 @@
+"""Typed, immutable guard events and the :class:`EventBus` that delivers them.
+
+Every event is a frozen dataclass. The bus delivers each event to
+
+* the ``telethon_guard`` logger, one line per event, at the event's ``level``;
+* every ``on_event`` callback (sync, or async: the returned awaitable is scheduled as a task).
+  A failing callback is logged and never breaks the call that emitted the event.
+
+Events never contain session strings, auth keys or phone numbers. Scopes and keys that name a
+peer carry a short hash instead of the peer id unless ``GuardConfig.log_peer_ids`` is set
+(see :func:`redact_peer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+logger = logging.getLogger("telethon_guard")
+
+_PEER_RE = re.compile(r"peer:(-?\d+)")
+
+
+def redact_peer(text: str) -> str:
+    """Replace every ``peer:<id>`` in ``text`` by ``peer#<6 hex digits of sha256(id)>``."""
+
+    def sub(m: re.Match[str]) -> str:
+        return "peer#" + hashlib.sha256(m.group(1).encode()).hexdigest()[:6]
+
+    return _PEER_RE.sub(sub, text)
+
+
+@dataclass(frozen=True)
+class GuardEvent:
+    """Base class of every event. ``account`` is the guard's account key (never a phone)."""
+
+    level: ClassVar[int] = logging.INFO
+
+    def describe(self) -> str:
+        """One log line: the event name and its fields as ``key=value``."""
+        parts = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float):
+                v = f"{v:.3f}"
+            parts.append(f"{f.name}={v}")
+        return f"{type(self).__name__} " + " ".join(parts)
+
+
+@dataclass(frozen=True)
+class FloodWaitStarted(GuardEvent):
+    """A call waits for a flood scope. ``seconds`` to wait; ``from_server``: a new FLOOD_WAIT
+    from Telegram (else the flood ledger answered from an earlier one)."""
+
+    level: ClassVar[int] = logging.WARNING
+    method: str
+    scope: str
+    seconds: float
+    from_server: bool = True
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class FloodWaitEnded(GuardEvent):
+    """A wait for ``scope`` ended after ``seconds``."""
+
+    method: str
+    scope: str
+    seconds: float
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class FloodBlocked(GuardEvent):
+    """A call was refused at once: the flood wait (``seconds`` left) does not fit its budget."""
+
+    level: ClassVar[int] = logging.WARNING
+    method: str
+    scope: str
+    seconds: float
+    from_server: bool
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class PaceLearned(GuardEvent):
+    """Adaptive pacing learned (or relaxed) the pace of ``method``: ``count`` per ``period`` s."""
+
+    method: str
+    count: int
+    period: float
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestLimited(GuardEvent):
+    """The rate limiter delayed a call by ``waited`` seconds (``key``: the binding key)."""
+
+    level: ClassVar[int] = logging.DEBUG
+    key: str
+    waited: float
+    method: str = ""
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryScheduled(GuardEvent):
+    """Attempt ``attempt`` (1-based) failed with ``error``; the next starts after ``delay`` s."""
+
+    level: ClassVar[int] = logging.WARNING
+    error: str
+    attempt: int
+    delay: float
+    method: str = ""
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class RetriesExhausted(GuardEvent):
+    """The retry budget ended after ``attempts`` attempts; ``error`` is raised to the caller."""
+
+    level: ClassVar[int] = logging.ERROR
+    error: str
+    attempts: int
+    method: str = ""
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class TransportErrorEvent(GuardEvent):
+    """A transport error ``code`` (-429, -404, ...) in ``framing`` (e.g. ``"full"``) if known."""
+
+    level: ClassVar[int] = logging.WARNING
+    code: int
+    framing: str | None = None
+    dc_id: int | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class ReconnectAttempt(GuardEvent):
+    """Connection attempt ``attempt`` to ``dc_id`` after waiting ``delay`` s (paced)."""
+
+    dc_id: int | None
+    attempt: int
+    delay: float = 0.0
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class ReconnectSucceeded(GuardEvent):
+    """Reconnected to ``dc_id`` after ``attempts`` attempts and ``downtime`` s."""
+
+    dc_id: int | None
+    attempts: int
+    downtime: float = 0.0
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class BreakerStateChanged(GuardEvent):
+    """The breaker ``key`` moved from ``old`` to ``new`` (``"CLOSED"``/``"OPEN"``/``"HALF_OPEN"``);
+    ``retry_after``: seconds until a probe is allowed when OPEN."""
+
+    level: ClassVar[int] = logging.WARNING
+    key: str
+    old: str
+    new: str
+    retry_after: float | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class StrayFutureRetrieved(GuardEvent):
+    """An exception nobody awaited was retrieved (``source``: which future; ``error``: its type)."""
+
+    level: ClassVar[int] = logging.DEBUG
+    source: str
+    error: str
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadlineExceededEvent(GuardEvent):
+    """A call ran out of its ``deadline`` (s) while in ``stage`` (limiter/flood/backoff/network)."""
+
+    level: ClassVar[int] = logging.WARNING
+    method: str
+    deadline: float
+    stage: str
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedDelay(GuardEvent):
+    """``observe_only``: ``layer`` would have delayed (``seconds`` > 0) or blocked the call."""
+
+    layer: str
+    key: str
+    seconds: float
+    would_block: bool = False
+    method: str = ""
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageFallback(GuardEvent):
+    """Shared storage ``backend`` is down (``active=True``: using local state) or back."""
+
+    level: ClassVar[int] = logging.ERROR
+    backend: str
+    reason: str
+    active: bool = True
+
+
+class EventBus:
+    """Delivers events to the ``telethon_guard`` logger and to ``on_event`` callbacks.
+
+    ``emit`` never raises: a callback raising is logged (with traceback) and skipped; an async
+    callback's awaitable is scheduled on the running loop (or awaited nowhere and closed when no
+    loop runs) and its failure logged. ``redact`` (default ``True``) replaces peer ids in the log
+    line by a hash; callbacks get the event as emitted (layers already redact scopes).
+    """
+
+    __slots__ = ("_callbacks", "_log", "_tasks", "redact")
+
+    def __init__(self, callbacks: Iterable[Callable[[GuardEvent], Any]] = (), *,
+                 log: logging.Logger | None = None, redact: bool = True) -> None:
+        self._callbacks: list[Callable[[GuardEvent], Any]] = list(callbacks)
+        self._log = log or logger
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.redact = redact
+
+    def subscribe(self, callback: Callable[[GuardEvent], Any]) -> Callable[[], None]:
+        """Add ``callback``; returns a function that removes it again."""
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            try:
+                self._callbacks.remove(callback)
+            except ValueError:
+                pass
+
+        return unsubscribe
+
+    @property
+    def has_listeners(self) -> bool:
+        """``True`` when an event would be seen by a callback or by an enabled log level."""
+        return bool(self._callbacks) or self._log.isEnabledFor(logging.DEBUG)
+
+    def emit(self, event: GuardEvent) -> None:
+        """Deliver ``event``; never raises."""
+        try:
+            if self._log.isEnabledFor(event.level):
+                line = event.describe()
+                if self.redact:
+                    line = redact_peer(line)
+                self._log.log(event.level, "%s", line)
+        except Exception:  # pragma: no cover - logging misconfiguration
+            pass
+        for cb in tuple(self._callbacks):
+            try:
+                result = cb(event)
+            except Exception:
+                self._log.exception("on_event callback %r failed on %s", cb,
+                                    type(event).__name__)
+                continue
+            if inspect.isawaitable(result):
+                self._schedule(cb, result, event)
+
+    def _schedule(self, cb: Any, awaitable: Any, event: GuardEvent) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            self._log.warning("async on_event callback %r skipped: no running loop", cb)
+            return
+
+        async def run() -> None:
+            await awaitable
+
+        task = loop.create_task(run())
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is not None:
+                self._log.error("async on_event callback %r failed on %s: %r", cb,
+                                type(event).__name__, exc)
+
+        task.add_done_callback(done)
+
+    async def drain(self) -> None:
+        """Wait for the async callbacks scheduled so far (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*tuple(self._tasks), return_exceptions=True)
+
+
+__all__ = [
+    "BreakerStateChanged",
+    "DeadlineExceededEvent",
+    "EventBus",
+    "FloodBlocked",
+    "FloodWaitEnded",
+    "FloodWaitStarted",
+    "GuardEvent",
+    "ObservedDelay",
+    "PaceLearned",
+    "ReconnectAttempt",
+    "ReconnectSucceeded",
+    "RequestLimited",
+    "RetriesExhausted",
+    "RetryScheduled",
+    "StorageFallback",
+    "StrayFutureRetrieved",
+    "TransportErrorEvent",
+    "redact_peer",
+]
