@@ -1,0 +1,85 @@
+"""telethon-guard: keeps Telethon services alive under FLOOD_WAIT, transport -429 and server
+errors.
+
+Public API::
+
+    from telethon_guard import GuardedTelegramClient, guard, GuardConfig
+    client = GuardedTelegramClient(session, api_id, api_hash, max_flood_wait=60, deadline=30)
+    plain = guard(TelegramClient(...), preset="user")
+
+The client, config and loop helpers are imported lazily on first access.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AlreadyDelivered,
+    AuthKeyInvalidError,
+    CircuitOpenError,
+    DeadlineExceeded,
+    FloodPremiumBlocked,
+    FloodWaitBlocked,
+    GuardConfigError,
+    GuardConnectionError,
+    GuardError,
+    SlowModeBlocked,
+    StorageUnavailableError,
+    TransportFloodError,
+)
+from .guard import GuardState, guard  # eager: binds ``guard`` to the function, not the module
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "GuardedTelegramClient": ".client",
+    "GuardConfig": ".config",
+    "Pipeline": ".pipeline",
+    "install_exception_handler": ".loop",
+    "LoopLagMonitor": ".loop",
+}
+
+if TYPE_CHECKING:
+    from .client import GuardedTelegramClient
+    from .config import GuardConfig
+    from .loop import LoopLagMonitor, install_exception_handler
+    from .pipeline import Pipeline
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'telethon_guard' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "AlreadyDelivered",
+    "AuthKeyInvalidError",
+    "CircuitOpenError",
+    "DeadlineExceeded",
+    "FloodPremiumBlocked",
+    "FloodWaitBlocked",
+    "GuardConfig",
+    "GuardConfigError",
+    "GuardConnectionError",
+    "GuardError",
+    "GuardState",
+    "GuardedTelegramClient",
+    "LoopLagMonitor",
+    "Pipeline",
+    "SlowModeBlocked",
+    "StorageUnavailableError",
+    "TransportFloodError",
+    "__version__",
+    "guard",
+    "install_exception_handler",
+]

@@ -1,0 +1,145 @@
+"""``GuardedTelegramClient``: a drop-in ``TelegramClient`` whose every MTProto request passes
+one guard pipeline (deadline, breaker, flood ledger, rate limiter, retry).
+
+See :mod:`telethon_guard.guard` for the hook points and what Telethon behaviour is switched
+off underneath.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from telethon import TelegramClient
+from telethon.network import MTProtoSender
+
+from .guard import (
+    GuardState,
+    _parent_guard,
+    create_exported_sender,
+    guarded_call,
+    guarded_connect,
+    maybe_sync,
+    prepare_client,
+    release_loop,
+    replace_main_sender,
+)
+
+_TELETHON_KWARGS = frozenset(
+    name
+    for name, p in inspect.signature(TelegramClient.__init__).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+class GuardedTelegramClient(TelegramClient):
+    """``TelegramClient`` with the guard built in.
+
+    ``GuardedTelegramClient(session, api_id, api_hash, *, <Telethon keywords>, <guard
+    keywords>)``. Telethon's keywords (``connection``, ``proxy``, ``timeout``, ``loop``, ...)
+    pass through unchanged. Guard keywords, one style at a time:
+
+    * ``guard_config=GuardConfig(...)``;
+    * ``preset="user"`` or ``preset="bot"``, optionally with field overrides;
+    * any :class:`~telethon_guard.config.GuardConfig` field as a keyword (e.g.
+      ``max_flood_wait=60``, ``deadline=30``), defaults for the rest.
+
+    ``flood_sleep_threshold`` (Telethon's, seconds) becomes ``max_flood_wait`` when that is not
+    given; Telethon itself then never sleeps or retries on its own. ``client(request,
+    flood_sleep_threshold=s)`` is honoured per call as that call's ``max_flood_wait``.
+
+    Raises :class:`~telethon_guard.errors.GuardConfigError` (a ``ValueError``) for invalid
+    guard settings and ``TypeError`` for unknown keywords, at construction.
+
+    ``client.guard`` exposes ``config``, ``pipeline`` and ``events``. CDN clients that
+    Telethon builds from this one (``self.__class__(session, api_id, api_hash, ...)``)
+    share its guard.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        api_id: int,
+        api_hash: str,
+        *,
+        guard_config: Any = None,
+        preset: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        telethon_kwargs = {k: v for k, v in kwargs.items() if k in _TELETHON_KWARGS}
+        guard_kwargs = {k: v for k, v in kwargs.items() if k not in _TELETHON_KWARGS}
+        threshold = telethon_kwargs.pop("flood_sleep_threshold", None)
+        parent = _parent_guard.get()
+        state: GuardState
+        if parent is not None and guard_config is None and preset is None and not guard_kwargs:
+            state = parent
+        else:
+            if (
+                threshold is not None
+                and guard_config is None
+                and "max_flood_wait" not in guard_kwargs
+            ):
+                guard_kwargs["max_flood_wait"] = threshold
+            state = GuardState.create(guard_config, preset, **guard_kwargs)
+        super().__init__(session, api_id, api_hash, flood_sleep_threshold=0, **telethon_kwargs)
+        self._tg_state = state
+        prepare_client(self, state)
+        replace_main_sender(self, state)
+
+    @property
+    def guard(self) -> GuardState:
+        """The guard: ``.config`` (GuardConfig), ``.pipeline`` (Pipeline), ``.events``."""
+        return self._tg_state
+
+    # -- requests ----------------------------------------------------------------------
+
+    def __call__(
+        self, request: Any, ordered: bool = False, flood_sleep_threshold: float | None = None
+    ) -> Any:
+        """Invoke ``request`` (or a list of them) through the guard; awaitable.
+
+        ``flood_sleep_threshold`` (seconds) is this call's ``max_flood_wait``.
+        """
+        return maybe_sync(
+            self._call(self._sender, request, ordered=ordered,
+                       flood_sleep_threshold=flood_sleep_threshold)
+        )
+
+    async def _call(
+        self,
+        sender: MTProtoSender,
+        request: Any,
+        ordered: bool = False,
+        flood_sleep_threshold: float | None = None,
+    ) -> Any:
+        return await guarded_call(self, self._tg_state, sender, request, ordered,
+                                  flood_sleep_threshold)
+
+    # -- connections -------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        """Telethon's ``connect`` with the init request through the guard; awaitable.
+
+        If it fails after the connection came up (an error on the init request, a cancel),
+        the client is disconnected again before the error propagates.
+        """
+        return maybe_sync(guarded_connect(self, self._tg_state, super().connect))
+
+    async def _disconnect_coro(self) -> None:
+        try:
+            await super()._disconnect_coro()
+        finally:
+            release_loop(self)
+
+    async def _create_exported_sender(self, dc_id: int) -> MTProtoSender:
+        return await create_exported_sender(self, self._tg_state, dc_id)
+
+    async def _get_cdn_client(self, cdn_redirect: Any) -> Any:
+        token = _parent_guard.set(self._tg_state)
+        try:
+            return await super()._get_cdn_client(cdn_redirect)
+        finally:
+            _parent_guard.reset(token)
+
+
+__all__ = ["GuardedTelegramClient"]

@@ -1,0 +1,651 @@
+"""The guard's hook into Telethon, shared by :class:`~telethon_guard.GuardedTelegramClient`
+and :func:`guard` (which protects a client someone else created).
+
+Hook points (Telethon 1.45, see docs design.md §2):
+
+* ``_call(sender, request, ordered, flood_sleep_threshold)``: every request of the client,
+  on the main sender and on exported other-DC senders (downloads), and batched lists. Each
+  request (each element of a list) becomes one :class:`~telethon_guard.call.CallInfo` and goes
+  through ``Pipeline.invoke`` with a ``send()`` that makes exactly one network attempt.
+  Telethon's own flood sleeping, flat 2 s retries and flood memo never act: its
+  ``flood_sleep_threshold`` is 0 and its ``_flood_waited_requests`` memo never stores.
+* ``connect()``: the init request ``InvokeWithLayer(InitConnection(GetConfig))`` that Telethon
+  sends straight to the sender goes through the pipeline too; a failed connect after the
+  sender came up is rolled back with a disconnect before the error is raised.
+* ``_create_exported_sender(dc_id)``: other-DC senders are guarded senders and their
+  ``InvokeWithLayer(InitConnection(ImportAuthorization))`` goes through the pipeline.
+
+``guard(client)`` uses :mod:`wrapt` to wrap the *instance's* ``_call``, ``connect``,
+``_create_exported_sender`` and ``_disconnect_coro`` (instance attributes shadow the class's
+methods, and Telethon always calls them through ``self``). Limits of that approach:
+
+* ``client(request, flood_sleep_threshold=...)`` goes through ``TelegramClient.__call__``,
+  looked up on the class, which drops ``flood_sleep_threshold``; the config's
+  ``max_flood_wait`` applies (use :class:`GuardedTelegramClient` for per-call overrides).
+* If the client is already connected, its current sender is kept (no paced -429 reconnects
+  until the next ``connect()`` after a disconnect); calls are guarded at once.
+* The wrapping lives on that one object (and on the CDN clients Telethon creates from it,
+  which share its guard); ``type(client)`` is unchanged, so ``isinstance`` checks against
+  :class:`GuardedTelegramClient` are false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import wrapt
+from telethon import errors as tl_errors
+from telethon import helpers, utils
+from telethon.network import MTProtoSender
+from telethon.tl import functions
+from telethon.tl.alltlobjects import LAYER
+from telethon.tl.tlobject import TLRequest
+
+from . import _tl
+from .call import TRANSFER_METHODS, CallInfo
+from .errors import GuardConfigError, GuardConnectionError
+from .loop import (
+    RetrievingTaskSet,
+    acquire_exception_handler,
+    release_exception_handler,
+    retrieve_exception,
+)
+
+if TYPE_CHECKING:
+    from telethon import TelegramClient
+
+    from .config import GuardConfig
+    from .pipeline import Pipeline
+
+log = logging.getLogger("telethon_guard")
+
+T = TypeVar("T")
+
+_MIGRATE_ERRORS = (
+    tl_errors.PhoneMigrateError,
+    tl_errors.NetworkMigrateError,
+    tl_errors.UserMigrateError,
+)
+_MAX_DC_SWITCHES = 3
+
+# Set while a guarded client builds a CDN client (``self.__class__(...)``), so the new
+# instance shares the parent's guard (same pipeline, flood ledger, limiter and breaker).
+_parent_guard: contextvars.ContextVar[GuardState | None] = contextvars.ContextVar(
+    "telethon_guard_parent", default=None
+)
+
+_NOT_A_REQUEST = "You can only invoke requests, not types!"
+
+
+class _NeverRemember(dict):
+    """Stand-in for Telethon's ``_flood_waited_requests``: remembers nothing, so Telethon's
+    own flood memo can never answer (or sleep) for the guard's flood ledger."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        return None
+
+
+# ---- configuration -----------------------------------------------------------------------
+
+
+def _config_fields() -> frozenset[str]:
+    from .config import GuardConfig
+
+    return frozenset(f.name for f in dataclasses.fields(GuardConfig))
+
+
+def build_config(
+    guard_config: GuardConfig | None = None,
+    preset: str | None = None,
+    **fields: Any,
+) -> GuardConfig:
+    """Make the :class:`GuardConfig` from the client's guard keywords.
+
+    Exactly one style: ``guard_config=GuardConfig(...)``, or ``preset="user"|"bot"`` plus
+    optional field overrides, or field keywords alone (defaults for the rest). Raises
+    :class:`~telethon_guard.errors.GuardConfigError` for invalid values or mixed styles and
+    ``TypeError`` for a keyword that is no guard setting.
+    """
+    from .config import GuardConfig
+
+    known = _config_fields()
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}: "
+            "neither a Telethon nor a telethon-guard setting"
+        )
+    if guard_config is not None:
+        if not isinstance(guard_config, GuardConfig):
+            raise GuardConfigError("guard_config", "must be a telethon_guard.GuardConfig")
+        if preset is not None or fields:
+            raise GuardConfigError(
+                "guard_config", "pass either guard_config=... or preset/field keywords, not both"
+            )
+        return guard_config
+    if preset is not None:
+        if preset == "user":
+            base = GuardConfig.for_user()
+        elif preset == "bot":
+            base = GuardConfig.for_bot()
+        else:
+            raise GuardConfigError("preset", f"must be 'user' or 'bot', not {preset!r}")
+        return dataclasses.replace(base, **fields) if fields else base
+    return GuardConfig(**fields)
+
+
+# ---- the per-client (or shared) guard state -----------------------------------------------
+
+
+class GuardState:
+    """What ``client.guard`` exposes: ``config`` (:class:`GuardConfig`), ``pipeline``
+    (:class:`Pipeline`) and ``events`` (the pipeline's event hub). One object may be shared by
+    a client and the CDN clients Telethon creates from it."""
+
+    def __init__(self, config: GuardConfig, pipeline: Pipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.events: Any = getattr(pipeline, "events", None)
+
+    @classmethod
+    def create(
+        cls,
+        guard_config: GuardConfig | None = None,
+        preset: str | None = None,
+        **fields: Any,
+    ) -> GuardState:
+        from .pipeline import Pipeline
+
+        extras: dict[str, Any] = {}
+        known = _config_fields()
+        for name in ("storage", "events", "clock"):
+            if name in fields and name not in known:
+                extras[name] = fields.pop(name)
+        config = build_config(guard_config, preset, **fields)
+        return cls(config, Pipeline(config, **extras))
+
+    def now(self) -> float:
+        """The guard clock (monotonic seconds) the pipeline measures deadlines against."""
+        clock = getattr(self.pipeline, "clock", None)
+        if clock is None:
+            return time.monotonic()
+        now = getattr(clock, "now", None)
+        if callable(now):
+            return float(now())
+        if callable(clock):
+            return float(clock())
+        return time.monotonic()
+
+    def stats(self) -> Any:
+        """The pipeline's statistics, when it offers them."""
+        stats = getattr(self.pipeline, "stats", None)
+        return stats() if callable(stats) else {}
+
+    def __repr__(self) -> str:
+        return f"<GuardState config={self.config!r}>"
+
+
+def account_key(client: TelegramClient, state: GuardState) -> str:
+    """The account key of ``client`` for flood scopes, limits and breaker keys.
+
+    ``GuardConfig.account`` when set; else derived from the session's auth key id (stable for
+    the session and shared by every process using it); else the client object until a key
+    exists.
+    """
+    configured = getattr(state.config, "account", None)
+    if configured:
+        return str(configured)
+    cached: str | None = getattr(client, "_tg_account", None)
+    if cached:
+        return cached
+    key = getattr(getattr(client.session, "auth_key", None), "key_id", None)
+    if key is not None:
+        value = f"key:{key:016x}"
+        client._tg_account = value
+        return value
+    return f"client:{id(client):x}"
+
+
+# ---- one network attempt -------------------------------------------------------------------
+
+
+async def await_request(fut: asyncio.Future[T]) -> T:
+    """Await a future returned by ``MTProtoSender.send``.
+
+    The caller's own cancellation propagates unchanged (and cancels ``fut``, as awaiting it
+    directly would). A future cancelled *by Telethon* (``client.disconnect()`` cancels every
+    in-flight request) becomes :class:`~telethon_guard.errors.GuardConnectionError`, since
+    the caller's task was not cancelled.
+    """
+    fut.add_done_callback(retrieve_exception)
+    if not fut.done():
+        try:
+            await asyncio.wait((fut,))
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+    if fut.cancelled():
+        raise GuardConnectionError("the request was cancelled by a disconnect of the client")
+    return fut.result()
+
+
+def _sender_send(sender: Any, request: TLRequest, ordered: bool) -> asyncio.Future[Any]:
+    try:
+        return sender.send(request, ordered=ordered)
+    except ConnectionError as e:
+        if not getattr(sender, "_user_connected", True):
+            raise GuardConnectionError("the client is disconnected") from e
+        raise
+
+
+def make_call(
+    client: TelegramClient,
+    state: GuardState,
+    sender: Any,
+    request: TLRequest,
+    max_flood_wait: float | None = None,
+) -> CallInfo:
+    """Describe one request for the pipeline (method, account, DC, peer, deadline)."""
+    method = _tl.method_name(request)
+    random_id = _tl.random_id_of(request)
+    deadline = getattr(state.config, "deadline", None)
+    call = CallInfo(
+        method=method,
+        request=request,
+        account=account_key(client, state),
+        dc_id=int(getattr(sender, "dc_id", None) or client.session.dc_id or 0),
+        peer=_tl.peer_key(request),
+        random_id=random_id,
+        transfer=method in TRANSFER_METHODS,
+        idempotent=random_id is None,
+        deadline_at=(state.now() + deadline) if deadline else None,
+    )
+    if max_flood_wait is not None:
+        _set_max_flood_wait(call, max_flood_wait)
+    return call
+
+
+def _set_max_flood_wait(call: CallInfo, seconds: float) -> None:
+    if hasattr(call, "max_flood_wait"):
+        call.max_flood_wait = float(seconds)
+    call.tags["max_flood_wait"] = repr(float(seconds))
+
+
+async def invoke_one(
+    client: TelegramClient,
+    state: GuardState,
+    sender: Any,
+    request: TLRequest,
+    ordered: bool = False,
+    max_flood_wait: float | None = None,
+) -> Any:
+    """One logical request through the pipeline; each attempt is one ``sender.send``."""
+    call = make_call(client, state, sender, request, max_flood_wait)
+
+    async def send() -> Any:
+        return await await_request(_sender_send(sender, request, ordered))
+
+    return await state.pipeline.invoke(call, send)
+
+
+# ---- _call -------------------------------------------------------------------------------
+
+
+async def guarded_call(
+    client: TelegramClient,
+    state: GuardState,
+    sender: Any,
+    request: Any,
+    ordered: bool = False,
+    flood_sleep_threshold: float | None = None,
+) -> Any:
+    """Telethon's ``_call`` with every attempt run through the guard pipeline.
+
+    Keeps Telethon's semantics: the event-loop check, ``request.resolve``, the
+    ``InvokeWithoutUpdates`` wrapping when updates are off, ``session.process_entities``,
+    a list of results for a list of requests (or ``MultiError(exceptions, results,
+    requests)`` with the partial results when some elements failed), and the DC switch on
+    ``PHONE_MIGRATE`` / ``NETWORK_MIGRATE`` / ``USER_MIGRATE``. ``flood_sleep_threshold``
+    (seconds), when given, is this call's ``max_flood_wait``.
+    """
+    if client._loop is not None and client._loop != helpers.get_running_loop():
+        raise RuntimeError(
+            "The asyncio event loop must not change after connection (see the FAQ for details)"
+        )
+    single = not utils.is_list_like(request)
+    requests: list[Any] = [request] if single else list(request)
+    to_send: list[Any] = []
+    for r in requests:
+        if not isinstance(r, TLRequest):
+            raise TypeError(_NOT_A_REQUEST)
+        await r.resolve(client, utils)
+        to_send.append(functions.InvokeWithoutUpdatesRequest(r) if client._no_updates else r)
+    client._last_request = time.time()
+
+    switches = 0
+    while True:
+        try:
+            if single:
+                result = await invoke_one(
+                    client, state, sender, to_send[0], ordered, flood_sleep_threshold
+                )
+                await utils.maybe_async(client.session.process_entities(result))
+                return result
+            return await _call_list(
+                client, state, sender, requests, to_send, ordered, flood_sleep_threshold
+            )
+        except _MIGRATE_ERRORS as e:
+            switches += 1
+            should_raise = isinstance(
+                e, (tl_errors.PhoneMigrateError, tl_errors.NetworkMigrateError)
+            )
+            if switches > _MAX_DC_SWITCHES or (
+                should_raise and await client.is_user_authorized()
+            ):
+                raise
+            log.info("%s: migrating to DC %d", _tl.method_name(e.request or requests[0]),
+                     e.new_dc)
+            await client._switch_dc(e.new_dc)
+
+
+async def _call_list(
+    client: TelegramClient,
+    state: GuardState,
+    sender: Any,
+    requests: list[Any],
+    to_send: list[Any],
+    ordered: bool,
+    max_flood_wait: float | None,
+) -> list[Any]:
+    """A batch: every element its own pipeline call, so a failed element is re-sent alone
+    and the others' results are kept. ``ordered`` sends them one after the other."""
+    outcomes: list[Any]
+    if ordered:
+        outcomes = []
+        for r in to_send:
+            try:
+                outcomes.append(
+                    await invoke_one(client, state, sender, r, False, max_flood_wait)
+                )
+            except Exception as e:
+                outcomes.append(e)
+    else:
+        outcomes = list(
+            await asyncio.gather(
+                *(invoke_one(client, state, sender, r, False, max_flood_wait)
+                  for r in to_send),
+                return_exceptions=True,
+            )
+        )
+    results: list[Any] = []
+    exceptions: list[BaseException | None] = []
+    for outcome in outcomes:
+        if isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception):
+                raise outcome
+            exceptions.append(outcome)
+            results.append(None)
+        else:
+            await utils.maybe_async(client.session.process_entities(outcome))
+            exceptions.append(None)
+            results.append(outcome)
+    if any(e is not None for e in exceptions):
+        raise tl_errors.MultiError(exceptions, results, requests)
+    return results
+
+
+# ---- senders -------------------------------------------------------------------------------
+
+
+def sender_class() -> type[MTProtoSender]:
+    """``GuardedMTProtoSender`` once telethon_guard.sender exists, else Telethon's sender."""
+    try:
+        from .sender import GuardedMTProtoSender
+    except ImportError:
+        return MTProtoSender
+    return GuardedMTProtoSender
+
+
+def make_sender(
+    client: TelegramClient, state: GuardState, auth_key: Any, dc_id: int | None, **kwargs: Any
+) -> MTProtoSender:
+    """A sender for ``client`` with Telethon's arguments plus the guard's extras when the
+    sender class takes them."""
+    cls = sender_class()
+    if cls is MTProtoSender:
+        sender = cls(auth_key, loggers=client._log, **kwargs)
+    else:
+        sender = cls(auth_key, loggers=client._log, events=state.events,
+                     config=state.config, dc_id=dc_id, **kwargs)
+    if dc_id is not None:
+        sender.dc_id = dc_id
+    return sender
+
+
+def replace_main_sender(client: TelegramClient, state: GuardState) -> None:
+    """Swap the main sender Telethon built in ``__init__`` for a guarded one (same args)."""
+    if sender_class() is MTProtoSender:
+        return
+    client._sender = make_sender(
+        client, state, client.session.auth_key, None,
+        retries=client._connection_retries,
+        delay=client._retry_delay,
+        auto_reconnect=client._auto_reconnect,
+        connect_timeout=client._timeout,
+        auth_key_callback=client._auth_key_callback,
+        updates_queue=client._updates_queue,
+        auto_reconnect_callback=client._handle_auto_reconnect,
+    )
+
+
+def _is_init_request(request: Any) -> bool:
+    if not isinstance(request, functions.InvokeWithLayerRequest):
+        return False
+    inner = request.query
+    if isinstance(inner, functions.InvokeWithoutUpdatesRequest):
+        inner = inner.query
+    return isinstance(inner, functions.InitConnectionRequest)
+
+
+async def _init_through_pipeline(
+    client: TelegramClient, state: GuardState, sender: Any, request: TLRequest,
+    send: Callable[..., asyncio.Future[Any]],
+) -> Any:
+    call = make_call(client, state, sender, request)
+
+    async def attempt() -> Any:
+        return await await_request(send(request))
+
+    return await state.pipeline.invoke(call, attempt)
+
+
+async def guarded_connect(
+    client: TelegramClient, state: GuardState, connect: Callable[[], Awaitable[None]]
+) -> None:
+    """Run Telethon's ``connect`` with its init request routed through the pipeline,
+    rolling back (disconnect) if it fails after the sender came up, and hooking
+    exception retrieval onto the tasks it creates."""
+    loop = helpers.get_running_loop()
+    sender = client._sender
+    original = sender.send
+
+    def send(request: Any, ordered: bool = False) -> Any:
+        if _is_init_request(request):
+            return _init_through_pipeline(client, state, sender, request, original)
+        return original(request, ordered=ordered)
+
+    sender.send = send
+    if not getattr(client, "_tg_loop_ref", False):
+        acquire_exception_handler(loop)
+        client._tg_loop_ref = loop
+    try:
+        await connect()
+    except BaseException:
+        if sender.is_connected() or getattr(sender, "_user_connected", False):
+            try:
+                await client._disconnect()
+            except Exception:  # pragma: no cover - disconnect is documented never to raise
+                log.exception("rolling back a failed connect")
+        raise
+    finally:
+        if sender.__dict__.get("send") is send:
+            del sender.send
+    hook_tasks(client)
+
+
+def hook_tasks(client: TelegramClient) -> None:
+    """Retrieve exceptions of the tasks and futures Telethon creates on connect."""
+    for name in ("_updates_handle", "_keepalive_handle"):
+        task = getattr(client, name, None)
+        if isinstance(task, asyncio.Future):
+            task.add_done_callback(retrieve_exception)
+    try:
+        disconnected = client._sender.disconnected
+    except Exception:
+        disconnected = None
+    if isinstance(disconnected, asyncio.Future):
+        disconnected.add_done_callback(retrieve_exception)
+    if not isinstance(client._event_handler_tasks, RetrievingTaskSet):
+        tasks = RetrievingTaskSet()
+        for t in client._event_handler_tasks:
+            tasks.add(t)
+        client._event_handler_tasks = tasks
+
+
+def release_loop(client: TelegramClient) -> None:
+    """Drop this client's reference on the loop's exception handler (after disconnect)."""
+    loop = getattr(client, "_tg_loop_ref", None)
+    if loop:
+        client._tg_loop_ref = None
+        release_exception_handler(loop)
+
+
+async def create_exported_sender(
+    client: TelegramClient, state: GuardState, dc_id: int
+) -> MTProtoSender:
+    """Telethon's ``_create_exported_sender`` with a guarded sender and the
+    ``ImportAuthorization`` init going through the pipeline; disconnects on failure."""
+    dc = await client._get_dc(dc_id)
+    sender = make_sender(client, state, None, dc_id)
+    await sender.connect(client._connection(
+        dc.ip_address, dc.port, dc.id,
+        loggers=client._log, proxy=client._proxy, local_addr=client._local_addr,
+    ))
+    try:
+        try:
+            sender.disconnected.add_done_callback(retrieve_exception)
+        except Exception:
+            pass
+        log.info("exporting authorization for a borrowed sender in DC %d", dc_id)
+        auth = await client(functions.auth.ExportAuthorizationRequest(dc_id))
+        client._init_request.query = functions.auth.ImportAuthorizationRequest(
+            id=auth.id, bytes=auth.bytes
+        )
+        req = functions.InvokeWithLayerRequest(LAYER, client._init_request)
+        await _init_through_pipeline(client, state, sender, req, sender.send)
+    except BaseException:
+        await sender.disconnect()
+        raise
+    return sender
+
+
+def prepare_client(client: TelegramClient, state: GuardState) -> None:
+    """Switch Telethon's own flood sleeping / memo off and hook task retrieval."""
+    client._flood_sleep_threshold = 0
+    client._flood_waited_requests = _NeverRemember()
+    if not isinstance(client._event_handler_tasks, RetrievingTaskSet):
+        client._event_handler_tasks = RetrievingTaskSet(client._event_handler_tasks)
+
+
+# ---- guard(client) ------------------------------------------------------------------------
+
+
+def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
+    """Give an existing ``TelegramClient`` the guard's protection; returns the same object.
+
+    Accepts the same guard keywords as :class:`GuardedTelegramClient` (``guard_config=``,
+    ``preset=`` or :class:`GuardConfig` fields). Uses ``wrapt.FunctionWrapper`` around the
+    instance's bound ``_call``, ``connect``, ``_create_exported_sender`` and
+    ``_disconnect_coro``; see the module docstring for the limits. Calling ``guard`` twice
+    raises :class:`GuardConfigError`. ``client.guard`` is then the :class:`GuardState`.
+    """
+    if getattr(client, "_tg_state", None) is not None:
+        raise GuardConfigError("client", "this client is already guarded")
+    return attach(client, GuardState.create(**kwargs))
+
+
+def attach(client: TelegramClient, state: GuardState) -> TelegramClient:
+    """Wrap ``client``'s instance methods so its requests go through ``state``'s pipeline."""
+    client._tg_state = state
+    prepare_client(client, state)
+    if not client.is_connected():
+        replace_main_sender(client, state)
+
+    def call_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+        return guarded_call(client, state, *args, **kw)
+
+    def connect_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+        return maybe_sync(guarded_connect(client, state, lambda: wrapped(*args, **kw)))
+
+    def exported_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+        return create_exported_sender(client, state, *args, **kw)
+
+    async def disconnect_coro(wrapped: Any) -> None:
+        try:
+            await wrapped()
+        finally:
+            release_loop(client)
+
+    def disconnect_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+        return disconnect_coro(wrapped)
+
+    async def cdn_client(wrapped: Any, args: Any, kw: Any) -> Any:
+        cdn = await wrapped(*args, **kw)
+        if getattr(cdn, "_tg_state", None) is None:
+            attach(cdn, state)
+        return cdn
+
+    def cdn_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+        return cdn_client(wrapped, args, kw)
+
+    wrappers = {
+        "_call": call_wrapper,
+        "connect": connect_wrapper,
+        "_create_exported_sender": exported_wrapper,
+        "_disconnect_coro": disconnect_wrapper,
+        "_get_cdn_client": cdn_wrapper,
+    }
+    for name, wrapper in wrappers.items():
+        setattr(client, name, wrapt.FunctionWrapper(getattr(client, name), wrapper))
+    client.guard = state
+    if client.is_connected():
+        hook_tasks(client)
+    return client
+
+
+def sync_mode() -> bool:
+    """Whether ``telethon.sync`` rewrote ``TelegramClient``'s public methods."""
+    from telethon import TelegramClient
+
+    return hasattr(TelegramClient.connect, "__tl.sync")
+
+
+def maybe_sync(coro: Any) -> Any:
+    """Return ``coro``, or run it to completion when ``telethon.sync`` is active and no loop
+    is running (the same rule ``telethon.sync`` applies to Telethon's own methods)."""
+    if sync_mode():
+        loop = helpers.get_running_loop()
+        if not loop.is_running():
+            return loop.run_until_complete(coro)
+    return coro
+
+
+__all__ = ["GuardState", "build_config", "guard"]
