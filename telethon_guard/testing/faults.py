@@ -53,6 +53,28 @@ from telethon_guard.testing.faults_base import (
     premium_wait,
     slowmode_wait,
 )
+from telethon_guard.testing.faults_calls import (
+    DropReplies,
+    ErrorOnCalls,
+    Latency,
+    OnCalls,
+    ResetOn,
+    StallOn,
+)
+from telethon_guard.testing.faults_limits import (
+    FloodWindow,
+    GlobalRate,
+    PeerFlood,
+    PremiumFlood,
+    SlowMode,
+)
+from telethon_guard.testing.faults_script import At, parse_script
+from telethon_guard.testing.faults_transport import (
+    AlwaysTransportError,
+    Transport429OnRate,
+    Transport429Storm,
+    transport_error,
+)
 
 __all__ = [
     "INTERNAL",
@@ -64,18 +86,35 @@ __all__ = [
     "TIMEOUT_503",
     "TRANSFER_METHODS",
     "Action",
+    "AlwaysTransportError",
+    "At",
     "CallSelector",
     "Delay",
+    "DropReplies",
     "DropReply",
+    "ErrorOnCalls",
     "FaultPlan",
+    "FloodWindow",
+    "GlobalRate",
+    "Latency",
+    "OnCalls",
+    "PeerFlood",
+    "PremiumFlood",
     "ReplyError",
     "ResetConnection",
+    "ResetOn",
     "Rule",
+    "SlowMode",
     "Stall",
+    "StallOn",
+    "Transport429OnRate",
+    "Transport429Storm",
     "TransportError",
     "flood_wait",
+    "parse_script",
     "premium_wait",
     "slowmode_wait",
+    "transport_error",
 ]
 
 
@@ -98,6 +137,14 @@ class FaultPlan:
         self._rules: list[Rule] = []
         self._t0: float | None = None
         self.add(*rules)
+
+    @classmethod
+    def script(cls, *lines: str, seed: int = 0) -> FaultPlan:
+        """A plan from the text form of :mod:`telethon_guard.testing.faults_script`, e.g.
+        ``FaultPlan.script("at 2s: transport 429 refuse 5s",
+        "messages.getHistory calls 31-40: FLOOD_WAIT_7")``. Raises ``ValueError`` naming a bad line.
+        """
+        return cls(*parse_script(lines), seed=seed)
 
     # ---- building ----------------------------------------------------------------------
     @property

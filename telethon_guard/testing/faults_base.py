@@ -258,9 +258,11 @@ class CallSelector:
             selected = calls if isinstance(calls, range) else frozenset(calls)
         if selected is not None and (
             not selected
-            or (min(selected) < 1 if isinstance(selected, range) else any(
-                isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in selected
-            ))
+            or (
+                min(selected) < 1
+                if isinstance(selected, range)
+                else any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in selected)
+            )
         ):
             raise ValueError(f"calls must be non-empty 1-based call indices, got {calls!r}")
         self.calls = selected
