@@ -1,0 +1,675 @@
+"""One client TCP connection to the test server: framing, MTProto 2.0 sessions, dispatch.
+
+Reads frames, decrypts them with the auth key they name, checks the server salt and msg_id,
+announces new sessions, unpacks containers and gzip_packed, answers the MTProto service
+calls (ping, ping_delay_disconnect, destroy_session, get_future_salts, rpc_drop_answer) and
+runs every other request as its own task (Telethon pipelines requests, so a slow request
+must not hold the others back): fault plan first, then the world, then the reply.
+
+Outgoing messages are queued and flushed once per event-loop turn: several replies ready at
+the same time leave in one ``msg_container`` (one encryption, one write).
+
+Anything the client sends that is not valid MTProto closes this connection only and is
+logged; exceptions in the server's own code (or a world handler) are answered with
+``rpc_error 500 INTERNAL`` and collected in ``server.internal_errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import struct
+import time
+import zlib
+from typing import TYPE_CHECKING, Any
+
+from telethon.errors import TypeNotFoundError
+from telethon.extensions import BinaryReader
+from telethon.tl import functions, types
+from telethon.tl.tlobject import TLObject, TLRequest
+
+from telethon_guard import _tl
+from telethon_guard.testing import transport
+from telethon_guard.testing._types import (
+    AuthState,
+    ConnectInfo,
+    Delay,
+    DropReply,
+    ReplyError,
+    RequestInfo,
+    ResetConnection,
+    RpcErrorReply,
+    Stall,
+    TransportError,
+)
+from telethon_guard.testing.crypto import DecryptError, KeyMaterial
+from telethon_guard.testing.handshake import Handshake, HandshakeError
+from telethon_guard.testing.log import LogEntry, Outcome
+
+if TYPE_CHECKING:
+    from telethon_guard.testing.server import TelegramTestServer
+
+_monotonic = time.monotonic
+_unpack_from_qqqii = struct.Struct("<qqqii").unpack_from
+_unpack_q = struct.Struct("<q").unpack_from
+_unpack_Q = struct.Struct("<Q").unpack_from
+_unpack_qii = struct.Struct("<qii").unpack_from
+_pack_qq = struct.Struct("<qq").pack
+_pack_qii = struct.Struct("<qii").pack
+_pack_Iq = struct.Struct("<Iq").pack
+_pack_Ii = struct.Struct("<Ii").pack
+_pack_qqi = struct.Struct("<qqi").pack
+
+CONTAINER_ID = 0x73F1F8DC
+GZIP_ID = 0x3072CFA1
+RPC_RESULT_ID = 0xF35C6D01
+_BOOL_TRUE = struct.pack("<I", 0x997275B5)
+_BOOL_FALSE = struct.pack("<I", 0xBC799737)
+_VECTOR = struct.pack("<I", 0x1CB5C415)
+
+MAX_CONTAINER_BYTES = 1024 * 1024
+"""Largest reply container the server builds (Telethon's own limit is 1044456 bytes)."""
+MAX_CONTAINER_MESSAGES = 256
+
+MSG_TOO_OLD = 300
+MSG_TOO_NEW = 30
+"""msg_id time window, seconds (https://core.telegram.org/mtproto/description#message-identifier-msg-id)."""
+
+# Messages the client may send that need no answer.
+_IGNORED = frozenset(
+    {
+        types.MsgsAck.CONSTRUCTOR_ID,
+        types.MsgsStateReq.CONSTRUCTOR_ID,
+        types.MsgResendReq.CONSTRUCTOR_ID,
+        types.MsgsStateInfo.CONSTRUCTOR_ID,
+        types.MsgsAllInfo.CONSTRUCTOR_ID,
+        types.MsgDetailedInfo.CONSTRUCTOR_ID,
+        types.MsgNewDetailedInfo.CONSTRUCTOR_ID,
+        types.HttpWait.CONSTRUCTOR_ID,
+    }
+)
+
+_WRAPPERS = (
+    functions.InvokeWithLayerRequest,
+    functions.InitConnectionRequest,
+    functions.InvokeWithoutUpdatesRequest,
+    functions.InvokeAfterMsgRequest,
+    functions.InvokeAfterMsgsRequest,
+    functions.InvokeWithTakeoutRequest,
+    functions.InvokeWithMessagesRangeRequest,
+)
+
+
+class ProtocolError(Exception):
+    """The client broke MTProto; the connection is closed."""
+
+
+def serialize_result(result: Any) -> bytes:
+    """TL bytes of a world result: a TLObject, a bool, or a list of those (a Vector)."""
+    if isinstance(result, TLObject):
+        return bytes(result)
+    if result is True:
+        return _BOOL_TRUE
+    if result is False:
+        return _BOOL_FALSE
+    if isinstance(result, list):
+        parts = [_VECTOR, struct.pack("<i", len(result))]
+        for item in result:
+            if isinstance(item, int) and not isinstance(item, bool):
+                parts.append(struct.pack("<q", item))
+            else:
+                parts.append(serialize_result(item))
+        return b"".join(parts)
+    if isinstance(result, bytes):  # already serialized
+        return result
+    raise TypeError(f"cannot serialize a world result of type {type(result).__name__}")
+
+
+class Connection:
+    """Serves one TCP connection until it closes; see the module docstring."""
+
+    def __init__(
+        self,
+        server: TelegramTestServer,
+        conn_id: int,
+        dc_id: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.server = server
+        self.conn_id = conn_id
+        self.dc_id = dc_id
+        self.reader = reader
+        self.writer = writer
+        self.codec: transport.Codec | None = None
+        self.framing: transport.Framing = "full"
+        self.closed = False
+        self.stalled = False
+        self._stall_future: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._auth: AuthState | None = None
+        self._km: KeyMaterial | None = None
+        self._session_id = 0
+        self._seq = 0
+        self._out: list[tuple[int, int, bytes]] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handshake: Handshake | None = None
+        self._ping_disconnect: asyncio.TimerHandle | None = None
+        self.close_reason: str | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        server = self.server
+        try:
+            refusal = server._refusal(self.dc_id)
+            if refusal is not None:
+                await self._refuse(refusal)
+                return
+            action = None
+            if server.faults is not None:
+                peer = self.writer.get_extra_info("peername") or ("", 0)
+                action = server.faults.on_connect(
+                    ConnectInfo(_monotonic(), self.conn_id, self.dc_id, (peer[0], peer[1]))
+                )
+            if isinstance(action, TransportError):
+                if action.refuse_seconds > 0:
+                    server._start_refusing(self.dc_id, action)
+                await self._refuse(action)
+                return
+            server._log_event("opened", self.conn_id, self.dc_id)
+            server._conns[self.conn_id] = self
+            if isinstance(action, ResetConnection):
+                self.close("reset by fault plan on connect", abort=True)
+                return
+            if isinstance(action, Stall):
+                self._stall()
+            elif isinstance(action, Delay):
+                await asyncio.sleep(action.seconds)
+            await self._read_loop()
+        except asyncio.CancelledError:
+            self.close("server stopped", abort=True)
+            raise
+        except Exception as e:  # a bug in the server itself
+            server._internal_error(e)
+            self.close(f"internal error: {e!r}", abort=True)
+        finally:
+            self.close(self.close_reason or "closed")
+            server._conns.pop(self.conn_id, None)
+
+    async def _refuse(self, action: TransportError) -> None:
+        """Answer a connection on a refusing DC with the transport error at once, then close."""
+        codec: transport.Codec | None = None
+        if action.mode == "framed":
+            with contextlib.suppress(Exception):
+                codec = await asyncio.wait_for(transport.detect(self.reader), 1.0)
+        self.codec = codec
+        data = self._transport_error_bytes(action.code, action.mode)
+        with contextlib.suppress(Exception):
+            self.writer.write(data)
+        self.server._log_event(
+            "refused", self.conn_id, self.dc_id, error_code=-action.code, detail=action.mode
+        )
+        self.closed = True
+        self.close_reason = "refused"
+        self._close_transport(abort=False)
+
+    def _transport_error_bytes(self, code: int, mode: str) -> bytes:
+        if mode == "raw" or self.codec is None:
+            return struct.pack("<i", -code)
+        if isinstance(self.codec, transport.FullCodec):
+            return self.codec.negative_length(code)
+        return self.codec.transport_error(code)
+
+    def close(self, reason: str, *, abort: bool = False, error_code: int | None = None) -> None:
+        """Close the connection (idempotent); ``abort`` resets it without flushing."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if self._ping_disconnect is not None:
+            self._ping_disconnect.cancel()
+        if self._stall_future is not None and not self._stall_future.done():
+            self._stall_future.set_result(None)
+        if not abort:
+            self._flush()
+        self._close_transport(abort)
+        self.server._log_event(
+            "closed", self.conn_id, self.dc_id, error_code=error_code, detail=reason
+        )
+
+    def _close_transport(self, abort: bool) -> None:
+        tr = self.writer.transport
+        with contextlib.suppress(Exception):
+            if abort:
+                tr.abort()
+            else:
+                tr.close()
+
+    def cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _stall(self) -> None:
+        self.stalled = True
+        self._out.clear()
+        if self._stall_future is None:
+            self._stall_future = self._loop.create_future()
+
+    # ---- actions applied from outside (timed fault script) -----------------------------------
+
+    def apply(self, action: object) -> None:
+        """Apply a connection-level action now (timed fault scripts)."""
+        if self.closed:
+            return
+        if isinstance(action, TransportError):
+            self.send_transport_error(action.code, action.mode)
+            self.close(f"transport error -{action.code}", error_code=-action.code)
+        elif isinstance(action, ResetConnection):
+            self.close("reset by fault plan", abort=True)
+        elif isinstance(action, Stall):
+            self._stall()
+
+    def send_transport_error(self, code: int, mode: str) -> None:
+        self._flush()
+        with contextlib.suppress(Exception):
+            self.writer.write(self._transport_error_bytes(code, mode))
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        server = self.server
+        reader = self.reader
+        try:
+            self.codec = codec = await transport.detect(reader, server.max_packet_size)
+            self.framing = codec.name
+            while not self.closed:
+                if self.stalled:
+                    assert self._stall_future is not None
+                    await self._stall_future
+                    return
+                packet = await codec.read(reader)
+                if self.stalled:
+                    continue
+                self._on_packet(packet)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.close("closed by client")
+        except transport.FrameError as e:
+            self.close(f"bad frame: {e}", abort=True)
+        except (ProtocolError, DecryptError, HandshakeError, TypeNotFoundError) as e:
+            self.close(f"protocol error: {e}", abort=True)
+        except (struct.error, BufferError, ValueError, EOFError, zlib.error, OSError) as e:
+            self.close(f"malformed message: {e!r}", abort=True)
+
+    def _on_packet(self, packet: bytes) -> None:
+        if len(packet) < 8:
+            raise ProtocolError(f"packet of {len(packet)} bytes")
+        (key_id,) = _unpack_Q(packet)
+        if key_id == 0:
+            self._on_plain(packet)
+            return
+        km = self._km
+        if km is None or km.key_id != key_id:
+            entry = self.server._keys.get(key_id)
+            if entry is None or entry[0].dc_id != self.dc_id:
+                self.send_transport_error(404, "framed")
+                self.close("unknown auth key", error_code=-404)
+                return
+            self._auth, self._km = entry
+            km = entry[1]
+        plain = km.decrypt(packet)
+        salt, session_id, msg_id, seqno, length = _unpack_from_qqqii(plain)
+        pad = len(plain) - 32 - length
+        if length < 4 or length % 4 or not 12 <= pad <= 1024:
+            raise ProtocolError(f"bad message length {length} (padding {pad})")
+        body = plain[32 : 32 + length]
+        self._session_id = session_id
+        server = self.server
+
+        # msg_id sanity (bad_msg_notification codes 16, 17, 18)
+        code = 0
+        if msg_id & 3:
+            code = 18
+        else:
+            delta = (msg_id >> 32) - time.time()
+            if delta < -MSG_TOO_OLD:
+                code = 16
+            elif delta > MSG_TOO_NEW:
+                code = 17
+        if code:
+            self._send(types.BadMsgNotification(msg_id, seqno, code), False)
+            return
+        if salt != server.salt:
+            self._send(types.BadServerSalt(msg_id, seqno, 48, server.salt), False)
+            return
+        assert self._auth is not None
+        skey = (key_id, session_id)
+        if skey not in server._sessions:
+            server._sessions.add(skey)
+            self._send(
+                types.NewSessionCreated(msg_id, int.from_bytes(os.urandom(8), "little", signed=True),
+                                        server.salt),
+                True,
+                residue=3,
+            )
+        acks: list[int] = []
+        self._on_message(msg_id, seqno, body, acks, top=True)
+        if acks:
+            self._send(types.MsgsAck(acks), False)
+
+    def _on_message(self, msg_id: int, seqno: int, body: bytes, acks: list[int], top: bool) -> None:
+        if seqno & 1:
+            acks.append(msg_id)
+        (cid,) = struct.unpack_from("<I", body)
+        if cid == CONTAINER_ID:
+            if not top:
+                raise ProtocolError("nested msg_container")
+            (count,) = struct.unpack_from("<i", body, 4)
+            pos = 8
+            for _ in range(count):
+                inner_id, inner_seq, inner_len = _unpack_qii(body, pos)
+                pos += 16
+                if inner_len < 4 or pos + inner_len > len(body):
+                    raise ProtocolError("bad message length inside msg_container")
+                self._on_message(inner_id, inner_seq, body[pos : pos + inner_len], acks, False)
+                pos += inner_len
+            return
+        if cid == GZIP_ID:
+            reader = BinaryReader(body[4:])
+            body = gzip.decompress(reader.tgread_bytes())
+            (cid,) = struct.unpack_from("<I", body)
+        if cid in _IGNORED:
+            return
+        obj = BinaryReader(body).tgread_object()
+        if not isinstance(obj, TLRequest):
+            return  # a type the client sent for information only
+        task = self._loop.create_task(self._run(msg_id, obj))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_plain(self, packet: bytes) -> None:
+        if len(packet) < 24:
+            raise ProtocolError("short unencrypted message")
+        _, msg_id, length = struct.unpack_from("<qqi", packet)
+        if length < 4 or 20 + length > len(packet):
+            raise ProtocolError(f"bad unencrypted length {length}")
+        obj = BinaryReader(packet[20 : 20 + length]).tgread_object()
+        if self._handshake is None:
+            server = self.server
+            self._handshake = Handshake(server._rsa_key, server._pq, self._new_key)
+        task = self._loop.create_task(self._run_plain(obj))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_plain(self, obj: TLObject) -> None:
+        assert self._handshake is not None
+        try:
+            answer = await self._handshake.handle(obj)
+        except HandshakeError as e:
+            self.close(f"handshake error: {e}", abort=True)
+            return
+        except Exception as e:
+            self.server._internal_error(e)
+            self.close(f"internal error in handshake: {e!r}", abort=True)
+            return
+        if self.closed or self.stalled:
+            return
+        data = bytes(answer)
+        assert self.codec is not None
+        self.writer.write(
+            self.codec.encode(_pack_qqi(0, self.server._new_msg_id(1), len(data)) + data)
+        )
+
+    def _new_key(self, auth_key: bytes) -> None:
+        self.server._register_key(auth_key, self.dc_id)
+
+    # ---- requests ----------------------------------------------------------------------------
+
+    async def _run(self, msg_id: int, request: TLObject) -> None:
+        server = self.server
+        auth = self._auth
+        assert auth is not None
+        log_time = _monotonic()
+        method = "?"
+        account = auth.user_id
+        random_id: int | None = None
+        try:
+            inner = request
+            init = False
+            while isinstance(inner, _WRAPPERS):
+                if isinstance(inner, functions.InvokeWithLayerRequest):
+                    auth.layer = inner.layer
+                elif isinstance(inner, functions.InitConnectionRequest):
+                    auth.api_id = inner.api_id
+                    init = True
+                inner = inner.query
+            method = _tl.method_name(inner)
+            random_id = _tl.random_id_of(inner)
+            counts = server._call_counts
+            ckey = (account, method)
+            index = counts.get(ckey, 0) + 1
+            counts[ckey] = index
+            info = RequestInfo(
+                now=log_time,
+                conn_id=self.conn_id,
+                dc_id=self.dc_id,
+                auth=auth,
+                msg_id=msg_id,
+                method=method,
+                request=inner,
+                framing=self.framing,
+                peer=_tl.peer_key(inner),
+                random_id=random_id,
+                init_connection=init,
+                call_index=index,
+            )
+            drop = False
+            reset_after = False
+            faults = server.faults
+            if faults is not None:
+                for action in faults.on_request(info):
+                    if isinstance(action, Delay):
+                        await asyncio.sleep(action.seconds)
+                    elif isinstance(action, ReplyError):
+                        self._log(msg_id, method, account, random_id, "rpc_error", False,
+                                  action.code, action.message)
+                        self._send_error(msg_id, action.code, action.message)
+                        return
+                    elif isinstance(action, DropReply):
+                        drop = True
+                    elif isinstance(action, ResetConnection):
+                        if action.after_execute:
+                            reset_after = True
+                        else:
+                            self._log(msg_id, method, account, random_id, "reset", False)
+                            self.close("reset by fault plan", abort=True)
+                            return
+                    elif isinstance(action, TransportError):
+                        self._log(msg_id, method, account, random_id, "transport_error", False,
+                                  -action.code)
+                        if action.refuse_seconds > 0:
+                            server._start_refusing(self.dc_id, action)
+                        self.send_transport_error(action.code, action.mode)
+                        self.close(f"transport error -{action.code}")
+                        return
+                    elif isinstance(action, Stall):
+                        self._log(msg_id, method, account, random_id, "stalled", False)
+                        self._stall()
+                        return
+            try:
+                if method in _SERVICE:
+                    result = _SERVICE[method](self, msg_id, inner)
+                else:
+                    result = await server.world.handle(info)
+            except RpcErrorReply as e:
+                if reset_after:
+                    self._log(msg_id, method, account, random_id, "reset", True,
+                              e.code, e.message)
+                    self.close("reset by fault plan after execute", abort=True)
+                elif drop:
+                    self._log(msg_id, method, account, random_id, "dropped", True,
+                              e.code, e.message)
+                else:
+                    self._log(msg_id, method, account, random_id, "rpc_error", True,
+                              e.code, e.message)
+                    self._send_error(msg_id, e.code, e.message)
+                return
+            if reset_after:
+                self._log(msg_id, method, account, random_id, "reset", True)
+                self.close("reset by fault plan after execute", abort=True)
+                return
+            if drop:
+                self._log(msg_id, method, account, random_id, "dropped", True)
+                return
+            if result is not None:
+                if isinstance(result, TLObject) and result.CONSTRUCTOR_ID in _TOP_LEVEL:
+                    self._send(result, True)
+                else:
+                    self._send_raw(_pack_Iq(RPC_RESULT_ID, msg_id) + serialize_result(result))
+            self._log(msg_id, method, account, random_id, "ok", True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            server._internal_error(e)
+            self._log(msg_id, method, account, random_id, "rpc_error", True, 500, "INTERNAL")
+            self._send_error(msg_id, 500, "INTERNAL")
+
+    def _log(
+        self,
+        msg_id: int,
+        method: str,
+        account: int | None,
+        random_id: int | None,
+        outcome: Outcome,
+        executed: bool,
+        code: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.server.log.entries.append(
+            LogEntry(_monotonic(), "request", self.conn_id, self.dc_id, account, method, msg_id,
+                     random_id, outcome, executed, code, message)
+        )
+
+    # ---- service calls -----------------------------------------------------------------------
+
+    def _ping(self, msg_id: int, req: Any) -> TLObject:
+        return types.Pong(msg_id, req.ping_id)
+
+    def _ping_delay(self, msg_id: int, req: Any) -> TLObject:
+        if self._ping_disconnect is not None:
+            self._ping_disconnect.cancel()
+        delay = max(0, int(req.disconnect_delay))
+        self._ping_disconnect = self._loop.call_later(
+            delay + 0.0, self.close, "ping_delay_disconnect timeout"
+        )
+        return types.Pong(msg_id, req.ping_id)
+
+    def _destroy_session(self, msg_id: int, req: Any) -> TLObject:
+        assert self._auth is not None
+        skey = (self._auth.auth_key_id, req.session_id)
+        if skey in self.server._sessions:
+            self.server._sessions.discard(skey)
+            return types.DestroySessionOk(req.session_id)
+        return types.DestroySessionNone(req.session_id)
+
+    def _future_salts(self, msg_id: int, req: Any) -> TLObject:
+        from datetime import datetime, timedelta, timezone
+
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        salts = [
+            types.FutureSalt(now + timedelta(hours=i), now + timedelta(hours=i + 1),
+                             self.server.salt)
+            for i in range(max(1, min(64, int(req.num))))
+        ]
+        return types.FutureSalts(msg_id, int(now.timestamp()), salts)
+
+    def _drop_answer(self, msg_id: int, req: Any) -> TLObject:
+        return types.RpcAnswerUnknown()
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    def _send_error(self, req_msg_id: int, code: int, message: str) -> None:
+        self._send_raw(_pack_Iq(RPC_RESULT_ID, req_msg_id) + bytes(types.RpcError(code, message)))
+
+    def _send(self, obj: TLObject, content_related: bool, residue: int = 1) -> None:
+        self._enqueue(bytes(obj), content_related, residue)
+
+    def _send_raw(self, body: bytes) -> None:
+        self._enqueue(body, True, 1)
+
+    def _enqueue(self, body: bytes, content_related: bool, residue: int) -> None:
+        if self.closed or self.stalled:
+            return
+        if content_related:
+            seq = self._seq * 2 + 1
+            self._seq += 1
+        else:
+            seq = self._seq * 2
+        self._out.append((self.server._new_msg_id(residue), seq, body))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out or self.stalled or self.codec is None or self._km is None:
+            out.clear()
+            return
+        self._out = []
+        head = _pack_qq(self.server.salt, self._session_id)
+        encode = self.codec.encode
+        encrypt = self._km.encrypt
+        chunks: list[bytes] = []
+        i = 0
+        n = len(out)
+        while i < n:
+            msg_id, seq, body = out[i]
+            if n - i == 1 or len(body) > MAX_CONTAINER_BYTES // 2:
+                plain = head + _pack_qii(msg_id, seq, len(body)) + body
+                i += 1
+            else:
+                parts: list[bytes] = []
+                size = 0
+                j = i
+                while j < n and j - i < MAX_CONTAINER_MESSAGES:
+                    m_id, m_seq, m_body = out[j]
+                    if size + len(m_body) > MAX_CONTAINER_BYTES and j > i:
+                        break
+                    parts.append(_pack_qii(m_id, m_seq, len(m_body)))
+                    parts.append(m_body)
+                    size += len(m_body) + 16
+                    j += 1
+                count = j - i
+                if count == 1:
+                    plain = head + _pack_qii(msg_id, seq, len(body)) + body
+                else:
+                    cbody = _pack_Ii(CONTAINER_ID, count) + b"".join(parts)
+                    plain = (head + _pack_qii(self.server._new_msg_id(1), self._seq * 2,
+                                              len(cbody)) + cbody)
+                i = j
+            chunks.append(encode(encrypt(plain)))
+        with contextlib.suppress(Exception):
+            self.writer.write(b"".join(chunks))
+
+
+# Replies that go out as top-level messages, not inside rpc_result (Telethon's handlers).
+_TOP_LEVEL = frozenset(
+    {
+        types.Pong.CONSTRUCTOR_ID,
+        types.FutureSalts.CONSTRUCTOR_ID,
+        types.DestroySessionOk.CONSTRUCTOR_ID,
+        types.DestroySessionNone.CONSTRUCTOR_ID,
+    }
+)
+
+_SERVICE: dict[str, Any] = {
+    "ping": Connection._ping,
+    "pingDelayDisconnect": Connection._ping_delay,
+    "destroySession": Connection._destroy_session,
+    "getFutureSalts": Connection._future_salts,
+    "rpcDropAnswer": Connection._drop_answer,
+}

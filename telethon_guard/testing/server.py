@@ -1,0 +1,392 @@
+"""``TelegramTestServer``: a local MTProto 2.0 server that unmodified Telethon talks to.
+
+::
+
+    async with TelegramTestServer(dcs=2) as server:
+        client = server.client()              # a TelegramClient on a fresh logged-in session
+        async with client:
+            me = await client.get_me()
+        assert server.log.count("users.getUsers") >= 1
+
+One asyncio listener per DC on ``host`` (port 0: the OS picks). Pre-shared sessions
+(:meth:`TelegramTestServer.session`) skip the key exchange; an empty ``StringSession`` pointed
+at a DC goes through the full DH exchange with the server's own RSA key, which is registered
+in this process through ``telethon.crypto.rsa.add_key``.
+
+**Telethon's class-level config cache.** ``TelegramBaseClient._get_dc`` stores the result of
+``help.getConfig`` on the client *class* (``cls._config``) and never refreshes it, so a second
+server in the same process would send other-DC downloads to the first server's (closed) ports.
+The server therefore clears ``_config`` / ``_cdn_config`` on ``TelegramBaseClient`` and every
+subclass when it starts, and :meth:`TelegramTestServer.client` builds clients of a per-server
+subclass of the class you pass, so two live servers in one process never share that cache.
+Clients you build yourself from your own class work too, as long as only one server is live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import rsa
+from telethon import TelegramClient
+from telethon.client.telegrambaseclient import TelegramBaseClient
+from telethon.crypto import AuthKey
+from telethon.sessions import StringSession
+from telethon.sessions.abstract import Session
+
+from telethon_guard.testing import crypto
+from telethon_guard.testing._types import AuthState, DcAddress, TransportError
+from telethon_guard.testing.connection import Connection
+from telethon_guard.testing.crypto import KeyMaterial
+from telethon_guard.testing.log import Kind, LogEntry, ServerLog
+from telethon_guard.testing.transport import DEFAULT_MAX_SIZE
+
+C = TypeVar("C", bound=TelegramClient)
+
+API_ID = 611335
+API_HASH = "d524b414d21f4d37f08684c1df41ac9c"
+
+TICK_SECONDS = 0.01
+"""How often timed fault-script actions are polled while the plan has any (seconds)."""
+
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "request_retries": 2,
+    "connection_retries": 2,
+    "retry_delay": 0.1,
+    "timeout": 5,
+}
+"""Keyword arguments :meth:`TelegramTestServer.client` adds when the caller did not."""
+
+
+class ServerInternalError(AssertionError):
+    """Raised on ``async with`` exit (``strict=True``) when the server's own code failed.
+
+    ``errors`` holds every exception collected; the first is the ``__cause__``. The clients
+    got ``rpc_error 500 INTERNAL`` for them.
+    """
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        lines = "; ".join(f"{type(e).__name__}: {e}" for e in errors[:5])
+        super().__init__(f"{len(errors)} internal error(s) in the test server: {lines}")
+        self.errors = errors
+
+
+def clear_config_cache() -> None:
+    """Forget ``help.getConfig`` cached on ``TelegramBaseClient`` and all its subclasses."""
+    stack: list[type] = [TelegramBaseClient]
+    seen: set[type] = set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        for attr in ("_config", "_cdn_config"):
+            if attr in cls.__dict__:
+                setattr(cls, attr, None)
+        stack.extend(cls.__subclasses__())
+
+
+class TelegramTestServer:
+    """A Telegram for tests: MTProto 2.0 over TCP on ``host``, one listener per DC.
+
+    Args:
+        dcs: number of data centers (listeners), ids ``1..dcs``; at least 1.
+        world_config: passed to ``World(world_config)`` when ``world`` is not given.
+        faults: a ``FaultPlan`` (limits and fault injection); a new empty plan if ``None``.
+            Mutable at runtime through ``server.faults``.
+        host: address to listen on.
+        seed: seeds the server's own randomness (salt); the fault plan has its own seed.
+        rsa_key: the server's RSA private key (``rsa.PrivateKey`` or PKCS#1 PEM); by default
+            one 2048-bit key per process, generated on the first key exchange.
+        world: a ready world object (anything with ``set_dcs``, ``register_account`` and
+            ``async handle(info)``) instead of building ``World(world_config)``.
+        strict: raise :class:`ServerInternalError` on exit if the server's code (or a world
+            handler) raised anything other than ``RpcErrorReply``.
+        max_packet_size: largest accepted transport packet, bytes (2 MiB).
+        ports: optional fixed ports, one per DC (default: 0 each, the OS picks).
+
+    Raises:
+        ValueError: on a bad argument (at construction).
+    """
+
+    def __init__(
+        self,
+        *,
+        dcs: int = 2,
+        world_config: Any = None,
+        faults: Any = None,
+        host: str = "127.0.0.1",
+        seed: int = 0,
+        rsa_key: rsa.PrivateKey | bytes | str | None = None,
+        world: Any = None,
+        strict: bool = True,
+        max_packet_size: int = DEFAULT_MAX_SIZE,
+        ports: list[int] | None = None,
+    ) -> None:
+        if isinstance(dcs, bool) or not isinstance(dcs, int) or dcs < 1:
+            raise ValueError(f"dcs must be an int >= 1, got {dcs!r}")
+        if ports is not None and len(ports) != dcs:
+            raise ValueError(f"ports must have one entry per DC ({dcs}), got {ports!r}")
+        if not isinstance(max_packet_size, int) or max_packet_size < 1024:
+            raise ValueError(f"max_packet_size must be an int >= 1024, got {max_packet_size!r}")
+        self._n_dcs = dcs
+        self._ports = list(ports) if ports is not None else [0] * dcs
+        self.host = host
+        self.seed = seed
+        self.strict = strict
+        self.max_packet_size = max_packet_size
+        self._fixed_rsa = crypto.load_rsa_key(rsa_key) if rsa_key is not None else None
+        if world is None:
+            from telethon_guard.testing.world import World
+
+            world = World(world_config)
+        self.world = world
+        if faults is None:
+            from telethon_guard.testing.faults import FaultPlan
+
+            faults = FaultPlan(seed=seed)
+        self.faults = faults
+        self.log = ServerLog()
+        self.internal_errors: list[BaseException] = []
+        self.api_id = API_ID
+        self.api_hash = API_HASH
+        self.dcs: list[DcAddress] = []
+
+        rng = random.Random(seed)
+        self.salt = rng.getrandbits(63)
+        self._pq = crypto.small_pq()
+        self._keys: dict[int, tuple[AuthState, KeyMaterial]] = {}
+        self._sessions: set[tuple[int, int]] = set()
+        self._call_counts: dict[tuple[int | None, str], int] = {}
+        self._conns: dict[int, Connection] = {}
+        self._conn_ids = itertools.count(1)
+        self._last_msg_id = 0
+        self._refusing: dict[int, tuple[float, TransportError]] = {}
+        self._servers: list[asyncio.base_events.Server] = []
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._client_classes: dict[type, type] = {}
+        self._started = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> TelegramTestServer:
+        """Bind the listeners, tell the world the DC addresses, start the fault clock."""
+        if self._started:
+            raise RuntimeError("server already started")
+        self._started = True
+        clear_config_cache()
+        if self._fixed_rsa is not None:
+            crypto.register_public_key(self._fixed_rsa)
+        for dc_id in range(1, self._n_dcs + 1):
+            srv = await asyncio.start_server(
+                self._make_handler(dc_id), self.host, self._ports[dc_id - 1]
+            )
+            port = srv.sockets[0].getsockname()[1]
+            self._servers.append(srv)
+            self.dcs.append(DcAddress(dc_id, self.host, port))
+        self.world.set_dcs(list(self.dcs))
+        now = time.monotonic()
+        if self.faults is not None and hasattr(self.faults, "start"):
+            self.faults.start(now)
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    async def stop(self) -> None:
+        """Close listeners and every connection; cancel in-flight request tasks."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        for srv in self._servers:
+            srv.close()
+        for conn in list(self._conns.values()):
+            conn.cancel_tasks()
+            conn.close("server stopped", abort=True)
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=2)
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(srv.wait_closed(), 2)
+        self._servers.clear()
+
+    async def __aenter__(self) -> TelegramTestServer:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        if self.strict and self.internal_errors and exc_type is None:
+            raise ServerInternalError(list(self.internal_errors)) from self.internal_errors[0]
+
+    def dc(self, dc_id: int) -> DcAddress:
+        """Address of DC ``dc_id``; raises ``KeyError`` if there is no such DC."""
+        for d in self.dcs:
+            if d.dc_id == dc_id:
+                return d
+        raise KeyError(f"no DC {dc_id} (server has {len(self.dcs)} DCs, started: {self._started})")
+
+    # ---- sessions and clients ----------------------------------------------------------------
+
+    def session(self, account: int | None = None, dc_id: int = 1) -> StringSession:
+        """A ``StringSession`` with a fresh auth key already known to the server.
+
+        The key is logged in as ``account`` (a new account when ``None``, via
+        ``world.register_account``) on DC ``dc_id``. Each call returns a new session object
+        and a new key; never share one session between two clients.
+        """
+        addr = self.dc(dc_id)
+        user_id = self.world.register_account(account)
+        auth_key = os.urandom(256)
+        state = self._register_key(auth_key, dc_id)
+        state.user_id = user_id
+        session = StringSession()
+        session.set_dc(dc_id, addr.host, addr.port)
+        session.auth_key = AuthKey(auth_key)
+        return session
+
+    def empty_session(self, dc_id: int = 1) -> StringSession:
+        """A ``StringSession`` pointing at DC ``dc_id`` with no auth key (full DH exchange)."""
+        addr = self.dc(dc_id)
+        session = StringSession()
+        session.set_dc(dc_id, addr.host, addr.port)
+        return session
+
+    def client_class(self, cls: type[C] = TelegramClient) -> type[C]:  # type: ignore[assignment]
+        """This server's private subclass of ``cls`` (see the module docstring)."""
+        sub = self._client_classes.get(cls)
+        if sub is None:
+            sub = type(cls.__name__, (cls,), {"_config": None, "_cdn_config": None,
+                                              "__module__": cls.__module__,
+                                              "__qualname__": cls.__qualname__})
+            self._client_classes[cls] = sub
+        return sub
+
+    def client(
+        self,
+        cls: type[C] = TelegramClient,  # type: ignore[assignment]
+        session: Session | str | None = None,
+        **kwargs: Any,
+    ) -> C:
+        """A not-yet-connected client of (a per-server subclass of) ``cls``.
+
+        ``session`` defaults to :meth:`session` (a new logged-in account on DC 1); a string
+        session is parsed. ``api_id`` / ``api_hash`` are the server's; small retry and timeout
+        defaults (:data:`CLIENT_DEFAULTS`) apply unless given. Every other keyword
+        (``connection=``, ``receive_updates=``...) goes to the constructor unchanged.
+        """
+        if session is None:
+            session = self.session()
+        elif isinstance(session, str):
+            session = StringSession(session)
+        for key, value in CLIENT_DEFAULTS.items():
+            kwargs.setdefault(key, value)
+        sub = self.client_class(cls)
+        return sub(session, self.api_id, self.api_hash, **kwargs)
+
+    # ---- internals used by Connection --------------------------------------------------------
+
+    def _register_key(self, auth_key: bytes, dc_id: int) -> AuthState:
+        key_id = crypto.auth_key_id(auth_key)
+        state = AuthState(auth_key_id=key_id, auth_key=auth_key, dc_id=dc_id)
+        self._keys[key_id] = (state, KeyMaterial(auth_key, key_id))
+        return state
+
+    def auth_states(self) -> list[AuthState]:
+        """Every auth key the server knows (pre-shared and exchanged)."""
+        return [s for s, _ in self._keys.values()]
+
+    def _rsa_key(self) -> rsa.PrivateKey:
+        return self._fixed_rsa if self._fixed_rsa is not None else crypto.server_rsa_key()
+
+    def _new_msg_id(self, residue: int) -> int:
+        """A server msg_id: time-based, strictly increasing, ``residue`` (1 or 3) mod 4."""
+        t = time.time()
+        mid = (int(t) << 32) | (int((t % 1.0) * 4294967296.0) & ~3)
+        last = self._last_msg_id
+        if mid <= last:
+            mid = last + 4
+        self._last_msg_id = mid
+        return mid | residue
+
+    def _internal_error(self, exc: BaseException) -> None:
+        self.internal_errors.append(exc)
+
+    def _log_event(
+        self,
+        kind: Kind,
+        conn_id: int,
+        dc_id: int,
+        *,
+        error_code: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.log.append(
+            LogEntry(time.monotonic(), kind, conn_id, dc_id, error_code=error_code, detail=detail)
+        )
+
+    def _refusal(self, dc_id: int) -> TransportError | None:
+        entry = self._refusing.get(dc_id)
+        if entry is None:
+            return None
+        until, action = entry
+        if time.monotonic() >= until:
+            del self._refusing[dc_id]
+            return None
+        return action
+
+    def _start_refusing(self, dc_id: int | None, action: TransportError) -> None:
+        until = time.monotonic() + action.refuse_seconds
+        targets = [d.dc_id for d in self.dcs] if dc_id is None else [dc_id]
+        for d in targets:
+            prev = self._refusing.get(d)
+            if prev is None or prev[0] < until:
+                self._refusing[d] = (until, action)
+
+    def _make_handler(
+        self, dc_id: int
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._handlers.add(task)
+            try:
+                conn = Connection(self, next(self._conn_ids), dc_id, reader, writer)
+                await conn.serve()
+            finally:
+                self._handlers.discard(task)
+
+        return handler
+
+    async def _tick(self) -> None:
+        """Apply timed fault-script actions (``faults.due(now)``) to live connections."""
+        while True:
+            faults = self.faults
+            if faults is None or not getattr(faults, "has_timed", False):
+                await asyncio.sleep(0.1)
+                continue
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                due = faults.due(time.monotonic())
+                for dc_id, action in due:
+                    if isinstance(action, TransportError) and action.refuse_seconds > 0:
+                        self._start_refusing(dc_id, action)
+                    for conn in list(self._conns.values()):
+                        if dc_id is None or conn.dc_id == dc_id:
+                            conn.apply(action)
+            except Exception as e:
+                self._internal_error(e)
