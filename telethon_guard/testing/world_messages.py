@@ -1,0 +1,152 @@
+"""Message histories of the test world and Telegram's ``messages.getHistory`` pagination.
+
+A channel's history is ids ``1..top`` without gaps: ``generated`` messages built on demand
+(cheap, cached in a bounded dict) followed by the messages accounts sent. A private chat's
+history is the sorted list of ids that account used in it. Both are served by
+:func:`history_window`, which does O(log n + limit) work per call.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from telethon.tl import types
+
+from .world_state import HISTORY_PAGE_MAX, ChannelRecord, to_datetime
+
+_CACHE_MAX = 20_000
+
+
+def history_window(
+    ids: Sequence[int],
+    *,
+    offset_id: int,
+    add_offset: int,
+    limit: int,
+    max_id: int,
+    min_id: int,
+) -> list[int]:
+    """Ids one ``messages.getHistory`` call returns, newest first.
+
+    ``ids`` is ascending. Semantics (Telegram's, see core.telegram.org/api/offsets):
+    ``min_id``/``max_id`` (when > 0) keep only ``min_id < id < max_id``; within that, the
+    window starts at the first message older than ``offset_id`` (the newest one when
+    ``offset_id`` is 0), moved by ``add_offset`` (negative = towards newer messages), and holds
+    at most ``limit`` messages (capped at 100; a window reaching past the newest message is cut,
+    as Telegram does, so ``add_offset=-limit`` walks forward). ``limit <= 0`` returns nothing.
+    """
+    limit = min(limit, HISTORY_PAGE_MAX)
+    if limit <= 0:
+        return []
+    lo = bisect.bisect_right(ids, min_id) if min_id > 0 else 0
+    hi = bisect.bisect_left(ids, max_id) if max_id > 0 else len(ids)
+    n = hi - lo
+    if n <= 0:
+        return []
+    if offset_id > 0:
+        # descending index of the first message with id < offset_id
+        cut = min(hi, max(lo, bisect.bisect_left(ids, offset_id)))
+        start = hi - cut
+    else:
+        start = 0
+    start += add_offset
+    end = start + limit
+    start = max(start, 0)
+    end = min(end, n)
+    if end <= start:
+        return []
+    # descending position k maps to ascending index hi - 1 - k
+    return [ids[hi - 1 - k] for k in range(start, end)]
+
+
+def first_id_before(ids: Sequence[int], date_of: Callable[[int], int], offset_date: int) -> int:
+    """Smallest id that is not older than ``offset_date`` (an ``offset_id`` equivalent).
+
+    ``date_of`` must be non-decreasing along ``ids``; returns ``ids[-1] + 1`` when every message
+    is older, ``ids[0]`` (or 1) when none is.
+    """
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if date_of(ids[mid]) < offset_date:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo >= len(ids):
+        return (ids[-1] + 1) if ids else 1
+    return ids[lo]
+
+
+class ChannelHistory:
+    """Messages of one channel: ids ``1..generated`` built on demand, then appended ones."""
+
+    __slots__ = ("_cache", "_make", "appended", "channel", "senders")
+
+    def __init__(
+        self, channel: ChannelRecord, make: Callable[[ChannelRecord, int], types.Message]
+    ) -> None:
+        self.channel = channel
+        self._make = make
+        self._cache: OrderedDict[int, types.Message] = OrderedDict()
+        self.appended: list[types.Message] = []
+        self.senders: list[int] = []  # account id of each appended message
+
+    @property
+    def top(self) -> int:
+        """Newest message id (also the channel's pts: one pts per new message)."""
+        return self.channel.generated + len(self.appended)
+
+    @property
+    def ids(self) -> range:
+        return range(1, self.top + 1)
+
+    def get(self, msg_id: int) -> types.Message | None:
+        gen = self.channel.generated
+        if msg_id <= 0 or msg_id > self.top:
+            return None
+        if msg_id > gen:
+            return self.appended[msg_id - gen - 1]
+        msg = self._cache.get(msg_id)
+        if msg is None:
+            msg = self._make(self.channel, msg_id)
+            self._cache[msg_id] = msg
+            if len(self._cache) > _CACHE_MAX:
+                self._cache.popitem(last=False)
+        return msg
+
+    def date_of(self, msg_id: int) -> int:
+        msg = self.get(msg_id)
+        assert msg is not None and msg.date is not None
+        return int(msg.date.timestamp())
+
+    def append(self, build: Callable[[int], types.Message]) -> types.Message:
+        msg = build(self.top + 1)
+        self.appended.append(msg)
+        return msg
+
+
+def channel_message(
+    channel: ChannelRecord,
+    msg_id: int,
+    *,
+    date: int,
+    text: str,
+    from_user: int | None,
+    media: types.TypeMessageMedia | None = None,
+    out: bool = False,
+) -> types.Message:
+    """A message in ``channel`` as Telegram sends it (``post`` in broadcasts)."""
+    return types.Message(
+        id=msg_id,
+        peer_id=types.PeerChannel(channel.id),
+        date=to_datetime(date),
+        message=text,
+        out=out or None,
+        post=(not channel.megagroup) or None,
+        from_id=types.PeerUser(from_user) if (channel.megagroup and from_user) else None,
+        media=media,
+        views=1 if not channel.megagroup else None,
+        forwards=0 if not channel.megagroup else None,
+    )
