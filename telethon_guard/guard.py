@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -152,6 +153,7 @@ class GuardState:
         self.config = config
         self.pipeline = pipeline
         self.events: Any = getattr(pipeline, "events", None)
+        self._pacers: dict[int, Any] = {}
 
     @classmethod
     def create(
@@ -169,6 +171,21 @@ class GuardState:
                 extras[name] = fields.pop(name)
         config = build_config(guard_config, preset, **fields)
         return cls(config, Pipeline(config, **extras))
+
+    def pacer(self, dc_id: int | None) -> Any:
+        """The reconnect pacer shared by this guard's senders to DC ``dc_id`` (``None``: the
+        main sender), built from ``config.reconnect_pacing``; ``None`` if unavailable."""
+        key = dc_id if dc_id is not None else 0
+        pacer = self._pacers.get(key)
+        if pacer is None:
+            try:
+                from .reconnect import ReconnectPacer
+            except ImportError:
+                return None
+            windows = getattr(self.config, "reconnect_pacing", None)
+            pacer = ReconnectPacer(windows) if windows else ReconnectPacer()
+            self._pacers[key] = pacer
+        return pacer
 
     def now(self) -> float:
         """The guard clock (monotonic seconds) the pipeline measures deadlines against."""
@@ -417,14 +434,25 @@ def sender_class() -> type[MTProtoSender]:
 def make_sender(
     client: TelegramClient, state: GuardState, auth_key: Any, dc_id: int | None, **kwargs: Any
 ) -> MTProtoSender:
-    """A sender for ``client`` with Telethon's arguments plus the guard's extras when the
-    sender class takes them."""
+    """A sender for ``client`` with Telethon's arguments plus the guard's extras (events,
+    a reconnect pacer per DC built from ``config.reconnect_pacing``, DC id, account) that the
+    sender class accepts."""
     cls = sender_class()
-    if cls is MTProtoSender:
-        sender = cls(auth_key, loggers=client._log, **kwargs)
-    else:
-        sender = cls(auth_key, loggers=client._log, events=state.events,
-                     config=state.config, dc_id=dc_id, **kwargs)
+    accepted = inspect.signature(cls.__init__).parameters
+    extras: dict[str, Any] = {}
+    if "events" in accepted:
+        extras["events"] = state.events
+    if "config" in accepted:
+        extras["config"] = state.config
+    if "dc_id" in accepted:
+        extras["dc_id"] = dc_id if dc_id is not None else client.session.dc_id
+    if "account" in accepted:
+        extras["account"] = account_key(client, state)
+    if "pacer" in accepted:
+        pacer = state.pacer(dc_id)
+        if pacer is not None:
+            extras["pacer"] = pacer
+    sender = cls(auth_key, loggers=client._log, **extras, **kwargs)
     if dc_id is not None:
         sender.dc_id = dc_id
     return sender
