@@ -1,0 +1,670 @@
+"""``GuardedMTProtoSender``: Telethon's ``MTProtoSender`` that survives transport -429.
+
+What Telethon 1.45 does (design.md §2) and what this sender does instead:
+
+* **-429 on TcpFull** (negative length): Telethon disconnects for good; in-flight calls get
+  ``InvalidBufferError``, later calls ``ConnectionError``. Here: a paced reconnect (the
+  :class:`~telethon_guard.reconnect.ReconnectPacer` schedule); in-flight and new calls are sent
+  after it.
+* **-429 on Intermediate / Abridged** (a 4-byte packet, or 4 raw bytes): Telethon reconnects at
+  once with no backoff, a reconnect storm. Here: the same paced reconnect.
+* **Connection lost**: Telethon makes ``retries`` attempts ``delay`` s apart. Here: paced.
+* **No reconnect within** ``max_reconnect_seconds``: pending calls fail with
+  :class:`~telethon_guard.errors.TransportFloodError` (after -429) or
+  :class:`~telethon_guard.errors.GuardConnectionError`; new calls fail fast with the same error
+  until a reconnect succeeds; paced attempts go on meanwhile.
+* **-404 / unknown auth key**: disconnect once with
+  :class:`~telethon_guard.errors.AuthKeyInvalidError`; no reconnect loop.
+* **send() while disconnected**: ``GuardConnectionError`` instead of a bare ``ConnectionError``
+  (or the typed error that ended the connection).
+* **disconnect() with calls in flight**: their futures fail with ``GuardConnectionError``
+  instead of being cancelled (Telethon makes callers that were never cancelled see
+  ``CancelledError``).
+* **Futures nobody awaits** (pings, the rest of a batch, the ``disconnected`` future): each gets
+  a done-callback retrieving its exception, so nothing logs "Future exception was never
+  retrieved".
+
+Raw transport errors: with Intermediate / Abridged framing, 4 raw bytes of ``-429`` are not a
+valid frame; Telethon would see a ``ValueError`` or a short read. The sender wraps the
+connection's packet codec so that such 4 bytes surface as ``InvalidBufferError`` with their
+code, in every framing (needed to tell a permanent -404 from a -429).
+
+Usage with a plain ``TelegramClient`` (what :class:`~telethon_guard.GuardedTelegramClient` does
+for you)::
+
+    client = TelegramClient(session, api_id, api_hash)
+    client._sender = GuardedMTProtoSender(
+        client.session.auth_key, loggers=client._log,
+        retries=client._connection_retries, delay=client._retry_delay,
+        auto_reconnect=client._auto_reconnect, connect_timeout=client._timeout,
+        auth_key_callback=client._auth_key_callback, updates_queue=client._updates_queue,
+        auto_reconnect_callback=client._handle_auto_reconnect,
+        pacer=ReconnectPacer(), events=EventBus(), dc_id=client.session.dc_id)
+    await client.connect()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from telethon import helpers
+from telethon.errors import AuthKeyNotFound, InvalidBufferError, SecurityError, TypeNotFoundError
+from telethon.extensions.messagepacker import MessagePacker
+from telethon.network.connection.connection import Connection, PacketCodec
+from telethon.network.connection.tcpabridged import AbridgedPacketCodec
+from telethon.network.connection.tcpfull import FullPacketCodec
+from telethon.network.connection.tcpintermediate import (
+    IntermediatePacketCodec,
+    RandomizedIntermediatePacketCodec,
+)
+from telethon.network.mtprotosender import MTProtoSender
+from telethon.network.requeststate import RequestState
+
+from .errors import (
+    AuthKeyInvalidError,
+    GuardConfigError,
+    GuardConnectionError,
+    GuardError,
+    TransportFloodError,
+)
+from .events import GuardEvent, ReconnectAttempt, ReconnectSucceeded, TransportErrorEvent
+from .reconnect import ReconnectPacer
+
+__all__ = ["GuardedMTProtoSender", "framing_of"]
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Done-callback: mark the future's exception as retrieved (no "never retrieved" log)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def framing_of(connection: Connection | None) -> str | None:
+    """``"full"``, ``"intermediate"``, ``"padded"`` or ``"abridged"`` for a Telethon connection."""
+    if connection is None:
+        return None
+    codec = getattr(connection, "packet_codec", None)
+    if not isinstance(codec, type):
+        return None
+    if issubclass(codec, FullPacketCodec):
+        return "full"
+    if issubclass(codec, RandomizedIntermediatePacketCodec):
+        return "padded"
+    if issubclass(codec, IntermediatePacketCodec):
+        return "intermediate"
+    if issubclass(codec, AbridgedPacketCodec):
+        return "abridged"
+    return codec.__name__
+
+
+class _RecordingReader:
+    """Proxy of a stream reader that remembers the bytes read for the current packet."""
+
+    __slots__ = ("_inner", "data")
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.data = bytearray()
+
+    async def readexactly(self, n: int) -> bytes:
+        try:
+            chunk: bytes = await self._inner.readexactly(n)
+        except asyncio.IncompleteReadError as e:
+            self.data += e.partial
+            raise
+        self.data += chunk
+        return chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _TransportErrorCodec(PacketCodec):
+    """Wraps a Telethon packet codec: 4 bytes of a negative int32 followed by the end of the
+    stream (or read as a negative length) raise ``InvalidBufferError`` with that code."""
+
+    def __init__(self, inner: PacketCodec) -> None:
+        self._inner = inner
+        self._conn = getattr(inner, "_conn", None)
+
+    def encode_packet(self, data: bytes) -> bytes:
+        return self._inner.encode_packet(data)
+
+    async def read_packet(self, reader: Any) -> bytes:
+        rec = _RecordingReader(reader)
+        try:
+            return await self._inner.read_packet(rec)
+        except (asyncio.IncompleteReadError, ValueError) as e:
+            data = bytes(rec.data)
+            if len(data) == 4 and struct.unpack("<i", data)[0] < 0:
+                raise InvalidBufferError(data) from e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _GuardedPacker(MessagePacker):
+    """Telethon's send queue; every queued state's future gets a retrieving done-callback."""
+
+    def append(self, state: RequestState) -> None:
+        state.future.add_done_callback(_retrieve)
+        super().append(state)
+
+    def extend(self, states: Any) -> None:
+        states = list(states)
+        for s in states:
+            s.future.add_done_callback(_retrieve)
+        super().extend(states)
+
+    def drain_states(self) -> list[RequestState]:
+        """Remove and return every state still waiting to be sent."""
+        states = list(self._deque)
+        self._deque.clear()
+        return states
+
+
+def _requests_of(states: Any) -> list[RequestState]:
+    out: list[RequestState] = []
+    for s in states:
+        if isinstance(s, list):
+            out.extend(s)
+        else:
+            out.append(s)
+    return out
+
+
+class GuardedMTProtoSender(MTProtoSender):
+    """An ``MTProtoSender`` with paced recovery from transport errors and no stray futures.
+
+    Same constructor as Telethon's ``MTProtoSender`` (``auth_key, *, loggers, retries, delay,
+    auto_reconnect, connect_timeout, auth_key_callback, updates_queue,
+    auto_reconnect_callback``) plus, keyword-only:
+
+    :param pacer: the :class:`~telethon_guard.reconnect.ReconnectPacer` deciding when a new
+        connection may be opened (every connection attempt of this sender takes a turn, the
+        first connect included). Default: a new pacer with TDLib's windows. Share one pacer
+        between senders that connect to the same address.
+    :param events: an :class:`~telethon_guard.events.EventBus` (anything with ``emit(event)``)
+        or ``None``. Emits :class:`TransportErrorEvent`, :class:`ReconnectAttempt`,
+        :class:`ReconnectSucceeded`.
+    :param dc_id: the DC this sender talks to (events and ``AuthKeyInvalidError.dc_id``).
+    :param account: the guard's account key for events, or ``None``.
+    :param max_reconnect_seconds: seconds (monotonic, counted from the first failure since the
+        last stable connection) that pending calls wait for a reconnect. After that they fail
+        with :class:`TransportFloodError` (after -429) or :class:`GuardConnectionError`, and new
+        calls fail fast with the same error until a reconnect succeeds; reconnect attempts go
+        on at the pacer's pace. ``None``: wait for ever. Default 60.0.
+    :raises GuardConfigError: on a bad ``max_reconnect_seconds`` or ``pacer``.
+
+    Counters for the breaker and metrics: :attr:`transport_errors` (``Counter`` by negative
+    code, e.g. ``{-429: 3}``), :attr:`connection_losses`, :attr:`reconnect_attempts`,
+    :attr:`reconnects`.
+
+    With ``auto_reconnect=False`` a transport error or a lost connection disconnects the sender
+    for good (like Telethon) but with a typed error.
+    """
+
+    def __init__(
+        self,
+        auth_key: Any,
+        *,
+        loggers: Any,
+        retries: int = 5,
+        delay: float = 1,
+        auto_reconnect: bool = True,
+        connect_timeout: float | None = None,
+        auth_key_callback: Callable[[Any], Awaitable[Any]] | None = None,
+        updates_queue: asyncio.Queue[Any] | None = None,
+        auto_reconnect_callback: Callable[[], Coroutine[Any, Any, Any]] | None = None,
+        pacer: ReconnectPacer | None = None,
+        events: Any = None,
+        dc_id: int | None = None,
+        account: str | None = None,
+        max_reconnect_seconds: float | None = 60.0,
+    ) -> None:
+        super().__init__(
+            auth_key,
+            loggers=loggers,
+            retries=retries,
+            delay=delay,
+            auto_reconnect=auto_reconnect,
+            connect_timeout=connect_timeout,
+            auth_key_callback=auth_key_callback,
+            updates_queue=updates_queue,
+            auto_reconnect_callback=auto_reconnect_callback,
+        )
+        if max_reconnect_seconds is not None and (
+            isinstance(max_reconnect_seconds, bool)
+            or not isinstance(max_reconnect_seconds, (int, float))
+            or not max_reconnect_seconds > 0
+        ):
+            raise GuardConfigError("max_reconnect_seconds",
+                                   f"must be a number > 0 or None, got {max_reconnect_seconds!r}")
+        if pacer is not None and not isinstance(pacer, ReconnectPacer):
+            raise GuardConfigError("pacer", f"must be a ReconnectPacer, got {type(pacer).__name__}")
+        if events is not None and not callable(getattr(events, "emit", None)):
+            raise GuardConfigError("events", "must have an emit(event) method")
+        # Telethon's own attributes, re-declared with types (same initial values as its __init__).
+        self._connection: Any = None
+        self._user_connected: bool = False
+        self._reconnecting: bool = False
+        self._pacer = pacer if pacer is not None else ReconnectPacer()
+        self._events = events
+        self.dc_id = dc_id
+        self.account = account
+        self._max_reconnect = (None if max_reconnect_seconds is None
+                               else float(max_reconnect_seconds))
+        self._send_queue = _GuardedPacker(self._state, loggers=self._loggers)
+
+        self.transport_errors: Counter[int] = Counter()
+        """Transport errors seen, by negative code (``{-429: 2, -404: 1}``)."""
+        self.connection_losses = 0
+        """Connections lost without a transport error code (reset, EOF, bad data)."""
+        self.reconnect_attempts = 0
+        """Connection attempts made by the reconnect loop."""
+        self.reconnects = 0
+        """Successful reconnects."""
+
+        self._last_code: int | None = None  # negative code of the last transport error
+        self._given_up = False  # pending calls failed; new calls fail fast until reconnected
+        self._terminal: GuardError | None = None  # why we disconnected for good, if we did
+        self._opened_at: float | None = None  # pacer clock: when the current connection opened
+        self._down_since: float | None = None
+        self._watched_disconnected: asyncio.Future[Any] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ---- public surface ---------------------------------------------------------------------
+
+    @property
+    def pacer(self) -> ReconnectPacer:
+        return self._pacer
+
+    @property
+    def is_reconnecting(self) -> bool:
+        """``True`` while a reconnect loop runs."""
+        return self._reconnect_task is not None and not self._reconnect_task.done()
+
+    @property
+    def given_up(self) -> bool:
+        """``True`` when reconnecting took over ``max_reconnect_seconds``: calls fail fast."""
+        return self._given_up
+
+    async def connect(self, connection: Connection) -> bool:
+        """Connect (paced); Telethon's bare ``ConnectionError`` becomes ``GuardConnectionError``."""
+        self._terminal = None
+        self._given_up = False
+        try:
+            return await super().connect(connection)
+        except GuardError:
+            raise
+        except ConnectionError as e:
+            raise GuardConnectionError(str(e)) from e
+
+    async def disconnect(self) -> None:
+        """Disconnect (user action): stops any reconnect loop; calls in flight or queued fail with
+        ``GuardConnectionError``; the ``disconnected`` future resolves without error."""
+        await super().disconnect()
+
+    def send(self, request: Any, ordered: bool = False) -> Any:
+        """Queue ``request`` (or a list of requests) like Telethon; returns the future(s).
+
+        :raises GuardConnectionError: the sender is disconnected (or ``AuthKeyInvalidError`` /
+            ``TransportFloodError`` when that is why it disconnected).
+        :raises TransportFloodError: reconnecting has taken longer than
+            ``max_reconnect_seconds`` (``retry_after``: seconds until the next attempt).
+        """
+        if not self._user_connected:
+            if self._terminal is not None:
+                raise self._copy(self._terminal)
+            raise GuardConnectionError("Cannot send requests while disconnected")
+        if self._given_up:
+            raise self._give_up_error(None)
+        futures = super().send(request, ordered)
+        for f in futures if isinstance(futures, list) else (futures,):
+            f.add_done_callback(_retrieve)
+        return futures
+
+    @property
+    def disconnected(self) -> asyncio.Future[Any]:
+        """Future resolved when the sender disconnects for good (its exception is retrieved)."""
+        fut: asyncio.Future[Any] = asyncio.shield(self._disconnected)
+        fut.add_done_callback(_retrieve)
+        return fut
+
+    @property
+    def _disconnected(self) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = MTProtoSender._disconnected.fget(self)
+        if fut is not self._watched_disconnected:
+            fut.add_done_callback(_retrieve)
+            self._watched_disconnected = fut
+        return fut
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _emit(self, event: GuardEvent) -> None:
+        if self._events is not None:
+            try:
+                self._events.emit(event)
+            except Exception:  # an EventBus never raises; a foreign emitter might
+                self._log.exception("event emitter failed on %s", type(event).__name__)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = helpers.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._log.error("background task failed: %r", t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    def _typed(self, error: BaseException | None) -> GuardError:
+        """The guard's typed error for why the connection ended (``None``: user disconnect)."""
+        if error is None:
+            return GuardConnectionError("the sender was disconnected")
+        if isinstance(error, GuardError):
+            return error
+        if isinstance(error, AuthKeyNotFound) or (
+            isinstance(error, InvalidBufferError) and error.code == 404
+        ):
+            typed: GuardError = AuthKeyInvalidError(self.dc_id, -404)
+        elif isinstance(error, InvalidBufferError) and error.code == 429:
+            typed = TransportFloodError(-429, None)
+        else:
+            typed = GuardConnectionError(str(error) or type(error).__name__)
+        typed.__cause__ = error
+        return typed
+
+    @staticmethod
+    def _copy(error: GuardError) -> GuardError:
+        """A new instance of ``error`` (one exception object per future / raise)."""
+        if isinstance(error, AuthKeyInvalidError):
+            new: GuardError = AuthKeyInvalidError(error.dc_id, error.code)
+        elif isinstance(error, TransportFloodError):
+            new = TransportFloodError(error.code, error.retry_after, str(error))
+        else:
+            new = GuardConnectionError(str(error))
+            new.retry_after = error.retry_after
+        new.__cause__ = error.__cause__
+        return new
+
+    def _give_up_error(self, cause: BaseException | None) -> GuardError:
+        retry_after = self._pacer.next_turn_in()
+        if self._last_code == -429:
+            msg = (f"transport error -429 on DC {self.dc_id}: not reconnected within "
+                   f"{self._max_reconnect} s; next attempt in {retry_after:.1f} s")
+            err: GuardError = TransportFloodError(-429, retry_after, msg)
+        else:
+            err = GuardConnectionError(
+                f"connection to DC {self.dc_id} lost and not re-established within "
+                f"{self._max_reconnect} s"
+            )
+            err.retry_after = retry_after
+        if cause is not None:
+            err.__cause__ = cause
+        return err
+
+    def _fail_requests(self, make_error: Callable[[], BaseException] | None) -> int:
+        """Fail (or cancel, when ``make_error`` is ``None``) every pending and queued request."""
+        states = list(self._pending_state.values())
+        self._pending_state.clear()
+        packer = self._send_queue
+        if isinstance(packer, _GuardedPacker):
+            states.extend(_requests_of(packer.drain_states()))
+        n = 0
+        for s in states:
+            if s.future.done():
+                continue
+            if make_error is None:
+                s.future.cancel()
+            else:
+                s.future.set_exception(make_error())
+            n += 1
+        return n
+
+    async def _open_connection(self) -> None:
+        """One TCP connection attempt (the caller took a pacer turn)."""
+        conn: Any = self._connection
+        # A dead Connection object may hold a stale (None, error) item in its queues; a reused
+        # object would hand it to the new receive loop, which would reconnect again at once.
+        for q in (conn._recv_queue, conn._send_queue):
+            while not q.empty():
+                q.get_nowait()
+        await conn.connect(timeout=self._connect_timeout)
+        # Connection.connect() created its receive task but it has not run yet (no await since):
+        # wrap the codec before it reads anything.
+        if conn._codec is not None and not isinstance(conn._codec, _TransportErrorCodec):
+            conn._codec = _TransportErrorCodec(conn._codec)
+        self._opened_at = self._pacer.now()
+        self._pacer.record_success()
+
+    async def _try_connect(self, attempt: int) -> bool:
+        # Telethon's first-connect loop: take a pacer turn instead of sleeping ``delay``.
+        await self._pacer.wait_turn()
+        try:
+            self._log.debug("Connection attempt %d...", attempt)
+            await self._open_connection()
+            return True
+        except (OSError, asyncio.TimeoutError) as e:
+            self._pacer.record_failure()
+            self._log.warning("Attempt %d at connecting failed: %s: %s",
+                              attempt, type(e).__name__, e)
+            return False
+
+    # ---- failure handling -------------------------------------------------------------------
+
+    def _on_connection_failure(self, error: BaseException | None) -> None:
+        """Called by the receive loop (and via ``_start_reconnect``) when the connection broke."""
+        code: int | None = None
+        if isinstance(error, InvalidBufferError) and error.code is not None:
+            code = -abs(error.code)
+        if code is not None:
+            self.transport_errors[code] += 1
+            self._last_code = code
+            self._emit(TransportErrorEvent(code=code, framing=framing_of(self._connection),
+                                           dc_id=self.dc_id, account=self.account))
+        if code == -404 or isinstance(error, AuthKeyNotFound):
+            self._log.warning("DC %s does not know the auth key (transport -404): the session "
+                              "must be recreated; not reconnecting", self.dc_id)
+            self._end_for_good(AuthKeyInvalidError(self.dc_id, -404))
+            return
+        if not self._auto_reconnect:
+            if code == -429:
+                err: GuardError = TransportFloodError(-429, None)
+            else:
+                err = GuardConnectionError(f"connection to DC {self.dc_id} lost "
+                                           "(auto_reconnect is off)")
+            err.__cause__ = error
+            self._end_for_good(err)
+            return
+        self._start_reconnect(error)
+
+    def _end_for_good(self, error: GuardError) -> None:
+        if self._terminal is not None or not self._user_connected:
+            return
+        self._terminal = error
+        self._reconnecting = True  # stop the loops
+        self._spawn(self._disconnect(error=error))
+
+    def _start_reconnect(self, error: BaseException | None) -> None:
+        """Start the paced reconnect loop unless one runs (never two at once)."""
+        if not self._user_connected or self._terminal is not None:
+            return
+        if self._reconnecting or self.is_reconnecting:
+            return
+        if getattr(error, "code", None) is None:
+            self.connection_losses += 1
+            if error is not None:
+                self._last_code = None
+        self._reconnecting = True
+        self._reconnect_task = self._spawn(self._reconnect(error))
+
+    async def _close_transport(self) -> None:
+        if self._connection is not None:
+            await self._connection.disconnect()
+        await helpers._cancel(
+            self._log,
+            send_loop_handle=self._send_loop_handle,
+            recv_loop_handle=self._recv_loop_handle,
+        )
+
+    async def _reconnect(self, last_error: BaseException | None) -> None:
+        """The paced reconnect loop (replaces Telethon's ``retries`` x ``delay`` loop)."""
+        pacer = self._pacer
+        # The connection that just failed recorded a success when it opened: if it lived for
+        # ``stable_after`` s the pacer forgets older failures here, else this one adds up.
+        pacer.record_failure()
+        self._opened_at = None
+        down_since = pacer.now()
+        self._log.info("Closing current connection to begin a paced reconnect (%s)",
+                       type(last_error).__name__ if last_error else "no error")
+        await self._close_transport()
+        self._state.reset()  # a new session id, as Telethon does
+
+        attempts = 0
+        while self._user_connected:
+            deadline = None
+            if self._max_reconnect is not None and not self._given_up:
+                since = pacer.failing_since
+                deadline = (since if since is not None else down_since) + self._max_reconnect
+            before = pacer.now()
+            if not await pacer.wait_turn(deadline=deadline):
+                self._give_up(last_error)
+                continue
+            if not self._user_connected:
+                break
+            attempts += 1
+            self.reconnect_attempts += 1
+            self._emit(ReconnectAttempt(dc_id=self.dc_id, attempt=attempts,
+                                        delay=max(0.0, pacer.now() - before),
+                                        account=self.account))
+            try:
+                await self._open_connection()
+            except (OSError, asyncio.TimeoutError) as e:
+                last_error = e
+                pacer.record_failure()
+                self._log.info("Reconnect attempt %d to DC %s failed: %s: %s",
+                               attempts, self.dc_id, type(e).__name__, e)
+                continue
+            except Exception as e:
+                last_error = e
+                pacer.record_failure()
+                self._log.exception("Unexpected error on reconnect attempt %d", attempts)
+                continue
+
+            self._reconnecting = False
+            loop = helpers.get_running_loop()
+            self._send_loop_handle = loop.create_task(self._send_loop())
+            self._recv_loop_handle = loop.create_task(self._recv_loop())
+            # Re-send what was in flight, except requests whose callers already gave up.
+            again = [s for s in self._pending_state.values() if not s.future.done()]
+            self._pending_state.clear()
+            self._send_queue.extend(again)
+            self._given_up = False
+            self.reconnects += 1
+            self._emit(ReconnectSucceeded(dc_id=self.dc_id, attempts=attempts,
+                                          downtime=max(0.0, pacer.now() - down_since),
+                                          account=self.account))
+            if self._auto_reconnect_callback:
+                self._spawn(self._auto_reconnect_callback())
+            return
+
+    def _give_up(self, cause: BaseException | None) -> None:
+        if self._given_up:
+            return
+        self._given_up = True
+        n = self._fail_requests(lambda: self._give_up_error(cause))
+        self._log.warning("DC %s: no reconnect within %s s; failed %d pending call(s), new calls "
+                          "fail fast until reconnected", self.dc_id, self._max_reconnect, n)
+
+    async def _disconnect(self, error: BaseException | None = None) -> None:
+        """End the connection for good. In-flight and queued calls fail with the typed error
+        (``GuardConnectionError`` on a user disconnect, instead of Telethon's cancellation);
+        the ``disconnected`` future gets the typed error (or ``None`` on a user disconnect)."""
+        if self._connection is None:
+            self._log.info("Not disconnecting (already have no connection)")
+            return
+        typed = self._typed(error)
+        if error is not None and self._terminal is None:
+            self._terminal = typed
+        self._log.info("Disconnecting from %s...", self._connection)
+        self._user_connected = False
+        try:
+            await self._connection.disconnect()
+        finally:
+            self._fail_requests(lambda: self._copy(typed))
+            await helpers._cancel(
+                self._log,
+                send_loop_handle=self._send_loop_handle,
+                recv_loop_handle=self._recv_loop_handle,
+            )
+            self._log.info("Disconnection from %s complete!", self._connection)
+            self._connection = None
+        fut = self._disconnected
+        if not fut.done():
+            if error is not None:
+                fut.set_exception(self._copy(typed))
+            else:
+                fut.set_result(None)
+
+    def _keepalive_ping(self, rnd_id: int) -> None:
+        # Telethon's ping future is never awaited; ``send`` attaches the retrieving callback.
+        with contextlib.suppress(GuardError):
+            super()._keepalive_ping(rnd_id)
+
+    # ---- receive loop -------------------------------------------------------------------------
+
+    async def _recv_loop(self) -> None:
+        """Telethon's receive loop with every transport failure routed to
+        :meth:`_on_connection_failure` (no disconnect for good on -429)."""
+        while self._user_connected and not self._reconnecting:
+            try:
+                body = await self._connection.recv()
+            except asyncio.CancelledError:
+                raise
+            except InvalidBufferError as e:
+                self._log.warning("Transport error from DC %s: %s", self.dc_id, e)
+                self._on_connection_failure(e)
+                return
+            except (OSError, asyncio.IncompleteReadError) as e:
+                self._log.info("Connection closed while receiving data: %s", e)
+                self._on_connection_failure(e)
+                return
+            except Exception as e:
+                self._log.warning("Error while receiving data: %s: %s", type(e).__name__, e)
+                self._on_connection_failure(e)
+                return
+
+            try:
+                message = self._state.decrypt_message_data(body)
+                if message is None:
+                    continue
+            except TypeNotFoundError as e:
+                self._log.info("Type %08x not found, remaining data %r",
+                               e.invalid_constructor_id, e.remaining)
+                continue
+            except SecurityError as e:
+                self._log.warning("Security error while unpacking a received message: %s", e)
+                continue
+            except InvalidBufferError as e:
+                self._log.warning("Transport error from DC %s: %s", self.dc_id, e)
+                self._on_connection_failure(e)
+                return
+            except Exception as e:
+                self._log.warning("Error while decrypting data: %s: %s", type(e).__name__, e)
+                self._on_connection_failure(e)
+                return
+
+            try:
+                await self._process_message(message)
+            except Exception:
+                self._log.exception("Unhandled error while processing msgs")
+
