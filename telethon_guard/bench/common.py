@@ -1,0 +1,49 @@
+"""Helpers shared by the workloads: bounded connect / disconnect, client construction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from telethon import TelegramClient
+
+from telethon_guard.bench.serverproc import ServerProcess
+
+CONNECT_TIMEOUT = 20.0
+DISCONNECT_TIMEOUT = 10.0
+
+
+def guarded_class() -> type[TelegramClient]:
+    from telethon_guard.client import GuardedTelegramClient
+
+    return GuardedTelegramClient  # type: ignore[no-any-return]
+
+
+async def connect(client: Any, timeout: float = CONNECT_TIMEOUT) -> None:
+    """``client.connect()`` bounded by ``timeout`` seconds (``asyncio.TimeoutError``)."""
+    await asyncio.wait_for(client.connect(), timeout)
+
+
+async def disconnect(client: Any, timeout: float = DISCONNECT_TIMEOUT) -> None:
+    """``client.disconnect()`` bounded by ``timeout`` seconds; errors are swallowed (the
+    workload is over, a dead client may fail to disconnect cleanly)."""
+    with contextlib.suppress(Exception, asyncio.TimeoutError):
+        await asyncio.wait_for(client.disconnect(), timeout)
+
+
+async def disconnect_all(clients: list[Any], timeout: float = DISCONNECT_TIMEOUT) -> None:
+    await asyncio.gather(*(disconnect(c, timeout) for c in clients))
+
+
+async def make_clients(
+    srv: ServerProcess, cls: type[TelegramClient], n: int, **kwargs: Any
+) -> tuple[list[Any], list[int]]:
+    """``n`` not-yet-connected clients of ``cls``, each on its own new account."""
+    sessions = await srv.sessions(n)
+    return [srv.client(cls, s, **kwargs) for s, _ in sessions], [a for _, a in sessions]
+
+
+def error_name(exc: BaseException) -> str:
+    """Short name of an error for tables: ``FloodWaitError``, ``ConnectionError``..."""
+    return type(exc).__name__
