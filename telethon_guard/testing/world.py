@@ -659,7 +659,7 @@ class World:
         for im in req.id:
             mid = getattr(im, "id", 0) if isinstance(im, types.InputMessageID) else 0
             if hist.get(mid) is None:
-                msgs.append(types.MessageEmpty(id=mid))
+                msgs.append(types.MessageEmpty(id=mid, peer_id=hist.channel.peer()))
             else:
                 msgs.append(self._view(hist, mid, viewer))
         return types.messages.ChannelMessages(
@@ -733,7 +733,7 @@ class World:
         for im in req.id:
             mid = im.id if isinstance(im, types.InputMessageID) else 0
             m = acc.messages.get(mid)
-            msgs.append(m if m is not None else types.MessageEmpty(id=mid))
+            msgs.append(m if m is not None else types.MessageEmpty(id=mid, peer_id=None))
         users = self._users_of(msgs, acc.user_id)
         return types.messages.Messages(messages=msgs, topics=[], chats=[], users=users)
 
