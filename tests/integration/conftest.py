@@ -1,0 +1,92 @@
+"""Checks every integration test gets for free (issue 3: "in every scenario").
+
+* No "Future exception was never retrieved" / "Task exception was never retrieved" is logged
+  by asyncio (checked after ``gc.collect()``), and the guard's safety-net handler did not have
+  to catch one either (a caught stray means a future was created without a retrieving
+  done-callback).
+* No bare ``InvalidBufferError``, ``ConnectionError`` or ``ValueError`` escapes
+  ``GuardedTelegramClient._call`` to a caller (the guard's typed errors, which subclass
+  ``ConnectionError`` / ``ValueError`` on purpose, are fine).
+
+A test that deliberately provokes either opts out with ``@pytest.mark.allow_strays`` or
+``@pytest.mark.allow_bare_errors``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from telethon import errors as tl_errors
+
+from telethon_guard.errors import GuardError
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_strays: the test may leave stray futures")
+    config.addinivalue_line("markers", "allow_bare_errors: the test may see bare errors")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _is_stray(record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    return "never retrieved" in text or "stray Telethon future" in text
+
+
+def is_bare(exc: BaseException) -> bool:
+    """An error type the issue forbids reaching a caller untyped."""
+    if isinstance(exc, (GuardError, tl_errors.RPCError, tl_errors.MultiError)):
+        return False
+    return isinstance(exc, (tl_errors.InvalidBufferError, ConnectionError, ValueError))
+
+
+@pytest.fixture(autouse=True)
+def no_stray_futures(request: pytest.FixtureRequest) -> Iterator[None]:
+    handler = _Collect()
+    loggers = [logging.getLogger("asyncio"), logging.getLogger("telethon_guard")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield
+        gc.collect()
+        gc.collect()
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    strays = [r.getMessage().splitlines()[0] for r in handler.records if _is_stray(r)]
+    if strays and request.node.get_closest_marker("allow_strays") is None:
+        pytest.fail(f"stray future/task exceptions: {strays}")
+
+
+@pytest.fixture(autouse=True)
+def no_bare_errors(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[BaseException]]:
+    from telethon_guard.client import GuardedTelegramClient
+
+    seen: list[BaseException] = []
+    original = GuardedTelegramClient._call
+
+    async def _call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(self, *args, **kwargs)
+        except BaseException as e:
+            if is_bare(e):
+                seen.append(e)
+            raise
+
+    monkeypatch.setattr(GuardedTelegramClient, "_call", _call)
+    yield seen
+    if seen and request.node.get_closest_marker("allow_bare_errors") is None:
+        pytest.fail(f"bare errors reached callers: {[repr(e) for e in seen]}")
