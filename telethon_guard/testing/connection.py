@@ -349,12 +349,8 @@ class Connection:
         skey = (key_id, session_id)
         if skey not in server._sessions:
             server._sessions.add(skey)
-            self._send(
-                types.NewSessionCreated(msg_id, int.from_bytes(os.urandom(8), "little", signed=True),
-                                        server.salt),
-                True,
-                residue=3,
-            )
+            unique_id = int.from_bytes(os.urandom(8), "little", signed=True)
+            self._send(types.NewSessionCreated(msg_id, unique_id, server.salt), True, residue=3)
         acks: list[int] = []
         self._on_message(msg_id, seqno, body, acks, top=True)
         if acks:
@@ -386,14 +382,12 @@ class Connection:
         obj = BinaryReader(body).tgread_object()
         if not isinstance(obj, TLRequest):
             return  # a type the client sent for information only
-        task = self._loop.create_task(self._run(msg_id, obj))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._dispatch(msg_id, obj)
 
     def _on_plain(self, packet: bytes) -> None:
         if len(packet) < 24:
             raise ProtocolError("short unencrypted message")
-        _, msg_id, length = struct.unpack_from("<qqi", packet)
+        _, _msg_id, length = struct.unpack_from("<qqi", packet)
         if length < 4 or 20 + length > len(packet):
             raise ProtocolError(f"bad unencrypted length {length}")
         obj = BinaryReader(packet[20 : 20 + length]).tgread_object()
@@ -428,13 +422,13 @@ class Connection:
 
     # ---- requests ----------------------------------------------------------------------------
 
-    async def _run(self, msg_id: int, request: TLObject) -> None:
+    def _dispatch(self, msg_id: int, request: TLObject) -> None:
+        """Decide what to do with one request; run it inline when nothing needs to wait."""
         server = self.server
         auth = self._auth
         assert auth is not None
-        log_time = _monotonic()
-        method = "?"
         account = auth.user_id
+        method = "?"
         random_id: int | None = None
         try:
             inner = request
@@ -453,7 +447,7 @@ class Connection:
             index = counts.get(ckey, 0) + 1
             counts[ckey] = index
             info = RequestInfo(
-                now=log_time,
+                now=_monotonic(),
                 conn_id=self.conn_id,
                 dc_id=self.dc_id,
                 auth=auth,
@@ -466,76 +460,126 @@ class Connection:
                 init_connection=init,
                 call_index=index,
             )
+            faults = server.faults
+            actions = faults.on_request(info) if faults is not None else None
+            if not actions and (server._sync_handle is not None or method in _SERVICE):
+                self._execute_sync(info, account, False, False)
+                return
+        except Exception as e:
+            self._internal(e, msg_id, method, account, random_id)
+            return
+        task = self._loop.create_task(self._run(info, account, actions or []))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _internal(
+        self, e: Exception, msg_id: int, method: str, account: int | None, random_id: int | None
+    ) -> None:
+        self.server._internal_error(e)
+        self._log(msg_id, method, account, random_id, "rpc_error", True, 500, "INTERNAL")
+        self._send_error(msg_id, 500, "INTERNAL")
+
+    async def _run(self, info: RequestInfo, account: int | None, actions: list[Any]) -> None:
+        """Carry out the fault plan's actions for one request, then execute and reply."""
+        msg_id, method, random_id = info.msg_id, info.method, info.random_id
+        try:
             drop = False
             reset_after = False
-            faults = server.faults
-            if faults is not None:
-                for action in faults.on_request(info):
-                    if isinstance(action, Delay):
-                        await asyncio.sleep(action.seconds)
-                    elif isinstance(action, ReplyError):
-                        self._log(msg_id, method, account, random_id, "rpc_error", False,
-                                  action.code, action.message)
-                        self._send_error(msg_id, action.code, action.message)
+            for action in actions:
+                if isinstance(action, Delay):
+                    await asyncio.sleep(action.seconds)
+                elif isinstance(action, ReplyError):
+                    self._log(msg_id, method, account, random_id, "rpc_error", False,
+                              action.code, action.message)
+                    self._send_error(msg_id, action.code, action.message)
+                    return
+                elif isinstance(action, DropReply):
+                    drop = True
+                elif isinstance(action, ResetConnection):
+                    if action.after_execute:
+                        reset_after = True
+                    else:
+                        self._log(msg_id, method, account, random_id, "reset", False)
+                        self.close("reset by fault plan", abort=True)
                         return
-                    elif isinstance(action, DropReply):
-                        drop = True
-                    elif isinstance(action, ResetConnection):
-                        if action.after_execute:
-                            reset_after = True
-                        else:
-                            self._log(msg_id, method, account, random_id, "reset", False)
-                            self.close("reset by fault plan", abort=True)
-                            return
-                    elif isinstance(action, TransportError):
-                        self._log(msg_id, method, account, random_id, "transport_error", False,
-                                  -action.code)
-                        if action.refuse_seconds > 0:
-                            server._start_refusing(self.dc_id, action)
-                        self.send_transport_error(action.code, action.mode)
-                        self.close(f"transport error -{action.code}")
-                        return
-                    elif isinstance(action, Stall):
-                        self._log(msg_id, method, account, random_id, "stalled", False)
-                        self._stall()
-                        return
+                elif isinstance(action, TransportError):
+                    self._log(msg_id, method, account, random_id, "transport_error", False,
+                              -action.code)
+                    if action.refuse_seconds > 0:
+                        self.server._start_refusing(self.dc_id, action)
+                    self.send_transport_error(action.code, action.mode)
+                    self.close(f"transport error -{action.code}")
+                    return
+                elif isinstance(action, Stall):
+                    self._log(msg_id, method, account, random_id, "stalled", False)
+                    self._stall()
+                    return
+            if self.server._sync_handle is not None or method in _SERVICE:
+                self._execute_sync(info, account, drop, reset_after)
+                return
             try:
-                if method in _SERVICE:
-                    result = _SERVICE[method](self, msg_id, inner)
-                else:
-                    result = await server.world.handle(info)
+                result = await self.server.world.handle(info)
             except RpcErrorReply as e:
-                if reset_after:
-                    self._log(msg_id, method, account, random_id, "reset", True,
-                              e.code, e.message)
-                    self.close("reset by fault plan after execute", abort=True)
-                elif drop:
-                    self._log(msg_id, method, account, random_id, "dropped", True,
-                              e.code, e.message)
-                else:
-                    self._log(msg_id, method, account, random_id, "rpc_error", True,
-                              e.code, e.message)
-                    self._send_error(msg_id, e.code, e.message)
+                self._complete_error(info, account, e, drop, reset_after)
                 return
-            if reset_after:
-                self._log(msg_id, method, account, random_id, "reset", True)
-                self.close("reset by fault plan after execute", abort=True)
-                return
-            if drop:
-                self._log(msg_id, method, account, random_id, "dropped", True)
-                return
-            if result is not None:
-                if isinstance(result, TLObject) and result.CONSTRUCTOR_ID in _TOP_LEVEL:
-                    self._send(result, True)
-                else:
-                    self._send_raw(_pack_Iq(RPC_RESULT_ID, msg_id) + serialize_result(result))
-            self._log(msg_id, method, account, random_id, "ok", True)
+            self._complete(info, account, result, drop, reset_after)
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            server._internal_error(e)
-            self._log(msg_id, method, account, random_id, "rpc_error", True, 500, "INTERNAL")
-            self._send_error(msg_id, 500, "INTERNAL")
+            self._internal(e, msg_id, method, account, random_id)
+
+    def _execute_sync(
+        self, info: RequestInfo, account: int | None, drop: bool, reset_after: bool
+    ) -> None:
+        service = _SERVICE.get(info.method)
+        try:
+            if service is not None:
+                result = service(self, info.msg_id, info.request)
+            else:
+                result = self.server._sync_handle(info)  # type: ignore[misc]
+        except RpcErrorReply as e:
+            self._complete_error(info, account, e, drop, reset_after)
+            return
+        except Exception as e:
+            self._internal(e, info.msg_id, info.method, account, info.random_id)
+            return
+        self._complete(info, account, result, drop, reset_after)
+
+    def _complete_error(
+        self, info: RequestInfo, account: int | None, e: RpcErrorReply, drop: bool,
+        reset_after: bool,
+    ) -> None:
+        msg_id, method, random_id = info.msg_id, info.method, info.random_id
+        if reset_after:
+            self._log(msg_id, method, account, random_id, "reset", True, e.code, e.message)
+            self.close("reset by fault plan after execute", abort=True)
+        elif drop:
+            self._log(msg_id, method, account, random_id, "dropped", True, e.code, e.message)
+        else:
+            self._log(msg_id, method, account, random_id, "rpc_error", True, e.code, e.message)
+            self._send_error(msg_id, e.code, e.message)
+
+    def _complete(
+        self, info: RequestInfo, account: int | None, result: Any, drop: bool, reset_after: bool
+    ) -> None:
+        msg_id, method, random_id = info.msg_id, info.method, info.random_id
+        if reset_after:
+            self._log(msg_id, method, account, random_id, "reset", True)
+            self.close("reset by fault plan after execute", abort=True)
+            return
+        if drop:
+            self._log(msg_id, method, account, random_id, "dropped", True)
+            return
+        if isinstance(result, TLObject) and result.CONSTRUCTOR_ID in _TOP_LEVEL:
+            self._send(result, True)
+        else:
+            try:
+                body = serialize_result(result)
+            except Exception as e:
+                self._internal(e, msg_id, method, account, random_id)
+                return
+            self._send_raw(_pack_Iq(RPC_RESULT_ID, msg_id) + body)
+        self._log(msg_id, method, account, random_id, "ok", True)
 
     def _log(
         self,

@@ -93,6 +93,16 @@ def clear_config_cache() -> None:
         stack.extend(cls.__subclasses__())
 
 
+def _sync_handler(world: Any) -> Callable[[Any], Any] | None:
+    """``world.handle_sync`` if ``handle`` is the stock one that only calls it (no task needed)."""
+    from telethon_guard.testing.world import World
+
+    sync = getattr(world, "handle_sync", None)
+    if sync is not None and isinstance(world, World) and type(world).handle is World.handle:
+        return sync
+    return None
+
+
 class TelegramTestServer:
     """A Telegram for tests: MTProto 2.0 over TCP on ``host``, one listener per DC.
 
@@ -148,6 +158,7 @@ class TelegramTestServer:
 
             world = World(world_config)
         self.world = world
+        self._sync_handle: Callable[[Any], Any] | None = _sync_handler(world)
         if faults is None:
             from telethon_guard.testing.faults import FaultPlan
 
@@ -266,7 +277,7 @@ class TelegramTestServer:
         session.set_dc(dc_id, addr.host, addr.port)
         return session
 
-    def client_class(self, cls: type[C] = TelegramClient) -> type[C]:  # type: ignore[assignment]
+    def client_class(self, cls: type[C] = TelegramClient) -> type[C]:
         """This server's private subclass of ``cls`` (see the module docstring)."""
         sub = self._client_classes.get(cls)
         if sub is None:
@@ -278,7 +289,7 @@ class TelegramTestServer:
 
     def client(
         self,
-        cls: type[C] = TelegramClient,  # type: ignore[assignment]
+        cls: type[C] = TelegramClient,
         session: Session | str | None = None,
         **kwargs: Any,
     ) -> C:

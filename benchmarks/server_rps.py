@@ -1,0 +1,141 @@
+"""How many simple requests per second the test server answers, with plain Telethon as load.
+
+The server runs in its own process (``python -m telethon_guard.testing serve``); the load
+comes from ``--procs`` other processes, each with ``--clients`` plain ``TelegramClient``s
+keeping ``--inflight`` ``help.getNearestDc`` requests in flight each (Telethon packs them
+into containers), for ``--seconds``. Reported:
+
+* ``rps``: replies received per second of wall time (all client processes together);
+* ``server_cpu``: CPU seconds the server process used per wall second (1.0 = one full core);
+* ``rps_per_server_core``: ``rps / server_cpu``, what one core of server answers when the
+  clients are the bottleneck (on a small machine they usually are: Telethon's client side
+  costs more CPU per request than the server's).
+
+Usage: ``python benchmarks/server_rps.py [--procs 2 --clients 4 --inflight 64 --seconds 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+async def _load(doc: dict[str, Any], sessions: list[str], inflight: int, seconds: float,
+                start_at: float) -> int:
+    from telethon import TelegramClient
+    from telethon.sessions import StringSession
+    from telethon.tl.functions.help import GetNearestDcRequest
+
+    clients = [
+        TelegramClient(StringSession(s), doc["api_id"], doc["api_hash"], receive_updates=False)
+        for s in sessions
+    ]
+    await asyncio.gather(*(asyncio.wait_for(c.connect(), 20) for c in clients))
+    done = 0
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    deadline = time.monotonic() + seconds
+
+    async def worker(client: TelegramClient) -> None:
+        nonlocal done
+        req = GetNearestDcRequest()
+        while time.monotonic() < deadline:
+            await asyncio.wait_for(client(req), 30)
+            done += 1
+
+    await asyncio.gather(*(worker(c) for c in clients for _ in range(inflight)))
+    for c in clients:
+        await c.disconnect()
+    return done
+
+
+def _proc(doc: dict[str, Any], sessions: list[str], inflight: int, seconds: float,
+          start_at: float, out: Any) -> None:
+    out.put(asyncio.run(_load(doc, sessions, inflight, seconds, start_at)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--procs", type=int, default=2, help="client processes")
+    ap.add_argument("--clients", type=int, default=4, help="TelegramClients per process")
+    ap.add_argument("--inflight", type=int, default=64, help="requests in flight per client")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--json", action="store_true", help="print the result as JSON only")
+    ap.add_argument("--log", action="store_true", help="keep the server's request log")
+    args = ap.parse_args()
+
+    n_sessions = args.procs * args.clients
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "server.json")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "telethon_guard.testing", "serve", "--dcs", "2",
+             "--sessions", str(n_sessions), "--json", path, *([] if args.log else ["--no-log"])],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            t0 = time.monotonic()
+            while not os.path.exists(path):
+                if server.poll() is not None or time.monotonic() - t0 > 30:
+                    raise SystemExit("server did not start")
+                time.sleep(0.05)
+            with open(path) as f:
+                doc = json.load(f)
+            sessions = doc["sessions"]
+            q: Any = mp.Queue()
+            start_at = time.time() + 2.0 + 0.5 * args.procs  # all connected by then
+            procs = [
+                mp.Process(target=_proc, args=(doc, sessions[i::args.procs], args.inflight,
+                                               args.seconds, start_at, q))
+                for i in range(args.procs)
+            ]
+            for p in procs:
+                p.start()
+            time.sleep(max(0.0, start_at - time.time()))
+            cpu0, wall0 = _cpu_seconds(server.pid), time.monotonic()
+            total = sum(q.get(timeout=args.seconds + 60) for _ in procs)
+            cpu1, wall1 = _cpu_seconds(server.pid), time.monotonic()
+            for p in procs:
+                p.join(10)
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    # The clients stop together; the measured window is the load window.
+    wall = min(wall1 - wall0, args.seconds + 5) or args.seconds
+    rps = total / args.seconds
+    cpu = (cpu1 - cpu0) / wall
+    result = {
+        "requests": total,
+        "seconds": args.seconds,
+        "rps": round(rps),
+        "server_cpu": round(cpu, 3),
+        "rps_per_server_core": round(rps / cpu) if cpu > 0 else None,
+        "procs": args.procs,
+        "clients": n_sessions,
+        "inflight_per_client": args.inflight,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>22}: {v}")
+
+
+if __name__ == "__main__":
+    main()
