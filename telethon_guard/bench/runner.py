@@ -75,7 +75,7 @@ async def run_workloads(
 ) -> bool:
     """Run the selected workloads, appending rows to ``report``; ``False`` if any crashed."""
     workloads = registry()
-    names = settings.only or list(workloads)
+    names = [n for n in workloads if not settings.only or n in settings.only]
     ok = True
     for i, name in enumerate(names, 1):
         ctx = WorkloadContext(settings, functools.partial(progress, name))
