@@ -211,7 +211,7 @@ async def _wait_with_progress(ctx: WorkloadContext, tasks: list[asyncio.Future[N
         left = until - loop.time()
         if left <= 0:
             return
-        done, pending = await asyncio.wait(tasks, timeout=min(5.0, left))
+        _, pending = await asyncio.wait(tasks, timeout=min(5.0, left))
         if not pending:
             return
         ctx.progress(f"{loop.time() - start:.0f} s")
