@@ -29,17 +29,12 @@ valid frame; Telethon would see a ``ValueError`` or a short read. The sender wra
 connection's packet codec so that such 4 bytes surface as ``InvalidBufferError`` with their
 code, in every framing (needed to tell a permanent -404 from a -429).
 
-Usage with a plain ``TelegramClient`` (what :class:`~telethon_guard.GuardedTelegramClient` does
-for you)::
+Usage with a plain ``TelegramClient`` (``GuardedTelegramClient`` does this for you): replace its
+sender right after construction, before ``connect()``::
 
     client = TelegramClient(session, api_id, api_hash)
-    client._sender = GuardedMTProtoSender(
-        client.session.auth_key, loggers=client._log,
-        retries=client._connection_retries, delay=client._retry_delay,
-        auto_reconnect=client._auto_reconnect, connect_timeout=client._timeout,
-        auth_key_callback=client._auth_key_callback, updates_queue=client._updates_queue,
-        auto_reconnect_callback=client._handle_auto_reconnect,
-        pacer=ReconnectPacer(), events=EventBus(), dc_id=client.session.dc_id)
+    client._sender = GuardedMTProtoSender.for_client(client, pacer=ReconnectPacer(),
+                                                     events=EventBus())
     await client.connect()
 """
 
@@ -269,15 +264,57 @@ class GuardedMTProtoSender(MTProtoSender):
         self.reconnect_attempts = 0
         """Connection attempts made by the reconnect loop."""
         self.reconnects = 0
-        """Successful reconnects."""
+        """Reconnects that the server answered on (the outage ended)."""
 
         self._last_code: int | None = None  # negative code of the last transport error
         self._given_up = False  # pending calls failed; new calls fail fast until reconnected
         self._terminal: GuardError | None = None  # why we disconnected for good, if we did
         self._opened_at: float | None = None  # pacer clock: when the current connection opened
-        self._down_since: float | None = None
+        self._down_since: float | None = None  # pacer clock: first failure of this outage
+        self._outage_attempts = 0  # reconnect attempts in this outage
+        self._awaiting_confirm = False  # reconnected; waiting for the server's first message
         self._watched_disconnected: asyncio.Future[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._callback_task: asyncio.Task[Any] | None = None
+
+    @classmethod
+    def for_client(
+        cls,
+        client: Any,
+        *,
+        pacer: ReconnectPacer | None = None,
+        events: Any = None,
+        dc_id: int | None = None,
+        account: str | None = None,
+        max_reconnect_seconds: float | None = 60.0,
+    ) -> GuardedMTProtoSender:
+        """A sender built from a (not yet connected) ``TelegramClient``'s own settings, exactly
+        as ``TelegramBaseClient.__init__`` builds its ``MTProtoSender``, plus the guard's extras.
+
+        To protect a plain client (what ``GuardedTelegramClient`` does for you)::
+
+            client = TelegramClient(session, api_id, api_hash)
+            client._sender = GuardedMTProtoSender.for_client(client, pacer=ReconnectPacer())
+            await client.connect()
+
+        ``dc_id`` defaults to the session's DC.
+        """
+        return cls(
+            client.session.auth_key,
+            loggers=client._log,
+            retries=client._connection_retries,
+            delay=client._retry_delay,
+            auto_reconnect=client._auto_reconnect,
+            connect_timeout=client._timeout,
+            auth_key_callback=client._auth_key_callback,
+            updates_queue=client._updates_queue,
+            auto_reconnect_callback=client._handle_auto_reconnect,
+            pacer=pacer,
+            events=events,
+            dc_id=dc_id if dc_id is not None else client.session.dc_id,
+            account=account,
+            max_reconnect_seconds=max_reconnect_seconds,
+        )
 
     # ---- public surface ---------------------------------------------------------------------
 
@@ -523,13 +560,15 @@ class GuardedMTProtoSender(MTProtoSender):
         # ``stable_after`` s the pacer forgets older failures here, else this one adds up.
         pacer.record_failure()
         self._opened_at = None
-        down_since = pacer.now()
+        self._awaiting_confirm = False
+        if self._down_since is None:
+            self._down_since = pacer.now()
+        down_since = self._down_since
         self._log.info("Closing current connection to begin a paced reconnect (%s)",
                        type(last_error).__name__ if last_error else "no error")
         await self._close_transport()
         self._state.reset()  # a new session id, as Telethon does
 
-        attempts = 0
         while self._user_connected:
             deadline = None
             if self._max_reconnect is not None and not self._given_up:
@@ -541,7 +580,8 @@ class GuardedMTProtoSender(MTProtoSender):
                 continue
             if not self._user_connected:
                 break
-            attempts += 1
+            self._outage_attempts += 1
+            attempts = self._outage_attempts
             self.reconnect_attempts += 1
             self._emit(ReconnectAttempt(dc_id=self.dc_id, attempt=attempts,
                                         delay=max(0.0, pacer.now() - before),
@@ -569,13 +609,25 @@ class GuardedMTProtoSender(MTProtoSender):
             self._pending_state.clear()
             self._send_queue.extend(again)
             self._given_up = False
-            self.reconnects += 1
-            self._emit(ReconnectSucceeded(dc_id=self.dc_id, attempts=attempts,
-                                          downtime=max(0.0, pacer.now() - down_since),
-                                          account=self.account))
-            if self._auto_reconnect_callback:
-                self._spawn(self._auto_reconnect_callback())
+            self._awaiting_confirm = True  # ReconnectSucceeded once the server answers on it
+            # Telethon's callback (``get_me()`` to resume updates): at most one at a time, so a
+            # server that keeps refusing does not pile up one request per attempt.
+            cb_task = self._callback_task
+            if self._auto_reconnect_callback and (cb_task is None or cb_task.done()):
+                self._callback_task = self._spawn(self._auto_reconnect_callback())
             return
+
+    def _confirm_reconnect(self) -> None:
+        """The server answered on the new connection: the outage is over."""
+        self._awaiting_confirm = False
+        self.reconnects += 1
+        down = self._down_since
+        self._emit(ReconnectSucceeded(
+            dc_id=self.dc_id, attempts=self._outage_attempts,
+            downtime=0.0 if down is None else max(0.0, self._pacer.now() - down),
+            account=self.account))
+        self._down_since = None
+        self._outage_attempts = 0
 
     def _give_up(self, cause: BaseException | None) -> None:
         if self._given_up:
@@ -663,6 +715,8 @@ class GuardedMTProtoSender(MTProtoSender):
                 self._on_connection_failure(e)
                 return
 
+            if self._awaiting_confirm:
+                self._confirm_reconnect()
             try:
                 await self._process_message(message)
             except Exception:
