@@ -13,6 +13,38 @@ T = TypeVar("T")
 BOUND = 20.0
 """Upper bound (seconds) of any single wait in these tests."""
 
+TEST_RSA_KEY = """\
+-----BEGIN RSA PRIVATE KEY-----
+MIIEoQIBAAKCAQEA6A0fpIQ0ZMgJ9PJu89X/3M2tHnSADahRIenmMj6HAtEOE/7J
+h0I9ZUEiSF42CqTBiidJZkPFh+mb/y7v0LHR++idLLV1XurwGjY/vgMpFndynPkv
+otuak1DFTOLoFGkj381lgg8X23o8Srhn03L036Rut1b75jXIcViPZB4bopC5mE5e
+Lc7x/mDKEIyvFtgyHh+JXeBxpBYrVe2Mwn/b5IgeAp3XE7qeqlEIHhUhRaD0kfl3
+t7NF+XDHpURt7zOUjBt9+9P1c40F0cZ9ATamB3z0RekGm3trsWCEgGIDET766QAG
+SDr00UAIwg3LMDfFch3p2TR0kYyeDAGqp0tWDQIDAQABAoH/EBbY2s9P0q0MA6/L
+gZyU4PphxnrNZiUFexR8oX80XT2hfEFuN7KgDyU0+0+M76/8u1d9/1kzmPjZmBfp
+CM9Lf+vg+fia6rnfa/HW+ZW+g5BEoh2k7+XKEezHwUz6Sm//zMSxBROG0/DlvUiL
+6l1OHTOJeazOSmfwPeumBYsQ33SHnEMG087MezP4Gv3VGrzzrxtHsPcbMnTOnrlu
+MgOjUAAtYeZklAFxHgjNRIQOiaq6C0RCIXEhXIp+rUzSAxUiuj/Yznnogad3ojJD
+WifMt66MMmAYf5KqK2cuZ21qYGTi50bx736xjHjSXFgneSv+TaksDIKq6TkHAQQa
+Zl7hAoGBAPeMd4Eymsa0QuegLQ2b0YNeu+nB2sdw2E8xpQGTuYC0mILoNH3TPAN8
+GCDxmBWyV5reopNpxv+BHYc1a1kFvK+M9vCAbbUhqwm1Eenrk549yrBnepaY78/r
+HFbzMSpbVm8oFMWUzJEpzE0wVdEz7LBxLsCtIC1utpAgCWr2o0phAoGBAO/5Nj0M
+A3oMy6uC9/ahq7qwH6KGdMEZGb4yQJrDZ2iA3bmiT76Gdxs1xrBWx7CpTL841/Ca
+W+RZAmT0m9MdV+tXVfU9DJ5Q+5o3MKgEyICbFwEc1mNorVAqPx5OU+Za6Fwx8Qsn
+rW3Xizwt+Kmvem+Ag1igbubquhkTAYVo7CMtAoGADro5peMX2DiDPnqGE6gwh8tM
+DLUuyezJwbRnZ7edMq4L4MXl0ZKOoHpyiQs2jBvnIFyceX6yiyLoWdHwyAQSXLNb
+QaWyYTNWlKZEIZGVX7W3aFVPssP4iHspXXbsduOmOci9q5+VqBE/iVwVzvNy4nBp
+YqcqIenTTLHLPaTcxCECgYEAzIG6il3xnJLJA3pSrVlsC2ZLH2usll84xBD5Y6sB
+NlsUGj5L7VeUq5ixodfiyBgPsqrTxFUX2MtOMhEPtuO76HD+bUfAuC7VrMA59AZX
+hNomyaj0v7UWdkn6jm48LATvHprlDBedQg29t+SJlLpaAiooRWA8Awio3fOHiVU4
+YGUCgYB2vwdu+1zfcb+a4TZ1WiZesETz7STkEb4hhLzSH/dK9NrAeZBooxNdan9K
+K4kFKMK5Ym3vD9nNmvLwdGgCRVvNIacLiiFQJYoy+hT44K71gwRScdDyrefCdWuV
+m1GxQVDaBVjmt0gXSljsfLKHId+8M1n9nAiANOmDMW+dLChBGw==
+-----END RSA PRIVATE KEY-----
+"""
+"""A fixed 2048-bit RSA key for the test server (test-only, generated for this suite): saves
+the 1-20 s of ``rsa.newkeys(2048)`` on the first DH exchange (exported DC senders)."""
+
 
 async def bounded(aw: Awaitable[T], seconds: float = BOUND) -> T:
     """``asyncio.wait_for`` with the suite's bound."""

@@ -19,7 +19,7 @@ from telethon_guard.testing.faults import FaultPlan
 from telethon_guard.testing.faults_calls import DropReplies, ErrorOnCalls
 from telethon_guard.testing.server import TelegramTestServer
 
-from ._client_helpers import InvokeRecorder, bounded
+from ._client_helpers import TEST_RSA_KEY, InvokeRecorder, bounded
 
 
 async def test_calls_and_connect_init_pass_the_pipeline() -> None:
@@ -181,7 +181,7 @@ async def test_caller_cancellation_propagates_unchanged() -> None:
 
 
 async def test_download_from_other_dc_uses_a_guarded_exported_sender() -> None:
-    async with TelegramTestServer() as server:
+    async with TelegramTestServer(rsa_key=TEST_RSA_KEY) as server:
         client = server.client(cls=GuardedTelegramClient, deadline=10)
         rec = InvokeRecorder(client.guard.pipeline)
         async with client:
