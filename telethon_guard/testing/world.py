@@ -700,7 +700,7 @@ class World:
         if isinstance(target, ChannelHistory):
             hist = target
             ids: Any = hist.ids
-            if not offset_id and req.offset_date is not None:
+            if not offset_id and _unix(req.offset_date) > 0:
                 offset_id = first_id_before(ids, hist.date_of, _unix(req.offset_date))
             page = history_window(ids, offset_id=offset_id, add_offset=req.add_offset,
                                   limit=req.limit, max_id=req.max_id, min_id=req.min_id)
@@ -710,7 +710,7 @@ class World:
                 chats=[hist.channel.to_tl()], users=self._users_of(msgs, viewer),
             )
         chat_ids = acc.private.get(target.id, [])
-        if not offset_id and req.offset_date is not None:
+        if not offset_id and _unix(req.offset_date) > 0:
             offset_id = first_id_before(
                 chat_ids, lambda i: _unix(acc.messages[i].date), _unix(req.offset_date)
             )
@@ -907,7 +907,7 @@ class World:
         acc = self._me(info)
         rows = [] if req.folder_id else self._dialogs_of(acc)
         total = len(rows)
-        if req.offset_date is not None:
+        if _unix(req.offset_date) > 0:  # a date of 0 (epoch) on the wire means none
             cut = _unix(req.offset_date)
             try:
                 offset_peer = utils.get_peer_id(req.offset_peer)

@@ -42,8 +42,10 @@ def auth(dc_id: int = 1, user_id: int | None = None) -> AuthState:
 
 async def call(world: World, request: TLRequest, state: AuthState, dc_id: int | None = None
                ) -> Any:
-    """Run ``request`` through ``world.handle``, serialize the result, and read it back with
-    the request's own ``read_result`` (exactly what Telethon receives)."""
+    """Run ``request`` through ``world.handle`` as the server does (the request serialized and
+    decoded again, so ``None`` dates arrive as the epoch), serialize the result, and read it
+    back with the request's own ``read_result`` (exactly what Telethon receives)."""
+    request = BinaryReader(bytes(request)).tgread_object()
     info = RequestInfo(
         now=time.monotonic(), conn_id=1, dc_id=dc_id if dc_id is not None else state.dc_id,
         auth=state, msg_id=0, method=method_name(request), request=request, framing="full",
