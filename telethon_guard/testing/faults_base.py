@@ -259,7 +259,7 @@ class CallSelector:
         if selected is not None and (
             not selected
             or (
-                min(selected) < 1
+                (selected.step < 1 or selected.start < 1)
                 if isinstance(selected, range)
                 else any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in selected)
             )

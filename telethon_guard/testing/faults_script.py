@@ -23,7 +23,8 @@ names are not; durations are ``2``, ``2s``, ``500ms``, ``2m``, ``1h``)::
     transport 429 above 100/1s [always] [raw] [refuse 5s]   # per-connection request rate
     always transport 404 raw [for 30s] [from 2s]
 
-Any line may add ``account <user id>`` and/or ``dc <id>`` before the colon to scope it.
+Any line may add ``account <user id>`` and/or ``dc <id>`` (before the colon, or at the end of
+the line) to scope it.
 :func:`parse_script` raises ``ValueError`` naming the line for anything it does not understand.
 """
 
@@ -281,13 +282,16 @@ def parse_line(line: str) -> Rule | None:
     tokens = _Tokens(head_text.split(), line)
     tail = tail_text.split() if colon else []
     scope: dict[str, int] = {}
+    # "account N" / "dc N" may also close the line, after the action.
+    while len(tail) >= 3 and tail[-2].lower() in ("account", "dc") and tail[-1].isdigit():
+        scope[tail[-2].lower()] = int(tail[-1])
+        del tail[-2:]
     first = tokens.take().lower()
     rule: Rule
 
     if first == "at":
         seconds = parse_duration(tokens.take("a time"))
-        while _scope(tokens, scope):
-            pass
+        _scope_only(tokens, scope)
         if "account" in scope:
             raise ValueError(f"'at' lines act on connections, which have no account: {line!r}")
         dc = scope.get("dc")
