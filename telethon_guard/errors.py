@@ -19,6 +19,7 @@ Error                      Also an instance of             Attributes           
 ``StorageUnavailableError````ConnectionError``             ``backend``                                  yes, when storage returns
 ``GuardConfigError``       ``ValueError``                  ``field``                                    no: fix the config
 ``AlreadyDelivered``       ``telethon.errors.RandomIdDuplicateError``  ``random_id``, ``attempts``      no: it was delivered
+``AttemptTimeoutError``    ``TimeoutError``                ``timeout`` (float s), ``method``            yes (a new call)
 =========================  ==============================  ===========================================  =================
 
 ``AlreadyDelivered``: Telegram answered ``RANDOM_ID_DUPLICATE`` to a (re-)send, i.e. an earlier
@@ -187,6 +188,16 @@ class GuardConfigError(GuardError, ValueError):
         self.field = field
 
 
+class AttemptTimeoutError(GuardError, TimeoutError):
+    """One network attempt exceeded ``GuardConfig.attempt_timeout`` (``timeout`` seconds) and the
+    retry budget ended. The request may still have been executed by Telegram."""
+
+    def __init__(self, method: str, timeout: float) -> None:
+        super().__init__(f"{method}: no answer within the attempt timeout of {timeout:.3f} s")
+        self.method = method
+        self.timeout = timeout
+
+
 class AlreadyDelivered(GuardError, tl_errors.RandomIdDuplicateError):
     """``RANDOM_ID_DUPLICATE``: Telegram already executed this request (same ``random_id``),
     typically by an earlier attempt whose reply was lost. Not re-sent; the result is unknown.
@@ -202,6 +213,7 @@ class AlreadyDelivered(GuardError, tl_errors.RandomIdDuplicateError):
 
 __all__ = [
     "AlreadyDelivered",
+    "AttemptTimeoutError",
     "AuthKeyInvalidError",
     "CircuitOpenError",
     "DeadlineExceeded",

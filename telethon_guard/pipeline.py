@@ -1,37 +1,287 @@
 """The guard pipeline every MTProto request passes through.
 
-``deadline -> breaker -> flood ledger -> rate limiter -> retry -> Telethon send``
+::
 
-(Pass-through placeholder: the signature is final; the layers land next.)
+    deadline -> circuit breaker -> flood ledger -> rate limiter -> retry -> attempt (Telethon send)
+
+The layers are listed once, in :attr:`Pipeline.layers`; each is a small object with one job and
+one method ``handle(ctx, call_next)`` (like gotd's middlewares / mtcute's network middlewares).
+The terminal step, :meth:`Pipeline._attempt`, makes ONE network attempt: it runs ``send()``
+under the remaining deadline and the optional ``attempt_timeout``, classifies what Telethon
+raised (:mod:`telethon_guard.classify`), tells the breaker, and normalizes transport errors so no
+bare ``ConnectionError`` / ``InvalidBufferError`` reaches the caller.
+
+Cancellation: a caller cancelling its task gets ``CancelledError`` unchanged and everything the
+call held is released (limiter slot given back, breaker probe freed). A ``CancelledError`` that
+comes from Telethon cancelling the request future on ``disconnect()`` while the caller's task was
+NOT cancelled (``Task.cancelling() == 0``, Python 3.11+) is a disconnect: retried within the
+budget, else raised as :class:`~telethon_guard.errors.GuardConnectionError` from it. (Python
+3.10 has no ``cancelling()``: every ``CancelledError`` propagates.)
+
+Re-entrant: nothing is locked across ``send()`` except the breaker's HALF_OPEN probe, which is
+re-entrant per task, so calls nested on one task (entity resolution, DC switch) never deadlock.
+
+``observe_only``: the limiter, the flood-ledger pre-check and the breaker's fail-fast only
+report (``ObservedDelay`` events) instead of delaying or failing. Retry of transient errors,
+waiting out server FLOOD_WAITs that fit, and the deadline stay active: they replace Telethon's own
+sleeping/retrying, which is switched off underneath.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from telethon import errors as tl_errors
+
+from .breaker import CircuitBreaker
 from .call import CallInfo
+from .classify import Action, Verdict, classify
 from .clock import Clock, MonotonicClock
 from .config import GuardConfig
-from .events import EventBus
+from .errors import (
+    AlreadyDelivered,
+    AttemptTimeoutError,
+    AuthKeyInvalidError,
+    DeadlineExceeded,
+    GuardConnectionError,
+    GuardError,
+    TransportFloodError,
+)
+from .events import DeadlineExceededEvent, EventBus
+from .flood import FloodLedger
+from .limiter import LimitKeys, RateLimiter, RateLimitLayer
+from .retry import RetryPolicy
+from .storage import GuardStorage, open_storage
 
 T = TypeVar("T")
 
+_DISCONNECT = Verdict(Action.DISCONNECT, True)
+_TIMEOUT = Verdict(Action.TRANSIENT, True)
+
+
+class CallContext:
+    """Per-call state shared by the layers of one :meth:`Pipeline.invoke`.
+
+    ``budget``: the call's total deadline in seconds (``None``: no deadline); ``stage``: where
+    the call is (``"limiter"``, ``"flood"``, ``"backoff"``, ``"network"``) for events;
+    ``verdict``: classification of the last attempt's error; ``probe``: this call holds the
+    HALF_OPEN probe and no verdict was recorded yet; ``attempts``: network attempts made.
+    """
+
+    __slots__ = ("attempts", "breaker_key", "budget", "call", "probe", "send", "stage",
+                 "verdict")
+
+    def __init__(self, call: CallInfo, send: Callable[[], Awaitable[Any]],
+                 budget: float | None) -> None:
+        self.call = call
+        self.send = send
+        self.budget = budget
+        self.attempts = 0
+        self.verdict: Verdict | None = None
+        self.probe = False
+        self.breaker_key: str | None = None
+        self.stage = "start"
+
+
+Next = Callable[[CallContext], Awaitable[Any]]
+
+
+class Layer(Protocol):
+    """One pipeline layer: ``await handle(ctx, call_next)`` runs the rest of the pipeline."""
+
+    async def handle(self, ctx: CallContext, call_next: Next) -> Any: ...
+
+
+class DeadlineLayer:
+    """Fills ``call.deadline_at`` from ``GuardConfig.deadline`` when the client left it ``None``,
+    fails at once when it has already passed, and reports :class:`DeadlineExceededEvent`."""
+
+    __slots__ = ("_clock", "_deadline", "_events")
+
+    def __init__(self, config: GuardConfig, clock: Clock, events: EventBus | None) -> None:
+        self._deadline = config.deadline
+        self._clock = clock
+        self._events = events
+
+    async def handle(self, ctx: CallContext, call_next: Next) -> Any:
+        call = ctx.call
+        now = self._clock.now()
+        if call.deadline_at is None and self._deadline is not None:
+            call.deadline_at = now + self._deadline
+        if call.deadline_at is not None:
+            if ctx.budget is None:
+                ctx.budget = max(0.0, call.deadline_at - now)
+            if call.deadline_at <= now:
+                ctx.stage = "start"
+                self._report(ctx)
+                raise DeadlineExceeded(call.method, ctx.budget)
+        try:
+            return await call_next(ctx)
+        except DeadlineExceeded:
+            self._report(ctx)
+            raise
+
+    def _report(self, ctx: CallContext) -> None:
+        if self._events is not None:
+            self._events.emit(DeadlineExceededEvent(ctx.call.method, ctx.budget or 0.0,
+                                                    ctx.stage, ctx.call.account))
+
+
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    uncancel = getattr(task, "uncancel", None)
+    return int(uncancel()) if uncancel is not None else 0
+
+
+def _caller_cancelled(task: asyncio.Task[Any] | None) -> bool:
+    if task is None:
+        return True
+    cancelling = getattr(task, "cancelling", None)
+    return True if cancelling is None else bool(cancelling())
+
 
 class Pipeline:
-    """Composes the guard layers for one client (one account)."""
+    """Composes the guard layers for one client.
 
-    def __init__(self, config: GuardConfig, storage: Any = None, events: EventBus | None = None,
-                 clock: Clock | None = None) -> None:
+    ``config``: the :class:`GuardConfig`. ``storage``: a
+    :class:`~telethon_guard.storage.GuardStorage` (``None``: built from ``config.storage``,
+    in memory by default). ``events``: the :class:`EventBus` (``None``: one delivering to
+    ``config.on_event`` and the ``telethon_guard`` logger). ``clock``: the guard clock
+    (``None``: :class:`MonotonicClock`, i.e. ``time.monotonic``; ``call.deadline_at`` must be
+    on this clock).
+    """
+
+    def __init__(self, config: GuardConfig, storage: GuardStorage | None = None,
+                 events: EventBus | None = None, clock: Clock | None = None) -> None:
         self.config = config
-        self.clock: Clock = clock or MonotonicClock()
-        self.events = events or EventBus(config.on_event)
-        self.storage = storage
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.events: EventBus = (events if events is not None
+                                 else EventBus(config.on_event, redact=not config.log_peer_ids))
+        self.storage: GuardStorage = (
+            storage if storage is not None
+            else open_storage(config.storage, clock=self.clock,
+                              max_peer_keys=config.max_peer_keys)
+        )
+        redact = not config.log_peer_ids
+        self.deadline = DeadlineLayer(config, self.clock, self.events)
+        self.breaker = CircuitBreaker(config, self.storage, self.clock, self.events)
+        self.ledger = FloodLedger(config, self.storage, self.clock, self.events)
+        self.limiter = RateLimiter(self.storage, self.clock, self.events,
+                                   observe=config.observe_only, redact=redact)
+        pacer = self.ledger.pacer
+        self.limit_keys = LimitKeys(config, pacer.window if pacer is not None else None)
+        self.retry = RetryPolicy(config, self.clock, self.events, breaker=self.breaker)
+        self.layers: tuple[Layer, ...] = (
+            self.deadline,
+            self.breaker,
+            self.ledger,
+            RateLimitLayer(self.limiter, self.limit_keys),
+            self.retry,
+        )
+        chain: Next = self._attempt
+        for layer in reversed(self.layers):
+            chain = functools.partial(layer.handle, call_next=chain)
+        self._chain = chain
 
     async def invoke(self, call: CallInfo, send: Callable[[], Awaitable[T]]) -> T:
-        """Run ``send()`` (one network attempt of ``call.request``) under the guard."""
+        """Run ``send()`` (one network attempt of ``call.request``, raising what Telethon raises)
+        through every layer and return its result.
+
+        Raises the real last error when retries end (``GuardConnectionError`` from a
+        disconnect, ``TransportFloodError`` from a bare transport -429), ``FloodWaitBlocked`` /
+        ``SlowModeBlocked`` / ``FloodPremiumBlocked`` when a flood wait does not fit,
+        ``CircuitOpenError`` while the breaker is OPEN, ``DeadlineExceeded`` when the deadline
+        ends a wait or the network attempt, ``AlreadyDelivered`` for RANDOM_ID_DUPLICATE,
+        ``AuthKeyInvalidError`` for transport -404, and any other Telethon error unchanged.
+        """
+        ctx = CallContext(call, send, None)
+        result: T = await self._chain(ctx)
+        return result
+
+    # ------------------------------------------------------------------ the network attempt
+    async def _attempt(self, ctx: CallContext) -> Any:
+        call = ctx.call
+        clock = self.clock
+        now = clock.now()
+        when = call.deadline_at
+        by_deadline = True
+        timeout = self.config.attempt_timeout
+        if timeout is not None and (when is None or now + timeout < when):
+            when = now + timeout
+            by_deadline = False
+        ctx.stage = "network"
+        if when is not None and when <= now:
+            raise DeadlineExceeded(call.method, ctx.budget or 0.0)
         call.attempt += 1
-        return await send()
+        ctx.attempts += 1
+        task = asyncio.current_task()
+        fired = False
+        handle = None
+        if when is not None and task is not None:
+            def fire() -> None:
+                nonlocal fired
+                fired = True
+                task.cancel()
+
+            handle = clock.call_at(when, fire)
+        try:
+            result = await ctx.send()
+        except asyncio.CancelledError as exc:
+            if handle is not None:
+                handle.cancel()
+            if fired:
+                assert task is not None
+                if _uncancel(task) > 0:
+                    raise  # the caller cancelled as well: propagate unchanged
+                ctx.verdict = _TIMEOUT
+                await self.breaker.record(ctx, True)
+                if by_deadline:
+                    raise DeadlineExceeded(call.method, ctx.budget or 0.0) from None
+                raise AttemptTimeoutError(call.method, timeout or 0.0) from None
+            if _caller_cancelled(task):
+                raise
+            ctx.verdict = _DISCONNECT
+            await self.breaker.record(ctx, True)
+            raise GuardConnectionError(
+                f"{call.method}: connection closed while waiting for the answer") from exc
+        except Exception as exc:
+            if handle is not None:
+                handle.cancel()
+            if fired and task is not None:
+                _uncancel(task)  # send() swallowed our cancel and raised something else
+            verdict = classify(exc)
+            ctx.verdict = verdict
+            if verdict.breaker_failure or not isinstance(exc, GuardError):
+                # Guard errors of a nested call (CircuitOpenError, DeadlineExceeded, a local
+                # flood block) say nothing about this connection: not recorded.
+                await self.breaker.record(ctx, verdict.breaker_failure)
+            self._raise_normalized(ctx, exc, verdict)
+            raise
+        if handle is not None:
+            handle.cancel()
+        if fired and task is not None:
+            _uncancel(task)
+        await self.breaker.record(ctx, False)
+        return result
+
+    @staticmethod
+    def _raise_normalized(ctx: CallContext, exc: Exception, verdict: Verdict) -> None:
+        """Replace transport-level errors by the guard's typed ones (``from`` the original)."""
+        call = ctx.call
+        if verdict.action is Action.DELIVERED:
+            if isinstance(exc, AlreadyDelivered):
+                return
+            raise AlreadyDelivered(call.request, call.random_id, ctx.attempts) from exc
+        if isinstance(exc, tl_errors.InvalidBufferError):
+            if exc.code == 404:
+                raise AuthKeyInvalidError(call.dc_id, -404) from exc
+            if exc.code == 429:
+                raise TransportFloodError(-429, None) from exc
+            raise GuardConnectionError(f"{call.method}: invalid transport buffer") from exc
+        if verdict.action is Action.DISCONNECT and not isinstance(exc, GuardError):
+            raise GuardConnectionError(f"{call.method}: {type(exc).__name__}: {exc}") from exc
 
 
-__all__ = ["Pipeline"]
+__all__ = ["CallContext", "DeadlineLayer", "Layer", "Pipeline"]

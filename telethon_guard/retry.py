@@ -1,0 +1,105 @@
+"""Retry of transient errors with exponential backoff and full jitter, inside the deadline.
+
+Retried (design.md section 3): 500 / ``RPC_CALL_FAIL`` / ``RPC_MCGET_FAIL`` /
+``WORKER_BUSY_TOO_LONG_RETRY`` / -503 ``Timeout``, attempt timeouts and disconnects
+(``ConnectionError``, transport ``InvalidBufferError`` 429, ``CancelledError`` from Telethon's
+disconnect). Never retried: ``PEER_FLOOD`` and every other 4xx, ``*_MIGRATE`` (Telethon handles
+it), flood waits (the flood ledger owns them), ``RANDOM_ID_DUPLICATE`` (delivered),
+``AuthKeyInvalidError`` / ``TransportFloodError`` (the transport layer decided).
+
+Attempt ``k`` (1-based) that fails waits ``uniform(0, min(retry_max_delay, retry_base_delay *
+2**(k-1)))`` seconds (AWS "full jitter"). The same request object is re-sent, so its
+``random_id`` is kept. Retrying stops and the **real last error** is raised (never
+``ValueError('Request was unsuccessful')``) when ``retry_max_attempts`` attempts were made, when
+the next delay would end at or after the call's deadline, or when the call's circuit breaker
+opened meanwhile.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .classify import Action
+from .clock import Clock
+from .config import GuardConfig
+from .events import EventBus, RetriesExhausted, RetryScheduled
+
+if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
+    from .pipeline import CallContext
+
+_RETRYABLE = (Action.TRANSIENT, Action.DISCONNECT)
+
+
+def backoff_delay(rng: random.Random, attempt: int, base: float, cap: float) -> float:
+    """Full-jitter delay after failed attempt ``attempt`` (1-based), in seconds."""
+    exp = base * (2.0 ** min(attempt - 1, 62))
+    return rng.uniform(0.0, min(cap, exp))
+
+
+def error_name(exc: BaseException) -> str:
+    """``TypeName`` plus Telegram's code/message when present (no request contents)."""
+    code = getattr(exc, "code", None)
+    msg = getattr(exc, "message", None)
+    name = type(exc).__name__
+    if code is not None or msg:
+        return f"{name}({code} {msg or ''})".replace(" )", ")")
+    return name
+
+
+class RetryPolicy:
+    """Pipeline layer: re-runs ``call_next`` (one network attempt) for transient errors.
+
+    ``rng``: a ``random.Random`` (seed it for reproducible jitter in tests). ``breaker``: when
+    given, retrying stops once the call's breaker is OPEN.
+    """
+
+    __slots__ = ("_clock", "_events", "base", "breaker", "cap", "max_attempts", "rng")
+
+    def __init__(self, config: GuardConfig, clock: Clock, events: EventBus | None = None, *,
+                 rng: random.Random | None = None,
+                 breaker: CircuitBreaker | None = None) -> None:
+        self._clock = clock
+        self._events = events
+        self.rng = rng if rng is not None else config.make_rng()
+        self.max_attempts = config.retry_max_attempts
+        self.base = config.retry_base_delay
+        self.cap = config.retry_max_delay
+        self.breaker = breaker
+
+    async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
+                     ) -> Any:
+        call = ctx.call
+        attempt = 0
+        while True:
+            attempt += 1
+            ctx.verdict = None
+            try:
+                return await call_next(ctx)
+            except Exception as exc:
+                verdict = ctx.verdict
+                if verdict is None or verdict.action not in _RETRYABLE:
+                    raise
+                stop = attempt >= self.max_attempts
+                delay = 0.0
+                if not stop:
+                    delay = backoff_delay(self.rng, attempt, self.base, self.cap)
+                    dl = call.deadline_at
+                    stop = dl is not None and self._clock.now() + delay >= dl
+                if not stop and self.breaker is not None:
+                    stop = await self.breaker.is_open(ctx)
+                if stop:
+                    if self._events is not None:
+                        self._events.emit(RetriesExhausted(error_name(exc), attempt,
+                                                           call.method, call.account))
+                    raise
+                if self._events is not None:
+                    self._events.emit(RetryScheduled(error_name(exc), attempt, delay,
+                                                     call.method, call.account))
+                ctx.stage = "backoff"
+                await self._clock.sleep(delay)
+
+
+__all__ = ["RetryPolicy", "backoff_delay", "error_name"]
