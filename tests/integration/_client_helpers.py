@@ -76,3 +76,14 @@ class InvokeRecorder:
 
     def close(self) -> None:
         self._pipeline.invoke = self._original
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = BOUND,
+                     interval: float = 0.005) -> None:
+    """Poll ``predicate`` (e.g. a server-log count) until true; ``TimeoutError`` after
+    ``timeout`` seconds."""
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110 - the server log has no change event
+            await asyncio.sleep(interval)
+
+    await asyncio.wait_for(poll(), timeout)

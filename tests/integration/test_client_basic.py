@@ -19,7 +19,7 @@ from telethon_guard.testing.faults import FaultPlan
 from telethon_guard.testing.faults_calls import DropReplies, ErrorOnCalls
 from telethon_guard.testing.server import TelegramTestServer
 
-from ._client_helpers import TEST_RSA_KEY, InvokeRecorder, bounded
+from ._client_helpers import TEST_RSA_KEY, InvokeRecorder, bounded, wait_until
 
 
 async def test_calls_and_connect_init_pass_the_pipeline() -> None:
@@ -156,8 +156,7 @@ async def test_disconnect_with_calls_in_flight_is_not_a_caller_cancellation() ->
         client = server.client(cls=GuardedTelegramClient, deadline=10, retry_max_attempts=1)
         await bounded(client.connect())
         task = asyncio.ensure_future(client.get_dialogs())
-        while server.log.count("messages.getDialogs") == 0:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: server.log.count("messages.getDialogs") > 0)
         await bounded(client.disconnect())
         # the caller's task was not cancelled: it gets a typed connection error
         with pytest.raises(GuardConnectionError):
@@ -171,8 +170,7 @@ async def test_caller_cancellation_propagates_unchanged() -> None:
         client = server.client(cls=GuardedTelegramClient, deadline=10)
         async with client:
             task = asyncio.ensure_future(client.get_dialogs())
-            while server.log.count("messages.getDialogs") == 0:
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: server.log.count("messages.getDialogs") > 0)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await bounded(task, 5)

@@ -107,7 +107,7 @@ async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
     mon = LoopLagMonitor(interval=0.005)
     async with mon:
         await asyncio.sleep(0.05)
-        time.sleep(0.08)  # block the loop on purpose
+        time.sleep(0.08)  # noqa: ASYNC251 - block the loop on purpose
         await asyncio.sleep(0.03)
     stats = mon.stats()
     assert stats["samples"] >= 3
