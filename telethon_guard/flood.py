@@ -30,8 +30,8 @@ FLOOD_WAIT while a pace is active multiplies the period by 1.5 at least (multipl
 decrease of the rate); every success gives back ``pace_decay`` of the period (additive-ish
 increase, like gotd's floodwait middleware decaying its delay per success), and the pace is
 dropped once its period falls under 1 s. Waits under 2 s (FLOOD_WAIT_0/1) teach nothing.
-The rate limiter applies the pace as an extra window ``acct:<a>/pace:<m>``, so a loop at an unknown server limit converges instead of hitting it again
-and again.
+The rate limiter applies the pace as an extra window ``acct:<a>/pace:<m>``, so a loop at an
+unknown server limit converges instead of hitting it again and again.
 """
 
 from __future__ import annotations
