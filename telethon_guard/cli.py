@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="clients in the storm workload (default 50)")
     bench.add_argument("--storm-calls", type=_positive_int, metavar="N",
                        help="calls pending during the storm (default 1000)")
+    bench.add_argument("-v", "--verbose", action="store_true",
+                       help="show Telethon's and the guard's log messages on stderr")
     progress = bench.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="show progress on stderr (default: on unless --quick)")
@@ -190,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time box of each client's run (default 25, --quick 8)")
     demo.add_argument("--json", type=Path, metavar="PATH", dest="json_path",
                       help="also write the table as JSON to PATH")
+    demo.add_argument("-v", "--verbose", action="store_true",
+                      help="show Telethon's and the guard's log messages on stderr")
     return parser
 
 
@@ -203,6 +207,20 @@ def _wrap_epilog(text: str) -> str:
     return "\n".join(out)
 
 
+def _configure_logging(verbose: bool) -> None:
+    """Library log lines (Telethon's warnings during a storm, guard events) would drown the
+    table: without ``--verbose`` they are dropped (the demo counts what it needs with its own
+    handlers); with it, WARNING and above go to stderr."""
+    import logging
+
+    root = logging.getLogger()
+    if verbose:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s")
+    else:
+        root.addHandler(logging.NullHandler())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``telethon-guard`` console script; returns the exit status."""
     parser = build_parser()
@@ -210,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    _configure_logging(args.verbose)
     try:
         if args.command == "bench":
             from telethon_guard.bench.runner import run_bench_command
