@@ -30,6 +30,9 @@ class CallInfo:
     deadline_at: float | None = None
     attempt: int = 0  # attempts made so far (the pipeline increments it)
     tags: dict[str, str] = field(default_factory=dict)
+    max_flood_wait: float | None = None
+    """Per-call override of ``GuardConfig.max_flood_wait`` (seconds), e.g. from
+    ``client(request, flood_sleep_threshold=...)``; ``None``: the config's value."""
 
 
 TRANSFER_METHODS = frozenset(

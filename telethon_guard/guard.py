@@ -289,8 +289,7 @@ def make_call(
 
 
 def _set_max_flood_wait(call: CallInfo, seconds: float) -> None:
-    if hasattr(call, "max_flood_wait"):
-        call.max_flood_wait = float(seconds)
+    call.max_flood_wait = float(seconds)
     call.tags["max_flood_wait"] = repr(float(seconds))
 
 
