@@ -21,7 +21,6 @@ The cast (ids are deterministic for a given ``WorldConfig.seed``; see :meth:`Wor
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +31,13 @@ from telethon.tl.tlobject import TLObject
 
 from ._types import AuthState, DcAddress, RequestInfo, RpcErrorReply
 from .world_files import FileStore, UploadedPart
-from .world_messages import ChannelHistory, channel_message, first_id_before, history_window
+from .world_messages import (
+    ChannelHistory,
+    channel_message,
+    first_id_before,
+    history_window,
+    thaw_copy,
+)
 from .world_state import (
     CHAT_CHANNELS,
     DIRECTORY_USERS,
@@ -675,7 +680,7 @@ class World:
         assert msg is not None
         gen = hist.channel.generated
         if msg_id > gen and hist.senders[msg_id - gen - 1] == viewer:
-            mine = copy.copy(msg)
+            mine = thaw_copy(msg)
             mine.out = True
             return mine
         return msg
@@ -807,7 +812,7 @@ class World:
 
             def build(mid: int) -> types.Message:
                 return channel_message(ch, mid, date=date, text=text, from_user=uid,
-                                       media=media)
+                                       media=media, entities=entities)
 
             msg = target.append(build)
             target.senders.append(uid)
@@ -815,8 +820,6 @@ class World:
             self._sent.append(SentMessage(uid, utils.get_peer_id(ch.peer()), random_id,
                                           msg.id, text, date, media))
             mine = self._view(target, msg.id, uid)
-            if entities:
-                mine.entities = entities
             return types.Updates(
                 updates=[
                     types.UpdateMessageID(id=msg.id, random_id=random_id),

@@ -9,6 +9,7 @@ history is the sorted list of ids that account used in it. Both are served by
 from __future__ import annotations
 
 import bisect
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -110,7 +111,7 @@ class ChannelHistory:
             return self.appended[msg_id - gen - 1]
         msg = self._cache.get(msg_id)
         if msg is None:
-            msg = self._make(self.channel, msg_id)
+            msg = freeze(self._make(self.channel, msg_id))
             self._cache[msg_id] = msg
             if len(self._cache) > _CACHE_MAX:
                 self._cache.popitem(last=False)
@@ -122,9 +123,28 @@ class ChannelHistory:
         return int(msg.date.timestamp())
 
     def append(self, build: Callable[[int], types.Message]) -> types.Message:
-        msg = build(self.top + 1)
+        msg = freeze(build(self.top + 1))
         self.appended.append(msg)
         return msg
+
+
+def freeze(msg: types.Message) -> types.Message:
+    """Serialize ``msg`` once and make later serializations return those bytes.
+
+    Telethon's serializer costs about 10 us per message; history pages repeat the same
+    messages, so stored messages carry their bytes. Stored messages are read-only: use
+    :func:`thaw_copy` to change one.
+    """
+    data = msg._bytes()
+    msg.__dict__["_bytes"] = lambda: data
+    return msg
+
+
+def thaw_copy(msg: types.Message) -> types.Message:
+    """A shallow copy of a stored message that serializes its own (possibly changed) fields."""
+    dup = copy.copy(msg)
+    dup.__dict__.pop("_bytes", None)
+    return dup
 
 
 def channel_message(
@@ -136,6 +156,7 @@ def channel_message(
     from_user: int | None,
     media: types.TypeMessageMedia | None = None,
     out: bool = False,
+    entities: list[types.TypeMessageEntity] | None = None,
 ) -> types.Message:
     """A message in ``channel`` as Telegram sends it (``post`` in broadcasts)."""
     return types.Message(
@@ -147,6 +168,7 @@ def channel_message(
         post=(not channel.megagroup) or None,
         from_id=types.PeerUser(from_user) if (channel.megagroup and from_user) else None,
         media=media,
+        entities=entities or None,
         views=1 if not channel.megagroup else None,
         forwards=0 if not channel.megagroup else None,
     )
