@@ -1,15 +1,272 @@
-"""``telethon-guard demo``: the production incident, replayed side by side (being wired)."""
+"""``telethon-guard demo``: the production incident, replayed side by side.
+
+A small service runs on one event loop: a worker sends ``messages.getHistory`` 20 times a second
+(each call in its own task, as a web handler would) and a health ticker wakes every 10 ms. The
+server, in its own process, plays the incident:
+
+1. calm for 1 s;
+2. a transport -429 storm: every live connection gets -429, new connections are refused with
+   -429 for ``storm`` seconds;
+3. calm for 1 s, then a FLOOD_WAIT wave: ``messages.getHistory`` is limited to 10 calls per
+   5 s (``FLOOD_WAIT_X`` with the true seconds left) for ``wave`` seconds;
+4. calm until the worker stops sending; then the service waits for its outstanding calls.
+
+The service runs once with plain ``TelegramClient`` and once with ``GuardedTelegramClient``
+(fresh server process each). Every call is bounded by a time box, so the demo ends even if
+plain Telethon never recovers. One table: calls succeeded / failed by error type, "never
+retrieved" log lines (counted by a handler on the ``asyncio`` logger, after a garbage
+collection), connection attempts after the first (the server's log), health-tick lag p50 /
+p99 / max and wall time.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from telethon import TelegramClient, functions, types
+
+from telethon_guard.bench.common import connect, disconnect, error_name, guarded_class
+from telethon_guard.bench.lag import LagStats, health_ticker, lag_stats
+from telethon_guard.bench.progress import Progress
+from telethon_guard.bench.results import format_table
+from telethon_guard.bench.serverproc import ServerProcess
+
+METHOD = "messages.getHistory"
+CALLS_PER_SECOND = 20.0
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The incident's schedule in seconds from the start of a run."""
+
+    seconds: float  # how long the worker keeps sending
+    storm_at: float = 1.0
+    storm: float = 3.0
+    wave: float = 5.0
+    call_bound: float = 15.0  # longest a single call may take before the demo gives up on it
+
+    @property
+    def wave_at(self) -> float:
+        return self.storm_at + self.storm + 1.0
+
+    @classmethod
+    def for_seconds(cls, seconds: float) -> Timeline:
+        """Scale the incident to a run of ``seconds`` (storm and wave shrink on short runs)."""
+        storm = min(3.0, max(0.5, seconds * 0.2))
+        wave = min(5.0, max(0.5, seconds * 0.3))
+        call_bound = min(15.0, max(5.0, seconds))
+        return cls(seconds=seconds, storm=storm, wave=wave, call_bound=call_bound)
+
+
+@dataclass
+class DemoOutcome:
+    name: str
+    ok: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    never_retrieved: int = 0
+    reconnects: int = 0
+    refused: int = 0
+    lag: LagStats | None = None
+    wall: float = 0.0
+    complete: bool = False
+
+
+class NeverRetrievedCounter(logging.Handler):
+    """Counts "... exception was never retrieved" records logged by asyncio."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            if "never retrieved" in record.getMessage():
+                self.count += 1
+
+
+def _history() -> Any:
+    return functions.messages.GetHistoryRequest(
+        peer=types.InputPeerSelf(), offset_id=0, offset_date=None, add_offset=0, limit=1,
+        max_id=0, min_id=0, hash=0,
+    )
+
+
+async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
+                      progress: Progress, out: DemoOutcome) -> DemoOutcome:
+    """One run of the service against a fresh server process; fills ``out`` as it goes."""
+    counter = NeverRetrievedCounter()
+    aio_logger = logging.getLogger("asyncio")
+    aio_logger.addHandler(counter)
+    loop = asyncio.get_running_loop()
+    try:
+        async with ServerProcess() as srv:
+            ((session, _),) = await srv.sessions(1)
+            client: Any = srv.client(cls, session)
+            await connect(client)
+            t0 = time.monotonic()
+            start = loop.time()
+            await srv.add_rules(("Transport429Storm",
+                                 {"start_in": tl.storm_at, "duration": tl.storm}))
+            monitor = health_ticker()
+            monitor.start()
+            tasks: list[asyncio.Task[None]] = []
+
+            async def one_call() -> None:
+                try:
+                    await asyncio.wait_for(client(_history()), tl.call_bound)
+                    out.ok += 1
+                except asyncio.TimeoutError:
+                    out.failed[f"no answer in {tl.call_bound:g} s"] += 1
+                except Exception as e:
+                    out.failed[error_name(e)] += 1
+
+            wave_added = wave_cleared = False
+            k = 0
+            progress("demo", f"{name}: running; -429 storm at {tl.storm_at:g} s for "
+                             f"{tl.storm:g} s, FLOOD_WAIT wave at {tl.wave_at:g} s for "
+                             f"{tl.wave:g} s")
+            try:
+                while True:
+                    now = loop.time() - start
+                    if now >= tl.seconds:
+                        break
+                    if not wave_added and now >= tl.wave_at:
+                        await srv.add_rules(("FloodWindow",
+                                             {"method": METHOD, "limit": 10, "window": 5.0}))
+                        wave_added = True
+                    if wave_added and not wave_cleared and now >= tl.wave_at + tl.wave:
+                        await srv.clear_rules()
+                        wave_cleared = True
+                    tasks.append(loop.create_task(one_call()))
+                    k += 1
+                    await asyncio.sleep(max(0.0, start + k / CALLS_PER_SECOND - loop.time()))
+                if tasks:
+                    await asyncio.wait(tasks, timeout=tl.call_bound + 1.0)
+                out.wall = loop.time() - start
+            finally:
+                await monitor.stop()
+                out.lag = lag_stats(monitor)
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await disconnect(client)
+                summary = await srv.summary(since=t0)
+                out.reconnects = int(summary["connections_opened"])
+                out.refused = int(summary["connections_refused"])
+                client = None  # drop it: its stray futures report when collected
+        for _ in range(3):  # futures nobody awaited report at garbage collection
+            gc.collect()
+            await asyncio.sleep(0.05)
+        out.never_retrieved = counter.count
+        out.complete = True
+    finally:
+        aio_logger.removeHandler(counter)
+        out.never_retrieved = counter.count
+    return out
+
+
+def _fmt_failed(o: DemoOutcome) -> str:
+    if not o.failed:
+        return "0"
+    return f"{sum(o.failed.values())}: " + ", ".join(
+        f"{k} {v}" for k, v in o.failed.most_common())
+
+
+def render(outcomes: list[DemoOutcome], tl: Timeline) -> str:
+    cols = [o.name + ("" if o.complete else " (interrupted)") for o in outcomes]
+
+    def lag(o: DemoOutcome, attr: str) -> str:
+        if o.lag is None or o.lag.ticks == 0:
+            return "-"
+        return f"{getattr(o.lag, attr):.1f} ms"
+
+    rows = [
+        ["calls succeeded", *[str(o.ok) for o in outcomes]],
+        ["calls failed (by error)", *[_fmt_failed(o) for o in outcomes]],
+        ['"never retrieved" log lines', *[str(o.never_retrieved) for o in outcomes]],
+        ["reconnect attempts (server)", *[f"{o.reconnects} opened, {o.refused} refused"
+                                          for o in outcomes]],
+        ["health-tick lag p50", *[lag(o, "p50_ms") for o in outcomes]],
+        ["health-tick lag p99", *[lag(o, "p99_ms") for o in outcomes]],
+        ["health-tick lag max", *[lag(o, "max_ms") for o in outcomes]],
+        ["wall time", *[f"{o.wall:.1f} s" for o in outcomes]],
+    ]
+    head = (f"incident: -429 storm at {tl.storm_at:g} s for {tl.storm:g} s, FLOOD_WAIT wave "
+            f"at {tl.wave_at:g} s for {tl.wave:g} s; worker sends {CALLS_PER_SECOND:g} "
+            f"{METHOD}/s for {tl.seconds:g} s")
+    return head + "\n\n" + format_table(["", *cols], rows)
+
+
+def to_json(outcomes: list[DemoOutcome], tl: Timeline, interrupted: bool) -> dict[str, Any]:
+    return {
+        "timeline": {"seconds": tl.seconds, "storm_at": tl.storm_at, "storm": tl.storm,
+                     "wave_at": tl.wave_at, "wave": tl.wave},
+        "interrupted": interrupted,
+        "runs": {
+            o.name: {
+                "calls_ok": o.ok,
+                "calls_failed": dict(o.failed),
+                "never_retrieved": o.never_retrieved,
+                "connections_opened": o.reconnects,
+                "connections_refused": o.refused,
+                "lag_p50_ms": o.lag.p50_ms if o.lag else None,
+                "lag_p99_ms": o.lag.p99_ms if o.lag else None,
+                "lag_max_ms": o.lag.max_ms if o.lag else None,
+                "wall_seconds": o.wall,
+                "complete": o.complete,
+            }
+            for o in outcomes
+        },
+    }
+
+
+async def run_demo(tl: Timeline, progress: Progress, outcomes: list[DemoOutcome]) -> None:
+    for name, cls in (("plain Telethon", TelegramClient), ("telethon-guard", guarded_class())):
+        out = DemoOutcome(name)
+        outcomes.append(out)
+        await run_service(name, cls, tl, progress, out)
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from telethon_guard.cli import check_output_path
+    """``telethon-guard demo``: validate, run both services, print the table."""
+    from telethon_guard.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, check_output_path
 
     json_path: Path | None = args.json_path
     if json_path is not None:
         check_output_path(json_path, "--json")
-    raise NotImplementedError("demo not wired yet")
+    seconds = args.seconds if args.seconds is not None else (8.0 if args.quick else 20.0)
+    tl = Timeline.for_seconds(seconds)
+    progress = Progress(enabled=True)
+    outcomes: list[DemoOutcome] = []
+    interrupted = False
+    status = EXIT_OK
+    try:
+        asyncio.run(run_demo(tl, progress, outcomes))
+    except KeyboardInterrupt:
+        interrupted = True
+        status = EXIT_INTERRUPTED
+    except Exception as e:
+        print(f"{PROG} demo: error: {type(e).__name__}: {e}", file=sys.stderr)
+        status = EXIT_FAILED
+    print(render(outcomes, tl), flush=True)
+    if interrupted:
+        print("interrupted: the table shows what was measured before Ctrl-C")
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(to_json(outcomes, tl, interrupted), indent=2) + "\n",
+                                 encoding="utf-8")
+        except OSError as e:
+            print(f"{PROG} demo: error: cannot write {json_path}: {e}", file=sys.stderr)
+            status = status or EXIT_FAILED
+    return status
