@@ -116,6 +116,17 @@ def to_datetime(unix: float) -> datetime:
     return datetime.fromtimestamp(int(unix), tz=timezone.utc)
 
 
+def unix_time(value: object) -> int:
+    """Unix seconds of a TL date (``datetime``, number or ``None``; ``None`` is 0)."""
+    if value is None:
+        return 0
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, datetime):
+        return int(value.timestamp())
+    raise TypeError(f"not a date: {value!r}")
+
+
 def valid_phone(phone: str) -> bool:
     return bool(_PHONE_RE.match(phone))
 

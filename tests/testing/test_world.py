@@ -642,9 +642,9 @@ async def test_large_file_ranges_without_holding_it() -> None:
     offset = 33 * 1024 * 1024
     res = await call(world, functions.upload.GetFileRequest(
         file_location(world), offset, 512 * 1024), state)
-    again = World(WorldConfig(file_size=40 * 1024 * 1024)).files.read(offset, 512 * 1024)
+    again = World(WorldConfig(file_size=40 * 1024 * 1024)).core.files.read(offset, 512 * 1024)
     assert res.bytes == again and len(again) == 512 * 1024
-    assert world.files._whole is None  # ranges are generated, the file is not kept
+    assert world.core.files._whole is None  # ranges are generated, the file is not kept
 
 
 async def test_upload_parts_are_recorded_by_size_and_hash() -> None:
