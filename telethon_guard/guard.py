@@ -276,7 +276,7 @@ def make_call(
         method=method,
         request=request,
         account=account_key(client, state),
-        dc_id=int(getattr(sender, "dc_id", None) or client.session.dc_id or 0),
+        dc_id=_dc_of(client, sender),
         peer=_tl.peer_key(request),
         random_id=random_id,
         transfer=method in TRANSFER_METHODS,
@@ -286,6 +286,14 @@ def make_call(
     if max_flood_wait is not None:
         _set_max_flood_wait(call, max_flood_wait)
     return call
+
+
+def _dc_of(client: TelegramClient, sender: Any) -> int:
+    """DC of a call: the session's DC on the main sender (it follows ``_switch_dc``), else the
+    exported sender's ``dc_id``."""
+    if sender is client._sender:
+        return int(client.session.dc_id or 0)
+    return int(getattr(sender, "dc_id", None) or client.session.dc_id or 0)
 
 
 def _set_max_flood_wait(call: CallInfo, seconds: float) -> None:
@@ -510,6 +518,8 @@ async def guarded_connect(
         return original(request, ordered=ordered)
 
     sender.send = send
+    if hasattr(sender, "dc_id") and client.session.dc_id:
+        sender.dc_id = client.session.dc_id  # follows _switch_dc (set_dc, then connect)
     if not getattr(client, "_tg_loop_ref", False):
         acquire_exception_handler(loop)
         client._tg_loop_ref = loop
