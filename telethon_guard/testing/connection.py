@@ -339,16 +339,20 @@ class Connection:
                 code = 16
             elif delta > MSG_TOO_NEW:
                 code = 17
+        stats = server.stats
         if code:
+            stats["bad_msg_notification"] += 1
             self._send(types.BadMsgNotification(msg_id, seqno, code), False)
             return
         if salt != server.salt:
+            stats["bad_server_salt"] += 1
             self._send(types.BadServerSalt(msg_id, seqno, 48, server.salt), False)
             return
         assert self._auth is not None
         skey = (key_id, session_id)
         if skey not in server._sessions:
             server._sessions.add(skey)
+            stats["new_session_created"] += 1
             unique_id = int.from_bytes(os.urandom(8), "little", signed=True)
             self._send(types.NewSessionCreated(msg_id, unique_id, server.salt), True, residue=3)
         acks: list[int] = []
@@ -363,6 +367,7 @@ class Connection:
         if cid == CONTAINER_ID:
             if not top:
                 raise ProtocolError("nested msg_container")
+            self.server.stats["containers_received"] += 1
             (count,) = struct.unpack_from("<i", body, 4)
             pos = 8
             for _ in range(count):
@@ -374,6 +379,7 @@ class Connection:
                 pos += inner_len
             return
         if cid == GZIP_ID:
+            self.server.stats["gzip_packed_received"] += 1
             reader = BinaryReader(body[4:])
             body = gzip.decompress(reader.tgread_bytes())
             (cid,) = struct.unpack_from("<I", body)
@@ -550,13 +556,14 @@ class Connection:
         reset_after: bool,
     ) -> None:
         msg_id, method, random_id = info.msg_id, info.method, info.random_id
+        # The world refused it: nothing took effect, so it does not count as executed.
         if reset_after:
-            self._log(msg_id, method, account, random_id, "reset", True, e.code, e.message)
+            self._log(msg_id, method, account, random_id, "reset", False, e.code, e.message)
             self.close("reset by fault plan after execute", abort=True)
         elif drop:
-            self._log(msg_id, method, account, random_id, "dropped", True, e.code, e.message)
+            self._log(msg_id, method, account, random_id, "dropped", False, e.code, e.message)
         else:
-            self._log(msg_id, method, account, random_id, "rpc_error", True, e.code, e.message)
+            self._log(msg_id, method, account, random_id, "rpc_error", False, e.code, e.message)
             self._send_error(msg_id, e.code, e.message)
 
     def _complete(
@@ -594,7 +601,7 @@ class Connection:
     ) -> None:
         self.server.log.entries.append(
             LogEntry(_monotonic(), "request", self.conn_id, self.dc_id, account, method, msg_id,
-                     random_id, outcome, executed, code, message)
+                     random_id, outcome, executed, code, message, None, self.framing)
         )
 
     # ---- service calls -----------------------------------------------------------------------
@@ -692,6 +699,7 @@ class Connection:
                     plain = head + _pack_qii(msg_id, seq, len(body)) + body
                 else:
                     cbody = _pack_Ii(CONTAINER_ID, count) + b"".join(parts)
+                    self.server.stats["containers_sent"] += 1
                     plain = (head + _pack_qii(self.server._new_msg_id(1), self._seq * 2,
                                               len(cbody)) + cbody)
                 i = j

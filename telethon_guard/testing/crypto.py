@@ -14,9 +14,11 @@ https://core.telegram.org/mtproto/description#defining-aes-key-and-initializatio
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
+import tempfile
 import threading
 from hashlib import sha1
 
@@ -95,12 +97,53 @@ _process_key: rsa.PrivateKey | None = None
 _registered: set[int] = set()
 
 
+RSA_CACHE_ENV = "TELETHON_GUARD_TEST_RSA_KEY"
+"""Environment variable naming the PEM file that caches the test RSA key ("" disables)."""
+
+
+def _cache_path() -> str | None:
+    path = os.environ.get(RSA_CACHE_ENV)
+    if path is None:
+        path = os.path.join(tempfile.gettempdir(), f"telethon_guard_test_rsa_{os.getuid()}.pem")
+    return path or None
+
+
+def _generate_rsa_key() -> rsa.PrivateKey:
+    """A new 2048-bit key: through ``cryptography`` when installed (milliseconds), else the
+    pure-Python ``rsa`` package Telethon depends on (seconds, very variable)."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric import rsa as c_rsa
+    except ImportError:
+        return rsa.newkeys(2048)[1]
+    nums = c_rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    pub = nums.public_numbers
+    return rsa.PrivateKey(pub.n, pub.e, nums.d, nums.p, nums.q)
+
+
 def server_rsa_key() -> rsa.PrivateKey:
-    """This process's server RSA key (2048 bits), generated on first use (about 1-5 s)."""
+    """This process's server RSA key (2048 bits), made on first use.
+
+    Loaded from a PEM cache file (``$TELETHON_GUARD_TEST_RSA_KEY``, default a per-user file in
+    the temp directory) when present, else generated and cached there. It is a test key only.
+    """
     global _process_key
     with _rsa_lock:
+        if _process_key is not None:
+            return _process_key
+        path = _cache_path()
+        if path is not None:
+            with contextlib.suppress(Exception):  # missing or corrupt cache: regenerate
+                with open(path, "rb") as f:
+                    _process_key = rsa.PrivateKey.load_pkcs1(f.read())
         if _process_key is None:
-            _, _process_key = rsa.newkeys(2048)
+            _process_key = _generate_rsa_key()
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    tmp = f"{path}.{os.getpid()}.tmp"
+                    with open(tmp, "wb") as f:
+                        f.write(_process_key.save_pkcs1())
+                    os.chmod(tmp, 0o600)
+                    os.replace(tmp, path)
         return _process_key
 
 

@@ -9,14 +9,19 @@ Outcomes of a request:
 
 =================== ==============================================================
 ``"ok"``            executed and answered with a result
-``"rpc_error"``     answered with ``rpc_error`` (``error_code`` / ``error_message``);
-                    ``executed`` tells whether the world ran it (world errors: yes,
-                    faults such as ``FLOOD_WAIT``: no)
-``"dropped"``       executed, reply never sent (``DropReply``)
-``"reset"``         connection reset; ``executed`` tells whether before or after executing
+``"rpc_error"``     answered with ``rpc_error`` (``error_code`` / ``error_message``), from
+                    the fault plan (``FLOOD_WAIT``...) or the world (``RANDOM_ID_DUPLICATE``...)
+``"dropped"``       reply never sent (``DropReply``)
+``"reset"``         connection reset, before or after executing
 ``"transport_error"`` a transport error was sent instead of a reply (``error_code``)
 ``"stalled"``       the connection stalled on this request (never executed)
 =================== ==============================================================
+
+``executed`` is True when the request took effect: the world ran it and returned a result
+(whatever happened to the reply afterwards). Requests refused by a fault or by the world
+(an ``rpc_error``) are not executed; :meth:`ServerLog.times`, :meth:`ServerLog.max_in_window`
+and :meth:`ServerLog.duplicates` count executed requests only. An internal server error
+(``500 INTERNAL``) is logged as executed, since its effect is unknown.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class LogEntry:
     error_code: int | None = None
     error_message: str | None = None
     detail: str | None = None  # why a connection closed / was refused
+    framing: str | None = None  # "full" / "intermediate" / "abridged" (requests)
 
 
 class ServerLog:

@@ -30,6 +30,7 @@ import itertools
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -57,8 +58,8 @@ TICK_SECONDS = 0.01
 """How often timed fault-script actions are polled while the plan has any (seconds)."""
 
 CLIENT_DEFAULTS: dict[str, Any] = {
-    "request_retries": 2,
-    "connection_retries": 2,
+    "request_retries": 1,
+    "connection_retries": 1,
     "retry_delay": 0.1,
     "timeout": 5,
 }
@@ -166,6 +167,9 @@ class TelegramTestServer:
         self.faults = faults
         self.log = ServerLog()
         self.internal_errors: list[BaseException] = []
+        self.stats: Counter[str] = Counter()
+        """MTProto events: ``bad_server_salt``, ``new_session_created``, ``bad_msg_notification``,
+        ``containers_received`` / ``containers_sent``, ``gzip_packed_received``."""
         self.api_id = API_ID
         self.api_hash = API_HASH
         self.dcs: list[DcAddress] = []
