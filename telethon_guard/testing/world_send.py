@@ -1,6 +1,7 @@
-"""Sending: ``messages.sendMessage`` / ``sendMedia``, stored per (account, chat) with their
-``random_id``; a ``random_id`` the account already used answers ``500 RANDOM_ID_DUPLICATE``
-and stores nothing (Telegram's answer to a re-sent request that was already executed)."""
+"""Sending: ``messages.sendMessage`` / ``sendMedia`` / ``forwardMessages``, stored per
+(account, chat) with their ``random_id``; a ``random_id`` the account already used answers
+``500 RANDOM_ID_DUPLICATE`` and stores nothing (Telegram's answer to a re-sent request that was
+already executed)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ from .world_state import (
     derive,
     to_datetime,
 )
+from .world_tl import TLBool
 
 _PTS_LOG_MAX = 1000
 
 
 class SendHandlers:
-    """``messages.sendMessage`` and ``messages.sendMedia`` (uploaded or world documents)."""
+    """``messages.sendMessage``, ``sendMedia`` (uploaded documents and photos, the world's
+    document), ``forwardMessages`` and ``setTyping``."""
 
     def __init__(self, world: WorldCore) -> None:
         self.w = world
@@ -37,50 +40,121 @@ class SendHandlers:
         return {
             f.SendMessageRequest: self._messages_send_message,
             f.SendMediaRequest: self._messages_send_media,
+            f.ForwardMessagesRequest: self._messages_forward_messages,
+            f.SetTypingRequest: self._messages_set_typing,
         }
 
-    def _check_send(self, info: RequestInfo, text: str, random_id: int | None,
-                    media: bool = False) -> AccountState:
+    # ---- checks (nothing is stored before all of them pass) ---------------------------------
+
+    def _check_send(self, info: RequestInfo, target: UserRecord | ChannelHistory,
+                    random_ids: list[int], text: str | None, media: bool = False
+                    ) -> AccountState:
+        """Validate a send; ``text`` None skips the text checks (forwards)."""
         acc = self.w.me(info)
-        if random_id is None:
+        if not random_ids or any(r is None for r in random_ids):
             raise RpcErrorReply(400, "RANDOM_ID_EMPTY")
-        if not media and not text.strip():
+        if len(set(random_ids)) != len(random_ids):
+            raise RpcErrorReply(500, "RANDOM_ID_DUPLICATE")
+        if text is not None and not media and not text.strip():
             raise RpcErrorReply(400, "MESSAGE_EMPTY")
-        if len(text) > MESSAGE_LENGTH_MAX:
+        if text is not None and len(text) > MESSAGE_LENGTH_MAX:
             raise RpcErrorReply(400, "MEDIA_CAPTION_TOO_LONG" if media else "MESSAGE_TOO_LONG")
-        if random_id in acc.random_ids:
+        if isinstance(target, ChannelHistory) and not target.channel.writable:
+            raise RpcErrorReply(403, "CHAT_WRITE_FORBIDDEN")
+        if any(r in acc.random_ids for r in random_ids):
             raise RpcErrorReply(500, "RANDOM_ID_DUPLICATE")
         return acc
+
+    # ---- handlers ---------------------------------------------------------------------------
 
     def _messages_send_message(self, info: RequestInfo) -> TLObject:
         req: functions.messages.SendMessageRequest = info.request
         target = self.w.peer_of(info, req.peer)
-        acc = self._check_send(info, req.message or "", req.random_id)
-        return self._send(info, acc, target, req.message or "", req.random_id, None,
-                          req.entities)
+        text = req.message or ""
+        acc = self._check_send(info, target, [req.random_id], text)
+        msg, update = self._store(acc, target, text, req.random_id, None, req.entities)
+        if isinstance(update, types.UpdateNewMessage):
+            return types.UpdateShortSentMessage(
+                id=msg.id, pts=update.pts, pts_count=1, date=msg.date, out=True,
+                entities=req.entities or None,
+            )
+        return self._updates(acc, target, [(req.random_id, update)])
 
     def _messages_send_media(self, info: RequestInfo) -> TLObject:
         req: functions.messages.SendMediaRequest = info.request
         target = self.w.peer_of(info, req.peer)
-        acc = self._check_send(info, req.message or "", req.random_id, media=True)
+        text = req.message or ""
+        acc = self._check_send(info, target, [req.random_id], text, media=True)
         media = self._media_of(req.media)
-        return self._send(info, acc, target, req.message or "", req.random_id, media,
-                          req.entities)
+        _, update = self._store(acc, target, text, req.random_id, media, req.entities)
+        return self._updates(acc, target, [(req.random_id, update)])
+
+    def _messages_forward_messages(self, info: RequestInfo) -> TLObject:
+        req: functions.messages.ForwardMessagesRequest = info.request
+        source = self.w.peer_of(info, req.from_peer)
+        target = self.w.peer_of(info, req.to_peer)
+        ids = list(req.id or [])
+        random_ids = list(req.random_id or [])
+        if not ids or len(ids) > 100:
+            raise RpcErrorReply(400, "MESSAGE_IDS_EMPTY" if not ids else "MESSAGE_ID_INVALID")
+        if len(random_ids) != len(ids):
+            raise RpcErrorReply(400, "RANDOM_ID_INVALID")
+        acc = self._check_send(info, target, random_ids, None)
+        originals = [self._original(acc, source, mid) for mid in ids]
+        stored = []
+        for rid, src in zip(random_ids, originals, strict=True):
+            fwd = None if req.drop_author else self._fwd_header(source, src)
+            _, update = self._store(acc, target, src.message or "", rid, src.media,
+                                    src.entities, fwd_from=fwd)
+            stored.append((rid, update))
+        return self._updates(acc, target, stored)
+
+    def _messages_set_typing(self, info: RequestInfo) -> TLObject:
+        req: functions.messages.SetTypingRequest = info.request
+        self.w.me(info)
+        self.w.peer_of(info, req.peer)
+        return TLBool(True)
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _original(self, acc: AccountState, source: UserRecord | ChannelHistory, mid: int
+                  ) -> types.Message:
+        if isinstance(source, ChannelHistory):
+            msg = source.get(mid)
+        else:
+            msg = acc.messages.get(mid)
+            if msg is not None and mid not in acc.private.get(source.id, ()):
+                msg = None
+        if msg is None:
+            raise RpcErrorReply(400, "MESSAGE_ID_INVALID")
+        return msg
+
+    @staticmethod
+    def _fwd_header(source: UserRecord | ChannelHistory, src: types.Message
+                    ) -> types.MessageFwdHeader:
+        if isinstance(source, ChannelHistory) and not source.channel.megagroup:
+            return types.MessageFwdHeader(date=src.date, from_id=source.channel.peer(),
+                                          channel_post=src.id)
+        return types.MessageFwdHeader(date=src.date, from_id=src.from_id)
 
     def _media_of(self, media: TLObject) -> types.TypeMessageMedia:
-        if isinstance(media, types.InputMediaUploadedDocument):
+        cfg = self.w.config
+        if isinstance(media, (types.InputMediaUploadedDocument, types.InputMediaUploadedPhoto)):
             f = media.file
-            parts = getattr(f, "parts", 0)
-            size = self.w.files.uploaded_size(f.id, parts)
+            size = self.w.files.uploaded_size(f.id, getattr(f, "parts", 0))
+            ident = derive(cfg.seed, "uploaded", f.id, bits=62)
+            hash_ = access_hash(cfg.seed, "uploaded", f.id)
+            date = to_datetime(self.w.now())
+            if isinstance(media, types.InputMediaUploadedPhoto):
+                photo = types.Photo(
+                    id=ident, access_hash=hash_, file_reference=b"\x01uploaded", date=date,
+                    sizes=[types.PhotoSize(type="x", w=1, h=1, size=size)], dc_id=cfg.file_dc,
+                )
+                return types.MessageMediaPhoto(photo=photo)
             doc = types.Document(
-                id=derive(self.w.config.seed, "uploaded", f.id, bits=62),
-                access_hash=access_hash(self.w.config.seed, "uploaded", f.id),
-                file_reference=b"\x01uploaded",
-                date=to_datetime(self.w.now()),
-                mime_type=media.mime_type or "application/octet-stream",
-                size=size,
-                dc_id=self.w.config.file_dc,
-                attributes=list(media.attributes or []),
+                id=ident, access_hash=hash_, file_reference=b"\x01uploaded", date=date,
+                mime_type=media.mime_type or "application/octet-stream", size=size,
+                dc_id=cfg.file_dc, attributes=list(media.attributes or []),
             )
             return types.MessageMediaDocument(document=doc)
         if isinstance(media, types.InputMediaDocument) and isinstance(
@@ -89,56 +163,44 @@ class SendHandlers:
             return types.MessageMediaDocument(document=self.w.document)
         raise RpcErrorReply(400, "MEDIA_INVALID")
 
-    def _send(
+    def _store(
         self,
-        info: RequestInfo,
         acc: AccountState,
         target: UserRecord | ChannelHistory,
         text: str,
         random_id: int,
         media: types.TypeMessageMedia | None,
         entities: list[Any] | None,
-    ) -> TLObject:
+        fwd_from: types.MessageFwdHeader | None = None,
+    ) -> tuple[types.Message, TLObject]:
+        """Store one message; return it as the sender sees it and its new-message update."""
         now = self.w.now()
         uid = acc.user_id
+        acc.random_ids.add(random_id)
         if isinstance(target, ChannelHistory):
             ch = target.channel
-            if not ch.writable:
-                raise RpcErrorReply(403, "CHAT_WRITE_FORBIDDEN")
             date = max(now, target.date_of(target.top)) if target.top else now
 
             def build(mid: int) -> types.Message:
-                return channel_message(ch, mid, date=date, text=text, from_user=uid,
-                                       media=media, entities=entities)
+                msg = channel_message(ch, mid, date=date, text=text, from_user=uid,
+                                      media=media, entities=entities)
+                msg.fwd_from = fwd_from
+                return msg
 
-            msg = target.append(build)
+            stored = target.append(build)
             target.senders.append(uid)
-            acc.random_ids.add(random_id)
             self.w.sent.append(SentMessage(uid, utils.get_peer_id(ch.peer()), random_id,
-                                          msg.id, text, date, media))
-            mine = self.w.view(target, msg.id, uid)
-            return types.Updates(
-                updates=[
-                    types.UpdateMessageID(id=msg.id, random_id=random_id),
-                    types.UpdateNewChannelMessage(message=mine, pts=target.top, pts_count=1),
-                ],
-                users=[self.w.user_tl(uid, uid)],
-                chats=[ch.to_tl()],
-                date=to_datetime(date),
-                seq=0,
-            )
+                                           stored.id, text, date, media))
+            mine = self.w.view(target, stored.id, uid)
+            return mine, types.UpdateNewChannelMessage(message=mine, pts=target.top,
+                                                       pts_count=1)
         # private chat: the account's common message id and pts sequences
         mid = acc.next_message_id
         acc.next_message_id += 1
         acc.pts += 1
         msg = types.Message(
-            id=mid,
-            peer_id=types.PeerUser(target.id),
-            date=to_datetime(now),
-            message=text,
-            out=True,
-            from_id=types.PeerUser(uid),
-            media=media,
+            id=mid, peer_id=types.PeerUser(target.id), date=to_datetime(now), message=text,
+            out=True, from_id=types.PeerUser(uid), fwd_from=fwd_from, media=media,
             entities=entities or None,
         )
         acc.messages[mid] = msg
@@ -146,20 +208,24 @@ class SendHandlers:
         acc.pts_log[acc.pts] = msg
         if len(acc.pts_log) > _PTS_LOG_MAX:
             acc.pts_log.pop(next(iter(acc.pts_log)))
-        acc.random_ids.add(random_id)
         self.w.sent.append(SentMessage(uid, target.id, random_id, mid, text, now, media))
-        if media is not None:
-            return types.Updates(
-                updates=[
-                    types.UpdateMessageID(id=mid, random_id=random_id),
-                    types.UpdateNewMessage(message=msg, pts=acc.pts, pts_count=1),
-                ],
-                users=[self.w.user_tl(uid, uid), self.w.user_tl(target.id, uid)],
-                chats=[],
-                date=to_datetime(now),
-                seq=0,
-            )
-        return types.UpdateShortSentMessage(
-            id=mid, pts=acc.pts, pts_count=1, date=to_datetime(now), out=True,
-            entities=entities or None,
+        return msg, types.UpdateNewMessage(message=msg, pts=acc.pts, pts_count=1)
+
+    def _updates(self, acc: AccountState, target: UserRecord | ChannelHistory,
+                 stored: list[tuple[int, TLObject]]) -> types.Updates:
+        """``types.Updates`` with an ``UpdateMessageID`` per random_id, then the new messages."""
+        uid = acc.user_id
+        ids: list[TLObject] = [
+            types.UpdateMessageID(id=u.message.id, random_id=rid)
+            for rid, u in stored
+        ]
+        users = [self.w.user_tl(uid, uid)]
+        chats: list[Any] = []
+        if isinstance(target, ChannelHistory):
+            chats.append(target.channel.to_tl())
+        elif target.id != uid:
+            users.append(self.w.user_tl(target.id, uid))
+        return types.Updates(
+            updates=ids + [u for _, u in stored], users=users, chats=chats,
+            date=to_datetime(self.w.now()), seq=0,
         )

@@ -693,3 +693,47 @@ async def test_send_media_with_uploaded_document() -> None:
 def test_unsupported_error_names() -> None:
     assert unsupported_error("ping") == "METHOD_NOT_SUPPORTED_PING"
     assert unsupported_error("help.getCdnConfig") == "METHOD_NOT_SUPPORTED_HELP_GET_CDN_CONFIG"
+
+
+async def test_forward_messages_stores_each_and_rejects_any_duplicate() -> None:
+    world = make_world(history_size=30, chat_history_size=0)
+    state = await logged_in(world)
+    news = input_channel_peer(await resolve(world, state, "news"))
+    chat = input_channel_peer(await resolve(world, state, "chat_b"))
+    res = await call(world, functions.messages.ForwardMessagesRequest(
+        from_peer=news, id=[5, 6], to_peer=chat, random_id=[101, 102]), state)
+    id_updates = [u for u in res.updates if isinstance(u, types.UpdateMessageID)]
+    assert [(u.random_id, u.id) for u in id_updates] == [(101, 1), (102, 2)]
+    new = [u.message for u in res.updates if isinstance(u, types.UpdateNewChannelMessage)]
+    assert [m.message for m in new] == ["@news message 5", "@news message 6"]
+    assert new[0].fwd_from.channel_post == 5
+    assert new[0].fwd_from.from_id == types.PeerChannel(world.main_channel_id)
+    # one reused random_id in the batch: nothing of the batch is stored
+    err = await rpc_error(world, functions.messages.ForwardMessagesRequest(
+        from_peer=news, id=[7, 8], to_peer=chat, random_id=[103, 102]), state)
+    assert (err.code, err.message) == (500, "RANDOM_ID_DUPLICATE")
+    err = await rpc_error(world, functions.messages.ForwardMessagesRequest(
+        from_peer=news, id=[31], to_peer=chat, random_id=[104]), state)
+    assert err.message == "MESSAGE_ID_INVALID"
+    assert [s.random_id for s in world.sent_messages()] == [101, 102]
+    assert world.channel_top_id("chat_b") == 2
+
+
+async def test_set_typing_and_photo_upload() -> None:
+    world = make_world()
+    state = await logged_in(world)
+    bob = await resolve(world, state, "bob")
+    peer = types.InputPeerUser(bob.id, bob.access_hash)
+    assert await call(world, functions.messages.SetTypingRequest(
+        peer, types.SendMessageTypingAction()), state) is True
+    await call(world, functions.upload.SaveFilePartRequest(5, 0, b"p" * 100), state)
+    res = await call(world, functions.messages.SendMediaRequest(
+        peer, types.InputMediaUploadedPhoto(types.InputFile(5, 1, "p.jpg", "")), "",
+        random_id=9), state)
+    new = next(u for u in res.updates if isinstance(u, types.UpdateNewMessage))
+    assert isinstance(new.message.media, types.MessageMediaPhoto)
+    assert {u.id for u in res.users} == {state.user_id, bob.id}
+    err = await rpc_error(world, functions.messages.SendMediaRequest(
+        peer, types.InputMediaContact("1", "a", "b", ""), "", random_id=10), state)
+    assert err.message == "MEDIA_INVALID"
+    assert [s.random_id for s in world.sent_messages()] == [9]

@@ -52,11 +52,16 @@ async def test_send_message_to_channel_user_and_self() -> None:
             assert m4.post and m4.text == "a post"
             last = await client.get_messages("chat_a", limit=1)
             assert last[0].id == m1.id and last[0].text == "hello group"
+            fwd = await asyncio.wait_for(client.forward_messages("chat_b", [5, 6], "news"), T)
+            assert [m.fwd_from.channel_post for m in fwd] == [5, 6]
+            async with client.action("alice", "typing"):
+                pass
             dialogs = await asyncio.wait_for(client.get_dialogs(), T)
             names = {d.name for d in dialogs}
             assert {"News", "Chat A", "Alice"} <= names
         sent = server.world.sent_messages(account=account)
-        assert [s.text for s in sent] == ["hello group", "hello alice", "note to self", "a post"]
+        assert [s.text for s in sent] == ["hello group", "hello alice", "note to self", "a post",
+                                          "@news message 5", "@news message 6"]
         assert server.internal_errors == []
 
 
@@ -74,6 +79,8 @@ async def test_download_media_from_file_dc_and_upload() -> None:
                                  force_document=True), T)
             assert uploaded.document.size == 5000
         assert server.log.count("auth.importAuthorization", outcome="ok") == 1
+        # Telethon asks its home DC first and follows FILE_MIGRATE_2 to an exported sender
+        assert server.log.count("upload.getFile", outcome="rpc_error") == 1
         assert server.internal_errors == []
 
 
