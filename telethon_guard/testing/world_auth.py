@@ -66,6 +66,9 @@ class AuthHandlers:
             raise RpcErrorReply(400, "PHONE_CODE_INVALID")
         del self.code_hashes[req.phone_code_hash]
         uid = self.phones.get(phone)
+        if uid is None:  # an account registered by the server may be reached by its phone too
+            uid = next((u.id for u in self.w.users.values() if u.phone == phone and not u.bot),
+                       None)
         if uid is None:
             uid = self.w.register_account()
             self.w.users[uid].phone = phone
@@ -88,6 +91,7 @@ class AuthHandlers:
                 username=f"test{uid}_bot",
                 bot=True,
             )
+            self.w.usernames[f"test{uid}_bot"] = ("user", uid)
         elif not rec.bot:
             raise RpcErrorReply(400, "ACCESS_TOKEN_INVALID")
         self.w.account(uid)

@@ -737,3 +737,19 @@ async def test_set_typing_and_photo_upload() -> None:
         peer, types.InputMediaContact("1", "a", "b", ""), "", random_id=10), state)
     assert err.message == "MEDIA_INVALID"
     assert [s.random_id for s in world.sent_messages()] == [9]
+
+
+async def test_sign_in_with_a_registered_accounts_phone_and_resolving_a_bot() -> None:
+    world = make_world()
+    account = world.register_account()
+    me = await call(world, functions.users.GetUsersRequest([types.InputUserSelf()]),
+                    auth(1, account))
+    state = auth(1)
+    sent = await call(world, functions.auth.SendCodeRequest(
+        "+" + me[0].phone, 1, "hash", types.CodeSettings()), state)
+    await call(world, functions.auth.SignInRequest(me[0].phone, sent.phone_code_hash, "12345"),
+               state)
+    assert state.user_id == account
+    await call(world, functions.auth.ImportBotAuthorizationRequest(0, 1, "h", "777:tok"), auth(1))
+    bot = await resolve(world, state, "test777_bot")
+    assert bot.bot and bot.id == 777
