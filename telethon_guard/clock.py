@@ -144,26 +144,39 @@ class FakeClock:
                 return
             self._driver = loop.create_task(self._drive())
 
+    def _has_live_timer(self) -> bool:
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        return bool(heap)
+
     async def _drive(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            # Let every runnable task run until the loop is idle.
-            idle_rounds = 0
-            while idle_rounds < 3:
-                await asyncio.sleep(0)
-                ready = getattr(loop, "_ready", None)
-                if ready is not None and len(ready) > 0:
-                    idle_rounds = 0
-                else:
-                    idle_rounds += 1
-            while self._heap and self._heap[0][2].cancelled:
-                heapq.heappop(self._heap)
-            if not self._heap:
-                return
-            when = self._heap[0][0]
-            if when > self._now:
-                self._now = when
-            self._fire_due()
+        drivers = _DRIVERS
+        drivers.add(self)
+        try:
+            while True:
+                # Let every runnable task run until the loop is idle. Other fake clocks'
+                # drivers are always runnable: their handles do not count as work.
+                idle_rounds = 0
+                while idle_rounds < 3:
+                    await asyncio.sleep(0)
+                    if not self._has_live_timer():
+                        return
+                    ready = getattr(loop, "_ready", None)
+                    if ready is not None and len(ready) > len(drivers) - 1:
+                        idle_rounds = 0
+                    else:
+                        idle_rounds += 1
+                when = self._heap[0][0]
+                if when > self._now:
+                    self._now = when
+                self._fire_due()
+        finally:
+            drivers.discard(self)
+
+
+_DRIVERS: set[FakeClock] = set()
 
 
 __all__ = ["Clock", "FakeClock", "MonotonicClock", "TimerHandle"]

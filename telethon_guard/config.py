@@ -181,7 +181,7 @@ class GuardConfig:
     retry_max_delay: float = 10.0
     flood_max_retries: int = 5
     adaptive_pacing: bool = True
-    pace_decay: float = 0.002
+    pace_decay: float = 0.001
     observe_only: bool = False
     storage: Any = None
     storage_fallback: str = "local"

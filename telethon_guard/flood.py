@@ -24,12 +24,13 @@ is recorded for everyone, then the call waits and retries if it fits (at most
 ``flood_max_retries`` times), else raises at once with ``from_server=True``.
 
 Adaptive pacing (:class:`AdaptivePacer`): after a FLOOD_WAIT on method M the pace of M is learned
-as a window ``(n, span + X)``: the ``n`` calls made since the previous flood wait ended (within
-a horizon) spread over ``span`` seconds, plus the wait X the server asked for. A further
-FLOOD_WAIT while a pace is active multiplies the period by 1.5 at least (multiplicative
-decrease of the rate); every success gives back ``pace_decay`` of the period (additive-ish
-increase, like gotd's floodwait middleware decaying its delay per success), and the pace is
-dropped once its period falls under 1 s. Waits under 2 s (FLOOD_WAIT_0/1) teach nothing.
+as a window ``(n, 1.1 * (span + X))``: the ``n`` calls made since the previous flood wait ended
+(within a horizon, at least 2) spread over ``span`` seconds, plus the wait X the server asked for,
+with a 10 % margin; the window starts seeded with those calls. A further FLOOD_WAIT while a
+pace is active multiplies the period by 1.5 (multiplicative decrease of the rate); every success
+gives back ``pace_decay`` of the period (like gotd's floodwait middleware decaying its delay per
+success), and the pace is dropped once its period falls under 1 s. Waits under 2 s
+(FLOOD_WAIT_0/1) teach no first pace.
 The rate limiter applies the pace as an extra window ``acct:<a>/pace:<m>``, so a loop at an
 unknown server limit converges instead of hitting it again and again.
 """
@@ -54,8 +55,8 @@ from .events import (
     PaceLearned,
     redact_peer,
 )
-from .limiter import is_send
-from .storage import GuardStorage
+from .limiter import is_send, pace_key
+from .storage import GuardStorage, LimitSpec
 
 if TYPE_CHECKING:
     from .pipeline import CallContext
@@ -66,6 +67,10 @@ PACE_MIN_PERIOD = 1.0
 """A learned pace whose period decays below this (seconds) is dropped."""
 PACE_BACKOFF = 1.5
 """Factor by which a further FLOOD_WAIT stretches an active pace's period."""
+PACE_MARGIN = 1.1
+"""Safety margin on a first learned period (server windows and our clock differ slightly)."""
+PACE_MIN_CALLS = 2
+"""Calls of the method seen within the horizon before a first pace is learned from a flood."""
 PACE_MIN_WAIT = 2.0
 """Server waits shorter than this (seconds; FLOOD_WAIT_0/1, clamped to 1 s) teach no pace: they
 are "try again now" signals, not a rate."""
@@ -110,15 +115,16 @@ class _Pace:
 class AdaptivePacer:
     """Learns a method's pace from its FLOOD_WAITs (see the module docstring). Local state."""
 
-    __slots__ = ("_clock", "_events", "_paces", "decay", "max_methods")
+    __slots__ = ("_clock", "_events", "_paces", "decay", "max_methods", "seed_ages")
 
-    def __init__(self, clock: Clock, events: EventBus | None = None, *, decay: float = 0.002,
+    def __init__(self, clock: Clock, events: EventBus | None = None, *, decay: float = 0.001,
                  max_methods: int = 4096) -> None:
         self._clock = clock
         self._events = events
         self._paces: dict[tuple[str, str], _Pace] = {}
         self.decay = decay
         self.max_methods = max_methods
+        self.seed_ages: list[float] = []  # ages (s) of the calls a new pace was learned from
 
     def window(self, account: str, method: str) -> Windows | None:
         """The learned ``((count, period),)`` of ``method``, or ``None``."""
@@ -151,21 +157,24 @@ class AdaptivePacer:
                 if self._events is not None:
                     self._events.emit(PaceLearned(method, 0, 0.0, account))
 
-    def on_flood(self, account: str, method: str, seconds: float) -> Windows:
-        """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the new pace window."""
+    def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
+        """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the new pace window
+        (``None``: fewer than ``PACE_MIN_CALLS`` calls seen, nothing learned)."""
         now = self._clock.now()
         p = self._pace(account, method)
         start = max(p.since, now - PACE_HORIZON)
         calls = [t for t in p.history if t >= start]
-        n = max(1, len(calls))
-        span = now - calls[0] if calls else 0.0
-        candidate = span + seconds
+        if not p.count and (len(calls) < PACE_MIN_CALLS or seconds < PACE_MIN_WAIT):
+            # Too little evidence of a rate: the first calls after start-up, or a "try again
+            # now" FLOOD_WAIT_0/1. (With a pace active, any FLOOD_WAIT means "still too fast".)
+            return None
         if p.count:
-            p.count = min(p.count, n)
-            p.period = max(candidate, p.period * PACE_BACKOFF)
+            p.period *= PACE_BACKOFF  # still too fast: multiplicative decrease of the rate
+            self.seed_ages = []
         else:
-            p.count = n
-            p.period = candidate
+            p.count = len(calls)
+            p.period = (now - calls[0] + seconds) * PACE_MARGIN
+            self.seed_ages = [now - t for t in calls]
         p.since = now + seconds
         if self._events is not None:
             self._events.emit(PaceLearned(method, p.count, p.period, account))
@@ -260,6 +269,20 @@ class FloodLedger:
         if ev is not None:
             ev.emit(FloodWaitEnded(call.method, name, self._clock.now() - start, call.account))
 
+    async def _learn(self, call: CallInfo, seconds: float) -> None:
+        pacer = self.pacer
+        assert pacer is not None
+        window = pacer.on_flood(call.account, call.method, seconds)
+        if window is None or not pacer.seed_ages:
+            return
+        # Start the new pace window with the calls it was learned from, so the first
+        # window after the wait is not a second full burst.
+        spec = LimitSpec(pace_key(call.account, call.method), window)
+        if self._local is not None:
+            self._local.seed_sync(spec, pacer.seed_ages)
+        else:
+            await self._storage.seed(spec, pacer.seed_ages)
+
     async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
                      ) -> Any:
         call = ctx.call
@@ -277,9 +300,8 @@ class FloodLedger:
                 if scope is FloodScope.PEER and call.peer is None:
                     key = scope_key(call, FloodScope.METHOD)
                 left = await self._block(key, verdict.seconds)
-                if (scope is FloodScope.METHOD and self.pacer is not None
-                        and verdict.seconds >= PACE_MIN_WAIT):
-                    self.pacer.on_flood(call.account, call.method, verdict.seconds)
+                if scope is FloodScope.METHOD and self.pacer is not None:
+                    await self._learn(call, verdict.seconds)
                 if retries >= self._cfg.flood_max_retries or not self._fits(call, left):
                     raise self._blocked_error(call, scope, key, left, True) from exc
                 retries += 1
@@ -294,6 +316,8 @@ class FloodLedger:
 __all__ = [
     "PACE_BACKOFF",
     "PACE_HORIZON",
+    "PACE_MARGIN",
+    "PACE_MIN_CALLS",
     "PACE_MIN_PERIOD",
     "PACE_MIN_WAIT",
     "AdaptivePacer",

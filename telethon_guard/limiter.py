@@ -63,6 +63,11 @@ def is_private_peer(peer: str) -> bool:
         return False
 
 
+def pace_key(account: str, method: str) -> str:
+    """Limiter key of the adaptive pace of ``method``: ``acct:<a>/pace:<m>``."""
+    return f"acct:{account}/pace:{method}"
+
+
 class _Waiter:
     __slots__ = ("fut", "keys", "specs", "timer", "token", "wake_at")
 
@@ -264,7 +269,7 @@ class LimitKeys:
         if self._pace_of is not None:
             pace = self._pace_of(a, call.method)
             if pace:
-                out.append(LimitSpec(f"acct:{a}/pace:{call.method}", pace))
+                out.append(LimitSpec(pace_key(a, call.method), pace))
         return out
 
 
@@ -303,4 +308,5 @@ __all__ = [
     "RateLimiter",
     "is_private_peer",
     "is_send",
+    "pace_key",
 ]

@@ -97,6 +97,11 @@ class GuardStorage(Protocol):
         computed afterwards may take its place. Unknown tokens are ignored."""
         ...
 
+    async def seed(self, spec: LimitSpec, ages: Sequence[float]) -> None:
+        """Record past slots on ``spec.key``, ``ages`` seconds ago each (the calls made before
+        a pace was learned, so the new window starts with the history it was learned from)."""
+        ...
+
     async def flood_block(self, scope: str, seconds: float) -> float:
         """Record ``scope`` blocked for ``seconds`` from now (keeping a later existing end);
         return the seconds left after the merge. Entries expire when the block ends."""
@@ -144,6 +149,8 @@ class LocalGuardStorage(GuardStorage, Protocol):
     def reserve_sync(self, specs: Sequence[LimitSpec], observe: bool = False) -> Reservation: ...
 
     def release_sync(self, specs: Sequence[LimitSpec], token: Any) -> None: ...
+
+    def seed_sync(self, spec: LimitSpec, ages: Sequence[float]) -> None: ...
 
     def flood_block_sync(self, scope: str, seconds: float) -> float: ...
 

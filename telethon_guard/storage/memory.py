@@ -137,6 +137,16 @@ class MemoryStorage:
                 if log[i] < token:
                     break
 
+    def seed_sync(self, spec: LimitSpec, ages: Sequence[float]) -> None:
+        """Sync :meth:`seed`: insert past slots ``now - age`` (kept sorted, trimmed)."""
+        now = self._now()
+        kl = self._keylog(spec)
+        log = kl.log
+        for age in ages:
+            t = now - age
+            if t > now - kl.pmax:
+                insort(log, t)
+
     def key_count(self) -> tuple[int, int]:
         """(unbounded keys, bounded per-peer keys) currently held."""
         return len(self._keys), len(self._peers)
@@ -265,6 +275,9 @@ class MemoryStorage:
 
     async def release(self, specs: Sequence[LimitSpec], token: Any) -> None:
         self.release_sync(specs, token)
+
+    async def seed(self, spec: LimitSpec, ages: Sequence[float]) -> None:
+        self.seed_sync(spec, ages)
 
     async def flood_block(self, scope: str, seconds: float) -> float:
         return self.flood_block_sync(scope, seconds)

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from guardfakes import Recorder, bounded, make_call, send_call
+
+from telethon_guard.clock import FakeClock
+from telethon_guard.config import GuardConfig
+from telethon_guard.errors import DeadlineExceeded
+from telethon_guard.events import EventBus, ObservedDelay, RequestLimited
+from telethon_guard.limiter import LimitKeys, RateLimiter, is_private_peer, is_send
+from telethon_guard.storage import LimitSpec
+from telethon_guard.storage.memory import MemoryStorage
+
+
+def max_in_window(times: list[float], period: float) -> int:
+    """Largest number of ``times`` inside any half-open interval of length ``period``."""
+    ts = sorted(times)
+    best = 0
+    j = 0
+    for i in range(len(ts)):
+        while ts[i] - ts[j] >= period - 1e-9:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def make(clock: FakeClock | None = None, **kw: object) -> tuple[RateLimiter, MemoryStorage,
+                                                                 FakeClock, Recorder]:
+    clock = clock or FakeClock()
+    st = MemoryStorage(clock, **kw)  # type: ignore[arg-type]
+    rec = Recorder()
+    return RateLimiter(st, clock, EventBus([rec])), st, clock, rec
+
+
+def test_single_window_slots() -> None:
+    lim, _, _, _ = make()
+    spec = [LimitSpec("k", ((3, 1.0),))]
+    delays = [lim.decide(spec).delay for _ in range(7)]
+    assert delays == [0, 0, 0, 1, 1, 1, 2]
+
+
+def test_multi_window_10_per_second_and_200_per_minute() -> None:
+    lim, st, clock, _ = make()
+    spec = [LimitSpec("acct", ((10, 1.0), (200, 60.0)))]
+    start = clock.now()
+    slots = [start + lim.decide(spec).delay for _ in range(401)]
+    assert max_in_window(slots, 1.0) == 10
+    assert max_in_window(slots, 60.0) == 200
+    # 200 go in the first 20 s (10/s), the 201st waits for the minute to roll over.
+    assert slots[199] - start == pytest.approx(19.0)
+    assert slots[200] - start == pytest.approx(60.0)
+    assert st.key_count() == (1, 0)
+
+
+def test_sliding_window_never_exceeds_count_with_random_arrivals() -> None:
+    clock = FakeClock(auto_advance=False)
+    lim, _, _, _ = make(clock)
+    rng = random.Random(5)
+    spec = [LimitSpec("k", ((5, 1.0), (20, 10.0)))]
+    slots = []
+    for _ in range(500):
+        clock.advance(rng.expovariate(8.0))
+        slots.append(clock.now() + lim.decide(spec).delay)
+    assert max_in_window(slots, 1.0) <= 5
+    assert max_in_window(slots, 10.0) <= 20
+    assert slots == sorted(slots)  # FIFO: slots never go backwards
+
+
+def test_multi_key_reservation_commits_the_same_slot_everywhere() -> None:
+    lim, st, clock, _ = make()
+    glob = LimitSpec("acct", ((1, 1.0),))
+    peer = LimitSpec("acct/peer:1", ((1, 5.0),), True)
+    assert lim.decide([glob, peer]).delay == 0
+    assert lim.decide([glob]).delay == 1.0
+    # The peer key is bound until 5 s; its slot is recorded on the global key too.
+    d = lim.decide([glob, peer]).delay
+    assert d == 5.0
+    assert st.slots("acct") == [clock.now(), clock.now() + 1, clock.now() + 5]
+    assert lim.decide([glob]).delay == 6.0
+
+
+async def test_fifo_among_waiters() -> None:
+    lim, _, clock, rec = make()
+    spec = [LimitSpec("k", ((1, 1.0),))]
+    order: list[int] = []
+    when: list[float] = []
+
+    async def worker(i: int) -> None:
+        await lim.acquire(spec)
+        order.append(i)
+        when.append(clock.now())
+
+    tasks = []
+    for i in range(20):
+        tasks.append(asyncio.create_task(worker(i)))
+        await asyncio.sleep(0)  # arrival order 0..19
+    await bounded(asyncio.gather(*tasks))
+    assert order == list(range(20))
+    assert when == [1000.0 + i for i in range(20)]
+    assert len(rec.of(RequestLimited)) == 19
+
+
+async def test_atomic_under_concurrency() -> None:
+    lim, _, clock, _ = make()
+    spec = [LimitSpec("k", ((5, 1.0), (12, 5.0)))]
+    granted: list[float] = []
+
+    async def worker() -> None:
+        await asyncio.sleep(0)
+        await lim.acquire(spec)
+        granted.append(clock.now())
+
+    await bounded(asyncio.gather(*(worker() for _ in range(60))))
+    assert len(granted) == 60
+    assert max_in_window(granted, 1.0) <= 5
+    assert max_in_window(granted, 5.0) <= 12
+
+
+async def test_cancelled_waiter_gives_back_and_later_waiters_move_up() -> None:
+    lim, st, clock, _ = make()
+    spec = [LimitSpec("k", ((1, 1.0),))]
+    assert lim.decide(spec).delay == 0  # slot at t0
+    t0 = clock.now()
+    done: dict[str, float] = {}
+
+    async def waiter(name: str) -> None:
+        await lim.acquire(spec)
+        done[name] = clock.now() - t0
+
+    b = asyncio.create_task(waiter("b"))  # slot t0+1
+    await asyncio.sleep(0)
+    c = asyncio.create_task(waiter("c"))  # slot t0+2
+    await asyncio.sleep(0)
+    assert lim.queue_length == 2
+    b.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await b
+    await bounded(c)
+    assert done == {"c": 1.0}
+    assert lim.queue_length == 0
+    assert st.slots("k") == [t0, t0 + 1]
+
+
+async def test_slot_beyond_deadline_raises_at_once_and_is_given_back() -> None:
+    lim, st, clock, _ = make()
+    spec = [LimitSpec("k", ((1, 10.0),))]
+    lim.decide(spec)
+    t0 = clock.now()
+    with pytest.raises(DeadlineExceeded):
+        await lim.acquire(spec, deadline_at=t0 + 5, method="m")
+    assert clock.now() == t0  # no waiting at all
+    assert st.slots("k") == [t0]  # the refused slot was given back
+    assert lim.decide(spec).delay == 10.0
+
+
+def test_per_peer_keys_are_bounded() -> None:
+    lim, st, _, _ = make(max_peer_keys=100)
+    for peer in range(1000):
+        lim.decide([LimitSpec(f"acct/peer:{peer}", ((1, 1.0),), True)])
+    assert st.key_count() == (0, 100)
+    assert st.peer_evictions == 900
+    # Most recently used peers survive.
+    assert st.slots("acct/peer:999") and not st.slots("acct/peer:0")
+
+
+def test_lru_keeps_recently_used_peer() -> None:
+    lim, st, _, _ = make(max_peer_keys=2)
+    a = [LimitSpec("p:a", ((1, 60.0),), True)]
+    lim.decide(a)
+    lim.decide([LimitSpec("p:b", ((1, 60.0),), True)])
+    lim.decide(a)  # touch a (second slot), b is now least recently used
+    lim.decide([LimitSpec("p:c", ((1, 60.0),), True)])
+    assert st.slots("p:a") and not st.slots("p:b")
+
+
+def test_empty_specs_cost_nothing() -> None:
+    lim, _, _, _ = make()
+    assert lim.decide([]).delay == 0
+
+
+async def test_observe_mode_never_waits_but_reports() -> None:
+    clock = FakeClock()
+    st = MemoryStorage(clock)
+    rec = Recorder()
+    lim = RateLimiter(st, clock, EventBus([rec]), observe=True)
+    spec = [LimitSpec("k", ((1, 1.0),))]
+    for _ in range(3):
+        assert await lim.acquire(spec) == 0.0
+    assert clock.now() == 1000.0
+    obs = rec.of(ObservedDelay)
+    # Each delay is measured against what was really sent (all at t0, nothing waited).
+    assert [round(o.seconds, 3) for o in obs] == [1.0, 1.0]
+    assert max_in_window(st.slots("k"), 1.0) == 3  # observe records real send times
+
+
+def test_limit_keys_for_calls() -> None:
+    cfg = GuardConfig(rate_limits=((10, 1.0),),
+                      method_limits={"messages.getHistory": ((30, 30.0),)},
+                      send_limits=((30, 1.0),), peer_limits_private=((1, 1.0),),
+                      peer_limits_group=((20, 60.0),))
+    paces = {("a1", "messages.getHistory"): ((3, 9.0),)}
+    keys = LimitKeys(cfg, lambda a, m: paces.get((a, m)))
+    hist = keys.specs(make_call())
+    assert [s.key for s in hist] == ["acct:a1", "acct:a1/dc:2/method:messages.getHistory",
+                                     "acct:a1/pace:messages.getHistory"]
+    priv = keys.specs(send_call(42))
+    assert [(s.key, s.windows, s.bounded) for s in priv[1:]] == [
+        ("acct:a1/sends", ((30, 1.0),), False), ("acct:a1/peer:42", ((1, 1.0),), True)]
+    group = keys.specs(send_call(-100))
+    assert group[-1] == LimitSpec("acct:a1/peer:-100", ((20, 60.0),), True)
+    assert LimitKeys(GuardConfig()).specs(send_call(42)) == []
+
+
+def test_send_detection() -> None:
+    assert is_send(send_call(5))
+    assert not is_send(make_call(peer="peer:5"))
+    assert is_private_peer("peer:5") and not is_private_peer("peer:-1005")
