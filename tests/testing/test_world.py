@@ -753,3 +753,59 @@ async def test_sign_in_with_a_registered_accounts_phone_and_resolving_a_bot() ->
     await call(world, functions.auth.ImportBotAuthorizationRequest(0, 1, "h", "777:tok"), auth(1))
     bot = await resolve(world, state, "test777_bot")
     assert bot.bot and bot.id == 777
+
+
+def _odd_requests(world: World) -> list[TLRequest]:
+    ch = world.core.channels[world.channel_id("chat_a")].channel
+    good = types.InputPeerChannel(ch.id, ch.access_hash)
+    f = functions
+    return [
+        f.messages.GetHistoryRequest(types.InputPeerEmpty(), 0, None, 0, 10, 0, 0, 0),
+        f.messages.GetHistoryRequest(types.InputPeerChat(5), 0, None, 0, 10, 0, 0, 0),
+        f.messages.GetHistoryRequest(good, 2**31 - 1, None, -(2**31), 2**31 - 1, 2**31 - 1,
+                                     -(2**31), 0),
+        f.messages.GetHistoryRequest(types.InputPeerSelf(), -5, None, 2**31 - 1, 100, -1, -1,
+                                     0),
+        f.messages.GetMessagesRequest([types.InputMessageReplyTo(1)]),
+        f.channels.GetMessagesRequest(types.InputChannelEmpty(), [types.InputMessageID(1)]),
+        f.channels.GetMessagesRequest(types.InputChannel(ch.id, ch.access_hash),
+                                      [types.InputMessagePinned(), types.InputMessageID(-1)]),
+        f.updates.GetChannelDifferenceRequest(types.InputChannel(ch.id, ch.access_hash),
+                                              types.ChannelMessagesFilterEmpty(), -10, 0),
+        f.updates.GetDifferenceRequest(pts=-1, date=None, qts=0),
+        f.messages.GetDialogsRequest(None, 0, types.InputPeerUser(1, 2), -1, 0),
+        f.messages.GetDialogsRequest(datetime(2000, 1, 1, tzinfo=timezone.utc), 5,
+                                     types.InputPeerEmpty(), 100, 0, folder_id=1),
+        f.messages.GetPeerDialogsRequest([types.InputDialogPeerFolder(1)]),
+        f.users.GetUsersRequest([types.InputUserEmpty(), types.InputUser(1, 1)]),
+        f.users.GetFullUserRequest(types.InputUserEmpty()),
+        f.messages.SendMessageRequest(types.InputPeerChat(1), "x", random_id=1),
+        f.messages.SendMediaRequest(good, types.InputMediaEmpty(), "", random_id=2),
+        f.messages.ForwardMessagesRequest(types.InputPeerSelf(), [1], good, random_id=[3]),
+        f.messages.ForwardMessagesRequest(good, [], good, random_id=[]),
+        f.messages.ForwardMessagesRequest(good, [1, 2], good, random_id=[4]),
+        f.upload.GetFileRequest(types.InputDocumentFileLocation(
+            world.file_document().id, world.file_document().access_hash,
+            world.file_document().file_reference, ""), 2**40, 4096),
+        f.upload.GetFileRequest(types.InputDocumentFileLocation(1, 1, b"", "x"), -4096, 0),
+        f.upload.SaveBigFilePartRequest(1, -1, 0, b"x"),
+        f.auth.ImportAuthorizationRequest(0, b""),
+        f.auth.SendCodeRequest("", 1, "", types.CodeSettings()),
+        f.auth.SignInRequest("", "", None),
+        f.auth.ImportBotAuthorizationRequest(0, 1, "", ""),
+        f.contacts.ResolveUsernameRequest(""),
+        f.channels.GetChannelsRequest([types.InputChannelEmpty()]),
+        f.channels.ReadHistoryRequest(types.InputChannelEmpty(), 0),
+        f.messages.ReadHistoryRequest(types.InputPeerEmpty(), 0),
+        f.messages.SetTypingRequest(types.InputPeerEmpty(), types.SendMessageCancelAction()),
+    ]
+
+
+async def test_odd_inputs_answer_rpc_errors_never_crash() -> None:
+    world = make_world(history_size=10, chat_history_size=3)
+    state = await logged_in(world)
+    for request in _odd_requests(world):
+        try:
+            await call(world, request, state)
+        except RpcErrorReply as e:
+            assert 300 <= e.code < 600 and re.fullmatch(r"[A-Z0-9_]+", e.message), request

@@ -50,6 +50,12 @@ async def test_send_message_to_channel_user_and_self() -> None:
                 "alice")
             assert m3.id == m2.id + 1
             assert m4.post and m4.text == "a post"
+            for i in range(3):
+                await client.send_message("alice", f"more {i}")
+            dm = [m.text async for m in client.iter_messages("alice", limit=3)]
+            assert dm == ["more 2", "more 1", "more 0"]
+            dm = [m.text async for m in client.iter_messages("alice", reverse=True)]
+            assert dm == ["hello alice", "more 0", "more 1", "more 2"]
             last = await client.get_messages("chat_a", limit=1)
             assert last[0].id == m1.id and last[0].text == "hello group"
             fwd = await asyncio.wait_for(client.forward_messages("chat_b", [5, 6], "news"), T)
@@ -60,8 +66,9 @@ async def test_send_message_to_channel_user_and_self() -> None:
             names = {d.name for d in dialogs}
             assert {"News", "Chat A", "Alice"} <= names
         sent = server.world.sent_messages(account=account)
-        assert [s.text for s in sent] == ["hello group", "hello alice", "note to self", "a post",
-                                          "@news message 5", "@news message 6"]
+        assert [s.text for s in sent] == [
+            "hello group", "hello alice", "note to self", "a post",
+            "more 0", "more 1", "more 2", "@news message 5", "@news message 6"]
         assert server.internal_errors == []
 
 
