@@ -182,7 +182,7 @@ def open_storage(spec: Any, *, clock: Any = None, max_peer_keys: int = 10_000) -
         return MemoryStorage(clock=clock, max_peer_keys=max_peer_keys)
     if isinstance(spec, str):
         try:
-            from . import redis as redis_backend  # type: ignore[attr-defined]
+            from . import redis as redis_backend
         except ImportError as exc:
             raise GuardConfigError("storage", f"redis backend unavailable: {exc}") from exc
         result: GuardStorage = redis_backend.from_url(spec)
