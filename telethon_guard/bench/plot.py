@@ -41,7 +41,10 @@ def write_plot(report: Report, path: Path) -> None:
         heights = [v if v is not None and math.isfinite(v) else 0.0 for v in values]
         bars = ax.bar(names, heights, color=["#b0b0b0", "#2a7ab0"])
         for bar, v in zip(bars, values, strict=True):
-            text = "n/a" if v is None or not math.isfinite(v) else f"{v:.3g}"
+            if v is None or not math.isfinite(v):
+                text = "n/a"
+            else:
+                text = f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
             ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=8)
         ax.set_title(label, fontsize=9)

@@ -20,6 +20,16 @@ from typing import Any
 
 Number = float | int
 
+HEADLINE_KEYS = (
+    "overhead_ratio",
+    "goodput_known_ratio",
+    "goodput_unknown_ratio",
+    "flood_waits_known",
+    "storm_lag_p99_ms",
+    "limiter_ns_per_decision",
+)
+"""Keys every JSON report carries (``null`` when that workload did not run)."""
+
 
 @dataclass(frozen=True)
 class Chart:
@@ -75,6 +85,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **dict.fromkeys(HEADLINE_KEYS),
             **{k: _json_number(v) for k, v in self.figures().items()},
             "mode": self.mode,
             "interrupted": self.interrupted,

@@ -55,7 +55,8 @@ class StormOutcome:
 
 
 def storm_seconds(settings: BenchSettings) -> float:
-    return 2.0 if settings.quick else 10.0
+    """Storm length: ``duration`` (at most 10 s; at least 1 s), 2 s with ``--quick``."""
+    return 2.0 if settings.quick else max(1.0, min(10.0, settings.duration))
 
 
 async def _phase(ctx: WorkloadContext, name: str, cls: type[TelegramClient],
