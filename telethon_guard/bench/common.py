@@ -17,7 +17,7 @@ DISCONNECT_TIMEOUT = 10.0
 def guarded_class() -> type[TelegramClient]:
     from telethon_guard.client import GuardedTelegramClient
 
-    return GuardedTelegramClient  # type: ignore[no-any-return]
+    return GuardedTelegramClient
 
 
 async def connect(client: Any, timeout: float = CONNECT_TIMEOUT) -> None:

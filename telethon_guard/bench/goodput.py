@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,7 +204,7 @@ async def measure(ctx: WorkloadContext, known: bool, unknown: bool) -> GoodputRu
                       windows, seconds)
 
 
-async def _wait_with_progress(ctx: WorkloadContext, tasks: list[asyncio.Future[None]],
+async def _wait_with_progress(ctx: WorkloadContext, tasks: Sequence[asyncio.Future[None]],
                               until: float) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
