@@ -9,10 +9,16 @@ apply at once and the later one wins:
   ``add_limit(4, 2)``, ``add_limit(8, 3)`` in ``td/telegram/net/ConnectionCreator.cpp``):
   1 connection per second, 2 per 4 seconds, 3 per 8 seconds. In steady state that is one
   attempt every ~2.7 s, so a server refusing connections for 10 s sees at most 5 attempts.
-* **Exponential backoff with full jitter** after consecutive failures: after the ``n``-th
-  failure the next attempt waits ``uniform(0, min(backoff_cap, backoff_base * 2 ** (n - 1)))``
-  seconds from that failure (the "full jitter" scheme, so many clients refused together do not
-  come back in lock step).
+* **Exponential backoff with jitter** after consecutive failures: after the ``n``-th failure
+  the next attempt waits ``c * uniform(1 - jitter, 1)`` seconds from that failure, where
+  ``c = min(backoff_cap, backoff_base * 2 ** (n - 1))``. The defaults (base 1 s, cap 16 s) are
+  TDLib's ``ConnectionCreator::ClientInfo::Backoff`` (``next_delay_`` 1 s doubling up to
+  ``MAX_BACKOFF = 16`` on desktop, ``ConnectionCreator.h``); TDLib adds no jitter. The default
+  ``jitter=0.25`` spreads clients refused together over the last quarter of each delay;
+  ``jitter=1.0`` is "full jitter" (``uniform(0, c)``). Why not full jitter by default: a delay
+  can then be 0, and the windows alone allow 12 attempts in 30 s; with ``jitter <= 0.25`` a DC
+  that refuses every connection for 30 s sees at most 6 attempts (the first one included) and
+  a client refused for 10 s is back at most ~5 s after the refusal ends.
 
 A connection counts as good (failures and backoff reset) once :meth:`record_success` was called
 for it and no failure followed within ``stable_after`` seconds: a server answering -429 right
@@ -72,10 +78,11 @@ class ReconnectPacer:
 
     :param windows: ``(count, seconds)`` pairs: at most ``count`` connection attempts in any
         window of ``seconds``. Default :data:`DEFAULT_WINDOWS` (TDLib's 1/1 s, 2/4 s, 3/8 s).
-    :param backoff_base: seconds; the backoff ceiling after the first failure (doubles with
-        each consecutive failure). Default 1.0.
-    :param backoff_cap: seconds; the largest backoff ceiling. Default 10.0, so with the default
-        windows a client is back at most ~10 s after the server stops refusing it.
+    :param backoff_base: seconds; the backoff after the first failure (doubles with each
+        consecutive failure). Default 1.0 (TDLib).
+    :param backoff_cap: seconds; the largest backoff. Default 16.0 (TDLib desktop).
+    :param jitter: fraction in ``[0, 1]`` of each backoff that is random (see above).
+        Default 0.25; 1.0 is full jitter, 0.0 is TDLib's deterministic doubling.
     :param stable_after: seconds a connection must survive after :meth:`record_success` before
         the failure count resets. Default 5.0.
     :param clock: returns the current time in seconds (monotonic). Default ``time.monotonic``.
@@ -92,6 +99,7 @@ class ReconnectPacer:
         "_clock",
         "_failing_since",
         "_failures",
+        "_jitter",
         "_rng",
         "_sleep",
         "_stable_after",
@@ -106,7 +114,8 @@ class ReconnectPacer:
         windows: Sequence[tuple[int, float]] = DEFAULT_WINDOWS,
         *,
         backoff_base: float = 1.0,
-        backoff_cap: float = 10.0,
+        backoff_cap: float = 16.0,
+        jitter: float = 0.25,
         stable_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
@@ -117,6 +126,9 @@ class ReconnectPacer:
         self._backoff_cap = _positive("backoff_cap", backoff_cap)
         if self._backoff_cap < self._backoff_base:
             raise GuardConfigError("backoff_cap", "must be >= backoff_base")
+        self._jitter = _positive("jitter", jitter, allow_zero=True)
+        if self._jitter > 1.0:
+            raise GuardConfigError("jitter", f"must be in [0, 1], got {jitter!r}")
         self._stable_after = _positive("stable_after", stable_after, allow_zero=True)
         if not callable(clock):
             raise GuardConfigError("clock", "must be a callable returning seconds")
@@ -145,7 +157,7 @@ class ReconnectPacer:
         f = _positive("factor", factor)
         windows = tuple((c, s * f) for c, s in DEFAULT_WINDOWS)
         params: dict[str, object] = {
-            "backoff_base": 1.0 * f, "backoff_cap": 10.0 * f, "stable_after": 5.0 * f,
+            "backoff_base": 1.0 * f, "backoff_cap": 16.0 * f, "stable_after": 5.0 * f,
         }
         params.update(kwargs)
         return cls(windows, **params)  # type: ignore[arg-type]
@@ -236,7 +248,7 @@ class ReconnectPacer:
     def record_failure(self) -> float:
         """Record a failed connection (refused, transport error, dropped before it was stable).
 
-        :returns: the backoff in seconds drawn for the next attempt (full jitter).
+        :returns: the backoff in seconds drawn for the next attempt.
         """
         now = self._clock()
         self._settle(now)
@@ -246,7 +258,7 @@ class ReconnectPacer:
         if self._failing_since is None:
             self._failing_since = now
         ceiling = min(self._backoff_cap, self._backoff_base * 2.0 ** min(self._failures - 1, 62))
-        backoff = self._rng.uniform(0.0, ceiling)
+        backoff = self._rng.uniform(ceiling * (1.0 - self._jitter), ceiling)
         self._backoff_until = now + backoff
         return backoff
 

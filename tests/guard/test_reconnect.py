@@ -66,14 +66,52 @@ async def test_backoff_doubles_from_base_up_to_cap() -> None:
     assert pacer.failures == 6
 
 
+async def test_default_backoff_is_tdlib_doubling_with_a_quarter_jitter() -> None:
+    clock = FakeClock(T0)
+    low = make(clock, rng=ZeroRandom())
+    assert [low.record_failure() for _ in range(7)] == [0.75, 1.5, 3, 6, 12, 12, 12]
+    high = make(clock, rng=MaxRandom())
+    assert [high.record_failure() for _ in range(7)] == [1, 2, 4, 8, 16, 16, 16]
+
+
 async def test_full_jitter_stays_within_the_ceiling() -> None:
     clock = FakeClock(T0)
-    pacer = make(clock, backoff_base=0.5, backoff_cap=4.0, rng=random.Random(7))
+    pacer = make(clock, backoff_base=0.5, backoff_cap=4.0, jitter=1.0, rng=random.Random(7))
     for n in range(1, 30):
         ceiling = min(4.0, 0.5 * 2 ** (n - 1))
         b = pacer.record_failure()
         assert 0.0 <= b <= ceiling
         assert pacer.next_turn_in() >= b - 1e-9
+
+
+async def test_refused_for_30s_at_most_6_attempts_back_within_5s_of_a_10s_refusal() -> None:
+    # Worst cases of the default jitter: the shortest delays (most attempts) ...
+    clock = FakeClock(T0)
+    pacer = make(clock, rng=ZeroRandom())
+    times = []
+    while clock.now() - T0 < 30:
+        assert await pacer.wait_turn()
+        times.append(clock.now() - T0)
+        pacer.record_failure()  # refused at once
+    assert len([t for t in times if t < 30]) <= 6
+    # ... and the longest (latest return): refused from 0 to 10 s after a stable connection
+    clock = FakeClock(T0)
+    pacer = make(clock, rng=MaxRandom())
+    assert pacer.try_turn()
+    pacer.record_success()
+    clock.advance(100)
+    pacer.record_failure()  # the live connection gets -429 at t=0
+    start = clock.now()
+    attempts = []
+    while True:
+        assert await pacer.wait_turn()
+        t = clock.now() - start
+        attempts.append(t)
+        if t >= 10:
+            break
+        pacer.record_failure()
+    assert len(attempts) - 1 <= 5  # attempts during the refusal
+    assert attempts[-1] - 10 <= 5.0
 
 
 async def test_the_later_of_window_and_backoff_wins() -> None:
@@ -161,7 +199,7 @@ async def test_scaled_keeps_the_shape() -> None:
     clock = FakeClock(T0)
     pacer = ReconnectPacer.scaled(0.25, clock=clock.now, sleep=clock.sleep, rng=ZeroRandom())
     assert pacer.windows == ((1, 0.25), (2, 1.0), (3, 2.0))
-    assert pacer.backoff_cap == pytest.approx(2.5)
+    assert pacer.backoff_cap == pytest.approx(4.0)
     times = []
     for _ in range(5):
         await pacer.wait_turn()
@@ -194,6 +232,8 @@ async def test_reset_forgets_failures_but_not_recent_attempts() -> None:
         ({"backoff_cap": float("nan")}, "backoff_cap"),
         ({"backoff_base": 5.0, "backoff_cap": 1.0}, "backoff_cap"),
         ({"stable_after": -1}, "stable_after"),
+        ({"jitter": 1.5}, "jitter"),
+        ({"jitter": -0.1}, "jitter"),
         ({"clock": 3}, "clock"),
     ],
 )
