@@ -1,0 +1,513 @@
+"""Guard state shared on Redis: one Telegram account used by many processes.
+
+::
+
+    client = GuardedTelegramClient(session, api_id, api_hash,
+                                   storage="redis://127.0.0.1:6379/0", account="main")
+
+or ``storage=RedisStorage(redis.asyncio.Redis(...), prefix="myapp")``, or a
+``redis.asyncio.Redis`` instance (wrapped with the defaults).
+
+What lives in Redis (see :mod:`telethon_guard.storage` for the operations' meaning):
+
+* limiter reservations: one sorted set per limiter key (member = reservation token, score = the
+  slot on the Redis server's clock), trimmed by the key's longest period and expiring one
+  second after its latest slot has left that period;
+* the flood ledger: one string per blocked scope holding the end of the block, expiring when the
+  block ends;
+* circuit breakers: one hash per (account, DC), expiring ``breaker_ttl`` seconds after the last
+  write (and never before an OPEN period ends).
+
+Each operation is ONE Lua script run with ``EVALSHA`` (reloaded on ``NOSCRIPT`` by redis-py's
+``register_script``): exactly one round trip per decision, atomic on the server, timed by the
+server's ``TIME`` so hosts with skewed clocks agree. Only relative seconds cross the wire.
+
+Key layout: ``<prefix>:[<account_namespace>:]<kind>:{acct:<a>}<rest>`` where ``kind`` is ``rl``
+(limiter), ``fl`` (flood ledger) or ``br`` (breaker) and ``acct:<a><rest>`` is the guard's own
+key (e.g. ``acct:42/dc:2/method:messages.getHistory``). The ``{acct:<a>}`` hash tag keeps every
+key of one account in one Redis Cluster slot, so a multi-key reservation stays one script.
+
+Redis trouble never hangs a call: every operation is bounded by ``timeout`` seconds (socket
+connect/read timeouts of clients built here, plus an overall ``asyncio`` timeout around each
+operation, also for clients you pass in). When Redis cannot be reached (connection refused or
+reset, timeout, loading, read-only replica, out of memory):
+
+* ``on_unavailable="fallback"`` (alias ``"local"``, the default): the operation is served by a
+  process-local :class:`~telethon_guard.storage.memory.MemoryStorage`; the switch is logged once
+  and emitted once as :class:`~telethon_guard.events.StorageFallback` (``active=True``). Redis is
+  tried again at most every ``probe_interval`` seconds; when it answers, state is shared again
+  (``StorageFallback(active=False)``) and flood blocks learned meanwhile are copied to Redis.
+* ``on_unavailable="fail"``: :class:`~telethon_guard.errors.StorageUnavailableError` (a
+  ``ConnectionError``) is raised; between probes it is raised at once, without a network attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from ..errors import GuardConfigError, StorageUnavailableError
+from ..events import StorageFallback
+from . import (
+    BreakerDecision,
+    BreakerPolicy,
+    LimitSpec,
+    Reservation,
+)
+from . import redis_scripts as lua
+from .memory import MemoryStorage
+
+_timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+
+async def _within(aw: Any, seconds: float) -> Any:
+    """``await aw`` bounded by ``seconds`` (``asyncio.timeout`` where available: no task)."""
+    if _timeout is not None:
+        async with _timeout(seconds):
+            return await aw
+    return await asyncio.wait_for(aw, seconds)
+
+
+logger = logging.getLogger("telethon_guard.storage.redis")
+
+DEFAULT_PREFIX = "tg-guard"
+DEFAULT_TIMEOUT = 0.25
+"""Seconds one storage operation may take (socket connect, round trip, script) before Redis is
+considered unavailable. A local Redis answers in well under a millisecond."""
+DEFAULT_PROBE_INTERVAL = 2.0
+"""Seconds between attempts to reach Redis again while it is unavailable."""
+DEFAULT_BREAKER_TTL = 3600.0
+"""Seconds a breaker's hash is kept after its last write (and after its OPEN period)."""
+
+_POLICIES = {"fallback": "fallback", "local": "fallback", "fail": "fail"}
+_URL_OPTIONS = ("prefix", "account_namespace", "timeout", "on_unavailable", "probe_interval")
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,  # refused, reset, closed, auth/loading (BusyLoadingError) ...
+    rexc.TimeoutError,
+    rexc.ReadOnlyError,
+    rexc.OutOfMemoryError,
+    rexc.ClusterDownError,
+    rexc.TryAgainError,
+    TimeoutError,  # asyncio.timeout (builtin TimeoutError on 3.11+)
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decision(reply: Sequence[Any]) -> BreakerDecision:
+    return BreakerDecision(_str(reply[0]), _str(reply[1]), _str(reply[2]), float(reply[3]),
+                           int(reply[4]))
+
+
+def _hash_tagged(key: str) -> str:
+    """``acct:42/dc:2/x`` -> ``{acct:42}/dc:2/x`` (Redis Cluster hash tag on the account)."""
+    head, sep, rest = key.partition("/")
+    return f"{{{head}}}{sep}{rest}"
+
+
+class RedisStorage:
+    """:class:`~telethon_guard.storage.GuardStorage` on Redis (``is_local = False``).
+
+    Args:
+        client: a ``redis.asyncio.Redis`` (or ``RedisCluster``) to use; not closed by
+            :meth:`aclose`. ``None``: one is built from ``url`` with socket timeouts of
+            ``timeout`` seconds and no client-side retries, and closed by :meth:`aclose`.
+        url: ``redis://[user:pass@]host:port/db``, ``rediss://...`` or ``unix://...`` (used
+            when ``client`` is ``None``; default ``redis://127.0.0.1:6379/0``).
+        prefix: first segment of every key (default ``"tg-guard"``).
+        account_namespace: optional second segment, e.g. a deployment name, to keep several
+            applications' guard state apart on one Redis. The account itself is already part of
+            every key (``{acct:<account>}``, from ``GuardConfig.account``).
+        timeout: seconds one operation may take in total (default 0.25); must be > 0.
+        on_unavailable: ``"fallback"`` (or ``"local"``) or ``"fail"``; see the module docstring.
+        probe_interval: seconds between attempts to reach Redis while unavailable (default 2).
+        breaker_ttl: seconds a breaker's state is kept after its last write (default 3600).
+        events: an :class:`~telethon_guard.events.EventBus` for ``StorageFallback``; pipelines
+            using this storage also attach theirs through :meth:`bind_events`.
+        clock: clock of the fallback :class:`MemoryStorage` (``now()`` in monotonic seconds);
+            ``None`` for ``time.monotonic``.
+        max_peer_keys: cap of per-peer limiter keys in the fallback storage (in Redis, per-peer
+            keys simply expire).
+
+    Raises:
+        GuardConfigError: on a bad argument, at construction.
+    """
+
+    is_local = False
+    name = "redis"
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        url: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        account_namespace: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_unavailable: str = "fallback",
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
+        breaker_ttl: float = DEFAULT_BREAKER_TTL,
+        events: Any = None,
+        clock: Any = None,
+        max_peer_keys: int = 10_000,
+    ) -> None:
+        if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} \n"):
+            raise GuardConfigError("prefix", f"must be a non-empty str without braces/spaces, "
+                                   f"got {prefix!r}")
+        if account_namespace is not None and (
+                not isinstance(account_namespace, str) or not account_namespace
+                or any(c in account_namespace for c in "{} \n")):
+            raise GuardConfigError("account_namespace",
+                                   f"must be None or a non-empty str, got {account_namespace!r}")
+        for field, value in (("timeout", timeout), ("probe_interval", probe_interval),
+                             ("breaker_ttl", breaker_ttl)):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not value > 0 or value == float("inf")):
+                raise GuardConfigError(field, f"must be a finite number > 0, got {value!r}")
+        policy = _POLICIES.get(on_unavailable) if isinstance(on_unavailable, str) else None
+        if policy is None:
+            raise GuardConfigError("on_unavailable",
+                                   f"must be 'fallback', 'local' or 'fail', got {on_unavailable!r}")
+        self.timeout = float(timeout)
+        self.on_unavailable = policy
+        self.probe_interval = float(probe_interval)
+        self.breaker_ttl = float(breaker_ttl)
+        self.prefix = prefix if account_namespace is None else f"{prefix}:{account_namespace}"
+        if client is None:
+            client = _client_from_url(url or "redis://127.0.0.1:6379/0", self.timeout)
+            self._owns_client = True
+        else:
+            if url is not None:
+                raise GuardConfigError("url", "give either a client or a url, not both")
+            if not hasattr(client, "register_script"):
+                raise GuardConfigError("client", f"{client!r} is not a redis.asyncio client")
+            self._owns_client = False
+        self.client = client
+        reg = client.register_script
+        self._reserve = reg(lua.RESERVE)
+        self._release = reg(lua.RELEASE)
+        self._seed = reg(lua.SEED)
+        self._flood_block = reg(lua.FLOOD_BLOCK)
+        self._flood_left = reg(lua.FLOOD_LEFT)
+        self._br_acquire = reg(lua.BREAKER_ACQUIRE)
+        self._br_failure = reg(lua.BREAKER_FAILURE)
+        self._br_success = reg(lua.BREAKER_SUCCESS)
+        self._br_release = reg(lua.BREAKER_RELEASE_PROBE)
+        self._br_state = reg(lua.BREAKER_STATE)
+        self.local = MemoryStorage(clock, max_peer_keys=max_peer_keys)
+        """The fallback storage (used only while Redis is unavailable and the policy is
+        ``"fallback"``)."""
+        self._buses: list[Any] = [events] if events is not None else []
+        self._down_since: float | None = None
+        self._probe_at = 0.0
+        self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}."
+        self._tokens = itertools.count(1)
+        self._keys: dict[str, str] = {}
+        self.fallbacks = 0
+        """Number of times Redis became unavailable (for stats and tests)."""
+        self.closed = False
+
+    # ------------------------------------------------------------------ plumbing
+    def bind_events(self, bus: Any) -> None:
+        """Also deliver :class:`~telethon_guard.events.StorageFallback` to ``bus`` (an
+        :class:`~telethon_guard.events.EventBus`); the pipeline calls this."""
+        if bus is not None and all(b is not bus for b in self._buses):
+            self._buses.append(bus)
+
+    @property
+    def available(self) -> bool:
+        """``False`` while Redis is considered unavailable (between failure and recovery)."""
+        return self._down_since is None
+
+    def _key(self, kind: str, key: str) -> str:
+        full_key = kind + key
+        rk = self._keys.get(full_key)
+        if rk is None:
+            rk = f"{self.prefix}:{kind}:{_hash_tagged(key)}"
+            if len(self._keys) >= 65_536:
+                self._keys.clear()
+            self._keys[full_key] = rk
+        return rk
+
+    def _emit(self, active: bool, reason: str) -> None:
+        event = StorageFallback(self.name, reason, active)
+        if self._buses:
+            for bus in self._buses:
+                bus.emit(event)  # the bus also logs it
+        elif active:
+            logger.error("%s", event.describe())
+        else:
+            logger.warning("%s", event.describe())
+
+    def _skip_redis(self) -> bool:
+        """``True`` while unavailable and no probe is due (then one caller probes)."""
+        if self._down_since is None:
+            return False
+        now = time.monotonic()
+        if now < self._probe_at:
+            return True
+        self._probe_at = now + self.probe_interval
+        return False
+
+    def _unavailable(self, exc: BaseException | None) -> None:
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError, rexc.TimeoutError)):
+            reason = f"no answer within {self.timeout:.3g} s"
+        elif exc is not None:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            reason = "unavailable"
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._probe_at = self._down_since + self.probe_interval
+            self.fallbacks += 1
+            what = ("using local in-memory state" if self.on_unavailable == "fallback"
+                    else "failing calls")
+            self._emit(True, f"{reason}; {what} until it answers again")
+
+    def _recovered(self) -> None:
+        if self._down_since is None:
+            return
+        down = time.monotonic() - self._down_since
+        self._down_since = None
+        self._emit(False, f"answering again after {down:.1f} s; guard state shared again")
+        if self.on_unavailable == "fallback":
+            blocks = self.local.flood_scopes()
+            if blocks:
+                asyncio.get_running_loop().create_task(self._copy_blocks(blocks))
+
+    async def _copy_blocks(self, blocks: dict[str, float]) -> None:
+        """Flood blocks learned while Redis was away are made visible to the other processes."""
+        try:
+            for scope, left in blocks.items():
+                await _within(self._flood_block(keys=(self._key("fl", scope),),
+                                                args=(repr(left),)), self.timeout)
+        except Exception:  # best effort; the blocks still hold locally
+            pass
+
+    def _fail(self, exc: BaseException | None) -> StorageUnavailableError:
+        detail = "" if exc is None else f": {type(exc).__name__}: {exc}"
+        return StorageUnavailableError(self.name, f"guard storage redis is unavailable{detail}")
+
+    async def _call(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run ``script`` with the overall timeout. Returns ``_LOCAL`` when the caller must use
+        the fallback storage; raises ``StorageUnavailableError`` under the ``fail`` policy."""
+        if self.closed:
+            raise RuntimeError("RedisStorage is closed")
+        if self._skip_redis():
+            if self.on_unavailable == "fail":
+                raise self._fail(None)
+            return _LOCAL
+        try:
+            reply = await _within(script(keys=keys, args=args), self.timeout)
+        except _UNAVAILABLE as exc:
+            self._unavailable(exc)
+            if self.on_unavailable == "fail":
+                raise self._fail(exc) from exc
+            return _LOCAL
+        if self._down_since is not None:
+            self._recovered()
+        return reply
+
+    # ------------------------------------------------------------------ limiter
+    async def reserve(self, specs: Sequence[LimitSpec], *, observe: bool = False,
+                      ) -> Reservation:
+        """One script: the earliest slot free in every window of every key, committed in all
+        of them (see :mod:`telethon_guard.storage`). The token is a ``str``."""
+        if not specs:
+            return Reservation(0.0, None)
+        token = self._token_base + format(next(self._tokens), "x")
+        keys = []
+        args: list[Any] = [token, "1" if observe else "0"]
+        for key, windows, _bounded in specs:
+            keys.append(self._key("rl", key))
+            args.append(len(windows))
+            for n, p in windows:
+                args.append(n)
+                args.append(repr(float(p)))
+        reply = await self._call(self._reserve, keys, args)
+        if reply is _LOCAL:
+            return self.local.reserve_sync(specs, observe)
+        return Reservation(float(reply), token)
+
+    async def release(self, specs: Sequence[LimitSpec], token: Any) -> None:
+        """Remove reservation ``token`` from every key of ``specs`` (unknown tokens ignored).
+        Tokens of the fallback storage (floats) are released there."""
+        if isinstance(token, str):
+            if specs:
+                await self._call(self._release, [self._key("rl", s.key) for s in specs],
+                                 (token,))
+        elif token is not None:
+            self.local.release_sync(specs, token)
+
+    async def seed(self, spec: LimitSpec, ages: Sequence[float]) -> None:
+        """Record past slots on ``spec.key``, ``ages`` seconds ago each (server clock); ages
+        beyond the key's longest period are skipped."""
+        if not ages:
+            return
+        pmax = max((p for _, p in spec.windows), default=0.0)
+        base = self._token_base + format(next(self._tokens), "x") + "s"
+        args = [repr(float(pmax)), base, *(repr(float(a)) for a in ages)]
+        reply = await self._call(self._seed, (self._key("rl", spec.key),), args)
+        if reply is _LOCAL:
+            self.local.seed_sync(spec, ages)
+
+    # ------------------------------------------------------------------ flood ledger
+    async def flood_block(self, scope: str, seconds: float) -> float:
+        reply = await self._call(self._flood_block, (self._key("fl", scope),),
+                                 (repr(float(seconds)),))
+        if reply is _LOCAL:
+            return self.local.flood_block_sync(scope, seconds)
+        return float(reply)
+
+    async def flood_left(self, scope: str) -> float:
+        reply = await self._call(self._flood_left, (self._key("fl", scope),), ())
+        if reply is _LOCAL:
+            return self.local.flood_left_sync(scope)
+        return float(reply)
+
+    async def flood_clear(self, scope: str) -> None:
+        self.local.flood_clear_sync(scope)
+        await self._call(_Delete(self.client), (self._key("fl", scope),), ())
+
+    # ------------------------------------------------------------------ breaker
+    async def breaker_acquire(self, key: str, lease: float) -> BreakerDecision:
+        reply = await self._call(self._br_acquire, (self._key("br", key),),
+                                 (repr(float(lease)), repr(self.breaker_ttl)))
+        if reply is _LOCAL:
+            return self.local.breaker_acquire_sync(key, lease)
+        return _decision(reply)
+
+    async def breaker_failure(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
+        reply = await self._call(
+            self._br_failure, (self._key("br", key),),
+            (policy.threshold, repr(float(policy.open_seconds)), repr(float(policy.growth)),
+             repr(float(policy.max_open)), repr(self.breaker_ttl)))
+        if reply is _LOCAL:
+            return self.local.breaker_failure_sync(key, policy)
+        return _decision(reply)
+
+    async def breaker_success(self, key: str) -> BreakerDecision:
+        reply = await self._call(self._br_success, (self._key("br", key),), ())
+        if reply is _LOCAL:
+            return self.local.breaker_success_sync(key)
+        return _decision(reply)
+
+    async def breaker_release_probe(self, key: str) -> None:
+        reply = await self._call(self._br_release, (self._key("br", key),), ())
+        if reply is _LOCAL:
+            self.local.breaker_release_probe_sync(key)
+
+    async def breaker_state(self, key: str) -> BreakerDecision:
+        reply = await self._call(self._br_state, (self._key("br", key),), ())
+        if reply is _LOCAL:
+            return self.local.breaker_state_sync(key)
+        return _decision(reply)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def ping(self) -> bool:
+        """``True`` when Redis answers a ``PING`` within ``timeout`` (never raises)."""
+        try:
+            return bool(await _within(self.client.ping(), self.timeout))
+        except Exception:
+            return False
+
+    async def aclose(self) -> None:
+        """Close the client if this storage built it (a client passed in stays open)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._owns_client:
+            try:
+                await _within(self.client.aclose(), self.timeout * 4)
+            except Exception:  # closing a dead connection must not raise
+                pass
+
+    def __repr__(self) -> str:
+        state = "available" if self.available else f"unavailable ({self.on_unavailable})"
+        return f"<RedisStorage prefix={self.prefix!r} {state}>"
+
+
+class _LocalMarker:
+    __slots__ = ()
+
+
+_LOCAL: Any = _LocalMarker()
+
+
+class _Delete:
+    """A script-like callable running ``DEL`` (one command, no script needed)."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._client.delete(*keys)
+
+
+def _client_from_url(url: str, timeout: float) -> Any:
+    try:
+        return aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),  # the guard's own policy decides; no hidden retries
+            retry_on_timeout=False,
+        )
+    except (ValueError, TypeError) as exc:
+        raise GuardConfigError("storage", f"bad redis url: {exc}") from exc
+
+
+def from_url(url: str, **options: Any) -> RedisStorage:
+    """Build a :class:`RedisStorage` from ``url`` (what ``GuardConfig(storage="redis://...")``
+    uses). Query parameters ``prefix``, ``account_namespace``, ``timeout``,
+    ``on_unavailable`` and ``probe_interval`` are taken by the guard (e.g.
+    ``redis://127.0.0.1:6379/0?prefix=myapp&timeout=0.5``); the rest go to redis-py.
+    Keyword ``options`` are :class:`RedisStorage` arguments (they win over the URL's)."""
+    if not isinstance(url, str):
+        raise GuardConfigError("storage", f"redis url must be a str, got {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise GuardConfigError("storage", f"not a redis url: {url!r}")
+    ours: dict[str, Any] = {}
+    rest = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in _URL_OPTIONS:
+            ours[name] = value
+        else:
+            rest.append((name, value))
+    for name in ("timeout", "probe_interval"):
+        if name in ours:
+            try:
+                ours[name] = float(ours[name])
+            except ValueError:
+                raise GuardConfigError(name, f"must be a number, got {ours[name]!r}") from None
+    ours.update({k: v for k, v in options.items() if v is not None})
+    clean = urlunsplit(parts._replace(query=urlencode(rest)))
+    timeout = ours.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise GuardConfigError("timeout", f"must be a finite number > 0, got {timeout!r}")
+    client = _client_from_url(clean, float(timeout))
+    storage = RedisStorage(client, **ours)
+    storage._owns_client = True
+    return storage
+
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_TIMEOUT", "RedisStorage", "from_url"]
