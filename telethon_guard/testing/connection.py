@@ -218,9 +218,11 @@ class Connection:
         self._close_transport(abort=False)
 
     def _transport_error_bytes(self, code: int, mode: str) -> bytes:
+        """``raw``: 4 bytes; ``framed``: a 4-byte packet, or on TcpFull the negative-length
+        form Telegram uses for -429; ``packet``: always a regular 4-byte packet (-404)."""
         if mode == "raw" or self.codec is None:
             return struct.pack("<i", -code)
-        if isinstance(self.codec, transport.FullCodec):
+        if mode == "framed" and isinstance(self.codec, transport.FullCodec):
             return self.codec.negative_length(code)
         return self.codec.transport_error(code)
 
@@ -228,14 +230,15 @@ class Connection:
         """Close the connection (idempotent); ``abort`` resets it without flushing."""
         if self.closed:
             return
+        if not abort:
+            self._flush()
         self.closed = True
         self.close_reason = reason
+        self._out.clear()
         if self._ping_disconnect is not None:
             self._ping_disconnect.cancel()
         if self._stall_future is not None and not self._stall_future.done():
             self._stall_future.set_result(None)
-        if not abort:
-            self._flush()
         self._close_transport(abort)
         self.server._log_event(
             "closed", self.conn_id, self.dc_id, error_code=error_code, detail=reason
@@ -315,7 +318,7 @@ class Connection:
         if km is None or km.key_id != key_id:
             entry = self.server._keys.get(key_id)
             if entry is None or entry[0].dc_id != self.dc_id:
-                self.send_transport_error(404, "framed")
+                self.send_transport_error(404, "packet")
                 self.close("unknown auth key", error_code=-404)
                 return
             self._auth, self._km = entry
@@ -667,7 +670,7 @@ class Connection:
     def _flush(self) -> None:
         self._flush_scheduled = False
         out = self._out
-        if not out or self.stalled or self.codec is None or self._km is None:
+        if not out or self.closed or self.stalled or self.codec is None or self._km is None:
             out.clear()
             return
         self._out = []
