@@ -809,3 +809,17 @@ async def test_odd_inputs_answer_rpc_errors_never_crash() -> None:
             await call(world, request, state)
         except RpcErrorReply as e:
             assert 300 <= e.code < 600 and re.fullmatch(r"[A-Z0-9_]+", e.message), request
+
+
+async def test_huge_history_costs_only_the_page() -> None:
+    """No O(history) work: a 100-million-message channel builds only what a call returns."""
+    world = make_world(history_size=100_000_000, history_step=1)
+    state = await logged_in(world)
+    peer = input_channel_peer(await resolve(world, state, "news"))
+    res = await history(world, state, peer, offset_id=50_000_001, limit=100)
+    assert [m.id for m in res.messages] == list(range(50_000_000, 49_999_900, -1))
+    date = res.messages[0].date
+    res = await history(world, state, peer, offset_date=date, limit=1)
+    assert [m.id for m in res.messages] == [49_999_999]
+    built = len(world.core.channels[world.main_channel_id]._cache)
+    assert built <= 100 + 2 * 64  # the page plus a binary search for offset_date

@@ -100,12 +100,14 @@ async def test_start_with_phone_code_on_a_fresh_key() -> None:
             me = await client.get_me()
             assert me.phone == "10000000000" and me.is_self
             await client.send_message("bob", "hi from a new login")
+            assert await client.log_out()
 
         try:
             await asyncio.wait_for(scenario(), T)
         finally:
             await client.disconnect()
         assert server.world.sent_messages()[0].text == "hi from a new login"
+        assert server.log.count("auth.logOut", outcome="ok") == 1
         assert server.internal_errors == []
 
 
