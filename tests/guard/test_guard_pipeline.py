@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from guardfakes import Recorder, Script, bounded, make_call, make_pipeline, send_call
+from telethon import errors as te
+
+from telethon_guard.call import CallInfo
+from telethon_guard.clock import FakeClock, MonotonicClock
+from telethon_guard.config import GuardConfig
+from telethon_guard.errors import AttemptTimeoutError, DeadlineExceeded
+from telethon_guard.events import DeadlineExceededEvent, EventBus, FloodWaitStarted
+from telethon_guard.pipeline import Pipeline
+from telethon_guard.storage import CLOSED, OPEN
+from telethon_guard.storage.memory import MemoryStorage
+
+
+async def never() -> str:
+    await asyncio.get_running_loop().create_future()
+    return "never"
+
+
+async def test_layers_are_one_visible_list() -> None:
+    pipe, _, _ = make_pipeline()
+    names = [type(layer).__name__ for layer in pipe.layers]
+    assert names == ["DeadlineLayer", "CircuitBreaker", "FloodLedger", "RateLimitLayer",
+                     "RetryPolicy"]
+
+
+async def test_deadline_covers_limiter_flood_and_network() -> None:
+    pipe, clock, rec = make_pipeline(deadline=10, rate_limits=((1, 2.0),), max_flood_wait=60)
+    await pipe.invoke(make_call("help.getConfig"), Script(clock))  # uses the 1-per-2 s slot
+    await pipe.ledger._block("acct:a1/method:messages.getHistory", 3)
+    t0 = clock.now()
+    send = Script(clock, default=never)
+    with pytest.raises(DeadlineExceeded) as info:
+        await bounded(pipe.invoke(make_call(), send))
+    # flood wait 3 s, then the limiter slot is already free (t0+2), the network hangs:
+    # the deadline fires exactly 10 s after the call started.
+    assert send.times == [t0 + 3]
+    assert clock.now() == t0 + 10
+    assert isinstance(info.value, TimeoutError) and info.value.deadline == 10
+    ev = rec.of(DeadlineExceededEvent)
+    assert ev and ev[-1].stage == "network"
+    # Deadline hit during the network attempt counts as a timeout for the breaker.
+    assert (await pipe.breaker.state("acct:a1/dc:2")).failures == 1
+
+
+async def test_limiter_wait_beyond_deadline_fails_at_once() -> None:
+    pipe, clock, rec = make_pipeline(deadline=5, rate_limits=((1, 60.0),))
+    await pipe.invoke(make_call(), Script(clock))
+    t0 = clock.now()
+    send = Script(clock)
+    with pytest.raises(DeadlineExceeded):
+        await pipe.invoke(make_call(), send)
+    assert clock.now() == t0 and send.count == 0
+    assert rec.of(DeadlineExceededEvent)[-1].stage == "limiter"
+
+
+async def test_explicit_deadline_at_is_respected_and_passed_deadline_fails() -> None:
+    pipe, clock, _ = make_pipeline(deadline=60)
+    send = Script(clock, default=never)
+    with pytest.raises(DeadlineExceeded):
+        await bounded(pipe.invoke(make_call(deadline_at=clock.now() + 2), send))
+    assert send.count == 1
+    with pytest.raises(DeadlineExceeded):
+        await pipe.invoke(make_call(deadline_at=clock.now() - 1), send)
+    assert send.count == 1
+
+
+async def test_deadline_filled_from_config() -> None:
+    pipe, clock, _ = make_pipeline(deadline=7)
+    call = make_call()
+    await pipe.invoke(call, Script(clock))
+    assert call.deadline_at == clock.now() + 7
+    assert call.attempt == 1
+
+
+async def test_attempt_timeout_retries_then_real_timeout() -> None:
+    pipe, clock, _ = make_pipeline(attempt_timeout=2, retry_max_attempts=3,
+                                   breaker_failure_threshold=100)
+    send = Script(clock, [never], default="second try")
+    assert await bounded(pipe.invoke(make_call(), send)) == "second try"
+    hang = Script(clock, default=never)
+    with pytest.raises(AttemptTimeoutError) as info:
+        await bounded(pipe.invoke(make_call(), hang))
+    assert hang.count == 3 and isinstance(info.value, TimeoutError)
+
+
+async def test_caller_cancel_in_limiter_releases_the_slot() -> None:
+    pipe, clock, _ = make_pipeline(rate_limits=((1, 1.0),))
+    await pipe.invoke(make_call(), Script(clock))
+    t0 = clock.now()
+    waiting = asyncio.create_task(pipe.invoke(make_call(), Script(clock)))
+    await asyncio.sleep(0)
+    assert pipe.limiter.queue_length == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert pipe.limiter.queue_length == 0
+    after = Script(clock)
+    await bounded(pipe.invoke(make_call(), after))
+    assert after.times == [t0 + 1]  # the cancelled caller's slot was given back
+
+
+async def test_wait_for_timeout_cancels_cleanly_and_holds_nothing() -> None:
+    pipe, clock, _ = make_pipeline(breaker_failure_threshold=1, retry_max_attempts=1)
+    # Open then half-open, so the call holds the single probe while it hangs.
+    with pytest.raises(te.RpcCallFailError):
+        await pipe.invoke(make_call(), Script(clock, [te.RpcCallFailError(None)]))
+    clock.advance(10)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(pipe.invoke(make_call(), Script(clock, default=never)), 0.05)
+    # Nothing left held: the next caller gets the probe and closes the breaker.
+    assert await pipe.invoke(make_call(), Script(clock)) == "ok"
+    assert (await pipe.breaker.state("acct:a1/dc:2")).state == CLOSED
+
+
+async def test_real_clock_deadline_with_real_timers() -> None:
+    pipe = Pipeline(GuardConfig(deadline=0.05), clock=MonotonicClock())
+    with pytest.raises(DeadlineExceeded):
+        await bounded(pipe.invoke(make_call(), never), 5)
+
+
+async def test_callback_failures_never_break_a_call(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[object] = []
+
+    def bad(ev: object) -> None:
+        raise RuntimeError("boom")
+
+    async def good_async(ev: object) -> None:
+        seen.append(ev)
+
+    clock = FakeClock()
+    bus = EventBus([bad, good_async])
+    pipe = Pipeline(GuardConfig(deadline=None, max_flood_wait=10), events=bus, clock=clock)
+    with caplog.at_level(logging.INFO, logger="telethon_guard"):
+        r = await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 2)])))
+    await bus.drain()
+    assert r == "ok"
+    assert any(isinstance(e, FloodWaitStarted) for e in seen)
+    assert "on_event callback" in caplog.text and "boom" in caplog.text
+    lines = [r for r in caplog.records if r.getMessage().startswith("FloodWaitStarted")]
+    assert len(lines) == 1  # one line per event
+
+
+async def test_peer_ids_not_in_events_or_logs_by_default(
+        caplog: pytest.LogCaptureFixture) -> None:
+    pipe, clock, rec = make_pipeline(max_flood_wait=100, peer_limits_group=((1, 10.0),))
+    with caplog.at_level(logging.DEBUG, logger="telethon_guard"):
+        await bounded(pipe.invoke(send_call(-123456), Script(clock, [
+            te.SlowModeWaitError(None, 5)])))
+        await bounded(pipe.invoke(send_call(-123456), Script(clock)))
+    assert rec.events
+    assert all("123456" not in repr(e) for e in rec.events)
+    assert "123456" not in caplog.text
+
+
+async def test_peer_ids_when_opted_in() -> None:
+    pipe, clock, rec = make_pipeline(max_flood_wait=100, log_peer_ids=True)
+    await bounded(pipe.invoke(send_call(-77), Script(clock, [te.SlowModeWaitError(None, 5)])))
+    assert any("peer:-77" in repr(e) for e in rec.events)
+
+
+async def test_no_secrets_in_events() -> None:
+    pipe, clock, rec = make_pipeline(max_flood_wait=100)
+    call = CallInfo("auth.signIn", object(), "a1", 2)  # type: ignore[arg-type]
+    with pytest.raises(te.FloodWaitError):
+        await pipe.invoke(call, Script(clock, [te.FloodWaitError(None, 1000)]))
+    text = " ".join(e.describe() for e in rec.events)
+    assert "+1555" not in text and "auth_key" not in text.lower()
+
+
+async def test_storage_defaults_to_memory_on_the_pipeline_clock() -> None:
+    pipe, clock, _ = make_pipeline()
+    assert isinstance(pipe.storage, MemoryStorage)
+    await pipe.ledger._block("x", 5)
+    clock.advance(5)
+    assert await pipe.ledger._left("x") == 0
+
+
+async def test_shared_storage_between_pipelines() -> None:
+    clock = FakeClock()
+    shared = MemoryStorage(clock)
+    rec = Recorder()
+    a = Pipeline(GuardConfig(deadline=None, retry_max_attempts=1, breaker_failure_threshold=1),
+                 shared, EventBus([rec]), clock)
+    b = Pipeline(GuardConfig(deadline=None), shared, EventBus([rec]), clock)
+    with pytest.raises(te.RpcCallFailError):
+        await a.invoke(make_call(), Script(clock, [te.RpcCallFailError(None)]))
+    assert (await b.breaker.state("acct:a1/dc:2")).state == OPEN
+    with pytest.raises(te.FloodWaitError):
+        await a.invoke(make_call("x.y", dc_id=4), Script(clock, [te.FloodWaitError(None, 999)]))
+    send = Script(clock)
+    with pytest.raises(te.FloodWaitError):
+        await b.invoke(make_call("x.y", dc_id=3), send)
+    assert send.count == 0
+
+
+async def test_observe_only_measures_without_delaying() -> None:
+    pipe, clock, rec = make_pipeline(observe_only=True, rate_limits=((1, 10.0),))
+    send = Script(clock)
+    for _ in range(3):
+        await pipe.invoke(make_call(), send)
+    assert send.times == [clock.now()] * 3
+    assert len([e for e in rec.events if type(e).__name__ == "ObservedDelay"]) == 2
