@@ -26,12 +26,14 @@ from telethon.tl import functions, types
 
 from telethon_guard.testing import FaultPlan, TransportError
 from telethon_guard.testing.faults import (
+    AlwaysTransportError,
     ErrorOnCalls,
     FloodWindow,
     Latency,
     OnCalls,
     PeerFlood,
     SlowMode,
+    Transport429Storm,
 )
 from telethon_guard.testing.server import TelegramTestServer
 
@@ -241,3 +243,65 @@ async def test_plain_client_is_telegram_client() -> None:
         client: TelegramClient = server.client()
         assert isinstance(client, TelegramClient)
         assert type(client).__mro__[1] is TelegramClient
+
+
+@pytest.mark.parametrize(
+    ("connection", "mode"), [(ConnectionTcpFull, "raw"), (ConnectionTcpIntermediate, "framed")]
+)
+async def test_minus_404_ends_in_auth_key_not_found(
+    connection: type[Connection], mode: str
+) -> None:
+    async with TelegramTestServer(faults=FaultPlan(AlwaysTransportError(404, mode))) as server:
+        client: TelegramClient = server.client(connection=connection)
+        try:
+            with pytest.raises(errors.AuthKeyNotFound):
+                await asyncio.wait_for(client.connect(), T)
+                await asyncio.wait_for(client.get_me(), T)
+            await asyncio.sleep(0.3)
+            assert server.log.connections_refused() == 1  # one attempt, no reconnect loop
+            assert server.log.connections_opened() == 0
+        finally:
+            await asyncio.wait_for(client.disconnect(), T)
+
+
+@pytest.mark.parametrize(
+    ("connection", "mode"), [(ConnectionTcpFull, "framed"), (ConnectionTcpIntermediate, "raw")]
+)
+async def test_minus_404_in_the_other_shape_makes_a_reconnect_storm(
+    connection: type[Connection], mode: str
+) -> None:
+    # TcpFull reading a negative length with code 404, or Intermediate reading 4 raw bytes as
+    # a negative length, is not recognised as "unknown auth key": Telethon reconnects at once.
+    async with TelegramTestServer(faults=FaultPlan(AlwaysTransportError(404, mode))) as server:
+        client: TelegramClient = server.client(connection=connection)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.connect(), 1.0)
+            assert server.log.connections_refused() >= 10
+        finally:
+            await asyncio.wait_for(client.disconnect(), T)
+
+
+async def test_timed_storm_kills_tcp_full_and_storms_intermediate_until_it_ends() -> None:
+    storm = Transport429Storm(start=0.3, duration=1.0)
+    async with TelegramTestServer(faults=FaultPlan(storm)) as server:
+        full: TelegramClient = server.client(connection=ConnectionTcpFull)
+        inter: TelegramClient = server.client(connection=ConnectionTcpIntermediate)
+        async with full, inter:
+            assert server.log.connections_opened() == 2
+            await asyncio.sleep(0.6)  # the storm began at 0.3 s: both live connections hit
+            assert not full.is_connected()
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(full.get_me(), T)
+            refused_during = server.log.connections_refused()
+            get_users_before = server.log.count("users.getUsers", outcome="ok")
+            # Intermediate keeps reconnecting into the refusals, then recovers after 1.3 s...
+            me = await asyncio.wait_for(inter.get_me(), T)
+            assert me is not None
+            assert refused_during >= 10
+            assert server.log.connections_opened() >= 3
+            # ...and flushes the get_me its auto-reconnect handler queued on every attempt.
+            await asyncio.sleep(0.2)
+            flushed = server.log.count("users.getUsers", outcome="ok") - get_users_before
+            assert flushed >= 10, flushed
+        assert storm.fired >= refused_during + 1
