@@ -531,6 +531,7 @@ async def guarded_connect(
                 await client._disconnect()
             except Exception:  # pragma: no cover - disconnect is documented never to raise
                 log.exception("rolling back a failed connect")
+        release_loop(client)
         raise
     finally:
         if sender.__dict__.get("send") is send:

@@ -126,7 +126,7 @@ async def test_failed_init_rolls_back_the_connection() -> None:
         with pytest.raises(tl_errors.BadRequestError):
             await bounded(client.connect())
         assert not client.is_connected()
-        assert current_handler(asyncio.get_running_loop()) is not None
+        assert current_handler(asyncio.get_running_loop()) is None  # released with it
         # not half-connected: a second connect really connects (and inits) again
         await bounded(client.connect())
         try:

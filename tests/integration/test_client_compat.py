@@ -132,3 +132,25 @@ def test_package_exports() -> None:
         assert hasattr(telethon_guard, name), name
     assert callable(telethon_guard.guard)
     assert types.InputUserSelf  # keep the import used
+
+
+async def test_guard_on_a_connected_client_maps_disconnect_cancellation() -> None:
+    # guard() after connect keeps Telethon's own sender; its disconnect() cancels in-flight
+    # futures, which the caller (not cancelled itself) sees as a typed connection error.
+    from telethon_guard.errors import GuardConnectionError
+    from telethon_guard.testing.faults_calls import DropReplies
+
+    from ._client_helpers import wait_until
+
+    plan = FaultPlan(DropReplies("messages.getDialogs"))
+    async with TelegramTestServer(faults=plan) as server:
+        plain = server.client()
+        await bounded(plain.connect())
+        guard(plain, deadline=10)
+        assert type(plain._sender).__name__ == "MTProtoSender"
+        task = asyncio.ensure_future(plain.get_dialogs())
+        await wait_until(lambda: server.log.count("messages.getDialogs") > 0)
+        await bounded(plain.disconnect())
+        with pytest.raises(GuardConnectionError):
+            await bounded(task, 5)
+        assert not task.cancelled()
