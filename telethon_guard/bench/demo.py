@@ -1,9 +1,11 @@
 """``telethon-guard demo``: the production incident, replayed side by side.
 
-A small service runs on one event loop: a worker sends ``messages.getHistory`` 20 times a second
-(each call in its own task, as a web handler would) and a health ticker wakes every 10 ms. The
-server, in its own process, plays the incident:
+A small service runs on one event loop: a worker makes 20 calls a second (each in its own task,
+as a web handler would; three of four are ``messages.getHistory``, every fourth is a batch of
+``messages.getHistory`` + ``users.getFullUser`` sent as one list, as Telethon allows) and a
+health ticker wakes every 10 ms. The server, in its own process, plays the incident:
 
+0. every request takes the server 50 to 300 ms (a real round trip), so calls are in flight;
 1. calm for 1 s;
 2. a transport -429 storm: every live connection gets -429, new connections are refused with
    -429 for ``storm`` seconds;
@@ -44,6 +46,7 @@ from telethon_guard.bench.serverproc import ServerProcess
 
 METHOD = "messages.getHistory"
 CALLS_PER_SECOND = 20.0
+LATENCY = (0.05, 0.3)  # seconds the server takes per request (uniform), like a real round trip
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,13 @@ def _history() -> Any:
     )
 
 
+def _request(k: int) -> Any:
+    """The ``k``-th call of the worker: every fourth one a batch of two requests."""
+    if k % 4 == 3:
+        return [_history(), functions.users.GetFullUserRequest(types.InputUserSelf())]
+    return _history()
+
+
 async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
                       progress: Progress, out: DemoOutcome) -> DemoOutcome:
     """One run of the service against a fresh server process; fills ``out`` as it goes."""
@@ -116,15 +126,16 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
             await connect(client)
             t0 = time.monotonic()
             start = loop.time()
-            await srv.add_rules(("Transport429Storm",
+            await srv.add_rules(("Latency", {"method": None, "seconds": list(LATENCY)}),
+                                ("Transport429Storm",
                                  {"start_in": tl.storm_at, "duration": tl.storm}))
             monitor = health_ticker()
             monitor.start()
             tasks: list[asyncio.Task[None]] = []
 
-            async def one_call() -> None:
+            async def one_call(k: int) -> None:
                 try:
-                    await asyncio.wait_for(client(_history()), tl.call_bound)
+                    await asyncio.wait_for(client(_request(k)), tl.call_bound)
                     out.ok += 1
                 except asyncio.TimeoutError:
                     out.failed[f"no answer in {tl.call_bound:g} s"] += 1
@@ -147,8 +158,10 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
                         wave_added = True
                     if wave_added and not wave_cleared and now >= tl.wave_at + tl.wave:
                         await srv.clear_rules()
+                        await srv.add_rules(("Latency", {"method": None,
+                                                         "seconds": list(LATENCY)}))
                         wave_cleared = True
-                    tasks.append(loop.create_task(one_call()))
+                    tasks.append(loop.create_task(one_call(k)))
                     k += 1
                     await asyncio.sleep(max(0.0, start + k / CALLS_PER_SECOND - loop.time()))
                 if tasks:
@@ -203,8 +216,8 @@ def render(outcomes: list[DemoOutcome], tl: Timeline) -> str:
         ["wall time", *[f"{o.wall:.1f} s" for o in outcomes]],
     ]
     head = (f"incident: -429 storm at {tl.storm_at:g} s for {tl.storm:g} s, FLOOD_WAIT wave "
-            f"at {tl.wave_at:g} s for {tl.wave:g} s; worker sends {CALLS_PER_SECOND:g} "
-            f"{METHOD}/s for {tl.seconds:g} s")
+            f"at {tl.wave_at:g} s for {tl.wave:g} s; the worker makes {CALLS_PER_SECOND:g} "
+            f"calls/s ({METHOD}, every 4th a batch of two) for {tl.seconds:g} s")
     return head + "\n\n" + format_table(["", *cols], rows)
 
 
