@@ -226,7 +226,8 @@ class FloodLedger:
         return redact_peer(key) if self.redact else key
 
     def _fits(self, call: CallInfo, left: float) -> bool:
-        if left > self._cfg.max_flood_wait:
+        limit = call.max_flood_wait  # per-call override (client(..., flood_sleep_threshold=))
+        if left > (self._cfg.max_flood_wait if limit is None else limit):
             return False
         dl = call.deadline_at
         return dl is None or self._clock.now() + left < dl

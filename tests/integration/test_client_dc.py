@@ -66,8 +66,6 @@ async def test_flood_on_a_guarded_plain_client_is_handled_by_the_guard() -> None
         assert server.log.count("messages.getDialogs") == 1
 
 
-@pytest.mark.xfail(reason="flood.py does not read CallInfo.max_flood_wait yet (client sets it)",
-                   strict=False)
 async def test_per_call_flood_sleep_threshold_overrides_max_flood_wait() -> None:
     # client(request, flood_sleep_threshold=0) must raise a FLOOD_WAIT_1 at once even though
     # the client's max_flood_wait (10 s) would wait it out.
