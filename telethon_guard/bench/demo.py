@@ -168,6 +168,7 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
                     await asyncio.wait(tasks, timeout=tl.call_bound + 1.0)
                 out.wall = loop.time() - start
             finally:
+                out.wall = out.wall or loop.time() - start
                 await monitor.stop()
                 out.lag = lag_stats(monitor)
                 for t in tasks:
