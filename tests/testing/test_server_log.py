@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,15 +53,15 @@ def test_counts_windows_and_duplicates() -> None:
 
 async def test_serve_cli_in_its_own_process(tmp_path: Path) -> None:
     path = tmp_path / "server.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "telethon_guard.testing", "serve", "--dcs", "1",
-         "--sessions", "2", "--json", str(path)],
-        stdout=subprocess.PIPE, text=True,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "telethon_guard.testing", "serve", "--dcs", "1",
+        "--sessions", "2", "--json", str(path),
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30
         while not path.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
+            assert proc.returncode is None and time.monotonic() < deadline
             await asyncio.sleep(0.05)
         doc = json.loads(path.read_text())
         assert len(doc["sessions"]) == 2 and doc["dcs"][0]["dc_id"] == 1
@@ -72,7 +71,8 @@ async def test_serve_cli_in_its_own_process(tmp_path: Path) -> None:
             me = await asyncio.wait_for(client.get_me(), 15)
         assert me.id > 0
     finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=15)
-    summary = json.loads(out.strip().splitlines()[-1])
+        if proc.returncode is None:
+            proc.terminate()
+        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+    summary = json.loads(out.decode().strip().splitlines()[-1])
     assert summary["connections_opened"] == 1 and summary["internal_errors"] == []
