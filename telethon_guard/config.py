@@ -153,7 +153,8 @@ class GuardConfig:
       fraction of the learned period given back per successful call.
     * ``observe_only``: measure and report (events) what would have been delayed or blocked,
       without delaying or blocking (staged rollout). Server errors still propagate.
-    * ``storage``: ``None``/``"memory"`` (in process), ``"redis://..."``, or a ``GuardStorage``.
+    * ``storage``: ``None``/``"memory"`` (in process), ``"redis://..."``, a ``GuardStorage``, or
+      a ``redis.asyncio.Redis`` client (wrapped in ``telethon_guard.storage.redis.RedisStorage``).
       ``storage_fallback``: ``"local"`` (use in-memory state while shared storage is down) or
       ``"fail"`` (raise ``StorageUnavailableError``); ``storage_timeout`` bounds each call.
     * ``on_event``: callables receiving every event (sync or async).
@@ -246,7 +247,8 @@ class GuardConfig:
             if st != "memory" and not st.startswith(("redis://", "rediss://", "unix://")):
                 raise GuardConfigError(
                     "storage", "must be None, 'memory', 'redis://...', or a GuardStorage")
-        elif st is not None and not hasattr(st, "is_local"):
+        elif (st is not None and not hasattr(st, "is_local")
+              and type(st).__module__.split(".")[0] != "redis"):  # a redis.asyncio client
             raise GuardConfigError("storage", f"{st!r} does not implement GuardStorage")
         if self.storage_fallback not in ("local", "fail"):
             raise GuardConfigError("storage_fallback", "must be 'local' or 'fail'")

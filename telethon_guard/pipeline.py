@@ -162,8 +162,13 @@ class Pipeline:
         self.storage: GuardStorage = (
             storage if storage is not None
             else open_storage(config.storage, clock=self.clock,
-                              max_peer_keys=config.max_peer_keys)
+                              max_peer_keys=config.max_peer_keys,
+                              on_unavailable=getattr(config, "storage_fallback", None),
+                              timeout=getattr(config, "storage_timeout", None))
         )
+        bind_events = getattr(self.storage, "bind_events", None)
+        if callable(bind_events):  # shared storage reports StorageFallback on this bus
+            bind_events(self.events)
         redact = not config.log_peer_ids
         self.deadline = DeadlineLayer(config, self.clock, self.events)
         self.breaker = CircuitBreaker(config, self.storage, self.clock, self.events)

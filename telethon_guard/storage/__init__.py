@@ -169,23 +169,35 @@ class LocalGuardStorage(GuardStorage, Protocol):
     def breaker_state_sync(self, key: str) -> BreakerDecision: ...
 
 
-def open_storage(spec: Any, *, clock: Any = None, max_peer_keys: int = 10_000) -> GuardStorage:
+def open_storage(spec: Any, *, clock: Any = None, max_peer_keys: int = 10_000,
+                 **options: Any) -> GuardStorage:
     """Build the storage named by ``GuardConfig.storage``: ``None``/``"memory"`` gives a
     :class:`~telethon_guard.storage.memory.MemoryStorage` on ``clock``; an object implementing
-    :class:`GuardStorage` is returned as is; ``"redis://..."`` is served by
-    ``telethon_guard.storage.redis`` (raises ``GuardConfigError`` when not installed)."""
+    :class:`GuardStorage` is returned as is; ``"redis://..."`` (``rediss://``, ``unix://``) and a
+    ``redis.asyncio`` client instance are served by ``telethon_guard.storage.redis`` (raises
+    ``GuardConfigError`` when not installed). ``options`` (e.g. ``timeout``,
+    ``on_unavailable``, ``events``) go to :class:`~telethon_guard.storage.redis.RedisStorage`;
+    ``None`` values are ignored."""
     from ..errors import GuardConfigError
 
     if spec is None or spec == "memory":
         from .memory import MemoryStorage
 
         return MemoryStorage(clock=clock, max_peer_keys=max_peer_keys)
-    if isinstance(spec, str):
+    is_redis_client = type(spec).__module__.split(".")[0] == "redis"
+    if isinstance(spec, str) or is_redis_client:
         try:
             from . import redis as redis_backend
         except ImportError as exc:
             raise GuardConfigError("storage", f"redis backend unavailable: {exc}") from exc
-        result: GuardStorage = redis_backend.from_url(spec)
+        opts = {k: v for k, v in options.items() if v is not None}
+        opts.setdefault("clock", clock)
+        opts.setdefault("max_peer_keys", max_peer_keys)
+        result: GuardStorage
+        if is_redis_client:
+            result = redis_backend.RedisStorage(spec, **opts)
+        else:
+            result = redis_backend.from_url(spec, **opts)
         return result
     if isinstance(spec, GuardStorage):
         return spec

@@ -127,7 +127,8 @@ class RedisStorage:
     Args:
         client: a ``redis.asyncio.Redis`` (or ``RedisCluster``) to use; not closed by
             :meth:`aclose`. ``None``: one is built from ``url`` with socket timeouts of
-            ``timeout`` seconds and no client-side retries, and closed by :meth:`aclose`.
+            ``timeout`` seconds and one immediate retry on a broken connection (a pooled
+            connection to a restarted Redis), and closed by :meth:`aclose`.
         url: ``redis://[user:pass@]host:port/db``, ``rediss://...`` or ``unix://...`` (used
             when ``client`` is ``None``; default ``redis://127.0.0.1:6379/0``).
         prefix: first segment of every key (default ``"tg-guard"``).
@@ -468,7 +469,9 @@ def _client_from_url(url: str, timeout: float) -> Any:
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),  # the guard's own policy decides; no hidden retries
+            # One immediate retry replaces a pooled connection that died with a restarted
+            # Redis; the overall per-operation timeout still bounds everything.
+            retry=Retry(NoBackoff(), 1),
             retry_on_timeout=False,
         )
     except (ValueError, TypeError) as exc:
@@ -480,7 +483,8 @@ def from_url(url: str, **options: Any) -> RedisStorage:
     uses). Query parameters ``prefix``, ``account_namespace``, ``timeout``,
     ``on_unavailable`` and ``probe_interval`` are taken by the guard (e.g.
     ``redis://127.0.0.1:6379/0?prefix=myapp&timeout=0.5``); the rest go to redis-py.
-    Keyword ``options`` are :class:`RedisStorage` arguments (they win over the URL's)."""
+    Keyword ``options`` are :class:`RedisStorage` arguments; the URL's parameters win over
+    them (``GuardConfig.storage_timeout`` / ``storage_fallback`` arrive as options)."""
     if not isinstance(url, str):
         raise GuardConfigError("storage", f"redis url must be a str, got {url!r}")
     parts = urlsplit(url)
@@ -499,7 +503,9 @@ def from_url(url: str, **options: Any) -> RedisStorage:
                 ours[name] = float(ours[name])
             except ValueError:
                 raise GuardConfigError(name, f"must be a number, got {ours[name]!r}") from None
-    ours.update({k: v for k, v in options.items() if v is not None})
+    for name, value in options.items():
+        if value is not None:
+            ours.setdefault(name, value)
     clean = urlunsplit(parts._replace(query=urlencode(rest)))
     timeout = ours.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
