@@ -20,6 +20,7 @@ from telethon_guard.testing._types import (
     TransportError,
 )
 from telethon_guard.testing.faults_base import (
+    SERVICE_METHODS,
     CallSelector,
     MethodSpec,
     Rule,
@@ -39,7 +40,8 @@ class OnCalls(Rule):
 
     ``OnCalls("messages.getHistory", range(31, 41), flood_wait(7))`` is "calls 31 to 40 of
     getHistory get FLOOD_WAIT_7". ``method``: a TL name, a Telethon request class, several, or
-    ``None`` for every method. ``calls`` / ``every`` / ``probability`` / ``times``: see
+    ``None`` for every RPC method (MTProto service calls such as ping excluded).
+    ``calls`` / ``every`` / ``probability`` / ``times``: see
     :class:`~telethon_guard.testing.faults_base.CallSelector` (they combine with AND; none
     given = every call). ``action``: any action of :mod:`telethon_guard.testing._types`.
     """
@@ -64,8 +66,14 @@ class OnCalls(Rule):
         self.action: Action = action
 
     def matches(self, info: RequestInfo) -> bool:
-        """Whether ``info`` is a call of the rule's method(s)."""
-        return self.methods is None or info.method in self.methods
+        """Whether ``info`` is a call of the rule's method(s).
+
+        ``method=None`` matches every RPC method but not the MTProto service calls (ping,
+        pingDelayDisconnect, destroySession...): name those explicitly to fault them.
+        """
+        if self.methods is None:
+            return info.method not in SERVICE_METHODS
+        return info.method in self.methods
 
     def check(self, info: RequestInfo) -> list[Action]:
         if not self.matches(info):
@@ -255,7 +263,10 @@ class Latency(Rule):
         self.selector = CallSelector(probability=probability)
 
     def check(self, info: RequestInfo) -> list[Action]:
-        if self.methods is not None and info.method not in self.methods:
+        if self.methods is None:
+            if info.method in SERVICE_METHODS:
+                return []
+        elif info.method not in self.methods:
             return []
         if not self.selector.selects(info.call_index, self.fired, self.rng):
             return []

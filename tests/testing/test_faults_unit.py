@@ -667,3 +667,14 @@ def test_issue3_scenarios_are_one_liners() -> None:
     ]
     for lines in scenarios:
         assert FaultPlan.script(*lines).rules
+
+
+def test_every_method_means_rpc_methods_not_pings() -> None:
+    drv = Driver(
+        FaultPlan(
+            Latency(None, 0.1), ErrorOnCalls(None, 500, "INTERNAL"), stall_ping := StallOn("ping")
+        )
+    )
+    assert drv.call("ping", 0.0) == [Stall()]
+    assert drv.call(GET_HISTORY, 0.0) == [Delay(0.1), ReplyError(500, "INTERNAL")]
+    assert stall_ping.fired == 1
