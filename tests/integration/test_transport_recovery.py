@@ -272,7 +272,8 @@ async def test_calls_fail_typed_when_recovery_outlasts_max_reconnect_seconds() -
                                              BOUND)
             waited = time.monotonic() - t0
             assert all(isinstance(r, TransportFloodError) for r in results), results
-            assert all(isinstance(r, ConnectionError) and r.code == -429 for r in results)
+            assert all(isinstance(r, ConnectionError) for r in results)  # Telethon-compatible
+            assert all(r.code == -429 for r in results if isinstance(r, TransportFloodError))
             assert waited <= limit + 1.0
             assert sender.given_up
             # while given up, calls fail fast with the time until the next attempt
@@ -299,7 +300,7 @@ async def test_calls_fail_typed_when_recovery_outlasts_max_reconnect_seconds() -
 async def test_user_disconnect_fails_in_flight_calls_with_a_typed_error() -> None:
     plan = FaultPlan()
     async with TelegramTestServer(faults=plan) as server:
-        client, sender = guarded(server)
+        client, _ = guarded(server)
         await asyncio.wait_for(client.connect(), BOUND)
         plan.add(Latency("users.getUsers", 5.0))
         call = asyncio.ensure_future(client.get_me())
