@@ -11,7 +11,7 @@ from telethon.tl.tlobject import TLObject
 
 from ._types import RequestInfo, RpcErrorReply
 from .world_core import Handler, WorldCore
-from .world_messages import ChannelHistory
+from .world_messages import ChannelHistory, private_message
 from .world_state import DIRECTORY_USERS, HISTORY_PAGE_MAX, AccountState, unix_time
 from .world_tl import TLBool
 
@@ -109,7 +109,7 @@ class ChatHandlers:
             out.append((unix_time(msg.date), self._dialog(hist.channel.peer(), top, hist.top), msg,
                         hist.channel.to_tl()))
         for peer_id, ids in acc.private.items():
-            msg = acc.messages[ids[-1]]
+            msg = private_message(acc.messages[ids[-1]])
             out.append((unix_time(msg.date), self._dialog(types.PeerUser(peer_id), ids[-1], None),
                         msg, self.w.user_tl(peer_id, viewer)))
         out.sort(key=lambda d: (d[0], utils.get_peer_id(d[1].peer)), reverse=True)

@@ -250,8 +250,7 @@ class WorldCore:
         """Message ``msg_id`` of ``hist`` as ``viewer`` sees it (``out`` for its own)."""
         msg = hist.get(msg_id)
         assert msg is not None
-        gen = hist.channel.generated
-        if msg_id > gen and hist.senders[msg_id - gen - 1] == viewer:
+        if hist.sender_of(msg_id) == viewer:
             mine = thaw_copy(msg)
             mine.out = True
             return mine

@@ -11,7 +11,7 @@ from telethon.tl.tlobject import TLObject
 
 from ._types import RequestInfo
 from .world_core import Handler, WorldCore
-from .world_messages import ChannelHistory, first_id_before, history_window
+from .world_messages import ChannelHistory, first_id_before, history_window, private_message
 from .world_state import HISTORY_PAGE_MAX, to_datetime, unix_time
 
 
@@ -52,11 +52,11 @@ class HistoryHandlers:
         chat_ids = acc.private.get(target.id, [])
         if not offset_id and unix_time(req.offset_date) > 0:
             offset_id = first_id_before(
-                chat_ids, lambda i: unix_time(acc.messages[i].date), unix_time(req.offset_date)
+                chat_ids, lambda i: acc.messages[i].date, unix_time(req.offset_date)
             )
         page = history_window(chat_ids, offset_id=offset_id, add_offset=req.add_offset,
                               limit=req.limit, max_id=req.max_id, min_id=req.min_id)
-        msgs = [acc.messages[i] for i in page]
+        msgs = [private_message(acc.messages[i]) for i in page]
         users = self.w.users_of(msgs, viewer)
         if viewer not in {u.id for u in users}:
             users.append(self.w.user_tl(viewer, viewer))
@@ -72,8 +72,9 @@ class HistoryHandlers:
         msgs: list[Any] = []
         for im in req.id:
             mid = im.id if isinstance(im, types.InputMessageID) else 0
-            m = acc.messages.get(mid)
-            msgs.append(m if m is not None else types.MessageEmpty(id=mid, peer_id=None))
+            sent = acc.messages.get(mid)
+            msgs.append(private_message(sent) if sent is not None
+                        else types.MessageEmpty(id=mid, peer_id=None))
         users = self.w.users_of(msgs, acc.user_id)
         return types.messages.Messages(messages=msgs, topics=[], chats=[], users=users)
 
@@ -102,7 +103,7 @@ class HistoryHandlers:
         missing = range(max(req.pts, 0) + 1, acc.pts + 1)
         if any(p not in acc.pts_log for p in missing):
             return types.updates.DifferenceTooLong(pts=acc.pts)
-        messages = [acc.pts_log[p] for p in missing]
+        messages = [private_message(acc.messages[acc.pts_log[p]]) for p in missing]
         peers = {m.peer_id.user_id for m in messages if isinstance(m.peer_id, types.PeerUser)}
         peers.add(acc.user_id)
         return types.updates.Difference(

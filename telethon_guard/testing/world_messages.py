@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 
 from telethon.tl import types
 
-from .world_state import HISTORY_PAGE_MAX, ChannelRecord, to_datetime
+from .world_state import HISTORY_PAGE_MAX, ChannelRecord, SentMessage, to_datetime
 
-_CACHE_MAX = 20_000
+_CACHE_MAX = 2_000  # built messages kept per channel (about 2.5 KB each)
 
 
 def history_window(
@@ -81,9 +81,13 @@ def first_id_before(ids: Sequence[int], date_of: Callable[[int], int], offset_da
 
 
 class ChannelHistory:
-    """Messages of one channel: ids ``1..generated`` built on demand, then appended ones."""
+    """Messages of one channel: ids ``1..generated`` built on demand, then sent ones.
 
-    __slots__ = ("_cache", "_make", "appended", "channel", "senders")
+    Sent messages are kept as :class:`SentMessage` records; TL messages are built when read
+    and cached (bounded LRU, serialized bytes included, see :func:`freeze`).
+    """
+
+    __slots__ = ("_cache", "_make", "appended", "channel")
 
     def __init__(
         self, channel: ChannelRecord, make: Callable[[ChannelRecord, int], types.Message]
@@ -91,8 +95,7 @@ class ChannelHistory:
         self.channel = channel
         self._make = make
         self._cache: OrderedDict[int, types.Message] = OrderedDict()
-        self.appended: list[types.Message] = []
-        self.senders: list[int] = []  # account id of each appended message
+        self.appended: list[SentMessage] = []
 
     @property
     def top(self) -> int:
@@ -103,29 +106,57 @@ class ChannelHistory:
     def ids(self) -> range:
         return range(1, self.top + 1)
 
+    def sender_of(self, msg_id: int) -> int | None:
+        """Account that sent message ``msg_id`` (``None`` for generated messages)."""
+        k = msg_id - self.channel.generated - 1
+        return self.appended[k].account if 0 <= k < len(self.appended) else None
+
     def get(self, msg_id: int) -> types.Message | None:
-        gen = self.channel.generated
+        """Message ``msg_id`` as stored (read-only; ``out`` unset), or ``None``."""
         if msg_id <= 0 or msg_id > self.top:
             return None
-        if msg_id > gen:
-            return self.appended[msg_id - gen - 1]
         msg = self._cache.get(msg_id)
-        if msg is None:
-            msg = freeze(self._make(self.channel, msg_id))
-            self._cache[msg_id] = msg
-            if len(self._cache) > _CACHE_MAX:
-                self._cache.popitem(last=False)
+        if msg is not None:
+            self._cache.move_to_end(msg_id)
+            return msg
+        gen = self.channel.generated
+        if msg_id > gen:
+            sent = self.appended[msg_id - gen - 1]
+            msg = channel_message(self.channel, msg_id, date=sent.date, text=sent.text,
+                                  from_user=sent.account, media=sent.media,
+                                  entities=sent.entities)
+            msg.fwd_from = sent.fwd_from
+        else:
+            msg = self._make(self.channel, msg_id)
+        freeze(msg)
+        self._cache[msg_id] = msg
+        if len(self._cache) > _CACHE_MAX:
+            self._cache.popitem(last=False)
         return msg
 
     def date_of(self, msg_id: int) -> int:
+        """Unix date of message ``msg_id`` (which must exist)."""
+        gen = self.channel.generated
+        if msg_id > gen:
+            return self.appended[msg_id - gen - 1].date
         msg = self.get(msg_id)
         assert msg is not None and msg.date is not None
         return int(msg.date.timestamp())
 
-    def append(self, build: Callable[[int], types.Message]) -> types.Message:
-        msg = freeze(build(self.top + 1))
-        self.appended.append(msg)
-        return msg
+    def append(self, sent: SentMessage) -> None:
+        """Store ``sent`` as the next message (``sent.message_id`` must be ``top + 1``)."""
+        if sent.message_id != self.top + 1:
+            raise ValueError(f"message id {sent.message_id} is not {self.top + 1}")
+        self.appended.append(sent)
+
+
+def private_message(sent: SentMessage) -> types.Message:
+    """The sender's view of a private-chat message (``out``, ``from_id`` the sender)."""
+    return types.Message(
+        id=sent.message_id, peer_id=types.PeerUser(sent.peer), date=to_datetime(sent.date),
+        message=sent.text, out=True, from_id=types.PeerUser(sent.account),
+        fwd_from=sent.fwd_from, media=sent.media, entities=sent.entities or None,
+    )
 
 
 def freeze(msg: types.Message) -> types.Message:

@@ -13,7 +13,7 @@ from telethon.tl.tlobject import TLObject
 
 from ._types import RequestInfo, RpcErrorReply
 from .world_core import Handler, WorldCore
-from .world_messages import ChannelHistory, channel_message
+from .world_messages import ChannelHistory, private_message
 from .world_state import (
     MESSAGE_LENGTH_MAX,
     AccountState,
@@ -122,9 +122,10 @@ class SendHandlers:
         if isinstance(source, ChannelHistory):
             msg = source.get(mid)
         else:
-            msg = acc.messages.get(mid)
-            if msg is not None and mid not in acc.private.get(source.id, ()):
-                msg = None
+            sent = acc.messages.get(mid)
+            msg = None
+            if sent is not None and sent.peer == source.id:
+                msg = private_message(sent)
         if msg is None:
             raise RpcErrorReply(400, "MESSAGE_ID_INVALID")
         return msg
@@ -178,37 +179,27 @@ class SendHandlers:
         uid = acc.user_id
         acc.random_ids.add(random_id)
         if isinstance(target, ChannelHistory):
-            ch = target.channel
             date = max(now, target.date_of(target.top)) if target.top else now
-
-            def build(mid: int) -> types.Message:
-                msg = channel_message(ch, mid, date=date, text=text, from_user=uid,
-                                      media=media, entities=entities)
-                msg.fwd_from = fwd_from
-                return msg
-
-            stored = target.append(build)
-            target.senders.append(uid)
-            self.w.sent.append(SentMessage(uid, utils.get_peer_id(ch.peer()), random_id,
-                                           stored.id, text, date, media))
-            mine = self.w.view(target, stored.id, uid)
+            sent = SentMessage(uid, utils.get_peer_id(target.channel.peer()), random_id,
+                               target.top + 1, text, date, media, entities or None, fwd_from)
+            target.append(sent)
+            self.w.sent.append(sent)
+            mine = self.w.view(target, sent.message_id, uid)
             return mine, types.UpdateNewChannelMessage(message=mine, pts=target.top,
                                                        pts_count=1)
         # private chat: the account's common message id and pts sequences
         mid = acc.next_message_id
         acc.next_message_id += 1
         acc.pts += 1
-        msg = types.Message(
-            id=mid, peer_id=types.PeerUser(target.id), date=to_datetime(now), message=text,
-            out=True, from_id=types.PeerUser(uid), fwd_from=fwd_from, media=media,
-            entities=entities or None,
-        )
-        acc.messages[mid] = msg
+        sent = SentMessage(uid, target.id, random_id, mid, text, now, media, entities or None,
+                           fwd_from)
+        acc.messages[mid] = sent
         acc.private.setdefault(target.id, []).append(mid)
-        acc.pts_log[acc.pts] = msg
+        acc.pts_log[acc.pts] = mid
         if len(acc.pts_log) > _PTS_LOG_MAX:
             acc.pts_log.pop(next(iter(acc.pts_log)))
-        self.w.sent.append(SentMessage(uid, target.id, random_id, mid, text, now, media))
+        self.w.sent.append(sent)
+        msg = private_message(sent)
         return msg, types.UpdateNewMessage(message=msg, pts=acc.pts, pts_count=1)
 
     def _updates(self, acc: AccountState, target: UserRecord | ChannelHistory,

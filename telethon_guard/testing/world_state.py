@@ -193,9 +193,14 @@ class ChannelRecord:
         return types.PeerChannel(self.id)
 
 
-@dataclass
+@dataclass(slots=True)
 class SentMessage:
-    """What an account sent (``World.sent_messages()``); ``peer`` is Telethon's marked id."""
+    """What an account sent (``World.sent_messages()``), also the stored form of the message.
+
+    ``peer`` is Telethon's marked id of the chat (a user id, or ``-100...`` for channels);
+    ``date`` is Unix seconds. Kept compact (no TL message object) so memory stays small under
+    long send benchmarks; messages are rebuilt from it on demand.
+    """
 
     account: int
     peer: int
@@ -204,6 +209,8 @@ class SentMessage:
     text: str
     date: int
     media: types.TypeMessageMedia | None = None
+    entities: list[types.TypeMessageEntity] | None = None
+    fwd_from: types.MessageFwdHeader | None = None
 
 
 @dataclass
@@ -214,8 +221,8 @@ class AccountState:
     pts: int = 1
     next_message_id: int = 1
     random_ids: set[int] = field(default_factory=set)
-    # pts -> message, for updates.getDifference (bounded, see world.py)
-    pts_log: dict[int, types.Message] = field(default_factory=dict)
-    # private chats: peer user id -> ascending message ids; message id -> message
+    # pts -> private message id, for updates.getDifference (bounded, see world_send.py)
+    pts_log: dict[int, int] = field(default_factory=dict)
+    # private chats: peer user id -> ascending message ids; message id -> what was sent
     private: dict[int, list[int]] = field(default_factory=dict)
-    messages: dict[int, types.Message] = field(default_factory=dict)
+    messages: dict[int, SentMessage] = field(default_factory=dict)
