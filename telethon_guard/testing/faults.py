@@ -18,6 +18,26 @@ action wins), deterministic given its ``seed``::
     plan = FaultPlan.script("at 2s: transport 429 refuse 5s",
                             "messages.getHistory calls 31-40: FLOOD_WAIT_7")
 
+Cookbook (the scenarios of issue 3, each a rule or two; ``m`` is a TL method name)::
+
+    Transport429Storm(start=0, duration=10)          # -429 now, refuse connections 10 s
+    Transport429Storm(0, 60, account=uid)            # one account's requests get -429, 60 s
+    AlwaysTransportError(429, "raw", duration=30)    # 4 raw bytes of -429, every conn, 30 s
+    AlwaysTransportError(404, "raw")                 # unknown auth key, every connection
+    ErrorOnCalls("messages.getDialogs", 420, "FLOOD_WAIT_22", every=2)
+    OnCalls(m, 1, flood_wait(120))                   # FLOOD_WAIT_120 on the first call
+    PremiumFlood(8, 6)                               # FLOOD_PREMIUM_WAIT_6 above 8 parts/s
+    SlowMode(60, peers=[chat_a_marked_id])           # slow mode 60 s in chat A only
+    ErrorOnCalls(m, 420, "FLOOD_WAIT_0", times=4)    # four times, then OK
+    ErrorOnCalls(m, 500, "RPC_CALL_FAIL", times=7)
+    ErrorOnCalls(m, -503, "Timeout", times=2)
+    FloodWindow("messages.getHistory", 30, 30, seconds=7)          # 31st call in 30 s
+    ResetOn("messages.getHistory", calls=40, after_execute=True)   # reset after call 40
+    FloodWindow("contacts.resolveUsername", 50, 86400, seconds=48038)
+    ResetOn("messages.sendMessage", calls=1, after_execute=True)   # executed, reply lost
+    DropReplies(m, calls=1)                          # a reply never sent
+    PeerFlood(after=20)
+
 All times are the server's monotonic clock (``time.monotonic()``), in seconds.
 """
 
