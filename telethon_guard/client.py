@@ -19,6 +19,7 @@ from .guard import (
     create_exported_sender,
     guarded_call,
     guarded_connect,
+    is_user_authorized,
     maybe_sync,
     prepare_client,
     release_loop,
@@ -114,6 +115,11 @@ class GuardedTelegramClient(TelegramClient):
     ) -> Any:
         return await guarded_call(self, self._tg_state, sender, request, ordered,
                                   flood_sleep_threshold)
+
+    def is_user_authorized(self) -> Any:
+        """Like Telethon's, but a flood wait or server error is raised instead of being
+        cached as "not authorized" (only 401 errors mean ``False``); awaitable."""
+        return maybe_sync(is_user_authorized(self))
 
     # -- connections -------------------------------------------------------------------
 

@@ -595,6 +595,20 @@ async def create_exported_sender(
     return sender
 
 
+async def is_user_authorized(client: TelegramClient) -> bool:
+    """Telethon's ``is_user_authorized`` without its false negative: Telethon caches ``False``
+    on *any* ``RPCError`` from ``updates.getState``, so a flood wait or a server error would
+    make the client believe it is logged out (and ``start()`` ask for a phone again). Here only
+    an authorization error (401) means "no"; other errors propagate, nothing is cached."""
+    if client._authorized is None:
+        try:
+            await client(functions.updates.GetStateRequest())
+            client._authorized = True
+        except tl_errors.UnauthorizedError:
+            client._authorized = False
+    return bool(client._authorized)
+
+
 def prepare_client(client: TelegramClient, state: GuardState) -> None:
     """Switch Telethon's own flood sleeping / memo off and hook task retrieval."""
     client._flood_sleep_threshold = 0
@@ -654,7 +668,11 @@ def attach(client: TelegramClient, state: GuardState) -> TelegramClient:
     def cdn_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
         return cdn_client(wrapped, args, kw)
 
+    def authorized_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+        return maybe_sync(is_user_authorized(client))
+
     wrappers = {
+        "is_user_authorized": authorized_wrapper,
         "_call": call_wrapper,
         "connect": connect_wrapper,
         "_create_exported_sender": exported_wrapper,

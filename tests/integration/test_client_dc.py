@@ -82,3 +82,14 @@ async def test_per_call_flood_sleep_threshold_overrides_max_flood_wait() -> None
             # without the override the same wait is slept and the call succeeds
             await bounded(client(req))
         assert server.log.count("messages.getDialogs") == 2
+
+
+async def test_is_user_authorized_does_not_cache_a_flood_as_logged_out() -> None:
+    async with TelegramTestServer() as server:
+        client = server.client(cls=GuardedTelegramClient, deadline=10, max_flood_wait=5)
+        async with client:
+            client._authorized = None
+            server.faults.add(ErrorOnCalls("updates.getState", 420, "FLOOD_WAIT_100", times=1))
+            with pytest.raises(tl_errors.FloodWaitError):
+                await bounded(client.is_user_authorized())
+            assert client._authorized is None  # Telethon would have cached False
