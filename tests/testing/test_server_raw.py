@@ -13,6 +13,7 @@ from zlib import crc32
 
 from telethon.crypto import AuthKey
 from telethon.network.mtprotostate import MTProtoState
+from telethon.tl.core import MessageContainer
 from telethon.tl.tlobject import TLObject
 
 from telethon_guard.testing import DcAddress
@@ -76,6 +77,30 @@ class RawClient:
         buf = BytesIO()
         self.state.write_data_as_message(buf, bytes(request), True)
         await self.send_payload(self.state.encrypt_message_data(buf.getvalue()))
+
+    async def read_frame(self, timeout: float = T) -> bytes:
+        """One frame's payload (intermediate or abridged framing)."""
+        async with asyncio.timeout(timeout):
+            if self.framing == "intermediate":
+                (n,) = struct.unpack("<i", await self.reader.readexactly(4))
+            elif self.framing == "abridged":
+                n = (await self.reader.readexactly(1))[0]
+                if n >= 127:
+                    n = int.from_bytes(await self.reader.readexactly(3), "little")
+                n <<= 2
+            else:
+                raise NotImplementedError(self.framing)
+            return await self.reader.readexactly(n)
+
+    async def read_objects(self, timeout: float = T) -> list[TLObject]:
+        """Decrypt one frame; return its objects (a container's messages flattened)."""
+        assert self.state is not None
+        message = self.state.decrypt_message_data(await self.read_frame(timeout))
+        assert message is not None
+        obj = message.obj
+        if isinstance(obj, MessageContainer):
+            return [m.obj for m in obj.messages]
+        return [obj]
 
     async def read_until_eof(self, timeout: float = T) -> bytes:
         """Everything the server sends until it closes (``ConnectionResetError`` counts)."""
