@@ -97,10 +97,10 @@ class ChatHandlers:
         self.w.peer_of(info, req.peer)
         return types.messages.AffectedMessages(pts=acc.pts, pts_count=0)
 
-    def _dialogs_of(self, acc: AccountState) -> list[tuple[int, types.Dialog, Any, Any]]:
+    def _dialogs_of(self, acc: AccountState) -> list[DialogRow]:
         """(sort date, Dialog, top message, entity) for every chat of ``acc``, newest first."""
         viewer = acc.user_id
-        out: list[tuple[int, types.Dialog, Any, Any]] = []
+        out: list[DialogRow] = []
         for hist in self.w.channels.values():
             top = hist.top
             if top == 0:
@@ -123,7 +123,7 @@ class ChatHandlers:
             unread_poll_votes_count=0, notify_settings=types.PeerNotifySettings(), pts=pts,
         )
 
-    def _dialogs_result(self, viewer: int, rows: list[tuple[int, types.Dialog, Any, Any]]
+    def _dialogs_result(self, viewer: int, rows: list[DialogRow]
                         ) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         dialogs = [r[1] for r in rows]
         msgs = [r[2] for r in rows]
@@ -163,13 +163,12 @@ class ChatHandlers:
     def _messages_get_peer_dialogs(self, info: RequestInfo) -> TLObject:
         req: functions.messages.GetPeerDialogsRequest = info.request
         acc = self.w.me(info)
-        wanted: set[int] = set()
+        wanted: set[int] = set()  # marked peer ids
         for p in req.peers:
             target = self.w.peer_of(info, getattr(p, "peer", p))
-            wanted.add(target.channel.id if isinstance(target, ChannelHistory) else target.id)
-        rows = [r for r in self._dialogs_of(acc)
-                if getattr(r[1].peer, "channel_id", getattr(r[1].peer, "user_id", None))
-                in wanted]
+            wanted.add(utils.get_peer_id(target.channel.peer()) if isinstance(
+                target, ChannelHistory) else target.id)
+        rows = [r for r in self._dialogs_of(acc) if utils.get_peer_id(r[1].peer) in wanted]
         dialogs, msgs, chats, users = self._dialogs_result(acc.user_id, rows)
         return types.messages.PeerDialogs(dialogs=dialogs, messages=msgs, chats=chats,
                                           users=users, state=self.w.state_of(acc))
