@@ -21,6 +21,7 @@ synchronous call (no coroutine, no await); ``benchmarks/limiter_cost.py`` measur
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -86,10 +87,16 @@ class RateLimiter:
 
     ``observe=True``: never waits; reports the delay it would have imposed as
     :class:`~telethon_guard.events.ObservedDelay`.
+
+    ``decide(specs) -> Reservation`` is the synchronous decision (local storage only; raises
+    ``TypeError`` otherwise): it reserves and commits the earliest slot; ``delay <= 0`` means
+    "go now" (the slot is already consumed), else the caller must wait ``delay`` seconds (or
+    use :meth:`acquire`, which does). It is the storage's own ``reserve_sync`` bound at
+    construction, so the decision costs one call.
     """
 
-    __slots__ = ("_clock", "_events", "_local", "_storage", "_tasks", "_waiters", "observe",
-                 "redact")
+    __slots__ = ("_clock", "_events", "_local", "_storage", "_tasks", "_waiters", "decide",
+                 "observe", "redact")
 
     def __init__(self, storage: GuardStorage, clock: Clock, events: EventBus | None = None, *,
                  observe: bool = False, redact: bool = True) -> None:
@@ -101,24 +108,22 @@ class RateLimiter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.observe = observe
         self.redact = redact
+        self.decide: Callable[[Sequence[LimitSpec]], Reservation]
+        if self._local is None:
+            self.decide = self._no_local_decide
+        elif observe:
+            self.decide = functools.partial(self._local.reserve_sync, observe=True)
+        else:
+            self.decide = self._local.reserve_sync
 
     @property
     def queue_length(self) -> int:
         """Number of calls waiting for a slot (this process)."""
         return len(self._waiters)
 
-    def decide(self, specs: Sequence[LimitSpec]) -> Reservation:
-        """Synchronous decision (local storage only): reserve and commit the earliest slot.
-
-        ``delay <= 0`` means "go now" and the slot is already consumed; otherwise the caller
-        must wait ``delay`` seconds (or :meth:`acquire` does it). Raises ``TypeError`` when the
-        storage is not local.
-        """
-        local = self._local
-        if local is None:
-            raise TypeError("decide() needs a local storage; use acquire()")
-        res: Reservation = local.reserve_sync(specs, self.observe)
-        return res
+    def _no_local_decide(self, specs: Sequence[LimitSpec], observe: bool = False,
+                         ) -> Reservation:
+        raise TypeError("decide() needs a local storage; use acquire()")
 
     async def acquire(self, specs: Sequence[LimitSpec], *, deadline_at: float | None = None,
                       method: str = "", account: str | None = None,

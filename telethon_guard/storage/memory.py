@@ -28,6 +28,8 @@ from . import (
     Reservation,
 )
 
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (fast path)
+
 
 class _KeyLog:
     """Granted slots (absolute times, ascending) of one limiter key, trimmed to ``pmax``."""
@@ -99,6 +101,29 @@ class MemoryStorage:
     def reserve_sync(self, specs: Sequence[LimitSpec], observe: bool = False) -> Reservation:
         """Sync :meth:`reserve`: the earliest slot free in every window, committed at once."""
         now = self._now()
+        if len(specs) == 1:
+            # Fast path (one key, the common case): no helper calls, no temporary list.
+            key, windows, bounded = specs[0]
+            kl = None if bounded else self._keys.get(key)
+            if kl is None or kl.windows is not windows:
+                kl = self._keylog(specs[0])
+            log = kl.log
+            horizon = now - kl.pmax
+            while log and log[0] <= horizon:
+                log.popleft()
+            t = now
+            n_log = len(log)
+            for n, p in windows:
+                if n_log >= n:
+                    s = log[-n] + p
+                    if s > t:
+                        t = s
+            slot = now if observe else t
+            if not log or log[-1] <= slot:
+                log.append(slot)
+            else:
+                insort(log, slot)
+            return _new_tuple(Reservation, (t - now, slot))
         t = now
         logs = []
         for spec in specs:
@@ -120,7 +145,7 @@ class MemoryStorage:
                 log.append(slot)
             else:
                 insort(log, slot)
-        return Reservation(t - now, slot)
+        return _new_tuple(Reservation, (t - now, slot))
 
     def release_sync(self, specs: Sequence[LimitSpec], token: Any) -> None:
         """Sync :meth:`release`: remove the slot ``token`` from every key's log."""
