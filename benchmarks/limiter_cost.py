@@ -12,8 +12,9 @@ Measures nanoseconds per "go now" decision (reserve-and-commit, no waiting):
 
 Times are CPU time of the benchmark thread (``time.thread_time_ns``), so other processes on a
 shared machine inflate them less. Each figure is the best of ``--repeat`` runs of ``--n``
-decisions (the minimum is the least noisy estimate on a shared machine). Run: ``python benchmarks/limiter_cost.py``; ``--json`` for a
-machine-readable line. Target: guard sync decision <= 500 ns.
+decisions (the minimum is the least noisy estimate on a shared machine).
+Run: ``python benchmarks/limiter_cost.py``; ``--json`` for a machine-readable line.
+Target: guard sync decision <= 500 ns.
 """
 
 from __future__ import annotations
