@@ -27,12 +27,15 @@ from telethon.tl import functions, types
 from telethon_guard.testing import FaultPlan, TransportError
 from telethon_guard.testing.faults import (
     AlwaysTransportError,
+    DropReplies,
     ErrorOnCalls,
     FloodWindow,
     Latency,
     OnCalls,
     PeerFlood,
+    ResetOn,
     SlowMode,
+    StallOn,
     Transport429Storm,
 )
 from telethon_guard.testing.server import TelegramTestServer
@@ -305,3 +308,44 @@ async def test_timed_storm_kills_tcp_full_and_storms_intermediate_until_it_ends(
             flushed = server.log.count("users.getUsers", outcome="ok") - get_users_before
             assert flushed >= 10, flushed
         assert storm.fired >= refused_during + 1
+
+
+async def test_reply_lost_in_a_reset_after_execute_ends_in_value_error() -> None:
+    # Telethon re-sends the message after reconnecting (same random_id); the server answers
+    # RANDOM_ID_DUPLICATE ("already done"), which Telethon treats as a server error: flat 2 s
+    # retry, then ValueError, although the message was stored exactly once.
+    plan = FaultPlan(ResetOn("messages.sendMessage", calls=1, after_execute=True))
+    async with TelegramTestServer(faults=plan) as server:
+        client: TelegramClient = server.client(request_retries=0)
+        async with client:
+            with pytest.raises(ValueError, match="Request was unsuccessful"):
+                await asyncio.wait_for(client.send_message("chat_a", "hello"), T)
+        sends = server.log.requests("messages.sendMessage")
+        assert [(e.outcome, e.executed) for e in sends] == [
+            ("reset", True),
+            ("rpc_error", False),
+        ]
+        assert sends[1].error_message == "RANDOM_ID_DUPLICATE"
+        assert sends[0].random_id == sends[1].random_id
+        assert server.log.connections_opened() == 2
+        assert len(server.log.executed("messages.sendMessage")) == 1  # stored exactly once
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcome", "executed"),
+    [
+        (DropReplies("users.getFullUser", calls=1), "dropped", True),
+        (StallOn("users.getFullUser", calls=1), "stalled", False),
+    ],
+)
+async def test_silence_leaves_plain_telethon_waiting(
+    fault: OnCalls, outcome: str, executed: bool
+) -> None:
+    async with TelegramTestServer(faults=FaultPlan(fault)) as server:
+        client: TelegramClient = server.client()
+        async with client:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client(functions.users.GetFullUserRequest("me")), 1.0)
+            assert client.is_connected()  # nothing noticed the silence
+        entries = server.log.requests("users.getFullUser")
+        assert [(e.outcome, e.executed) for e in entries] == [(outcome, executed)]
