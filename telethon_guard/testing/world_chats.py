@@ -12,7 +12,7 @@ from telethon.tl.tlobject import TLObject
 from ._types import RequestInfo, RpcErrorReply
 from .world_core import Handler, WorldCore
 from .world_messages import ChannelHistory, private_message
-from .world_state import DIRECTORY_USERS, HISTORY_PAGE_MAX, AccountState, unix_time
+from .world_state import HISTORY_PAGE_MAX, AccountState, to_datetime, unix_time
 from .world_tl import TLBool
 
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
@@ -22,7 +22,8 @@ DialogRow = tuple[int, types.Dialog, Any, Any]  # (sort date, dialog, top messag
 
 class ChatHandlers:
     """``contacts.resolveUsername``, ``channels.getFullChannel`` / ``getChannels`` /
-    ``readHistory``, ``messages.getDialogs`` / ``getPeerDialogs`` / ``readHistory``."""
+    ``getParticipants`` / ``readHistory``, ``messages.getDialogs`` / ``getPeerDialogs`` /
+    ``readHistory``."""
 
     def __init__(self, world: WorldCore) -> None:
         self.w = world
@@ -34,6 +35,7 @@ class ChatHandlers:
             f.channels.GetFullChannelRequest: self._channels_get_full_channel,
             f.channels.GetChannelsRequest: self._channels_get_channels,
             f.channels.ReadHistoryRequest: self._channels_read_history,
+            f.channels.GetParticipantsRequest: self._channels_get_participants,
             f.messages.ReadHistoryRequest: self._messages_read_history,
             f.messages.GetDialogsRequest: self._messages_get_dialogs,
             f.messages.GetPeerDialogsRequest: self._messages_get_peer_dialogs,
@@ -73,7 +75,7 @@ class ChatHandlers:
                 notify_settings=types.PeerNotifySettings(),
                 bot_info=[],
                 pts=top,
-                participants_count=len(self.w.accounts) + len(DIRECTORY_USERS),
+                participants_count=len(self.w.members()),
             ),
             chats=[ch.to_tl()],
             users=[],
@@ -84,6 +86,33 @@ class ChatHandlers:
         self.w.me(info)
         chats = [self.w.channel_of(c).channel.to_tl() for c in req.id]
         return types.messages.Chats(chats=chats)
+
+    def _channels_get_participants(self, info: RequestInfo) -> TLObject:
+        """Members are the directory users and every account, ordered by user id.
+
+        ``ChannelParticipantsSearch(q)`` matches names and usernames (case-insensitive);
+        banned/kicked/admin/bot filters are empty; at most 200 per call (Telegram's cap).
+        """
+        req: functions.channels.GetParticipantsRequest = info.request
+        viewer = self.w.me(info).user_id
+        hist = self.w.channel_of(req.channel)
+        members = self.w.members()
+        flt = req.filter
+        if isinstance(flt, types.ChannelParticipantsSearch) and flt.q:
+            q = flt.q.lower()
+            members = [u for u in members if any(
+                q in (x or "").lower() for x in (u.first_name, u.last_name, u.username))]
+        elif not isinstance(flt, (types.ChannelParticipantsRecent,
+                                  types.ChannelParticipantsSearch)):
+            members = []
+        page = members[max(req.offset, 0):max(req.offset, 0) + max(0, min(req.limit, 200))]
+        joined = to_datetime(hist.channel.created)
+        return types.channels.ChannelParticipants(
+            count=len(members),
+            participants=[types.ChannelParticipant(user_id=u.id, date=joined) for u in page],
+            chats=[],
+            users=[u.to_tl(viewer) for u in page],
+        )
 
     def _channels_read_history(self, info: RequestInfo) -> TLObject:
         req: functions.channels.ReadHistoryRequest = info.request

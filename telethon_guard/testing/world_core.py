@@ -123,6 +123,11 @@ class WorldCore:
         """Id of the ``@news`` message carrying the document (0 if the history is empty)."""
         return self.config.file_message_id if self.config.history_size > 0 else 0
 
+    def members(self) -> list[UserRecord]:
+        """Members of every channel: directory users and accounts (bots too), by user id."""
+        return [u for u in sorted(self.users.values(), key=lambda u: u.id)
+                if not u.bot or u.id in self.accounts]
+
     def now(self) -> int:
         """Wall-clock Unix seconds (``config.clock``) for ``date`` fields."""
         return int(self.config.clock())

@@ -823,3 +823,27 @@ async def test_huge_history_costs_only_the_page() -> None:
     assert [m.id for m in res.messages] == [49_999_999]
     built = len(world.core.channels[world.main_channel_id]._cache)
     assert built <= 100 + 2 * 64  # the page plus a binary search for offset_date
+
+
+async def test_get_participants_search_and_paging() -> None:
+    world = make_world()
+    state = await logged_in(world)
+    chat = await resolve(world, state, "chat_a")
+    channel = types.InputChannel(chat.id, chat.access_hash)
+
+    async def participants(flt: Any, offset: int = 0, limit: int = 200) -> Any:
+        return await call(world, functions.channels.GetParticipantsRequest(
+            channel, flt, offset, limit, 0), state)
+
+    everyone = await participants(types.ChannelParticipantsRecent())
+    ids = [p.user_id for p in everyone.participants]
+    assert everyone.count == 4 and set(ids) == {state.user_id, *(
+        world.user_id(n) for n in ("alice", "bob", "carol"))}
+    assert [u.id for u in everyone.users] == ids
+    page = await participants(types.ChannelParticipantsRecent(), offset=1, limit=2)
+    assert [p.user_id for p in page.participants] == ids[1:3] and page.count == 4
+    found = await participants(types.ChannelParticipantsSearch("CAR"))
+    assert [u.username for u in found.users] == ["carol"] and found.count == 1
+    assert (await participants(types.ChannelParticipantsKicked(""))).count == 0
+    full = await call(world, functions.channels.GetFullChannelRequest(channel), state)
+    assert full.full_chat.participants_count == 4

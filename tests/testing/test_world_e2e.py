@@ -62,6 +62,8 @@ async def test_send_message_to_channel_user_and_self() -> None:
             assert [m.fwd_from.channel_post for m in fwd] == [5, 6]
             async with client.action("alice", "typing"):
                 pass
+            members = await asyncio.wait_for(client.get_participants("chat_c"), T)
+            assert account in {u.id for u in members} and members.total == len(members)
             dialogs = await asyncio.wait_for(client.get_dialogs(), T)
             names = {d.name for d in dialogs}
             assert {"News", "Chat A", "Alice"} <= names
