@@ -63,7 +63,7 @@ STEP = 0.35  # 2.9/s and 171/min: always under both windows
 
 def bench_guard_sync(n: int) -> float:
     clock = StepClock()
-    lim = RateLimiter(MemoryStorage(clock), clock)  # type: ignore[arg-type]
+    lim = RateLimiter(MemoryStorage(clock), clock)
     decide = lim.decide
     specs = SPECS
     # Loop overhead (clock step + loop) measured separately and subtracted.
@@ -83,7 +83,7 @@ def bench_guard_sync(n: int) -> float:
 
 async def bench_guard_async(n: int) -> float:
     clock = StepClock()
-    lim = RateLimiter(MemoryStorage(clock), clock)  # type: ignore[arg-type]
+    lim = RateLimiter(MemoryStorage(clock), clock)
     acquire = lim.acquire
     specs = SPECS
     t0 = _clock_ns()

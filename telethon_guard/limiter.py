@@ -101,7 +101,8 @@ class RateLimiter:
     def __init__(self, storage: GuardStorage, clock: Clock, events: EventBus | None = None, *,
                  observe: bool = False, redact: bool = True) -> None:
         self._storage = storage
-        self._local: Any = storage if getattr(storage, "is_local", False) else None
+        local: Any = storage if getattr(storage, "is_local", False) else None
+        self._local = local
         self._clock = clock
         self._events = events
         self._waiters: dict[_Waiter, None] = {}  # insertion order == reservation order
@@ -109,12 +110,12 @@ class RateLimiter:
         self.observe = observe
         self.redact = redact
         self.decide: Callable[[Sequence[LimitSpec]], Reservation]
-        if self._local is None:
+        if local is None:
             self.decide = self._no_local_decide
         elif observe:
-            self.decide = functools.partial(self._local.reserve_sync, observe=True)
+            self.decide = functools.partial(local.reserve_sync, observe=True)
         else:
-            self.decide = self._local.reserve_sync
+            self.decide = local.reserve_sync
 
     @property
     def queue_length(self) -> int:
