@@ -145,7 +145,8 @@ class _TransportErrorCodec(PacketCodec):
 
 
 class _GuardedPacker(MessagePacker):
-    """Telethon's send queue; every queued state's future gets a retrieving done-callback."""
+    """Telethon's send queue; every queued state's future gets a retrieving done-callback, and
+    requests cancelled before they were sent are dropped."""
 
     def append(self, state: RequestState) -> None:
         state.future.add_done_callback(_retrieve)
@@ -156,6 +157,15 @@ class _GuardedPacker(MessagePacker):
         for s in states:
             s.future.add_done_callback(_retrieve)
         super().extend(states)
+
+    async def get(self) -> Any:
+        # A request whose caller gave up (cancelled, timed out) before it was ever sent is not
+        # sent at all; Telethon would still send it, e.g. after a reconnect.
+        if any(s.future.cancelled() for s in self._deque):
+            kept = [s for s in self._deque if not s.future.cancelled()]
+            self._deque.clear()
+            self._deque.extend(kept)
+        return await super().get()
 
     def drain_states(self) -> list[RequestState]:
         """Remove and return every state still waiting to be sent."""
