@@ -13,10 +13,11 @@ Error                                                    Action        Scope   B
 ``WORKER_BUSY_TOO_LONG_RETRY`` / -503 ``Timeout``
 ``RANDOM_ID_DUPLICATE`` (a ``ServerError`` subclass)     DELIVERED     --      no
 ``ConnectionError``, ``OSError``, ``InvalidBufferError``  DISCONNECT    --      yes
-429, ``CancelledError`` from Telethon's disconnect
+429, ``CancelledError`` from Telethon's disconnect,
+``GuardConnectionError`` raised by ``send()``
 ``InvalidBufferError`` 404, ``AuthKeyInvalidError``,     RAISE         --      no
-``TransportFloodError`` / ``GuardConnectionError``
-(transport recovery gave up: breaker yes), other guard errors
+``TransportFloodError`` (transport recovery already
+waited: breaker yes), other guard errors
 attempt timeout (``TimeoutError``)                       TRANSIENT     --      yes
 anything else                                            RAISE         --      no
 =======================================================  ============  ======  ===========
@@ -130,8 +131,10 @@ def classify(exc: BaseException, *, disconnect_cancel: bool = False) -> Verdict:
     if isinstance(exc, g_errors.GuardError):
         # Decided by the layer that raised them (transport recovery, a nested call); never
         # retried here. Transport trouble still counts toward the breaker.
-        if isinstance(exc, (g_errors.TransportFloodError, g_errors.GuardConnectionError,
-                            g_errors.AttemptTimeoutError)):
+        if isinstance(exc, g_errors.GuardConnectionError):
+            # The client turns a request future cancelled by Telethon's disconnect into this.
+            return _DISCONNECT_V
+        if isinstance(exc, (g_errors.TransportFloodError, g_errors.AttemptTimeoutError)):
             return _RAISE_BREAKER_V
         return _RAISE_V
     if isinstance(exc, tl_errors.InvalidBufferError):

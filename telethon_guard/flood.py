@@ -15,7 +15,8 @@ All three ``*Blocked`` errors are subclasses of Telethon's matching error type, 
 ``except telethon.errors.FloodWaitError`` keeps working.
 
 Before the network: if a scope of the call is blocked and the time left fits
-``min(max_flood_wait, time left until the deadline)`` the call sleeps until the block ends (every
+``min(max_flood_wait, time left until the deadline)`` (``CallInfo.max_flood_wait``, when set,
+overrides ``GuardConfig.max_flood_wait`` for one call) the call sleeps until the block ends (every
 waiter of the scope wakes at the same T: the wait is paid once for all); otherwise the typed error
 is raised at once with the seconds left and ``from_server=False`` (no network call).
 
@@ -132,6 +133,10 @@ class AdaptivePacer:
         if p is None or not p.count:
             return None
         return ((p.count, p.period),)
+
+    def learned(self) -> dict[str, tuple[int, float]]:
+        """Active paces: ``{"<account>/<method>": (count, period)}``."""
+        return {f"{a}/{m}": (p.count, p.period) for (a, m), p in self._paces.items() if p.count}
 
     def _pace(self, account: str, method: str) -> _Pace:
         key = (account, method)

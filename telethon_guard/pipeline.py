@@ -50,7 +50,7 @@ from .errors import (
     GuardError,
     TransportFloodError,
 )
-from .events import DeadlineExceededEvent, EventBus
+from .events import DeadlineExceededEvent, EventBus, redact_peer
 from .flood import FloodLedger
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
 from .retry import RetryPolicy
@@ -189,6 +189,45 @@ class Pipeline:
         for layer in reversed(self.layers):
             chain = functools.partial(layer.handle, call_next=chain)
         self._chain = chain
+        self._outcomes: dict[str, dict[str, int]] = {}
+        self._redact = redact
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot for ``client.guard.stats()``: ``calls`` (``{method: {outcome: count}}``,
+        outcome ``"ok"`` or the error's type name), ``breakers`` (``{key: state}``),
+        ``blocked`` (flood scopes with seconds left), ``limiter_queue`` (calls waiting for a
+        slot), ``paces`` (``{method: (count, period)}`` learned by adaptive pacing). Peer ids are
+        redacted unless ``log_peer_ids``. Breakers and blocks are read from local storage
+        only (empty for shared storage: ask the storage)."""
+        local: Any = self.storage if getattr(self.storage, "is_local", False) else None
+        breakers: dict[str, str] = {}
+        blocked: dict[str, float] = {}
+        if local is not None:
+            for key in getattr(local, "breaker_keys", list)():
+                breakers[key] = local.breaker_state_sync(key).state
+            scopes: dict[str, float] = getattr(local, "flood_scopes", dict)()
+            blocked = {redact_peer(k) if self._redact else k: v for k, v in scopes.items()}
+        paces: dict[str, tuple[int, float]] = {}
+        pacer = self.ledger.pacer
+        if pacer is not None:
+            paces = pacer.learned()
+        return {
+            "calls": {m: dict(c) for m, c in self._outcomes.items()},
+            "breakers": breakers,
+            "blocked": blocked,
+            "limiter_queue": self.limiter.queue_length,
+            "paces": paces,
+        }
+
+    def _count(self, method: str, outcome: str) -> None:
+        per = self._outcomes.get(method)
+        if per is None:
+            if len(self._outcomes) >= 1024:  # bounded: TL has ~700 methods
+                method = "other"
+                per = self._outcomes.setdefault(method, {})
+            else:
+                per = self._outcomes[method] = {}
+        per[outcome] = per.get(outcome, 0) + 1
 
     async def invoke(self, call: CallInfo, send: Callable[[], Awaitable[T]]) -> T:
         """Run ``send()`` (one network attempt of ``call.request``, raising what Telethon raises)
@@ -202,7 +241,12 @@ class Pipeline:
         ``AuthKeyInvalidError`` for transport -404, and any other Telethon error unchanged.
         """
         ctx = CallContext(call, send, None)
-        result: T = await self._chain(ctx)
+        try:
+            result: T = await self._chain(ctx)
+        except BaseException as exc:
+            self._count(call.method, type(exc).__name__)
+            raise
+        self._count(call.method, "ok")
         return result
 
     # ------------------------------------------------------------------ the network attempt

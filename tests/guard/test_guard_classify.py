@@ -93,7 +93,11 @@ def test_transport_404_is_permanent() -> None:
 def test_transport_recovery_errors_never_retried_but_count_for_breaker() -> None:
     v = classify(ge.TransportFloodError(-429, 3.0))
     assert v.action is Action.RAISE and v.breaker_failure
-    assert classify(ge.GuardConnectionError("x")).breaker_failure
+
+
+def test_guard_connection_error_from_send_is_a_disconnect() -> None:
+    v = classify(ge.GuardConnectionError("cancelled by disconnect"))
+    assert v.action is Action.DISCONNECT and v.breaker_failure
 
 
 def test_cancelled_error_only_a_disconnect_when_told() -> None:

@@ -206,3 +206,30 @@ async def test_observe_only_measures_without_delaying() -> None:
         await pipe.invoke(make_call(), send)
     assert send.times == [clock.now()] * 3
     assert len([e for e in rec.events if type(e).__name__ == "ObservedDelay"]) == 2
+
+
+async def test_stats_snapshot() -> None:
+    pipe, clock, _ = make_pipeline(retry_max_attempts=1, breaker_failure_threshold=1,
+                                   max_flood_wait=0)
+    await pipe.invoke(make_call(), Script(clock))
+    with pytest.raises(te.RpcCallFailError):
+        await pipe.invoke(make_call(), Script(clock, [te.RpcCallFailError(None)]))
+    with pytest.raises(te.SlowModeWaitError):
+        await pipe.invoke(send_call(-55, dc_id=3), Script(clock, [te.SlowModeWaitError(None, 9)]))
+    st = pipe.stats()
+    assert st["calls"]["messages.getHistory"] == {"ok": 1, "RpcCallFailError": 1}
+    assert st["calls"]["messages.sendMessage"] == {"SlowModeBlocked": 1}
+    assert st["breakers"] == {"acct:a1/dc:2": OPEN}  # healthy DCs leave no state behind
+    assert list(st["blocked"].values()) == [9.0]
+    assert "-55" not in repr(st)
+    assert st["limiter_queue"] == 0
+
+
+async def test_per_call_max_flood_wait_overrides_config() -> None:
+    pipe, clock, _ = make_pipeline(max_flood_wait=60)
+    call = make_call()
+    call.max_flood_wait = 5
+    send = Script(clock, [te.FloodWaitError(None, 10)])
+    with pytest.raises(te.FloodWaitError):
+        await pipe.invoke(call, send)
+    assert send.count == 1
