@@ -68,7 +68,7 @@ def _init_flood(
 ) -> None:
     # Telethon's own constructor sets ``request``, ``seconds`` (whole seconds, rounded up here
     # so a caller sleeping ``seconds`` is never early) and the message.
-    base.__init__(err, request, max(0, int(-(-seconds_left // 1))))  # type: ignore[call-arg]
+    base.__init__(err, request, max(0, int(-(-seconds_left // 1))))
     err.retry_after = max(0.0, seconds_left)
     err.method = method
     err.scope = scope
