@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import rsa
 from telethon import TelegramClient
@@ -281,24 +281,43 @@ class TelegramTestServer:
         session.set_dc(dc_id, addr.host, addr.port)
         return session
 
-    def client_class(self, cls: type[C] = TelegramClient) -> type[C]:
-        """This server's private subclass of ``cls`` (see the module docstring)."""
-        sub = self._client_classes.get(cls)
+    @overload
+    def client_class(self) -> type[TelegramClient]: ...
+
+    @overload
+    def client_class(self, cls: type[C]) -> type[C]: ...
+
+    def client_class(self, cls: type[TelegramClient] | None = None) -> type[TelegramClient]:
+        """This server's private subclass of ``cls`` (default ``TelegramClient``).
+
+        See the module docstring: it keeps Telethon's class-level config cache per server.
+        """
+        base = TelegramClient if cls is None else cls
+        sub = self._client_classes.get(base)
         if sub is None:
-            sub = type(cls.__name__, (cls,), {"_config": None, "_cdn_config": None,
-                                              "__module__": cls.__module__,
-                                              "__qualname__": cls.__qualname__})
-            self._client_classes[cls] = sub
+            sub = type(base.__name__, (base,), {"_config": None, "_cdn_config": None,
+                                                "__module__": base.__module__,
+                                                "__qualname__": base.__qualname__})
+            self._client_classes[base] = sub
         return sub
+
+    @overload
+    def client(
+        self, cls: None = None, session: Session | str | None = None, **kwargs: Any
+    ) -> TelegramClient: ...
+
+    @overload
+    def client(self, cls: type[C], session: Session | str | None = None, **kwargs: Any) -> C: ...
 
     def client(
         self,
-        cls: type[C] = TelegramClient,
+        cls: type[TelegramClient] | None = None,
         session: Session | str | None = None,
         **kwargs: Any,
-    ) -> C:
+    ) -> TelegramClient:
         """A not-yet-connected client of (a per-server subclass of) ``cls``.
 
+        ``cls`` is ``TelegramClient`` or any subclass (default ``TelegramClient``).
         ``session`` defaults to :meth:`session` (a new logged-in account on DC 1); a string
         session is parsed. ``api_id`` / ``api_hash`` are the server's; small retry and timeout
         defaults (:data:`CLIENT_DEFAULTS`) apply unless given. Every other keyword
@@ -310,7 +329,7 @@ class TelegramTestServer:
             session = StringSession(session)
         for key, value in CLIENT_DEFAULTS.items():
             kwargs.setdefault(key, value)
-        sub = self.client_class(cls)
+        sub = self.client_class(TelegramClient if cls is None else cls)
         return sub(session, self.api_id, self.api_hash, **kwargs)
 
     # ---- internals used by Connection --------------------------------------------------------

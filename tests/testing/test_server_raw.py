@@ -80,17 +80,19 @@ class RawClient:
 
     async def read_frame(self, timeout: float = T) -> bytes:
         """One frame's payload (intermediate or abridged framing)."""
-        async with asyncio.timeout(timeout):
-            if self.framing == "intermediate":
-                (n,) = struct.unpack("<i", await self.reader.readexactly(4))
-            elif self.framing == "abridged":
-                n = (await self.reader.readexactly(1))[0]
-                if n >= 127:
-                    n = int.from_bytes(await self.reader.readexactly(3), "little")
-                n <<= 2
-            else:
-                raise NotImplementedError(self.framing)
-            return await self.reader.readexactly(n)
+        return await asyncio.wait_for(self._read_frame(), timeout)
+
+    async def _read_frame(self) -> bytes:
+        if self.framing == "intermediate":
+            (n,) = struct.unpack("<i", await self.reader.readexactly(4))
+        elif self.framing == "abridged":
+            n = (await self.reader.readexactly(1))[0]
+            if n >= 127:
+                n = int.from_bytes(await self.reader.readexactly(3), "little")
+            n <<= 2
+        else:
+            raise NotImplementedError(self.framing)
+        return await self.reader.readexactly(n)
 
     async def read_objects(self, timeout: float = T) -> list[TLObject]:
         """Decrypt one frame; return its objects (a container's messages flattened)."""
@@ -104,17 +106,28 @@ class RawClient:
 
     async def read_until_eof(self, timeout: float = T) -> bytes:
         """Everything the server sends until it closes (``ConnectionResetError`` counts)."""
-        chunks = []
+        chunks: list[bytes] = []
+
+        async def drain() -> None:
+            while True:
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    return
+                chunks.append(chunk)
+
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    chunk = await self.reader.read(65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
+            await asyncio.wait_for(drain(), timeout)
         except ConnectionResetError:
             pass
         return b"".join(chunks)
+
+    async def silent_for(self, seconds: float) -> bool:
+        """True if nothing arrives and the connection stays open for ``seconds``."""
+        try:
+            await asyncio.wait_for(self.reader.read(1), seconds)
+        except asyncio.TimeoutError:
+            return True
+        return False
 
     def close(self) -> None:
         self.writer.close()

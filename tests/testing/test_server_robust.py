@@ -184,10 +184,9 @@ async def test_strict_false_keeps_errors_without_raising() -> None:
         raw = await RawClient.open(server.dc(1))
         raw.use_key(server.auth_states()[-1].auth_key, server.salt)
         await raw.request(functions.help.GetNearestDcRequest())
-        async with asyncio.timeout(T):
-            results: list[Any] = []
-            while not results:
-                results = [o for o in await raw.read_objects() if isinstance(o, RpcResult)]
+        results: list[Any] = []
+        while not results:
+            results = [o for o in await raw.read_objects(T) if isinstance(o, RpcResult)]
         assert results[0].error.error_code == 500
         assert results[0].error.error_message == "INTERNAL"
     assert len(server.internal_errors) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Literal, cast
 
 import pytest
 from telethon import errors
@@ -36,7 +37,8 @@ def _plan(action: TransportError) -> FaultPlan:
 async def test_transport_error_bytes_per_framing_and_mode(
     framing: str, mode: str, tail: bytes
 ) -> None:
-    async with TelegramTestServer(dcs=1, faults=_plan(TransportError(429, mode))) as server:
+    action = TransportError(429, cast(Literal["framed", "raw"], mode))
+    async with TelegramTestServer(dcs=1, faults=_plan(action)) as server:
         server.session()
         raw = await RawClient.open(server.dc(1), framing)
         raw.use_key(server.auth_states()[-1].auth_key, server.salt)
