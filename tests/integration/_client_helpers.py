@@ -87,3 +87,11 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = BOUND,
             await asyncio.sleep(interval)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+def measured(scenario: str, **figures: object) -> None:
+    """Print the figures a scenario measured (visible with ``pytest -s``; for the notes)."""
+    parts = " ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+    )
+    print(f"MEASURED {scenario}: {parts}")

@@ -28,7 +28,7 @@ from telethon_guard.testing.faults_calls import DropReplies, ErrorOnCalls, Reset
 from telethon_guard.testing.faults_limits import FloodWindow, PeerFlood, PremiumFlood, SlowMode
 from telethon_guard.testing.server import TelegramTestServer
 
-from ._client_helpers import bounded
+from ._client_helpers import bounded, measured
 
 
 def _dialogs() -> functions.messages.GetDialogsRequest:
@@ -72,8 +72,11 @@ async def test_flood_wait_22_every_second_call_raises_as_soon_as_it_cannot_fit()
             t0 = time.monotonic()
             with pytest.raises(FloodWaitBlocked) as e3:
                 await bounded(client(_dialogs()))
-            assert time.monotonic() - t0 < 0.2
+            local = time.monotonic() - t0
+            assert local < 0.2
             assert not e3.value.from_server and 20 <= e3.value.seconds <= 22
+            measured("flood_wait_22_every_2nd", raise_after_s=elapsed, seconds=e.value.seconds,
+                     local_fail_s=local, local_seconds=e3.value.seconds)
             assert server.log.count("messages.getDialogs") == 2
             # other methods keep flowing
             assert (await bounded(client(_me())))[0].id > 0
@@ -100,6 +103,8 @@ async def test_flood_wait_that_fits_is_slept_once_then_raised_when_the_next_cann
         gaps = _gaps(_arrivals(server, "messages.getDialogs"))
         assert all(g >= 1.95 for g in gaps), gaps
         assert 3.9 <= elapsed < 4.9, elapsed  # raised after two waits, not at the deadline
+        measured("flood_wait_2_every_call_deadline_5", server_calls=n, gaps=gaps,
+                 raised_after_s=elapsed)
 
 
 async def test_flood_wait_120_over_max_flood_wait_raises_at_once_keeping_its_type() -> None:
@@ -110,8 +115,10 @@ async def test_flood_wait_120_over_max_flood_wait_raises_at_once_keeping_its_typ
             t0 = time.monotonic()
             with pytest.raises(tl_errors.FloodWaitError) as e:
                 await bounded(client.get_dialogs())
-            assert time.monotonic() - t0 < 1.0
+            elapsed = time.monotonic() - t0
+            assert elapsed < 1.0
         assert e.value.seconds == 120
+        measured("flood_wait_120_max_60", raised_after_s=elapsed, type=type(e.value).__name__)
         assert server.log.count("messages.getDialogs") == 1
 
 
@@ -126,6 +133,7 @@ async def test_flood_wait_0_four_times_then_ok() -> None:
         assert len(times) == 5
         gaps = _gaps(times)
         assert all(g >= 0.99 for g in gaps), gaps
+        measured("flood_wait_0_x4", server_calls=len(times), min_gap_s=min(gaps))
 
 
 async def test_resolve_username_flooded_48038_s_after_50_calls() -> None:
@@ -145,8 +153,12 @@ async def test_resolve_username_flooded_48038_s_after_50_calls() -> None:
                 with pytest.raises(FloodWaitBlocked) as e:
                     await bounded(client(functions.contacts.ResolveUsernameRequest("bob")))
                 assert not e.value.from_server and e.value.seconds >= 48_030
-            assert time.monotonic() - t0 < 1.0  # 49 local failures, no waiting
+            local = time.monotonic() - t0
+            assert local < 1.0  # 49 local failures, no waiting
             assert server.log.count("contacts.resolveUsername") == 51
+            measured("resolve_username_48038", call51_seconds=e51.value.seconds,
+                     calls_52_100_total_s=local,
+                     server_calls=server.log.count("contacts.resolveUsername"))
             # other methods keep flowing
             for _ in range(5):
                 await bounded(client(_me()))
@@ -183,6 +195,8 @@ async def test_slow_mode_in_chat_a_leaves_b_and_c_alone() -> None:
             await bounded(client.send_message(b, "b2"))  # B still free
         stored = [m.peer for m in server.world.sent_messages()]
         assert stored.count(chat_a) == 1
+        measured("slow_mode_60", second_a_seconds=e.value.seconds,
+                 third_a_local=not e2.value.from_server, stored_in_a=stored.count(chat_a))
 
 
 async def test_peer_flood_is_never_retried() -> None:
@@ -198,6 +212,8 @@ async def test_peer_flood_is_never_retried() -> None:
                     await bounded(client.send_message(chat, f"spam{i}"))
                 assert server.log.count("messages.sendMessage") == 20 + i + 1
         assert len(server.world.sent_messages()) == 20
+        measured("peer_flood_20", server_sends=server.log.count("messages.sendMessage"),
+                 attempts_after_flood=3)
 
 
 async def test_premium_wait_pauses_all_upload_workers_once() -> None:
@@ -232,6 +248,10 @@ async def test_premium_wait_pauses_all_upload_workers_once() -> None:
             assert len(inside) <= 3, (t, len(inside))
         pauses = 1 + sum(1 for g in _gaps(starts) if g > 0.5)
         assert len(errors) <= 4 * pauses
+        all_times = _arrivals(server, "upload.saveBigFilePart")
+        measured("premium_wait_300_parts_4_workers", parts=len(stored),
+                 premium_errors=len(errors), pauses=pauses,
+                 duration_s=all_times[-1] - all_times[0])
         assert FloodPremiumBlocked  # the type a worker would see if the wait did not fit
 
 
@@ -253,6 +273,8 @@ async def test_rpc_call_fail_seven_times_gives_the_real_error_after_the_budget()
         assert all(g <= 0.5 for g in gaps), gaps
         # full jitter: uniform(0, min(0.4, 0.1 * 2**n)) plus network; not Telethon's flat 2 s
         assert max(gaps) - min(gaps) > 0.02, gaps
+        measured("rpc_call_fail_x7", server_calls=len(times), gaps=[round(g, 3) for g in gaps],
+                 error=type(e.value).__name__)
 
 
 async def test_503_twice_then_ok() -> None:
@@ -265,6 +287,7 @@ async def test_503_twice_then_ok() -> None:
         assert isinstance(result, list)
         assert server.log.count("messages.getDialogs") == 3
         assert server.log.count("messages.getDialogs", outcome="ok") == 1
+        measured("503_x2_then_ok", server_calls=server.log.count("messages.getDialogs"))
 
 
 async def test_reply_never_sent_hits_the_deadline_typed() -> None:
@@ -280,6 +303,7 @@ async def test_reply_never_sent_hits_the_deadline_typed() -> None:
             assert isinstance(e.value, TimeoutError)
             assert 0.95 <= elapsed < 1.5, elapsed
             assert (await bounded(client(_me())))[0].id > 0
+            measured("reply_never_sent_deadline_1", raised_after_s=elapsed)
 
 
 async def test_reply_never_sent_inside_wait_for_releases_everything() -> None:
@@ -294,6 +318,7 @@ async def test_reply_never_sent_inside_wait_for_releases_everything() -> None:
                 await asyncio.wait_for(client(_dialogs()), 0.5)
             elapsed = time.monotonic() - t0
             assert 0.45 <= elapsed < 1.0, elapsed
+            measured("reply_never_sent_wait_for_0.5", raised_after_s=elapsed)
             pipeline = client.guard.pipeline
             assert pipeline.limiter.queue_length == 0
             storage = pipeline.storage
@@ -326,6 +351,8 @@ async def test_send_whose_reply_is_lost_in_a_reset_is_stored_once() -> None:
         dup = [e for e in server.log.requests("messages.sendMessage")
                if e.error_message == "RANDOM_ID_DUPLICATE"]
         assert len(dup) == 1
+        measured("lost_reply_send", stored=texts.count("exactly once"),
+                 server_sends=server.log.count("messages.sendMessage"))
 
 
 async def test_iter_messages_5000_with_flood_wait_and_a_reset() -> None:
@@ -343,3 +370,5 @@ async def test_iter_messages_5000_with_flood_wait_and_a_reset() -> None:
         assert ids == list(range(n, n - 5000, -1))
         assert server.log.count("messages.getHistory", outcome="rpc_error") == 1
         assert server.log.count("messages.getHistory", outcome="reset") == 1
+        measured("iter_messages_5000", ids=len(ids), unique=len(set(ids)),
+                 get_history_calls=server.log.count("messages.getHistory"))
