@@ -87,7 +87,10 @@ class CircuitBreaker:
         self._emit(key, d, call.account)
         if d.decision == "reject":
             if not self._observe:
-                raise CircuitOpenError(key, d.retry_after)
+                retry_after = d.retry_after
+                if d.state != OPEN:  # HALF_OPEN, probe in flight: its verdict comes sooner
+                    retry_after = min(retry_after, self.policy.open_seconds)
+                raise CircuitOpenError(key, retry_after)
             if self._events is not None:
                 self._events.emit(ObservedDelay("breaker", key, d.retry_after, True,
                                                 call.method, call.account))
