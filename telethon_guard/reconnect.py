@@ -222,6 +222,12 @@ class ReconnectPacer:
         self.attempts_total += 1
         return True
 
+    def record_attempt(self) -> None:
+        """Record an attempt made without asking (e.g. a first connect with no failure on
+        record); it still counts in the windows for the attempts that follow."""
+        self._attempts.append(self._clock())
+        self.attempts_total += 1
+
     async def wait_turn(self, deadline: float | None = None) -> bool:
         """Wait until a new connection attempt is allowed, then record it and return ``True``.
 

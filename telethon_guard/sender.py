@@ -494,8 +494,12 @@ class GuardedMTProtoSender(MTProtoSender):
         self._pacer.record_success()
 
     async def _try_connect(self, attempt: int) -> bool:
-        # Telethon's first-connect loop: take a pacer turn instead of sleeping ``delay``.
-        await self._pacer.wait_turn()
+        # Telethon's connect loop: with failures on record, take a pacer turn instead of
+        # sleeping ``delay``; a clean first connect (or a DC switch) goes at once.
+        if self._pacer.failures:
+            await self._pacer.wait_turn()
+        else:
+            self._pacer.record_attempt()
         try:
             self._log.debug("Connection attempt %d...", attempt)
             await self._open_connection()

@@ -187,6 +187,15 @@ async def test_a_cancelled_waiter_takes_no_turn() -> None:
     assert pacer.try_turn()
 
 
+async def test_record_attempt_counts_in_the_windows() -> None:
+    clock = FakeClock(T0)
+    pacer = make(clock)
+    pacer.record_attempt()
+    pacer.record_attempt()  # recorded even though the window said no
+    assert pacer.attempts_total == 2
+    assert pacer.next_turn_in() == pytest.approx(4.0)  # 2 per 4 s
+
+
 async def test_try_turn_never_waits() -> None:
     clock = FakeClock(T0)
     pacer = make(clock)

@@ -327,3 +327,50 @@ async def test_a_lost_connection_is_paced_and_recovered() -> None:
             assert sender.connection_losses == 1
             assert sender.reconnects == 1
             assert server.log.connections_opened() == 2
+
+
+async def test_without_auto_reconnect_429_ends_the_connection_with_a_typed_error() -> None:
+    plan = FaultPlan()
+    async with TelegramTestServer(faults=plan) as server:
+        client: TelegramClient = server.client(auto_reconnect=False)
+        sender = GuardedMTProtoSender.for_client(client, pacer=ReconnectPacer.scaled(F))
+        client._sender = sender
+        await asyncio.wait_for(client.connect(), BOUND)
+        try:
+            plan.add(Latency("users.getUsers", 0.3))
+            call = asyncio.ensure_future(client.get_me())
+            await asyncio.sleep(0.1)
+            plan.add(Transport429Storm(start=plan_now(plan), duration=2.0))
+            with pytest.raises(TransportFloodError):
+                await asyncio.wait_for(call, BOUND)
+            with pytest.raises(TransportFloodError):
+                await asyncio.wait_for(client.disconnected, BOUND)
+            assert not client.is_connected()
+            with pytest.raises(TransportFloodError):  # why it ended, not a bare ConnectionError
+                await asyncio.wait_for(client.get_me(), BOUND)
+            assert sender.reconnect_attempts == 0
+            assert server.log.connections_opened() == 1
+        finally:
+            await asyncio.wait_for(client.disconnect(), BOUND)
+
+
+async def test_connecting_to_a_dead_port_is_paced_and_typed() -> None:
+    async with TelegramTestServer() as server:
+        session = server.session()
+        dead = server.dc(2)
+        session.set_dc(1, dead.host, dead.port)
+        for srv in server._servers[1:]:
+            srv.close()
+            await srv.wait_closed()
+        client, sender = guarded(server, session=session)
+        t0 = time.monotonic()
+        with pytest.raises(GuardConnectionError) as info:
+            await asyncio.wait_for(client.connect(), BOUND)
+        took = time.monotonic() - t0
+        assert isinstance(info.value.__cause__, ConnectionError)
+        attempts = sender.pacer.attempts_total
+        assert attempts >= 2
+        assert sender.pacer.failures == attempts
+        # paced: TDLib's 1-per-second window (scaled) between attempts, not Telethon's delay
+        assert took >= (attempts - 1) * 1.0 * F * 0.9, took
+        await asyncio.wait_for(client.disconnect(), BOUND)
