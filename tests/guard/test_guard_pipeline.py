@@ -233,3 +233,14 @@ async def test_per_call_max_flood_wait_overrides_config() -> None:
     with pytest.raises(te.FloodWaitError):
         await pipe.invoke(call, send)
     assert send.count == 1
+
+
+async def test_redis_url_builds_the_redis_backend_with_guard_options() -> None:
+    redis_mod = pytest.importorskip("telethon_guard.storage.redis")
+    cfg = GuardConfig(storage="redis://127.0.0.1:6379/0", storage_timeout=0.2,
+                      storage_fallback="fail")
+    pipe = Pipeline(cfg, clock=FakeClock())
+    st = pipe.storage
+    assert isinstance(st, redis_mod.RedisStorage) and not st.is_local
+    assert st.on_unavailable == "fail"
+    await st.aclose()
