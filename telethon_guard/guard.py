@@ -53,9 +53,11 @@ from .call import TRANSFER_METHODS, CallInfo
 from .errors import GuardConfigError, GuardConnectionError
 from .loop import (
     RetrievingTaskSet,
+    StraySink,
     acquire_exception_handler,
     release_exception_handler,
     retrieve_exception,
+    retrieving,
 )
 
 if TYPE_CHECKING:
@@ -521,7 +523,7 @@ async def guarded_connect(
     if hasattr(sender, "dc_id") and client.session.dc_id:
         sender.dc_id = client.session.dc_id  # follows _switch_dc (set_dc, then connect)
     if not getattr(client, "_tg_loop_ref", False):
-        acquire_exception_handler(loop)
+        acquire_exception_handler(loop, stray_sink(client, state))
         client._tg_loop_ref = loop
     try:
         await connect()
@@ -536,26 +538,48 @@ async def guarded_connect(
     finally:
         if sender.__dict__.get("send") is send:
             del sender.send
-    hook_tasks(client)
+    hook_tasks(client, state)
 
 
-def hook_tasks(client: TelegramClient) -> None:
-    """Retrieve exceptions of the tasks and futures Telethon creates on connect."""
+def stray_sink(client: TelegramClient, state: GuardState) -> StraySink:
+    """This client's sink for stray exceptions: emits ``StrayFutureRetrieved`` on the guard's
+    event bus (one object per client, so it can be unregistered)."""
+    sink: StraySink | None = getattr(client, "_tg_sink", None)
+    if sink is None:
+        def emit(source: str, exc: BaseException | None) -> None:
+            from .events import StrayFutureRetrieved
+
+            if state.events is not None:
+                state.events.emit(StrayFutureRetrieved(
+                    source=source, error=type(exc).__name__ if exc is not None else "unknown",
+                    account=account_key(client, state)))
+
+        sink = emit
+        client._tg_sink = sink
+    return sink
+
+
+def hook_tasks(client: TelegramClient, state: GuardState) -> None:
+    """Retrieve exceptions of the tasks and futures Telethon creates on connect (and report
+    them as ``StrayFutureRetrieved`` events)."""
+    sink = stray_sink(client, state)
     for name in ("_updates_handle", "_keepalive_handle"):
         task = getattr(client, name, None)
         if isinstance(task, asyncio.Future):
-            task.add_done_callback(retrieve_exception)
+            task.add_done_callback(retrieving(name.strip("_"), sink))
     try:
         disconnected = client._sender.disconnected
     except Exception:
         disconnected = None
     if isinstance(disconnected, asyncio.Future):
         disconnected.add_done_callback(retrieve_exception)
-    if not isinstance(client._event_handler_tasks, RetrievingTaskSet):
+    tasks = client._event_handler_tasks
+    if not isinstance(tasks, RetrievingTaskSet):
         tasks = RetrievingTaskSet()
         for t in client._event_handler_tasks:
             tasks.add(t)
         client._event_handler_tasks = tasks
+    tasks.sink = sink
 
 
 def release_loop(client: TelegramClient) -> None:
@@ -563,7 +587,7 @@ def release_loop(client: TelegramClient) -> None:
     loop = getattr(client, "_tg_loop_ref", None)
     if loop:
         client._tg_loop_ref = None
-        release_exception_handler(loop)
+        release_exception_handler(loop, getattr(client, "_tg_sink", None))
 
 
 async def create_exported_sender(
@@ -615,6 +639,7 @@ def prepare_client(client: TelegramClient, state: GuardState) -> None:
     client._flood_waited_requests = _NeverRemember()
     if not isinstance(client._event_handler_tasks, RetrievingTaskSet):
         client._event_handler_tasks = RetrievingTaskSet(client._event_handler_tasks)
+    client._event_handler_tasks.sink = stray_sink(client, state)
 
 
 # ---- guard(client) ------------------------------------------------------------------------
@@ -683,7 +708,7 @@ def attach(client: TelegramClient, state: GuardState) -> TelegramClient:
         setattr(client, name, wrapt.FunctionWrapper(getattr(client, name), wrapper))
     client.guard = state
     if client.is_connected():
-        hook_tasks(client)
+        hook_tasks(client, state)
     return client
 
 

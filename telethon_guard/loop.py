@@ -41,6 +41,9 @@ _STRAY_TYPES: tuple[type[BaseException], ...] = (
 )
 
 Handler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+StraySink = Callable[[str, "BaseException | None"], None]
+"""Told about every stray exception: ``sink(source, exception)`` (e.g. a client emitting
+``StrayFutureRetrieved`` on its event bus)."""
 
 
 def retrieve_exception(fut: asyncio.Future[Any]) -> None:
@@ -50,6 +53,23 @@ def retrieve_exception(fut: asyncio.Future[Any]) -> None:
     """
     if not fut.cancelled():
         fut.exception()
+
+
+def retrieving(source: str, sink: StraySink | None) -> Callable[[asyncio.Future[Any]], None]:
+    """A done-callback like :func:`retrieve_exception` that also tells ``sink`` about an
+    exception it retrieved (``source`` names the future, e.g. ``"updates_handle"``)."""
+
+    def callback(fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None and sink is not None:
+            try:
+                sink(source, exc)
+            except Exception:  # pragma: no cover
+                log.exception("stray-future sink %r failed", sink)
+
+    return callback
 
 
 def _is_telethon_task(task: asyncio.Future[Any]) -> bool:
@@ -78,6 +98,7 @@ class GuardExceptionHandler:
         self.caught = 0
         self.by_type: dict[str, int] = {}
         self.refs = 0
+        self.sinks: list[StraySink] = []
 
     def is_stray(self, context: dict[str, Any]) -> bool:
         message = str(context.get("message", ""))
@@ -99,6 +120,12 @@ class GuardExceptionHandler:
                 "stray Telethon future/task exception retrieved by telethon-guard: %s: %s",
                 name, exc,
             )
+            source = "loop_handler:" + ("task" if context.get("task") is not None else "future")
+            for sink in tuple(self.sinks):
+                try:
+                    sink(source, exc)
+                except Exception:  # pragma: no cover - a sink must never break the loop
+                    log.exception("stray-future sink %r failed", sink)
             return
         if self.previous is not None:
             self.previous(loop, context)
@@ -145,18 +172,27 @@ def uninstall_exception_handler(loop: asyncio.AbstractEventLoop | None = None) -
         loop.set_exception_handler(handler.previous)
 
 
-def acquire_exception_handler(loop: asyncio.AbstractEventLoop) -> GuardExceptionHandler:
-    """Install the handler and count one more client using it (see :func:`release_...`)."""
+def acquire_exception_handler(
+    loop: asyncio.AbstractEventLoop, sink: StraySink | None = None
+) -> GuardExceptionHandler:
+    """Install the handler and count one more client using it (see :func:`release_...`);
+    ``sink`` is told about every stray exception caught while the client is connected."""
     handler = install_exception_handler(loop)
     handler.refs += 1
+    if sink is not None:
+        handler.sinks.append(sink)
     return handler
 
 
-def release_exception_handler(loop: asyncio.AbstractEventLoop) -> None:
+def release_exception_handler(
+    loop: asyncio.AbstractEventLoop, sink: StraySink | None = None
+) -> None:
     """Count one client less; uninstall when the last client of ``loop`` disconnected."""
     handler = _handlers.get(loop)
     if handler is None:
         return
+    if sink is not None and sink in handler.sinks:
+        handler.sinks.remove(sink)
     handler.refs -= 1
     if handler.refs <= 0:
         uninstall_exception_handler(loop)
@@ -175,9 +211,12 @@ class RetrievingTaskSet(set):
     Telethon's update loop never log "Task exception was never retrieved".
     """
 
+    sink: StraySink | None = None
+    """Told about every exception retrieved from a task of the set (optional)."""
+
     def add(self, task: Any) -> None:
         if isinstance(task, asyncio.Future):
-            task.add_done_callback(retrieve_exception)
+            task.add_done_callback(retrieving("event_handler_task", self.sink))
         super().add(task)
 
 
@@ -269,5 +308,6 @@ __all__ = [
     "install_exception_handler",
     "release_exception_handler",
     "retrieve_exception",
+    "retrieving",
     "uninstall_exception_handler",
 ]

@@ -12,6 +12,7 @@ import pytest
 from telethon import errors as tl_errors
 
 from telethon_guard import GuardedTelegramClient, LoopLagMonitor, install_exception_handler
+from telethon_guard.events import StrayFutureRetrieved
 from telethon_guard.loop import (
     GuardExceptionHandler,
     RetrievingTaskSet,
@@ -39,6 +40,8 @@ async def test_handler_counts_telethon_strays_and_chains_the_rest(
     try:
         handler = install_exception_handler(loop)
         assert install_exception_handler(loop) is handler  # idempotent
+        told: list[tuple[str, str]] = []
+        handler.sinks.append(lambda source, exc: told.append((source, type(exc).__name__)))
         with caplog.at_level(logging.WARNING, logger="telethon_guard"):
             _drop_failed_future(tl_errors.InvalidBufferError(b"\xa3\xfe\xff\xff"))
             _drop_failed_future(ConnectionError("Connection reset by peer"))
@@ -46,6 +49,8 @@ async def test_handler_counts_telethon_strays_and_chains_the_rest(
             await asyncio.sleep(0)
         assert handler.caught == 2
         assert handler.by_type == {"InvalidBufferError": 1, "ConnectionError": 1}
+        assert sorted(told) == [("loop_handler:future", "ConnectionError"),
+                                ("loop_handler:future", "InvalidBufferError")]
         assert sum("stray Telethon" in r.getMessage() for r in caplog.records) == 2
         assert seen == []
         # anything else goes to the handler installed before ours
@@ -86,8 +91,9 @@ async def test_clients_install_on_connect_and_uninstall_after_the_last() -> None
 async def test_failing_event_handler_task_is_retrieved() -> None:
     # Telethon dispatches updates in tasks it never awaits; a task that ends with an
     # exception must not be reported as "Task exception was never retrieved".
+    events: list[Any] = []
     async with TelegramTestServer() as server:
-        client = server.client(cls=GuardedTelegramClient, deadline=5)
+        client = server.client(cls=GuardedTelegramClient, deadline=5, on_event=events.append)
         async with client:
             async def boom() -> None:
                 raise ConnectionError("handler lost its connection")
@@ -99,6 +105,9 @@ async def test_failing_event_handler_task_is_retrieved() -> None:
             gc.collect()
         handler = current_handler(asyncio.get_running_loop())
         assert handler is None
+        strays = [e for e in events if isinstance(e, StrayFutureRetrieved)]
+        assert [(e.source, e.error) for e in strays] == [("event_handler_task",
+                                                          "ConnectionError")]
 
 
 async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
