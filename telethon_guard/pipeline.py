@@ -284,10 +284,11 @@ class Pipeline:
                 assert task is not None
                 if _uncancel(task) > 0:
                     raise  # the caller cancelled as well: propagate unchanged
-                ctx.verdict = _TIMEOUT
-                await self.breaker.record(ctx, True)
+                await self.breaker.record(ctx, True)  # a timeout counts for the breaker
                 if by_deadline:
+                    ctx.verdict = None  # the budget is spent: nothing to retry
                     raise DeadlineExceeded(call.method, ctx.budget or 0.0) from None
+                ctx.verdict = _TIMEOUT
                 raise AttemptTimeoutError(call.method, timeout or 0.0) from None
             if _caller_cancelled(task):
                 raise

@@ -244,3 +244,11 @@ async def test_redis_url_builds_the_redis_backend_with_guard_options() -> None:
     assert isinstance(st, redis_mod.RedisStorage) and not st.is_local
     assert st.on_unavailable == "fail"
     await st.aclose()
+
+
+async def test_deadline_during_network_is_not_reported_as_retry_exhaustion() -> None:
+    pipe, clock, rec = make_pipeline(deadline=3)
+    with pytest.raises(DeadlineExceeded):
+        await bounded(pipe.invoke(make_call(), Script(clock, default=never)))
+    names = {type(e).__name__ for e in rec.events}
+    assert "RetriesExhausted" not in names and "DeadlineExceededEvent" in names
