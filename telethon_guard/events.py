@@ -198,6 +198,77 @@ class DeadlineExceededEvent(GuardEvent):
 
 
 @dataclass(frozen=True)
+class RequestFinished(GuardEvent):
+    """One logical call through the pipeline ended (after every retry and wait).
+
+    ``method``: TL method name (a bounded set, safe as a metric label); ``outcome``: a small
+    fixed vocabulary from :func:`request_outcome` (``"ok"``, ``"flood_wait"``,
+    ``"circuit_open"``, ``"deadline"``, ``"transport_flood"``, ``"connection"``,
+    ``"auth_key"``, ``"delivered"``, ``"server_error"``, ``"rpc_error"``, ``"cancelled"``,
+    ``"error"``); ``error``: the exception's type name (``""`` when ok); ``duration``: seconds
+    on the guard clock from entering the pipeline to the result; ``attempts``: network
+    attempts made. Logged at DEBUG; emitted only when
+    :attr:`EventBus.wants_request_events` (a callback subscribed for it, or DEBUG logging).
+    """
+
+    level: ClassVar[int] = logging.DEBUG
+    method: str
+    outcome: str
+    duration: float
+    error: str = ""
+    attempts: int = 0
+    account: str | None = None
+
+
+OUTCOMES: tuple[str, ...] = (
+    "ok", "flood_wait", "circuit_open", "deadline", "transport_flood", "connection",
+    "auth_key", "delivered", "server_error", "rpc_error", "cancelled", "error",
+)
+"""Every value :func:`request_outcome` returns (the ``outcome`` label of requests_total)."""
+
+
+def request_outcome(exc: BaseException | None) -> str:
+    """The bounded outcome category of a call that raised ``exc`` (``None``: ``"ok"``).
+
+    Guard errors are checked first (they subclass Telethon's / builtin errors on purpose):
+    ``FloodWaitBlocked`` & co. and Telegram's FLOOD_WAIT / SLOWMODE_WAIT -> ``"flood_wait"``;
+    ``CircuitOpenError`` -> ``"circuit_open"``; ``DeadlineExceeded`` / ``AttemptTimeoutError``
+    / ``TimeoutError`` -> ``"deadline"``; ``TransportFloodError`` -> ``"transport_flood"``;
+    ``AuthKeyInvalidError`` / ``AuthKeyNotFound`` -> ``"auth_key"``; ``AlreadyDelivered`` /
+    RANDOM_ID_DUPLICATE -> ``"delivered"``; other ``ConnectionError`` -> ``"connection"``;
+    Telegram 5xx and -503 -> ``"server_error"``; any other RPC error -> ``"rpc_error"``;
+    ``CancelledError`` -> ``"cancelled"``; anything else -> ``"error"``.
+    """
+    if exc is None:
+        return "ok"
+    from telethon import errors as tl_errors
+
+    from . import errors as g
+
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, g.AlreadyDelivered | tl_errors.RandomIdDuplicateError):
+        return "delivered"
+    if isinstance(exc, g.CircuitOpenError):
+        return "circuit_open"
+    if isinstance(exc, g.TransportFloodError):
+        return "transport_flood"
+    if isinstance(exc, g.AuthKeyInvalidError | tl_errors.AuthKeyNotFound):
+        return "auth_key"
+    if isinstance(exc, tl_errors.FloodError):  # 420: FLOOD_WAIT, SLOWMODE_WAIT, premium
+        return "flood_wait"
+    if isinstance(exc, TimeoutError):
+        return "deadline"
+    if isinstance(exc, ConnectionError):
+        return "connection"
+    if isinstance(exc, tl_errors.ServerError | tl_errors.TimedOutError):
+        return "server_error"
+    if isinstance(exc, tl_errors.RPCError):
+        return "rpc_error"
+    return "error"
+
+
+@dataclass(frozen=True)
 class ObservedDelay(GuardEvent):
     """``observe_only``: ``layer`` would have delayed (``seconds`` > 0) or blocked the call."""
 
@@ -228,26 +299,46 @@ class EventBus:
     line by a hash; callbacks get the event as emitted (layers already redact scopes).
     """
 
-    __slots__ = ("_callbacks", "_log", "_tasks", "redact")
+    __slots__ = ("_callbacks", "_log", "_quiet", "_tasks", "redact")
 
     def __init__(self, callbacks: Iterable[Callable[[GuardEvent], Any]] = (), *,
                  log: logging.Logger | None = None, redact: bool = True) -> None:
         self._callbacks: list[Callable[[GuardEvent], Any]] = list(callbacks)
         self._log = log or logger
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._quiet: list[Callable[[GuardEvent], Any]] = []
         self.redact = redact
 
-    def subscribe(self, callback: Callable[[GuardEvent], Any]) -> Callable[[], None]:
-        """Add ``callback``; returns a function that removes it again."""
+    def subscribe(self, callback: Callable[[GuardEvent], Any], *,
+                  request_events: bool = True) -> Callable[[], None]:
+        """Add ``callback``; returns a function that removes it again.
+
+        ``request_events=False``: the callback does not need :class:`RequestFinished`, so it
+        alone does not make the pipeline build one per call (it still receives them when
+        another listener wants them).
+        """
         self._callbacks.append(callback)
+        if not request_events:
+            self._quiet.append(callback)
 
         def unsubscribe() -> None:
             try:
                 self._callbacks.remove(callback)
             except ValueError:
                 pass
+            try:
+                self._quiet.remove(callback)
+            except ValueError:
+                pass
 
         return unsubscribe
+
+    @property
+    def wants_request_events(self) -> bool:
+        """``True`` when a :class:`RequestFinished` per call would be seen: a callback
+        subscribed without ``request_events=False``, or DEBUG logging enabled."""
+        return (len(self._callbacks) > len(self._quiet)
+                or self._log.isEnabledFor(logging.DEBUG))
 
     @property
     def has_listeners(self) -> bool:
@@ -307,6 +398,7 @@ class EventBus:
 
 
 __all__ = [
+    "OUTCOMES",
     "BreakerStateChanged",
     "DeadlineExceededEvent",
     "EventBus",
@@ -318,6 +410,7 @@ __all__ = [
     "PaceLearned",
     "ReconnectAttempt",
     "ReconnectSucceeded",
+    "RequestFinished",
     "RequestLimited",
     "RetriesExhausted",
     "RetryScheduled",
@@ -325,4 +418,5 @@ __all__ = [
     "StrayFutureRetrieved",
     "TransportErrorEvent",
     "redact_peer",
+    "request_outcome",
 ]

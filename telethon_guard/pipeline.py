@@ -50,7 +50,13 @@ from .errors import (
     GuardError,
     TransportFloodError,
 )
-from .events import DeadlineExceededEvent, EventBus, redact_peer
+from .events import (
+    DeadlineExceededEvent,
+    EventBus,
+    RequestFinished,
+    redact_peer,
+    request_outcome,
+)
 from .flood import FloodLedger
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
 from .retry import RetryPolicy
@@ -241,13 +247,25 @@ class Pipeline:
         ``AuthKeyInvalidError`` for transport -404, and any other Telethon error unchanged.
         """
         ctx = CallContext(call, send, None)
+        events = self.events
+        started = self.clock.now() if events.wants_request_events else None
         try:
             result: T = await self._chain(ctx)
         except BaseException as exc:
             self._count(call.method, type(exc).__name__)
+            if started is not None:
+                self._finished(ctx, started, exc)
             raise
         self._count(call.method, "ok")
+        if started is not None:
+            self._finished(ctx, started, None)
         return result
+
+    def _finished(self, ctx: CallContext, started: float, exc: BaseException | None) -> None:
+        call = ctx.call
+        self.events.emit(RequestFinished(
+            call.method, request_outcome(exc), max(0.0, self.clock.now() - started),
+            "" if exc is None else type(exc).__name__, ctx.attempts, call.account))
 
     # ------------------------------------------------------------------ the network attempt
     async def _attempt(self, ctx: CallContext) -> Any:
