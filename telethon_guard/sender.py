@@ -192,9 +192,10 @@ class GuardedMTProtoSender(MTProtoSender):
     auto_reconnect_callback``) plus, keyword-only:
 
     :param pacer: the :class:`~telethon_guard.reconnect.ReconnectPacer` deciding when a new
-        connection may be opened (every connection attempt of this sender takes a turn, the
-        first connect included). Default: a new pacer with TDLib's windows. Share one pacer
-        between senders that connect to the same address.
+        connection may be opened. Every reconnect and every connect retry waits for its turn;
+        a connect with no failure on record goes at once (and is recorded in the windows).
+        Default: a new pacer with TDLib's settings. Share one pacer between senders that
+        connect to the same address.
     :param events: an :class:`~telethon_guard.events.EventBus` (anything with ``emit(event)``)
         or ``None``. Emits :class:`TransportErrorEvent`, :class:`ReconnectAttempt`,
         :class:`ReconnectSucceeded`.
@@ -344,8 +345,13 @@ class GuardedMTProtoSender(MTProtoSender):
 
     async def connect(self, connection: Connection) -> bool:
         """Connect (paced); Telethon's bare ``ConnectionError`` becomes ``GuardConnectionError``."""
-        self._terminal = None
-        self._given_up = False
+        if not self._user_connected:
+            self._terminal = None
+            self._given_up = False
+            self._last_code = None
+            self._down_since = None
+            self._outage_attempts = 0
+            self._awaiting_confirm = False
         try:
             return await super().connect(connection)
         except GuardError:
@@ -658,7 +664,8 @@ class GuardedMTProtoSender(MTProtoSender):
         if self._connection is None:
             self._log.info("Not disconnecting (already have no connection)")
             return
-        typed = self._typed(error)
+        # A user disconnect racing a disconnect for good keeps the reason for good.
+        typed = self._typed(error if error is not None else self._terminal)
         if error is not None and self._terminal is None:
             self._terminal = typed
         self._log.info("Disconnecting from %s...", self._connection)
