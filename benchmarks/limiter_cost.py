@@ -11,8 +11,9 @@ Measures nanoseconds per "go now" decision (reserve-and-commit, no waiting):
   waits), aiolimiter's fast path.
 
 Times are CPU time of the benchmark thread (``time.thread_time_ns``), so other processes on a
-shared machine inflate them less. Each figure is the best of ``--repeat`` runs of ``--n``
-decisions (the minimum is the least noisy estimate on a shared machine).
+shared machine inflate them less. Rounds are interleaved (sync, async, aiolimiter, repeat) so
+every contender sees the same conditions; each figure is the best of ``--repeat`` runs of
+``--n`` decisions (the minimum is the least noisy estimate on a shared machine).
 Run: ``python benchmarks/limiter_cost.py``; ``--json`` for a machine-readable line.
 Target: guard sync decision <= 500 ns.
 """
@@ -123,14 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1000 or args.repeat < 1:
         ap.error("--n must be >= 1000 and --repeat >= 1")
 
-    sync_ns = min(bench_guard_sync(args.n) for _ in range(args.repeat))
+    async def run_all() -> tuple[float, float, float]:
+        # Interleaved rounds: on a shared machine every contender sees the same conditions.
+        s, g, a = [], [], []
+        for _ in range(args.repeat):
+            s.append(bench_guard_sync(args.n))
+            g.append(await bench_guard_async(args.n))
+            a.append(await bench_aiolimiter(args.n))
+        return min(s), min(g), min(a)
 
-    async def run_async() -> tuple[float, float]:
-        g = min([await bench_guard_async(args.n) for _ in range(args.repeat)])
-        a = min([await bench_aiolimiter(args.n) for _ in range(args.repeat)])
-        return g, a
-
-    async_ns, aio_ns = asyncio.run(run_async())
+    sync_ns, async_ns, aio_ns = asyncio.run(run_all())
     result = {
         "python": platform.python_version(),
         "machine": platform.machine(),
