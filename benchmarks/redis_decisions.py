@@ -1,0 +1,160 @@
+"""Limiter decisions per second against Redis, and round trips per decision.
+
+::
+
+    python benchmarks/redis_decisions.py                    # 1 and 4 processes, c=1 and c=16
+    python benchmarks/redis_decisions.py --procs 1 --concurrency 16 --seconds 5 --json
+
+A *decision* is one :meth:`RedisStorage.reserve` over two limiter keys of one account (the
+account's ``rate_limits`` and one method's ``method_limits``, as a guarded call makes it) with
+budgets large enough that nobody waits: what is measured is the cost of deciding, not the
+limit. ``--concurrency`` callers per process share one connection pool (c=1: one decision at a
+time, latency bound; c=16: concurrent decisions, as many guarded calls in one process make).
+
+Round trips per decision are counted twice: commands sent by each process's client
+(``execute_command`` calls; one command = one request/response round trip, nothing is
+pipelined), and ``EVALSHA`` calls seen by the server (``INFO commandstats`` delta; on a Redis
+shared with other work that delta includes their commands, so the client count is the exact one).
+Target (issue 5): >= 5,000 decisions/s per process, exactly 1 round trip per decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from telethon_guard.storage import LimitSpec
+from telethon_guard.storage.redis import from_url
+
+SPECS = [
+    LimitSpec("acct:bench", ((100_000, 1.0),)),
+    LimitSpec("acct:bench/dc:2/method:messages.getHistory", ((100_000, 10.0),)),
+]
+
+
+async def _run(url: str, prefix: str, start_at: float, seconds: float,
+               concurrency: int) -> dict[str, Any]:
+    st = from_url(url, prefix=prefix, on_unavailable="fail", timeout=2.0)
+    sent = 0
+    original = st.client.execute_command
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal sent
+        sent += 1
+        return await original(*args, **kwargs)
+
+    st.client.execute_command = counted
+    await st.reserve(SPECS)  # connect + load the script before timing
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    sent = 0
+    decisions = 0
+    end = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        nonlocal decisions
+        while time.perf_counter() < end:
+            await st.reserve(SPECS)
+            decisions += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    await st.aclose()
+    return {"decisions": decisions, "seconds": elapsed, "round_trips": sent,
+            "per_second": decisions / elapsed}
+
+
+def _child(url: str, prefix: str, start_at: float, seconds: float, concurrency: int,
+           out: Any) -> None:
+    out.put(asyncio.run(_run(url, prefix, start_at, seconds, concurrency)))
+
+
+async def _evalsha_calls(url: str) -> int:
+    admin = aioredis.Redis.from_url(url)
+    try:
+        info = await admin.info("commandstats")
+        return int(info.get("cmdstat_evalsha", {}).get("calls", 0))
+    finally:
+        await admin.aclose()
+
+
+def _cleanup(url: str, prefix: str) -> None:
+    async def run() -> None:
+        admin = aioredis.Redis.from_url(url)
+        try:
+            keys = [k async for k in admin.scan_iter(match=f"{prefix}:*", count=1000)]
+            if keys:
+                await admin.delete(*keys)
+        finally:
+            await admin.aclose()
+
+    asyncio.run(run())
+
+
+def measure(url: str, procs: int, concurrency: int, seconds: float) -> dict[str, Any]:
+    """Run ``procs`` processes of ``concurrency`` callers for ``seconds``; return the figures."""
+    prefix = f"tg-guard-bench-{uuid.uuid4().hex[:8]}"
+    server_before = asyncio.run(_evalsha_calls(url))
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + 1.5 + 0.3 * procs  # every child connected and warmed up
+    children = [ctx.Process(target=_child, args=(url, prefix, start_at, seconds, concurrency,
+                                                 out)) for _ in range(procs)]
+    for c in children:
+        c.start()
+    results = [out.get(timeout=seconds + 60) for _ in children]
+    for c in children:
+        c.join(10)
+    server_after = asyncio.run(_evalsha_calls(url))
+    _cleanup(url, prefix)
+    decisions = sum(r["decisions"] for r in results)
+    warmups = procs  # one reserve per process before timing
+    return {
+        "procs": procs,
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "per_process": [round(r["per_second"]) for r in results],
+        "per_process_mean": round(statistics.mean(r["per_second"] for r in results)),
+        "total_per_second": round(sum(r["per_second"] for r in results)),
+        "round_trips_per_decision_client": sum(r["round_trips"] for r in results) / decisions,
+        "evalsha_per_decision_server": (server_after - server_before) / (decisions + warmups),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", default=os.environ.get("TG_GUARD_REDIS", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--procs", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--json", action="store_true", help="one JSON document per line")
+    args = p.parse_args(argv)
+    rows = []
+    for procs in args.procs:
+        for conc in args.concurrency:
+            row = measure(args.url, procs, conc, args.seconds)
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+            else:
+                print(f"procs={procs} concurrency={conc:>2}: "
+                      f"{row['per_process_mean']:>6} decisions/s per process "
+                      f"(each: {row['per_process']}), total {row['total_per_second']}/s, "
+                      f"round trips/decision: client {row['round_trips_per_decision_client']:.3f}"
+                      f", server EVALSHA {row['evalsha_per_decision_server']:.3f}", flush=True)
+    ok = all(r["round_trips_per_decision_client"] == 1.0 for r in rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
