@@ -37,6 +37,7 @@ import dataclasses
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,6 +52,7 @@ from telethon.tl.tlobject import TLRequest
 from . import _tl
 from .call import TRANSFER_METHODS, CallInfo
 from .errors import GuardConfigError, GuardConnectionError
+from .health import current_deadline
 from .loop import (
     RetrievingTaskSet,
     StraySink,
@@ -156,6 +158,18 @@ class GuardState:
         self.pipeline = pipeline
         self.events: Any = getattr(pipeline, "events", None)
         self._pacers: dict[int, Any] = {}
+        # Observability (telethon_guard.stats / .health): an event collector for stats() and a
+        # weak reference to the main client for ``available``.
+        from .stats import StatsCollector
+
+        self.collector = StatsCollector()
+        subscribe = getattr(self.events, "subscribe", None)
+        if callable(subscribe):
+            try:
+                subscribe(self.collector, request_events=False)
+            except TypeError:  # an event hub without the keyword
+                subscribe(self.collector)
+        self._client_ref: weakref.ref[Any] | None = None
 
     @classmethod
     def create(
@@ -202,9 +216,39 @@ class GuardState:
         return time.monotonic()
 
     def stats(self) -> Any:
-        """The pipeline's statistics, when it offers them."""
-        stats = getattr(self.pipeline, "stats", None)
-        return stats() if callable(stats) else {}
+        """A :class:`~telethon_guard.stats.GuardStats` snapshot (counters by method and
+        outcome, breaker states, blocked methods with seconds left, limiter queue, reconnects,
+        stray futures...); ``stats["calls"]`` and ``stats.as_dict()`` work too."""
+        from .stats import snapshot
+
+        return snapshot(self.pipeline, self.collector, self.available)
+
+    def main_client(self) -> Any:
+        """The first client this guard was attached to (``None`` if gone)."""
+        return self._client_ref() if self._client_ref is not None else None
+
+    @property
+    def available(self) -> bool:
+        """``False`` while the main DC's breaker is OPEN (time left) or HALF_OPEN, the main
+        sender is reconnecting or gave up, or the client is disconnected; see
+        :func:`telethon_guard.health.unavailable_reason`. Synchronous, no I/O."""
+        from .health import unavailable_reason
+
+        return unavailable_reason(self) is None
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why :attr:`available` is ``False`` (``None`` when available)."""
+        from .health import unavailable_reason
+
+        return unavailable_reason(self)
+
+    async def wait_available(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for :attr:`available`; ``True`` if it became
+        available, ``False`` on timeout. Raises ``ValueError`` for a bad ``timeout``."""
+        from .health import wait_available
+
+        return await wait_available(self, timeout)
 
     def __repr__(self) -> str:
         return f"<GuardState config={self.config!r}>"
@@ -285,6 +329,9 @@ def make_call(
         idempotent=random_id is None,
         deadline_at=(state.now() + deadline) if deadline else None,
     )
+    scoped = current_deadline()  # health.with_fallback / deadline_scope: only shortens
+    if scoped is not None and (call.deadline_at is None or scoped < call.deadline_at):
+        call.deadline_at = scoped
     if max_flood_wait is not None:
         _set_max_flood_wait(call, max_flood_wait)
     return call
@@ -640,6 +687,8 @@ def prepare_client(client: TelegramClient, state: GuardState) -> None:
     if not isinstance(client._event_handler_tasks, RetrievingTaskSet):
         client._event_handler_tasks = RetrievingTaskSet(client._event_handler_tasks)
     client._event_handler_tasks.sink = stray_sink(client, state)
+    if state.main_client() is None:  # the first client is the main one (CDN clients follow)
+        state._client_ref = weakref.ref(client)
 
 
 # ---- guard(client) ------------------------------------------------------------------------
