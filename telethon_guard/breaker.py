@@ -77,6 +77,8 @@ class CircuitBreaker:
 
     async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
                      ) -> Any:
+        """Fail fast with ``CircuitOpenError`` while OPEN (or HALF_OPEN with the probe taken);
+        otherwise run ``call_next``, as the probe when HALF_OPEN (freed if no verdict)."""
         call = ctx.call
         key = breaker_key(call)
         ctx.breaker_key = key

@@ -291,6 +291,9 @@ class FloodLedger:
 
     async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
                      ) -> Any:
+        """Check the ledger, run ``call_next``; on a server FLOOD_*_WAIT record it for everyone
+        and wait-and-retry when it fits, else raise ``FloodWaitBlocked`` / ``SlowModeBlocked``
+        / ``FloodPremiumBlocked`` (``from_server=True``) from Telethon's error."""
         call = ctx.call
         retries = 0
         while True:

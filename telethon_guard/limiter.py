@@ -290,6 +290,8 @@ class RateLimitLayer:
 
     async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
                      ) -> Any:
+        """Wait for the call's slot, then run ``call_next``. Raises ``DeadlineExceeded`` at
+        once when the slot lies beyond ``call.deadline_at``; cancellation gives it back."""
         call = ctx.call
         specs = self.keys.specs(call)
         if specs:

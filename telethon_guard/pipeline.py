@@ -113,6 +113,7 @@ class DeadlineLayer:
         self._events = events
 
     async def handle(self, ctx: CallContext, call_next: Next) -> Any:
+        """Set/verify the call's deadline, run ``call_next``; raises ``DeadlineExceeded``."""
         call = ctx.call
         now = self._clock.now()
         if call.deadline_at is None and self._deadline is not None:

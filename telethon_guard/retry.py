@@ -71,6 +71,8 @@ class RetryPolicy:
 
     async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
                      ) -> Any:
+        """Run ``call_next`` (one attempt) until it succeeds, raises a non-retryable error, or
+        the budget ends; then the real last error propagates unchanged."""
         call = ctx.call
         attempt = 0
         while True:

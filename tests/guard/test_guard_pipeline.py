@@ -252,3 +252,17 @@ async def test_deadline_during_network_is_not_reported_as_retry_exhaustion() -> 
         await bounded(pipe.invoke(make_call(), Script(clock, default=never)))
     names = {type(e).__name__ for e in rec.events}
     assert "RetriesExhausted" not in names and "DeadlineExceededEvent" in names
+
+
+async def test_nested_call_under_a_tight_rate_limit_waits_its_slot_no_deadlock() -> None:
+    pipe, clock, _ = make_pipeline(rate_limits=((1, 1.0),), deadline=10)
+    t0 = clock.now()
+
+    async def outer_send() -> str:
+        # Telethon resolving a username inside the request, on the same task.
+        inner_send = Script(clock)
+        inner = await pipe.invoke(make_call("contacts.resolveUsername"), inner_send)
+        assert inner_send.times == [t0 + 1]  # waited for its own slot, nothing held
+        return inner
+
+    assert await bounded(pipe.invoke(make_call(), outer_send)) == "ok"
