@@ -7,9 +7,9 @@ into containers), for ``--seconds``. Reported:
 
 * ``rps``: replies received per second of wall time (all client processes together);
 * ``server_cpu``: CPU seconds the server process used per wall second (1.0 = one full core);
-* ``rps_per_server_core``: ``rps / server_cpu``, what one core of server answers when the
-  clients are the bottleneck (on a small machine they usually are: Telethon's client side
-  costs more CPU per request than the server's).
+* ``rps_per_server_core``: requests answered per CPU second of the server process, i.e. what
+  one fully busy server core answers (on a small machine the clients are the bottleneck:
+  Telethon's client side costs more CPU per request than the server's).
 
 Usage: ``python benchmarks/server_rps.py [--procs 2 --clients 4 --inflight 64 --seconds 5]``
 """
@@ -116,16 +116,14 @@ def main() -> None:
                 server.wait(10)
             except subprocess.TimeoutExpired:
                 server.kill()
-    # The clients stop together; the measured window is the load window.
-    wall = min(wall1 - wall0, args.seconds + 5) or args.seconds
     rps = total / args.seconds
-    cpu = (cpu1 - cpu0) / wall
+    cpu_used = cpu1 - cpu0  # server CPU seconds over the load window (+ teardown)
     result = {
         "requests": total,
         "seconds": args.seconds,
         "rps": round(rps),
-        "server_cpu": round(cpu, 3),
-        "rps_per_server_core": round(rps / cpu) if cpu > 0 else None,
+        "server_cpu": round(cpu_used / (wall1 - wall0), 3),
+        "rps_per_server_core": round(total / cpu_used) if cpu_used > 0 else None,
         "procs": args.procs,
         "clients": n_sessions,
         "inflight_per_client": args.inflight,

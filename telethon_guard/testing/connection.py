@@ -563,7 +563,7 @@ class Connection:
         if reset_after:
             self._log(msg_id, method, account, random_id, "reset", False, e.code, e.message)
             self.close("reset by fault plan after execute", abort=True)
-        elif drop:
+        elif drop or self.closed or self.stalled:
             self._log(msg_id, method, account, random_id, "dropped", False, e.code, e.message)
         else:
             self._log(msg_id, method, account, random_id, "rpc_error", False, e.code, e.message)
@@ -577,7 +577,8 @@ class Connection:
             self._log(msg_id, method, account, random_id, "reset", True)
             self.close("reset by fault plan after execute", abort=True)
             return
-        if drop:
+        if drop or self.closed or self.stalled:
+            # DropReply, or the connection went away while the request ran: executed, unanswered
             self._log(msg_id, method, account, random_id, "dropped", True)
             return
         if isinstance(result, TLObject) and result.CONSTRUCTOR_ID in _TOP_LEVEL:

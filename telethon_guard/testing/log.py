@@ -11,7 +11,8 @@ Outcomes of a request:
 ``"ok"``            executed and answered with a result
 ``"rpc_error"``     answered with ``rpc_error`` (``error_code`` / ``error_message``), from
                     the fault plan (``FLOOD_WAIT``...) or the world (``RANDOM_ID_DUPLICATE``...)
-``"dropped"``       reply never sent (``DropReply``)
+``"dropped"``       reply never sent (``DropReply``, or the connection closed or stalled
+                    while the request was running)
 ``"reset"``         connection reset, before or after executing
 ``"transport_error"`` a transport error was sent instead of a reply (``error_code``)
 ``"stalled"``       the connection stalled on this request (never executed)
