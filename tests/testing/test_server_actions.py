@@ -6,13 +6,17 @@ import asyncio
 import struct
 from typing import Any
 
+import pytest
+from telethon import errors
 from telethon.tl import functions, types
 from telethon.tl.core import RpcResult
 from test_server_raw import RawClient
 
 from telethon_guard.testing import (
+    Delay,
     DropReply,
     FaultPlan,
+    ReplyError,
     ResetConnection,
     Stall,
     TelegramTestServer,
@@ -145,3 +149,33 @@ async def test_async_world_handle_is_awaited() -> None:
                 client.get_me(), client(functions.help.GetNearestDcRequest())), T)
         assert results[0] is not None and results[1].this_dc == 1
         assert server.internal_errors == []
+
+
+async def test_request_outliving_its_connection_is_logged_dropped() -> None:
+    plan = FaultPlan(OnCalls("messages.sendMessage", None, Delay(0.3)))
+    async with TelegramTestServer(dcs=1, faults=plan) as server:
+        raw = await _raw(server)
+        await raw.request(functions.messages.SendMessageRequest(
+            types.InputPeerSelf(), "late", random_id=9))
+        await asyncio.sleep(0.05)
+        raw.close()
+        await asyncio.sleep(0.5)
+        (entry,) = server.log.requests("messages.sendMessage")
+        assert (entry.outcome, entry.executed) == ("dropped", True)
+        assert [m.text for m in server.world.sent_messages()] == ["late"]
+
+
+async def test_fault_plan_is_mutable_at_runtime() -> None:
+    async with TelegramTestServer(dcs=1) as server:
+        async with server.client(flood_sleep_threshold=0) as client:
+            assert (await asyncio.wait_for(
+                client(functions.help.GetNearestDcRequest()), T)).this_dc == 1
+            server.faults.add(OnCalls("help.getNearestDc", None, ReplyError(420, "FLOOD_WAIT_30")))
+            with pytest.raises(errors.FloodWaitError) as info:
+                await asyncio.wait_for(client(functions.help.GetNearestDcRequest()), T)
+            assert info.value.seconds == 30
+            server.faults.clear()
+        async with server.client() as other:  # (the first client's own flood memo would refuse)
+            assert (await asyncio.wait_for(
+                other(functions.help.GetNearestDcRequest()), T)).this_dc == 1
+        assert server.log.count("help.getNearestDc", outcome="rpc_error") == 1
