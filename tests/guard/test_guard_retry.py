@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 
 import pytest
 from guardfakes import Script, bounded, make_call, make_pipeline, send_call
@@ -148,6 +149,13 @@ async def test_random_id_duplicate_after_lost_reply_is_delivered_once() -> None:
     assert requests[0] is requests[1]  # the same request object was re-sent
 
 
+needs_cancelling = pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="Task.cancelling() (3.11+) tells a disconnect from a caller's cancel; on 3.10 every "
+           "CancelledError propagates (documented)")
+
+
+@needs_cancelling
 async def test_disconnect_cancel_is_retried_but_caller_cancel_propagates() -> None:
     pipe, _clock, _ = make_pipeline()
     loop = asyncio.get_running_loop()
@@ -179,6 +187,7 @@ async def test_disconnect_cancel_is_retried_but_caller_cancel_propagates() -> No
         await task
 
 
+@needs_cancelling
 async def test_disconnect_cancel_ending_budget_is_guard_connection_error() -> None:
     pipe, _clock, _ = make_pipeline(retry_max_attempts=2)
     loop = asyncio.get_running_loop()
@@ -191,3 +200,23 @@ async def test_disconnect_cancel_ending_budget_is_guard_connection_error() -> No
     with pytest.raises(GuardConnectionError) as info:
         await bounded(pipe.invoke(make_call(), always_cancelled))
     assert isinstance(info.value.__cause__, asyncio.CancelledError)
+
+
+async def test_caller_cancel_propagates_unchanged_on_every_python() -> None:
+    pipe, _clock, _ = make_pipeline()
+    started = asyncio.Event()
+    send_count = 0
+
+    async def hang() -> str:
+        nonlocal send_count
+        send_count += 1
+        started.set()
+        await asyncio.get_running_loop().create_future()
+        return "never"
+
+    task = asyncio.create_task(pipe.invoke(make_call(), hang))
+    await bounded(started.wait())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert send_count == 1  # no retry after the caller's cancel
