@@ -16,9 +16,12 @@ their meaning. The suite-wide checks of ``conftest.py`` (no never-retrieved futu
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -59,6 +62,33 @@ FRAMINGS: dict[str, type[Connection]] = {
     "intermediate": ConnectionTcpIntermediate,
     "abridged": ConnectionTcpAbridged,
 }
+
+
+def no_strays(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Run the test body, let it drop every reference (its frame ends), ``gc.collect()``, and
+    fail on any "Future/Task exception was never retrieved" that reached the loop.
+
+    Stricter than the suite-wide check in ``conftest.py``, which runs after pytest may still
+    hold the test's frame (and so the client and its futures) through captured exceptions.
+    """
+
+    @functools.wraps(test)
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+        caught: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: caught.append(context))
+        try:
+            await test(*args, **kwargs)
+            for _ in range(3):
+                gc.collect()
+                await asyncio.sleep(0)
+        finally:
+            loop.set_exception_handler(previous)
+        strays = [c for c in caught if "never retrieved" in str(c.get("message", ""))]
+        assert not strays, [f"{c.get('message')}: {c.get('exception')!r}" for c in strays]
+
+    return wrapper
 
 
 def report(name: str, **values: Any) -> None:
@@ -109,6 +139,7 @@ def assert_typed(results: list[Any]) -> None:
             assert isinstance(r, GuardError), f"untyped error reached the caller: {r!r}"
 
 
+@no_strays
 async def test_in_flight_calls_complete_after_429_and_10s_of_refusals() -> None:
     refuse = 10 * F
     plan = FaultPlan()
@@ -149,6 +180,7 @@ async def test_in_flight_calls_complete_after_429_and_10s_of_refusals() -> None:
 
 
 @pytest.mark.parametrize("framing", list(FRAMINGS))
+@no_strays
 async def test_429_in_each_framing_recovers_without_a_storm(framing: str) -> None:
     refuse = 4 * F
     plan = FaultPlan()
@@ -176,8 +208,9 @@ async def test_429_in_each_framing_recovers_without_a_storm(framing: str) -> Non
 
 
 @pytest.mark.parametrize("framing", list(FRAMINGS))
+@no_strays
 async def test_raw_429_then_close_on_every_connection_for_30s(framing: str) -> None:
-    scale = 0.15
+    scale = 0.1
     window = 30 * scale
     rule = AlwaysTransportError(429, "raw", start=0.0, duration=window)
     async with TelegramTestServer(faults=FaultPlan(rule)) as server:
@@ -210,6 +243,7 @@ async def test_raw_429_then_close_on_every_connection_for_30s(framing: str) -> N
     [("full", "raw"), ("full", "framed"), ("intermediate", "raw"), ("abridged", "raw"),
      ("abridged", "framed")],
 )
+@no_strays
 async def test_404_is_one_attempt_then_a_typed_auth_error(framing: str, mode: str) -> None:
     async with TelegramTestServer(faults=FaultPlan(AlwaysTransportError(404, mode))) as server:
         seen: list[GuardEvent] = []
@@ -237,6 +271,7 @@ async def test_404_is_one_attempt_then_a_typed_auth_error(framing: str, mode: st
         ]
 
 
+@no_strays
 async def test_unknown_auth_key_is_a_typed_error_without_a_reconnect_loop() -> None:
     async with TelegramTestServer() as server:
         session = StringSession()
@@ -254,6 +289,7 @@ async def test_unknown_auth_key_is_a_typed_error_without_a_reconnect_loop() -> N
             await asyncio.wait_for(client.disconnect(), BOUND)
 
 
+@no_strays
 async def test_calls_fail_typed_when_recovery_outlasts_max_reconnect_seconds() -> None:
     refuse = 12 * F
     limit = 4 * F
@@ -297,6 +333,7 @@ async def test_calls_fail_typed_when_recovery_outlasts_max_reconnect_seconds() -
             assert client.is_connected()
 
 
+@no_strays
 async def test_user_disconnect_fails_in_flight_calls_with_a_typed_error() -> None:
     plan = FaultPlan()
     async with TelegramTestServer(faults=plan) as server:
@@ -315,6 +352,7 @@ async def test_user_disconnect_fails_in_flight_calls_with_a_typed_error() -> Non
         assert result is None
 
 
+@no_strays
 async def test_a_lost_connection_is_paced_and_recovered() -> None:
     async with TelegramTestServer() as server:
         client, sender = guarded(server, ConnectionTcpIntermediate)
@@ -329,6 +367,7 @@ async def test_a_lost_connection_is_paced_and_recovered() -> None:
             assert server.log.connections_opened() == 2
 
 
+@no_strays
 async def test_without_auto_reconnect_429_ends_the_connection_with_a_typed_error() -> None:
     plan = FaultPlan()
     async with TelegramTestServer(faults=plan) as server:
@@ -354,6 +393,7 @@ async def test_without_auto_reconnect_429_ends_the_connection_with_a_typed_error
             await asyncio.wait_for(client.disconnect(), BOUND)
 
 
+@no_strays
 async def test_connecting_to_a_dead_port_is_paced_and_typed() -> None:
     async with TelegramTestServer() as server:
         session = server.session()
