@@ -93,3 +93,32 @@ async def test_is_user_authorized_does_not_cache_a_flood_as_logged_out() -> None
             with pytest.raises(tl_errors.FloodWaitError):
                 await bounded(client.is_user_authorized())
             assert client._authorized is None  # Telethon would have cached False
+
+
+async def test_two_clients_of_one_account_share_flood_state_through_redis() -> None:
+    # Two guarded clients of the same account (as two processes would be), each with its own
+    # Redis connection: a FLOOD_WAIT learned by one makes the other fail locally.
+    import uuid
+
+    account = f"it-{uuid.uuid4().hex[:12]}"
+    plan = FaultPlan(ErrorOnCalls("messages.getDialogs", 420, "FLOOD_WAIT_100"))
+    async with TelegramTestServer(faults=plan) as server:
+        user = server.world.register_account(None)
+        kwargs = {"deadline": 10, "max_flood_wait": 5, "account": account,
+                  "storage": "redis://127.0.0.1:6379/0"}
+        a = server.client(cls=GuardedTelegramClient, session=server.session(user), **kwargs)
+        b = server.client(cls=GuardedTelegramClient, session=server.session(user), **kwargs)
+        assert a.guard.pipeline.storage is not b.guard.pipeline.storage
+        try:
+            async with a, b:
+                with pytest.raises(FloodWaitBlocked) as ea:
+                    await bounded(a.get_dialogs())
+                assert ea.value.from_server and ea.value.seconds == 100
+                with pytest.raises(FloodWaitBlocked) as eb:
+                    await bounded(b.get_dialogs())
+                assert not eb.value.from_server and 95 <= eb.value.seconds <= 100
+                assert (await bounded(b.get_me())).id == user
+        finally:
+            for c in (a, b):
+                await c.guard.pipeline.storage.aclose()
+        assert server.log.count("messages.getDialogs") == 1
