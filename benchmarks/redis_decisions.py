@@ -58,6 +58,7 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
     await asyncio.sleep(max(0.0, start_at - time.time()))
     sent = 0
     decisions = 0
+    sent_at_end = 0
     end = time.perf_counter() + seconds
 
     async def caller() -> None:
@@ -69,9 +70,24 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
     t0 = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
+    sent_at_end = sent
+    # Floor: bare PINGs on the same client for a third of the time (what redis-py's asyncio
+    # client can do at all on this machine right now, with no script and no guard code).
+    pings = 0
+    end = time.perf_counter() + seconds / 3
+
+    async def pinger() -> None:
+        nonlocal pings
+        while time.perf_counter() < end:
+            await st.client.ping()
+            pings += 1
+
+    t1 = time.perf_counter()
+    await asyncio.gather(*(pinger() for _ in range(concurrency)))
+    ping_rate = pings / (time.perf_counter() - t1)
     await st.aclose()
-    return {"decisions": decisions, "seconds": elapsed, "round_trips": sent,
-            "per_second": decisions / elapsed}
+    return {"decisions": decisions, "seconds": elapsed, "round_trips": sent_at_end,
+            "per_second": decisions / elapsed, "ping_per_second": ping_rate}
 
 
 def _child(url: str, prefix: str, start_at: float, seconds: float, concurrency: int,
@@ -126,6 +142,8 @@ def measure(url: str, procs: int, concurrency: int, seconds: float) -> dict[str,
         "per_process": [round(r["per_second"]) for r in results],
         "per_process_mean": round(statistics.mean(r["per_second"] for r in results)),
         "total_per_second": round(sum(r["per_second"] for r in results)),
+        "ping_per_second_mean": round(statistics.mean(r["ping_per_second"] for r in results)),
+        "load_average": os.getloadavg()[0],
         "round_trips_per_decision_client": sum(r["round_trips"] for r in results) / decisions,
         "evalsha_per_decision_server": (server_after - server_before) / (decisions + warmups),
     }
@@ -149,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"procs={procs} concurrency={conc:>2}: "
                       f"{row['per_process_mean']:>6} decisions/s per process "
-                      f"(each: {row['per_process']}), total {row['total_per_second']}/s, "
+                      f"(each: {row['per_process']}), total {row['total_per_second']}/s "
+                      f"[bare PING {row['ping_per_second_mean']}/s], "
                       f"round trips/decision: client {row['round_trips_per_decision_client']:.3f}"
-                      f", server EVALSHA {row['evalsha_per_decision_server']:.3f}", flush=True)
+                      f", server EVALSHA {row['evalsha_per_decision_server']:.3f}"
+                      f" (load average {row['load_average']:.1f})", flush=True)
     ok = all(r["round_trips_per_decision_client"] == 1.0 for r in rows)
     return 0 if ok else 1
 

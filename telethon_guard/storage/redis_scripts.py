@@ -18,35 +18,30 @@ local now = tonumber(_t[1]) + tonumber(_t[2]) / 1000000
 
 RESERVE = _NOW + """
 -- KEYS: one sorted set per limiter key (member = reservation token, score = slot time).
--- ARGV: token, observe ('1'/'0'), then per key: number of windows w, then w pairs (count, period).
+-- ARGV: token, observe ('1'/'0'), then one string per key: "pmax n1 p1 n2 p2 ..." (its longest
+-- period, then each window's count and period in seconds).
 local token = ARGV[1]
 local observe = ARGV[2] == '1'
 local t = now
 local pmaxs = {}
-local idx = 3
 for i = 1, #KEYS do
   local k = KEYS[i]
-  local nw = tonumber(ARGV[idx])
-  idx = idx + 1
-  local pmax = 0
-  for j = 0, nw - 1 do
-    local p = tonumber(ARGV[idx + 2 * j + 1])
-    if p > pmax then pmax = p end
-  end
+  local w = {}
+  for x in string.gmatch(ARGV[2 + i], '%S+') do w[#w + 1] = tonumber(x) end
+  local pmax = w[1]
   pmaxs[i] = pmax
   -- trim: slots at or before now - longest period can never matter again
   redis.call('ZREMRANGEBYSCORE', k, '-inf', now - pmax)
   local count = redis.call('ZCARD', k)
-  for j = 0, nw - 1 do
-    local n = tonumber(ARGV[idx + 2 * j])
+  for j = 2, #w, 2 do
+    local n = w[j]
     if count >= n then
       -- the n-th latest slot: the window (n, p) has room again p seconds after it
       local r = redis.call('ZRANGE', k, -n, -n, 'WITHSCORES')
-      local s = tonumber(r[2]) + tonumber(ARGV[idx + 2 * j + 1])
+      local s = tonumber(r[2]) + w[j + 1]
       if s > t then t = s end
     end
   end
-  idx = idx + 2 * nw
 end
 local slot = t
 if observe then slot = now end

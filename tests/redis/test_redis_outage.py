@@ -103,7 +103,7 @@ async def test_fallback_when_redis_pauses_dies_and_returns(
         assert await other.flood_left("acct:9/method:messages.getHistory") > 28
         # both "processes" share the limiter again: st's slot above + 1 = the window is full
         r = await other.reserve(SPEC)
-        assert isinstance(r.token, str) and r.delay == 0.0
+        assert isinstance(r.token, bytes) and r.delay == 0.0
         r = await other.reserve(SPEC)
         assert r.delay > 0.5, r
     finally:
