@@ -328,6 +328,10 @@ class Pipeline:
                 await self.breaker.record(ctx, verdict.breaker_failure)
             self._raise_normalized(ctx, exc, verdict)
             raise
+        except BaseException:  # KeyboardInterrupt, SystemExit, GeneratorExit
+            if handle is not None:
+                handle.cancel()
+            raise
         if handle is not None:
             handle.cancel()
         if fired and task is not None:
