@@ -331,7 +331,14 @@ class GuardedMTProtoSender(MTProtoSender):
 
     @property
     def pacer(self) -> ReconnectPacer:
+        """The :class:`ReconnectPacer` of this sender (settable, e.g. a scaled one in tests)."""
         return self._pacer
+
+    @pacer.setter
+    def pacer(self, pacer: ReconnectPacer) -> None:
+        if not isinstance(pacer, ReconnectPacer):
+            raise GuardConfigError("pacer", f"must be a ReconnectPacer, got {type(pacer).__name__}")
+        self._pacer = pacer
 
     @property
     def is_reconnecting(self) -> bool:
