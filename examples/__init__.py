@@ -1,0 +1,1 @@
+"""Runnable examples of telethon-guard (``python -m examples.fastapi_service``)."""

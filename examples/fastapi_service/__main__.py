@@ -1,0 +1,71 @@
+"""Run the example service against the embedded MTProto test server, in one process.
+
+::
+
+    pip install -e '.[dev]'            # fastapi, uvicorn, prometheus-client
+    python -m examples.fastapi_service --port 8000 --storm
+
+then ``curl localhost:8000/health``, ``/channels``, ``/metrics``, ``/stats``. ``--storm``
+scripts Telegram pushing back on the test server, every ``--storm-every`` seconds: a transport
+-429 storm refusing connections for 4 s, then ``channels.getFullChannel`` answering
+FLOOD_WAIT_5 twice. Watch ``/channels`` switch to ``"source": "cache"`` and back, and the
+``telethon_guard_*`` metrics count it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import uvicorn
+
+from telethon_guard import GuardedTelegramClient
+from telethon_guard.testing import FaultPlan, TelegramTestServer
+from telethon_guard.testing.faults import ErrorOnCalls, Transport429Storm
+
+from .app import ChannelCache, ChannelService, create_app
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m examples.fastapi_service")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--cache", default="channels_cache.sqlite3", help="SQLite cache file")
+    p.add_argument("--timeout", type=float, default=2.0,
+                   help="seconds /channels may spend on Telegram before serving the cache")
+    p.add_argument("--storm", action="store_true", help="script -429 storms and FLOOD_WAITs")
+    p.add_argument("--storm-every", type=float, default=30.0, help="seconds between storms")
+    return p
+
+
+async def _storms(plan: FaultPlan, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        assert plan.started_at is not None
+        plan.add(Transport429Storm(start=time.monotonic() - plan.started_at, duration=4.0))
+        await asyncio.sleep(every / 2)
+        plan.add(ErrorOnCalls("channels.getFullChannel", 420, "FLOOD_WAIT_5", times=2))
+
+
+async def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    plan = FaultPlan()
+    async with TelegramTestServer(faults=plan) as server:
+        client = server.client(cls=GuardedTelegramClient, deadline=10.0, attempt_timeout=2.0,
+                               breaker_failure_threshold=3, breaker_open_seconds=2.0)
+        service = ChannelService(client, cache=ChannelCache(args.cache), timeout=args.timeout)
+        app = create_app(service)
+        storms = asyncio.ensure_future(_storms(plan, args.storm_every)) if args.storm else None
+        try:
+            config = uvicorn.Config(app, host=args.host, port=args.port, loop="asyncio",
+                                    lifespan="on", log_level="info")
+            await uvicorn.Server(config).serve()
+        finally:
+            if storms is not None:
+                storms.cancel()
+                await asyncio.gather(storms, return_exceptions=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

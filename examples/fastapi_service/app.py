@@ -1,0 +1,222 @@
+"""A FastAPI service in the incident's shape, kept up by telethon-guard.
+
+Endpoints:
+
+* ``GET /health``: event-loop lag and whether Telegram is reachable now
+  (``client.guard.available``). Never touches Telegram: it answers in microseconds of handler
+  time whatever Telegram does. Always HTTP 200 while the process can answer; ``status`` is
+  ``"degraded"`` when Telegram is unavailable.
+* ``GET /channels``: a few public channels (title, participants, about) fetched live through
+  MTProto (``contacts.resolveUsername`` once, then ``channels.getFullChannel``), each live
+  answer written to a SQLite cache. When the guard knows Telegram cannot answer within the
+  budget (breaker OPEN, reconnecting, a FLOOD_WAIT longer than the budget) the handler answers
+  from the cache at once (:func:`telethon_guard.health.with_fallback`); ``source`` says which.
+  HTTP 503 only when neither live data nor a cached copy exists.
+* ``GET /metrics``: Prometheus text format (:class:`~telethon_guard.metrics.PrometheusMetrics`).
+* ``GET /stats``: ``client.guard.stats()`` as JSON.
+
+Build it with :func:`create_app` around a :class:`ChannelService`; ``python -m
+examples.fastapi_service`` runs it against the embedded MTProto test server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from telethon.tl import functions
+
+from telethon_guard.health import with_fallback
+from telethon_guard.loop import LoopLagMonitor
+from telethon_guard.metrics.prometheus import PrometheusMetrics
+
+DEFAULT_CHANNELS: tuple[str, ...] = ("news", "chat_a", "chat_b", "chat_c")
+"""Usernames of public channels in the test server's world."""
+
+
+class ChannelCache:
+    """SQLite cache of channel summaries (stdlib ``sqlite3``; one row per username).
+
+    ``path``: database file (``":memory:"`` for a throw-away cache). Each operation is one
+    short local statement (well under a millisecond), run on the event loop.
+    """
+
+    def __init__(self, path: str = ":memory:") -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS channels ("
+            " username TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL)")
+        self._db.commit()
+
+    def store(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert or replace ``rows`` (each with a ``username`` key), stamped with wall time."""
+        now = time.time()
+        self._db.executemany(
+            "INSERT OR REPLACE INTO channels (username, data, updated) VALUES (?, ?, ?)",
+            [(r["username"], json.dumps(r), now) for r in rows])
+        self._db.commit()
+
+    def load(self, usernames: Sequence[str]) -> list[dict[str, Any]]:
+        """Cached rows for ``usernames`` (those present), each with ``cached_at`` (unix s)."""
+        out: list[dict[str, Any]] = []
+        for name in usernames:
+            row = self._db.execute(
+                "SELECT data, updated FROM channels WHERE username = ?", (name,)).fetchone()
+            if row is not None:
+                out.append({**json.loads(row[0]), "cached_at": row[1]})
+        return out
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class ChannelService:
+    """What the endpoints use: the guarded client, the cache, metrics and the lag monitor.
+
+    ``client``: a :class:`~telethon_guard.GuardedTelegramClient` (not yet connected is fine:
+    :meth:`start` connects it). ``timeout``: seconds one ``/channels`` request may spend on
+    Telegram before it answers from the cache. ``metrics``: a ``PrometheusMetrics`` (default:
+    a new one on a private registry), subscribed to the client's events. ``connect_timeout``:
+    seconds :meth:`start` waits for the first connection (the service starts degraded if it
+    fails: ``/channels`` then serves the cache).
+    """
+
+    def __init__(self, client: Any, *, cache: ChannelCache | None = None,
+                 channels: Sequence[str] = DEFAULT_CHANNELS, timeout: float = 2.0,
+                 metrics: PrometheusMetrics | None = None,
+                 lag_monitor: LoopLagMonitor | None = None,
+                 connect_timeout: float = 10.0) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.client = client
+        self.cache = cache if cache is not None else ChannelCache()
+        self.channels = tuple(channels)
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        # 10 ms ticks, 10 s of samples: stats() sorts at most 1000 floats per /health.
+        self.lag = lag_monitor if lag_monitor is not None else LoopLagMonitor(0.01, 1000)
+        self.metrics = (metrics if metrics is not None
+                        else PrometheusMetrics(CollectorRegistry(), loop_lag=self.lag))
+        if metrics is not None:
+            self.metrics.watch_loop_lag(self.lag)
+        self._unsubscribe = self.metrics.attach(client)
+        self.started = False
+
+    async def start(self) -> None:
+        """Start the lag monitor and connect the client (bounded by ``connect_timeout``)."""
+        if self.started:
+            return
+        self.started = True
+        self.lag.start()
+        try:
+            await asyncio.wait_for(self.client.connect(), self.connect_timeout)
+        except (ConnectionError, TimeoutError, asyncio.TimeoutError):
+            pass  # start degraded; the guard reports unavailable and /channels serves cache
+
+    async def stop(self) -> None:
+        """Disconnect the client and stop the monitor."""
+        if not self.started:
+            return
+        self.started = False
+        await self.client.disconnect()
+        await self.lag.stop()
+        self._unsubscribe()
+
+    async def fetch_live(self) -> list[dict[str, Any]]:
+        """Every configured channel from Telegram (concurrently); raises what the guard raises."""
+        async def one(username: str) -> dict[str, Any]:
+            peer = await self.client.get_input_entity(username)
+            full = await self.client(functions.channels.GetFullChannelRequest(peer))
+            chat = full.chats[0]
+            return {"username": username, "id": chat.id, "title": chat.title,
+                    "participants": full.full_chat.participants_count,
+                    "about": full.full_chat.about}
+
+        tasks = [asyncio.ensure_future(one(u)) for u in self.channels]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:  # one failed (or we were cancelled): stop the others too
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def channels_payload(self) -> tuple[int, dict[str, Any]]:
+        """``(HTTP status, body)`` of ``/channels``: live, or the cache at once."""
+        reason: list[str] = []
+
+        def note(error: BaseException | None) -> None:
+            reason.append(type(error).__name__ if error is not None
+                          else f"unavailable: {self.client.guard.unavailable_reason}")
+
+        sentinel: list[dict[str, Any]] = []
+        rows = await with_fallback(self.fetch_live, sentinel, timeout=self.timeout,
+                                   guard=self.client, on_fallback=note)
+        if rows is not sentinel:
+            self.cache.store(rows)
+            return 200, {"source": "live", "channels": rows}
+        cached = self.cache.load(self.channels)
+        if not cached:
+            return 503, {"source": "none", "reason": reason[0] if reason else "",
+                         "channels": []}
+        return 200, {"source": "cache", "reason": reason[0] if reason else "",
+                     "channels": cached}
+
+    def health_payload(self) -> dict[str, Any]:
+        """``/health``: loop lag (ms) and Telegram availability; no Telegram I/O."""
+        guard = self.client.guard
+        reason = guard.unavailable_reason
+        lag = self.lag.stats()
+        return {
+            "status": "ok" if reason is None else "degraded",
+            "telegram": {"available": reason is None, "reason": reason},
+            "loop_lag_ms": {k: round(lag[k] * 1000, 3) for k in ("p50", "p99", "max")},
+        }
+
+
+def create_app(service: ChannelService) -> FastAPI:
+    """The FastAPI app around ``service``; its lifespan starts and stops the service (an ASGI
+    test transport without lifespan can call ``service.start()`` itself)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="telethon-guard example service", lifespan=lifespan)
+    app.state.service = service
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return service.health_payload()
+
+    @app.get("/channels")
+    async def channels() -> JSONResponse:
+        status, body = await service.channels_payload()
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/stats")
+    async def stats() -> JSONResponse:
+        data = service.client.guard.stats().as_dict()
+        data["transport_errors"] = {str(k): v for k, v in data["transport_errors"].items()}
+        return JSONResponse(data)
+
+    return app
+
+
+__all__ = ["DEFAULT_CHANNELS", "ChannelCache", "ChannelService", "create_app"]

@@ -1,0 +1,149 @@
+"""The example FastAPI service (examples/fastapi_service) through a transport -429 storm and
+FLOOD_WAITs, driven in-process through httpx's ASGI transport.
+
+Real Telethon against the embedded MTProto server, on the same loop as the app. Issue 6:
+"/health p99 under 10 ms, /channels answers from the cache while the breaker is open and live
+again after, no request times out, /metrics shows the 429s".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import httpx
+
+from examples.fastapi_service.app import ChannelService, create_app
+from telethon_guard import GuardedTelegramClient
+from telethon_guard.testing import FaultPlan, TelegramTestServer
+from telethon_guard.testing.faults import ErrorOnCalls, Latency, Transport429Storm
+
+TIMEOUT = 1.0  # seconds /channels may spend on Telegram
+STORM = 2.5  # seconds of -429 (every request and every new connection)
+BOUND = 20.0  # no single wait of this test exceeds this
+# One /channels answer may take the budget plus scheduling noise on a shared 2-core machine.
+ANSWER_BOUND = TIMEOUT + 1.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def breaker_open(client: Any) -> bool:
+    return any(s == "OPEN" for s in client.guard.stats().breakers.values())
+
+
+async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
+    plan = FaultPlan(Latency("channels.getFullChannel", 0.05))
+    async with TelegramTestServer(faults=plan) as server:
+        client = server.client(
+            cls=GuardedTelegramClient, deadline=5.0, attempt_timeout=0.4,
+            breaker_failure_threshold=3, breaker_open_seconds=0.5, retry_base_delay=0.01,
+            retry_max_delay=0.05)
+        service = ChannelService(client, timeout=TIMEOUT)
+        app = create_app(service)
+        await asyncio.wait_for(service.start(), BOUND)
+        health_ms: list[float] = []
+        health_bodies: list[dict[str, Any]] = []
+        answers: list[tuple[str, str, float, bool, int]] = []  # phase, source, s, open, status
+        stop = asyncio.Event()
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://svc",
+                                         timeout=BOUND) as http:
+
+                async def pinger() -> None:
+                    while not stop.is_set():
+                        t = time.perf_counter()
+                        r = await http.get("/health")
+                        health_ms.append((time.perf_counter() - t) * 1000)
+                        assert r.status_code == 200
+                        health_bodies.append(r.json())
+                        await asyncio.sleep(0.01)
+
+                async def channels(phase: str) -> dict[str, Any]:
+                    was_open = breaker_open(client)
+                    t = time.perf_counter()
+                    r = await asyncio.wait_for(http.get("/channels"), BOUND)
+                    body: dict[str, Any] = r.json()
+                    answers.append((phase, body["source"], time.perf_counter() - t, was_open,
+                                    r.status_code))
+                    return body
+
+                ping = asyncio.ensure_future(pinger())
+                # 1. calm: live, and the cache is filled
+                body = await channels("calm")
+                assert body["source"] == "live", body
+                assert [c["username"] for c in body["channels"]] == list(service.channels)
+                assert service.cache.load(service.channels)
+
+                # 2. -429 storm while a /channels is in flight
+                assert plan.started_at is not None
+                storm = Transport429Storm(start=time.monotonic() - plan.started_at + 0.02,
+                                          duration=STORM)
+                plan.add(storm)
+                storm_end = time.monotonic() + 0.02 + STORM
+                while time.monotonic() < storm_end:
+                    body = await channels("storm")
+                    assert body["channels"], body
+                    await asyncio.sleep(0.05)
+
+                # 3. after the storm: available again within a bound, then live
+                assert await client.guard.wait_available(BOUND)
+                end = time.monotonic() + BOUND
+                while (await channels("recovery"))["source"] != "live":
+                    assert time.monotonic() < end, answers[-5:]
+                    await asyncio.sleep(0.1)
+
+                # 4. FLOOD_WAIT longer than the budget: cache at once, live after it
+                plan.add(ErrorOnCalls("channels.getFullChannel", 420, "FLOOD_WAIT_2", times=1))
+                body = await channels("flood")
+                assert body["source"] == "cache" and body["reason"] == "FloodWaitBlocked", body
+                body = await channels("flood")  # the ledger answers: no request is sent
+                assert body["source"] == "cache", body
+                assert answers[-1][2] < 0.5, answers[-1]
+                await asyncio.sleep(2.0)
+                end = time.monotonic() + BOUND
+                while (await channels("after flood"))["source"] != "live":
+                    assert time.monotonic() < end, answers[-5:]
+                    await asyncio.sleep(0.1)
+
+                metrics = (await http.get("/metrics")).text
+                stats = (await http.get("/stats")).json()
+                stop.set()
+                await asyncio.wait_for(ping, BOUND)
+        finally:
+            stop.set()
+            await asyncio.wait_for(service.stop(), BOUND)
+
+    # no request timed out: every /channels answered within the budget plus noise, HTTP 200
+    assert all(a[4] == 200 for a in answers), answers
+    slowest = max(a[2] for a in answers)
+    assert slowest < ANSWER_BOUND, answers
+    # the cache answered while the breaker was OPEN, at once
+    during_open = [a for a in answers if a[3]]
+    assert during_open, answers
+    assert all(a[1] == "cache" for a in during_open), during_open
+    assert max(a[2] for a in during_open) < 0.25, during_open
+    assert any(a[0] == "storm" and a[1] == "cache" for a in answers)
+    # /health never touched Telegram, reported the degradation, and stayed fast
+    assert any(not b["telegram"]["available"] for b in health_bodies)
+    assert health_bodies[-1]["telegram"]["available"]
+    p50, p99, worst = pct(health_ms, 0.5), pct(health_ms, 0.99), max(health_ms)
+    report = (f"/health n={len(health_ms)} p50={p50:.2f} ms p99={p99:.2f} ms "
+              f"max={worst:.2f} ms mean={statistics.fmean(health_ms):.2f} ms; "
+              f"/channels slowest {slowest * 1000:.0f} ms")
+    print(report)
+    assert len(health_ms) > 100, report
+    assert p99 < 10.0, report
+    # /metrics shows the 429s, the fail-fast outcomes and the flood wait
+    assert 'telethon_guard_transport_errors_total{code="-429"}' in metrics, metrics
+    assert 'outcome="flood_wait"' in metrics
+    assert 'telethon_guard_flood_wait_seconds_count{method="channels.getFullChannel"} 1.0' \
+        in metrics
+    assert 'telethon_guard_breaker_state{key="' in metrics
+    assert stats["transport_errors"].get("-429", 0) >= 1, stats
+    assert stats["breaker_transitions"] >= 2, stats  # opened and closed again
