@@ -353,6 +353,10 @@ class GuardedMTProtoSender(MTProtoSender):
     async def connect(self, connection: Connection) -> bool:
         """Connect (paced); Telethon's bare ``ConnectionError`` becomes ``GuardConnectionError``."""
         if not self._user_connected:
+            # Telethon reuses the main sender after a DC switch: follow the connection's DC.
+            dc = getattr(connection, "_dc_id", None)
+            if isinstance(dc, int) and not isinstance(dc, bool) and dc > 0:
+                self.dc_id = dc
             self._terminal = None
             self._given_up = False
             self._last_code = None

@@ -414,3 +414,26 @@ async def test_connecting_to_a_dead_port_is_paced_and_typed() -> None:
         # paced: TDLib's 1-per-second window (scaled) between attempts, not Telethon's delay
         assert took >= (attempts - 1) * 1.0 * F * 0.9, took
         await asyncio.wait_for(client.disconnect(), BOUND)
+
+
+@no_strays
+async def test_disconnect_while_reconnecting_is_prompt_and_typed() -> None:
+    plan = FaultPlan()
+    async with TelegramTestServer(faults=plan) as server:
+        client, sender = guarded(server, max_reconnect_seconds=None)
+        await asyncio.wait_for(client.connect(), BOUND)
+        plan.add(Latency("users.getUsers", 0.3))
+        call = asyncio.ensure_future(client.get_me())
+        await asyncio.sleep(0.1)
+        plan.add(Transport429Storm(start=plan_now(plan), duration=60.0))
+        await asyncio.sleep(1.0)
+        assert sender.is_reconnecting
+        t0 = time.monotonic()
+        await asyncio.wait_for(client.disconnect(), BOUND)
+        assert time.monotonic() - t0 < 1.0
+        assert not sender.is_reconnecting
+        with pytest.raises(GuardConnectionError):
+            await asyncio.wait_for(call, BOUND)
+        opened = len(attempts_in(server.log, 0, time.monotonic()))
+        await asyncio.sleep(0.5)
+        assert len(attempts_in(server.log, 0, time.monotonic())) == opened  # no more attempts
