@@ -208,6 +208,10 @@ class GuardedMTProtoSender(MTProtoSender):
         on at the pacer's pace. ``None``: wait for ever. Default 60.0.
     :raises GuardConfigError: on a bad ``max_reconnect_seconds`` or ``pacer``.
 
+    Telethon's ``retries`` still bounds the attempts of one ``connect()``; reconnects are
+    bounded by time (``max_reconnect_seconds``) instead, and the pacer replaces ``delay``
+    between connection attempts (``delay`` is only used between auth-key generation retries).
+
     Counters for the breaker and metrics: :attr:`transport_errors` (``Counter`` by negative
     code, e.g. ``{-429: 3}``), :attr:`connection_losses`, :attr:`reconnect_attempts`,
     :attr:`reconnects`.
@@ -418,16 +422,16 @@ class GuardedMTProtoSender(MTProtoSender):
             except Exception:  # an EventBus never raises; a foreign emitter might
                 self._log.exception("event emitter failed on %s", type(event).__name__)
 
+    def _log_task_failure(self, task: asyncio.Task[Any]) -> None:
+        """Done-callback: retrieve a task's exception and log it (never "never retrieved")."""
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("sender task %s failed: %r", task.get_name(), task.exception())
+
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = helpers.get_running_loop().create_task(coro)
         self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self._log.error("background task failed: %r", t.exception())
-
-        task.add_done_callback(done)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._log_task_failure)
         return task
 
     def _typed(self, error: BaseException | None) -> GuardError:
@@ -635,6 +639,8 @@ class GuardedMTProtoSender(MTProtoSender):
             loop = helpers.get_running_loop()
             self._send_loop_handle = loop.create_task(self._send_loop())
             self._recv_loop_handle = loop.create_task(self._recv_loop())
+            for task in (self._send_loop_handle, self._recv_loop_handle):
+                task.add_done_callback(self._log_task_failure)
             # Re-send what was in flight, except requests whose callers already gave up.
             again = [s for s in self._pending_state.values() if not s.future.done()]
             self._pending_state.clear()
