@@ -222,6 +222,7 @@ class RedisStorage:
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}.".encode()
         self._tokens = itertools.count(1)
         self._keys: dict[str, bytes] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.fallbacks = 0
         """Number of times Redis became unavailable (for stats and tests)."""
         self.closed = False
@@ -292,7 +293,9 @@ class RedisStorage:
         if self.on_unavailable == "fallback":
             blocks = self.local.flood_scopes()
             if blocks:
-                asyncio.get_running_loop().create_task(self._copy_blocks(blocks))
+                task = asyncio.get_running_loop().create_task(self._copy_blocks(blocks))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _copy_blocks(self, blocks: dict[str, float]) -> None:
         """Flood blocks learned while Redis was away are made visible to the other processes."""
