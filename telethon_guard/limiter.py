@@ -30,7 +30,7 @@ from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
 from .errors import DeadlineExceeded
 from .events import EventBus, ObservedDelay, RequestLimited, redact_peer
-from .storage import GuardStorage, LimitSpec, Reservation
+from .storage import GuardStorage, LimitSpec
 
 if TYPE_CHECKING:
     from .pipeline import CallContext
@@ -88,15 +88,15 @@ class RateLimiter:
     ``observe=True``: never waits; reports the delay it would have imposed as
     :class:`~telethon_guard.events.ObservedDelay`.
 
-    ``decide(specs) -> Reservation`` is the synchronous decision (local storage only; raises
+    ``decide(specs) -> (delay, token)`` is the synchronous decision (local storage only; raises
     ``TypeError`` otherwise): it reserves and commits the earliest slot; ``delay <= 0`` means
     "go now" (the slot is already consumed), else the caller must wait ``delay`` seconds (or
-    use :meth:`acquire`, which does). It is the storage's own ``reserve_sync`` bound at
-    construction, so the decision costs one call.
+    use :meth:`acquire`, which does). It is the storage's own ``reserve_fast`` (or
+    ``reserve_sync``) bound at construction, so the decision costs one call.
     """
 
-    __slots__ = ("_clock", "_events", "_local", "_storage", "_tasks", "_waiters", "decide",
-                 "observe", "redact")
+    __slots__ = ("_clock", "_events", "_local", "_reserve", "_storage", "_tasks", "_waiters",
+                 "decide", "observe", "redact")
 
     def __init__(self, storage: GuardStorage, clock: Clock, events: EventBus | None = None, *,
                  observe: bool = False, redact: bool = True) -> None:
@@ -109,13 +109,16 @@ class RateLimiter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.observe = observe
         self.redact = redact
-        self.decide: Callable[[Sequence[LimitSpec]], Reservation]
-        if local is None:
+        self.decide: Callable[[Sequence[LimitSpec]], tuple[float, Any]]
+        # The hot path: MemoryStorage.reserve_fast returns a plain (delay, token) tuple.
+        self._reserve: Callable[..., tuple[float, Any]] | None = (
+            None if local is None else getattr(local, "reserve_fast", local.reserve_sync))
+        if self._reserve is None:
             self.decide = self._no_local_decide
         elif observe:
-            self.decide = functools.partial(local.reserve_sync, observe=True)
+            self.decide = functools.partial(self._reserve, observe=True)
         else:
-            self.decide = local.reserve_sync
+            self.decide = self._reserve
 
     @property
     def queue_length(self) -> int:
@@ -123,7 +126,7 @@ class RateLimiter:
         return len(self._waiters)
 
     def _no_local_decide(self, specs: Sequence[LimitSpec], observe: bool = False,
-                         ) -> Reservation:
+                         ) -> tuple[float, Any]:
         raise TypeError("decide() needs a local storage; use acquire()")
 
     async def acquire(self, specs: Sequence[LimitSpec], *, deadline_at: float | None = None,
@@ -137,12 +140,13 @@ class RateLimiter:
         """
         if not specs:
             return 0.0
-        local = self._local
-        if local is not None:
-            res: Reservation = local.reserve_sync(specs, self.observe)
+        reserve = self._reserve
+        res: tuple[float, Any]
+        if reserve is not None:
+            res = reserve(specs, self.observe)
         else:
             res = await self._storage.reserve(specs, observe=self.observe)
-        if res.delay <= 0:
+        if res[0] <= 0:
             return 0.0
         return await self._wait(specs, res, deadline_at, method, account, budget)
 
@@ -150,23 +154,24 @@ class RateLimiter:
         name = ",".join(s.key for s in specs)
         return redact_peer(name) if self.redact else name
 
-    async def _wait(self, specs: Sequence[LimitSpec], res: Reservation,
+    async def _wait(self, specs: Sequence[LimitSpec], res: tuple[float, Any],
                     deadline_at: float | None, method: str, account: str | None,
                     budget: float | None) -> float:
         clock = self._clock
+        delay, token = res
         if self.observe:
             if self._events is not None:
-                self._events.emit(ObservedDelay("limiter", self._key_name(specs), res.delay,
+                self._events.emit(ObservedDelay("limiter", self._key_name(specs), delay,
                                                 False, method, account))
             return 0.0
         start = clock.now()
-        wake_at = start + res.delay
+        wake_at = start + delay
         if deadline_at is not None and wake_at > deadline_at:
-            await self._give_back(specs, res.token)
+            await self._give_back(specs, token)
             raise DeadlineExceeded(method, budget if budget is not None else
                                    max(0.0, deadline_at - start))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        w = _Waiter(specs, res.token, wake_at, fut)
+        w = _Waiter(specs, token, wake_at, fut)
         self._waiters[w] = None
         self._arm(w)
         try:
@@ -222,9 +227,8 @@ class RateLimiter:
             local.release_sync(w.specs, w.token)
         now = self._clock.now()
         for w in later:
-            res = local.reserve_sync(w.specs, False)
-            w.token = res.token
-            w.wake_at = now + max(0.0, res.delay)
+            delay, w.token = local.reserve_sync(w.specs, False)
+            w.wake_at = now + max(0.0, delay)
             self._arm(w)
 
     def _background(self, aw: Awaitable[Any]) -> None:
@@ -296,9 +300,10 @@ class RateLimitLayer:
         specs = self.keys.specs(call)
         if specs:
             lim = self.limiter
-            if lim._local is not None:
-                res = lim._local.reserve_sync(specs, lim.observe)
-                if res.delay > 0:
+            reserve = lim._reserve
+            if reserve is not None:
+                res = reserve(specs, lim.observe)
+                if res[0] > 0:
                     ctx.stage = "limiter"
                     await lim._wait(specs, res, call.deadline_at, call.method, call.account,
                                     ctx.budget)

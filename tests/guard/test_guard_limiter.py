@@ -38,7 +38,7 @@ def make(clock: FakeClock | None = None, **kw: object) -> tuple[RateLimiter, Mem
 def test_single_window_slots() -> None:
     lim, _, _, _ = make()
     spec = [LimitSpec("k", ((3, 1.0),))]
-    delays = [lim.decide(spec).delay for _ in range(7)]
+    delays = [lim.decide(spec)[0] for _ in range(7)]
     assert delays == [0, 0, 0, 1, 1, 1, 2]
 
 
@@ -46,7 +46,7 @@ def test_multi_window_10_per_second_and_200_per_minute() -> None:
     lim, st, clock, _ = make()
     spec = [LimitSpec("acct", ((10, 1.0), (200, 60.0)))]
     start = clock.now()
-    slots = [start + lim.decide(spec).delay for _ in range(401)]
+    slots = [start + lim.decide(spec)[0] for _ in range(401)]
     assert max_in_window(slots, 1.0) == 10
     assert max_in_window(slots, 60.0) == 200
     # 200 go in the first 20 s (10/s), the 201st waits for the minute to roll over.
@@ -63,7 +63,7 @@ def test_sliding_window_never_exceeds_count_with_random_arrivals() -> None:
     slots = []
     for _ in range(500):
         clock.advance(rng.expovariate(8.0))
-        slots.append(clock.now() + lim.decide(spec).delay)
+        slots.append(clock.now() + lim.decide(spec)[0])
     assert max_in_window(slots, 1.0) <= 5
     assert max_in_window(slots, 10.0) <= 20
     assert slots == sorted(slots)  # FIFO: slots never go backwards
@@ -73,13 +73,13 @@ def test_multi_key_reservation_commits_the_same_slot_everywhere() -> None:
     lim, st, clock, _ = make()
     glob = LimitSpec("acct", ((1, 1.0),))
     peer = LimitSpec("acct/peer:1", ((1, 5.0),), True)
-    assert lim.decide([glob, peer]).delay == 0
-    assert lim.decide([glob]).delay == 1.0
+    assert lim.decide([glob, peer])[0] == 0
+    assert lim.decide([glob])[0] == 1.0
     # The peer key is bound until 5 s; its slot is recorded on the global key too.
-    d = lim.decide([glob, peer]).delay
+    d = lim.decide([glob, peer])[0]
     assert d == 5.0
     assert st.slots("acct") == [clock.now(), clock.now() + 1, clock.now() + 5]
-    assert lim.decide([glob]).delay == 6.0
+    assert lim.decide([glob])[0] == 6.0
 
 
 async def test_fifo_among_waiters() -> None:
@@ -122,7 +122,7 @@ async def test_atomic_under_concurrency() -> None:
 async def test_cancelled_waiter_gives_back_and_later_waiters_move_up() -> None:
     lim, st, clock, _ = make()
     spec = [LimitSpec("k", ((1, 1.0),))]
-    assert lim.decide(spec).delay == 0  # slot at t0
+    assert lim.decide(spec)[0] == 0  # slot at t0
     t0 = clock.now()
     done: dict[str, float] = {}
 
@@ -153,7 +153,7 @@ async def test_slot_beyond_deadline_raises_at_once_and_is_given_back() -> None:
         await lim.acquire(spec, deadline_at=t0 + 5, method="m")
     assert clock.now() == t0  # no waiting at all
     assert st.slots("k") == [t0]  # the refused slot was given back
-    assert lim.decide(spec).delay == 10.0
+    assert lim.decide(spec)[0] == 10.0
 
 
 def test_per_peer_keys_are_bounded() -> None:
@@ -178,7 +178,7 @@ def test_lru_keeps_recently_used_peer() -> None:
 
 def test_empty_specs_cost_nothing() -> None:
     lim, _, _, _ = make()
-    assert lim.decide([]).delay == 0
+    assert lim.decide([])[0] == 0
 
 
 async def test_observe_mode_never_waits_but_reports() -> None:
