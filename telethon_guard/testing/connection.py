@@ -155,7 +155,7 @@ class Connection:
         self._seq = 0
         self._out: list[tuple[int, int, bytes]] = []
         self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = server._request_tasks  # cancelled at stop
         self._handshake: Handshake | None = None
         self._ping_disconnect: asyncio.TimerHandle | None = None
         self.close_reason: str | None = None
@@ -251,10 +251,6 @@ class Connection:
                 tr.abort()
             else:
                 tr.close()
-
-    def cancel_tasks(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
 
     def _stall(self) -> None:
         self.stalled = True

@@ -186,6 +186,7 @@ class TelegramTestServer:
         self._refusing: dict[int, tuple[float, TransportError]] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._handlers: set[asyncio.Task[None]] = set()
+        self._request_tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._client_classes: dict[type, type] = {}
         self._started = False
@@ -224,12 +225,12 @@ class TelegramTestServer:
         for srv in self._servers:
             srv.close()
         for conn in list(self._conns.values()):
-            conn.cancel_tasks()
             conn.close("server stopped", abort=True)
-        for task in list(self._handlers):
+        pending = [*self._request_tasks, *self._handlers]
+        for task in pending:
             task.cancel()
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=2)
+        if pending:
+            await asyncio.wait(pending, timeout=2)
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 2)
