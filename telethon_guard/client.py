@@ -132,6 +132,7 @@ class GuardedTelegramClient(TelegramClient):
         return maybe_sync(guarded_connect(self, self._tg_state, super().connect))
 
     async def _disconnect_coro(self) -> None:
+        self._tg_offline = True  # in-flight and later calls: ClientDisconnectedError
         try:
             await super()._disconnect_coro()
         finally:

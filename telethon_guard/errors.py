@@ -20,6 +20,7 @@ Error                      Also an instance of             Attributes           
 ``GuardConfigError``       ``ValueError``                  ``field``                                    no: fix the config
 ``AlreadyDelivered``       ``telethon.errors.RandomIdDuplicateError``  ``random_id``, ``attempts``      no: it was delivered
 ``AttemptTimeoutError``    ``TimeoutError``                ``timeout`` (float s), ``method``            yes (a new call)
+``ClientDisconnectedError````ConnectionError``             ``__cause__`` is Telethon's error            after ``connect()``
 =========================  ==============================  ===========================================  =================
 
 ``AlreadyDelivered``: Telegram answered ``RANDOM_ID_DUPLICATE`` to a (re-)send, i.e. an earlier
@@ -152,6 +153,13 @@ class GuardConnectionError(GuardError, ConnectionError):
     ``__cause__`` holds Telethon's original error."""
 
 
+class ClientDisconnectedError(GuardError, ConnectionError):
+    """The client is disconnected on purpose (``client.disconnect()``, or never connected):
+    the call was not sent, or its answer can no longer arrive. Not retried and not a breaker
+    failure; call ``connect()`` first. (A DC switch's brief disconnect is not this: calls
+    caught in it get ``GuardConnectionError`` and are retried.)"""
+
+
 class DeadlineExceeded(GuardError, TimeoutError):
     """The call's ``deadline`` (seconds, covering limiter waits, flood waits, backoff and the
     network) ran out. The request may still have been executed by Telegram."""
@@ -216,6 +224,7 @@ __all__ = [
     "AttemptTimeoutError",
     "AuthKeyInvalidError",
     "CircuitOpenError",
+    "ClientDisconnectedError",
     "DeadlineExceeded",
     "FloodPremiumBlocked",
     "FloodWaitBlocked",

@@ -15,15 +15,20 @@ Hook points (Telethon 1.45, see docs design.md §2):
 * ``_create_exported_sender(dc_id)``: other-DC senders are guarded senders and their
   ``InvokeWithLayer(InitConnection(ImportAuthorization))`` goes through the pipeline.
 
-``guard(client)`` uses :mod:`wrapt` to wrap the *instance's* ``_call``, ``connect``,
-``_create_exported_sender`` and ``_disconnect_coro`` (instance attributes shadow the class's
-methods, and Telethon always calls them through ``self``). Limits of that approach:
+``guard(client)`` uses :mod:`wrapt` (``FunctionWrapper``) to wrap the *instance's* bound
+``_call``, ``connect``, ``is_user_authorized``, ``_create_exported_sender``,
+``_get_cdn_client`` and ``_disconnect_coro`` (instance attributes shadow the class's methods,
+and Telethon always calls them through ``self``), switches Telethon's flood sleeping and memo
+off on the instance and, unless connected, swaps in the guarded sender. Limits of that
+approach:
 
 * ``client(request, flood_sleep_threshold=...)`` goes through ``TelegramClient.__call__``,
   looked up on the class, which drops ``flood_sleep_threshold``; the config's
   ``max_flood_wait`` applies (use :class:`GuardedTelegramClient` for per-call overrides).
-* If the client is already connected, its current sender is kept (no paced -429 reconnects
-  until the next ``connect()`` after a disconnect); calls are guarded at once.
+* If the client is already connected, its current (Telethon) sender is kept until the next
+  ``connect()`` after a disconnect (no paced -429 reconnects until then); calls are guarded
+  at once, and ``disconnect()`` cancelling in-flight requests still reaches callers as
+  ``ClientDisconnectedError``.
 * The wrapping lives on that one object (and on the CDN clients Telethon creates from it,
   which share its guard); ``type(client)`` is unchanged, so ``isinstance`` checks against
   :class:`GuardedTelegramClient` are false.
@@ -51,7 +56,7 @@ from telethon.tl.tlobject import TLRequest
 
 from . import _tl
 from .call import TRANSFER_METHODS, CallInfo
-from .errors import GuardConfigError, GuardConnectionError
+from .errors import ClientDisconnectedError, GuardConfigError, GuardConnectionError, GuardError
 from .health import current_deadline
 from .loop import (
     RetrievingTaskSet,
@@ -282,9 +287,11 @@ async def await_request(fut: asyncio.Future[T]) -> T:
     """Await a future returned by ``MTProtoSender.send``.
 
     The caller's own cancellation propagates unchanged (and cancels ``fut``, as awaiting it
-    directly would). A future cancelled *by Telethon* (``client.disconnect()`` cancels every
-    in-flight request) becomes :class:`~telethon_guard.errors.GuardConnectionError`, since
-    the caller's task was not cancelled.
+    directly would). A future cancelled *by Telethon* (its ``disconnect()`` cancels every
+    in-flight request, also during a DC switch) becomes
+    :class:`~telethon_guard.errors.GuardConnectionError`, since the caller's task was not
+    cancelled (:func:`attempt_once` makes it ``ClientDisconnectedError`` when the client was
+    disconnected on purpose).
     """
     fut.add_done_callback(retrieve_exception)
     if not fut.done():
@@ -298,12 +305,33 @@ async def await_request(fut: asyncio.Future[T]) -> T:
     return fut.result()
 
 
-def _sender_send(sender: Any, request: TLRequest, ordered: bool) -> asyncio.Future[Any]:
+def offline(client: TelegramClient) -> bool:
+    """Whether the client is disconnected on purpose: never connected, or ``disconnect()``
+    was called and no ``connect()`` since (a DC switch's disconnect does not count)."""
+    return bool(getattr(client, "_tg_offline", False))
+
+
+async def attempt_once(
+    client: TelegramClient,
+    send: Callable[..., Any],
+    request: TLRequest,
+    ordered: bool = False,
+) -> Any:
+    """ONE network attempt: ``send(request)`` (a sender's ``send``) and await its future.
+
+    Connection errors while the client is disconnected on purpose become
+    :class:`~telethon_guard.errors.ClientDisconnectedError` (final: never retried, not a
+    breaker failure); otherwise they reach the pipeline, which retries them.
+    """
     try:
-        return sender.send(request, ordered=ordered)
+        return await await_request(send(request, ordered=ordered))
     except ConnectionError as e:
-        if not getattr(sender, "_user_connected", True):
-            raise GuardConnectionError("the client is disconnected") from e
+        if offline(client) and (
+            not isinstance(e, GuardError) or isinstance(e, GuardConnectionError)
+        ):
+            raise ClientDisconnectedError(
+                f"{_tl.method_name(request)}: the client is disconnected "
+                "(client.disconnect() was called, or connect() was not)") from e
         raise
 
 
@@ -362,7 +390,7 @@ async def invoke_one(
     call = make_call(client, state, sender, request, max_flood_wait)
 
     async def send() -> Any:
-        return await await_request(_sender_send(sender, request, ordered))
+        return await attempt_once(client, sender.send, request, ordered)
 
     return await state.pipeline.invoke(call, send)
 
@@ -546,7 +574,7 @@ async def _init_through_pipeline(
     call = make_call(client, state, sender, request)
 
     async def attempt() -> Any:
-        return await await_request(send(request))
+        return await attempt_once(client, send, request)
 
     return await state.pipeline.invoke(call, attempt)
 
@@ -567,6 +595,7 @@ async def guarded_connect(
         return original(request, ordered=ordered)
 
     sender.send = send
+    client._tg_offline = False
     if hasattr(sender, "dc_id") and client.session.dc_id:
         sender.dc_id = client.session.dc_id  # follows _switch_dc (set_dc, then connect)
     if not getattr(client, "_tg_loop_ref", False):
@@ -684,6 +713,7 @@ def prepare_client(client: TelegramClient, state: GuardState) -> None:
     """Switch Telethon's own flood sleeping / memo off and hook task retrieval."""
     client._flood_sleep_threshold = 0
     client._flood_waited_requests = _NeverRemember()
+    client._tg_offline = not client.is_connected()
     if not isinstance(client._event_handler_tasks, RetrievingTaskSet):
         client._event_handler_tasks = RetrievingTaskSet(client._event_handler_tasks)
     client._event_handler_tasks.sink = stray_sink(client, state)
@@ -719,12 +749,15 @@ def attach(client: TelegramClient, state: GuardState) -> TelegramClient:
         return guarded_call(client, state, *args, **kw)
 
     def connect_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+        if not client.is_connected() and not isinstance(client._sender, sender_class()):
+            replace_main_sender(client, state)  # guarded after a disconnect, too
         return maybe_sync(guarded_connect(client, state, lambda: wrapped(*args, **kw)))
 
     def exported_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
         return create_exported_sender(client, state, *args, **kw)
 
     async def disconnect_coro(wrapped: Any) -> None:
+        client._tg_offline = True
         try:
             await wrapped()
         finally:

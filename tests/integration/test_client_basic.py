@@ -6,6 +6,7 @@ Real Telethon, real sockets; the ground truth is ``server.log``.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from telethon import TelegramClient
@@ -13,13 +14,23 @@ from telethon import errors as tl_errors
 from telethon.tl import functions, types
 
 from telethon_guard import GuardConfig, GuardConfigError, GuardedTelegramClient
-from telethon_guard.errors import GuardConnectionError
+from telethon_guard.errors import ClientDisconnectedError
 from telethon_guard.loop import current_handler
 from telethon_guard.testing.faults import FaultPlan
 from telethon_guard.testing.faults_calls import DropReplies, ErrorOnCalls
 from telethon_guard.testing.server import TelegramTestServer
 
 from ._client_helpers import TEST_RSA_KEY, InvokeRecorder, bounded, wait_until
+
+
+async def test_calls_before_connect_fail_at_once_typed() -> None:
+    async with TelegramTestServer() as server:
+        client = server.client(cls=GuardedTelegramClient, deadline=5)
+        t0 = time.monotonic()
+        with pytest.raises(ClientDisconnectedError):
+            await bounded(client(functions.help.GetNearestDcRequest()), 2)
+        assert time.monotonic() - t0 < 0.2
+        assert server.log.count() == 0
 
 
 async def test_calls_and_connect_init_pass_the_pipeline() -> None:
@@ -157,11 +168,20 @@ async def test_disconnect_with_calls_in_flight_is_not_a_caller_cancellation() ->
         await bounded(client.connect())
         task = asyncio.ensure_future(client.get_dialogs())
         await wait_until(lambda: server.log.count("messages.getDialogs") > 0)
+        t0 = time.monotonic()
         await bounded(client.disconnect())
-        # the caller's task was not cancelled: it gets a typed connection error
-        with pytest.raises(GuardConnectionError):
+        # the caller's task was not cancelled: it gets a typed, final connection error
+        with pytest.raises(ClientDisconnectedError) as e:
             await bounded(task, 5)
-        assert not task.cancelled()
+        assert time.monotonic() - t0 < 1.0  # no retries against a disconnected client
+        assert isinstance(e.value, ConnectionError) and not task.cancelled()
+        assert server.log.count("messages.getDialogs") == 1
+        with pytest.raises(ClientDisconnectedError):  # calls while disconnected: at once
+            await bounded(client.get_dialogs(), 1)
+        # the breaker did not count any of it: connecting again works at once
+        server.faults.clear()
+        async with client:
+            assert (await bounded(client.get_me())).id > 0
 
 
 async def test_caller_cancellation_propagates_unchanged() -> None:

@@ -136,8 +136,8 @@ def test_package_exports() -> None:
 
 async def test_guard_on_a_connected_client_maps_disconnect_cancellation() -> None:
     # guard() after connect keeps Telethon's own sender; its disconnect() cancels in-flight
-    # futures, which the caller (not cancelled itself) sees as a typed connection error.
-    from telethon_guard.errors import GuardConnectionError
+    # futures, which the caller (not cancelled itself) sees as a typed, final error.
+    from telethon_guard.errors import ClientDisconnectedError
     from telethon_guard.testing.faults_calls import DropReplies
 
     from ._client_helpers import wait_until
@@ -151,6 +151,13 @@ async def test_guard_on_a_connected_client_maps_disconnect_cancellation() -> Non
         task = asyncio.ensure_future(plain.get_dialogs())
         await wait_until(lambda: server.log.count("messages.getDialogs") > 0)
         await bounded(plain.disconnect())
-        with pytest.raises(GuardConnectionError):
+        with pytest.raises(ClientDisconnectedError):
             await bounded(task, 5)
         assert not task.cancelled()
+        # the next connect() swaps in the guarded sender
+        from telethon_guard.guard import sender_class
+
+        server.faults.clear()
+        async with plain:
+            assert isinstance(plain._sender, sender_class())
+            assert (await bounded(plain.get_me())).id > 0
