@@ -43,7 +43,7 @@ SPECS = [
 
 
 async def _run(url: str, prefix: str, start_at: float, seconds: float,
-               concurrency: int) -> dict[str, Any]:
+               concurrency: int, call_path: bool = False) -> dict[str, Any]:
     st = from_url(url, prefix=prefix, on_unavailable="fail", timeout=2.0)
     sent = 0
     original = st.client.execute_command
@@ -54,7 +54,10 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
         return await original(*args, **kwargs)
 
     st.client.execute_command = counted
-    await st.reserve(SPECS)  # connect + load the script before timing
+    await st.reserve(SPECS)  # connect + load the scripts before timing
+    await st.flood_left("acct:bench/method:messages.getHistory")
+    await st.breaker_acquire("acct:bench/dc:2", 60.0)
+    await st.breaker_success("acct:bench/dc:2")
     await asyncio.sleep(max(0.0, start_at - time.time()))
     sent = 0
     decisions = 0
@@ -64,7 +67,13 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
     async def caller() -> None:
         nonlocal decisions
         while time.perf_counter() < end:
-            await st.reserve(SPECS)
+            if call_path:  # what one guarded call asks a shared storage
+                await st.breaker_acquire("acct:bench/dc:2", 60.0)
+                await st.flood_left("acct:bench/method:messages.getHistory")
+                await st.reserve(SPECS)
+                await st.breaker_success("acct:bench/dc:2")
+            else:
+                await st.reserve(SPECS)
             decisions += 1
 
     t0 = time.perf_counter()
@@ -91,8 +100,8 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
 
 
 def _child(url: str, prefix: str, start_at: float, seconds: float, concurrency: int,
-           out: Any) -> None:
-    out.put(asyncio.run(_run(url, prefix, start_at, seconds, concurrency)))
+           call_path: bool, out: Any) -> None:
+    out.put(asyncio.run(_run(url, prefix, start_at, seconds, concurrency, call_path)))
 
 
 async def _evalsha_calls(url: str) -> int:
@@ -117,15 +126,17 @@ def _cleanup(url: str, prefix: str) -> None:
     asyncio.run(run())
 
 
-def measure(url: str, procs: int, concurrency: int, seconds: float) -> dict[str, Any]:
-    """Run ``procs`` processes of ``concurrency`` callers for ``seconds``; return the figures."""
+def measure(url: str, procs: int, concurrency: int, seconds: float,
+            call_path: bool = False) -> dict[str, Any]:
+    """Run ``procs`` processes of ``concurrency`` callers for ``seconds``; return the figures.
+    ``call_path``: each unit is the four storage operations of one guarded call."""
     prefix = f"tg-guard-bench-{uuid.uuid4().hex[:8]}"
     server_before = asyncio.run(_evalsha_calls(url))
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     start_at = time.time() + 1.5 + 0.3 * procs  # every child connected and warmed up
     children = [ctx.Process(target=_child, args=(url, prefix, start_at, seconds, concurrency,
-                                                 out)) for _ in range(procs)]
+                                                 call_path, out)) for _ in range(procs)]
     for c in children:
         c.start()
     results = [out.get(timeout=seconds + 60) for _ in children]
@@ -134,8 +145,9 @@ def measure(url: str, procs: int, concurrency: int, seconds: float) -> dict[str,
     server_after = asyncio.run(_evalsha_calls(url))
     _cleanup(url, prefix)
     decisions = sum(r["decisions"] for r in results)
-    warmups = procs  # one reserve per process before timing
+    warmups = procs * (4 if call_path else 1)  # scripts run per process before timing
     return {
+        "unit": "guarded call (4 storage operations)" if call_path else "decision",
         "procs": procs,
         "concurrency": concurrency,
         "seconds": seconds,
@@ -156,23 +168,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--json", action="store_true", help="one JSON document per line")
+    p.add_argument("--call-path", action="store_true",
+                   help="also measure the 4 storage operations of one guarded call (breaker, "
+                        "flood ledger, limiter, breaker outcome)")
     args = p.parse_args(argv)
     rows = []
-    for procs in args.procs:
-        for conc in args.concurrency:
-            row = measure(args.url, procs, conc, args.seconds)
-            rows.append(row)
-            if args.json:
-                print(json.dumps(row), flush=True)
-            else:
+    modes = [False, True] if args.call_path else [False]
+    for call_path in modes:
+        for procs in args.procs:
+            for conc in args.concurrency:
+                row = measure(args.url, procs, conc, args.seconds, call_path)
+                rows.append(row)
+                if args.json:
+                    print(json.dumps(row), flush=True)
+                    continue
+                unit = "calls" if call_path else "decisions"
                 print(f"procs={procs} concurrency={conc:>2}: "
-                      f"{row['per_process_mean']:>6} decisions/s per process "
+                      f"{row['per_process_mean']:>6} {unit}/s per process "
                       f"(each: {row['per_process']}), total {row['total_per_second']}/s "
                       f"[bare PING {row['ping_per_second_mean']}/s], "
-                      f"round trips/decision: client {row['round_trips_per_decision_client']:.3f}"
+                      f"round trips/{unit[:-1]}: client "
+                      f"{row['round_trips_per_decision_client']:.3f}"
                       f", server EVALSHA {row['evalsha_per_decision_server']:.3f}"
                       f" (load average {row['load_average']:.1f})", flush=True)
-    ok = all(r["round_trips_per_decision_client"] == 1.0 for r in rows)
+    ok = all(r["round_trips_per_decision_client"] == (4.0 if r["unit"] != "decision" else 1.0)
+             for r in rows)
     return 0 if ok else 1
 
 

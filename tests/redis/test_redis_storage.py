@@ -115,9 +115,10 @@ async def test_exactly_one_round_trip_per_decision(private_redis: PrivateRedis) 
         await admin.aclose()
 
 
-async def test_scripts_reloaded_after_script_flush(redis_url: str, prefix: str) -> None:
-    st = from_url(redis_url, prefix=prefix, on_unavailable="fail")
-    other = aioredis.Redis.from_url(redis_url)
+async def test_scripts_reloaded_after_script_flush(private_redis: PrivateRedis) -> None:
+    # On a private redis-server: SCRIPT FLUSH on the shared one would hit everyone's scripts.
+    st = from_url(private_redis.url, prefix="flush", on_unavailable="fail")
+    other = aioredis.Redis.from_url(private_redis.url)
     try:
         spec = [LimitSpec("acct:1", ((1, 1.0),))]
         await st.reserve(spec)
