@@ -129,6 +129,13 @@ async def test_batched_list_keeps_partial_results_and_resends_only_failed() -> N
             assert e.value.results[1] is None
             assert server.log.count("help.getNearestDc") == 1  # 4xx: never retried
 
+            # ordered=True: one after the other, same result shape
+            ordered = await bounded(client([users_req, dialogs_req], ordered=True))
+            assert isinstance(ordered, list) and len(ordered) == 2
+            users_t = [e.time for e in server.log.requests("users.getUsers")][-1]
+            dialogs_t = [e.time for e in server.log.requests("messages.getDialogs")][-1]
+            assert users_t <= dialogs_t
+
 
 async def test_failed_init_rolls_back_the_connection() -> None:
     plan = FaultPlan(ErrorOnCalls("help.getConfig", 400, "CONNECTION_LAYER_INVALID", times=1))
