@@ -212,3 +212,21 @@ async def test_events_bus_gets_one_fallback_event(private_redis: PrivateRedis) -
         assert len(got) == 1 and got[0].active and got[0].backend == "redis"
     finally:
         await st.aclose()
+
+
+async def test_client_with_decode_responses(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    st = RedisStorage(client, prefix=prefix, on_unavailable="fail")
+    try:
+        spec = [LimitSpec("acct:3", ((1, 1.0),))]
+        assert (await st.reserve(spec)).delay == 0.0
+        r = await st.reserve(spec)
+        assert 0.9 < r.delay <= 1.0
+        await st.release(spec, r.token)
+        assert 0.9 < (await st.reserve(spec)).delay <= 1.0
+        d = await st.breaker_failure("acct:3/dc:1", POLICY)
+        assert (d.state, d.old, d.failures) == ("OPEN", "CLOSED", 1)
+        assert 4 < await st.flood_block("acct:3/method:m", 5.0) <= 5
+    finally:
+        await st.aclose()
+        await client.aclose()
