@@ -199,8 +199,8 @@ async def test_exporters_on_a_real_client() -> None:
             with pytest.raises(FloodWaitBlocked):
                 await asyncio.wait_for(client.get_dialogs(), 20)
     v = reg.get_sample_value
-    assert v("telethon_guard_requests_total",
-             {"method": "users.getUsers", "outcome": "ok"}) >= 1
+    assert (v("telethon_guard_requests_total",
+              {"method": "users.getUsers", "outcome": "ok"}) or 0) >= 1
     assert v("telethon_guard_requests_total",
              {"method": "messages.getDialogs", "outcome": "flood_wait"}) == 1
     assert v("telethon_guard_flood_wait_seconds_sum", {"method": "messages.getDialogs"}) == 60
