@@ -283,6 +283,10 @@ class Connection:
         server = self.server
         reader = self.reader
         try:
+            if self.stalled:  # stalled on connect: never read a byte
+                assert self._stall_future is not None
+                await self._stall_future
+                return
             self.codec = codec = await transport.detect(reader, server.max_packet_size)
             self.framing = codec.name
             while not self.closed:

@@ -22,8 +22,8 @@ from telethon_guard.testing import (
     TelegramTestServer,
     World,
 )
-from telethon_guard.testing._types import RequestInfo
-from telethon_guard.testing.faults import At, OnCalls, StallOn
+from telethon_guard.testing._types import ConnectInfo, RequestInfo, TransportError
+from telethon_guard.testing.faults import At, OnCalls, Rule, StallOn
 
 T = 10.0
 
@@ -179,3 +179,28 @@ async def test_fault_plan_is_mutable_at_runtime() -> None:
             assert (await asyncio.wait_for(
                 other(functions.help.GetNearestDcRequest()), T)).this_dc == 1
         assert server.log.count("help.getNearestDc", outcome="rpc_error") == 1
+
+
+class _OnConnect(Rule):
+    def __init__(self, *actions: Any) -> None:
+        super().__init__()
+        self.actions = list(actions)
+
+    def on_connect(self, info: ConnectInfo) -> Any:
+        return self.actions.pop(0) if self.actions else None
+
+
+async def test_connect_time_actions() -> None:
+    plan = FaultPlan(_OnConnect(Stall(), ResetConnection(), TransportError(429, "raw")))
+    async with TelegramTestServer(dcs=1, faults=plan) as server:
+        stalled = await _raw(server)
+        await stalled.request(functions.PingRequest(1))
+        assert await stalled.silent_for(0.3)
+        reset = await RawClient.open(server.dc(1))
+        assert await reset.read_until_eof() == b""
+        refused = await RawClient.open(server.dc(1))
+        assert await refused.read_until_eof() == struct.pack("<i", -429)
+        async with server.client() as client:  # the fourth connection is served
+            assert await asyncio.wait_for(client.get_me(), T) is not None
+        assert server.log.connections_refused() == 1
+        assert server.log.connections_opened() == 3
