@@ -20,6 +20,8 @@ What Telethon 1.45 does (design.md §2) and what this sender does instead:
 * **disconnect() with calls in flight**: their futures fail with ``GuardConnectionError``
   instead of being cancelled (Telethon makes callers that were never cancelled see
   ``CancelledError``).
+* **Requests whose callers gave up** (cancelled, timed out) before they were sent, or before
+  a reconnect re-sends them: not sent (Telethon sends them anyway).
 * **Futures nobody awaits** (pings, the rest of a batch, the ``disconnected`` future): each gets
   a done-callback retrieving its exception, so nothing logs "Future exception was never
   retrieved".
