@@ -4,24 +4,29 @@ Every error derives from :class:`GuardError` *and* from the exception type exist
 code already catches, so ``except telethon.errors.FloodWaitError`` or ``except ConnectionError``
 keep working after swapping in :class:`~telethon_guard.GuardedTelegramClient`.
 
-=========================  ==============================  ===========================================  =================
-Error                      Also an instance of             Attributes                                   Retry later helps
-=========================  ==============================  ===========================================  =================
-``FloodWaitBlocked``       ``telethon.errors.FloodWaitError``  ``seconds`` (int), ``retry_after`` (float s), yes, after ``retry_after``
-                                                           ``method``, ``scope``, ``from_server``
-``SlowModeBlocked``        ``telethon.errors.SlowModeWaitError``  as above, ``peer``                        yes, after ``retry_after``
-``FloodPremiumBlocked``    ``telethon.errors.FloodPremiumWaitError``  as above                             yes, after ``retry_after``
-``CircuitOpenError``       ``ConnectionError``             ``retry_after`` (float s), ``key``           yes, after ``retry_after``
-``TransportFloodError``    ``ConnectionError``             ``code`` (-429), ``retry_after``             yes, after ``retry_after``
-``GuardConnectionError``   ``ConnectionError``             ``__cause__`` is Telethon's error            yes
-``DeadlineExceeded``       ``TimeoutError``                ``deadline`` (float s), ``method``           maybe (a new call)
-``AuthKeyInvalidError``    ``telethon.errors.AuthKeyNotFound``  ``code`` (-404), ``dc_id``              no: new session needed
-``StorageUnavailableError````ConnectionError``             ``backend``                                  yes, when storage returns
-``GuardConfigError``       ``ValueError``                  ``field``                                    no: fix the config
-``AlreadyDelivered``       ``telethon.errors.RandomIdDuplicateError``  ``random_id``, ``attempts``      no: it was delivered
-``AttemptTimeoutError``    ``TimeoutError``                ``timeout`` (float s), ``method``            yes (a new call)
-``ClientDisconnectedError````ConnectionError``             ``__cause__`` is Telethon's error            after ``connect()``
-=========================  ==============================  ===========================================  =================
+Each error, what else it is an instance of, its attributes, and whether retrying later helps:
+
+- ``FloodWaitBlocked`` (``telethon.errors.FloodWaitError``): ``seconds`` (int, rounded up),
+  ``retry_after`` (float s), ``method``, ``scope``, ``from_server``. Yes, after ``retry_after``.
+- ``SlowModeBlocked`` (``telethon.errors.SlowModeWaitError``): as above; the scope names the
+  chat. Yes, after ``retry_after``; other chats are not blocked.
+- ``FloodPremiumBlocked`` (``telethon.errors.FloodPremiumWaitError``): as above, scoped to file
+  transfers on one DC. Yes, after ``retry_after``.
+- ``CircuitOpenError`` (``ConnectionError``): ``key`` (account and DC), ``retry_after``.
+  Yes, after ``retry_after``.
+- ``TransportFloodError`` (``ConnectionError``): ``code`` (-429), ``retry_after``.
+  Yes, after ``retry_after``.
+- ``GuardConnectionError`` (``ConnectionError``): ``__cause__`` is Telethon's error. Yes.
+- ``ClientDisconnectedError`` (``ConnectionError``): ``__cause__``. After ``connect()``.
+- ``DeadlineExceeded`` (``TimeoutError``): ``deadline`` (float s), ``method``. Maybe, as a
+  new call; the request may have been executed.
+- ``AttemptTimeoutError`` (``TimeoutError``): ``timeout`` (float s), ``method``. Yes.
+- ``AuthKeyInvalidError`` (``telethon.errors.AuthKeyNotFound``): ``code`` (-404), ``dc_id``.
+  No: the session must be recreated.
+- ``StorageUnavailableError`` (``ConnectionError``): ``backend``. Yes, once storage is back.
+- ``GuardConfigError`` (``ValueError``): ``field``. No: fix the configuration.
+- ``AlreadyDelivered`` (``telethon.errors.RandomIdDuplicateError``): ``random_id``,
+  ``attempts``. No: it was delivered.
 
 ``AlreadyDelivered``: Telegram answered ``RANDOM_ID_DUPLICATE`` to a (re-)send, i.e. an earlier
 attempt of the same request (same ``random_id``) was executed and its reply was lost. The guard
