@@ -208,6 +208,8 @@ class Connection:
                 codec = await asyncio.wait_for(transport.detect(self.reader), 1.0)
         self.codec = codec
         data = self._transport_error_bytes(action.code, action.mode)
+        if codec is not None:
+            data = codec.seal(data)
         with contextlib.suppress(Exception):
             self.writer.write(data)
         self.server._log_event(
@@ -274,8 +276,11 @@ class Connection:
 
     def send_transport_error(self, code: int, mode: str) -> None:
         self._flush()
+        data = self._transport_error_bytes(code, mode)
+        if self.codec is not None:
+            data = self.codec.seal(data)
         with contextlib.suppress(Exception):
-            self.writer.write(self._transport_error_bytes(code, mode))
+            self.writer.write(data)
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -422,9 +427,9 @@ class Connection:
             return
         data = bytes(answer)
         assert self.codec is not None
-        self.writer.write(
+        self.writer.write(self.codec.seal(
             self.codec.encode(_pack_qqi(0, self.server._new_msg_id(1), len(data)) + data)
-        )
+        ))
 
     def _new_key(self, auth_key: bytes) -> None:
         self.server._register_key(auth_key, self.dc_id)
@@ -709,7 +714,7 @@ class Connection:
                 i = j
             chunks.append(encode(encrypt(plain)))
         with contextlib.suppress(Exception):
-            self.writer.write(b"".join(chunks))
+            self.writer.write(self.codec.seal(b"".join(chunks)))
 
 
 # Replies that go out as top-level messages, not inside rpc_result (Telethon's handlers).

@@ -1,8 +1,11 @@
 """MTProto TCP transports, server side: TcpFull, Intermediate, padded Intermediate, Abridged.
 
-The framing is detected from the first bytes a client sends (https://core.telegram.org/mtproto/mtproto-transports):
-``0xef`` is Abridged, ``0xeeeeeeee`` Intermediate, ``0xdddddddd`` padded Intermediate, anything
-else is the first length of a TcpFull packet (which carries a sequence number and a CRC32).
+The framing is detected from the first bytes a client sends
+(https://core.telegram.org/mtproto/mtproto-transports): ``0xef`` is Abridged, ``0xeeeeeeee``
+Intermediate, ``0xdddddddd`` padded Intermediate; a length followed by sequence number 0 is
+TcpFull (which carries a sequence number and a CRC32); anything else is the 64-byte header of
+the obfuscated transport ("obfuscated2", Telethon's ``ConnectionTcpObfuscated``), which
+AES-CTR-encrypts one of the other framings both ways (Telethon's ``AESModeCTR``).
 
 Every reader raises :class:`FrameError` on bad input (wrong CRC, wrong sequence number, a length
 that is negative, not a multiple of 4 or above ``max_size``); the connection closes on it.
@@ -15,6 +18,8 @@ import os
 import struct
 from typing import Literal
 from zlib import crc32
+
+from telethon.crypto import AESModeCTR
 
 Framing = Literal["full", "intermediate", "abridged"]
 
@@ -42,12 +47,23 @@ class Codec:
 
     name: Framing = "full"
     padded: bool = False
+    obfuscated: bool = False
 
     def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.max_size = max_size
+        self._rx: AESModeCTR | None = None  # obfuscated transport: client -> server
+        self._tx: AESModeCTR | None = None  # server -> client
 
     async def read(self, reader: asyncio.StreamReader) -> bytes:
         raise NotImplementedError
+
+    async def _read(self, reader: asyncio.StreamReader, n: int) -> bytes:
+        data = await reader.readexactly(n)
+        return data if self._rx is None else bytes(self._rx.encrypt(data))
+
+    def seal(self, data: bytes) -> bytes:
+        """Bytes as they go on the wire (encrypted on the obfuscated transport)."""
+        return data if self._tx is None else bytes(self._tx.encrypt(data))
 
     def encode(self, payload: bytes) -> bytes:
         raise NotImplementedError
@@ -74,14 +90,14 @@ class FullCodec(Codec):
 
     async def read(self, reader: asyncio.StreamReader) -> bytes:
         if self._prefix:
-            head = self._prefix + await reader.readexactly(8 - len(self._prefix))
+            head = self._prefix + await self._read(reader, 8 - len(self._prefix))
             self._prefix = b""
         else:
-            head = await reader.readexactly(8)
+            head = await self._read(reader, 8)
         length, seq = _unpack_ii(head)
         if length < 12 + 4 or length > self.max_size + 12 or length % 4:
             raise FrameError(f"full: bad packet length {length}")
-        rest = await reader.readexactly(length - 8)
+        rest = await self._read(reader, length - 8)
         body = rest[:-4]
         (crc,) = _unpack_I(rest[-4:])
         if crc != crc32(head + body):
@@ -111,17 +127,17 @@ class IntermediateCodec(Codec):
         self.padded = padded
 
     async def read(self, reader: asyncio.StreamReader) -> bytes:
-        (length,) = _unpack_i(await reader.readexactly(4))
+        (length,) = _unpack_i(await self._read(reader, 4))
         if self.padded:
             if length < 4 or length > self.max_size + 3:
                 raise FrameError(f"intermediate: bad packet length {length}")
-            data = await reader.readexactly(length)
+            data = await self._read(reader, length)
             extra = length % 4
             return data[:-extra] if extra else data
         if length % 4:
             raise FrameError(f"intermediate: length {length} not a multiple of 4")
         self._check(length)
-        return await reader.readexactly(length)
+        return await self._read(reader, length)
 
     def encode(self, payload: bytes) -> bytes:
         if self.padded:
@@ -135,14 +151,14 @@ class AbridgedCodec(Codec):
     name: Framing = "abridged"
 
     async def read(self, reader: asyncio.StreamReader) -> bytes:
-        first = (await reader.readexactly(1))[0]
+        first = (await self._read(reader, 1))[0]
         if first >= 0x7F:
-            length = int.from_bytes(await reader.readexactly(3), "little")
+            length = int.from_bytes(await self._read(reader, 3), "little")
         else:
             length = first
         length <<= 2
         self._check(length)
-        return await reader.readexactly(length)
+        return await self._read(reader, length)
 
     def encode(self, payload: bytes) -> bytes:
         n = len(payload) >> 2
@@ -151,8 +167,14 @@ class AbridgedCodec(Codec):
         return b"\x7f" + n.to_bytes(3, "little") + payload
 
 
+_HTTP_STARTS = (b"GET ", b"POST", b"HEAD", b"PVrG", b"OPTI", b"PUT ")
+
+
 async def detect(reader: asyncio.StreamReader, max_size: int = DEFAULT_MAX_SIZE) -> Codec:
-    """Read the transport tag (or the start of the first TcpFull frame) and return the codec."""
+    """Read the transport tag (or the start of the first frame) and return the codec.
+
+    Raises :class:`FrameError` when the bytes fit no transport (e.g. an HTTP request).
+    """
     first = await reader.readexactly(1)
     if first[0] == TAG_ABRIDGED:
         return AbridgedCodec(max_size)
@@ -161,4 +183,29 @@ async def detect(reader: asyncio.StreamReader, max_size: int = DEFAULT_MAX_SIZE)
         return IntermediateCodec(max_size)
     if head == TAG_PADDED:
         return IntermediateCodec(max_size, padded=True)
-    return FullCodec(max_size, prefix=head)
+    if head in _HTTP_STARTS:
+        raise FrameError(f"not MTProto: starts with {head!r}")
+    second = await reader.readexactly(4)
+    if second == b"\0\0\0\0":  # TcpFull: length, then sequence number 0
+        return FullCodec(max_size, prefix=head + second)
+    return _obfuscated(head + second + await reader.readexactly(56), max_size)
+
+
+def _obfuscated(header: bytes, max_size: int) -> Codec:
+    """The codec inside an obfuscated2 header (the client's 64 random bytes)."""
+    reverse = header[55:7:-1]
+    rx = AESModeCTR(bytes(header[8:40]), bytes(header[40:56]))
+    tag = bytes(rx.encrypt(header))[56:60]  # advances rx past the header, as the client did
+    codec: Codec
+    if tag == b"\xef\xef\xef\xef":
+        codec = AbridgedCodec(max_size)
+    elif tag == TAG_INTERMEDIATE:
+        codec = IntermediateCodec(max_size)
+    elif tag == TAG_PADDED:
+        codec = IntermediateCodec(max_size, padded=True)
+    else:
+        raise FrameError("unknown transport (neither a known tag, TcpFull nor obfuscated2)")
+    codec._rx = rx
+    codec._tx = AESModeCTR(bytes(reverse[:32]), bytes(reverse[32:48]))
+    codec.obfuscated = True
+    return codec

@@ -10,6 +10,7 @@ from telethon.network import (
     ConnectionTcpAbridged,
     ConnectionTcpFull,
     ConnectionTcpIntermediate,
+    ConnectionTcpObfuscated,
 )
 from telethon.network.connection.connection import Connection
 from telethon.network.connection.tcpintermediate import RandomizedIntermediatePacketCodec
@@ -51,6 +52,7 @@ async def test_get_me_over_pre_shared_session() -> None:
         (ConnectionTcpIntermediate, "intermediate"),
         (ConnectionTcpAbridged, "abridged"),
         (ConnectionTcpPaddedIntermediate, "intermediate"),
+        (ConnectionTcpObfuscated, "abridged"),  # obfuscated2 around abridged
     ],
 )
 async def test_each_framing_is_detected_and_served(

@@ -69,9 +69,11 @@ async def test_bad_crc_and_bad_seq_on_tcpfull() -> None:
             await raw.send(good[:-4] + bytes(4))  # wrong CRC32
             assert await raw.read_until_eof() == b""
             raw2 = await RawClient.open(server.dc(1), "full")
-            raw2._seq = 5  # first packet must carry seq 0
+            req = bytes(functions.ReqPqMultiRequest(nonce=1))
+            await raw2.send(raw2.frame(struct.pack("<qqi", 0, 1 << 32, len(req)) + req))
+            raw2._seq = 5  # the second packet must carry seq 1
             await raw2.send(raw2.frame(bytes(24)))
-            assert await raw2.read_until_eof() == b""
+            await raw2.read_until_eof()
             await _still_serves(server, client)
         assert _closed(server, "bad frame: full: CRC32 mismatch")
         assert _closed(server, "bad frame: full: sequence number 5")
