@@ -164,6 +164,15 @@ class ServerLog:
             )
         )
 
+    def summary(self) -> dict[str, dict[str, int]]:
+        """``{method: {outcome: count}}`` over every request entry (handy in failure messages)."""
+        out: dict[str, dict[str, int]] = {}
+        for e in self.entries:
+            if e.kind == "request":
+                per = out.setdefault(e.method or "?", {})
+                per[e.outcome or "?"] = per.get(e.outcome or "?", 0) + 1
+        return out
+
     def events(self, kind: Kind | None = None) -> list[LogEntry]:
         return [e for e in self.entries if kind is None or e.kind == kind]
 

@@ -47,6 +47,7 @@ def test_counts_windows_and_duplicates() -> None:
     assert log.connections_opened() == 1
     assert log.connections_refused(dc_id=2) == 1 and log.connections_refused(dc_id=1) == 0
     assert log.transport_errors_sent() == 2
+    assert log.summary()["messages.sendMessage"] == {"ok": 2, "dropped": 1, "rpc_error": 1}
     with pytest.raises(ValueError):
         log.max_in_window("messages.getHistory", 0)
 
