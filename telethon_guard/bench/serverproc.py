@@ -104,7 +104,7 @@ def _summary(server: Any, since: float, accounts: list[int] | None,
             errors[acc][str(e.outcome)] += 1
     return {
         "now": time.monotonic(),
-        "ok": {a: dict(c) for a, c in ok.items()},
+        "ok_counts": {a: dict(c) for a, c in ok.items()},
         "errors": {a: dict(c) for a, c in errors.items()},
         "flood_times": {a: dict(m) for a, m in flood_times.items()},
         "ok_times": {a: dict(m) for a, m in ok_times.items()},
