@@ -402,6 +402,10 @@ class TelegramTestServer:
             try:
                 conn = Connection(self, next(self._conn_ids), dc_id, reader, writer)
                 await conn.serve()
+            except asyncio.CancelledError:
+                # Only stop() cancels handlers. Ending normally keeps asyncio's stream callback
+                # from logging "Exception in callback ... CancelledError".
+                pass
             finally:
                 self._handlers.discard(task)
 

@@ -201,3 +201,39 @@ def test_bad_arguments_raise_at_construction() -> None:
         TelegramTestServer(dcs=2, ports=[0])
     with pytest.raises(ValueError):
         TelegramTestServer(rsa_key="not a key")
+
+
+_FUZZ_REQUESTS = [
+    functions.messages.SendMessageRequest(types.InputPeerSelf(), "hello world", random_id=5),
+    functions.messages.GetHistoryRequest(types.InputPeerSelf(), 0, None, 0, 10, 0, 0, 0),
+    functions.help.GetNearestDcRequest(),
+    functions.users.GetUsersRequest([types.InputUserSelf()]),
+    functions.PingRequest(1),
+]
+
+
+async def test_fuzzed_requests_inside_valid_encryption_never_break_the_server() -> None:
+    import random
+
+    from telethon.tl.core import GzipPacked
+
+    rng = random.Random(0)
+    async with TelegramTestServer(dcs=1) as server:
+        server.session()
+        key = server.auth_states()[-1].auth_key
+        async with server.client() as client:
+            for _ in range(80):
+                raw = await RawClient.open(server.dc(1), rng.choice(["full", "intermediate"]))
+                raw.use_key(key, server.salt)
+                body = bytearray(bytes(rng.choice(_FUZZ_REQUESTS)))
+                for _ in range(rng.randint(1, 4)):
+                    body[rng.randrange(len(body))] = rng.randrange(256)
+                if rng.random() < 0.3 and len(body) > 8:
+                    body = body[: rng.randrange(4, len(body))]
+                body += bytes(-len(body) % 4)
+                if rng.random() < 0.2:
+                    body = bytearray(bytes(GzipPacked(bytes(body))))
+                await raw.send_payload(raw.encrypted(bytes(body)))
+                await raw.silent_for(0.02)
+                raw.close()
+            await _still_serves(server, client)
