@@ -10,8 +10,31 @@
 
 One asyncio listener per DC on ``host`` (port 0: the OS picks). Pre-shared sessions
 (:meth:`TelegramTestServer.session`) skip the key exchange; an empty ``StringSession`` pointed
-at a DC goes through the full DH exchange with the server's own RSA key, which is registered
-in this process through ``telethon.crypto.rsa.add_key``.
+at a DC (:meth:`TelegramTestServer.empty_session`) goes through the full DH exchange with the
+server's own RSA key, which is registered in this process through ``telethon.crypto.rsa.add_key``
+(other processes: ``telethon_guard.testing.register_public_key(pem)``).
+
+Transports, detected per connection: TcpFull (Telethon's default), Intermediate, padded
+Intermediate, Abridged, and obfuscated2 around the last three. MTProto 2.0 sessions:
+``bad_server_salt`` (Telethon starts with salt 0), ``new_session_created``, ``msgs_ack``,
+containers both ways, ``gzip_packed``, ``ping`` / ``ping_delay_disconnect``,
+``destroy_session``, ``get_future_salts``, ``bad_msg_notification`` (16, 17, 18),
+``rpc_result`` / ``rpc_error``, transport -404 for an unknown auth key.
+
+Limits and faults come from ``server.faults`` (a ``FaultPlan``, mutable at runtime)::
+
+    from telethon_guard.testing.faults import FaultPlan, FloodWindow
+
+    plan = FaultPlan(FloodWindow("messages.getHistory", limit=30, window=30))
+    async with TelegramTestServer(faults=plan) as server:
+        ...
+        assert server.log.max_in_window("messages.getHistory", 30.0) <= 30
+
+Ground truth is ``server.log`` (:class:`~telethon_guard.testing.log.ServerLog`); MTProto-level
+counters are in ``server.stats``. Exceptions in the server's code or in a world handler are
+answered with ``rpc_error 500 INTERNAL``, collected in ``server.internal_errors`` and, with
+``strict=True`` (the default), raised as :class:`ServerInternalError` when ``async with``
+exits, so a test never passes over a server bug.
 
 **Telethon's class-level config cache.** ``TelegramBaseClient._get_dc`` stores the result of
 ``help.getConfig`` on the client *class* (``cls._config``) and never refreshes it, so a second

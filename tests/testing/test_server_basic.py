@@ -157,3 +157,18 @@ async def test_two_live_servers_do_not_share_telethon_config_cache() -> None:
             assert server.log.count("upload.getFile", outcome="ok", dc_id=2) >= 1
         assert a.client_class() is not b.client_class()
         assert issubclass(a.client_class(), TelegramClient)
+
+
+async def test_flood_window_surfaces_in_telethon_and_in_the_log() -> None:
+    from telethon_guard.testing.faults import FloodWindow
+
+    plan = FaultPlan(FloodWindow("help.getNearestDc", limit=3, window=30))
+    async with TelegramTestServer(dcs=1, faults=plan) as server:
+        async with server.client(flood_sleep_threshold=0) as client:
+            for _ in range(3):
+                await asyncio.wait_for(client(functions.help.GetNearestDcRequest()), T)
+            with pytest.raises(errors.FloodWaitError) as info:
+                await asyncio.wait_for(client(functions.help.GetNearestDcRequest()), T)
+        assert 29 <= info.value.seconds <= 30
+        assert server.log.max_in_window("help.getNearestDc", 30.0) == 3
+        assert server.log.count("help.getNearestDc", outcome="rpc_error") == 1
