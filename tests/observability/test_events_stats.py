@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -17,9 +18,15 @@ from telethon import utils
 from telethon.tl import functions, types
 
 from telethon_guard import GuardedTelegramClient
-from telethon_guard.errors import CircuitOpenError, SlowModeBlocked
+from telethon_guard.errors import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    FloodWaitBlocked,
+    SlowModeBlocked,
+)
 from telethon_guard.events import (
     BreakerStateChanged,
+    DeadlineExceededEvent,
     FloodBlocked,
     FloodWaitEnded,
     FloodWaitStarted,
@@ -27,8 +34,10 @@ from telethon_guard.events import (
     ReconnectAttempt,
     ReconnectSucceeded,
     RequestFinished,
+    RequestLimited,
     TransportErrorEvent,
 )
+from telethon_guard.health import deadline_scope
 from telethon_guard.stats import GuardStats
 from telethon_guard.testing import FaultPlan, TelegramTestServer
 from telethon_guard.testing.faults import ErrorOnCalls, SlowMode, Transport429Storm
@@ -204,3 +213,37 @@ async def test_logs_never_carry_session_auth_key_phone_or_peer_ids(
             else:
                 assert str(cid) not in blocked[0].scope and str(cid) not in text
                 assert "peer#" in blocked[0].scope
+
+
+async def test_limiter_deadline_and_blocked_methods_in_events_and_stats() -> None:
+    plan = FaultPlan(ErrorOnCalls("help.getNearestDc", 420, "FLOOD_WAIT_30", times=1))
+    async with TelegramTestServer(faults=plan) as server:
+        seen: list[GuardEvent] = []
+        client = server.client(cls=GuardedTelegramClient, deadline=10, max_flood_wait=5,
+                               method_limits={"messages.getDialogs": ((1, 0.3),)},
+                               on_event=(seen.append,))
+        async with client:
+            await bounded(client(dialogs_request()))
+            await bounded(client(dialogs_request()))  # waits ~0.3 s for its slot
+            with deadline_scope(0.05):  # the next slot is ~0.3 s away: fails at once
+                t = time.monotonic()
+                with pytest.raises(DeadlineExceeded):
+                    await bounded(client(dialogs_request()))
+                assert time.monotonic() - t < 0.05
+            with pytest.raises(FloodWaitBlocked):
+                await bounded(client(functions.help.GetNearestDcRequest()))
+            stats = client.guard.stats()
+        assert server.log.count("messages.getDialogs") == 2
+
+    limited = [e for e in of(seen, RequestLimited) if e.method == "messages.getDialogs"]
+    assert len(limited) == 1 and 0.15 <= limited[0].waited <= 0.5
+    assert "messages.getDialogs" in limited[0].key
+    deadline = of(seen, DeadlineExceededEvent)
+    assert [(e.method, e.stage) for e in deadline] == [("messages.getDialogs", "limiter")]
+    assert stats.limited >= 1 and stats.limited_seconds >= 0.15
+    assert stats.deadline_exceeded == 1
+    assert stats.calls["messages.getDialogs"] == {"ok": 2, "DeadlineExceeded": 1}
+    blocked = {k: v for k, v in stats.blocked.items() if "help.getNearestDc" in k}
+    assert len(blocked) == 1 and 25 < next(iter(blocked.values())) <= 30
+    assert stats.flood_blocked == {"help.getNearestDc": 1}
+    assert stats.limiter_queue == 0
