@@ -2,13 +2,15 @@
 
 ::
 
-    python -m telethon_guard.testing serve --dcs 2 --sessions 4 --json /tmp/server.json
+    python -m telethon_guard.testing serve --dcs 2 --sessions 4 --json /tmp/server.json \
+        --fault "messages.getHistory limit 30/30s" --fault "at 10s: transport 429 refuse 5s"
 
 Writes (and prints) a JSON document with the DC addresses, ``api_id`` / ``api_hash``, the
 requested number of pre-shared ``StringSession`` strings (each a new logged-in account) and,
 with ``--rsa``, the server's public RSA key (register it in the client process with
 ``telethon_guard.testing.register_public_key(pem)`` before a key exchange). Serves until
-SIGINT / SIGTERM, then prints a summary of the log.
+SIGINT / SIGTERM, then prints a summary of the log. ``--fault`` lines use the script form of
+:mod:`telethon_guard.testing.faults_script`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from typing import Any
 
 from telethon_guard.testing import crypto
+from telethon_guard.testing.faults import FaultPlan
 from telethon_guard.testing.server import TelegramTestServer
 
 
@@ -39,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=None, help="also write the JSON document to this file")
     s.add_argument("--rsa", action="store_true", help="include the server's public RSA key")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--fault", action="append", default=[], metavar="LINE",
+                   help="a fault-plan script line (repeatable), e.g. 'at 2s: transport 429'")
     s.add_argument("--no-log", action="store_true",
                    help="keep no request log (long benchmarks; connection events stay)")
     return p
@@ -49,8 +54,13 @@ async def serve(args: argparse.Namespace) -> int:
         print("--dcs must be >= 1 and --sessions >= 0", file=sys.stderr)
         return 2
     ports = [args.port + i if args.port else 0 for i in range(args.dcs)]
+    try:
+        plan = FaultPlan.script(*args.fault, seed=args.seed)
+    except ValueError as e:
+        print(f"bad --fault: {e}", file=sys.stderr)
+        return 2
     server = TelegramTestServer(dcs=args.dcs, host=args.host, seed=args.seed, ports=ports,
-                                strict=False)
+                                faults=plan, strict=False)
     async with server:
         if args.no_log:
             server.log.entries = _Discard()
@@ -76,7 +86,7 @@ async def serve(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - started
         summary = {
             "seconds": round(elapsed, 3),
-            "requests": len(server.log.entries) if not args.no_log else None,
+            "requests": None if args.no_log else server.log.summary(),
             "connections_opened": server.log.connections_opened(),
             "internal_errors": [repr(e) for e in server.internal_errors],
         }

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from telethon import TelegramClient
+from telethon import TelegramClient, errors
 from telethon.sessions import StringSession
+from telethon.tl.functions.help import GetNearestDcRequest
 
 from telethon_guard.testing.log import LogEntry, ServerLog
 
@@ -57,6 +58,7 @@ async def test_serve_cli_in_its_own_process(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "telethon_guard.testing", "serve", "--dcs", "1",
         "--sessions", "2", "--json", str(path),
+        "--fault", "help.getNearestDc calls 1: FLOOD_WAIT_7",
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -67,13 +69,16 @@ async def test_serve_cli_in_its_own_process(tmp_path: Path) -> None:
         doc = json.loads(path.read_text())
         assert len(doc["sessions"]) == 2 and doc["dcs"][0]["dc_id"] == 1
         client = TelegramClient(StringSession(doc["sessions"][0]), doc["api_id"],
-                                doc["api_hash"])
+                                doc["api_hash"], flood_sleep_threshold=0)
         async with client:
             me = await asyncio.wait_for(client.get_me(), 15)
-        assert me.id > 0
+            with pytest.raises(errors.FloodWaitError) as info:
+                await asyncio.wait_for(client(GetNearestDcRequest()), 15)
+        assert me.id > 0 and info.value.seconds == 7
     finally:
         if proc.returncode is None:
             proc.terminate()
         out, _ = await asyncio.wait_for(proc.communicate(), 15)
     summary = json.loads(out.decode().strip().splitlines()[-1])
     assert summary["connections_opened"] == 1 and summary["internal_errors"] == []
+    assert summary["requests"]["help.getNearestDc"] == {"rpc_error": 1}
