@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import time
 
 import uvicorn
@@ -50,6 +51,9 @@ async def _storms(plan: FaultPlan, every: float) -> None:
 
 async def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    # the guard's events, one line each (INFO: reconnects, flood waits ended...); Telethon quiet
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("telethon_guard").setLevel(logging.INFO)
     plan = FaultPlan()
     async with TelegramTestServer(faults=plan) as server:
         client = server.client(cls=GuardedTelegramClient, deadline=10.0, attempt_timeout=2.0,
