@@ -12,6 +12,12 @@ Sources of the defaults:
 * ``max_flood_wait``: 60 s, the same as Telethon's ``flood_sleep_threshold`` default.
 * ``reconnect_pacing``: TDLib ``ConnectionCreator`` allows 1 new connection per 1 s, 2 per 4 s
   and 3 per 8 s after transport errors.
+* ``reconnect_backoff_base`` / ``reconnect_backoff_cap``: 1 s doubling up to 16 s, TDLib
+  ``ConnectionCreator::ClientInfo::Backoff`` (``MAX_BACKOFF = 16`` on desktop). TDLib adds no
+  jitter; ``reconnect_jitter=0.25`` is ours (see :mod:`telethon_guard.reconnect`).
+* ``max_reconnect_seconds``: 60 s is our choice, not a Telegram or TDLib number (TDLib keeps
+  reconnecting for ever): it matches the default ``deadline`` (TDLib ``NetQueryDelayer``'s 60 s
+  per user query), so a pending call is not kept waiting for a reconnect past its budget.
 * :data:`COMMUNITY_USER_LIMITS` / :data:`COMMUNITY_BOT_LIMITS`: observed community limits, not
   official (design.md section 3): about 30 ``messages.getHistory`` per 30 s per account, about
   1 message per second into one private chat, about 20 messages per minute into one group,
@@ -159,6 +165,15 @@ class GuardConfig:
       ``"fail"`` (raise ``StorageUnavailableError``); ``storage_timeout`` bounds each call.
     * ``on_event``: callables receiving every event (sync or async).
     * ``reconnect_pacing``: windows of new connections after transport errors (TDLib).
+    * ``reconnect_backoff_base``: seconds of backoff after the first consecutive connection
+      failure, doubling per failure up to ``reconnect_backoff_cap`` seconds (TDLib
+      ``ConnectionCreator``: 1 s up to 16 s). ``reconnect_jitter``: fraction in ``[0, 1]`` of
+      each backoff that is random (0.25: the last quarter; 1.0: full jitter; 0.0: TDLib's
+      deterministic doubling).
+    * ``max_reconnect_seconds``: seconds (monotonic, from the first failure of an outage) that
+      pending calls wait for a reconnect before failing with ``TransportFloodError`` (after
+      -429) or ``GuardConnectionError``; new calls then fail fast until a reconnect succeeds
+      (a ``ReconnectGaveUp`` event is emitted). ``None``: wait for ever.
     * ``seed`` / ``rng``: randomness of the backoff jitter (tests pass a seed).
     * ``log_peer_ids``: include peer ids in events and logs (off: a short hash instead).
     """
@@ -189,6 +204,10 @@ class GuardConfig:
     storage_timeout: float = 0.5
     on_event: tuple[EventCallback, ...] = ()
     reconnect_pacing: Windows = TDLIB_RECONNECT_PACING
+    reconnect_backoff_base: float = 1.0
+    reconnect_backoff_cap: float = 16.0
+    reconnect_jitter: float = 0.25
+    max_reconnect_seconds: float | None = 60.0
     seed: int | None = None
     rng: random.Random | None = field(default=None, compare=False)
     log_peer_ids: bool = False
@@ -254,6 +273,20 @@ class GuardConfig:
             raise GuardConfigError("storage_fallback", "must be 'local' or 'fail'")
         s(self, "storage_timeout",
           _finite("storage_timeout", self.storage_timeout, strict=True))
+        s(self, "reconnect_backoff_base",
+          _finite("reconnect_backoff_base", self.reconnect_backoff_base, strict=True))
+        s(self, "reconnect_backoff_cap",
+          _finite("reconnect_backoff_cap", self.reconnect_backoff_cap, strict=True))
+        if self.reconnect_backoff_cap < self.reconnect_backoff_base:
+            raise GuardConfigError("reconnect_backoff_cap", "must be >= reconnect_backoff_base")
+        jitter = _finite("reconnect_jitter", self.reconnect_jitter)
+        assert jitter is not None
+        if jitter > 1.0:
+            raise GuardConfigError("reconnect_jitter", f"must be in [0, 1], got {jitter!r}")
+        s(self, "reconnect_jitter", jitter)
+        s(self, "max_reconnect_seconds",
+          _finite("max_reconnect_seconds", self.max_reconnect_seconds, strict=True,
+                  allow_none=True))
         cbs = self.on_event
         if cbs is None:
             cbs = ()

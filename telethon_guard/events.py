@@ -164,6 +164,21 @@ class ReconnectSucceeded(GuardEvent):
 
 
 @dataclass(frozen=True)
+class ReconnectGaveUp(GuardEvent):
+    """No reconnect to ``dc_id`` within ``seconds`` (``max_reconnect_seconds``): the
+    ``failed_calls`` pending calls failed, new calls fail fast until a reconnect succeeds
+    (attempts go on at the pacer's pace). ``code``: the last transport error code (e.g. -429),
+    ``None`` for a lost connection without one."""
+
+    level: ClassVar[int] = logging.WARNING
+    dc_id: int | None
+    seconds: float | None
+    failed_calls: int
+    code: int | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
 class BreakerStateChanged(GuardEvent):
     """The breaker ``key`` moved from ``old`` to ``new`` (``"CLOSED"``/``"OPEN"``/``"HALF_OPEN"``);
     ``retry_after``: seconds until a probe is allowed when OPEN."""
@@ -409,6 +424,7 @@ __all__ = [
     "ObservedDelay",
     "PaceLearned",
     "ReconnectAttempt",
+    "ReconnectGaveUp",
     "ReconnectSucceeded",
     "RequestFinished",
     "RequestLimited",

@@ -195,7 +195,8 @@ class GuardState:
 
     def pacer(self, dc_id: int | None) -> Any:
         """The reconnect pacer shared by this guard's senders to DC ``dc_id`` (``None``: the
-        main sender), built from ``config.reconnect_pacing``; ``None`` if unavailable."""
+        main sender), built from ``config.reconnect_pacing``, ``reconnect_backoff_base``,
+        ``reconnect_backoff_cap`` and ``reconnect_jitter``; ``None`` if unavailable."""
         key = dc_id if dc_id is not None else 0
         pacer = self._pacers.get(key)
         if pacer is None:
@@ -203,8 +204,17 @@ class GuardState:
                 from .reconnect import ReconnectPacer
             except ImportError:
                 return None
-            windows = getattr(self.config, "reconnect_pacing", None)
-            pacer = ReconnectPacer(windows) if windows else ReconnectPacer()
+            cfg = self.config
+            windows = getattr(cfg, "reconnect_pacing", None)
+            backoff = {
+                kw: getattr(cfg, name)
+                for kw, name in (("backoff_base", "reconnect_backoff_base"),
+                                 ("backoff_cap", "reconnect_backoff_cap"),
+                                 ("jitter", "reconnect_jitter"))
+                if hasattr(cfg, name)
+            }
+            pacer = (ReconnectPacer(windows, **backoff) if windows
+                     else ReconnectPacer(**backoff))
             self._pacers[key] = pacer
         return pacer
 
@@ -519,8 +529,8 @@ def make_sender(
     client: TelegramClient, state: GuardState, auth_key: Any, dc_id: int | None, **kwargs: Any
 ) -> MTProtoSender:
     """A sender for ``client`` with Telethon's arguments plus the guard's extras (events,
-    a reconnect pacer per DC built from ``config.reconnect_pacing``, DC id, account) that the
-    sender class accepts."""
+    a reconnect pacer per DC built from ``config.reconnect_pacing`` and the backoff settings,
+    ``config.max_reconnect_seconds``, DC id, account) that the sender class accepts."""
     cls = sender_class()
     accepted = inspect.signature(cls.__init__).parameters
     extras: dict[str, Any] = {}
@@ -532,6 +542,8 @@ def make_sender(
         extras["dc_id"] = dc_id if dc_id is not None else client.session.dc_id
     if "account" in accepted:
         extras["account"] = account_key(client, state)
+    if "max_reconnect_seconds" in accepted and hasattr(state.config, "max_reconnect_seconds"):
+        extras["max_reconnect_seconds"] = state.config.max_reconnect_seconds
     if "pacer" in accepted:
         pacer = state.pacer(dc_id)
         if pacer is not None:

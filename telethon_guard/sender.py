@@ -69,7 +69,13 @@ from .errors import (
     GuardError,
     TransportFloodError,
 )
-from .events import GuardEvent, ReconnectAttempt, ReconnectSucceeded, TransportErrorEvent
+from .events import (
+    GuardEvent,
+    ReconnectAttempt,
+    ReconnectGaveUp,
+    ReconnectSucceeded,
+    TransportErrorEvent,
+)
 from .reconnect import ReconnectPacer
 
 __all__ = ["GuardedMTProtoSender", "framing_of"]
@@ -200,7 +206,8 @@ class GuardedMTProtoSender(MTProtoSender):
         connect to the same address.
     :param events: an :class:`~telethon_guard.events.EventBus` (anything with ``emit(event)``)
         or ``None``. Emits :class:`TransportErrorEvent`, :class:`ReconnectAttempt`,
-        :class:`ReconnectSucceeded`.
+        :class:`ReconnectSucceeded`, :class:`ReconnectGaveUp` (the bus logs it as a warning;
+        without a bus the sender logs the warning itself).
     :param dc_id: the DC this sender talks to (events and ``AuthKeyInvalidError.dc_id``).
     :param account: the guard's account key for events, or ``None``.
     :param max_reconnect_seconds: seconds (monotonic, counted from the first failure since the
@@ -673,8 +680,12 @@ class GuardedMTProtoSender(MTProtoSender):
             return
         self._given_up = True
         n = self._fail_requests(lambda: self._give_up_error(cause))
-        self._log.warning("DC %s: no reconnect within %s s; failed %d pending call(s), new calls "
-                          "fail fast until reconnected", self.dc_id, self._max_reconnect, n)
+        if self._events is None:
+            self._log.warning("DC %s: no reconnect within %s s; failed %d pending call(s), new "
+                              "calls fail fast until reconnected", self.dc_id,
+                              self._max_reconnect, n)
+        self._emit(ReconnectGaveUp(dc_id=self.dc_id, seconds=self._max_reconnect,
+                                   failed_calls=n, code=self._last_code, account=self.account))
 
     async def _disconnect(self, error: BaseException | None = None) -> None:
         """End the connection for good. In-flight and queued calls fail with the typed error

@@ -130,3 +130,98 @@ def test_replace_validates_again() -> None:
 def test_field_names_lists_every_setting() -> None:
     names = GuardConfig.field_names()
     assert {"deadline", "max_flood_wait", "observe_only", "storage", "on_event"} <= names
+
+
+# ---- reconnect settings (TDLib ConnectionCreator) ------------------------------------------
+
+
+def test_reconnect_defaults_match_the_sender_and_pacer_defaults() -> None:
+    import inspect
+
+    from telethon_guard.reconnect import ReconnectPacer
+    from telethon_guard.sender import GuardedMTProtoSender
+
+    c = GuardConfig()
+    assert (c.reconnect_backoff_base, c.reconnect_backoff_cap, c.reconnect_jitter) == (
+        1.0, 16.0, 0.25)
+    assert c.max_reconnect_seconds == 60.0
+    pacer = inspect.signature(ReconnectPacer.__init__).parameters
+    assert pacer["backoff_base"].default == c.reconnect_backoff_base
+    assert pacer["backoff_cap"].default == c.reconnect_backoff_cap
+    assert pacer["jitter"].default == c.reconnect_jitter
+    sender = inspect.signature(GuardedMTProtoSender.__init__).parameters
+    assert sender["max_reconnect_seconds"].default == c.max_reconnect_seconds
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("reconnect_backoff_base", 0),
+        ("reconnect_backoff_base", -1.0),
+        ("reconnect_backoff_base", float("nan")),
+        ("reconnect_backoff_base", "1"),
+        ("reconnect_backoff_cap", 0),
+        ("reconnect_backoff_cap", float("inf")),
+        ("reconnect_jitter", -0.1),
+        ("reconnect_jitter", 1.5),
+        ("reconnect_jitter", True),
+        ("max_reconnect_seconds", 0),
+        ("max_reconnect_seconds", -5),
+        ("max_reconnect_seconds", float("inf")),
+        ("max_reconnect_seconds", "60"),
+    ],
+)
+def test_bad_reconnect_settings_name_the_field(field: str, value: Any) -> None:
+    with pytest.raises(GuardConfigError) as info:
+        GuardConfig(**{field: value})
+    assert info.value.field == field
+
+
+def test_reconnect_backoff_cap_below_base_is_refused() -> None:
+    with pytest.raises(GuardConfigError) as info:
+        GuardConfig(reconnect_backoff_base=4.0, reconnect_backoff_cap=2.0)
+    assert info.value.field == "reconnect_backoff_cap"
+    c = GuardConfig(reconnect_backoff_base=2, reconnect_backoff_cap=2, reconnect_jitter=0,
+                    max_reconnect_seconds=None)
+    assert (c.reconnect_backoff_base, c.reconnect_backoff_cap, c.reconnect_jitter) == (
+        2.0, 2.0, 0.0)
+    assert c.max_reconnect_seconds is None
+    assert GuardConfig(reconnect_jitter=1).reconnect_jitter == 1.0
+
+
+def test_reconnect_settings_reach_the_clients_sender_and_pacer() -> None:
+    from telethon.sessions import StringSession
+
+    from telethon_guard.client import GuardedTelegramClient
+    from telethon_guard.sender import GuardedMTProtoSender
+
+    client = GuardedTelegramClient(
+        StringSession(), 1, "x", max_reconnect_seconds=5, reconnect_backoff_base=0.5,
+        reconnect_backoff_cap=4, reconnect_jitter=0.0, reconnect_pacing=((1, 0.5), (2, 2.0)))
+    sender = client._sender
+    assert isinstance(sender, GuardedMTProtoSender)
+    assert sender._max_reconnect == 5.0
+    pacer = sender.pacer
+    assert pacer._windows == ((1, 0.5), (2, 2.0))
+    assert (pacer._backoff_base, pacer._backoff_cap, pacer._jitter) == (0.5, 4.0, 0.0)
+    # jitter 0: the backoff after each consecutive failure is exactly base * 2**(n-1), capped
+    assert [pacer.record_failure() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+    default = GuardedTelegramClient(StringSession(), 1, "x")._sender
+    assert isinstance(default, GuardedMTProtoSender)
+    assert default._max_reconnect == 60.0
+    assert (default.pacer._backoff_base, default.pacer._backoff_cap,
+            default.pacer._jitter) == (1.0, 16.0, 0.25)
+    never = GuardedTelegramClient(StringSession(), 1, "x", max_reconnect_seconds=None)._sender
+    assert isinstance(never, GuardedMTProtoSender)
+    assert never._max_reconnect is None
+
+
+def test_bad_reconnect_setting_fails_at_client_construction() -> None:
+    from telethon.sessions import StringSession
+
+    from telethon_guard.client import GuardedTelegramClient
+
+    with pytest.raises(GuardConfigError) as info:
+        GuardedTelegramClient(StringSession(), 1, "x", reconnect_jitter=2)
+    assert info.value.field == "reconnect_jitter"
