@@ -32,6 +32,7 @@ from .events import (
     GuardEvent,
     ReconnectAttempt,
     ReconnectSucceeded,
+    RequestFinished,
     RequestLimited,
     RetriesExhausted,
     RetryScheduled,
@@ -89,6 +90,8 @@ class StatsCollector:
         self.reconnecting: dict[int | None, int] = {}
 
     def __call__(self, event: GuardEvent) -> None:
+        if type(event) is RequestFinished:  # one per call: counted by the pipeline already
+            return
         if isinstance(event, RetryScheduled):
             _bump(self.retries, event.method or "unknown")
         elif isinstance(event, FloodWaitStarted):

@@ -90,6 +90,7 @@ class PrometheusMetrics:
         self.registry = registry if registry is not None else pc.REGISTRY
         reg = self.registry
         self._methods = MethodLabels()
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.requests = pc.Counter(
             "telethon_guard_requests", "Telegram calls that went through the guard, by outcome.",
             ["method", "outcome"], registry=reg)
@@ -146,10 +147,17 @@ class PrometheusMetrics:
         return attach_to(client, self)
 
     def __call__(self, event: GuardEvent) -> None:
-        if isinstance(event, RequestFinished):
-            method = self._methods(event.method)
-            self.requests.labels(method, event.outcome).inc()
-            self.request_duration.labels(method).observe(event.duration)
+        if type(event) is RequestFinished:  # the per-call path: cached label children
+            key = (event.method, event.outcome)
+            children = self._children.get(key)
+            if children is None:
+                method = self._methods(event.method)
+                children = (self.requests.labels(method, event.outcome),
+                            self.request_duration.labels(method))
+                if len(self._children) < 4096:
+                    self._children[key] = children
+            children[0].inc()
+            children[1].observe(event.duration)
         elif isinstance(event, FloodWaitStarted):
             if event.from_server:
                 self.flood_wait.labels(self._methods(event.method)).observe(event.seconds)
