@@ -1,10 +1,43 @@
-"""Make ``examples`` importable however pytest is started (``pytest`` or ``python -m pytest``)."""
+"""Shared by tests/observability: ``examples`` importable however pytest is started, and no
+"exception was never retrieved" may be logged by a test (checked after ``gc.collect()``)."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_stray_futures() -> Iterator[None]:
+    handler = _Collect()
+    loggers = [logging.getLogger("asyncio"), logging.getLogger("telethon_guard")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield
+        gc.collect()
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    strays = [r.getMessage().splitlines()[0] for r in handler.records
+              if "never retrieved" in r.getMessage() or "stray Telethon future" in r.getMessage()]
+    if strays:
+        pytest.fail(f"stray future/task exceptions: {strays}")
