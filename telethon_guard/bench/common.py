@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from telethon import TelegramClient
 
 from telethon_guard.bench.serverproc import ServerProcess
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 20.0
 DISCONNECT_TIMEOUT = 10.0
@@ -44,6 +47,34 @@ async def make_clients(
     return [srv.client(cls, s, **kwargs) for s, _ in sessions], [a for _, a in sessions]
 
 
+async def bounded(aw: Awaitable[T], seconds: float) -> T:
+    """Await ``aw`` for at most ``seconds``; on expiry raise :class:`BenchTimeout`.
+
+    Not ``asyncio.wait_for``'s ``TimeoutError``: the guard's own
+    :class:`~telethon_guard.errors.DeadlineExceeded` is a ``TimeoutError`` too, and the bench
+    must tell "the guard gave up at its deadline" from "the bench's time box cut the call".
+    """
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait((task,), timeout=seconds)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise BenchTimeout(seconds)
+    return task.result()
+
+
+class BenchTimeout(Exception):
+    """A call outlived the bench's time box (``seconds``)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer in {seconds:g} s")
+        self.seconds = seconds
+
+
 def error_name(exc: BaseException) -> str:
-    """Short name of an error for tables: ``FloodWaitError``, ``ConnectionError``..."""
+    """Short name of an error for tables: ``FloodWaitError``, ``ConnectionError``...; a
+    :class:`BenchTimeout` reads "no answer in N s"."""
+    if isinstance(exc, BenchTimeout):
+        return str(exc)
     return type(exc).__name__

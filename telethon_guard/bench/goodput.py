@@ -29,6 +29,8 @@ from telethon import TelegramClient, functions, types
 from telethon.tl.tlobject import TLRequest
 
 from telethon_guard.bench.common import (
+    BenchTimeout,
+    bounded,
     connect,
     disconnect_all,
     error_name,
@@ -124,8 +126,8 @@ async def _callers(client: Any, stop_at: float, errors: Counter[str]) -> None:
             if left <= 0:
                 return
             try:
-                await asyncio.wait_for(client(make()), left + 1.0)
-            except asyncio.TimeoutError:
+                await bounded(client(make()), left + 1.0)
+            except BenchTimeout:
                 return
             except Exception as e:
                 # A well-behaved caller: honour a flood wait that reached it, back off a
