@@ -31,6 +31,7 @@ from .events import (
     FloodWaitStarted,
     GuardEvent,
     ReconnectAttempt,
+    ReconnectGaveUp,
     ReconnectSucceeded,
     RequestFinished,
     RequestLimited,
@@ -61,7 +62,8 @@ class StatsCollector:
       sum of the waits announced; ``flood_blocked``: ``{method: calls refused at once}``.
     * ``limited``: calls the rate limiter delayed; ``limited_seconds``: total delay.
     * ``transport_errors``: ``{code: count}`` (negative codes, e.g. ``-429``).
-    * ``reconnect_attempts``, ``reconnects`` (successful), ``stray_futures``,
+    * ``reconnect_attempts``, ``reconnects`` (successful), ``reconnect_give_ups`` (pending
+      calls failed after ``max_reconnect_seconds``), ``stray_futures``,
       ``deadline_exceeded``, ``breaker_transitions``.
     * ``breakers``: ``{key: last state seen}``; ``reconnecting``: ``{dc_id: attempts}`` of DCs
       with a reconnect attempt and no success since (``None`` key: unknown DC).
@@ -69,7 +71,8 @@ class StatsCollector:
 
     __slots__ = ("breaker_transitions", "breakers", "deadline_exceeded", "flood_blocked",
                  "flood_wait_seconds", "flood_waits", "limited", "limited_seconds",
-                 "reconnect_attempts", "reconnecting", "reconnects", "retries",
+                 "reconnect_attempts", "reconnect_give_ups", "reconnecting", "reconnects",
+                 "retries",
                  "retries_exhausted", "stray_futures", "transport_errors")
 
     def __init__(self) -> None:
@@ -83,6 +86,7 @@ class StatsCollector:
         self.transport_errors: Counter[int] = Counter()
         self.reconnect_attempts = 0
         self.reconnects = 0
+        self.reconnect_give_ups = 0
         self.stray_futures = 0
         self.deadline_exceeded = 0
         self.breaker_transitions = 0
@@ -114,6 +118,8 @@ class StatsCollector:
         elif isinstance(event, ReconnectSucceeded):
             self.reconnects += 1
             self.reconnecting.pop(event.dc_id, None)
+        elif isinstance(event, ReconnectGaveUp):
+            self.reconnect_give_ups += 1
         elif isinstance(event, StrayFutureRetrieved):
             self.stray_futures += 1
         elif isinstance(event, DeadlineExceededEvent):
@@ -136,7 +142,8 @@ class GuardStats:
     * ``flood_wait_seconds``: sum of flood waits announced to waiting calls (s).
     * ``limited`` / ``limited_seconds``: calls the limiter delayed, and the total delay (s).
     * ``transport_errors``: ``{code: count}``, e.g. ``{-429: 3}``.
-    * ``reconnect_attempts``, ``reconnects``, ``stray_futures``, ``deadline_exceeded``,
+    * ``reconnect_attempts``, ``reconnects``, ``reconnect_give_ups``, ``stray_futures``,
+      ``deadline_exceeded``,
       ``retries_exhausted``, ``breaker_transitions``: counts.
     * ``available``: ``client.guard.available`` at the time of the snapshot.
     """
@@ -155,6 +162,7 @@ class GuardStats:
     transport_errors: dict[int, int] = field(default_factory=dict)
     reconnect_attempts: int = 0
     reconnects: int = 0
+    reconnect_give_ups: int = 0
     stray_futures: int = 0
     deadline_exceeded: int = 0
     retries_exhausted: int = 0
@@ -206,6 +214,7 @@ def snapshot(pipeline: Any, collector: StatsCollector | None,
         transport_errors=dict(c.transport_errors),
         reconnect_attempts=c.reconnect_attempts,
         reconnects=c.reconnects,
+        reconnect_give_ups=c.reconnect_give_ups,
         stray_futures=c.stray_futures,
         deadline_exceeded=c.deadline_exceeded,
         retries_exhausted=c.retries_exhausted,

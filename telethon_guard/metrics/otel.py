@@ -25,6 +25,7 @@ name                                        kind                 unit  attribute
 ``telethon_guard_transport_errors``         Counter              1     code
 ``telethon_guard_reconnect_attempts``       Counter              1
 ``telethon_guard_reconnects``               Counter              1
+``telethon_guard_reconnect_give_ups``       Counter              1
 ``telethon_guard_stray_futures``            Counter              1
 ``telethon_guard_deadline_exceeded``        Counter              1     stage
 ``telethon_guard_loop_lag``                 ObservableGauge      s     (with a monitor)
@@ -45,6 +46,7 @@ from ..events import (
     FloodWaitStarted,
     GuardEvent,
     ReconnectAttempt,
+    ReconnectGaveUp,
     ReconnectSucceeded,
     RequestFinished,
     RequestLimited,
@@ -129,6 +131,9 @@ class OpenTelemetryMetrics:
         self.reconnects = meter.create_counter(
             "telethon_guard_reconnects", unit="1",
             description="Reconnects that succeeded (the server answered).")
+        self.reconnect_give_ups = meter.create_counter(
+            "telethon_guard_reconnect_give_ups", unit="1",
+            description="Outages longer than max_reconnect_seconds: pending calls failed.")
         self.stray_futures = meter.create_counter(
             "telethon_guard_stray_futures", unit="1",
             description="Exceptions of Telethon futures nobody awaited, retrieved by the guard.")
@@ -186,6 +191,8 @@ class OpenTelemetryMetrics:
             self.reconnect_attempts.add(1)
         elif isinstance(event, ReconnectSucceeded):
             self.reconnects.add(1)
+        elif isinstance(event, ReconnectGaveUp):
+            self.reconnect_give_ups.add(1)
         elif isinstance(event, StrayFutureRetrieved):
             self.stray_futures.add(1)
         elif isinstance(event, DeadlineExceededEvent):

@@ -27,6 +27,8 @@ names, outcome categories, transport error codes, deadline stages and breaker ke
 * ``telethon_guard_transport_errors_total{code}`` (counter): transport errors (``-429``...)
 * ``telethon_guard_reconnect_attempts_total`` / ``telethon_guard_reconnects_total``
   (counters): paced reconnect attempts / reconnects that succeeded
+* ``telethon_guard_reconnect_give_ups_total`` (counter): outages longer than
+  ``max_reconnect_seconds`` (pending calls failed, new calls fail fast until reconnected)
 * ``telethon_guard_stray_futures_total`` (counter): stray exceptions retrieved
 * ``telethon_guard_deadline_exceeded_total{stage}`` (counter): deadline hits by stage
 * ``telethon_guard_loop_lag_seconds`` (gauge): event-loop lag (with a monitor)
@@ -43,6 +45,7 @@ from ..events import (
     FloodWaitStarted,
     GuardEvent,
     ReconnectAttempt,
+    ReconnectGaveUp,
     ReconnectSucceeded,
     RequestFinished,
     RequestLimited,
@@ -124,6 +127,10 @@ class PrometheusMetrics:
         self.reconnects = pc.Counter(
             "telethon_guard_reconnects", "Reconnects that succeeded (the server answered).",
             registry=reg)
+        self.reconnect_give_ups = pc.Counter(
+            "telethon_guard_reconnect_give_ups",
+            "Outages longer than max_reconnect_seconds: pending calls failed, new ones fail fast.",
+            registry=reg)
         self.stray_futures = pc.Counter(
             "telethon_guard_stray_futures",
             "Exceptions of Telethon futures nobody awaited, retrieved by the guard.",
@@ -178,6 +185,8 @@ class PrometheusMetrics:
             self.reconnect_attempts.inc()
         elif isinstance(event, ReconnectSucceeded):
             self.reconnects.inc()
+        elif isinstance(event, ReconnectGaveUp):
+            self.reconnect_give_ups.inc()
         elif isinstance(event, StrayFutureRetrieved):
             self.stray_futures.inc()
         elif isinstance(event, DeadlineExceededEvent):

@@ -21,6 +21,7 @@ from telethon_guard.events import (
     FloodWaitStarted,
     GuardEvent,
     ReconnectAttempt,
+    ReconnectGaveUp,
     ReconnectSucceeded,
     RequestFinished,
     RequestLimited,
@@ -50,6 +51,7 @@ STORY: list[GuardEvent] = [
     TransportErrorEvent(-404, "raw", 2),
     ReconnectAttempt(2, 1, 1.0),
     ReconnectSucceeded(2, 1, 1.5),
+    ReconnectGaveUp(2, 60.0, 3, -429),
     StrayFutureRetrieved("loop_handler:future", "InvalidBufferError"),
     DeadlineExceededEvent("messages.getHistory", 5.0, "flood"),
     BreakerStateChanged(KEY, "CLOSED", "OPEN", 5.0),
@@ -106,6 +108,7 @@ def test_prometheus_names_units_and_values() -> None:
     assert v("telethon_guard_transport_errors_total", {"code": "-404"}) == 1
     assert v("telethon_guard_reconnect_attempts_total") == 1
     assert v("telethon_guard_reconnects_total") == 1
+    assert v("telethon_guard_reconnect_give_ups_total") == 1
     assert v("telethon_guard_stray_futures_total") == 1
     assert v("telethon_guard_deadline_exceeded_total", {"stage": "flood"}) == 1
     assert v("telethon_guard_breaker_state", {"key": KEY}) == 2
@@ -177,6 +180,7 @@ def test_opentelemetry_instruments_and_values() -> None:
     assert flood.count == 1 and flood.sum == 7.0
     assert value("telethon_guard_transport_errors", code="-429").value == 2
     assert value("telethon_guard_reconnects").value == 1
+    assert value("telethon_guard_reconnect_give_ups").value == 1
     assert value("telethon_guard_stray_futures").value == 1
     assert value("telethon_guard_breaker_state", key=KEY).value == 2
     assert value("telethon_guard_deadline_exceeded", stage="flood").value == 1
