@@ -40,13 +40,18 @@ _LAZY = {
     "Pipeline": ".pipeline",
     "install_exception_handler": ".loop",
     "LoopLagMonitor": ".loop",
+    "with_fallback": ".health",
+    "fallback": ".health",
+    "GuardStats": ".stats",
 }
 
 if TYPE_CHECKING:
     from .client import GuardedTelegramClient
     from .config import GuardConfig
+    from .health import fallback, with_fallback
     from .loop import LoopLagMonitor, install_exception_handler
     from .pipeline import Pipeline
+    from .stats import GuardStats
 
 
 def __getattr__(name: str) -> Any:
@@ -75,6 +80,7 @@ __all__ = [
     "GuardConnectionError",
     "GuardError",
     "GuardState",
+    "GuardStats",
     "GuardedTelegramClient",
     "LoopLagMonitor",
     "Pipeline",
@@ -82,6 +88,8 @@ __all__ = [
     "StorageUnavailableError",
     "TransportFloodError",
     "__version__",
+    "fallback",
     "guard",
     "install_exception_handler",
+    "with_fallback",
 ]
