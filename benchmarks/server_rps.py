@@ -2,8 +2,9 @@
 
 The server runs in its own process (``python -m telethon_guard.testing serve``); the load
 comes from ``--procs`` other processes, each with ``--clients`` plain ``TelegramClient``s
-keeping ``--inflight`` ``help.getNearestDc`` requests in flight each (Telethon packs them
-into containers), for ``--seconds``. Reported:
+keeping ``--inflight`` requests in flight each (Telethon packs them into containers), for
+``--seconds``. ``--request``: ``nearest`` (``help.getNearestDc``, default), ``ping`` (answered
+by the MTProto layer) or ``history`` (``messages.getHistory`` of 20 messages). Reported:
 
 * ``rps``: replies received per second of wall time (all client processes together);
 * ``server_cpu``: CPU seconds the server process used per wall second (1.0 = one full core);
@@ -35,11 +36,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def _request(kind: str) -> Any:
+    from telethon.tl import functions, types
+
+    if kind == "nearest":
+        return functions.help.GetNearestDcRequest()
+    if kind == "ping":
+        return functions.PingRequest(ping_id=1)
+    if kind == "history":  # 20 generated messages of @news per reply
+        return functions.messages.GetHistoryRequest(
+            types.InputPeerChannel(0, 0), 0, None, 0, 20, 0, 0, 0)
+    raise SystemExit(f"unknown --request {kind!r}")
+
+
 async def _load(doc: dict[str, Any], sessions: list[str], inflight: int, seconds: float,
-                start_at: float) -> int:
+                start_at: float, kind: str) -> int:
     from telethon import TelegramClient
     from telethon.sessions import StringSession
-    from telethon.tl.functions.help import GetNearestDcRequest
 
     clients = [
         TelegramClient(StringSession(s), doc["api_id"], doc["api_hash"], receive_updates=False)
@@ -50,9 +63,12 @@ async def _load(doc: dict[str, Any], sessions: list[str], inflight: int, seconds
     await asyncio.sleep(max(0.0, start_at - time.time()))
     deadline = time.monotonic() + seconds
 
+    req = _request(kind)
+    if kind == "history":
+        req.peer = await clients[0].get_input_entity("news")
+
     async def worker(client: TelegramClient) -> None:
         nonlocal done
-        req = GetNearestDcRequest()
         while time.monotonic() < deadline:
             await asyncio.wait_for(client(req), 30)
             done += 1
@@ -64,8 +80,8 @@ async def _load(doc: dict[str, Any], sessions: list[str], inflight: int, seconds
 
 
 def _proc(doc: dict[str, Any], sessions: list[str], inflight: int, seconds: float,
-          start_at: float, out: Any) -> None:
-    out.put(asyncio.run(_load(doc, sessions, inflight, seconds, start_at)))
+          start_at: float, kind: str, out: Any) -> None:
+    out.put(asyncio.run(_load(doc, sessions, inflight, seconds, start_at, kind)))
 
 
 def main() -> None:
@@ -74,6 +90,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4, help="TelegramClients per process")
     ap.add_argument("--inflight", type=int, default=64, help="requests in flight per client")
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--request", default="nearest", choices=["nearest", "ping", "history"],
+                    help="help.getNearestDc (default), ping, or messages.getHistory limit 20")
     ap.add_argument("--json", action="store_true", help="print the result as JSON only")
     ap.add_argument("--log", action="store_true", help="keep the server's request log")
     args = ap.parse_args()
@@ -99,7 +117,7 @@ def main() -> None:
             start_at = time.time() + 2.0 + 0.5 * args.procs  # all connected by then
             procs = [
                 mp.Process(target=_proc, args=(doc, sessions[i::args.procs], args.inflight,
-                                               args.seconds, start_at, q))
+                                               args.seconds, start_at, args.request, q))
                 for i in range(args.procs)
             ]
             for p in procs:
@@ -127,6 +145,7 @@ def main() -> None:
         "procs": args.procs,
         "clients": n_sessions,
         "inflight_per_client": args.inflight,
+        "request": args.request,
     }
     if args.json:
         print(json.dumps(result))
