@@ -33,7 +33,11 @@ gives back ``pace_decay`` of the period (like gotd's floodwait middleware decayi
 success), and the pace is dropped once its period falls under 1 s. Waits under 2 s
 (FLOOD_WAIT_0/1) teach no first pace.
 The rate limiter applies the pace as an extra window ``acct:<a>/pace:<m>``, so a loop at an
-unknown server limit converges instead of hitting it again and again.
+unknown server limit converges instead of hitting it again and again. A wait the pace imposes is
+a flood wait to the caller: when it does not fit ``min(max_flood_wait, time left until the
+deadline)`` the limiter raises ``FloodWaitBlocked`` (``from_server=False``, the pace's seconds,
+scope ``acct:<a>/method:<m>``) at once, without waiting (see
+:class:`~telethon_guard.limiter.RateLimitLayer`).
 """
 
 from __future__ import annotations

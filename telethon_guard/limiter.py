@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from .call import CallInfo
 from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
-from .errors import DeadlineExceeded
-from .events import EventBus, ObservedDelay, RequestLimited, redact_peer
+from .errors import DeadlineExceeded, FloodWaitBlocked
+from .events import EventBus, FloodBlocked, ObservedDelay, RequestLimited, redact_peer
 from .storage import GuardStorage, LimitSpec
 
 if TYPE_CHECKING:
@@ -189,6 +189,35 @@ class RateLimiter:
             self._events.emit(RequestLimited(self._key_name(specs), waited, method, account))
         return waited
 
+    async def _release_now(self, specs: Sequence[LimitSpec], token: Any) -> None:
+        """Give a reservation back and wait until it is gone (no waiter moves up)."""
+        local = self._local
+        if local is not None:
+            local.release_sync(specs, token)
+        else:
+            await self._storage.release(specs, token)
+
+    async def _delay_of(self, specs: Sequence[LimitSpec]) -> float:
+        """Seconds until a slot is free in every window of ``specs``, reserving nothing."""
+        local = self._local
+        if local is not None and hasattr(local, "delay_sync"):
+            delay: float = local.delay_sync(specs)
+            return delay
+        res = await self._storage.reserve(specs)
+        await self._storage.release(specs, res[1])
+        return max(0.0, res[0])
+
+    def _pace_blocked(self, call: CallInfo, seconds: float) -> FloodWaitBlocked:
+        """The error (and :class:`FloodBlocked` event) for a learned pace's wait that does not
+        fit: the scope is the method's FLOOD_WAIT scope ``acct:<a>/method:<m>``."""
+        scope = f"acct:{call.account}/method:{call.method}"
+        if self.redact:
+            scope = redact_peer(scope)
+        if self._events is not None:
+            self._events.emit(FloodBlocked(call.method, scope, seconds, False, call.account))
+        return FloodWaitBlocked(call.request, seconds, method=call.method, scope=scope,
+                                from_server=False)
+
     def _arm(self, w: _Waiter) -> None:
         fut = w.fut
 
@@ -244,47 +273,92 @@ class RateLimiter:
 
 
 class LimitKeys:
-    """Builds the :class:`LimitSpec` list of a call from :class:`GuardConfig`.
+    """Builds the :class:`LimitSpec` tuple of a call from :class:`GuardConfig`.
 
     Keys: ``acct:<a>`` (rate_limits), ``acct:<a>/dc:<d>/method:<m>`` (method_limits),
     ``acct:<a>/sends`` (send_limits), ``acct:<a>/peer:<id>`` (per-peer, bounded) and
-    ``acct:<a>/pace:<m>`` (adaptive pace from ``pace_of(account, method)``).
+    ``acct:<a>/pace:<m>`` (adaptive pace from ``pace_of(account, method)``, always last).
+
+    The specs that depend only on (account, DC, method) are built once and cached (at most
+    ``max_cached`` entries; the cache is cleared when full), so a call with no per-peer limit
+    and no learned pace costs one dict lookup and allocates nothing.
     """
 
-    __slots__ = ("_cfg", "_pace_of")
+    __slots__ = ("_base", "_cfg", "_pace_of", "_sends", "max_cached")
 
     def __init__(self, config: GuardConfig,
-                 pace_of: Callable[[str, str], Windows | None] | None = None) -> None:
+                 pace_of: Callable[[str, str], Windows | None] | None = None, *,
+                 max_cached: int = 8192) -> None:
         self._cfg = config
         self._pace_of = pace_of
+        self._sends = bool(config.send_limits or config.peer_limits_private
+                           or config.peer_limits_group)
+        self._base: dict[tuple[Any, Any, str], tuple[LimitSpec, ...]] = {}
+        self.max_cached = max_cached
 
-    def specs(self, call: CallInfo) -> list[LimitSpec]:
+    @property
+    def config(self) -> GuardConfig:
+        return self._cfg
+
+    def _build(self, account: Any, dc_id: Any, method: str) -> tuple[LimitSpec, ...]:
         cfg = self._cfg
-        a = call.account
         out: list[LimitSpec] = []
         if cfg.rate_limits:
-            out.append(LimitSpec(f"acct:{a}", cfg.rate_limits))
-        mw = cfg.method_limits.get(call.method)
+            out.append(LimitSpec(f"acct:{account}", cfg.rate_limits))
+        mw = cfg.method_limits.get(method)
         if mw:
-            out.append(LimitSpec(f"acct:{a}/dc:{call.dc_id}/method:{call.method}", mw))
-        if (cfg.send_limits or cfg.peer_limits_private or cfg.peer_limits_group) and is_send(
-                call):
+            out.append(LimitSpec(f"acct:{account}/dc:{dc_id}/method:{method}", mw))
+        base = tuple(out)
+        cache = self._base
+        if len(cache) >= self.max_cached:
+            cache.clear()
+        cache[(account, dc_id, method)] = base
+        return base
+
+    def specs(self, call: CallInfo) -> tuple[LimitSpec, ...]:
+        """The call's limits; an adaptive pace, when learned, is the last one."""
+        a = call.account
+        m = call.method
+        base = self._base.get((a, call.dc_id, m))
+        if base is None:
+            base = self._build(a, call.dc_id, m)
+        if self._sends and call.peer is not None and is_send(call):
+            cfg = self._cfg
+            extra: list[LimitSpec] = []
             if cfg.send_limits:
-                out.append(LimitSpec(f"acct:{a}/sends", cfg.send_limits))
+                extra.append(LimitSpec(f"acct:{a}/sends", cfg.send_limits))
             peer = call.peer
-            assert peer is not None
             pw = cfg.peer_limits_private if is_private_peer(peer) else cfg.peer_limits_group
             if pw:
-                out.append(LimitSpec(f"acct:{a}/{peer}", pw, True))
-        if self._pace_of is not None:
-            pace = self._pace_of(a, call.method)
+                extra.append(LimitSpec(f"acct:{a}/{peer}", pw, True))
+            if extra:
+                base = base + tuple(extra)
+        pace_of = self._pace_of
+        if pace_of is not None:
+            pace = pace_of(a, m)
             if pace:
-                out.append(LimitSpec(pace_key(a, call.method), pace))
-        return out
+                base = (*base, LimitSpec(pace_key(a, m), pace))
+        return base
+
+    def pace_spec(self, call: CallInfo, specs: Sequence[LimitSpec]) -> LimitSpec | None:
+        """The adaptive-pace spec among ``specs`` (built by :meth:`specs`), or ``None``."""
+        if self._pace_of is None or not specs:
+            return None
+        last = specs[-1]
+        return last if last.key == pace_key(call.account, call.method) else None
 
 
 class RateLimitLayer:
-    """Pipeline layer: wait for the call's slot (within its deadline), then ``call_next``."""
+    """Pipeline layer: wait for the call's slot (within its deadline), then ``call_next``.
+
+    A wait imposed by a *learned* pace (adaptive pacing after a FLOOD_WAIT) is a flood wait
+    in the caller's terms: when the pace alone makes the call wait longer than
+    ``min(max_flood_wait, time left until the deadline)`` the call fails at once with
+    :class:`~telethon_guard.errors.FloodWaitBlocked` (``from_server=False``, ``seconds`` = the
+    pace's wait, scope ``acct:<a>/method:<m>``), like a FLOOD_WAIT recorded in the ledger. A
+    wait imposed by configured limits that cannot fit the deadline raises ``DeadlineExceeded``
+    at once. Either way nothing is waited and the reserved slot is given back.
+    """
 
     __slots__ = ("keys", "limiter")
 
@@ -294,8 +368,10 @@ class RateLimitLayer:
 
     async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
                      ) -> Any:
-        """Wait for the call's slot, then run ``call_next``. Raises ``DeadlineExceeded`` at
-        once when the slot lies beyond ``call.deadline_at``; cancellation gives it back."""
+        """Wait for the call's slot, then run ``call_next``. Raises ``FloodWaitBlocked`` at
+        once when a learned pace's wait does not fit ``max_flood_wait`` or the deadline,
+        ``DeadlineExceeded`` at once when the slot lies beyond ``call.deadline_at``;
+        cancellation gives the slot back."""
         call = ctx.call
         specs = self.keys.specs(call)
         if specs:
@@ -303,15 +379,44 @@ class RateLimitLayer:
             reserve = lim._reserve
             if reserve is not None:
                 res = reserve(specs, lim.observe)
-                if res[0] > 0:
-                    ctx.stage = "limiter"
-                    await lim._wait(specs, res, call.deadline_at, call.method, call.account,
-                                    ctx.budget)
             else:
+                res = await lim._storage.reserve(specs, observe=lim.observe)
+            if res[0] > 0:
                 ctx.stage = "limiter"
-                await lim.acquire(specs, deadline_at=call.deadline_at, method=call.method,
-                                  account=call.account, budget=ctx.budget)
+                if not lim.observe:
+                    res = await self._check_pace(ctx, specs, res)
+                await lim._wait(specs, res, call.deadline_at, call.method, call.account,
+                                ctx.budget)
         return await call_next(ctx)
+
+    async def _check_pace(self, ctx: CallContext, specs: Sequence[LimitSpec],
+                          res: tuple[float, Any]) -> tuple[float, Any]:
+        """Slow path (the call must wait): fail with ``FloodWaitBlocked`` when a learned pace
+        alone imposes a wait that does not fit; else return the reservation to wait for."""
+        call = ctx.call
+        delay = res[0]
+        pace = self.keys.pace_spec(call, specs)
+        if pace is None:
+            return res
+        lim = self.limiter
+        cap = call.max_flood_wait
+        if cap is None:
+            cap = self.keys.config.max_flood_wait
+        dl = call.deadline_at
+        now = lim._clock.now()
+        if delay <= cap and (dl is None or now + delay < dl):
+            return res  # the whole wait fits: so does the pace's share of it
+        # Give the slot back, then measure the pace's own wait (nothing else is committed).
+        await lim._release_now(specs, res[1])
+        own = delay if len(specs) == 1 else await lim._delay_of((pace,))
+        now = lim._clock.now()
+        if own > cap or (dl is not None and now + own >= dl):
+            raise lim._pace_blocked(call, own)
+        # The configured limits, not the pace, make the call wait: reserve again (local
+        # storage hands out the same slot: nothing ran in between) and wait or fail as usual.
+        if lim._reserve is not None:
+            return lim._reserve(specs, False)
+        return await lim._storage.reserve(specs)
 
 
 __all__ = [

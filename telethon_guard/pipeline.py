@@ -242,7 +242,8 @@ class Pipeline:
 
         Raises the real last error when retries end (``GuardConnectionError`` from a
         disconnect, ``TransportFloodError`` from a bare transport -429), ``FloodWaitBlocked`` /
-        ``SlowModeBlocked`` / ``FloodPremiumBlocked`` when a flood wait does not fit,
+        ``SlowModeBlocked`` / ``FloodPremiumBlocked`` when a flood wait (or the wait of a
+        learned adaptive pace) does not fit,
         ``CircuitOpenError`` while the breaker is OPEN, ``DeadlineExceeded`` when the deadline
         ends a wait or the network attempt, ``AlreadyDelivered`` for RANDOM_ID_DUPLICATE,
         ``AuthKeyInvalidError`` for transport -404, and any other Telethon error unchanged.

@@ -153,6 +153,25 @@ class MemoryStorage:
                 insort(log, slot)
         return (t - now, slot)
 
+    def delay_sync(self, specs: Sequence[LimitSpec]) -> float:
+        """Seconds until a slot is free in every window of ``specs`` (0.0: now), reserving
+        nothing and creating no key (a peek; the limiter uses it on its slow path only)."""
+        now = self._now()
+        t = now
+        for key, windows, bounded in specs:
+            kl = (self._peers if bounded else self._keys).get(key)
+            if kl is None:
+                continue
+            log = kl.log
+            horizon = now - max((p for _, p in windows), default=0.0)
+            live = [x for x in log if x > horizon]
+            for n, p in windows:
+                if len(live) >= n:
+                    s = live[-n] + p
+                    if s > t:
+                        t = s
+        return t - now
+
     def release_sync(self, specs: Sequence[LimitSpec], token: Any) -> None:
         """Sync :meth:`release`: remove the slot ``token`` from every key's log."""
         for key, _windows, bounded in specs:

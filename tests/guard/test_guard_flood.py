@@ -305,3 +305,33 @@ async def test_active_pace_backs_off_on_any_flood() -> None:
     first = rec.of(PaceLearned)[-1].period
     await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 1)])))
     assert rec.of(PaceLearned)[-1].period == pytest.approx(first * 1.5, rel=0.01)
+
+
+async def test_wait_from_a_learned_pace_that_cannot_fit_is_a_flood_error_at_once() -> None:
+    """A pace learned from a server FLOOD_WAIT makes the next call wait; when that wait does
+    not fit the deadline the caller gets the flood family (not DeadlineExceeded), at once."""
+    pipe, clock, rec = make_pipeline(max_flood_wait=60)
+    ok = Script(clock)
+    for _ in range(5):
+        await pipe.invoke(make_call(), ok)
+        clock.advance(1.0)
+    t_flood = clock.now()
+    await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 10)])))
+    # Learned (5, 16.5 s) seeded with the calls at t_flood-5 .. t_flood-1; the retry after the
+    # wait already took the pace slot t_flood-5+16.5, so the next one is t_flood-4+16.5.
+    assert clock.now() == t_flood + 11.5
+    slots = pipe.storage.slots("acct:a1/pace:messages.getHistory")  # type: ignore[attr-defined]
+    send = Script(clock)
+    t0 = clock.now()
+    with pytest.raises(FloodWaitBlocked) as info:
+        await bounded(pipe.invoke(make_call(deadline_at=t0 + 0.5), send))
+    e = info.value
+    assert e.from_server is False and e.retry_after == pytest.approx(1.0, abs=0.05)  # decay
+    assert e.scope == scope_key(make_call(), FloodScope.METHOD)
+    assert send.count == 0 and clock.now() == t0  # no network call, nothing waited
+    after = pipe.storage.slots("acct:a1/pace:messages.getHistory")  # type: ignore[attr-defined]
+    assert max(after) == max(slots) <= t0  # the refused future slot was given back
+    assert rec.of(FloodBlocked)[-1].from_server is False
+    # with room in the deadline the same call waits for its pace slot and goes
+    await bounded(pipe.invoke(make_call(deadline_at=t0 + 5.0), send))
+    assert send.times == [pytest.approx(t0 + e.retry_after)]

@@ -5,12 +5,20 @@ import random
 
 import pytest
 from guardfakes import Recorder, bounded, make_call, send_call
+from telethon import errors as te
 
 from telethon_guard.clock import FakeClock
 from telethon_guard.config import GuardConfig
-from telethon_guard.errors import DeadlineExceeded
-from telethon_guard.events import EventBus, ObservedDelay, RequestLimited
-from telethon_guard.limiter import LimitKeys, RateLimiter, is_private_peer, is_send
+from telethon_guard.errors import DeadlineExceeded, FloodWaitBlocked
+from telethon_guard.events import EventBus, FloodBlocked, ObservedDelay, RequestLimited
+from telethon_guard.limiter import (
+    LimitKeys,
+    RateLimiter,
+    RateLimitLayer,
+    is_private_peer,
+    is_send,
+)
+from telethon_guard.pipeline import CallContext
 from telethon_guard.storage import LimitSpec
 from telethon_guard.storage.memory import MemoryStorage
 
@@ -211,10 +219,143 @@ def test_limit_keys_for_calls() -> None:
         ("acct:a1/sends", ((30, 1.0),), False), ("acct:a1/peer:42", ((1, 1.0),), True)]
     group = keys.specs(send_call(-100))
     assert group[-1] == LimitSpec("acct:a1/peer:-100", ((20, 60.0),), True)
-    assert LimitKeys(GuardConfig()).specs(send_call(42)) == []
+    assert LimitKeys(GuardConfig()).specs(send_call(42)) == ()
 
 
 def test_send_detection() -> None:
     assert is_send(send_call(5))
     assert not is_send(make_call(peer="peer:5"))
     assert is_private_peer("peer:5") and not is_private_peer("peer:-1005")
+
+
+
+# ---- learned pace vs configured limits at the deadline / max_flood_wait ---------------------
+
+PACE_KEY = "acct:a1/pace:messages.getHistory"
+METHOD_KEY = "acct:a1/dc:2/method:messages.getHistory"
+
+
+class Paced:
+    """A RateLimitLayer over in-memory storage with a fixed "learned" pace and a fake network."""
+
+    def __init__(self, pace: tuple[tuple[int, float], ...] | None, **cfg: object) -> None:
+        self.clock = FakeClock()
+        self.storage = MemoryStorage(self.clock)
+        self.rec = Recorder()
+        lim = RateLimiter(self.storage, self.clock, EventBus([self.rec]))
+        keys = LimitKeys(GuardConfig(**cfg), lambda a, m: pace)  # type: ignore[arg-type]
+        self.layer = RateLimitLayer(lim, keys)
+        self.sent: list[float] = []
+
+    async def call(self, *, deadline: float | None = None,
+                   max_flood_wait: float | None = None) -> str:
+        now = self.clock.now()
+        call = make_call(deadline_at=None if deadline is None else now + deadline)
+        call.max_flood_wait = max_flood_wait
+        ctx = CallContext(call, self._net, deadline)
+
+        async def call_next(ctx: CallContext) -> str:
+            return str(await self._net())
+
+        result: str = await bounded(self.layer.handle(ctx, call_next))
+        return result
+
+    async def _net(self) -> str:
+        self.sent.append(self.clock.now())
+        return "sent"
+
+
+async def test_learned_pace_wait_over_max_flood_wait_raises_flood_wait_blocked_at_once() -> None:
+    p = Paced(((1, 20.0),), max_flood_wait=5.0)
+    assert await p.call() == "sent"
+    t0 = p.clock.now()
+    with pytest.raises(FloodWaitBlocked) as info:
+        await p.call()  # no deadline: only max_flood_wait bounds the pace's wait
+    e = info.value
+    assert isinstance(e, te.FloodWaitError)  # callers' except FloodWaitError still catches it
+    assert e.from_server is False
+    assert e.retry_after == pytest.approx(20.0) and e.seconds == 20
+    assert e.scope == "acct:a1/method:messages.getHistory"
+    assert e.method == "messages.getHistory"
+    assert p.clock.now() == t0 and p.clock.sleeps == []  # nothing waited
+    assert p.sent == [t0]  # no network call
+    assert p.storage.slots(PACE_KEY) == [t0]  # the refused slot was given back
+    (ev,) = p.rec.of(FloodBlocked)
+    assert ev.from_server is False and ev.seconds == pytest.approx(20.0)
+    # the per-call override (flood_sleep_threshold) counts as max_flood_wait
+    with pytest.raises(FloodWaitBlocked):
+        await p.call(max_flood_wait=1.0)
+
+
+async def test_learned_pace_wait_beyond_the_deadline_is_a_flood_error_not_a_timeout() -> None:
+    p = Paced(((1, 20.0),), max_flood_wait=60.0)
+    await p.call()
+    t0 = p.clock.now()
+    with pytest.raises(FloodWaitBlocked) as info:
+        await p.call(deadline=8.0)
+    assert info.value.retry_after == pytest.approx(20.0)
+    assert p.clock.now() == t0 and p.sent == [t0]
+    assert p.storage.slots(PACE_KEY) == [t0]
+    # a pace wait that fits both is waited as before
+    assert await p.call(deadline=30.0) == "sent"
+    assert p.sent == [t0, t0 + 20.0]
+
+
+async def test_the_pace_share_decides_when_configured_limits_apply_too() -> None:
+    # Both bind; the pace alone (20 s) does not fit max_flood_wait: flood error with the pace's
+    # own seconds, not the combined 30 s.
+    p = Paced(((1, 20.0),), max_flood_wait=5.0,
+              method_limits={"messages.getHistory": ((1, 30.0),)})
+    await p.call()
+    t0 = p.clock.now()
+    with pytest.raises(FloodWaitBlocked) as info:
+        await p.call()
+    assert info.value.retry_after == pytest.approx(20.0)
+    assert p.storage.slots(METHOD_KEY) == [t0] and p.storage.slots(PACE_KEY) == [t0]
+
+
+async def test_configured_limit_beyond_the_deadline_stays_deadline_exceeded_at_once() -> None:
+    # The pace (1 per 8 s) would fit; the configured 1 per 30 s does not fit the 10 s deadline.
+    p = Paced(((1, 8.0),), max_flood_wait=60.0,
+              method_limits={"messages.getHistory": ((1, 30.0),)})
+    await p.call()
+    t0 = p.clock.now()
+    with pytest.raises(DeadlineExceeded):
+        await p.call(deadline=10.0)
+    assert p.clock.now() == t0 and p.clock.sleeps == []  # failed fast, slept nothing
+    assert p.sent == [t0]
+    assert p.storage.slots(METHOD_KEY) == [t0] and p.storage.slots(PACE_KEY) == [t0]
+    assert p.rec.of(FloodBlocked) == []
+
+
+async def test_configured_limit_over_max_flood_wait_is_still_waited_when_the_pace_fits() -> None:
+    # max_flood_wait bounds flood waits, not configured rate limits: with no deadline the 30 s
+    # of the configured window are waited as before, even with a (small) learned pace present.
+    p = Paced(((1, 1.0),), max_flood_wait=5.0,
+              method_limits={"messages.getHistory": ((1, 30.0),)})
+    await p.call()
+    t0 = p.clock.now()
+    assert await p.call() == "sent"
+    assert p.sent == [t0, t0 + 30.0]
+    assert p.rec.of(FloodBlocked) == []
+    assert [round(e.waited, 3) for e in p.rec.of(RequestLimited)] == [30.0]
+
+
+async def test_configured_limit_without_pace_beyond_deadline_fails_fast() -> None:
+    p = Paced(None, rate_limits=((1, 30.0),))
+    await p.call()
+    t0 = p.clock.now()
+    with pytest.raises(DeadlineExceeded):
+        await p.call(deadline=10.0)
+    assert p.clock.now() == t0 and p.clock.sleeps == [] and p.sent == [t0]
+    assert p.storage.slots("acct:a1") == [t0]
+
+
+def test_delay_sync_peeks_without_reserving() -> None:
+    lim, st, clock, _ = make()
+    spec = [LimitSpec("k", ((2, 10.0),))]
+    assert st.delay_sync(spec) == 0.0 and st.key_count() == (0, 0)  # no key created
+    lim.decide(spec)
+    lim.decide(spec)
+    assert st.delay_sync(spec) == 10.0
+    assert st.slots("k") == [clock.now(), clock.now()]  # nothing committed by the peek
