@@ -120,23 +120,27 @@ class _Pace:
 class AdaptivePacer:
     """Learns a method's pace from its FLOOD_WAITs (see the module docstring). Local state."""
 
-    __slots__ = ("_clock", "_events", "_paces", "decay", "max_methods", "seed_ages")
+    __slots__ = ("_clock", "_events", "_learned", "_paces", "decay", "max_methods",
+                 "seed_ages")
 
     def __init__(self, clock: Clock, events: EventBus | None = None, *, decay: float = 0.001,
                  max_methods: int = 4096) -> None:
         self._clock = clock
         self._events = events
         self._paces: dict[tuple[str, str], _Pace] = {}
+        # Active paces only, as the window the limiter applies: window() is asked on every
+        # call, and is one truth test while no pace is learned.
+        self._learned: dict[tuple[str, str], Windows] = {}
         self.decay = decay
         self.max_methods = max_methods
         self.seed_ages: list[float] = []  # ages (s) of the calls a new pace was learned from
 
     def window(self, account: str, method: str) -> Windows | None:
         """The learned ``((count, period),)`` of ``method``, or ``None``."""
-        p = self._paces.get((account, method))
-        if p is None or not p.count:
+        learned = self._learned
+        if not learned:
             return None
-        return ((p.count, p.period),)
+        return learned.get((account, method))
 
     def learned(self) -> dict[str, tuple[int, float]]:
         """Active paces: ``{"<account>/<method>": (count, period)}``."""
@@ -151,6 +155,7 @@ class AdaptivePacer:
                 victim = next((k for k, v in self._paces.items() if not v.count),
                               next(iter(self._paces)))
                 del self._paces[victim]
+                self._learned.pop(victim, None)
             p = self._paces[key] = _Pace()
         return p
 
@@ -163,8 +168,11 @@ class AdaptivePacer:
             if p.period < PACE_MIN_PERIOD:
                 p.count = 0
                 p.period = 0.0
+                self._learned.pop((account, method), None)
                 if self._events is not None:
                     self._events.emit(PaceLearned(method, 0, 0.0, account))
+            else:
+                self._learned[(account, method)] = ((p.count, p.period),)
 
     def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
         """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the new pace window
@@ -185,9 +193,11 @@ class AdaptivePacer:
             p.period = (now - calls[0] + seconds) * PACE_MARGIN
             self.seed_ages = [now - t for t in calls]
         p.since = now + seconds
+        window = ((p.count, p.period),)
+        self._learned[(account, method)] = window
         if self._events is not None:
             self._events.emit(PaceLearned(method, p.count, p.period, account))
-        return ((p.count, p.period),)
+        return window
 
 
 class FloodLedger:

@@ -12,10 +12,13 @@ the same keys move up (local storage).
 Why sliding windows rather than a GCRA with a burst: "10 per second" must mean at most 10 in *any*
 second (issue 5 measures exactly that); a GCRA / token bucket with burst ``N`` lets up to
 ``2N - 1`` through in some one-second interval. The reservation log costs ``O(count)`` memory
-per key, trimmed to the key's longest period; per-peer keys are capped (LRU).
+per key (trimmed to the key's longest period once it outgrows twice its largest count); per-peer
+keys are capped (LRU).
 
 Fast path: with local storage and room in every window, :meth:`RateLimiter.decide` is a plain
-synchronous call (no coroutine, no await); ``benchmarks/limiter_cost.py`` measures it.
+synchronous call (no coroutine, no await, no event or log line); :class:`LimitKeys` hands the
+same cached spec tuple to every call of one (account, DC, method), and the storage's decider
+specialises one key with one or two windows. ``benchmarks/limiter_cost.py`` measures it.
 """
 
 from __future__ import annotations
@@ -91,12 +94,13 @@ class RateLimiter:
     ``decide(specs) -> (delay, token)`` is the synchronous decision (local storage only; raises
     ``TypeError`` otherwise): it reserves and commits the earliest slot; ``delay <= 0`` means
     "go now" (the slot is already consumed), else the caller must wait ``delay`` seconds (or
-    use :meth:`acquire`, which does). It is the storage's own ``reserve_fast`` (or
-    ``reserve_sync``) bound at construction, so the decision costs one call.
+    use :meth:`acquire`, which does). It is the storage's own decision function
+    (``MemoryStorage.decider()``, else its ``reserve_fast`` / ``reserve_sync``) bound at
+    construction, so the decision costs one call. Nothing is logged or emitted on that path.
     """
 
-    __slots__ = ("_clock", "_events", "_local", "_reserve", "_storage", "_tasks", "_waiters",
-                 "decide", "observe", "redact")
+    __slots__ = ("_clock", "_decide_local", "_events", "_local", "_reserve", "_storage",
+                 "_tasks", "_waiters", "decide", "observe", "redact")
 
     def __init__(self, storage: GuardStorage, clock: Clock, events: EventBus | None = None, *,
                  observe: bool = False, redact: bool = True) -> None:
@@ -113,12 +117,18 @@ class RateLimiter:
         # The hot path: MemoryStorage.reserve_fast returns a plain (delay, token) tuple.
         self._reserve: Callable[..., tuple[float, Any]] | None = (
             None if local is None else getattr(local, "reserve_fast", local.reserve_sync))
+        # ``_decide_local(specs)``: the synchronous decision the pipeline layer calls.
+        self._decide_local: Callable[[Sequence[LimitSpec]], tuple[float, Any]] | None
         if self._reserve is None:
+            self._decide_local = None
             self.decide = self._no_local_decide
-        elif observe:
-            self.decide = functools.partial(self._reserve, observe=True)
+            return
+        if observe:
+            self._decide_local = functools.partial(self._reserve, observe=True)
         else:
-            self.decide = self._reserve
+            decider = getattr(local, "decider", None)
+            self._decide_local = decider() if callable(decider) else self._reserve
+        self.decide = self._decide_local
 
     @property
     def queue_length(self) -> int:
@@ -140,10 +150,10 @@ class RateLimiter:
         """
         if not specs:
             return 0.0
-        reserve = self._reserve
+        decide = self._decide_local
         res: tuple[float, Any]
-        if reserve is not None:
-            res = reserve(specs, self.observe)
+        if decide is not None:
+            res = decide(specs)
         else:
             res = await self._storage.reserve(specs, observe=self.observe)
         if res[0] <= 0:
@@ -376,9 +386,9 @@ class RateLimitLayer:
         specs = self.keys.specs(call)
         if specs:
             lim = self.limiter
-            reserve = lim._reserve
-            if reserve is not None:
-                res = reserve(specs, lim.observe)
+            decide = lim._decide_local
+            if decide is not None:
+                res = decide(specs)
             else:
                 res = await lim._storage.reserve(specs, observe=lim.observe)
             if res[0] > 0:
@@ -414,8 +424,8 @@ class RateLimitLayer:
             raise lim._pace_blocked(call, own)
         # The configured limits, not the pace, make the call wait: reserve again (local
         # storage hands out the same slot: nothing ran in between) and wait or fail as usual.
-        if lim._reserve is not None:
-            return lim._reserve(specs, False)
+        if lim._decide_local is not None:
+            return lim._decide_local(specs)
         return await lim._storage.reserve(specs)
 
 

@@ -1,6 +1,6 @@
 """In-process guard storage (the default): sliding-window reservations, flood ledger, breakers.
 
-Everything is a plain dict / deque on one event loop, so every operation is atomic by
+Everything is a plain dict / list on one event loop, so every operation is atomic by
 construction (no await inside). The synchronous ``*_sync`` methods are the fast path the layers
 use; the async methods wrap them for the :class:`~telethon_guard.storage.GuardStorage` protocol.
 
@@ -12,8 +12,8 @@ are dropped once expired (swept when the table grows).
 from __future__ import annotations
 
 import time
-from bisect import insort
-from collections import OrderedDict, deque
+from bisect import bisect_right, insort
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,16 +30,56 @@ from . import (
 
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (fast path)
 
+_TRIM_SLACK = 64
+"""Stale slots a key's log may hold beyond twice its largest count before it is trimmed."""
+
 
 class _KeyLog:
-    """Granted slots (absolute times, ascending) of one limiter key, trimmed to ``pmax``."""
+    """Granted slots (absolute times, ascending) of one limiter key.
 
-    __slots__ = ("log", "pmax", "windows")
+    The log is a plain list trimmed lazily: only once it holds more than ``cap`` entries are
+    the slots older than ``now - pmax`` cut off, in one slice. A stale slot ``x <= now - pmax``
+    can never delay a reservation (``x + period <= now`` for every window), so keeping a few
+    does not change any decision; it saves a trim step per reservation. ``w1`` / ``w2`` hold
+    the windows of a 1- or 2-window key ordered by count (the fast path's unrolled checks).
+    """
+
+    __slots__ = ("cap", "log", "pmax", "w1", "w2", "windows")
 
     def __init__(self, windows: Windows) -> None:
-        self.log: deque[float] = deque()
+        self.log: list[float] = []
+        self.set_windows(windows)
+
+    def set_windows(self, windows: Windows) -> None:
         self.windows = windows
         self.pmax = max((p for _, p in windows), default=0.0)
+        self.cap = 2 * max((n for n, _ in windows), default=0) + _TRIM_SLACK
+        by_count = sorted(windows)
+        self.w1: tuple[int, float] | None = by_count[0] if len(by_count) == 1 else None
+        self.w2: tuple[tuple[int, float], tuple[int, float]] | None = (
+            (by_count[0], by_count[1]) if len(by_count) == 2 else None)
+
+    def trim(self, now: float) -> int:
+        """Drop the slots at or before ``now - pmax``; return the new length."""
+        log = self.log
+        del log[:bisect_right(log, now - self.pmax)]
+        n = len(log)
+        # Live slots above the cap (observe mode records every real send): raise the cap so
+        # trimming stays amortized O(1); memory stays bounded by twice the live slots.
+        if n * 2 > self.cap:
+            self.cap = n * 2
+        return n
+
+    def earliest(self, t: float) -> float:
+        """The earliest time ``>= t`` at which every window has room (any number of windows)."""
+        log = self.log
+        n_log = len(log)
+        for n, p in self.windows:
+            if n_log >= n:
+                s = log[-n] + p
+                if s > t:
+                    t = s
+        return t
 
 
 class _Breaker:
@@ -61,7 +101,7 @@ class MemoryStorage:
     ``max_peer_keys``: cap of bounded (per-peer) limiter keys, least recently used dropped.
     """
 
-    __slots__ = ("_breakers", "_flood", "_keys", "_now", "_peers", "max_peer_keys",
+    __slots__ = ("_breakers", "_decide", "_flood", "_keys", "_now", "_peers", "max_peer_keys",
                  "peer_evictions")
 
     is_local = True
@@ -75,6 +115,7 @@ class MemoryStorage:
         self._breakers: dict[str, _Breaker] = {}
         self.max_peer_keys = max_peer_keys
         self.peer_evictions = 0
+        self._decide = self.decider()
 
     # ------------------------------------------------------------------ limiter
     def _keylog(self, spec: LimitSpec) -> _KeyLog:
@@ -94,8 +135,7 @@ class MemoryStorage:
             if kl is None:
                 kl = self._keys[key] = _KeyLog(windows)
         if kl.windows is not windows:
-            kl.windows = windows
-            kl.pmax = max((p for _, p in windows), default=0.0)
+            kl.set_windows(windows)
         return kl
 
     def reserve_sync(self, specs: Sequence[LimitSpec], observe: bool = False) -> Reservation:
@@ -106,71 +146,104 @@ class MemoryStorage:
                      ) -> tuple[float, Any]:
         """:meth:`reserve_sync` returning a plain ``(delay, token)`` tuple: the limiter's hot
         path (building a NamedTuple costs more than the decision's arithmetic)."""
-        now = self._now()
-        if len(specs) == 1:
-            # Fast path (one key, the common case): no helper calls, no temporary list.
-            key, windows, bounded = specs[0]
-            kl = None if bounded else self._keys.get(key)
-            if kl is None or kl.windows is not windows:
-                kl = self._keylog(specs[0])
+        if observe:
+            return self._reserve_many(specs, True)
+        return self._decide(specs)
+
+    def decider(self) -> Callable[[Sequence[LimitSpec]], tuple[float, Any]]:
+        """A new ``decide(specs) -> (delay, token)`` function: :meth:`reserve_fast` without
+        ``observe``, specialised for the common case (one key, one or two windows).
+
+        It is a closure over this storage's tables (no attribute look-ups on ``self``) that
+        remembers the last spec *tuple* it saw together with that key's log: the pipeline
+        passes the same cached tuple for every call of one (account, DC, method), so a run of
+        such calls skips the key look-up. Windows are re-checked on every hit (a learned pace
+        changes them), per-peer keys (LRU) and several keys take the general path. Each
+        :class:`~telethon_guard.limiter.RateLimiter` gets its own decider.
+        """
+        keys = self._keys
+        now_fn = self._now
+        keylog = self._keylog
+        many = self._reserve_many
+        last_specs: object = None
+        last_kl = _KeyLog(())
+        last_windows: Windows = ()
+
+        def decide(specs: Sequence[LimitSpec]) -> tuple[float, Any]:
+            nonlocal last_specs, last_kl, last_windows
+            if specs is last_specs and last_kl.windows is last_windows:
+                kl = last_kl
+            elif len(specs) == 1 and not (spec := specs[0])[2]:
+                key, windows, _ = spec
+                kl_ = keys.get(key)
+                if kl_ is None:
+                    kl_ = keylog(spec)
+                elif kl_.windows is not windows:  # a learned pace changes its windows
+                    kl_.set_windows(windows)
+                kl = kl_
+                if type(specs) is tuple:  # immutable: identity implies the same specs
+                    last_specs = specs
+                    last_kl = kl
+                    last_windows = windows
+            else:
+                return many(specs, False)
+            now = now_fn()
             log = kl.log
-            horizon = now - kl.pmax
-            while log and log[0] <= horizon:
-                log.popleft()
-            t = now
             n_log = len(log)
-            for n, p in windows:
+            if n_log > kl.cap:
+                n_log = kl.trim(now)
+            if not n_log:
+                log.append(now)
+                return (0.0, now)
+            t = now
+            w2 = kl.w2
+            if w2 is not None:
+                (n, p), (n2, p2) = w2  # n <= n2: no room check for n2 without one for n
                 if n_log >= n:
                     s = log[-n] + p
                     if s > t:
                         t = s
-            slot = now if observe else t
-            if not log or log[-1] <= slot:
-                log.append(slot)
+                    if n_log >= n2:
+                        s = log[-n2] + p2
+                        if s > t:
+                            t = s
             else:
-                insort(log, slot)
-            return (t - now, slot)
+                w1 = kl.w1
+                if w1 is not None:
+                    n, p = w1
+                    if n_log >= n:
+                        s = log[-n] + p
+                        if s > t:
+                            t = s
+                else:
+                    t = kl.earliest(t)
+            if log[-1] > t:
+                insort(log, t)
+            else:
+                log.append(t)
+            return (t - now, t)
+
+        return decide
+
+    def _reserve_many(self, specs: Sequence[LimitSpec], observe: bool) -> tuple[float, Any]:
+        """The general reservation: any number of keys, per-peer keys, observe mode."""
+        now = self._now()
         t = now
-        logs = []
+        kls = []
         for spec in specs:
             kl = self._keylog(spec)
-            log = kl.log
-            horizon = now - kl.pmax
-            while log and log[0] <= horizon:
-                log.popleft()
-            n_log = len(log)
-            for n, p in kl.windows:
-                if n_log >= n:
-                    s = log[-n] + p
-                    if s > t:
-                        t = s
-            logs.append(log)
+            if len(kl.log) > kl.cap:
+                kl.trim(now)
+            t = kl.earliest(t)
+            kls.append(kl)
         slot = now if observe else t
-        for log in logs:
+        for kl in kls:
+            log = kl.log
             if not log or log[-1] <= slot:
                 log.append(slot)
             else:
                 insort(log, slot)
         return (t - now, slot)
-
-    def delay_sync(self, specs: Sequence[LimitSpec]) -> float:
-        """Seconds until a slot is free in every window of ``specs`` (0.0: now), reserving
-        nothing and creating no key (a peek; the limiter uses it on its slow path only)."""
-        now = self._now()
-        t = now
-        for key, windows, bounded in specs:
-            kl = (self._peers if bounded else self._keys).get(key)
-            if kl is None:
-                continue
-            log = kl.log
-            horizon = now - max((p for _, p in windows), default=0.0)
-            live = [x for x in log if x > horizon]
-            for n, p in windows:
-                if len(live) >= n:
-                    s = live[-n] + p
-                    if s > t:
-                        t = s
-        return t - now
 
     def release_sync(self, specs: Sequence[LimitSpec], token: Any) -> None:
         """Sync :meth:`release`: remove the slot ``token`` from every key's log."""
@@ -202,9 +275,32 @@ class MemoryStorage:
         return len(self._keys), len(self._peers)
 
     def slots(self, key: str) -> list[float]:
-        """Recorded slots of ``key`` (absolute clock times), for stats and tests."""
+        """Live slots of ``key`` (absolute clock times within its longest period; stale ones
+        not trimmed yet are left out), for stats and tests."""
         kl = self._keys.get(key) or self._peers.get(key)
-        return list(kl.log) if kl is not None else []
+        if kl is None:
+            return []
+        horizon = self._now() - kl.pmax
+        return [x for x in kl.log if x > horizon]
+
+    def delay_sync(self, specs: Sequence[LimitSpec]) -> float:
+        """Seconds until a slot is free in every window of ``specs`` (0.0: now), reserving
+        nothing and creating no key (a peek; the limiter uses it on its slow path only)."""
+        now = self._now()
+        t = now
+        for key, windows, bounded in specs:
+            kl = (self._peers if bounded else self._keys).get(key)
+            if kl is None:
+                continue
+            log = kl.log
+            horizon = now - max((p for _, p in windows), default=0.0)
+            live = [x for x in log if x > horizon]
+            for n, p in windows:
+                if len(live) >= n:
+                    s = live[-n] + p
+                    if s > t:
+                        t = s
+        return t - now
 
     # ------------------------------------------------------------------ flood ledger
     def flood_block_sync(self, scope: str, seconds: float) -> float:

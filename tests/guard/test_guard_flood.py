@@ -289,8 +289,10 @@ async def test_learned_pace_starts_with_its_history() -> None:
     await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 10)])))
     # Learned (5, 1.1 * (5 + 10)) = (5, 16.5) s from calls at t_flood-5 .. t_flood-1.
     slots = pipe.storage.slots("acct:a1/pace:messages.getHistory")  # type: ignore[attr-defined]
-    assert len(slots) == 6  # 5 seeded + the successful retry after the wait
-    assert slots[0] == pytest.approx(t_flood - 5)
+    # The seeded calls t_flood-5 .. t_flood-1 (the oldest now sits on the edge of the window,
+    # which decayed by pace_decay after the retry's success) and the retry, paced to its slot.
+    assert slots[-5:] == pytest.approx([t_flood - 4, t_flood - 3, t_flood - 2, t_flood - 1,
+                                        t_flood - 5 + 16.5])
     nxt = Script(clock)
     await bounded(pipe.invoke(make_call(), nxt))
     assert nxt.times[0] == pytest.approx(t_flood - 4 + 16.5, abs=0.1)

@@ -149,7 +149,7 @@ async def test_cancelled_waiter_gives_back_and_later_waiters_move_up() -> None:
     await bounded(c)
     assert done == {"c": 1.0}
     assert lim.queue_length == 0
-    assert st.slots("k") == [t0, t0 + 1]
+    assert st.slots("k") == [t0 + 1]  # live slots: c moved up into b's slot, t0+2 is gone
 
 
 async def test_slot_beyond_deadline_raises_at_once_and_is_given_back() -> None:
@@ -359,3 +359,112 @@ def test_delay_sync_peeks_without_reserving() -> None:
     lim.decide(spec)
     assert st.delay_sync(spec) == 10.0
     assert st.slots("k") == [clock.now(), clock.now()]  # nothing committed by the peek
+
+
+def test_decisions_match_a_brute_force_model_under_random_operations() -> None:
+    """Lazy trimming, the unrolled 1- and 2-window paths and the multi-key path decide exactly
+    what the definition says: the earliest t >= now with ``slots[-n] + p <= t`` for every
+    window (n, p) of every key, over ALL slots ever granted and not given back."""
+    rng = random.Random(11)
+    clock = FakeClock(auto_advance=False)
+    st = MemoryStorage(clock, max_peer_keys=1000)
+    specs = {
+        "one": LimitSpec("one", ((3, 1.0),)),
+        "two": LimitSpec("two", ((10, 1.0), (200, 60.0))),
+        "two_b": LimitSpec("two_b", ((5, 2.0), (2, 0.5))),  # windows not in count order
+        "two_c": LimitSpec("two_c", ((50, 100.0), (1, 0.2))),
+        "three": LimitSpec("three", ((2, 0.3), (5, 1.0), (30, 10.0))),
+        "peer": LimitSpec("acct/peer:1", ((1, 0.7), (4, 5.0)), True),
+    }
+    singles = {k: (spec,) for k, spec in specs.items()}
+    model: dict[str, list[float]] = {k: [] for k in specs}
+    granted: list[tuple[list[str], float]] = []
+    for step in range(4000):
+        clock.advance(rng.expovariate(6.0))
+        now = clock.now()
+        op = rng.random()
+        if op < 0.08 and granted:
+            names, token = granted.pop(rng.randrange(len(granted)))
+            st.release_sync([specs[n] for n in names], token)
+            for n in names:
+                if token in model[n]:
+                    model[n].remove(token)
+            continue
+        names = rng.sample(sorted(specs), rng.choice((1, 1, 1, 2, 3)))
+        observe = rng.random() < 0.1
+        expect = now
+        for n in names:
+            log = sorted(model[n])
+            for count, period in specs[n].windows:
+                if len(log) >= count:
+                    expect = max(expect, log[-count] + period)
+        arg: list[LimitSpec] | tuple[LimitSpec, ...] = [specs[n] for n in names]
+        if len(names) == 1 and rng.random() < 0.7:
+            arg = singles[names[0]]  # the same tuple again and again: the decider's memo hits
+        delay, token = st.reserve_fast(arg, observe)
+        assert delay == pytest.approx(expect - now, abs=1e-9), (step, names)
+        assert token == (now if observe else now + delay)
+        for n in names:
+            model[n].append(token)
+        granted.append((names, token))
+    # Memory stays bounded: each log holds at most its cap (2 x largest count + slack) plus
+    # what lies within its longest period.
+    for n, spec in specs.items():
+        kl = (st._peers if spec.bounded else st._keys)[spec.key]
+        assert len(kl.log) <= max(kl.cap, 2 * len(st.slots(spec.key))) + 1, n
+
+
+def test_stale_slots_are_trimmed_once_a_log_outgrows_its_cap() -> None:
+    lim, st, clock, _ = make()
+    spec = [LimitSpec("k", ((2, 1.0),))]
+    for _ in range(1000):
+        clock.advance(1.0)
+        assert lim.decide(spec)[0] == 0
+    kl = st._keys["k"]
+    assert len(kl.log) <= kl.cap + 1 == 2 * 2 + 64 + 1
+    assert st.slots("k") == [clock.now()]  # only live slots are reported
+
+
+def test_decider_memo_follows_window_changes_made_elsewhere() -> None:
+    """The decider remembers the last spec tuple and its key's log; when another spec of the
+    same key (a learned pace decays to new windows) changed the windows, it applies its own."""
+    clock = FakeClock(auto_advance=False)
+    st = MemoryStorage(clock)
+    decide = st.decider()
+    slow = (LimitSpec("k", ((1, 10.0),)),)
+    fast = (LimitSpec("k", ((1, 1.0),)),)
+    t0 = clock.now()
+    assert decide(slow) == (0.0, t0)
+    assert st.reserve_fast(fast) == (1.0, t0 + 1.0)  # other decider: the key's windows change
+    # 1 per 10 s again: the slot after t0+1 is t0+11 (with the stale windows it would be t0+2)
+    assert decide(slow) == (11.0, t0 + 11.0)
+    assert decide(slow) == (21.0, t0 + 21.0)  # memo hit: same tuple, same windows
+
+
+def test_decider_does_not_memoize_mutable_spec_lists() -> None:
+    clock = FakeClock(auto_advance=False)
+    st = MemoryStorage(clock)
+    decide = st.decider()
+    specs = [LimitSpec("a", ((1, 5.0),))]
+    t0 = clock.now()
+    assert decide(specs) == (0.0, t0)
+    specs[0] = LimitSpec("b", ((1, 5.0),))  # same list object, another key
+    assert decide(specs) == (0.0, t0)  # key "b" is free: not confused with "a"
+    assert st.slots("a") == [t0] and st.slots("b") == [t0]
+
+
+def test_decider_takes_the_general_path_for_peers_and_several_keys() -> None:
+    clock = FakeClock(auto_advance=False)
+    st = MemoryStorage(clock, max_peer_keys=1)
+    decide = st.decider()
+    t0 = clock.now()
+    peer_a = (LimitSpec("p:a", ((1, 5.0),), True),)
+    peer_b = (LimitSpec("p:b", ((1, 5.0),), True),)
+    assert decide(peer_a) == (0.0, t0)
+    assert decide(peer_b) == (0.0, t0)  # evicts p:a (LRU of 1)
+    assert st.peer_evictions == 1
+    assert decide(peer_a) == (0.0, t0)  # a fresh log: the evicted key is not resurrected
+    both = (LimitSpec("g", ((1, 2.0),)), LimitSpec("h", ((1, 3.0),)))
+    assert decide(both) == (0.0, t0)
+    assert decide(both) == (3.0, t0 + 3.0)
+    assert st.slots("g") == st.slots("h") == [t0, t0 + 3.0]
