@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from telethon import TelegramClient
 
 from telethon_guard import GuardedTelegramClient
@@ -23,6 +24,7 @@ async def fetch_latest(client: TelegramClient, channel: str, pages: int) -> list
     return ids
 
 
+@pytest.mark.asyncio  # pytest-asyncio; not needed with asyncio_mode = "auto"
 async def test_my_service_survives_a_history_flood() -> None:
     # Telegram-like limit: 5 getHistory per 2 s per account, FLOOD_WAIT with the seconds left.
     plan = FaultPlan(FloodWindow("messages.getHistory", limit=5, window=2.0))
