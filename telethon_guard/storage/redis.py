@@ -30,8 +30,10 @@ key of one account in one Redis Cluster slot, so a multi-key reservation stays o
 Redis trouble never hangs a call: every operation is bounded by ``timeout`` seconds (an
 overall ``asyncio`` timeout around each operation, also for clients you pass in; clients built
 here also have a socket connect timeout of ``timeout`` and no hidden retry loops). When Redis
-cannot be reached (connection refused or reset, timeout, loading, read-only replica, out of
-memory):
+cannot serve guard state -- any ``redis.exceptions.RedisError``, ``OSError`` or timeout: connection
+refused or reset, timeout, loading, read-only replica, out of memory, a wrong database index
+(``redis://host:6379/99``: ``DB index is out of range``), or a server on the port that does not
+speak Redis (``InvalidResponse``/``ProtocolError``, e.g. an HTTP server):
 
 * ``on_unavailable="fallback"`` (alias ``"local"``, the default): the operation is served by a
   process-local :class:`~telethon_guard.storage.memory.MemoryStorage`; the switch is logged once
@@ -39,7 +41,14 @@ memory):
   tried again at most every ``probe_interval`` seconds; when it answers, state is shared again
   (``StorageFallback(active=False)``) and flood blocks learned meanwhile are copied to Redis.
 * ``on_unavailable="fail"``: :class:`~telethon_guard.errors.StorageUnavailableError` (a
-  ``ConnectionError``) is raised; between probes it is raised at once, without a network attempt.
+  ``ConnectionError``) is raised ``from`` the redis-py error; between probes it is raised at
+  once, without a network attempt.
+
+``NOSCRIPT`` (Redis restarted, ``SCRIPT FLUSH``) is not a failure: the script is loaded and run
+again. A run-time error of one of our own Lua scripts (``ERR Error running script ...
+user_script:N``) is a bug in telethon-guard, not an outage; it is treated the same way (fallback
+or ``StorageUnavailableError``, so one bad script never takes the service down) and, in
+addition, logged once at ERROR with the server's message so the bug is seen.
 """
 
 from __future__ import annotations
@@ -96,16 +105,32 @@ _POLICIES = {"fallback": "fallback", "local": "fallback", "fail": "fail"}
 _URL_OPTIONS = ("prefix", "account_namespace", "timeout", "on_unavailable", "probe_interval")
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
-    rexc.ConnectionError,  # refused, reset, closed, auth/loading (BusyLoadingError) ...
-    rexc.TimeoutError,
-    rexc.ReadOnlyError,
-    rexc.OutOfMemoryError,
-    rexc.ClusterDownError,
-    rexc.TryAgainError,
+    # Every redis-py error means "this Redis cannot serve guard state now": refused, reset,
+    # closed, auth, loading, read-only replica, out of memory, cluster down, but also a wrong
+    # database index (``ResponseError: DB index is out of range`` on ``SELECT``) and a server
+    # that does not speak RESP at all (``InvalidResponse`` / ``ProtocolError``, e.g. an HTTP
+    # server on the port). ``NOSCRIPT`` never gets here: :class:`_Script` reloads and retries.
+    rexc.RedisError,
     TimeoutError,  # asyncio.timeout (builtin TimeoutError on 3.11+)
     asyncio.TimeoutError,
     OSError,
 )
+
+_SCRIPT_ERROR_MARKERS = ("user_script", "error running script", "script attempted",
+                         "wrong number of arguments")
+
+
+def _is_our_bug(exc: BaseException) -> bool:
+    """``True`` for errors that point at telethon-guard itself rather than at the Redis server:
+    a Lua script of ours failing at run time (``ERR Error running script ... user_script:N``,
+    ``Script attempted to access a non local key``) or an argument redis-py cannot encode
+    (``DataError``)."""
+    if isinstance(exc, rexc.DataError):
+        return True
+    if isinstance(exc, rexc.ResponseError) and not isinstance(exc, rexc.NoScriptError):
+        text = str(exc).lower()
+        return any(marker in text for marker in _SCRIPT_ERROR_MARKERS)
+    return False
 
 
 def _str(value: Any) -> str:
@@ -223,6 +248,7 @@ class RedisStorage:
         self._tokens = itertools.count(1)
         self._keys: dict[str, bytes] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._bugs_logged: set[str] = set()
         self.fallbacks = 0
         """Number of times Redis became unavailable (for stats and tests)."""
         self.closed = False
@@ -272,6 +298,15 @@ class RedisStorage:
     def _unavailable(self, exc: BaseException | None) -> None:
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, rexc.TimeoutError)):
             reason = f"no answer within {self.timeout:.3g} s"
+        elif exc is not None and _is_our_bug(exc):
+            reason = f"guard script failed ({type(exc).__name__}: {exc})"
+            key = f"{type(exc).__name__}: {exc}"
+            if key not in self._bugs_logged:
+                if len(self._bugs_logged) >= 64:
+                    self._bugs_logged.clear()
+                self._bugs_logged.add(key)
+                logger.error("telethon-guard's Redis script failed on the server; this is a "
+                             "bug in telethon-guard, please report it: %s", key)
         elif exc is not None:
             reason = f"{type(exc).__name__}: {exc}"
         else:
