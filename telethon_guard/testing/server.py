@@ -127,6 +127,80 @@ def _sync_handler(world: Any) -> Callable[[Any], Any] | None:
     return None
 
 
+MAX_DCS = 1000
+"""Most DCs (listeners) one server opens; Telegram itself has 5 production DCs."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_arguments(*, dcs: Any, world_config: Any, faults: Any, host: Any, seed: Any,
+                     world: Any, strict: Any, max_packet_size: Any, ports: Any,
+                     rsa_key: Any) -> None:
+    """Validate :class:`TelegramTestServer`'s arguments (``rsa_key``'s content is checked
+    afterwards, by loading it).
+
+    Raises:
+        TypeError: wrong type, naming the argument.
+        ValueError: out of range, naming the argument.
+    """
+    from telethon_guard.testing.faults import FaultPlan
+    from telethon_guard.testing.world import WorldConfig
+
+    if not _is_int(dcs):
+        raise TypeError(f"dcs must be an int, got {type(dcs).__name__} {dcs!r}")
+    if not 1 <= dcs <= MAX_DCS:
+        raise ValueError(f"dcs must be between 1 and {MAX_DCS}, got {dcs!r}")
+    if ports is not None:
+        if isinstance(ports, (str, bytes)) or not isinstance(ports, (list, tuple)):
+            raise TypeError(f"ports must be a list of ints (one per DC) or None, "
+                            f"got {type(ports).__name__} {ports!r}")
+        for i, port in enumerate(ports):
+            if not _is_int(port):
+                raise TypeError(f"ports[{i}] must be an int, got {type(port).__name__} {port!r}")
+            if not 0 <= port <= 65535:
+                raise ValueError(f"ports[{i}] must be between 0 and 65535 (0: the OS picks), "
+                                 f"got {port!r}")
+        if len(ports) != dcs:
+            raise ValueError(f"ports must have one entry per DC ({dcs}), got {list(ports)!r}")
+        fixed = [p for p in ports if p]
+        if len(set(fixed)) != len(fixed):
+            raise ValueError(f"ports must not repeat a fixed port, got {list(ports)!r}")
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str (an address to listen on), "
+                        f"got {type(host).__name__} {host!r}")
+    if not host.strip():
+        raise ValueError("host must be a non-empty address, got an empty string")
+    if not _is_int(seed):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be a bool, got {type(strict).__name__} {strict!r}")
+    if not _is_int(max_packet_size):
+        raise TypeError(f"max_packet_size must be an int (bytes), "
+                        f"got {type(max_packet_size).__name__} {max_packet_size!r}")
+    if max_packet_size < 1024:
+        raise ValueError(f"max_packet_size must be >= 1024 bytes, got {max_packet_size!r}")
+    if rsa_key is not None and not isinstance(rsa_key, (rsa.PrivateKey, bytes, str)):
+        raise TypeError(f"rsa_key must be an rsa.PrivateKey, PKCS#1 PEM bytes/str or None, "
+                        f"got {type(rsa_key).__name__}")
+    if faults is not None and not isinstance(faults, FaultPlan):
+        raise TypeError(f"faults must be a FaultPlan or None, "
+                        f"got {type(faults).__name__} {faults!r}")
+    if world_config is not None and not isinstance(world_config, WorldConfig):
+        raise TypeError(f"world_config must be a WorldConfig or None, "
+                        f"got {type(world_config).__name__} {world_config!r}")
+    if world is not None:
+        if world_config is not None:
+            raise ValueError("give either world or world_config, not both (world_config only "
+                             "builds the default World)")
+        missing = [name for name in ("set_dcs", "register_account", "handle")
+                   if not callable(getattr(world, name, None))]
+        if missing:
+            raise TypeError(f"world must have set_dcs, register_account and async handle; "
+                            f"{type(world).__name__} lacks {', '.join(missing)}")
+
+
 class TelegramTestServer:
     """A Telegram for tests: MTProto 2.0 over TCP on ``host``, one listener per DC.
 
@@ -147,7 +221,11 @@ class TelegramTestServer:
         ports: optional fixed ports, one per DC (default: 0 each, the OS picks).
 
     Raises:
-        ValueError: on a bad argument (at construction).
+        TypeError: an argument of the wrong type (at construction), naming the argument.
+        ValueError: an argument out of range (at construction), naming the argument: ``dcs``
+            < 1 or > 1000, a port outside ``0..65535``, ``len(ports) != dcs``, the same fixed
+            port twice, an empty ``host``, ``max_packet_size`` < 1024, a bad ``rsa_key``, or
+            both ``world`` and ``world_config``.
     """
 
     def __init__(
@@ -164,12 +242,9 @@ class TelegramTestServer:
         max_packet_size: int = DEFAULT_MAX_SIZE,
         ports: list[int] | None = None,
     ) -> None:
-        if isinstance(dcs, bool) or not isinstance(dcs, int) or dcs < 1:
-            raise ValueError(f"dcs must be an int >= 1, got {dcs!r}")
-        if ports is not None and len(ports) != dcs:
-            raise ValueError(f"ports must have one entry per DC ({dcs}), got {ports!r}")
-        if not isinstance(max_packet_size, int) or max_packet_size < 1024:
-            raise ValueError(f"max_packet_size must be an int >= 1024, got {max_packet_size!r}")
+        _check_arguments(dcs=dcs, world_config=world_config, faults=faults, host=host,
+                         seed=seed, world=world, strict=strict,
+                         max_packet_size=max_packet_size, ports=ports, rsa_key=rsa_key)
         self._n_dcs = dcs
         self._ports = list(ports) if ports is not None else [0] * dcs
         self.host = host
