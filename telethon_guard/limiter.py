@@ -291,7 +291,8 @@ class LimitKeys:
 
     The specs that depend only on (account, DC, method) are built once and cached (at most
     ``max_cached`` entries; the cache is cleared when full), so a call with no per-peer limit
-    and no learned pace costs one dict lookup and allocates nothing.
+    and no learned pace costs one dict lookup and builds no spec or key string; every such call
+    gets the same tuple object (which the storage's decider recognises).
     """
 
     __slots__ = ("_base", "_cfg", "_pace_of", "_sends", "max_cached")
