@@ -11,6 +11,10 @@ with ``--rsa``, the server's public RSA key (register it in the client process w
 ``telethon_guard.testing.register_public_key(pem)`` before a key exchange). Serves until
 SIGINT / SIGTERM, then prints a summary of the log. ``--fault`` lines use the script form of
 :mod:`telethon_guard.testing.faults_script`.
+
+Exit status: 0 after SIGTERM; 130 after Ctrl-C (SIGINT), also during start-up; 2 with one line
+on stderr (no traceback) for a mistake: a bad value, a port in use or out of range, a host that
+cannot be bound, a ``--json`` path that cannot be written (checked before the server starts).
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from telethon_guard.testing import crypto
 from telethon_guard.testing.faults import FaultPlan
-from telethon_guard.testing.server import TelegramTestServer
+from telethon_guard.testing.server import MAX_DCS, TelegramTestServer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,49 +54,131 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_OK = 0
+EXIT_USAGE = 2
+"""A mistake in the arguments or the environment: bad value, port in use, address that cannot
+be bound, unwritable ``--json`` path. One line on stderr, no traceback."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT), also during start-up; like the ``telethon-guard`` command. SIGTERM is the
+ordinary way to stop a server started by another program and exits 0."""
+
+
+def _error(message: str) -> int:
+    print(f"python -m telethon_guard.testing serve: error: {message}", file=sys.stderr,
+          flush=True)
+    return EXIT_USAGE
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    """The first problem with ``args`` (checked before anything is started), or ``None``."""
+    if not 1 <= args.dcs <= MAX_DCS:
+        return f"--dcs must be between 1 and {MAX_DCS}, got {args.dcs}"
+    if args.sessions < 0:
+        return f"--sessions must be >= 0, got {args.sessions}"
+    if not 0 <= args.port <= 65535:
+        return f"--port must be between 0 and 65535 (0: the OS picks), got {args.port}"
+    if args.port and args.port + args.dcs - 1 > 65535:
+        return (f"--port {args.port} with --dcs {args.dcs} needs ports up to "
+                f"{args.port + args.dcs - 1}, beyond 65535")
+    if not args.host.strip():
+        return "--host must not be empty"
+    if args.json:
+        return _check_writable(args.json)
+    return None
+
+
+def _check_writable(path: str) -> str | None:
+    """``None`` when ``path`` can be written (atomically, through ``path + ".tmp"``)."""
+    if os.path.isdir(path):
+        return f"cannot write --json {path}: it is a directory"
+    probe = path + ".tmp"
+    existed = os.path.exists(probe)
+    try:
+        with open(probe, "a"):
+            pass
+    except OSError as e:
+        return f"cannot write --json {path}: {e.strerror or e}"
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.remove(probe)
+    return None
+
+
 async def serve(args: argparse.Namespace) -> int:
-    if args.dcs < 1 or args.sessions < 0:
-        print("--dcs must be >= 1 and --sessions >= 0", file=sys.stderr)
-        return 2
+    """Run the server until SIGINT (exit 130) or SIGTERM (exit 0); 2 on a usage error."""
+    problem = _check_args(args)
+    if problem is not None:
+        return _error(problem)
+    # Signals first, so a Ctrl-C while binding or generating the RSA key ends cleanly too.
+    stop = asyncio.Event()
+    interrupted = False
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal interrupted
+        interrupted = interrupted or sig == signal.SIGINT
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
     ports = [args.port + i if args.port else 0 for i in range(args.dcs)]
     try:
         plan = FaultPlan.script(*args.fault, seed=args.seed)
     except ValueError as e:
-        print(f"bad --fault: {e}", file=sys.stderr)
-        return 2
-    server = TelegramTestServer(dcs=args.dcs, host=args.host, seed=args.seed, ports=ports,
-                                faults=plan, strict=False)
-    async with server:
-        if args.no_log:
-            server.log.entries = _Discard()
-        doc: dict[str, Any] = {
-            "dcs": [{"dc_id": d.dc_id, "host": d.host, "port": d.port} for d in server.dcs],
-            "api_id": server.api_id,
-            "api_hash": server.api_hash,
-            "sessions": [server.session().save() for _ in range(args.sessions)],
-        }
-        if args.rsa:
-            doc["rsa_public_key"] = crypto.public_pem(server._rsa_key())
-        text = json.dumps(doc)
-        if args.json:
+        return _error(f"bad --fault: {e}")
+    try:
+        server = TelegramTestServer(dcs=args.dcs, host=args.host, seed=args.seed, ports=ports,
+                                    faults=plan, strict=False)
+    except (TypeError, ValueError) as e:
+        return _error(str(e))
+    try:
+        await server.start()
+    except (OSError, OverflowError) as e:
+        await server.stop()  # listeners of the DCs already bound
+        where = f"{args.host}:{args.port}" if args.port else args.host
+        reason = getattr(e, "strerror", None) or str(e)
+        return _error(f"cannot listen on {where}: {reason}")
+    try:
+        return await _serve_started(server, args, stop, lambda: interrupted)
+    finally:
+        await server.stop()
+
+
+async def _serve_started(server: TelegramTestServer, args: argparse.Namespace,
+                         stop: asyncio.Event, interrupted: Callable[[], bool]) -> int:
+    if stop.is_set():
+        return EXIT_INTERRUPTED if interrupted() else EXIT_OK
+    if args.no_log:
+        server.log.entries = _Discard()
+    doc: dict[str, Any] = {
+        "dcs": [{"dc_id": d.dc_id, "host": d.host, "port": d.port} for d in server.dcs],
+        "api_id": server.api_id,
+        "api_hash": server.api_hash,
+        "sessions": [server.session().save() for _ in range(args.sessions)],
+    }
+    if args.rsa:
+        doc["rsa_public_key"] = crypto.public_pem(server._rsa_key())
+    if stop.is_set():
+        return EXIT_INTERRUPTED if interrupted() else EXIT_OK
+    text = json.dumps(doc)
+    if args.json:
+        try:
             _write_atomically(args.json, text)
-        print(text, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        started = time.monotonic()
-        await stop.wait()
-        elapsed = time.monotonic() - started
-        summary = {
-            "seconds": round(elapsed, 3),
-            "requests": None if args.no_log else server.log.summary(),
-            "connections_opened": server.log.connections_opened(),
-            "internal_errors": [repr(e) for e in server.internal_errors],
-        }
-        print(json.dumps(summary), flush=True)
-    return 0
+        except OSError as e:
+            return _error(f"cannot write --json {args.json}: {e.strerror or e}")
+    print(text, flush=True)
+    started = time.monotonic()
+    await stop.wait()
+    elapsed = time.monotonic() - started
+    summary = {
+        "seconds": round(elapsed, 3),
+        "requests": None if args.no_log else server.log.summary(),
+        "connections_opened": server.log.connections_opened(),
+        "internal_errors": [repr(e) for e in server.internal_errors],
+    }
+    print(json.dumps(summary), flush=True)
+    return EXIT_INTERRUPTED if interrupted() else EXIT_OK
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -109,10 +196,14 @@ class _Discard(list[Any]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return asyncio.run(serve(args))
-    return 2
+    """Exit status: 0 stopped by SIGTERM, 2 usage error (one line on stderr), 130 Ctrl-C."""
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "serve":
+            return asyncio.run(serve(args))
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
