@@ -299,13 +299,21 @@ class TelegramTestServer:
         clear_config_cache()
         if self._fixed_rsa is not None:
             crypto.register_public_key(self._fixed_rsa)
-        for dc_id in range(1, self._n_dcs + 1):
-            srv = await asyncio.start_server(
-                self._make_handler(dc_id), self.host, self._ports[dc_id - 1]
-            )
-            port = srv.sockets[0].getsockname()[1]
-            self._servers.append(srv)
-            self.dcs.append(DcAddress(dc_id, self.host, port))
+        try:
+            for dc_id in range(1, self._n_dcs + 1):
+                srv = await asyncio.start_server(
+                    self._make_handler(dc_id), self.host, self._ports[dc_id - 1]
+                )
+                port = srv.sockets[0].getsockname()[1]
+                self._servers.append(srv)
+                self.dcs.append(DcAddress(dc_id, self.host, port))
+        except BaseException:
+            # A later DC failed to bind (port in use, bad host): close the ones already bound.
+            for srv in self._servers:
+                srv.close()
+            self._servers.clear()
+            self.dcs.clear()
+            raise
         self.world.set_dcs(list(self.dcs))
         now = time.monotonic()
         if self.faults is not None and hasattr(self.faults, "start"):

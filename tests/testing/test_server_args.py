@@ -62,3 +62,20 @@ async def test_good_arguments_are_accepted_and_serve() -> None:
         assert [d.dc_id for d in server.dcs] == [1, 2]
         assert all(0 < d.port <= 65535 for d in server.dcs)
     assert TelegramTestServer(dcs=1, world=World()).world is not None
+
+
+async def test_start_closes_bound_listeners_when_a_later_dc_cannot_bind() -> None:
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken = busy.getsockname()[1]
+    try:
+        server = TelegramTestServer(dcs=2, ports=[0, taken])
+        with pytest.raises(OSError):
+            await server.start()
+        assert server.dcs == []
+        assert server._servers == []  # DC 1's listener was closed, not leaked
+    finally:
+        busy.close()
