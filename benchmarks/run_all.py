@@ -9,11 +9,14 @@
 Extra options go to ``telethon-guard bench`` (``--json``, ``--plot``, ``--duration``...). With
 ``--update-readme`` the measured table, the notes on missed targets and the machine (``nproc``,
 CPU model, Python, Telethon) replace the block between the ``bench:begin`` / ``bench:end``
-markers of benchmarks/README.md. Exit status is the bench's.
+markers of benchmarks/README.md, and ``telethon-guard demo`` runs too, its table replacing the
+``demo:begin`` / ``demo:end`` block. Exit status is the bench's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 import tempfile
@@ -26,6 +29,7 @@ from telethon_guard.cli import main
 
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+DEMO_BEGIN, DEMO_END = "<!-- demo:begin -->", "<!-- demo:end -->"
 
 
 def _report_from_json(data: dict[str, Any]) -> Report:
@@ -64,15 +68,28 @@ def readme_block(data: dict[str, Any], command: str) -> str:
     ])
 
 
-def update_readme(block: str, path: Path = README) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else f"{BEGIN}\n{END}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+def update_readme(block: str, path: Path = README, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the text between ``begin`` and ``end`` in ``path`` with ``block`` (which carries
+    the markers itself); append it when the markers are missing."""
+    text = path.read_text(encoding="utf-8") if path.exists() else f"{begin}\n{end}\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
+
+
+def demo_block() -> str:
+    """Run ``telethon-guard demo`` and return its table as a README block."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = main(["demo"])
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return "\n".join([DEMO_BEGIN, f"Measured {when} with `telethon-guard demo` "
+                      f"(exit status {status}).", "", "```", buf.getvalue().rstrip(), "```",
+                      DEMO_END])
 
 
 def run(argv: list[str]) -> int:
@@ -93,6 +110,7 @@ def run(argv: list[str]) -> int:
             data = json.loads(json_path.read_text(encoding="utf-8"))
             command = " ".join(["python benchmarks/run_all.py", *argv])
             update_readme(readme_block(data, command))
+            update_readme(demo_block(), begin=DEMO_BEGIN, end=DEMO_END)
             print(f"updated {README}", file=sys.stderr)
         return status
     finally:
