@@ -155,8 +155,20 @@ class GuardConfig:
     * ``retry_max_attempts``: network attempts per call for transient errors (1 = no retry);
       backoff ``uniform(0, min(retry_max_delay, retry_base_delay * 2**n))`` (full jitter).
     * ``flood_max_retries``: server FLOOD_WAITs waited and retried within one call.
-    * ``adaptive_pacing``: learn a method's pace after a FLOOD_WAIT; ``pace_decay`` is the
-      fraction of the learned period given back per successful call.
+    * ``rate_margin``: seconds added to the period of every *configured* window (``rate_limits``,
+      ``method_limits``, ``send_limits``, peer limits; not ``reconnect_pacing``), default 0.05.
+      The limiter spaces its reservations by the period, but Telegram counts *arrivals*, one
+      variable send latency later: without a margin a request admitted at the end of one
+      window can arrive after an early request of the next, and the server sees ``count + 1``.
+      The margin must exceed the latency *jitter* (not the latency); it costs
+      ``margin / (period + margin)`` of the allowed rate at saturation (0.05 s: 4.8 % of a 1 s
+      window, 2.4 % of 2 s, 0.2 % of 30 s). ``0`` restores exact spacing.
+    * ``adaptive_pacing``: learn a method's pace after a FLOOD_WAIT (see
+      :mod:`telethon_guard.flood`). ``pace_relax``: seconds a learned pace is kept unchanged
+      after its last FLOOD_WAIT (at least twice its period); then its period halves every
+      further ``pace_relax`` seconds, and it is dropped at a quarter of its learned period
+      (so a limit that went away stops costing rate within ``3 * pace_relax`` seconds).
+      A flood on a relaxing pace doubles the hold of that method's next pace (at most 8x).
     * ``observe_only``: measure and report (events) what would have been delayed or blocked,
       without delaying or blocking (staged rollout). Server errors still propagate.
     * ``storage``: ``None``/``"memory"`` (in process), ``"redis://..."``, a ``GuardStorage``, or
@@ -196,8 +208,9 @@ class GuardConfig:
     retry_base_delay: float = 0.5
     retry_max_delay: float = 10.0
     flood_max_retries: int = 5
+    rate_margin: float = 0.05
     adaptive_pacing: bool = True
-    pace_decay: float = 0.001
+    pace_relax: float = 5.0
     observe_only: bool = False
     storage: Any = None
     storage_fallback: str = "local"
@@ -256,11 +269,8 @@ class GuardConfig:
         for name in ("adaptive_pacing", "observe_only", "log_peer_ids"):
             if not isinstance(getattr(self, name), bool):
                 raise GuardConfigError(name, f"must be a bool, got {getattr(self, name)!r}")
-        decay = _finite("pace_decay", self.pace_decay)
-        assert decay is not None
-        if decay >= 1.0:
-            raise GuardConfigError("pace_decay", "must be in [0, 1)")
-        s(self, "pace_decay", decay)
+        s(self, "rate_margin", _finite("rate_margin", self.rate_margin))
+        s(self, "pace_relax", _finite("pace_relax", self.pace_relax, strict=True))
         st = self.storage
         if isinstance(st, str):
             if st != "memory" and not st.startswith(("redis://", "rediss://", "unix://")):

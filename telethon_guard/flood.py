@@ -24,20 +24,41 @@ After a server ``FLOOD_*_WAIT_X``: ``T = now + clamp(X)`` (TDLib NetQueryDelayer
 is recorded for everyone, then the call waits and retries if it fits (at most
 ``flood_max_retries`` times), else raises at once with ``from_server=True``.
 
-Adaptive pacing (:class:`AdaptivePacer`): after a FLOOD_WAIT on method M the pace of M is learned
-as a window ``(n, 1.1 * (span + X))``: the ``n`` calls made since the previous flood wait ended
-(within a horizon, at least 2) spread over ``span`` seconds, plus the wait X the server asked for,
-with a 10 % margin; the window starts seeded with those calls. A further FLOOD_WAIT while a
-pace is active multiplies the period by 1.5 (multiplicative decrease of the rate); every success
-gives back ``pace_decay`` of the period (like gotd's floodwait middleware decaying its delay per
-success), and the pace is dropped once its period falls under 1 s. Waits under 2 s
-(FLOOD_WAIT_0/1) teach no first pace.
-The rate limiter applies the pace as an extra window ``acct:<a>/pace:<m>``, so a loop at an
-unknown server limit converges instead of hitting it again and again. A wait the pace imposes is
-a flood wait to the caller: when it does not fit ``min(max_flood_wait, time left until the
-deadline)`` the limiter raises ``FloodWaitBlocked`` (``from_server=False``, the pace's seconds,
-scope ``acct:<a>/method:<m>``) at once, without waiting (see
-:class:`~telethon_guard.limiter.RateLimitLayer`).
+Adaptive pacing (:class:`AdaptivePacer`): Telegram does not publish its limits, but a
+FLOOD_WAIT_X at time ``t`` says "the calls I accepted lately were the most I allow". A first
+pace of method M is learned as ``n`` calls per ``span + X`` seconds: the ``n`` calls of M
+answered within the last 120 s (at least 2), ``span`` seconds from the oldest of them to ``t``.
+For a sliding-window limit ``(L, W)`` reached from an empty window that is ``(L, ~W)``: the
+oldest accepted call leaves the server's window ``X`` seconds later (``X`` is rounded up to
+whole seconds, so the estimate errs long: that is the margin). The pace is applied as evenly
+spaced calls, one per ``(span + X) / n`` seconds, starting after the calls it was learned from:
+no second burst after the wait, no single call held longer than one spacing (plus queueing).
+
+* Replies to calls sent before a learned wait ended are the same event and teach nothing (the
+  siblings in flight; the old design stretched the pace once per sibling).
+* A FLOOD_WAIT while the pace *holds* means "still too fast": the pace becomes what the calls
+  answered since the last wait teach if that is slower (it never goes below what the server
+  was seen to accept), else its period stretches by ``PACE_BACKOFF`` (1.1); never beyond twice
+  the widest ``span + X`` seen, so a pace's wait stays of the order of the server's own waits.
+* A pace never holds one call longer than the wait Telegram asked for when it was set
+  (:meth:`AdaptivePacer.max_wait`, ``X``): a longer wait (a queue of callers above the limit)
+  fails that call at once with ``FloodWaitBlocked`` (``from_server=False``), as the server
+  would have answered ``FLOOD_WAIT_X``.
+* Decay is by time (refused calls teach nothing, so a per-success decay could starve): a pace
+  with no FLOOD_WAIT for ``hold = max(pace_relax, 2 * period)`` seconds relaxes, its period
+  halving every further ``hold`` seconds (8 steps per halving), and it is dropped at a quarter
+  of its period. A FLOOD_WAIT while relaxing restores the learned pace (it held for its whole
+  hold) and doubles that method's hold (at most 8x): at a steady limit the probes get rarer;
+  after a limit went away the full rate is back within ``3 * hold`` seconds. (gotd's floodwait
+  middleware decays its delay 1 s per success instead.)
+
+The rate limiter applies the pace as an extra window ``acct:<a>/pace:<m>``. A wait the pace
+imposes is a flood wait to the caller: when it does not fit ``min(max_flood_wait, X, time left
+until the deadline)`` the limiter raises ``FloodWaitBlocked`` (``from_server=False``, the pace's
+seconds, scope ``acct:<a>/method:<m>``) at once for *that call only* (its slot is given back;
+the next call decides afresh; see :class:`~telethon_guard.limiter.RateLimitLayer`). A call that
+waited for its slot while a FLOOD_WAIT was recorded comes back here (the limiter raises
+``LedgerBlockedWhileQueued``) and waits out the block instead of sending into it.
 """
 
 from __future__ import annotations
@@ -60,25 +81,37 @@ from .events import (
     PaceLearned,
     redact_peer,
 )
-from .limiter import is_send, pace_key
+from .limiter import LedgerBlockedWhileQueued, is_send, pace_key
 from .storage import GuardStorage, LimitSpec
 
 if TYPE_CHECKING:
     from .pipeline import CallContext
 
 PACE_HORIZON = 120.0
-"""Seconds of call history considered when learning a pace."""
-PACE_MIN_PERIOD = 1.0
-"""A learned pace whose period decays below this (seconds) is dropped."""
-PACE_BACKOFF = 1.5
-"""Factor by which a further FLOOD_WAIT stretches an active pace's period."""
-PACE_MARGIN = 1.1
-"""Safety margin on a first learned period (server windows and our clock differ slightly)."""
+"""Seconds of call history considered when learning a first pace."""
+PACE_MARGIN = 1.0
+"""Factor on a learned period. 1.0: the server's ``X`` is rounded up to whole seconds, so
+``span + X`` already errs long (by up to 1 s) against the latency jitter between our success
+times and the server's arrival times; a pace that still proves too fast stretches by
+``PACE_BACKOFF``."""
+PACE_BACKOFF = 1.1
+"""Factor by which a FLOOD_WAIT stretches a holding pace's period when the calls since the last
+wait teach nothing slower."""
+PACE_MAX_STRETCH = 2.0
+"""A period never exceeds this many times the largest window ``span + X`` seen for the method
+(``PACE_MARGIN`` included): a pace's wait stays of the order of the server's own waits."""
 PACE_MIN_CALLS = 2
-"""Calls of the method seen within the horizon before a first pace is learned from a flood."""
-PACE_MIN_WAIT = 2.0
-"""Server waits shorter than this (seconds; FLOOD_WAIT_0/1, clamped to 1 s) teach no pace: they
-are "try again now" signals, not a rate."""
+"""Calls of the method answered since the last wait (within the horizon) needed to learn from a
+FLOOD_WAIT."""
+PACE_MIN_WAIT = 1.0
+"""Server waits shorter than this (seconds) teach nothing. Waits are clamped to at least 1 s
+(TDLib NetQueryDelayer), so every FLOOD_WAIT_X qualifies; the evidence test is the call count."""
+PACE_RELAX_STEPS = 8
+"""Steps per halving of a relaxing pace's period (each step: ``2 ** (-1/8)``, about -8 %)."""
+PACE_DROP = 4.0
+"""A relaxing pace is dropped once its period is ``1/PACE_DROP`` of the learned one."""
+PACE_MAX_HOLD_GROWTH = 8.0
+"""Largest multiple of its base hold a method's hold grows to after floods on relaxing paces."""
 
 _BLOCKED_TYPES: dict[FloodScope, type[FloodWaitBlocked | SlowModeBlocked | FloodPremiumBlocked]]
 _BLOCKED_TYPES = {
@@ -107,44 +140,119 @@ def scopes_of(call: CallInfo) -> list[FloodScope]:
     return out
 
 
+def _spacing(count: int, period: float) -> Windows:
+    """The limiter window of a pace of ``count`` per ``period`` s: one call per
+    ``period / count`` s. Evenly spaced calls never exceed ``count`` in any ``period`` (the
+    server's sliding window), never burst (a probe that is too fast costs one FLOOD_WAIT, not
+    one per call in flight), and make no single call wait longer than the spacing."""
+    return ((1, period / count),)
+
+
 class _Pace:
-    __slots__ = ("count", "history", "period", "since")
+    __slots__ = ("base", "count", "flood_at", "grow", "history", "hold", "period", "since",
+                 "wait", "widest")
 
     def __init__(self) -> None:
-        self.history: deque[float] = deque(maxlen=512)
-        self.since = float("-inf")
-        self.count = 0
-        self.period = 0.0
+        self.history: deque[float] = deque(maxlen=512)  # success times (clock seconds)
+        self.since = float("-inf")  # end of the last server wait learned from
+        self.count = 0  # learned count (0: no pace)
+        self.base = 0.0  # learned period, before relaxing
+        self.period = 0.0  # current period (relaxed)
+        self.flood_at = 0.0  # time of the last FLOOD_WAIT that set or kept the pace
+        self.hold = 0.0  # seconds the pace holds unchanged after flood_at
+        self.grow = 1.0  # hold multiplier (doubles on a flood while relaxing)
+        self.widest = 0.0  # largest window estimate span + X seen (seconds)
+        self.wait = 0.0  # X of the FLOOD_WAIT the pace was last set from (seconds)
 
 
 class AdaptivePacer:
-    """Learns a method's pace from its FLOOD_WAITs (see the module docstring). Local state."""
+    """Learns a method's pace from its FLOOD_WAITs (see the module docstring). Local state.
 
-    __slots__ = ("_clock", "_events", "_learned", "_paces", "decay", "max_methods",
+    ``relax``: ``GuardConfig.pace_relax`` (seconds). All times are on ``clock`` (monotonic).
+    """
+
+    __slots__ = ("_clock", "_events", "_learned", "_paces", "max_methods", "relax",
                  "seed_ages")
 
-    def __init__(self, clock: Clock, events: EventBus | None = None, *, decay: float = 0.001,
+    def __init__(self, clock: Clock, events: EventBus | None = None, *, relax: float = 5.0,
                  max_methods: int = 4096) -> None:
+        if not relax > 0:
+            raise ValueError(f"relax must be > 0 seconds, got {relax!r}")
         self._clock = clock
         self._events = events
         self._paces: dict[tuple[str, str], _Pace] = {}
-        # Active paces only, as the window the limiter applies: window() is asked on every
-        # call, and is one truth test while no pace is learned.
-        self._learned: dict[tuple[str, str], Windows] = {}
-        self.decay = decay
+        # Active paces only: (window the limiter applies, clock time it next changes).
+        # window() is asked on every call, and is one truth test while no pace is learned.
+        self._learned: dict[tuple[str, str], tuple[Windows, float]] = {}
+        self.relax = relax
         self.max_methods = max_methods
         self.seed_ages: list[float] = []  # ages (s) of the calls a new pace was learned from
 
     def window(self, account: str, method: str) -> Windows | None:
-        """The learned ``((count, period),)`` of ``method``, or ``None``."""
+        """The limiter window of ``method``'s pace now, ``((1, period / count),)`` (evenly
+        spaced calls), or ``None`` (no pace)."""
         learned = self._learned
         if not learned:
             return None
-        return learned.get((account, method))
+        entry = learned.get((account, method))
+        if entry is None:
+            return None
+        if self._clock.now() < entry[1]:
+            return entry[0]
+        return self._relax((account, method))
+
+    def _relax(self, key: tuple[str, str]) -> Windows | None:
+        """Step a pace held for its ``hold`` towards unpaced; drop it at ``base / PACE_DROP``."""
+        p = self._paces.get(key)
+        if p is None or not p.count:
+            self._learned.pop(key, None)
+            return None
+        now = self._clock.now()
+        hold_end = p.flood_at + p.hold
+        if now < hold_end:
+            window = _spacing(p.count, p.period)
+            self._learned[key] = (window, hold_end)
+            return window
+        step = p.hold / PACE_RELAX_STEPS
+        k = int((now - hold_end) / step) + 1
+        factor = 2.0 ** (-k / PACE_RELAX_STEPS)
+        if factor * PACE_DROP <= 1.0 + 1e-9:
+            self._drop(key, p)
+            return None
+        p.period = p.base * factor
+        window = _spacing(p.count, p.period)
+        self._learned[key] = (window, hold_end + k * step)
+        return window
+
+    def _drop(self, key: tuple[str, str], p: _Pace) -> None:
+        p.count = 0
+        p.period = p.base = 0.0
+        p.grow = 1.0
+        self._learned.pop(key, None)
+        if self._events is not None:
+            self._events.emit(PaceLearned(key[1], 0, 0.0, key[0]))
+
+    def max_wait(self, account: str, method: str) -> float | None:
+        """Longest wait (seconds) the pace of ``method`` may impose on one call: the wait
+        Telegram asked for when the pace was set (``X``), or two spacings if longer;
+        ``None`` without a pace. A longer pace wait fails that call with ``FloodWaitBlocked``
+        (``from_server=False``) instead of queueing it: the server would have answered the
+        same with ``FLOOD_WAIT_X``."""
+        if not self._learned:
+            return None
+        p = self._paces.get((account, method))
+        if p is None or not p.count:
+            return None
+        return max(p.wait, 2.0 * p.period / p.count)
 
     def learned(self) -> dict[str, tuple[int, float]]:
-        """Active paces: ``{"<account>/<method>": (count, period)}``."""
-        return {f"{a}/{m}": (p.count, p.period) for (a, m), p in self._paces.items() if p.count}
+        """Active paces: ``{"<account>/<method>": (count, period now)}``."""
+        out: dict[str, tuple[int, float]] = {}
+        for a, m in list(self._learned):
+            if self.window(a, m):
+                p = self._paces[(a, m)]
+                out[f"{a}/{m}"] = (p.count, p.period)
+        return out
 
     def _pace(self, account: str, method: str) -> _Pace:
         key = (account, method)
@@ -160,43 +268,64 @@ class AdaptivePacer:
         return p
 
     def on_success(self, account: str, method: str) -> None:
-        """Record one call of ``method`` answered by Telegram; relaxes a learned pace."""
-        p = self._pace(account, method)
+        """Record one call of ``method`` answered by Telegram (its time, for learning)."""
+        p = self._paces.get((account, method))
+        if p is None:
+            p = self._pace(account, method)
         p.history.append(self._clock.now())
-        if p.count:
-            p.period -= p.period * self.decay
-            if p.period < PACE_MIN_PERIOD:
-                p.count = 0
-                p.period = 0.0
-                self._learned.pop((account, method), None)
-                if self._events is not None:
-                    self._events.emit(PaceLearned(method, 0, 0.0, account))
-            else:
-                self._learned[(account, method)] = ((p.count, p.period),)
 
     def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
-        """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the new pace window
-        (``None``: fewer than ``PACE_MIN_CALLS`` calls seen, nothing learned)."""
+        """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the pace window now in
+        force (``None``: nothing learned). Sets :attr:`seed_ages` when a *new* pace should start
+        with the calls it was learned from (empty otherwise)."""
+        self.seed_ages = []
         now = self._clock.now()
+        key = (account, method)
         p = self._pace(account, method)
-        start = max(p.since, now - PACE_HORIZON)
-        calls = [t for t in p.history if t >= start]
-        if not p.count and (len(calls) < PACE_MIN_CALLS or seconds < PACE_MIN_WAIT):
-            # Too little evidence of a rate: the first calls after start-up, or a "try again
-            # now" FLOOD_WAIT_0/1. (With a pace active, any FLOOD_WAIT means "still too fast".)
+        if now < p.since or seconds < PACE_MIN_WAIT:
+            # A reply to a call sent before the wait we already learned from ended (its
+            # siblings in flight): the same event, nothing new to learn.
             return None
-        if p.count:
-            p.period *= PACE_BACKOFF  # still too fast: multiplicative decrease of the rate
-            self.seed_ages = []
-        else:
-            p.count = len(calls)
-            p.period = (now - calls[0] + seconds) * PACE_MARGIN
-            self.seed_ages = [now - t for t in calls]
+        active = bool(p.count) and self.window(account, method) is not None
+        relaxing = active and now >= p.flood_at + p.hold
+        start = max(p.since, now - PACE_HORIZON)
+        calls = [t for t in p.history if t > start]
         p.since = now + seconds
-        window = ((p.count, p.period),)
-        self._learned[(account, method)] = window
+        cand: tuple[int, float] | None = None
+        if len(calls) >= PACE_MIN_CALLS:
+            # The server accepted these calls, then refused: (calls, span + X) is the window.
+            est = now - calls[0] + seconds
+            p.widest = max(p.widest, est)
+            cand = (len(calls), est * PACE_MARGIN)
+        if not active:
+            if cand is None:
+                return None
+            count, period = cand
+            p.grow = 1.0
+            self.seed_ages = [now - t for t in calls]
+        elif relaxing:
+            # The relaxed pace was too fast; the learned one held for its whole hold: restore
+            # it, and hold it longer next time.
+            # (Calls counted over a cycle that did not start from an empty server window
+            # overstate the rate, so this cycle teaches nothing more.)
+            count, period = p.count, p.base
+            p.grow = min(PACE_MAX_HOLD_GROWTH, p.grow * 2.0)
+        else:
+            # Too fast while holding: slow down to what this cycle's accepted calls teach,
+            # or stretch (bounded) when they teach nothing slower.
+            count, period = p.count, p.period * PACE_BACKOFF
+            if cand is not None and cand[0] / cand[1] < p.count / p.period:
+                count, period = cand
+        cap = PACE_MAX_STRETCH * PACE_MARGIN * max(p.widest, seconds)
+        period = min(period, cap)
+        p.count, p.base, p.period = count, period, period
+        p.flood_at = now
+        p.wait = seconds
+        p.hold = max(self.relax, 2.0 * period) * p.grow
+        window = _spacing(count, period)
+        self._learned[key] = (window, now + p.hold)
         if self._events is not None:
-            self._events.emit(PaceLearned(method, p.count, p.period, account))
+            self._events.emit(PaceLearned(method, count, period, account))
         return window
 
 
@@ -213,7 +342,7 @@ class FloodLedger:
         self._clock = clock
         self._events = events
         self.pacer: AdaptivePacer | None = (
-            AdaptivePacer(clock, events, decay=config.pace_decay)
+            AdaptivePacer(clock, events, relax=config.pace_relax)
             if config.adaptive_pacing else None
         )
         self.redact = not config.log_peer_ids
@@ -314,6 +443,8 @@ class FloodLedger:
             await self.check(ctx)
             try:
                 result = await call_next(ctx)
+            except LedgerBlockedWhileQueued:
+                continue  # a FLOOD_WAIT was recorded while the call queued: check again
             except Exception as exc:
                 verdict = classify(exc)
                 if verdict.action is not Action.FLOOD or verdict.scope is None:
@@ -338,11 +469,14 @@ class FloodLedger:
 
 __all__ = [
     "PACE_BACKOFF",
+    "PACE_DROP",
     "PACE_HORIZON",
     "PACE_MARGIN",
+    "PACE_MAX_HOLD_GROWTH",
+    "PACE_MAX_STRETCH",
     "PACE_MIN_CALLS",
-    "PACE_MIN_PERIOD",
     "PACE_MIN_WAIT",
+    "PACE_RELAX_STEPS",
     "AdaptivePacer",
     "FloodLedger",
     "scope_key",

@@ -67,6 +67,13 @@ def is_private_peer(peer: str) -> bool:
         return False
 
 
+def with_margin(windows: Windows, margin: float) -> Windows:
+    """``windows`` with ``margin`` seconds added to every period (``GuardConfig.rate_margin``)."""
+    if not margin:
+        return windows
+    return tuple((n, p + margin) for n, p in windows)
+
+
 def pace_key(account: str, method: str) -> str:
     """Limiter key of the adaptive pace of ``method``: ``acct:<a>/pace:<m>``."""
     return f"acct:{account}/pace:{method}"
@@ -285,6 +292,7 @@ class RateLimiter:
 class LimitKeys:
     """Builds the :class:`LimitSpec` tuple of a call from :class:`GuardConfig`.
 
+    Configured windows get ``GuardConfig.rate_margin`` seconds added to each period.
     Keys: ``acct:<a>`` (rate_limits), ``acct:<a>/dc:<d>/method:<m>`` (method_limits),
     ``acct:<a>/sends`` (send_limits), ``acct:<a>/peer:<id>`` (per-peer, bounded) and
     ``acct:<a>/pace:<m>`` (adaptive pace from ``pace_of(account, method)``, always last).
@@ -295,15 +303,30 @@ class LimitKeys:
     gets the same tuple object (which the storage's decider recognises).
     """
 
-    __slots__ = ("_base", "_cfg", "_pace_of", "_sends", "max_cached")
+    __slots__ = ("_base", "_cfg", "_method", "_pace_of", "_peer_group", "_peer_private",
+                 "_rate", "_send", "_sends", "max_cached", "pace_wait_of")
 
     def __init__(self, config: GuardConfig,
                  pace_of: Callable[[str, str], Windows | None] | None = None, *,
+                 pace_wait_of: Callable[[str, str], float | None] | None = None,
                  max_cached: int = 8192) -> None:
         self._cfg = config
         self._pace_of = pace_of
+        if pace_wait_of is None:
+            # pace_of is usually AdaptivePacer.window: its pacer also knows the longest wait
+            # a pace may impose (AdaptivePacer.max_wait).
+            pace_wait_of = getattr(getattr(pace_of, "__self__", None), "max_wait", None)
+        self.pace_wait_of = pace_wait_of
         self._sends = bool(config.send_limits or config.peer_limits_private
                            or config.peer_limits_group)
+        # Configured windows with ``rate_margin`` added to each period (see GuardConfig): the
+        # windows every storage (memory and Redis alike) is given.
+        m = config.rate_margin
+        self._rate = with_margin(config.rate_limits, m)
+        self._method = {k: with_margin(v, m) for k, v in config.method_limits.items()}
+        self._send = with_margin(config.send_limits, m)
+        self._peer_private = with_margin(config.peer_limits_private, m)
+        self._peer_group = with_margin(config.peer_limits_group, m)
         self._base: dict[tuple[Any, Any, str], tuple[LimitSpec, ...]] = {}
         self.max_cached = max_cached
 
@@ -312,11 +335,10 @@ class LimitKeys:
         return self._cfg
 
     def _build(self, account: Any, dc_id: Any, method: str) -> tuple[LimitSpec, ...]:
-        cfg = self._cfg
         out: list[LimitSpec] = []
-        if cfg.rate_limits:
-            out.append(LimitSpec(f"acct:{account}", cfg.rate_limits))
-        mw = cfg.method_limits.get(method)
+        if self._rate:
+            out.append(LimitSpec(f"acct:{account}", self._rate))
+        mw = self._method.get(method)
         if mw:
             out.append(LimitSpec(f"acct:{account}/dc:{dc_id}/method:{method}", mw))
         base = tuple(out)
@@ -334,12 +356,11 @@ class LimitKeys:
         if base is None:
             base = self._build(a, call.dc_id, m)
         if self._sends and call.peer is not None and is_send(call):
-            cfg = self._cfg
             extra: list[LimitSpec] = []
-            if cfg.send_limits:
-                extra.append(LimitSpec(f"acct:{a}/sends", cfg.send_limits))
+            if self._send:
+                extra.append(LimitSpec(f"acct:{a}/sends", self._send))
             peer = call.peer
-            pw = cfg.peer_limits_private if is_private_peer(peer) else cfg.peer_limits_group
+            pw = self._peer_private if is_private_peer(peer) else self._peer_group
             if pw:
                 extra.append(LimitSpec(f"acct:{a}/{peer}", pw, True))
             if extra:
@@ -359,16 +380,26 @@ class LimitKeys:
         return last if last.key == pace_key(call.account, call.method) else None
 
 
+class LedgerBlockedWhileQueued(Exception):
+    """Internal: raised by :class:`RateLimitLayer` when a FLOOD_WAIT on the call's method was
+    recorded while the call waited for its slot; :class:`~telethon_guard.flood.FloodLedger`
+    (the layer above) catches it and checks the ledger again. Never reaches a caller."""
+
+
 class RateLimitLayer:
     """Pipeline layer: wait for the call's slot (within its deadline), then ``call_next``.
 
     A wait imposed by a *learned* pace (adaptive pacing after a FLOOD_WAIT) is a flood wait
     in the caller's terms: when the pace alone makes the call wait longer than
-    ``min(max_flood_wait, time left until the deadline)`` the call fails at once with
-    :class:`~telethon_guard.errors.FloodWaitBlocked` (``from_server=False``, ``seconds`` = the
-    pace's wait, scope ``acct:<a>/method:<m>``), like a FLOOD_WAIT recorded in the ledger. A
-    wait imposed by configured limits that cannot fit the deadline raises ``DeadlineExceeded``
-    at once. Either way nothing is waited and the reserved slot is given back.
+    ``min(max_flood_wait, the pace's max_wait (Telegram's X), time left until the deadline)``
+    the call fails at once with :class:`~telethon_guard.errors.FloodWaitBlocked`
+    (``from_server=False``, ``seconds`` = the pace's wait, scope ``acct:<a>/method:<m>``), like
+    a FLOOD_WAIT recorded in the ledger; only that call: the next one decides afresh. A wait
+    imposed by configured limits that cannot fit the deadline raises ``DeadlineExceeded`` at
+    once. Either way nothing is waited and the reserved slot is given back.
+
+    After a wait, a FLOOD_WAIT recorded on the method meanwhile raises
+    :class:`LedgerBlockedWhileQueued` for the flood ledger above (never sent into the block).
     """
 
     __slots__ = ("keys", "limiter")
@@ -398,7 +429,23 @@ class RateLimitLayer:
                     res = await self._check_pace(ctx, specs, res)
                 await lim._wait(specs, res, call.deadline_at, call.method, call.account,
                                 ctx.budget)
+                if not lim.observe and await self._flood_left(call) > 0:
+                    # A FLOOD_WAIT was recorded while this call waited for its slot: never
+                    # send into it. The slot is spent; the ledger layer above waits (or
+                    # raises) and sends the call through the limiter again.
+                    raise LedgerBlockedWhileQueued(call.method)
         return await call_next(ctx)
+
+    async def _flood_left(self, call: CallInfo) -> float:
+        """Seconds left of a FLOOD_WAIT recorded on the call's method scope (the flood
+        ledger's ``acct:<a>/method:<m>``; slow mode and transfers scopes are checked by the
+        ledger before the limiter)."""
+        scope = f"acct:{call.account}/method:{call.method}"
+        local = self.limiter._local
+        if local is not None:
+            left: float = local.flood_left_sync(scope)
+            return left
+        return await self.limiter._storage.flood_left(scope)
 
     async def _check_pace(self, ctx: CallContext, specs: Sequence[LimitSpec],
                           res: tuple[float, Any]) -> tuple[float, Any]:
@@ -406,13 +453,19 @@ class RateLimitLayer:
         alone imposes a wait that does not fit; else return the reservation to wait for."""
         call = ctx.call
         delay = res[0]
-        pace = self.keys.pace_spec(call, specs)
+        keys = self.keys
+        pace = keys.pace_spec(call, specs)
         if pace is None:
             return res
         lim = self.limiter
         cap = call.max_flood_wait
         if cap is None:
-            cap = self.keys.config.max_flood_wait
+            cap = keys.config.max_flood_wait
+        wait_of = keys.pace_wait_of
+        if wait_of is not None:
+            most = wait_of(call.account, call.method)
+            if most is not None and most < cap:
+                cap = most  # a pace never holds a call longer than Telegram's own wait
         dl = call.deadline_at
         now = lim._clock.now()
         if delay <= cap and (dl is None or now + delay < dl):
@@ -432,10 +485,12 @@ class RateLimitLayer:
 
 __all__ = [
     "SEND_METHODS",
+    "LedgerBlockedWhileQueued",
     "LimitKeys",
     "RateLimitLayer",
     "RateLimiter",
     "is_private_peer",
     "is_send",
     "pace_key",
+    "with_margin",
 ]

@@ -22,6 +22,9 @@ def test_defaults_are_valid_and_documented_values() -> None:
     assert c.reconnect_pacing == TDLIB_RECONNECT_PACING == ((1, 1.0), (2, 4.0), (3, 8.0))
     assert c.observe_only is False
     assert c.rate_limits == ()
+    assert c.rate_margin == 0.05 and c.pace_relax == 5.0 and c.adaptive_pacing is True
+    # the margin is not folded into the configured windows (the limiter adds it)
+    assert GuardConfig(rate_limits=((20, 1.0),)).rate_limits == ((20, 1.0),)
 
 
 def test_presets_follow_tdlib_budgets() -> None:
@@ -92,7 +95,10 @@ def test_rng_from_seed_is_reproducible() -> None:
         ("retry_max_delay", 0.1),
         ("flood_max_retries", -1),
         ("observe_only", "yes"),
-        ("pace_decay", 1.0),
+        ("pace_relax", 0.0),
+        ("pace_relax", -1.0),
+        ("rate_margin", -0.01),
+        ("rate_margin", float("nan")),
         ("storage", "mysql://x"),
         ("storage", 42),
         ("storage_fallback", "ignore"),

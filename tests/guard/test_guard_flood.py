@@ -265,10 +265,12 @@ async def test_pace_learned_event_and_window() -> None:
     flood = Script(clock, [te.FloodWaitError(None, 7)])
     await bounded(pipe.invoke(make_call(), flood))
     ev = rec.of(PaceLearned)[-1]
-    assert ev.count == 10 and ev.period == pytest.approx((0.9 + 0.1 + 7) * 1.1, abs=0.01)
+    # 10 calls answered over 1.0 s, then "wait 7 s": the window is (10, 1.0 + 7) ...
+    assert ev.count == 10 and ev.period == pytest.approx(1.0 + 7, abs=0.01)
     assert pipe.ledger.pacer is not None
-    ((count, period),) = pipe.ledger.pacer.window("a1", "messages.getHistory") or ((0, 0),)
-    assert count == 10 and period == pytest.approx(ev.period, rel=0.01)  # decays per success
+    # ... applied as evenly spaced calls, one per 0.8 s
+    assert pipe.ledger.pacer.window("a1", "messages.getHistory") == ((1, pytest.approx(0.8)),)
+    assert pipe.ledger.pacer.max_wait("a1", "messages.getHistory") == 7.0  # Telegram's X
 
 
 async def test_no_pace_learned_without_history() -> None:
@@ -278,8 +280,8 @@ async def test_no_pace_learned_without_history() -> None:
 
 
 async def test_learned_pace_starts_with_its_history() -> None:
-    """After learning, the pace window already holds the calls it was learned from, so the
-    first window after the wait is not a second burst."""
+    """After learning, the pace already holds the calls it was learned from, so the first call
+    after the wait is not followed by a burst."""
     pipe, clock, _ = make_pipeline(max_flood_wait=120)
     ok = Script(clock)
     for _ in range(5):
@@ -287,31 +289,98 @@ async def test_learned_pace_starts_with_its_history() -> None:
         clock.advance(1.0)
     t_flood = clock.now()
     await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 10)])))
-    # Learned (5, 1.1 * (5 + 10)) = (5, 16.5) s from calls at t_flood-5 .. t_flood-1.
+    # Learned (5, 5 + 10) from calls at t_flood-5 .. t_flood-1: one call per 3 s, seeded with
+    # the calls of the last 3 s; the retry went when the server's wait ended.
+    assert clock.now() == t_flood + 10
     slots = pipe.storage.slots("acct:a1/pace:messages.getHistory")  # type: ignore[attr-defined]
-    # The seeded calls t_flood-5 .. t_flood-1 (the oldest now sits on the edge of the window,
-    # which decayed by pace_decay after the retry's success) and the retry, paced to its slot.
-    assert slots[-5:] == pytest.approx([t_flood - 4, t_flood - 3, t_flood - 2, t_flood - 1,
-                                        t_flood - 5 + 16.5])
+    assert slots == pytest.approx([t_flood + 10])
     nxt = Script(clock)
-    await bounded(pipe.invoke(make_call(), nxt))
-    assert nxt.times[0] == pytest.approx(t_flood - 4 + 16.5, abs=0.1)
+    for _ in range(3):
+        await bounded(pipe.invoke(make_call(), nxt))
+    assert nxt.times == pytest.approx([t_flood + 13, t_flood + 16, t_flood + 19])
 
 
-async def test_active_pace_backs_off_on_any_flood() -> None:
+async def test_flood_while_a_pace_holds_stretches_it_bounded() -> None:
     pipe, clock, rec = make_pipeline(max_flood_wait=120)
     ok = Script(clock)
     for _ in range(4):
         await pipe.invoke(make_call(), ok)
     await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 10)])))
-    first = rec.of(PaceLearned)[-1].period
-    await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 1)])))
-    assert rec.of(PaceLearned)[-1].period == pytest.approx(first * 1.5, rel=0.01)
+    first = rec.of(PaceLearned)[-1]
+    assert (first.count, first.period) == (4, pytest.approx(10.0))
+    periods = [first.period]
+    for _ in range(12):
+        clock.advance(1.0)
+        await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 1)])))
+        periods.append(rec.of(PaceLearned)[-1].period)
+    assert periods[1] == pytest.approx(first.period * 1.1, rel=0.01)  # multiplicative ...
+    # ... and bounded: never beyond twice the widest window (span + X) the server showed
+    assert max(periods) == pytest.approx(2 * 10.0, rel=0.01)
+
+
+async def test_replies_to_calls_sent_before_the_wait_ended_teach_nothing() -> None:
+    """Calls in flight when the first FLOOD_WAIT arrives get the same answer: one event, one
+    lesson (the old design stretched the pace once per sibling, 1.5x each)."""
+    pipe, clock, rec = make_pipeline(max_flood_wait=120)
+    ok = Script(clock)
+    for _ in range(10):
+        await pipe.invoke(make_call(), ok)
+        clock.advance(0.1)
+    assert pipe.ledger.pacer is not None
+    pacer = pipe.ledger.pacer
+    assert pacer.on_flood("a1", "messages.getHistory", 2.0) is not None
+    for _ in range(3):
+        clock.advance(0.01)
+        assert pacer.on_flood("a1", "messages.getHistory", 2.0) is None
+    assert len(rec.of(PaceLearned)) == 1
+
+
+async def test_pace_relaxes_by_time_and_is_dropped() -> None:
+    """No FLOOD_WAIT for hold = max(pace_relax, 2 * period) s: the period halves every further
+    hold, and the pace is gone at a quarter of it: recovery needs no successful call."""
+    pipe, clock, rec = make_pipeline(max_flood_wait=120, pace_relax=5.0)
+    pacer = pipe.ledger.pacer
+    assert pacer is not None
+    for _ in range(20):
+        pacer.on_success("a1", "m")
+        clock.advance(0.01)
+    # 20 answers from t0 to t0 + 0.19, FLOOD_WAIT_2 at t0 + 0.2: (20, 0.2 + 2)
+    base = (0.2 + 2) / 20
+    assert pacer.on_flood("a1", "m", 2.0) == ((1, pytest.approx(base)),)
+    clock.advance(4.9)
+    assert pacer.window("a1", "m") == ((1, pytest.approx(base)),)  # held
+    clock.advance(5.0 + 0.2)  # one hold into relaxing: half the period
+    assert pacer.window("a1", "m") == ((1, pytest.approx(base / 2, rel=0.1)),)
+    assert pacer.learned()["a1/m"][0] == 20
+    clock.advance(5.0)
+    assert pacer.window("a1", "m") is None and pacer.learned() == {}
+    assert rec.of(PaceLearned)[-1].count == 0  # "dropped" is reported
+
+
+async def test_flood_on_a_relaxing_pace_restores_it_and_holds_longer() -> None:
+    pipe, clock, rec = make_pipeline(max_flood_wait=120, pace_relax=5.0)
+    pacer = pipe.ledger.pacer
+    assert pacer is not None
+    for _ in range(20):
+        pacer.on_success("a1", "m")
+        clock.advance(0.01)
+    pacer.on_flood("a1", "m", 2.0)
+    learned = rec.of(PaceLearned)[-1].period
+    clock.advance(7.0)  # relaxing
+    for _ in range(20):
+        pacer.on_success("a1", "m")
+        clock.advance(0.05)
+    assert pacer.window("a1", "m")[0][1] < learned / 20  # type: ignore[index]
+    pacer.on_flood("a1", "m", 1.0)
+    assert rec.of(PaceLearned)[-1].period == pytest.approx(learned)  # the pace that held
+    clock.advance(9.0)  # the hold doubled to 10 s: still the learned pace
+    assert pacer.window("a1", "m") == ((1, pytest.approx(learned / 20)),)
 
 
 async def test_wait_from_a_learned_pace_that_cannot_fit_is_a_flood_error_at_once() -> None:
     """A pace learned from a server FLOOD_WAIT makes the next call wait; when that wait does
-    not fit the deadline the caller gets the flood family (not DeadlineExceeded), at once."""
+    not fit the deadline the caller gets the flood family (not DeadlineExceeded), at once,
+    for that call only."""
     pipe, clock, rec = make_pipeline(max_flood_wait=60)
     ok = Script(clock)
     for _ in range(5):
@@ -319,9 +388,8 @@ async def test_wait_from_a_learned_pace_that_cannot_fit_is_a_flood_error_at_once
         clock.advance(1.0)
     t_flood = clock.now()
     await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 10)])))
-    # Learned (5, 16.5 s) seeded with the calls at t_flood-5 .. t_flood-1; the retry after the
-    # wait already took the pace slot t_flood-5+16.5, so the next one is t_flood-4+16.5.
-    assert clock.now() == t_flood + 11.5
+    # Learned (5, 15 s): one call per 3 s; the retry went at t_flood + 10.
+    assert clock.now() == t_flood + 10
     slots = pipe.storage.slots("acct:a1/pace:messages.getHistory")  # type: ignore[attr-defined]
     send = Script(clock)
     t0 = clock.now()
@@ -329,13 +397,29 @@ async def test_wait_from_a_learned_pace_that_cannot_fit_is_a_flood_error_at_once
         await bounded(pipe.invoke(make_call(deadline_at=t0 + 0.5), send))
     e = info.value
     wait = e.retry_after
-    assert wait is not None and wait == pytest.approx(1.0, abs=0.05)  # the pace decayed a bit
+    assert wait is not None and wait == pytest.approx(3.0, abs=0.05)
     assert e.from_server is False
     assert e.scope == scope_key(make_call(), FloodScope.METHOD)
     assert send.count == 0 and clock.now() == t0  # no network call, nothing waited
     after = pipe.storage.slots("acct:a1/pace:messages.getHistory")  # type: ignore[attr-defined]
     assert max(after) == max(slots) <= t0  # the refused future slot was given back
     assert rec.of(FloodBlocked)[-1].from_server is False
-    # with room in the deadline the same call waits for its pace slot and goes
+    # with room in the deadline the next call waits for its pace slot and goes
     await bounded(pipe.invoke(make_call(deadline_at=t0 + 5.0), send))
     assert send.times == [pytest.approx(t0 + wait)]
+
+
+async def test_calls_queued_in_the_limiter_when_a_flood_wait_arrives_do_not_send_into_it(
+        ) -> None:
+    """The ledger is checked before the limiter: a call already waiting for its slot when a
+    FLOOD_WAIT is recorded checks the ledger again after its wait and waits out the block."""
+    pipe, clock, _ = make_pipeline(max_flood_wait=60, rate_limits=((1, 1.0),), rate_margin=0.0)
+    lead = Script(clock, [te.FloodWaitError(None, 10)])
+    queued = Script(clock)
+    t0 = clock.now()
+    first = asyncio.create_task(pipe.invoke(make_call(), lead))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(pipe.invoke(make_call(), queued))  # slot at t0 + 1
+    await bounded(asyncio.gather(first, second))
+    assert lead.times[0] == t0 and lead.times[1] >= t0 + 10
+    assert queued.times[0] >= t0 + 10  # not at t0 + 1, inside the server's wait

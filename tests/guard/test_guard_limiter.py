@@ -215,11 +215,15 @@ def test_limit_keys_for_calls() -> None:
     assert [s.key for s in hist] == ["acct:a1", "acct:a1/dc:2/method:messages.getHistory",
                                      "acct:a1/pace:messages.getHistory"]
     priv = keys.specs(send_call(42))
+    # Configured windows carry rate_margin (default 0.05 s) on their periods; a pace does not.
+    assert [s.windows for s in hist] == [((10, 1.05),), ((30, 30.05),), ((3, 9.0),)]
     assert [(s.key, s.windows, s.bounded) for s in priv[1:]] == [
-        ("acct:a1/sends", ((30, 1.0),), False), ("acct:a1/peer:42", ((1, 1.0),), True)]
+        ("acct:a1/sends", ((30, 1.05),), False), ("acct:a1/peer:42", ((1, 1.05),), True)]
     group = keys.specs(send_call(-100))
-    assert group[-1] == LimitSpec("acct:a1/peer:-100", ((20, 60.0),), True)
+    assert group[-1] == LimitSpec("acct:a1/peer:-100", ((20, 60.05),), True)
     assert LimitKeys(GuardConfig()).specs(send_call(42)) == ()
+    exact = LimitKeys(cfg.replace(rate_margin=0.0)).specs(send_call(42))
+    assert [s.windows for s in exact] == [((10, 1.0),), ((30, 1.0),), ((1, 1.0),)]
 
 
 def test_send_detection() -> None:
@@ -331,7 +335,7 @@ async def test_configured_limit_beyond_the_deadline_stays_deadline_exceeded_at_o
 async def test_configured_limit_over_max_flood_wait_is_still_waited_when_the_pace_fits() -> None:
     # max_flood_wait bounds flood waits, not configured rate limits: with no deadline the 30 s
     # of the configured window are waited as before, even with a (small) learned pace present.
-    p = Paced(((1, 1.0),), max_flood_wait=5.0,
+    p = Paced(((1, 1.0),), max_flood_wait=5.0, rate_margin=0.0,
               method_limits={"messages.getHistory": ((1, 30.0),)})
     await p.call()
     t0 = p.clock.now()

@@ -90,7 +90,7 @@ async def test_attempt_timeout_retries_then_real_timeout() -> None:
 
 
 async def test_caller_cancel_in_limiter_releases_the_slot() -> None:
-    pipe, clock, _ = make_pipeline(rate_limits=((1, 1.0),))
+    pipe, clock, _ = make_pipeline(rate_limits=((1, 1.0),), rate_margin=0.0)
     await pipe.invoke(make_call(), Script(clock))
     t0 = clock.now()
     waiting = asyncio.create_task(pipe.invoke(make_call(), Script(clock)))
@@ -255,7 +255,7 @@ async def test_deadline_during_network_is_not_reported_as_retry_exhaustion() -> 
 
 
 async def test_nested_call_under_a_tight_rate_limit_waits_its_slot_no_deadlock() -> None:
-    pipe, clock, _ = make_pipeline(rate_limits=((1, 1.0),), deadline=10)
+    pipe, clock, _ = make_pipeline(rate_limits=((1, 1.0),), deadline=10, rate_margin=0.0)
     t0 = clock.now()
 
     async def outer_send() -> str:
