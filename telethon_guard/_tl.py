@@ -21,6 +21,14 @@ _WRAPPERS: tuple[type[TLRequest], ...] = (
 )
 
 
+# Per-class caches (bounded: the TL schema has ~2,000 classes): a class's method name and which
+# of the fields read below its instances carry (Telethon's generated ``__init__`` sets every
+# field) are computed once per class.
+_CACHE_MAX = 4096
+_NAMES: dict[type, str] = {}
+_FIELDS: dict[type, tuple[str | None, bool]] = {}
+
+
 def unwrap(request: TLObject) -> TLObject:
     """Return the innermost request under invokeWithLayer/initConnection/... wrappers."""
     while isinstance(request, _WRAPPERS):
@@ -33,9 +41,21 @@ def method_name(request: TLObject) -> str:
 
     Derived from Telethon's class and module: ``telethon.tl.functions.messages.GetHistoryRequest``
     becomes ``messages.getHistory``; top-level functions have no namespace (``"ping"``).
+    Cached per class (wrappers are never cached: their name is the inner request's).
     """
-    inner = unwrap(request)
-    cls = type(inner)
+    cls = type(request)
+    name = _NAMES.get(cls)
+    if name is not None:
+        return name
+    if isinstance(request, _WRAPPERS):
+        return method_name(unwrap(request))
+    name = _class_method_name(cls)
+    if len(_NAMES) < _CACHE_MAX:
+        _NAMES[cls] = name
+    return name
+
+
+def _class_method_name(cls: type) -> str:
     name = cls.__name__
     if name.endswith("Request"):
         name = name[: -len("Request")]
@@ -56,8 +76,11 @@ def peer_key(request: TLObject) -> str | None:
     limits; never logged unless the user opts in.
     """
     inner = unwrap(request)
-    peer = getattr(inner, "peer", None)
-    if peer is None:
+    field = _fields(inner)[0]
+    if field is None:
+        return None
+    peer = getattr(inner, field, None)
+    if peer is None and field == "peer":
         peer = getattr(inner, "channel", None)
     if peer is None:
         return None
@@ -70,7 +93,38 @@ def peer_key(request: TLObject) -> str | None:
 def random_id_of(request: TLObject) -> int | None:
     """The ``random_id`` of a send-like request (first one for lists), else ``None``."""
     inner = unwrap(request)
+    if not _fields(inner)[1]:
+        return None
     rid = getattr(inner, "random_id", None)
     if isinstance(rid, list):
         return rid[0] if rid else None
     return rid if isinstance(rid, int) else None
+
+
+def _fields(inner: TLObject) -> tuple[str | None, bool]:
+    """``(peer field, has random_id)`` of ``inner``'s class: ``"peer"``, ``"channel"`` or
+    ``None``, then whether a ``random_id`` field exists. Cached per class: every instance
+    of a TL class carries all of its fields (Telethon's generated ``__init__`` sets them)."""
+    cls = type(inner)
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        has_peer = hasattr(inner, "peer")
+        peer: str | None = ("peer" if has_peer
+                            else "channel" if hasattr(inner, "channel") else None)
+        fields = (peer, hasattr(inner, "random_id"))
+        if len(_FIELDS) < _CACHE_MAX:
+            _FIELDS[cls] = fields
+    return fields
+
+
+def describe(request: TLObject) -> tuple[str, str | None, int | None]:
+    """``(method_name(request), peer_key(request), random_id_of(request))`` in one pass (the
+    guard's per-call path): one unwrap, per-class caches, no look-up of absent fields."""
+    inner = unwrap(request)
+    name = method_name(inner)
+    peer_field, has_rid = _fields(inner)
+    peer = None
+    if peer_field is not None:
+        peer = peer_key(inner)
+    rid = random_id_of(inner) if has_rid else None
+    return name, peer, rid

@@ -83,6 +83,7 @@ class CircuitBreaker:
         key = breaker_key(call)
         ctx.breaker_key = key
         task = asyncio.current_task()
+        ctx.task = task
         if task is not None and self._probe_owner.get(key) is task:
             return await call_next(ctx)  # nested call on the probing task
         d = await self._acquire(key)
@@ -113,6 +114,24 @@ class CircuitBreaker:
                     self._local.breaker_release_probe_sync(key)
                 else:
                     await self._storage.breaker_release_probe(key)
+
+    def record_sync(self, ctx: CallContext, failure: bool) -> bool:
+        """:meth:`record` without awaiting, for local storage; ``False`` (nothing recorded)
+        when the storage is shared and :meth:`record` must be awaited instead."""
+        local = self._local
+        if local is None:
+            return ctx.breaker_key is None
+        key = ctx.breaker_key
+        if key is None:
+            return True
+        if failure:
+            d: BreakerDecision = local.breaker_failure_sync(key, self.policy)
+        else:
+            d = local.breaker_success_sync(key)
+        ctx.probe = False
+        if d.old != d.state:
+            self._emit(key, d, ctx.call.account)
+        return True
 
     async def record(self, ctx: CallContext, failure: bool) -> None:
         """Record the outcome of one network attempt of ``ctx`` (``failure``: counts toward

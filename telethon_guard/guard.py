@@ -39,8 +39,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import inspect
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -56,6 +58,7 @@ from telethon.tl.tlobject import TLRequest
 
 from . import _tl
 from .call import TRANSFER_METHODS, CallInfo
+from .clock import MonotonicClock
 from .errors import ClientDisconnectedError, GuardConfigError, GuardConnectionError, GuardError
 from .health import current_deadline
 from .loop import (
@@ -162,6 +165,7 @@ class GuardState:
         self.config = config
         self.pipeline = pipeline
         self.events: Any = getattr(pipeline, "events", None)
+        self._now: Callable[[], float] | None = None
         self._pacers: dict[int, Any] = {}
         # Observability (telethon_guard.stats / .health): an event collector for stats() and a
         # weak reference to the main client for ``available``.
@@ -220,7 +224,13 @@ class GuardState:
 
     def now(self) -> float:
         """The guard clock (monotonic seconds) the pipeline measures deadlines against."""
+        now = self._now
+        if now is not None:
+            return now()
         clock = getattr(self.pipeline, "clock", None)
+        if getattr(type(clock), "now", None) is MonotonicClock.now:  # common case: remembered
+            self._now = time.monotonic
+            return time.monotonic()
         if clock is None:
             return time.monotonic()
         now = getattr(clock, "now", None)
@@ -302,7 +312,22 @@ async def await_request(fut: asyncio.Future[T]) -> T:
     :class:`~telethon_guard.errors.GuardConnectionError`, since the caller's task was not
     cancelled (:func:`attempt_once` makes it ``ClientDisconnectedError`` when the client was
     disconnected on purpose).
+
+    Python 3.11+: ``fut`` is awaited directly and a ``CancelledError`` is told apart with
+    ``Task.cancelling()`` (the caller's task was cancelled: propagate). Python 3.10 waits with
+    ``asyncio.wait`` (no ``cancelling()``) and retrieves ``fut``'s exception in a callback.
     """
+    if sys.version_info >= (3, 11):
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                fut.cancel()
+                raise
+            if not fut.cancelled():
+                raise  # not Telethon's cancel of the request: propagate unchanged
+        raise GuardConnectionError("the request was cancelled by a disconnect of the client")
     fut.add_done_callback(retrieve_exception)
     if not fut.done():
         try:
@@ -353,15 +378,14 @@ def make_call(
     max_flood_wait: float | None = None,
 ) -> CallInfo:
     """Describe one request for the pipeline (method, account, DC, peer, deadline)."""
-    method = _tl.method_name(request)
-    random_id = _tl.random_id_of(request)
+    method, peer, random_id = _tl.describe(request)
     deadline = getattr(state.config, "deadline", None)
     call = CallInfo(
         method=method,
         request=request,
         account=account_key(client, state),
         dc_id=_dc_of(client, sender),
-        peer=_tl.peer_key(request),
+        peer=peer,
         random_id=random_id,
         transfer=method in TRANSFER_METHODS,
         idempotent=random_id is None,
@@ -398,10 +422,7 @@ async def invoke_one(
 ) -> Any:
     """One logical request through the pipeline; each attempt is one ``sender.send``."""
     call = make_call(client, state, sender, request, max_flood_wait)
-
-    async def send() -> Any:
-        return await attempt_once(client, sender.send, request, ordered)
-
+    send = functools.partial(attempt_once, client, sender.send, request, ordered)
     return await state.pipeline.invoke(call, send)
 
 

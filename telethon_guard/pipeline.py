@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -39,7 +40,7 @@ from telethon import errors as tl_errors
 from .breaker import CircuitBreaker
 from .call import CallInfo
 from .classify import Action, Verdict, classify
-from .clock import Clock, MonotonicClock
+from .clock import Clock, LoopDeadlines, MonotonicClock
 from .config import GuardConfig
 from .errors import (
     AlreadyDelivered,
@@ -74,11 +75,12 @@ class CallContext:
     ``budget``: the call's total deadline in seconds (``None``: no deadline); ``stage``: where
     the call is (``"limiter"``, ``"flood"``, ``"backoff"``, ``"network"``) for events;
     ``verdict``: classification of the last attempt's error; ``probe``: this call holds the
-    HALF_OPEN probe and no verdict was recorded yet; ``attempts``: network attempts made.
+    HALF_OPEN probe and no verdict was recorded yet; ``attempts``: network attempts made;
+    ``task``: the caller's task once the breaker layer looked it up (``None`` before).
     """
 
     __slots__ = ("attempts", "breaker_key", "budget", "call", "probe", "send", "stage",
-                 "verdict")
+                 "task", "verdict")
 
     def __init__(self, call: CallInfo, send: Callable[[], Awaitable[Any]],
                  budget: float | None) -> None:
@@ -90,6 +92,7 @@ class CallContext:
         self.probe = False
         self.breaker_key: str | None = None
         self.stage = "start"
+        self.task: asyncio.Task[Any] | None = None
 
 
 Next = Callable[[CallContext], Awaitable[Any]]
@@ -135,6 +138,25 @@ class DeadlineLayer:
         if self._events is not None:
             self._events.emit(DeadlineExceededEvent(ctx.call.method, ctx.budget or 0.0,
                                                     ctx.stage, ctx.call.account))
+
+
+class _AttemptTimer:
+    """The per-attempt deadline timer's callback: cancels the attempt's task and remembers
+    that it did (``fired``), so the attempt tells its own timeout from a caller's cancel."""
+
+    __slots__ = ("fired", "handle", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+        self.handle: Any = None
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+_LOOP_TIME = asyncio.BaseEventLoop.time  # time.monotonic(): the MonotonicClock's time
 
 
 def _uncancel(task: asyncio.Task[Any]) -> int:
@@ -196,12 +218,20 @@ class Pipeline:
         for layer in reversed(self.layers):
             chain = functools.partial(layer.handle, call_next=chain)
         self._chain = chain
+        self._attempt_timeout = config.attempt_timeout
+        # MonotonicClock: attempt deadlines share one loop timer per loop (LoopDeadlines).
+        self._loop_timers = type(self.clock) is MonotonicClock
+        self._deadlines: LoopDeadlines | None = None
+        self._deadlines_by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, LoopDeadlines] = weakref.WeakKeyDictionary()
         self._outcomes: dict[str, dict[str, int]] = {}
         self._redact = redact
 
     def stats(self) -> dict[str, Any]:
         """A snapshot for ``client.guard.stats()``: ``calls`` (``{method: {outcome: count}}``,
-        outcome ``"ok"`` or the error's type name), ``breakers`` (``{key: state}``),
+        outcome one of :data:`~telethon_guard.events.OUTCOMES`, as in the ``RequestFinished``
+        events: ``"ok"``, ``"flood_wait"``, ``"deadline"``, ``"rpc_error"``...), ``breakers``
+        (``{key: state}``),
         ``blocked`` (flood scopes with seconds left), ``limiter_queue`` (calls waiting for a
         slot), ``paces`` (``{method: (count, period)}`` learned by adaptive pacing). Peer ids are
         redacted unless ``log_peer_ids``. Breakers and blocks are read from local storage
@@ -254,7 +284,7 @@ class Pipeline:
         try:
             result: T = await self._chain(ctx)
         except BaseException as exc:
-            self._count(call.method, type(exc).__name__)
+            self._count(call.method, request_outcome(exc))
             if started is not None:
                 self._finished(ctx, started, exc)
             raise
@@ -276,7 +306,7 @@ class Pipeline:
         now = clock.now()
         when = call.deadline_at
         by_deadline = True
-        timeout = self.config.attempt_timeout
+        timeout = self._attempt_timeout
         if timeout is not None and (when is None or now + timeout < when):
             when = now + timeout
             by_deadline = False
@@ -285,60 +315,81 @@ class Pipeline:
             raise DeadlineExceeded(call.method, ctx.budget or 0.0)
         call.attempt += 1
         ctx.attempts += 1
-        task = asyncio.current_task()
-        fired = False
-        handle = None
-        if when is not None and task is not None:
-            def fire() -> None:
-                nonlocal fired
-                fired = True
-                task.cancel()
-
-            handle = clock.call_at(when, fire)
+        timer: _AttemptTimer | None = None
+        if when is not None:
+            task = ctx.task
+            if task is None:
+                task = asyncio.current_task()
+            if task is not None:
+                timer = _AttemptTimer(task)
+                if self._loop_timers:
+                    loop = task.get_loop()
+                    deadlines = self._deadlines
+                    if deadlines is None or deadlines.loop is not loop:
+                        deadlines = self._deadlines_for(loop)
+                    if type(loop).time is not _LOOP_TIME:  # another loop clock (uvloop...)
+                        when = loop.time() + (when - now)
+                    timer.handle = deadlines.add(when, timer)
+                else:
+                    timer.handle = clock.call_at(when, timer)
         try:
             result = await ctx.send()
         except asyncio.CancelledError as exc:
-            if handle is not None:
-                handle.cancel()
-            if fired:
-                assert task is not None
-                if _uncancel(task) > 0:
-                    raise  # the caller cancelled as well: propagate unchanged
-                await self.breaker.record(ctx, True)  # a timeout counts for the breaker
-                if by_deadline:
-                    ctx.verdict = None  # the budget is spent: nothing to retry
-                    raise DeadlineExceeded(call.method, ctx.budget or 0.0) from None
-                ctx.verdict = _TIMEOUT
-                raise AttemptTimeoutError(call.method, timeout or 0.0) from None
+            if timer is not None:
+                timer.handle.cancel()
+                if timer.fired:
+                    if _uncancel(timer.task) > 0:
+                        raise  # the caller cancelled as well: propagate unchanged
+                    await self._record(ctx, True)  # a timeout counts for the breaker
+                    if by_deadline:
+                        ctx.verdict = None  # the budget is spent: nothing to retry
+                        raise DeadlineExceeded(call.method, ctx.budget or 0.0) from None
+                    ctx.verdict = _TIMEOUT
+                    raise AttemptTimeoutError(call.method, timeout or 0.0) from None
+                task = timer.task
+            else:
+                task = asyncio.current_task()
             if _caller_cancelled(task):
                 raise
             ctx.verdict = _DISCONNECT
-            await self.breaker.record(ctx, True)
+            await self._record(ctx, True)
             raise GuardConnectionError(
                 f"{call.method}: connection closed while waiting for the answer") from exc
         except Exception as exc:
-            if handle is not None:
-                handle.cancel()
-            if fired and task is not None:
-                _uncancel(task)  # send() swallowed our cancel and raised something else
+            if timer is not None:
+                timer.handle.cancel()
+                if timer.fired:
+                    _uncancel(timer.task)  # send() swallowed our cancel and raised another
             verdict = classify(exc)
             ctx.verdict = verdict
             if verdict.breaker_failure or not isinstance(exc, GuardError):
                 # Guard errors of a nested call (CircuitOpenError, DeadlineExceeded, a local
                 # flood block) say nothing about this connection: not recorded.
-                await self.breaker.record(ctx, verdict.breaker_failure)
+                await self._record(ctx, verdict.breaker_failure)
             self._raise_normalized(ctx, exc, verdict)
             raise
         except BaseException:  # KeyboardInterrupt, SystemExit, GeneratorExit
-            if handle is not None:
-                handle.cancel()
+            if timer is not None:
+                timer.handle.cancel()
             raise
-        if handle is not None:
-            handle.cancel()
-        if fired and task is not None:
-            _uncancel(task)
-        await self.breaker.record(ctx, False)
+        if timer is not None:
+            timer.handle.cancel()
+            if timer.fired:
+                _uncancel(timer.task)
+        if not self.breaker.record_sync(ctx, False):
+            await self.breaker.record(ctx, False)
         return result
+
+    def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> LoopDeadlines:
+        deadlines = self._deadlines_by_loop.get(loop)
+        if deadlines is None:
+            deadlines = self._deadlines_by_loop[loop] = LoopDeadlines(loop)
+        self._deadlines = deadlines
+        return deadlines
+
+    async def _record(self, ctx: CallContext, failure: bool) -> None:
+        if not self.breaker.record_sync(ctx, failure):
+            await self.breaker.record(ctx, failure)
 
     @staticmethod
     def _raise_normalized(ctx: CallContext, exc: Exception, verdict: Verdict) -> None:

@@ -132,7 +132,8 @@ class StatsCollector:
 class GuardStats:
     """A snapshot of one guard (``client.guard.stats()``). Plain data: safe to serialize.
 
-    * ``calls``: ``{method: {outcome: count}}``; outcome ``"ok"`` or the error's type name.
+    * ``calls``: ``{method: {outcome: count}}``; outcome one of ``events.OUTCOMES``
+      (``"ok"``, ``"flood_wait"``, ``"deadline"``...), the metrics' ``outcome`` label.
     * ``breakers``: ``{breaker key: "CLOSED" | "OPEN" | "HALF_OPEN"}`` (key
       ``acct:<account>/dc:<dc>``).
     * ``blocked``: ``{flood scope: seconds left}``: methods (and chats, hashed) blocked now.

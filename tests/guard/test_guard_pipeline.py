@@ -217,8 +217,8 @@ async def test_stats_snapshot() -> None:
     with pytest.raises(te.SlowModeWaitError):
         await pipe.invoke(send_call(-55, dc_id=3), Script(clock, [te.SlowModeWaitError(None, 9)]))
     st = pipe.stats()
-    assert st["calls"]["messages.getHistory"] == {"ok": 1, "RpcCallFailError": 1}
-    assert st["calls"]["messages.sendMessage"] == {"SlowModeBlocked": 1}
+    assert st["calls"]["messages.getHistory"] == {"ok": 1, "server_error": 1}
+    assert st["calls"]["messages.sendMessage"] == {"flood_wait": 1}
     assert st["breakers"] == {"acct:a1/dc:2": OPEN}  # healthy DCs leave no state behind
     assert list(st["blocked"].values()) == [9.0]
     assert "-55" not in repr(st)

@@ -135,7 +135,7 @@ async def test_breaker_open_is_an_event_a_stat_and_unavailability() -> None:
     opened = of(seen, BreakerStateChanged)[0]
     assert opened.key.endswith("/dc:1") and opened.retry_after == pytest.approx(0.5, abs=0.1)
     assert list(stats.breakers.values()) == ["OPEN"] and stats.available is False
-    assert stats.calls["messages.getDialogs"] == {"RpcCallFailError": 2}
+    assert stats.calls["messages.getDialogs"] == {"server_error": 2}
     outcomes = [e.outcome for e in of(seen, RequestFinished)
                 if e.method in ("messages.getDialogs", "users.getUsers")]
     assert outcomes.count("server_error") == 2 and "circuit_open" in outcomes
@@ -242,7 +242,7 @@ async def test_limiter_deadline_and_blocked_methods_in_events_and_stats() -> Non
     assert [(e.method, e.stage) for e in deadline] == [("messages.getDialogs", "limiter")]
     assert stats.limited >= 1 and stats.limited_seconds >= 0.15
     assert stats.deadline_exceeded == 1
-    assert stats.calls["messages.getDialogs"] == {"ok": 2, "DeadlineExceeded": 1}
+    assert stats.calls["messages.getDialogs"] == {"ok": 2, "deadline": 1}
     blocked = {k: v for k, v in stats.blocked.items() if "help.getNearestDc" in k}
     assert len(blocked) == 1 and 25 < next(iter(blocked.values())) <= 30
     assert stats.flood_blocked == {"help.getNearestDc": 1}
