@@ -87,6 +87,32 @@ class CircuitBreaker:
         if task is not None and self._probe_owner.get(key) is task:
             return await call_next(ctx)  # nested call on the probing task
         d = await self._acquire(key)
+        if d.decision == "allow" and d.old == d.state:
+            return await call_next(ctx)
+        return await self.decided(ctx, d, call_next)
+
+    def enter_local(self, ctx: CallContext) -> BreakerDecision | None:
+        """The synchronous start of :meth:`handle` on local storage when no probe is held
+        (so no nested call on a probing task is possible): sets ``ctx.breaker_key`` and
+        returns the acquire decision. ``decision == "allow"`` without a state change: run
+        the call; otherwise continue with :meth:`decided`. ``None``: not applicable (shared
+        storage or a probe held): use :meth:`handle`, nothing was acquired."""
+        local = self._local
+        if local is None or self._probe_owner:
+            return None
+        call = ctx.call
+        key = ctx.breaker_key = f"acct:{call.account}/dc:{call.dc_id}"  # breaker_key(call)
+        d: BreakerDecision = local.breaker_acquire_sync(key, self.lease)
+        return d
+
+    async def decided(self, ctx: CallContext, d: BreakerDecision,
+                      call_next: Callable[[CallContext], Awaitable[Any]]) -> Any:
+        """The rest of :meth:`handle` once the acquire decision ``d`` for ``ctx.breaker_key``
+        is known: report a transition, fail fast (``CircuitOpenError``) or run ``call_next``,
+        as the probe when ``d`` says so."""
+        call = ctx.call
+        key = ctx.breaker_key
+        assert key is not None
         self._emit(key, d, call.account)
         if d.decision == "reject":
             if not self._observe:
@@ -101,6 +127,9 @@ class CircuitBreaker:
         if d.decision != "probe":
             return await call_next(ctx)
         ctx.probe = True
+        task = ctx.task
+        if task is None:
+            task = ctx.task = asyncio.current_task()
         if task is not None:
             self._probe_owner[key] = task
         try:

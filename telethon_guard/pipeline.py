@@ -6,7 +6,7 @@
 
 The layers are listed once, in :attr:`Pipeline.layers`; each is a small object with one job and
 one method ``handle(ctx, call_next)`` (like gotd's middlewares / mtcute's network middlewares).
-The terminal step, :meth:`Pipeline._attempt`, makes ONE network attempt: it runs ``send()``
+The terminal step, :meth:`Pipeline._attempts`, makes the network attempts: it runs ``send()``
 under the remaining deadline and the optional ``attempt_timeout``, classifies what Telethon
 raised (:mod:`telethon_guard.classify`), tells the breaker, and normalizes transport errors so no
 bare ``ConnectionError`` / ``InvalidBufferError`` reaches the caller.
@@ -117,22 +117,34 @@ class DeadlineLayer:
 
     async def handle(self, ctx: CallContext, call_next: Next) -> Any:
         """Set/verify the call's deadline, run ``call_next``; raises ``DeadlineExceeded``."""
-        call = ctx.call
-        now = self._clock.now()
-        if call.deadline_at is None and self._deadline is not None:
-            call.deadline_at = now + self._deadline
-        if call.deadline_at is not None:
-            if ctx.budget is None:
-                ctx.budget = max(0.0, call.deadline_at - now)
-            if call.deadline_at <= now:
-                ctx.stage = "start"
-                self._report(ctx)
-                raise DeadlineExceeded(call.method, ctx.budget)
         try:
+            self.enter(ctx)
             return await call_next(ctx)
         except DeadlineExceeded:
             self._report(ctx)
             raise
+
+    def enter(self, ctx: CallContext) -> None:
+        """The synchronous part of :meth:`handle` before ``call_next``: fill ``deadline_at``
+        and ``ctx.budget``; raises ``DeadlineExceeded`` (not reported yet) when it passed."""
+        call = ctx.call
+        deadline_at = call.deadline_at
+        if deadline_at is None:
+            if self._deadline is None:
+                return
+            now = self._clock.now()
+            deadline_at = call.deadline_at = now + self._deadline
+        else:
+            now = self._clock.now()
+        if ctx.budget is None:
+            ctx.budget = max(0.0, deadline_at - now)
+        if deadline_at <= now:
+            ctx.stage = "start"
+            raise DeadlineExceeded(call.method, ctx.budget)
+
+    def report(self, ctx: CallContext) -> None:
+        """Emit :class:`DeadlineExceededEvent` for ``ctx`` (its stage and budget)."""
+        self._report(ctx)
 
     def _report(self, ctx: CallContext) -> None:
         if self._events is not None:
@@ -217,7 +229,14 @@ class Pipeline:
         chain: Next = self._attempt
         for layer in reversed(self.layers):
             chain = functools.partial(layer.handle, call_next=chain)
-        self._chain = chain
+        self._chain = chain  # the layers composed one by one (same behaviour as invoke)
+        # invoke()'s path: the deadline and breaker layers run inline in invoke() and the
+        # retry loop around the attempt in _attempts() (fewer coroutine frames per call and
+        # per resumption); the ledger and limiter layers in between are composed as above.
+        inner: Next = self._attempts
+        for layer in reversed(self.layers[2:-1]):
+            inner = functools.partial(layer.handle, call_next=inner)
+        self._inner = inner
         self._attempt_timeout = config.attempt_timeout
         # MonotonicClock: attempt deadlines share one loop timer per loop (LoopDeadlines).
         self._loop_timers = type(self.clock) is MonotonicClock
@@ -282,8 +301,19 @@ class Pipeline:
         events = self.events
         started = self.clock.now() if events.wants_request_events else None
         try:
-            result: T = await self._chain(ctx)
+            # DeadlineLayer.handle and CircuitBreaker.handle, inline.
+            self.deadline.enter(ctx)
+            breaker = self.breaker
+            d = breaker.enter_local(ctx)
+            if d is None:
+                result: T = await breaker.handle(ctx, self._inner)
+            elif d.decision == "allow" and d.old == d.state:
+                result = await self._inner(ctx)
+            else:
+                result = await breaker.decided(ctx, d, self._inner)
         except BaseException as exc:
+            if isinstance(exc, DeadlineExceeded):
+                self.deadline.report(ctx)
             self._count(call.method, request_outcome(exc))
             if started is not None:
                 self._finished(ctx, started, exc)
@@ -301,84 +331,101 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the network attempt
     async def _attempt(self, ctx: CallContext) -> Any:
-        call = ctx.call
-        clock = self.clock
-        now = clock.now()
-        when = call.deadline_at
-        by_deadline = True
-        timeout = self._attempt_timeout
-        if timeout is not None and (when is None or now + timeout < when):
-            when = now + timeout
-            by_deadline = False
-        ctx.stage = "network"
-        if when is not None and when <= now:
-            raise DeadlineExceeded(call.method, ctx.budget or 0.0)
-        call.attempt += 1
-        ctx.attempts += 1
-        timer: _AttemptTimer | None = None
-        if when is not None:
-            task = ctx.task
-            if task is None:
-                task = asyncio.current_task()
-            if task is not None:
-                timer = _AttemptTimer(task)
-                if self._loop_timers:
-                    loop = task.get_loop()
-                    deadlines = self._deadlines
-                    if deadlines is None or deadlines.loop is not loop:
-                        deadlines = self._deadlines_for(loop)
-                    if type(loop).time is not _LOOP_TIME:  # another loop clock (uvloop...)
-                        when = loop.time() + (when - now)
-                    timer.handle = deadlines.add(when, timer)
-                else:
-                    timer.handle = clock.call_at(when, timer)
-        try:
-            result = await ctx.send()
-        except asyncio.CancelledError as exc:
-            if timer is not None:
-                timer.handle.cancel()
-                if timer.fired:
-                    if _uncancel(timer.task) > 0:
-                        raise  # the caller cancelled as well: propagate unchanged
-                    await self._record(ctx, True)  # a timeout counts for the breaker
-                    if by_deadline:
-                        ctx.verdict = None  # the budget is spent: nothing to retry
-                        raise DeadlineExceeded(call.method, ctx.budget or 0.0) from None
-                    ctx.verdict = _TIMEOUT
-                    raise AttemptTimeoutError(call.method, timeout or 0.0) from None
-                task = timer.task
-            else:
-                task = asyncio.current_task()
-            if _caller_cancelled(task):
-                raise
-            ctx.verdict = _DISCONNECT
-            await self._record(ctx, True)
-            raise GuardConnectionError(
-                f"{call.method}: connection closed while waiting for the answer") from exc
-        except Exception as exc:
-            if timer is not None:
-                timer.handle.cancel()
-                if timer.fired:
-                    _uncancel(timer.task)  # send() swallowed our cancel and raised another
-            verdict = classify(exc)
-            ctx.verdict = verdict
-            if verdict.breaker_failure or not isinstance(exc, GuardError):
-                # Guard errors of a nested call (CircuitOpenError, DeadlineExceeded, a local
-                # flood block) say nothing about this connection: not recorded.
-                await self._record(ctx, verdict.breaker_failure)
-            self._raise_normalized(ctx, exc, verdict)
-            raise
-        except BaseException:  # KeyboardInterrupt, SystemExit, GeneratorExit
-            if timer is not None:
-                timer.handle.cancel()
-            raise
-        if timer is not None:
-            timer.handle.cancel()
-            if timer.fired:
-                _uncancel(timer.task)
-        if not self.breaker.record_sync(ctx, False):
-            await self.breaker.record(ctx, False)
-        return result
+        """ONE network attempt (the terminal step of :attr:`_chain`)."""
+        return await self._attempts(ctx, False)
+
+    async def _attempts(self, ctx: CallContext, retry: bool = True) -> Any:
+        """The retry layer and the network attempts in one frame: :meth:`RetryPolicy.handle`'s
+        loop (decisions by :meth:`RetryPolicy.retry_after`) around one attempt per turn.
+        ``retry=False``: one attempt, no retry loop."""
+        policy: RetryPolicy | None = self.retry if retry else None
+        turn = 0
+        while True:
+            turn += 1
+            ctx.verdict = None
+            try:
+                call = ctx.call
+                clock = self.clock
+                now = clock.now()
+                when = call.deadline_at
+                by_deadline = True
+                timeout = self._attempt_timeout
+                if timeout is not None and (when is None or now + timeout < when):
+                    when = now + timeout
+                    by_deadline = False
+                ctx.stage = "network"
+                if when is not None and when <= now:
+                    raise DeadlineExceeded(call.method, ctx.budget or 0.0)
+                call.attempt += 1
+                ctx.attempts += 1
+                timer: _AttemptTimer | None = None
+                if when is not None:
+                    task = ctx.task
+                    if task is None:
+                        task = asyncio.current_task()
+                    if task is not None:
+                        timer = _AttemptTimer(task)
+                        if self._loop_timers:
+                            loop = task.get_loop()
+                            deadlines = self._deadlines
+                            if deadlines is None or deadlines.loop is not loop:
+                                deadlines = self._deadlines_for(loop)
+                            if type(loop).time is not _LOOP_TIME:  # uvloop...: its clock
+                                when = loop.time() + (when - now)
+                            timer.handle = deadlines.add(when, timer)
+                        else:
+                            timer.handle = clock.call_at(when, timer)
+                try:
+                    result = await ctx.send()
+                except asyncio.CancelledError as exc:
+                    if timer is not None:
+                        timer.handle.cancel()
+                        if timer.fired:
+                            if _uncancel(timer.task) > 0:
+                                raise  # the caller cancelled as well: propagate unchanged
+                            await self._record(ctx, True)  # a timeout counts for the breaker
+                            if by_deadline:
+                                ctx.verdict = None  # the budget is spent: nothing to retry
+                                raise DeadlineExceeded(call.method,
+                                                       ctx.budget or 0.0) from None
+                            ctx.verdict = _TIMEOUT
+                            raise AttemptTimeoutError(call.method, timeout or 0.0) from None
+                        task = timer.task
+                    else:
+                        task = asyncio.current_task()
+                    if _caller_cancelled(task):
+                        raise
+                    ctx.verdict = _DISCONNECT
+                    await self._record(ctx, True)
+                    raise GuardConnectionError(f"{call.method}: connection closed while "
+                                               "waiting for the answer") from exc
+                except Exception as exc:
+                    if timer is not None:
+                        timer.handle.cancel()
+                        if timer.fired:
+                            _uncancel(timer.task)  # send() swallowed our cancel: raised another
+                    verdict = classify(exc)
+                    ctx.verdict = verdict
+                    if verdict.breaker_failure or not isinstance(exc, GuardError):
+                        # Guard errors of a nested call (CircuitOpenError, DeadlineExceeded, a
+                        # local flood block) say nothing about this connection: not recorded.
+                        await self._record(ctx, verdict.breaker_failure)
+                    self._raise_normalized(ctx, exc, verdict)
+                    raise
+                except BaseException:  # KeyboardInterrupt, SystemExit, GeneratorExit
+                    if timer is not None:
+                        timer.handle.cancel()
+                    raise
+                if timer is not None:
+                    timer.handle.cancel()
+                    if timer.fired:
+                        _uncancel(timer.task)
+                if not self.breaker.record_sync(ctx, False):
+                    await self.breaker.record(ctx, False)
+                return result
+            except Exception as exc:
+                if policy is None or not await policy.retry_after(ctx, exc, turn):
+                    raise
 
     def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> LoopDeadlines:
         deadlines = self._deadlines_by_loop.get(loop)

@@ -73,7 +73,6 @@ class RetryPolicy:
                      ) -> Any:
         """Run ``call_next`` (one attempt) until it succeeds, raises a non-retryable error, or
         the budget ends; then the real last error propagates unchanged."""
-        call = ctx.call
         attempt = 0
         while True:
             attempt += 1
@@ -81,27 +80,37 @@ class RetryPolicy:
             try:
                 return await call_next(ctx)
             except Exception as exc:
-                verdict = ctx.verdict
-                if verdict is None or verdict.action not in _RETRYABLE:
+                if not await self.retry_after(ctx, exc, attempt):
                     raise
-                stop = attempt >= self.max_attempts
-                delay = 0.0
-                if not stop:
-                    delay = backoff_delay(self.rng, attempt, self.base, self.cap)
-                    dl = call.deadline_at
-                    stop = dl is not None and self._clock.now() + delay >= dl
-                if not stop and self.breaker is not None:
-                    stop = await self.breaker.is_open(ctx)
-                if stop:
-                    if self._events is not None:
-                        self._events.emit(RetriesExhausted(error_name(exc), attempt,
-                                                           call.method, call.account))
-                    raise
-                if self._events is not None:
-                    self._events.emit(RetryScheduled(error_name(exc), attempt, delay,
-                                                     call.method, call.account))
-                ctx.stage = "backoff"
-                await self._clock.sleep(delay)
+
+    async def retry_after(self, ctx: CallContext, exc: Exception, attempt: int) -> bool:
+        """After attempt ``attempt`` (1-based) failed with ``exc``: ``False`` when it is final
+        (not retryable per ``ctx.verdict``, attempts or deadline spent, breaker OPEN; emits
+        ``RetriesExhausted`` for a retryable one), else emit ``RetryScheduled``, sleep the
+        backoff and return ``True`` (try again)."""
+        verdict = ctx.verdict
+        if verdict is None or verdict.action not in _RETRYABLE:
+            return False
+        call = ctx.call
+        stop = attempt >= self.max_attempts
+        delay = 0.0
+        if not stop:
+            delay = backoff_delay(self.rng, attempt, self.base, self.cap)
+            dl = call.deadline_at
+            stop = dl is not None and self._clock.now() + delay >= dl
+        if not stop and self.breaker is not None:
+            stop = await self.breaker.is_open(ctx)
+        if stop:
+            if self._events is not None:
+                self._events.emit(RetriesExhausted(error_name(exc), attempt,
+                                                   call.method, call.account))
+            return False
+        if self._events is not None:
+            self._events.emit(RetryScheduled(error_name(exc), attempt, delay,
+                                             call.method, call.account))
+        ctx.stage = "backoff"
+        await self._clock.sleep(delay)
+        return True
 
 
 __all__ = ["RetryPolicy", "backoff_delay", "error_name"]
