@@ -26,16 +26,21 @@ is recorded for everyone, then the call waits and retries if it fits (at most
 
 Adaptive pacing (:class:`AdaptivePacer`): Telegram does not publish its limits, but a
 FLOOD_WAIT_X at time ``t`` says "the calls I accepted lately were the most I allow". A first
-pace of method M is learned as ``n`` calls per ``span + X`` seconds: the ``n`` calls of M
-answered within the last 120 s (at least 2), ``span`` seconds from the oldest of them to ``t``.
+pace of method M is learned as ``n`` calls per ``span + X`` seconds: the ``n`` most recent calls
+of M answered within the last 120 s (at least 2), ``span`` seconds from the oldest of them to
+``t``, with ``n`` chosen for the highest such rate (a lookback into a quiet stretch, such as an
+outage, would only average the rate down: the pace never goes below what the server was seen
+to accept).
 For a sliding-window limit ``(L, W)`` reached from an empty window that is ``(L, ~W)``: the
 oldest accepted call leaves the server's window ``X`` seconds later (``X`` is rounded up to
 whole seconds, so the estimate errs long: that is the margin). The pace is applied as evenly
 spaced calls, one per ``(span + X) / n`` seconds, starting after the calls it was learned from:
 no second burst after the wait, no single call held longer than one spacing (plus queueing).
 
-* Replies to calls sent before a learned wait ended are the same event and teach nothing (the
-  siblings in flight; the old design stretched the pace once per sibling).
+* Replies to calls sent before a learned wait ended are the same event: a refusal teaches
+  nothing more (the old design stretched the pace once per refused sibling), an answer that
+  arrives during a new pace's wait was accepted before the refusal and refines the estimate
+  (with latency, the refusal can overtake the answers of accepted calls).
 * A FLOOD_WAIT while the pace *holds* means "still too fast": the pace becomes what the calls
   answered since the last wait teach if that is slower (it never goes below what the server
   was seen to accept), else its period stretches by ``PACE_BACKOFF`` (1.1); never beyond twice
@@ -148,9 +153,22 @@ def _spacing(count: int, period: float) -> Windows:
     return ((1, period / count),)
 
 
+def _estimate(calls: list[float], now: float, seconds: float) -> tuple[int, float]:
+    """``(k, now - calls[-k] + seconds)`` with the highest rate ``k / (now - calls[-k] +
+    seconds)`` over ``k >= PACE_MIN_CALLS`` (``calls`` ascending, at least that many)."""
+    best_k = len(calls)
+    best_w = now - calls[0] + seconds
+    n = len(calls)
+    for k in range(PACE_MIN_CALLS, n + 1):
+        w = now - calls[n - k] + seconds
+        if k * best_w > best_k * w:
+            best_k, best_w = k, w
+    return best_k, best_w
+
+
 class _Pace:
-    __slots__ = ("base", "count", "flood_at", "grow", "history", "hold", "period", "since",
-                 "wait", "widest")
+    __slots__ = ("base", "count", "evidence", "flood_at", "grow", "history", "hold", "late",
+                 "period", "since", "wait", "widest")
 
     def __init__(self) -> None:
         self.history: deque[float] = deque(maxlen=512)  # success times (clock seconds)
@@ -163,6 +181,11 @@ class _Pace:
         self.grow = 1.0  # hold multiplier (doubles on a flood while relaxing)
         self.widest = 0.0  # largest window estimate span + X seen (seconds)
         self.wait = 0.0  # X of the FLOOD_WAIT the pace was last set from (seconds)
+        # A new pace's evidence (answer times before the FLOOD_WAIT) and the answers that
+        # arrived during its wait (calls the server accepted before refusing, whose answers
+        # were slower than the refusal): they refine the pace until the wait ends.
+        self.evidence: list[float] | None = None
+        self.late = 0
 
 
 class AdaptivePacer:
@@ -272,7 +295,42 @@ class AdaptivePacer:
         p = self._paces.get((account, method))
         if p is None:
             p = self._pace(account, method)
-        p.history.append(self._clock.now())
+        now = self._clock.now()
+        p.history.append(now)
+        if p.evidence is not None:
+            if now < p.since and p.count:
+                p.late += 1
+                self._refine((account, method), p)
+            else:
+                p.evidence = None
+
+    def _refine(self, key: tuple[str, str], p: _Pace) -> None:
+        """Count an answer that arrived during a new pace's wait (accepted before the
+        refusal): the pace becomes faster if the evidence now shows a faster rate."""
+        ev = p.evidence
+        assert ev is not None
+        learned_at = p.flood_at
+        n = len(ev)
+        late = p.late
+        best: tuple[int, float] | None = None
+        if late >= PACE_MIN_CALLS:
+            # The late answers alone: accepted just before the refusal, their answers spread
+            # over about the time their arrivals did.
+            best = (late, p.wait + self._clock.now() - learned_at)
+        for k in range(1, n + 1):
+            w = learned_at - ev[n - k] + p.wait
+            if best is None or (k + late) * best[1] > best[0] * w:
+                best = (k + late, w)
+        if best is None or best[0] * p.base <= p.count * best[1] * PACE_MARGIN:
+            return
+        p.widest = max(p.widest, best[1])
+        p.count, p.base = best[0], best[1] * PACE_MARGIN
+        p.period = p.base
+        p.hold = max(self.relax, 2.0 * p.base) * p.grow
+        window = _spacing(p.count, p.base)
+        self._learned[key] = (window, p.flood_at + p.hold)
+        if self._events is not None:
+            self._events.emit(PaceLearned(key[1], p.count, p.base, key[0]))
 
     def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
         """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the pace window now in
@@ -293,16 +351,21 @@ class AdaptivePacer:
         p.since = now + seconds
         cand: tuple[int, float] | None = None
         if len(calls) >= PACE_MIN_CALLS:
-            # The server accepted these calls, then refused: (calls, span + X) is the window.
-            est = now - calls[0] + seconds
-            p.widest = max(p.widest, est)
-            cand = (len(calls), est * PACE_MARGIN)
+            # The server accepted these calls, then refused: for the k most recent of them,
+            # (k, span_k + X) is a window the server allowed. The fastest such rate is the
+            # estimate: the pace never goes below what the server was seen to accept (a
+            # lookback reaching into a quiet stretch, e.g. an outage, only averages it down).
+            cand = _estimate(calls, now, seconds)
+            p.widest = max(p.widest, cand[1])
+            cand = (cand[0], cand[1] * PACE_MARGIN)
         if not active:
             if cand is None:
                 return None
             count, period = cand
             p.grow = 1.0
             self.seed_ages = [now - t for t in calls]
+            p.evidence = calls
+            p.late = 0
         elif relaxing:
             # The relaxed pace was too fast; the learned one held for its whole hold: restore
             # it, and hold it longer next time.

@@ -423,3 +423,27 @@ async def test_calls_queued_in_the_limiter_when_a_flood_wait_arrives_do_not_send
     await bounded(asyncio.gather(first, second))
     assert lead.times[0] == t0 and lead.times[1] >= t0 + 10
     assert queued.times[0] >= t0 + 10  # not at t0 + 1, inside the server's wait
+
+
+async def test_answers_arriving_during_a_new_paces_wait_refine_it() -> None:
+    """With latency, a FLOOD_WAIT can overtake the answers of calls the server accepted just
+    before it (a backlog released after an outage): those answers, arriving during the wait,
+    are evidence of the rate the server accepted, and the pace speeds up to it."""
+    pipe, clock, rec = make_pipeline(max_flood_wait=120)
+    pacer = pipe.ledger.pacer
+    assert pacer is not None
+    for _ in range(5):  # a few calls long ago (before an outage)
+        pacer.on_success("a1", "m")
+        clock.advance(0.1)
+    clock.advance(8.0)
+    pacer.on_flood("a1", "m", 2.0)
+    first = rec.of(PaceLearned)[-1]
+    assert first.count / first.period < 1.0  # the old calls alone: a slow estimate
+    for _ in range(20):  # the accepted backlog's answers, during the 2 s wait
+        clock.advance(0.01)
+        pacer.on_success("a1", "m")
+    last = rec.of(PaceLearned)[-1]
+    assert (last.count, last.period) == (20, pytest.approx(2.0 + 0.2))
+    clock.advance(2.0)  # after the wait, answers are ordinary again
+    pacer.on_success("a1", "m")
+    assert rec.of(PaceLearned)[-1] is last
