@@ -94,6 +94,7 @@ _parent_guard: contextvars.ContextVar[GuardState | None] = contextvars.ContextVa
 )
 
 _NOT_A_REQUEST = "You can only invoke requests, not types!"
+_NO_RESOLVE = TLRequest.resolve  # a no-op coroutine: requests without entities to resolve
 
 
 class _NeverRemember(dict):
@@ -359,7 +360,20 @@ async def attempt_once(
     breaker failure); otherwise they reach the pipeline, which retries them.
     """
     try:
-        return await await_request(send(request, ordered=ordered))
+        fut = send(request, ordered=ordered)
+        if sys.version_info >= (3, 11):  # await_request's path, inline (one frame less)
+            try:
+                return await fut
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    fut.cancel()
+                    raise
+                if not fut.cancelled():
+                    raise
+            raise GuardConnectionError(
+                "the request was cancelled by a disconnect of the client")
+        return await await_request(fut)
     except ConnectionError as e:
         if offline(client) and (
             not isinstance(e, GuardError) or isinstance(e, GuardConnectionError)
@@ -380,16 +394,10 @@ def make_call(
     """Describe one request for the pipeline (method, account, DC, peer, deadline)."""
     method, peer, random_id = _tl.describe(request)
     deadline = getattr(state.config, "deadline", None)
-    call = CallInfo(
-        method=method,
-        request=request,
-        account=account_key(client, state),
-        dc_id=_dc_of(client, sender),
-        peer=peer,
-        random_id=random_id,
-        transfer=method in TRANSFER_METHODS,
-        idempotent=random_id is None,
-        deadline_at=(state.now() + deadline) if deadline else None,
+    call = CallInfo(  # positional: method, request, account, dc_id, peer, random_id,
+        method, request, account_key(client, state), _dc_of(client, sender), peer,  # transfer,
+        random_id, method in TRANSFER_METHODS, random_id is None,  # idempotent, deadline_at
+        (state.now() + deadline) if deadline else None,
     )
     scoped = current_deadline()  # health.with_fallback / deadline_scope: only shortens
     if scoped is not None and (call.deadline_at is None or scoped < call.deadline_at):
@@ -456,18 +464,22 @@ async def guarded_call(
     for r in requests:
         if not isinstance(r, TLRequest):
             raise TypeError(_NOT_A_REQUEST)
-        await r.resolve(client, utils)
+        if type(r).resolve is not _NO_RESOLVE:  # the base class's resolve does nothing
+            await r.resolve(client, utils)
         to_send.append(functions.InvokeWithoutUpdatesRequest(r) if client._no_updates else r)
     client._last_request = time.time()
 
     switches = 0
     while True:
         try:
-            if single:
-                result = await invoke_one(
-                    client, state, sender, to_send[0], ordered, flood_sleep_threshold
-                )
-                await utils.maybe_async(client.session.process_entities(result))
+            if single:  # invoke_one, inline
+                r = to_send[0]
+                call = make_call(client, state, sender, r, flood_sleep_threshold)
+                send = functools.partial(attempt_once, client, sender.send, r, ordered)
+                result = await state.pipeline.invoke(call, send)
+                entities = client.session.process_entities(result)
+                if inspect.isawaitable(entities):  # async sessions (Telethon warns)
+                    await utils.maybe_async(entities)
                 return result
             return await _call_list(
                 client, state, sender, requests, to_send, ordered, flood_sleep_threshold
@@ -829,6 +841,8 @@ def attach(client: TelegramClient, state: GuardState) -> TelegramClient:
 
 def sync_mode() -> bool:
     """Whether ``telethon.sync`` rewrote ``TelegramClient``'s public methods."""
+    if "telethon.sync" not in sys.modules:  # the per-call answer without a failed look-up
+        return False
     from telethon import TelegramClient
 
     return hasattr(TelegramClient.connect, "__tl.sync")
