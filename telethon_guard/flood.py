@@ -395,13 +395,16 @@ class AdaptivePacer:
 class FloodLedger:
     """Pipeline layer holding the flood ledger (in ``storage``) and the adaptive pacer."""
 
-    __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "pacer", "redact")
+    __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "_table", "pacer", "redact")
 
     def __init__(self, config: GuardConfig, storage: GuardStorage, clock: Clock,
                  events: EventBus | None = None) -> None:
         self._cfg = config
         self._storage = storage
         self._local: Any = storage if getattr(storage, "is_local", False) else None
+        table = getattr(self._local, "flood_table", None)
+        # Local storage's live flood table (check_now): empty means nothing is blocked.
+        self._table: dict[str, float] | None = table() if callable(table) else None
         self._clock = clock
         self._events = events
         self.pacer: AdaptivePacer | None = (
@@ -495,13 +498,35 @@ class FloodLedger:
         else:
             await self._storage.seed(spec, pacer.seed_ages)
 
+    def check_now(self, call: CallInfo) -> bool:
+        """Synchronous fast path of :meth:`check`: ``True`` when no scope of ``call`` is blocked
+        (local storage; no storage call at all while the flood table is empty), ``False`` when
+        the call must go through :meth:`handle` (a block to wait out or raise for, observe mode
+        reports, or shared storage). Nothing is emitted or waited."""
+        table = self._table
+        if table is None:
+            return False
+        if not table:
+            return True
+        left = self._local.flood_left_sync
+        for scope in scopes_of(call):
+            if left(scope_key(call, scope)) > 0:
+                return False
+        return True
+
+    def succeeded(self, call: CallInfo) -> None:
+        """Record a call answered by Telegram (for the adaptive pacer)."""
+        pacer = self.pacer
+        if pacer is not None:
+            pacer.on_success(call.account, call.method)
+
     async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
-                     ) -> Any:
+                     retries: int = 0) -> Any:
         """Check the ledger, run ``call_next``; on a server FLOOD_*_WAIT record it for everyone
         and wait-and-retry when it fits, else raise ``FloodWaitBlocked`` / ``SlowModeBlocked``
-        / ``FloodPremiumBlocked`` (``from_server=True``) from Telethon's error."""
+        / ``FloodPremiumBlocked`` (``from_server=True``) from Telethon's error. ``retries``:
+        server flood waits already waited out for this call."""
         call = ctx.call
-        retries = 0
         while True:
             await self.check(ctx)
             try:
@@ -509,26 +534,40 @@ class FloodLedger:
             except LedgerBlockedWhileQueued:
                 continue  # a FLOOD_WAIT was recorded while the call queued: check again
             except Exception as exc:
-                verdict = classify(exc)
-                if verdict.action is not Action.FLOOD or verdict.scope is None:
-                    raise
-                scope = verdict.scope
-                key = scope_key(call, scope)
-                if scope is FloodScope.PEER and call.peer is None:
-                    key = scope_key(call, FloodScope.METHOD)
-                left = await self._block(key, verdict.seconds)
-                if scope is FloodScope.METHOD and self.pacer is not None:
-                    await self._learn(call, verdict.seconds)
-                if retries >= self._cfg.flood_max_retries or not self._fits(call, left):
-                    raise self._blocked_error(call, scope, key, left, True) from exc
+                await self._flooded(ctx, exc, retries)
                 retries += 1
-                ctx.stage = "flood"
-                await self._sleep(call, key, left, True)
                 continue
             if self.pacer is not None:
                 self.pacer.on_success(call.account, call.method)
             return result
 
+    async def resume(self, ctx: CallContext, exc: Exception,
+                     call_next: Callable[[CallContext], Awaitable[Any]]) -> Any:
+        """After the pipeline's fast path (:meth:`check_now` passed, ``call_next`` run inline)
+        raised ``exc``: what :meth:`handle` does with it. Re-raises ``exc`` unless it is a
+        server FLOOD_*_WAIT; then records it, waits and runs :meth:`handle` (or raises the
+        typed error)."""
+        await self._flooded(ctx, exc, 0)
+        return await self.handle(ctx, call_next, 1)
+
+    async def _flooded(self, ctx: CallContext, exc: Exception, retries: int) -> None:
+        """Raise ``exc`` unless it is a server flood wait; record it, then raise the typed
+        error when it does not fit (or ``retries`` are spent), else wait it out."""
+        verdict = classify(exc)
+        if verdict.action is not Action.FLOOD or verdict.scope is None:
+            raise exc
+        call = ctx.call
+        scope = verdict.scope
+        key = scope_key(call, scope)
+        if scope is FloodScope.PEER and call.peer is None:
+            key = scope_key(call, FloodScope.METHOD)
+        left = await self._block(key, verdict.seconds)
+        if scope is FloodScope.METHOD and self.pacer is not None:
+            await self._learn(call, verdict.seconds)
+        if retries >= self._cfg.flood_max_retries or not self._fits(call, left):
+            raise self._blocked_error(call, scope, key, left, True) from exc
+        ctx.stage = "flood"
+        await self._sleep(call, key, left, True)
 
 __all__ = [
     "PACE_BACKOFF",

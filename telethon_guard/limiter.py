@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .call import CallInfo
-from .clock import Clock, TimerHandle
+from .clock import Clock, TimerHandle, network_budget
 from .config import GuardConfig, Windows
 from .errors import DeadlineExceeded, FloodWaitBlocked
 from .events import EventBus, FloodBlocked, ObservedDelay, RequestLimited, redact_peer
@@ -402,11 +402,32 @@ class RateLimitLayer:
     :class:`LedgerBlockedWhileQueued` for the flood ledger above (never sent into the block).
     """
 
-    __slots__ = ("keys", "limiter")
+    __slots__ = ("_attempt_timeout", "keys", "limiter")
 
     def __init__(self, limiter: RateLimiter, keys: LimitKeys) -> None:
         self.limiter = limiter
         self.keys = keys
+        self._attempt_timeout: float | None = getattr(
+            getattr(keys, "config", None), "attempt_timeout", None)
+
+    def reserve_now(self, call: CallInfo) -> bool:
+        """Synchronous fast path of :meth:`handle` (local storage): ``True`` when the call has
+        no limits or its slot was reserved with zero delay (consumed: go on without
+        :meth:`handle`); ``False`` when it must wait (the slot is given back at once, nothing
+        ran in between, and :meth:`handle` reserves the same slot again) or the storage is
+        shared. Nothing is emitted or waited."""
+        lim = self.limiter
+        decide = lim._decide_local
+        if decide is None:
+            return False
+        specs = self.keys.specs(call)
+        if not specs:
+            return True
+        delay, token = decide(specs)
+        if delay <= 0:
+            return True
+        lim._local.release_sync(specs, token)
+        return False
 
     async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
                      ) -> Any:
@@ -427,8 +448,11 @@ class RateLimitLayer:
                 ctx.stage = "limiter"
                 if not lim.observe:
                     res = await self._check_pace(ctx, specs, res)
-                await lim._wait(specs, res, call.deadline_at, call.method, call.account,
-                                ctx.budget)
+                dl = call.deadline_at
+                if dl is not None:
+                    # A slot that leaves the attempt less than its network budget fails now.
+                    dl -= network_budget(ctx.budget or 0.0, self._attempt_timeout)
+                await lim._wait(specs, res, dl, call.method, call.account, ctx.budget)
                 if not lim.observe and await self._flood_left(call) > 0:
                     # A FLOOD_WAIT was recorded while this call waited for its slot: never
                     # send into it. The slot is spent; the ledger layer above waits (or

@@ -40,7 +40,7 @@ from telethon import errors as tl_errors
 from .breaker import CircuitBreaker
 from .call import CallInfo
 from .classify import Action, Verdict, classify
-from .clock import Clock, LoopDeadlines, MonotonicClock
+from .clock import Clock, LoopDeadlines, MonotonicClock, network_budget
 from .config import GuardConfig
 from .errors import (
     AlreadyDelivered,
@@ -219,11 +219,12 @@ class Pipeline:
         pacer = self.ledger.pacer
         self.limit_keys = LimitKeys(config, pacer.window if pacer is not None else None)
         self.retry = RetryPolicy(config, self.clock, self.events, breaker=self.breaker)
+        self.rate_layer = RateLimitLayer(self.limiter, self.limit_keys)
         self.layers: tuple[Layer, ...] = (
             self.deadline,
             self.breaker,
             self.ledger,
-            RateLimitLayer(self.limiter, self.limit_keys),
+            self.rate_layer,
             self.retry,
         )
         chain: Next = self._attempt
@@ -237,6 +238,9 @@ class Pipeline:
         for layer in reversed(self.layers[2:-1]):
             inner = functools.partial(layer.handle, call_next=inner)
         self._inner = inner
+        # Below the ledger (for FloodLedger.resume after the inline fast path).
+        self._below_ledger: Next = functools.partial(self.rate_layer.handle,
+                                                     call_next=self._attempts)
         self._attempt_timeout = config.attempt_timeout
         # MonotonicClock: attempt deadlines share one loop timer per loop (LoopDeadlines).
         self._loop_timers = type(self.clock) is MonotonicClock
@@ -308,7 +312,21 @@ class Pipeline:
             if d is None:
                 result: T = await breaker.handle(ctx, self._inner)
             elif d.decision == "allow" and d.old == d.state:
-                result = await self._inner(ctx)
+                # The ledger and limiter layers inline when nothing is blocked and the slot is
+                # free now (FloodLedger.check_now, RateLimitLayer.reserve_now); else the
+                # layers' own code, which waits.
+                ledger = self.ledger
+                if ledger.check_now(call) and self.rate_layer.reserve_now(call):
+                    try:
+                        result = await self._attempts(ctx)
+                    except Exception as exc:
+                        result = await ledger.resume(ctx, exc, self._below_ledger)
+                    else:
+                        pacer = ledger.pacer
+                        if pacer is not None:
+                            pacer.on_success(call.account, call.method)
+                else:
+                    result = await self._inner(ctx)
             else:
                 result = await breaker.decided(ctx, d, self._inner)
         except BaseException as exc:
@@ -350,12 +368,20 @@ class Pipeline:
                 when = call.deadline_at
                 by_deadline = True
                 timeout = self._attempt_timeout
+                floor = 0.0
+                if when is not None:
+                    floor = network_budget(ctx.budget or 0.0, timeout)
+                    if when - now < floor:
+                        # Too little time left for an answer (after a limiter, flood or backoff
+                        # wait): fail now, send nothing, tell the breaker nothing.
+                        raise DeadlineExceeded(call.method, ctx.budget or 0.0)
                 if timeout is not None and (when is None or now + timeout < when):
                     when = now + timeout
                     by_deadline = False
                 ctx.stage = "network"
                 if when is not None and when <= now:
                     raise DeadlineExceeded(call.method, ctx.budget or 0.0)
+                span = 0.0 if when is None else when - now  # this attempt's time (s)
                 call.attempt += 1
                 ctx.attempts += 1
                 timer: _AttemptTimer | None = None
@@ -383,7 +409,10 @@ class Pipeline:
                         if timer.fired:
                             if _uncancel(timer.task) > 0:
                                 raise  # the caller cancelled as well: propagate unchanged
-                            await self._record(ctx, True)  # a timeout counts for the breaker
+                            if not by_deadline or span >= floor:
+                                # A timeout counts for the breaker, a deadline timeout only
+                                # when the attempt had its network budget.
+                                await self._record(ctx, True)
                             if by_deadline:
                                 ctx.verdict = None  # the budget is spent: nothing to retry
                                 raise DeadlineExceeded(call.method,

@@ -93,6 +93,11 @@ class _Breaker:
         self.probe_until = 0.0
 
 
+_ALLOW_CLOSED = BreakerDecision("allow", CLOSED, CLOSED, 0.0, 0)
+_STAY_CLOSED = BreakerDecision("", CLOSED, CLOSED, 0.0, 0)
+# Shared answers (immutable NamedTuples) for the hot path: no breaker, or CLOSED with no failures.
+
+
 class MemoryStorage:
     """Default in-memory :class:`~telethon_guard.storage.GuardStorage` (``is_local = True``).
 
@@ -324,6 +329,11 @@ class MemoryStorage:
             return 0.0
         return left
 
+    def flood_table(self) -> dict[str, float]:
+        """The live flood table ``{scope: clock time the block ends}`` (read only; may hold
+        expired entries). Empty: nothing is blocked (the ledger's fast path)."""
+        return self._flood
+
     def flood_clear_sync(self, scope: str) -> None:
         self._flood.pop(scope, None)
 
@@ -345,8 +355,11 @@ class MemoryStorage:
 
     def breaker_acquire_sync(self, key: str, lease: float) -> BreakerDecision:
         b = self._breakers.get(key)
-        if b is None or b.state == CLOSED:
-            return BreakerDecision("allow", CLOSED, CLOSED, 0.0, b.failures if b else 0)
+        if b is None:
+            return _ALLOW_CLOSED
+        if b.state == CLOSED:
+            return (_ALLOW_CLOSED if not b.failures
+                    else BreakerDecision("allow", CLOSED, CLOSED, 0.0, b.failures))
         now = self._now()
         old = b.state
         if old == OPEN:
@@ -385,7 +398,7 @@ class MemoryStorage:
     def breaker_success_sync(self, key: str) -> BreakerDecision:
         b = self._breakers.get(key)
         if b is None:
-            return BreakerDecision("", CLOSED, CLOSED, 0.0, 0)
+            return _STAY_CLOSED
         old = b.state
         if old == OPEN:
             # An answer from a call started before the breaker opened: keep OPEN, the probe
@@ -397,7 +410,8 @@ class MemoryStorage:
             b.state = CLOSED
             b.open_for = 0.0
             b.probe_until = 0.0
-        return BreakerDecision("", CLOSED, old, 0.0, 0)
+            return BreakerDecision("", CLOSED, old, 0.0, 0)
+        return _STAY_CLOSED
 
     def breaker_release_probe_sync(self, key: str) -> None:
         b = self._breakers.get(key)

@@ -1,0 +1,111 @@
+"""The network budget (clock.network_budget) and the synchronous ledger/limiter fast path."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from guardfakes import Script, bounded, make_call, make_pipeline
+from telethon import errors as te
+
+from telethon_guard.clock import network_budget
+from telethon_guard.errors import DeadlineExceeded
+from telethon_guard.events import DeadlineExceededEvent, FloodWaitStarted
+from telethon_guard.storage import CLOSED
+
+
+async def never() -> str:
+    await asyncio.Event().wait()
+    return "never"
+
+
+def test_network_budget_is_a_share_of_the_deadline_capped() -> None:
+    assert network_budget(5.0, None) == pytest.approx(0.5)
+    assert network_budget(60.0, None) == 1.0  # capped at NETWORK_BUDGET_MAX
+    assert network_budget(60.0, 3.0) == 3.0  # or at the attempt timeout
+    assert network_budget(60.0, 0.2) == 0.2
+    assert network_budget(0.0, None) == 0.0
+
+
+async def test_limiter_slot_leaving_too_little_time_fails_at_once_without_breaker() -> None:
+    # The slot is free 9.5 s from now; the deadline (10 s) would leave the attempt 0.5 s,
+    # less than its budget min(1 s, 10 % of 10 s) = 1 s.
+    pipe, clock, rec = make_pipeline(deadline=10, rate_limits=((1, 9.5),), rate_margin=0.0,
+                                     breaker_failure_threshold=1)
+    await pipe.invoke(make_call(), Script(clock))
+    t0 = clock.now()
+    send = Script(clock, default=never)
+    with pytest.raises(DeadlineExceeded):
+        await bounded(pipe.invoke(make_call(), send))
+    assert send.count == 0 and clock.now() == t0  # nothing waited, nothing sent
+    assert rec.of(DeadlineExceededEvent)[-1].stage == "limiter"
+    state = await pipe.breaker.state("acct:a1/dc:2")
+    assert state.failures == 0 and state.state == CLOSED
+    # The breaker (threshold 1) stayed closed: the next call goes through once the slot is free.
+    clock.advance(9.5)
+    assert await bounded(pipe.invoke(make_call(), Script(clock))) == "ok"
+
+
+async def test_limiter_slot_leaving_the_budget_waits_and_sends() -> None:
+    pipe, clock, _ = make_pipeline(deadline=10, rate_limits=((1, 8.5),), rate_margin=0.0)
+    await pipe.invoke(make_call(), Script(clock))
+    t0 = clock.now()
+    send = Script(clock)
+    assert await bounded(pipe.invoke(make_call(), send)) == "ok"
+    assert send.times == [t0 + 8.5]
+
+
+async def test_flood_wait_leaving_too_little_time_sends_nothing_and_counts_nothing() -> None:
+    pipe, clock, rec = make_pipeline(deadline=10, max_flood_wait=60,
+                                     breaker_failure_threshold=1)
+    await pipe.ledger._block("acct:a1/method:messages.getHistory", 9.5)
+    t0 = clock.now()
+    send = Script(clock, default=never)
+    with pytest.raises(DeadlineExceeded):
+        await bounded(pipe.invoke(make_call(), send))
+    assert send.count == 0 and clock.now() == t0 + 9.5
+    assert rec.of(DeadlineExceededEvent)[-1].stage == "flood"
+    assert (await pipe.breaker.state("acct:a1/dc:2")).failures == 0
+
+
+async def test_deadline_timeout_with_the_budget_still_counts_for_the_breaker() -> None:
+    pipe, clock, _ = make_pipeline(deadline=10, rate_limits=((1, 5.0),), rate_margin=0.0)
+    await pipe.invoke(make_call(), Script(clock))
+    send = Script(clock, default=never)
+    with pytest.raises(DeadlineExceeded):
+        await bounded(pipe.invoke(make_call(), send))
+    assert send.count == 1  # waited 5 s, then 5 s of network: a real timeout
+    assert (await pipe.breaker.state("acct:a1/dc:2")).failures == 1
+
+
+async def test_ledger_check_now() -> None:
+    pipe, clock, _ = make_pipeline(max_flood_wait=60)
+    call = make_call()
+    assert pipe.ledger.check_now(call)
+    await pipe.ledger._block("acct:a1/method:other.method", 5)
+    assert pipe.ledger.check_now(call)  # another scope is blocked, not this call's
+    await pipe.ledger._block("acct:a1/method:messages.getHistory", 5)
+    assert not pipe.ledger.check_now(call)
+    clock.advance(5)
+    assert pipe.ledger.check_now(call)
+
+
+async def test_limiter_reserve_now_consumes_a_free_slot_and_gives_back_a_queued_one() -> None:
+    pipe, clock, _ = make_pipeline(rate_limits=((2, 1.0),), rate_margin=0.0)
+    layer = pipe.rate_layer
+    call = make_call()
+    assert layer.reserve_now(call) and layer.reserve_now(call)
+    assert pipe.storage.slots("acct:a1") == [clock.now(), clock.now()]  # type: ignore[attr-defined]
+    assert not layer.reserve_now(call)  # must wait: nothing kept
+    assert len(pipe.storage.slots("acct:a1")) == 2  # type: ignore[attr-defined]
+    unlimited, _, _ = make_pipeline()
+    assert unlimited.rate_layer.reserve_now(call)
+
+
+async def test_server_flood_wait_on_the_fast_path_is_recorded_waited_and_retried() -> None:
+    pipe, clock, rec = make_pipeline(max_flood_wait=60)
+    t0 = clock.now()
+    send = Script(clock, [te.FloodWaitError(None, capture=3)])
+    assert await bounded(pipe.invoke(make_call(), send)) == "ok"
+    assert send.times == [t0, t0 + 3]
+    assert [e.from_server for e in rec.of(FloodWaitStarted)] == [True]
