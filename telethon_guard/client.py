@@ -101,10 +101,9 @@ class GuardedTelegramClient(TelegramClient):
 
         ``flood_sleep_threshold`` (seconds) is this call's ``max_flood_wait``.
         """
-        return maybe_sync(
-            self._call(self._sender, request, ordered=ordered,
-                       flood_sleep_threshold=flood_sleep_threshold)
-        )
+        # guarded_call directly (not through _call: one coroutine frame less per call).
+        return maybe_sync(guarded_call(self, self._tg_state, self._sender, request, ordered,
+                                       flood_sleep_threshold))
 
     async def _call(
         self,

@@ -106,22 +106,38 @@ def framing_of(connection: Connection | None) -> str | None:
 
 
 class _RecordingReader:
-    """Proxy of a stream reader that remembers the bytes read for the current packet."""
+    """Proxy of a stream reader that counts the bytes read for the current packet and keeps
+    the first four (a transport error is a lone negative int32). One per codec, reused for
+    every packet of its connection (:meth:`start` resets it); nothing is copied past the
+    first four bytes."""
 
-    __slots__ = ("_inner", "data")
+    __slots__ = ("_inner", "head", "size")
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self.data = bytearray()
+        self.head = b""
+        self.size = 0
+
+    def start(self) -> None:
+        """Begin a new packet."""
+        self.head = b""
+        self.size = 0
 
     async def readexactly(self, n: int) -> bytes:
         try:
             chunk: bytes = await self._inner.readexactly(n)
         except asyncio.IncompleteReadError as e:
-            self.data += e.partial
+            self._note(e.partial)
             raise
-        self.data += chunk
+        if self.size < 4:
+            self.head += chunk[:4]
+        self.size += len(chunk)
         return chunk
+
+    def _note(self, chunk: bytes) -> None:
+        if self.size < 4:
+            self.head += chunk[:4]
+        self.size += len(chunk)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -134,18 +150,23 @@ class _TransportErrorCodec(PacketCodec):
     def __init__(self, inner: PacketCodec) -> None:
         self._inner = inner
         self._conn = getattr(inner, "_conn", None)
+        self._rec: _RecordingReader | None = None
 
     def encode_packet(self, data: bytes) -> bytes:
         return self._inner.encode_packet(data)
 
     async def read_packet(self, reader: Any) -> bytes:
-        rec = _RecordingReader(reader)
+        rec = self._rec
+        if rec is None or rec._inner is not reader:
+            rec = self._rec = _RecordingReader(reader)
+        else:
+            rec.start()
         try:
             return await self._inner.read_packet(rec)
         except (asyncio.IncompleteReadError, ValueError) as e:
-            data = bytes(rec.data)
-            if len(data) == 4 and struct.unpack("<i", data)[0] < 0:
-                raise InvalidBufferError(data) from e
+            data = rec.head
+            if rec.size == 4 and struct.unpack("<i", data[:4])[0] < 0:
+                raise InvalidBufferError(bytes(data[:4])) from e
             raise
 
     def __getattr__(self, name: str) -> Any:
@@ -402,10 +423,9 @@ class GuardedMTProtoSender(MTProtoSender):
             raise GuardConnectionError("Cannot send requests while disconnected")
         if self._given_up:
             raise self._give_up_error(None)
-        futures = super().send(request, ordered)
-        for f in futures if isinstance(futures, list) else (futures,):
-            f.add_done_callback(_retrieve)
-        return futures
+        # Every request's future gets its retrieving done-callback when it is queued
+        # (_GuardedPacker.append / extend), so none is added here.
+        return super().send(request, ordered)
 
     @property
     def disconnected(self) -> asyncio.Future[Any]:
