@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .classify import Action
-from .clock import Clock
+from .clock import Clock, network_budget
 from .config import GuardConfig
 from .events import EventBus, RetriesExhausted, RetryScheduled
 
@@ -56,7 +56,8 @@ class RetryPolicy:
     given, retrying stops once the call's breaker is OPEN.
     """
 
-    __slots__ = ("_clock", "_events", "base", "breaker", "cap", "max_attempts", "rng")
+    __slots__ = ("_attempt_timeout", "_clock", "_events", "base", "breaker", "cap",
+                 "max_attempts", "rng")
 
     def __init__(self, config: GuardConfig, clock: Clock, events: EventBus | None = None, *,
                  rng: random.Random | None = None,
@@ -68,6 +69,7 @@ class RetryPolicy:
         self.base = config.retry_base_delay
         self.cap = config.retry_max_delay
         self.breaker = breaker
+        self._attempt_timeout = config.attempt_timeout
 
     async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
                      ) -> Any:
@@ -97,7 +99,11 @@ class RetryPolicy:
         if not stop:
             delay = backoff_delay(self.rng, attempt, self.base, self.cap)
             dl = call.deadline_at
-            stop = dl is not None and self._clock.now() + delay >= dl
+            # The retry must leave the attempt its network budget (else it would fail with
+            # DeadlineExceeded unsent): stop here and raise the real error instead.
+            stop = dl is not None and (
+                self._clock.now() + delay
+                + network_budget(ctx.budget or 0.0, self._attempt_timeout) >= dl)
         if not stop and self.breaker is not None:
             stop = await self.breaker.is_open(ctx)
         if stop:

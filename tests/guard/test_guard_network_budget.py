@@ -109,3 +109,16 @@ async def test_server_flood_wait_on_the_fast_path_is_recorded_waited_and_retried
     assert await bounded(pipe.invoke(make_call(), send)) == "ok"
     assert send.times == [t0, t0 + 3]
     assert [e.from_server for e in rec.of(FloodWaitStarted)] == [True]
+
+
+async def test_backoff_leaving_too_little_time_ends_with_the_real_error() -> None:
+    for seed in range(1, 21):
+        pipe, clock, _ = make_pipeline(deadline=3.0, retry_max_attempts=50,
+                                       retry_base_delay=0.5, retry_max_delay=30.0,
+                                       breaker_failure_threshold=100, seed=seed)
+        send = Script(clock, default=te.RpcCallFailError(None))
+        t0 = clock.now()
+        with pytest.raises(te.RpcCallFailError):  # never DeadlineExceeded after a backoff
+            await bounded(pipe.invoke(make_call(), send))
+        # Every attempt had at least its network budget, 10 % of 3 s.
+        assert send.times and max(send.times) <= t0 + 3.0 - 0.3
