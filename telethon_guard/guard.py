@@ -365,6 +365,10 @@ async def attempt_once(
             try:
                 return await fut
             except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    # Cancelled after the answer came (e.g. the attempt timer in the same loop
+                    # turn): retrieve its exception (send_awaited added no callback for it).
+                    fut.exception()
                 task = asyncio.current_task()
                 if task is None or task.cancelling():
                     fut.cancel()
@@ -382,6 +386,20 @@ async def attempt_once(
                 f"{_tl.method_name(request)}: the client is disconnected "
                 "(client.disconnect() was called, or connect() was not)") from e
         raise
+
+
+def _send_of(sender: Any) -> Callable[..., Any]:
+    """The send function :func:`attempt_once` uses: the guarded sender's ``send_awaited`` on
+    Python 3.11+ (attempt_once awaits the future and retrieves or cancels it, so the sender
+    adds no retrieving callback), else ``send``."""
+    if _AWAITS_INLINE:
+        awaited = getattr(sender, "send_awaited", None)
+        if awaited is not None:
+            return awaited
+    return sender.send
+
+
+_AWAITS_INLINE = sys.version_info >= (3, 11)
 
 
 def make_call(
@@ -430,7 +448,7 @@ async def invoke_one(
 ) -> Any:
     """One logical request through the pipeline; each attempt is one ``sender.send``."""
     call = make_call(client, state, sender, request, max_flood_wait)
-    send = functools.partial(attempt_once, client, sender.send, request, ordered)
+    send = functools.partial(attempt_once, client, _send_of(sender), request, ordered)
     return await state.pipeline.invoke(call, send)
 
 
@@ -475,7 +493,7 @@ async def guarded_call(
             if single:  # invoke_one, inline
                 r = to_send[0]
                 call = make_call(client, state, sender, r, flood_sleep_threshold)
-                send = functools.partial(attempt_once, client, sender.send, r, ordered)
+                send = functools.partial(attempt_once, client, _send_of(sender), r, ordered)
                 result = await state.pipeline.invoke(call, send)
                 entities = client.session.process_entities(result)
                 if inspect.isawaitable(entities):  # async sessions (Telethon warns)

@@ -174,11 +174,18 @@ class _TransportErrorCodec(PacketCodec):
 
 
 class _GuardedPacker(MessagePacker):
-    """Telethon's send queue; every queued state's future gets a retrieving done-callback, and
-    requests cancelled before they were sent are dropped."""
+    """Telethon's send queue; every queued state's future gets a retrieving done-callback
+    (except while :attr:`awaited` is set: the one request being queued by
+    :meth:`GuardedMTProtoSender.send_awaited`, whose caller retrieves it), and requests
+    cancelled before they were sent are dropped."""
+
+    awaited = False
 
     def append(self, state: RequestState) -> None:
-        state.future.add_done_callback(_retrieve)
+        if self.awaited:
+            self.awaited = False
+        else:
+            state.future.add_done_callback(_retrieve)
         super().append(state)
 
     def extend(self, states: Any) -> None:
@@ -426,6 +433,18 @@ class GuardedMTProtoSender(MTProtoSender):
         # Every request's future gets its retrieving done-callback when it is queued
         # (_GuardedPacker.append / extend), so none is added here.
         return super().send(request, ordered)
+
+    def send_awaited(self, request: Any, ordered: bool = False) -> asyncio.Future[Any]:
+        """:meth:`send` for ONE request whose caller awaits the returned future and, when it
+        stops awaiting it, cancels it or retrieves its exception (the guard's attempt): no
+        retrieving done-callback (one loop callback less per request). Same errors."""
+        queue = self._send_queue
+        queue.awaited = True
+        try:
+            fut: asyncio.Future[Any] = self.send(request, ordered)
+        finally:
+            queue.awaited = False
+        return fut
 
     @property
     def disconnected(self) -> asyncio.Future[Any]:
