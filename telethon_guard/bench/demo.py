@@ -277,7 +277,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     status = EXIT_OK
     try:
         asyncio.run(run_demo(tl, progress, outcomes))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         interrupted = True
         status = EXIT_INTERRUPTED
     except Exception as e:

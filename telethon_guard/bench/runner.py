@@ -130,7 +130,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
     ok = True
     try:
         ok = asyncio.run(run_workloads(settings, report, progress))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # asyncio.run turns Ctrl-C into KeyboardInterrupt, or lets the main task's
+        # CancelledError out when something else also cancelled it: both are an interruption.
         report.interrupted = True
     print(render_report(report), flush=True)
     ok = _write_outputs(report, json_path, plot_path) and ok

@@ -88,9 +88,9 @@ def test_ctrl_c_prints_what_was_measured(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert proc.returncode == 130, (proc.returncode, stderr)
+    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
     assert "Traceback" not in stderr, stderr
-    assert "| overhead" in stdout and "incomplete" in stdout, stdout
+    assert "| overhead" in stdout and "incomplete" in stdout, (stdout, stderr)
     assert "interrupted" in stdout
     data = json.loads(out.read_text())
     assert data["interrupted"] is True
