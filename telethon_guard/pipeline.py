@@ -21,6 +21,18 @@ budget, else raised as :class:`~telethon_guard.errors.GuardConnectionError` from
 Re-entrant: nothing is locked across ``send()`` except the breaker's HALF_OPEN probe, which is
 re-entrant per task, so calls nested on one task (entity resolution, DC switch) never deadlock.
 
+Network budget (:func:`~telethon_guard.clock.network_budget`: ``min(attempt_timeout or 1 s,
+10 % of the call's deadline budget)``): an attempt that would start with less time than that
+before the deadline (after a limiter, flood or backoff wait) is not sent: the call fails with
+``DeadlineExceeded`` at once and the breaker is told nothing; the limiter refuses such a slot
+up front and the retry policy stops (raising the real error) instead of backing off into it. A
+deadline timeout during an attempt counts as a breaker failure only when the attempt had at
+least that budget.
+
+Fast path: when nothing is blocked in the local flood table and the limiter's slot is free now
+(:meth:`FloodLedger.check_now`, :meth:`RateLimitLayer.reserve_now`), :meth:`Pipeline.invoke`
+runs the attempts inline; otherwise the ledger and limiter layers' own code waits.
+
 ``observe_only``: the limiter, the flood-ledger pre-check and the breaker's fail-fast only
 report (``ObservedDelay`` events) instead of delaying or failing. Retry of transient errors,
 waiting out server FLOOD_WAITs that fit, and the deadline stay active: they replace Telethon's own
