@@ -68,6 +68,32 @@ def _class_method_name(cls: type) -> str:
     return f"{namespace}.{name}"
 
 
+def class_method_name(cls: type) -> str:
+    """TL method name of a Telethon request *class*, spelled as :func:`method_name` spells it."""
+    return _class_method_name(cls)
+
+
+_KNOWN: frozenset[str] | None = None
+
+
+def known_method_names() -> frozenset[str]:
+    """Every TL function name of the Telethon installed (e.g. ``"messages.getHistory"``).
+
+    Used to reject misspelt method names in settings at construction: a typo such as
+    ``"messages.GetHistory"`` would otherwise never match a request and silently not apply.
+    """
+    global _KNOWN
+    if _KNOWN is None:
+        from telethon.tl.alltlobjects import tlobjects
+
+        _KNOWN = frozenset(
+            _class_method_name(cls)
+            for cls in tlobjects.values()
+            if cls.__module__.startswith("telethon.tl.functions")
+        )
+    return _KNOWN
+
+
 def peer_key(request: TLObject) -> str | None:
     """Stable key of the chat a request targets (``"peer:<marked id>"``), or ``None``.
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
+from ._tl import known_method_names
 from .errors import GuardConfigError
 
 Window = tuple[int, float]
@@ -244,6 +245,10 @@ class GuardConfig:
         for method, windows in self.method_limits.items():
             if not isinstance(method, str) or not method:
                 raise GuardConfigError("method_limits", f"bad method name {method!r}")
+            if method not in known_method_names():
+                raise GuardConfigError(
+                    "method_limits",
+                    f"unknown TL method {method!r}: use the TL name, e.g. 'messages.getHistory'")
             ml[method] = _windows(f"method_limits[{method!r}]", windows)
         s(self, "method_limits", MappingProxyType(ml))
         s(self, "max_peer_keys", _int("max_peer_keys", self.max_peer_keys, minimum=1))

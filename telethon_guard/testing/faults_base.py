@@ -25,6 +25,7 @@ from typing import ClassVar
 from telethon import utils
 from telethon.tl.tlobject import TLObject
 
+from telethon_guard import _tl
 from telethon_guard.testing._types import (
     Action,
     ConnectInfo,
@@ -135,30 +136,14 @@ MethodSpec = str | type[TLObject] | Iterable[str | type[TLObject]] | None
 
 def method_of_class(cls: type) -> str:
     """TL name of a Telethon request class, as :func:`telethon_guard._tl.method_name` spells it."""
-    name = cls.__name__
-    if name.endswith("Request"):
-        name = name[: -len("Request")]
-    name = name[:1].lower() + name[1:]
-    namespace = cls.__module__.rsplit(".", 1)[-1]
-    if namespace in ("functions", "tlobject") or not cls.__module__.startswith(
-        "telethon.tl.functions"
-    ):
-        return name
-    return f"{namespace}.{name}"
+    return _tl.class_method_name(cls)
 
 
 def known_methods() -> frozenset[str]:
     """Every TL function name Telethon knows (plus the MTProto service calls)."""
     global _KNOWN_METHODS
     if _KNOWN_METHODS is None:
-        from telethon.tl.alltlobjects import tlobjects
-
-        names = {
-            method_of_class(cls)
-            for cls in tlobjects.values()
-            if cls.__module__.startswith("telethon.tl.functions")
-        }
-        _KNOWN_METHODS = frozenset(names | SERVICE_METHODS)
+        _KNOWN_METHODS = frozenset(_tl.known_method_names() | SERVICE_METHODS)
     return _KNOWN_METHODS
 
 

@@ -231,3 +231,11 @@ def test_bad_reconnect_setting_fails_at_client_construction() -> None:
     with pytest.raises(GuardConfigError) as info:
         GuardedTelegramClient(StringSession(), 1, "x", reconnect_jitter=2)
     assert info.value.field == "reconnect_jitter"
+
+
+@pytest.mark.parametrize("name", ["messages.GetHistory", "GetHistoryRequest", "getHistory"])
+def test_method_limits_reject_unknown_tl_method_names(name: str) -> None:
+    # A misspelt method would never match a request and silently not apply.
+    with pytest.raises(GuardConfigError) as info:
+        GuardConfig(method_limits={name: ((30, 30.0),)})
+    assert info.value.field == "method_limits" and "messages.getHistory" in str(info.value)
