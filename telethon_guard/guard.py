@@ -609,16 +609,10 @@ def replace_main_sender(client: TelegramClient, state: GuardState) -> None:
     """Swap the main sender Telethon built in ``__init__`` for a guarded one (same args)."""
     if sender_class() is MTProtoSender:
         return
+    from .sender import client_sender_settings
+
     client._sender = make_sender(
-        client, state, client.session.auth_key, None,
-        retries=client._connection_retries,
-        delay=client._retry_delay,
-        auto_reconnect=client._auto_reconnect,
-        connect_timeout=client._timeout,
-        auth_key_callback=client._auth_key_callback,
-        updates_queue=client._updates_queue,
-        auto_reconnect_callback=client._handle_auto_reconnect,
-    )
+        client, state, client.session.auth_key, None, **client_sender_settings(client))
 
 
 def _is_init_request(request: Any) -> bool:

@@ -78,7 +78,7 @@ from .events import (
 )
 from .reconnect import ReconnectPacer
 
-__all__ = ["GuardedMTProtoSender", "framing_of"]
+__all__ = ["GuardedMTProtoSender", "client_sender_settings", "framing_of"]
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -220,6 +220,21 @@ def _requests_of(states: Any) -> list[RequestState]:
     return out
 
 
+def client_sender_settings(client: Any) -> dict[str, Any]:
+    """The sender arguments ``TelegramBaseClient.__init__`` takes from a ``TelegramClient``'s
+    own settings (retries, delay, auto-reconnect, connect timeout, callbacks, updates queue),
+    as keyword arguments for ``MTProtoSender`` (auth key and loggers not included)."""
+    return {
+        "retries": client._connection_retries,
+        "delay": client._retry_delay,
+        "auto_reconnect": client._auto_reconnect,
+        "connect_timeout": client._timeout,
+        "auth_key_callback": client._auth_key_callback,
+        "updates_queue": client._updates_queue,
+        "auto_reconnect_callback": client._handle_auto_reconnect,
+    }
+
+
 class GuardedMTProtoSender(MTProtoSender):
     """An ``MTProtoSender`` with paced recovery from transport errors and no stray futures.
 
@@ -354,13 +369,7 @@ class GuardedMTProtoSender(MTProtoSender):
         return cls(
             client.session.auth_key,
             loggers=client._log,
-            retries=client._connection_retries,
-            delay=client._retry_delay,
-            auto_reconnect=client._auto_reconnect,
-            connect_timeout=client._timeout,
-            auth_key_callback=client._auth_key_callback,
-            updates_queue=client._updates_queue,
-            auto_reconnect_callback=client._handle_auto_reconnect,
+            **client_sender_settings(client),
             pacer=pacer,
             events=events,
             dc_id=dc_id if dc_id is not None else client.session.dc_id,
