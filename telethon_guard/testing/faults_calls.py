@@ -35,6 +35,18 @@ _ACTION_TYPES = (ReplyError, Delay, DropReply, ResetConnection, TransportError, 
 Calls = Collection[int] | int | None
 
 
+def _selects_method(methods: frozenset[str] | None, method: str) -> bool:
+    """Whether ``method`` is one of ``methods`` (``None``: every RPC method, the MTProto service
+    calls of ``SERVICE_METHODS`` excluded)."""
+    if methods is None:
+        return method not in SERVICE_METHODS
+    return method in methods
+
+
+def _methods_repr(methods: frozenset[str] | None) -> str:
+    return "None" if methods is None else repr(sorted(methods))
+
+
 class OnCalls(Rule):
     """Answer chosen calls of ``method`` with a fixed ``action`` (the script mode's workhorse).
 
@@ -71,9 +83,7 @@ class OnCalls(Rule):
         ``method=None`` matches every RPC method but not the MTProto service calls (ping,
         pingDelayDisconnect, destroySession...): name those explicitly to fault them.
         """
-        if self.methods is None:
-            return info.method not in SERVICE_METHODS
-        return info.method in self.methods
+        return _selects_method(self.methods, info.method)
 
     def check(self, info: RequestInfo) -> list[Action]:
         if not self.matches(info):
@@ -84,7 +94,7 @@ class OnCalls(Rule):
         return [self.action]
 
     def _args_repr(self) -> str:
-        method = "None" if self.methods is None else repr(sorted(self.methods))
+        method = _methods_repr(self.methods)
         selector = repr(self.selector)
         return method + (", " + selector if selector else "") + self._scope_repr()
 
@@ -263,10 +273,7 @@ class Latency(Rule):
         self.selector = CallSelector(probability=probability)
 
     def check(self, info: RequestInfo) -> list[Action]:
-        if self.methods is None:
-            if info.method in SERVICE_METHODS:
-                return []
-        elif info.method not in self.methods:
+        if not _selects_method(self.methods, info.method):
             return []
         if not self.selector.selects(info.call_index, self.fired, self.rng):
             return []
@@ -275,7 +282,7 @@ class Latency(Rule):
         return [Delay(lo if lo == hi else self.rng.uniform(lo, hi))]
 
     def __repr__(self) -> str:
-        method = "None" if self.methods is None else repr(sorted(self.methods))
+        method = _methods_repr(self.methods)
         lo, hi = self.bounds
         seconds = f"{lo:g}" if lo == hi else f"({lo:g}, {hi:g})"
         return f"Latency({method}, {seconds}{self._scope_repr()})"
