@@ -23,25 +23,12 @@ import pytest
 from telethon import errors as tl_errors
 
 from telethon_guard.errors import GuardError
+from tests._strays import LogCollector, is_stray
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_strays: the test may leave stray futures")
     config.addinivalue_line("markers", "allow_bare_errors: the test may see bare errors")
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-def _is_stray(record: logging.LogRecord) -> bool:
-    text = record.getMessage()
-    return "never retrieved" in text or "stray Telethon future" in text
 
 
 def is_bare(exc: BaseException) -> bool:
@@ -53,7 +40,7 @@ def is_bare(exc: BaseException) -> bool:
 
 @pytest.fixture(autouse=True)
 def no_stray_futures(request: pytest.FixtureRequest) -> Iterator[None]:
-    handler = _Collect()
+    handler = LogCollector()
     loggers = [logging.getLogger("asyncio"), logging.getLogger("telethon_guard")]
     for lg in loggers:
         lg.addHandler(handler)
@@ -64,7 +51,7 @@ def no_stray_futures(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         for lg in loggers:
             lg.removeHandler(handler)
-    strays = [r.getMessage().splitlines()[0] for r in handler.records if _is_stray(r)]
+    strays = [r.getMessage().splitlines()[0] for r in handler.records if is_stray(r)]
     if strays and request.node.get_closest_marker("allow_strays") is None:
         pytest.fail(f"stray future/task exceptions: {strays}")
 

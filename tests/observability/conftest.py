@@ -15,19 +15,12 @@ ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+from tests._strays import LogCollector, is_stray  # noqa: E402  (needs ROOT on sys.path)
 
 
 @pytest.fixture(autouse=True)
 def no_stray_futures() -> Iterator[None]:
-    handler = _Collect()
+    handler = LogCollector()
     loggers = [logging.getLogger("asyncio"), logging.getLogger("telethon_guard")]
     for lg in loggers:
         lg.addHandler(handler)
@@ -37,7 +30,6 @@ def no_stray_futures() -> Iterator[None]:
     finally:
         for lg in loggers:
             lg.removeHandler(handler)
-    strays = [r.getMessage().splitlines()[0] for r in handler.records
-              if "never retrieved" in r.getMessage() or "stray Telethon future" in r.getMessage()]
+    strays = [r.getMessage().splitlines()[0] for r in handler.records if is_stray(r)]
     if strays:
         pytest.fail(f"stray future/task exceptions: {strays}")
