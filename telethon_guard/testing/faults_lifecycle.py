@@ -282,10 +282,12 @@ def login_of(info: RequestInfo) -> Hashable:
     """Who a login request is for: its ``phone_number`` or ``bot_auth_token`` (Telegram floods
     logins per phone / bot, whatever the auth key), else the caller's account key."""
     request = info.request
-    for field in ("bot_auth_token", "phone_number"):
-        value = getattr(request, field, None)
-        if isinstance(value, str) and value:
-            return (field, value)
+    token = getattr(request, "bot_auth_token", None)
+    if isinstance(token, str) and token:
+        return ("bot", token)
+    phone = getattr(request, "phone_number", None)
+    if isinstance(phone, str) and phone:
+        return ("phone", phone.replace(" ", "").lstrip("+"))
     return account_key(info)
 
 
