@@ -1,10 +1,11 @@
 """One connection budget per DC for every guarded client of a process (or of a fleet).
 
 Telegram answers transport ``-429`` when one IP opens too many connections
-(core.telegram.org/mtproto/mtproto-transports). Each :class:`~telethon_guard.reconnect.ReconnectPacer`
-paces *one* client; a process with hundreds of clients behind one IP needs one budget shared by
-all of them, which TDLib's per-client ``ConnectionCreator`` flood control does not give and which
-telegram-bot-api (many TDLib clients in one process) adds on top as a per-IP limit (design.md §6).
+(core.telegram.org/mtproto/mtproto-transports). Each
+:class:`~telethon_guard.reconnect.ReconnectPacer` paces *one* client; a process with hundreds
+of clients behind one IP needs one budget shared by all of them, which TDLib's per-client
+``ConnectionCreator`` flood control does not give and which telegram-bot-api (many TDLib
+clients in one process) adds on top as a per-IP limit (design.md §6).
 
 :class:`ConnectionBudget` grants *connection slots* per target (a DC address ``"host:port"``;
 one process has one IP, so one target is "this IP to that DC"). Every new connection, connect
@@ -16,10 +17,10 @@ handshake runs on the connection it was granted) takes a slot first. Two sets of
   that a service starting a few dozen clients does not notice, a sustained rate (6 per second)
   below what the incident's -429 storm showed (12 per second, issue 12). Configurable.
 * ``storm_windows`` (default :data:`DEFAULT_STORM_WINDOWS` = TDLib's ``ConnectionCreator``
-  per-client flood control, 1 per 1 s, 2 per 4 s, 3 per 8 s, ``td/telegram/net/ConnectionCreator.cpp``)
-  in addition while the target *refuses*: for ``storm_seconds`` (default 10 s) after the last
-  :meth:`ConnectionBudget.record_refused`. While Telegram refuses this IP, the whole process
-  probes it as one TDLib client would.
+  per-client flood control, 1 per 1 s, 2 per 4 s, 3 per 8 s,
+  ``td/telegram/net/ConnectionCreator.cpp``) in addition while the target *refuses*: for
+  ``storm_seconds`` (default 10 s) after the last :meth:`ConnectionBudget.record_refused`.
+  While Telegram refuses this IP, the whole process probes it as one TDLib client would.
 
 Slots are reserved in the storage's sliding windows (the rate limiter's reservation, see
 :mod:`telethon_guard.storage`): a reservation commits the earliest free slot at once and slots
