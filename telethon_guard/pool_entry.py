@@ -10,9 +10,10 @@ pool's shared storage (:attr:`GuardedClientPool.storage`) when the factory passe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "BROKEN",
@@ -22,6 +23,7 @@ __all__ = [
     "NEW",
     "PoolEntry",
     "TenantStats",
+    "own_stats",
     "session_keys",
 ]
 
@@ -51,6 +53,23 @@ def session_keys(client: Any) -> list[tuple[str, Any]]:
     return keys
 
 
+def own_stats(client: Any) -> Any:
+    """``client.guard.stats()`` limited to the client's own account: clients sharing one
+    storage (``storage=pool.storage``) see every account's breakers and blocks there."""
+    from .breaker import breaker_key
+    from .call import CallInfo
+    from .guard import account_key
+
+    stats = client.guard.stats()
+    probe = CallInfo("", cast(Any, None), account_key(client, client.guard), 0)
+    prefix = breaker_key(probe).partition("/")[0] + "/"  # the account's key prefix
+    return dataclasses.replace(
+        stats,
+        breakers={k: v for k, v in stats.breakers.items() if k.startswith(prefix)},
+        blocked={k: v for k, v in stats.blocked.items() if k.startswith(prefix)},
+    )
+
+
 @dataclass(frozen=True)
 class TenantStats:
     """A snapshot of one tenant (all times in seconds, monotonic clock).
@@ -63,7 +82,8 @@ class TenantStats:
     ``broken_for``: seconds the pool still refuses this tenant (0.0 when not broken).
     ``last_error``: ``repr`` of the last factory/connect error. ``available`` and
     ``unavailable_reason``: the client's guard health (``client.guard.available``) when it has
-    a client, else ``False`` / the state. ``guard``: ``client.guard.stats()`` or ``None``.
+    a client, else ``False`` / the state. ``guard``: :func:`own_stats` (the client's
+    ``guard.stats()``, breakers and blocks of its own account only) or ``None``.
     """
 
     tenant: Any
@@ -121,7 +141,7 @@ class PoolEntry:
         guard = getattr(client, "guard", None) if client is not None else None
         if guard is not None:
             reason = guard.unavailable_reason
-            stats = guard.stats()
+            stats = own_stats(client)
         else:
             reason, stats = self.state, None
         return TenantStats(
