@@ -27,6 +27,21 @@ Each error, what else it is an instance of, its attributes, and whether retrying
 - ``GuardConfigError`` (``ValueError``): ``field``. No: fix the configuration.
 - ``AlreadyDelivered`` (``telethon.errors.RandomIdDuplicateError``): ``random_id``,
   ``attempts``. No: it was delivered.
+- ``FloodWaitMultiError`` (``telethon.errors.MultiError`` *and* ``telethon.errors.FloodWaitError``):
+  a batch whose every failed item is a FLOOD_WAIT; ``seconds`` / ``retry_after`` of the longest
+  item, plus Telethon's ``exceptions``, ``results``, ``requests``. Yes, after ``retry_after``,
+  re-sending only the failed items.
+
+Batched requests (``await client([req_a, req_b])``): each item runs through the guard on its own,
+so each item fails or succeeds with the typed error above that fits it. As in Telethon, when any
+item fails the call raises ``telethon.errors.MultiError`` with one entry per request, in order:
+``exceptions[i]`` (``None`` if item ``i`` succeeded), ``results[i]`` (``None`` if it failed) and
+``requests[i]``; catch the items' types by looking at ``exceptions``. When every failed item is a
+FLOOD_WAIT (``FloodWaitError``, e.g. ``FloodWaitBlocked``) the guard raises
+:class:`FloodWaitMultiError` instead, which is also a ``FloodWaitError``, so the usual
+``except FloodWaitError as e: await asyncio.sleep(e.seconds)`` catches it too (``seconds`` is the
+longest item's wait; the items that succeeded are in ``results``: re-send only the others).
+A batch of one request raises that request's error itself (Telethon's ``MultiError`` does that).
 
 The client pool (:mod:`telethon_guard.pool`), each a ``PoolError`` with ``tenant``:
 
@@ -53,6 +68,8 @@ use them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from telethon import errors as tl_errors
 from telethon.tl.tlobject import TLRequest
@@ -317,6 +334,79 @@ class NoAccountAvailableError(PoolError, tl_errors.FloodWaitError):
         return f"{self.method}: none of {self.accounts} accounts is free; {when}"
 
 
+class FloodWaitMultiError(GuardError, tl_errors.MultiError, tl_errors.FloodWaitError):
+    """A batch (list of requests) in which every failed item is a FLOOD_WAIT.
+
+    Telethon's ``MultiError`` (``exceptions``, ``results``, ``requests``: one entry per request,
+    in order; ``None`` where an item succeeded or failed) that is *also* a ``FloodWaitError``, so
+    code written for single calls (``except FloodWaitError as e: await asyncio.sleep(e.seconds)``)
+    catches it. ``seconds`` (int, rounded up) and ``retry_after`` (float s, monotonic) are those
+    of the longest-blocked item: after that every item is free again. ``request`` is that item's
+    request. Items that succeeded keep their results: re-send only the failed ones
+    (:meth:`failed_requests`). Raised by :func:`batch_error`, never for a batch of one.
+    """
+
+    exceptions: list[BaseException | None]
+    results: list[object]
+    requests: list[TLRequest]
+
+    def __init__(
+        self,
+        exceptions: Sequence[BaseException | None],
+        result: Sequence[object],
+        requests: Sequence[TLRequest],
+    ) -> None:
+        # MultiError.__new__ has set exceptions / results / requests.
+        floods = [e for e in exceptions if isinstance(e, tl_errors.FloodWaitError)]
+        longest = max(floods, key=_flood_seconds) if floods else None
+        seconds_left = _flood_seconds(longest) if longest is not None else 0.0
+        tl_errors.FloodWaitError.__init__(
+            self, getattr(longest, "request", None), max(0, int(-(-seconds_left // 1))))
+        self.retry_after = max(0.0, seconds_left)
+        failed = len(floods)
+        Exception.__init__(
+            self,
+            f"{failed} of {len(exceptions)} batched requests hit a FLOOD_WAIT; the longest "
+            f"wait is {self.seconds} s",
+        )
+
+    def failed_requests(self) -> list[TLRequest]:
+        """The requests of the items that failed, in order (the ones to re-send)."""
+        return [r for r, e in zip(self.requests, self.exceptions, strict=False) if e is not None]
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.exceptions, self.results, self.requests)
+
+
+def _flood_seconds(err: BaseException | None) -> float:
+    """Seconds a flood item asks to wait: the guard's float ``retry_after`` when it has one,
+    else Telethon's whole ``seconds``."""
+    retry_after = getattr(err, "retry_after", None)
+    if isinstance(retry_after, (int, float)):
+        return float(retry_after)
+    return float(getattr(err, "seconds", 0) or 0)
+
+
+def batch_error(
+    exceptions: Sequence[BaseException | None],
+    results: Sequence[object],
+    requests: Sequence[TLRequest],
+) -> BaseException:
+    """The error a batch (list of requests) raises when at least one item failed.
+
+    :class:`FloodWaitMultiError` when every failed item is a ``FloodWaitError`` and the batch
+    has more than one request; otherwise Telethon's own ``MultiError`` (which, for a batch of
+    one, is that item's error itself). Raises ``ValueError`` / ``TypeError`` like
+    ``MultiError`` on mismatched lengths or non-request items.
+    """
+    failed = [e for e in exceptions if e is not None]
+    if (len(requests) > 1 and failed
+            and all(isinstance(e, tl_errors.FloodWaitError) for e in failed)):
+        return FloodWaitMultiError(exceptions, results, requests)
+    error: BaseException = tl_errors.MultiError(exceptions, results, requests)
+    return error
+
+
 __all__ = [
     "AlreadyDelivered",
     "AttemptTimeoutError",
@@ -326,6 +416,7 @@ __all__ = [
     "DeadlineExceeded",
     "FloodPremiumBlocked",
     "FloodWaitBlocked",
+    "FloodWaitMultiError",
     "GuardConfigError",
     "GuardConnectionError",
     "GuardError",

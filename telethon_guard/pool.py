@@ -50,7 +50,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .errors import (
     GuardConfigError,
@@ -71,10 +71,8 @@ from .pool_entry import (
     TenantStats,
     session_keys,
 )
+from .pool_workers import WorkerRouter
 from .storage import GuardStorage
-
-if TYPE_CHECKING:
-    from .pool_workers import WorkerRouter
 
 __all__ = ["GuardedClientPool", "TenantStats"]
 
@@ -260,8 +258,6 @@ class GuardedClientPool:
     def workers(self, tenants: Iterable[Hashable]) -> WorkerRouter:
         """A :class:`~telethon_guard.pool_workers.WorkerRouter` spreading one workload over
         the accounts of ``tenants`` (routes each call to an account free for its method)."""
-        from .pool_workers import WorkerRouter
-
         return WorkerRouter(self, tenants)
 
     async def remove(self, tenant: Hashable) -> None:

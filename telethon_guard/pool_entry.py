@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 __all__ = [
     "BROKEN",
@@ -56,13 +56,11 @@ def session_keys(client: Any) -> list[tuple[str, Any]]:
 def own_stats(client: Any) -> Any:
     """``client.guard.stats()`` limited to the client's own account: clients sharing one
     storage (``storage=pool.storage``) see every account's breakers and blocks there."""
-    from .breaker import breaker_key
-    from .call import CallInfo
+    from . import keys
     from .guard import account_key
 
     stats = client.guard.stats()
-    probe = CallInfo("", cast(Any, None), account_key(client, client.guard), 0)
-    prefix = breaker_key(probe).partition("/")[0] + "/"  # the account's key prefix
+    prefix = keys.account_key(account_key(client, client.guard)) + "/"
     return dataclasses.replace(
         stats,
         breakers={k: v for k, v in stats.breakers.items() if k.startswith(prefix)},

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from .breaker import breaker_key
 from .call import CallInfo
@@ -31,17 +31,28 @@ from .errors import (
     FloodWaitBlocked,
     GuardConfigError,
     NoAccountAvailableError,
+    PoolClosedError,
     TenantUnavailableError,
     TransportFloodError,
 )
 from .storage import HALF_OPEN, OPEN
 
-if TYPE_CHECKING:
-    from .pool import GuardedClientPool
-
-__all__ = ["REROUTED_ERRORS", "WorkerRouter", "seconds_until_free"]
+__all__ = ["REROUTED_ERRORS", "ClientPool", "WorkerRouter", "seconds_until_free"]
 
 T = TypeVar("T")
+
+
+class ClientPool(Protocol):
+    """What the router needs of a :class:`~telethon_guard.pool.GuardedClientPool`."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def broken_for(self, tenant: Hashable) -> float: ...
+
+    def client_of(self, tenant: Hashable) -> Any: ...
+
+    def lease(self, tenant: Hashable) -> contextlib.AbstractAsyncContextManager[Any]: ...
 
 REROUTED_ERRORS: tuple[type[BaseException], ...] = (
     FloodWaitBlocked, CircuitOpenError, TransportFloodError, TenantUnavailableError)
@@ -89,7 +100,7 @@ class WorkerRouter:
     account after a refusal.
     """
 
-    def __init__(self, pool: GuardedClientPool, tenants: Iterable[Hashable]) -> None:
+    def __init__(self, pool: ClientPool, tenants: Iterable[Hashable]) -> None:
         self._pool = pool
         self._tenants = list(dict.fromkeys(tenants))
         if not self._tenants:
@@ -119,7 +130,8 @@ class WorkerRouter:
             any of them (``exclude`` included) is, ``None`` if unknown.
         :raises PoolClosedError: the pool is closed.
         """
-        self._pool._check_open(None)
+        if self._pool.closed:
+            raise PoolClosedError()
         n = len(self._tenants)
         earliest = math.inf
         for i in range(n):
