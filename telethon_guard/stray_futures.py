@@ -72,13 +72,18 @@ def retrieve_exception(fut: asyncio.Future[Any]) -> None:
 
 def retrieving(source: str, sink: StraySink | None) -> Callable[[asyncio.Future[Any]], None]:
     """A done-callback like :func:`retrieve_exception` that also tells ``sink`` about an
-    exception it retrieved (``source`` names the future, e.g. ``"updates_handle"``)."""
+    exception it retrieved (``source`` names the future, e.g. ``"updates_handle"``); logged at
+    DEBUG on the ``telethon_guard`` logger either way."""
 
     def callback(fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is not None and sink is not None:
+        if exc is None:
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("retrieved the exception of %s: %s: %s", source, type(exc).__name__, exc)
+        if sink is not None:
             try:
                 sink(source, exc)
             except Exception:  # pragma: no cover
