@@ -54,7 +54,8 @@ from .events import (
     ObservedDelay,
     redact_peer,
 )
-from .limiter import LedgerBlockedWhileQueued, is_send, pace_key
+from .keys import is_send, method_flood_key, pace_key, slowmode_key, transfers_key
+from .limiter import LedgerBlockedWhileQueued
 from .pacing import (
     PACE_BACKOFF,
     PACE_DROP,
@@ -83,10 +84,10 @@ _BLOCKED_TYPES = {
 def scope_key(call: CallInfo, scope: FloodScope) -> str:
     """Ledger key of ``scope`` for ``call`` (see the module table)."""
     if scope is FloodScope.METHOD:
-        return f"acct:{call.account}/method:{call.method}"
+        return method_flood_key(call.account, call.method)
     if scope is FloodScope.PEER:
-        return f"acct:{call.account}/slowmode:{call.peer}"
-    return f"acct:{call.account}/dc:{call.dc_id}/transfers"
+        return slowmode_key(call.account, str(call.peer))
+    return transfers_key(call.account, call.dc_id)
 
 
 def scopes_of(call: CallInfo) -> list[FloodScope]:

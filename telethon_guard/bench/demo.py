@@ -39,6 +39,13 @@ from typing import Any
 
 from telethon import TelegramClient, functions, types
 
+from telethon_guard.bench.command import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PROG,
+    check_output_path,
+)
 from telethon_guard.bench.common import (
     bounded,
     connect,
@@ -264,8 +271,6 @@ async def run_demo(tl: Timeline, progress: Progress, outcomes: list[DemoOutcome]
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """``telethon-guard demo``: validate, run both services, print the table."""
-    from telethon_guard.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, PROG, check_output_path
-
     json_path: Path | None = args.json_path
     if json_path is not None:
         check_output_path(json_path, "--json")

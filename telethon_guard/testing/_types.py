@@ -36,6 +36,7 @@ class AuthState:
     user_id: int | None = None  # None until logged in / authorization imported
     layer: int | None = None
     api_id: int | None = None
+    receives_updates: bool = False  # True once it called updates.getState / getDifference
 
 
 @dataclass(frozen=True)

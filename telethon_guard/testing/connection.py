@@ -23,7 +23,7 @@ import os
 import struct
 import time
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from telethon.errors import TypeNotFoundError
 from telethon.extensions import BinaryReader
@@ -44,12 +44,10 @@ from telethon_guard.testing._types import (
     Stall,
     TransportError,
 )
+from telethon_guard.testing.context import ServerContext
 from telethon_guard.testing.crypto import DecryptError, KeyMaterial
 from telethon_guard.testing.handshake import Handshake, HandshakeError
 from telethon_guard.testing.log import LogEntry, Outcome
-
-if TYPE_CHECKING:
-    from telethon_guard.testing.server import TelegramTestServer
 
 _monotonic = time.monotonic
 _unpack_from_qqqii = struct.Struct("<qqqii").unpack_from
@@ -132,13 +130,13 @@ class Connection:
 
     def __init__(
         self,
-        server: TelegramTestServer,
+        ctx: ServerContext,
         conn_id: int,
         dc_id: int,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        self.server = server
+        self.ctx = ctx
         self.conn_id = conn_id
         self.dc_id = dc_id
         self.reader = reader
@@ -155,7 +153,7 @@ class Connection:
         self._seq = 0
         self._out: list[tuple[int, int, bytes]] = []
         self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = server._request_tasks  # cancelled at stop
+        self._tasks: set[asyncio.Task[None]] = ctx.request_tasks  # cancelled at stop
         self._handshake: Handshake | None = None
         self._ping_disconnect: asyncio.TimerHandle | None = None
         self.close_reason: str | None = None
@@ -163,25 +161,25 @@ class Connection:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        server = self.server
+        ctx = self.ctx
         try:
-            refusal = server._refusal(self.dc_id)
+            refusal = ctx.refusal(self.dc_id)
             if refusal is not None:
                 await self._refuse(refusal)
                 return
             action = None
-            if server.faults is not None:
+            if ctx.faults is not None:
                 peer = self.writer.get_extra_info("peername") or ("", 0)
-                action = server.faults.on_connect(
+                action = ctx.faults.on_connect(
                     ConnectInfo(_monotonic(), self.conn_id, self.dc_id, (peer[0], peer[1]))
                 )
             if isinstance(action, TransportError):
                 if action.refuse_seconds > 0:
-                    server._start_refusing(self.dc_id, action)
+                    ctx.start_refusing(self.dc_id, action)
                 await self._refuse(action)
                 return
-            server._log_event("opened", self.conn_id, self.dc_id)
-            server._conns[self.conn_id] = self
+            ctx.log_event("opened", self.conn_id, self.dc_id)
+            ctx.conns[self.conn_id] = self
             if isinstance(action, ResetConnection):
                 self.close("reset by fault plan on connect", abort=True)
                 return
@@ -194,11 +192,11 @@ class Connection:
             self.close("server stopped", abort=True)
             raise
         except Exception as e:  # a bug in the server itself
-            server._internal_error(e)
+            ctx.internal_error(e)
             self.close(f"internal error: {e!r}", abort=True)
         finally:
             self.close(self.close_reason or "closed")
-            server._conns.pop(self.conn_id, None)
+            ctx.conns.pop(self.conn_id, None)
 
     async def _refuse(self, action: TransportError) -> None:
         """Answer a connection on a refusing DC with the transport error at once, then close."""
@@ -212,7 +210,7 @@ class Connection:
             data = codec.seal(data)
         with contextlib.suppress(Exception):
             self.writer.write(data)
-        self.server._log_event(
+        self.ctx.log_event(
             "refused", self.conn_id, self.dc_id, error_code=-action.code, detail=action.mode
         )
         self.closed = True
@@ -242,7 +240,7 @@ class Connection:
         if self._stall_future is not None and not self._stall_future.done():
             self._stall_future.set_result(None)
         self._close_transport(abort)
-        self.server._log_event(
+        self.ctx.log_event(
             "closed", self.conn_id, self.dc_id, error_code=error_code, detail=reason
         )
 
@@ -260,7 +258,24 @@ class Connection:
         if self._stall_future is None:
             self._stall_future = self._loop.create_future()
 
-    # ---- actions applied from outside (timed fault script) -----------------------------------
+    # ---- actions applied from outside (timed fault script, pushed updates) -------------------
+
+    @property
+    def auth(self) -> AuthState | None:
+        """The auth key state this connection uses (``None`` before its first encrypted
+        message)."""
+        return self._auth
+
+    def push(self, body: bytes) -> bool:
+        """Send ``body`` (a serialized ``Updates`` object) as a server-initiated message.
+
+        Returns ``False`` (nothing sent) when the connection cannot carry it: closed, stalled,
+        or no MTProto session yet (no encrypted message received).
+        """
+        if self.closed or self.stalled or self._km is None or self.codec is None:
+            return False
+        self._enqueue(body, True, 1)
+        return True
 
     def apply(self, action: object) -> None:
         """Apply a connection-level action now (timed fault scripts)."""
@@ -285,14 +300,14 @@ class Connection:
     # ---- reading -----------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        server = self.server
+        ctx = self.ctx
         reader = self.reader
         try:
             if self.stalled:  # stalled on connect: never read a byte
                 assert self._stall_future is not None
                 await self._stall_future
                 return
-            self.codec = codec = await transport.detect(reader, server.max_packet_size)
+            self.codec = codec = await transport.detect(reader, ctx.max_packet_size)
             self.framing = codec.name
             while not self.closed:
                 if self.stalled:
@@ -321,7 +336,7 @@ class Connection:
             return
         km = self._km
         if km is None or km.key_id != key_id:
-            entry = self.server._keys.get(key_id)
+            entry = self.ctx.keys.get(key_id)
             if entry is None or entry[0].dc_id != self.dc_id:
                 self.send_transport_error(404, "packet")
                 self.close("unknown auth key", error_code=-404)
@@ -335,7 +350,7 @@ class Connection:
             raise ProtocolError(f"bad message length {length} (padding {pad})")
         body = plain[32 : 32 + length]
         self._session_id = session_id
-        server = self.server
+        ctx = self.ctx
 
         # msg_id sanity (bad_msg_notification codes 16, 17, 18)
         code = 0
@@ -347,22 +362,22 @@ class Connection:
                 code = 16
             elif delta > MSG_TOO_NEW:
                 code = 17
-        stats = server.stats
+        stats = ctx.stats
         if code:
             stats["bad_msg_notification"] += 1
             self._send(types.BadMsgNotification(msg_id, seqno, code), False)
             return
-        if salt != server.salt:
+        if salt != ctx.salt:
             stats["bad_server_salt"] += 1
-            self._send(types.BadServerSalt(msg_id, seqno, 48, server.salt), False)
+            self._send(types.BadServerSalt(msg_id, seqno, 48, ctx.salt), False)
             return
         assert self._auth is not None
         skey = (key_id, session_id)
-        if skey not in server._sessions:
-            server._sessions.add(skey)
+        if skey not in ctx.sessions:
+            ctx.sessions.add(skey)
             stats["new_session_created"] += 1
             unique_id = int.from_bytes(os.urandom(8), "little", signed=True)
-            self._send(types.NewSessionCreated(msg_id, unique_id, server.salt), True, residue=3)
+            self._send(types.NewSessionCreated(msg_id, unique_id, ctx.salt), True, residue=3)
         acks: list[int] = []
         self._on_message(msg_id, seqno, body, acks, top=True)
         if acks:
@@ -375,7 +390,7 @@ class Connection:
         if cid == CONTAINER_ID:
             if not top:
                 raise ProtocolError("nested msg_container")
-            self.server.stats["containers_received"] += 1
+            self.ctx.stats["containers_received"] += 1
             (count,) = struct.unpack_from("<i", body, 4)
             pos = 8
             for _ in range(count):
@@ -387,7 +402,7 @@ class Connection:
                 pos += inner_len
             return
         if cid == GZIP_ID:
-            self.server.stats["gzip_packed_received"] += 1
+            self.ctx.stats["gzip_packed_received"] += 1
             reader = BinaryReader(body[4:])
             body = gzip.decompress(reader.tgread_bytes())
             (cid,) = struct.unpack_from("<I", body)
@@ -406,8 +421,8 @@ class Connection:
             raise ProtocolError(f"bad unencrypted length {length}")
         obj = BinaryReader(packet[20 : 20 + length]).tgread_object()
         if self._handshake is None:
-            server = self.server
-            self._handshake = Handshake(server._rsa_key, server._pq, self._new_key)
+            ctx = self.ctx
+            self._handshake = Handshake(ctx.rsa_key, ctx.pq, self._new_key)
         task = self._loop.create_task(self._run_plain(obj))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -420,7 +435,7 @@ class Connection:
             self.close(f"handshake error: {e}", abort=True)
             return
         except Exception as e:
-            self.server._internal_error(e)
+            self.ctx.internal_error(e)
             self.close(f"internal error in handshake: {e!r}", abort=True)
             return
         if self.closed or self.stalled:
@@ -428,17 +443,17 @@ class Connection:
         data = bytes(answer)
         assert self.codec is not None
         self.writer.write(self.codec.seal(
-            self.codec.encode(_pack_qqi(0, self.server._new_msg_id(1), len(data)) + data)
+            self.codec.encode(_pack_qqi(0, self.ctx.new_msg_id(1), len(data)) + data)
         ))
 
     def _new_key(self, auth_key: bytes) -> None:
-        self.server._register_key(auth_key, self.dc_id)
+        self.ctx.register_key(auth_key, self.dc_id)
 
     # ---- requests ----------------------------------------------------------------------------
 
     def _dispatch(self, msg_id: int, request: TLObject) -> None:
         """Decide what to do with one request; run it inline when nothing needs to wait."""
-        server = self.server
+        ctx = self.ctx
         auth = self._auth
         assert auth is not None
         account = auth.user_id
@@ -447,16 +462,21 @@ class Connection:
         try:
             inner = request
             init = False
+            no_updates = False
             while isinstance(inner, _WRAPPERS):
                 if isinstance(inner, functions.InvokeWithLayerRequest):
                     auth.layer = inner.layer
                 elif isinstance(inner, functions.InitConnectionRequest):
                     auth.api_id = inner.api_id
                     init = True
+                elif isinstance(inner, functions.InvokeWithoutUpdatesRequest):
+                    no_updates = True
                 inner = inner.query
             method = _tl.method_name(inner)
+            if method in _STARTS_UPDATES and not no_updates:
+                auth.receives_updates = True
             random_id = _tl.random_id_of(inner)
-            counts = server._call_counts
+            counts = ctx.call_counts
             ckey = (account, method)
             index = counts.get(ckey, 0) + 1
             counts[ckey] = index
@@ -474,9 +494,9 @@ class Connection:
                 init_connection=init,
                 call_index=index,
             )
-            faults = server.faults
+            faults = ctx.faults
             actions = faults.on_request(info) if faults is not None else None
-            if not actions and (server._sync_handle is not None or method in _SERVICE):
+            if not actions and (ctx.sync_handle is not None or method in _SERVICE):
                 self._execute_sync(info, account, False, False)
                 return
         except Exception as e:
@@ -489,7 +509,7 @@ class Connection:
     def _internal(
         self, e: Exception, msg_id: int, method: str, account: int | None, random_id: int | None
     ) -> None:
-        self.server._internal_error(e)
+        self.ctx.internal_error(e)
         self._log(msg_id, method, account, random_id, "rpc_error", True, 500, "INTERNAL")
         self._send_error(msg_id, 500, "INTERNAL")
 
@@ -520,7 +540,7 @@ class Connection:
                     self._log(msg_id, method, account, random_id, "transport_error", False,
                               -action.code)
                     if action.refuse_seconds > 0:
-                        self.server._start_refusing(self.dc_id, action)
+                        self.ctx.start_refusing(self.dc_id, action)
                     self.send_transport_error(action.code, action.mode)
                     self.close(f"transport error -{action.code}")
                     return
@@ -528,11 +548,11 @@ class Connection:
                     self._log(msg_id, method, account, random_id, "stalled", False)
                     self._stall()
                     return
-            if self.server._sync_handle is not None or method in _SERVICE:
+            if self.ctx.sync_handle is not None or method in _SERVICE:
                 self._execute_sync(info, account, drop, reset_after)
                 return
             try:
-                result = await self.server.world.handle(info)
+                result = await self.ctx.world.handle(info)
             except RpcErrorReply as e:
                 self._complete_error(info, account, e, drop, reset_after)
                 return
@@ -550,7 +570,7 @@ class Connection:
             if service is not None:
                 result = service(self, info.msg_id, info.request)
             else:
-                result = self.server._sync_handle(info)  # type: ignore[misc]
+                result = self.ctx.sync_handle(info)  # type: ignore[misc]
         except RpcErrorReply as e:
             self._complete_error(info, account, e, drop, reset_after)
             return
@@ -608,7 +628,7 @@ class Connection:
         code: int | None = None,
         message: str | None = None,
     ) -> None:
-        self.server.log.entries.append(
+        self.ctx.log.entries.append(
             LogEntry(_monotonic(), "request", self.conn_id, self.dc_id, account, method, msg_id,
                      random_id, outcome, executed, code, message, None, self.framing)
         )
@@ -630,8 +650,8 @@ class Connection:
     def _destroy_session(self, msg_id: int, req: Any) -> TLObject:
         assert self._auth is not None
         skey = (self._auth.auth_key_id, req.session_id)
-        if skey in self.server._sessions:
-            self.server._sessions.discard(skey)
+        if skey in self.ctx.sessions:
+            self.ctx.sessions.discard(skey)
             return types.DestroySessionOk(req.session_id)
         return types.DestroySessionNone(req.session_id)
 
@@ -641,7 +661,7 @@ class Connection:
         now = datetime.now(timezone.utc).replace(microsecond=0)
         salts = [
             types.FutureSalt(now + timedelta(hours=i), now + timedelta(hours=i + 1),
-                             self.server.salt)
+                             self.ctx.salt)
             for i in range(max(1, min(64, int(req.num))))
         ]
         return types.FutureSalts(msg_id, int(now.timestamp()), salts)
@@ -668,7 +688,7 @@ class Connection:
             self._seq += 1
         else:
             seq = self._seq * 2
-        self._out.append((self.server._new_msg_id(residue), seq, body))
+        self._out.append((self.ctx.new_msg_id(residue), seq, body))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -680,7 +700,7 @@ class Connection:
             out.clear()
             return
         self._out = []
-        head = _pack_qq(self.server.salt, self._session_id)
+        head = _pack_qq(self.ctx.salt, self._session_id)
         encode = self.codec.encode
         encrypt = self._km.encrypt
         chunks: list[bytes] = []
@@ -708,14 +728,18 @@ class Connection:
                     plain = head + _pack_qii(msg_id, seq, len(body)) + body
                 else:
                     cbody = _pack_Ii(CONTAINER_ID, count) + b"".join(parts)
-                    self.server.stats["containers_sent"] += 1
-                    plain = (head + _pack_qii(self.server._new_msg_id(1), self._seq * 2,
+                    self.ctx.stats["containers_sent"] += 1
+                    plain = (head + _pack_qii(self.ctx.new_msg_id(1), self._seq * 2,
                                               len(cbody)) + cbody)
                 i = j
             chunks.append(encode(encrypt(plain)))
         with contextlib.suppress(Exception):
             self.writer.write(self.codec.seal(b"".join(chunks)))
 
+
+# Calls after which Telegram sends the key updates (core.telegram.org/api/updates: a client
+# starts receiving updates once it asked for the state or a difference).
+_STARTS_UPDATES = frozenset({"updates.getState", "updates.getDifference"})
 
 # Replies that go out as top-level messages, not inside rpc_result (Telethon's handlers).
 _TOP_LEVEL = frozenset(

@@ -68,8 +68,8 @@ from telethon.sessions.abstract import Session
 from telethon_guard.testing import crypto
 from telethon_guard.testing._types import AuthState, DcAddress, TransportError
 from telethon_guard.testing.connection import Connection
-from telethon_guard.testing.crypto import KeyMaterial
-from telethon_guard.testing.log import Kind, LogEntry, ServerLog
+from telethon_guard.testing.context import ServerContext
+from telethon_guard.testing.log import ServerLog
 from telethon_guard.testing.transport import DEFAULT_MAX_SIZE
 
 C = TypeVar("C", bound=TelegramClient)
@@ -257,34 +257,35 @@ class TelegramTestServer:
 
             world = World(world_config)
         self.world = world
-        self._sync_handle: Callable[[Any], Any] | None = _sync_handler(world)
         if faults is None:
             from telethon_guard.testing.faults import FaultPlan
 
             faults = FaultPlan(seed=seed)
-        self.faults = faults
-        self.log = ServerLog()
-        self.internal_errors: list[BaseException] = []
-        self.stats: Counter[str] = Counter()
+        rng = random.Random(seed)
+        self._ctx = ServerContext(
+            salt=rng.getrandbits(63),
+            world=world,
+            sync_handle=_sync_handler(world),
+            faults=faults,
+            max_packet_size=max_packet_size,
+            rsa_key=self._rsa_key,
+            pq=crypto.small_pq(),
+        )
+        ctx = self._ctx
+        self.log: ServerLog = ctx.log
+        """Ground truth of what the server executed."""
+        self.internal_errors: list[BaseException] = ctx.internal_errors
+        self.stats: Counter[str] = ctx.stats
         """MTProto events: ``bad_server_salt``, ``new_session_created``, ``bad_msg_notification``,
         ``containers_received`` / ``containers_sent``, ``gzip_packed_received``."""
+        self.salt = ctx.salt
         self.api_id = API_ID
         self.api_hash = API_HASH
         self.dcs: list[DcAddress] = []
-
-        rng = random.Random(seed)
-        self.salt = rng.getrandbits(63)
-        self._pq = crypto.small_pq()
-        self._keys: dict[int, tuple[AuthState, KeyMaterial]] = {}
-        self._sessions: set[tuple[int, int]] = set()
-        self._call_counts: dict[tuple[int | None, str], int] = {}
-        self._conns: dict[int, Connection] = {}
+        self._conns = ctx.conns
         self._conn_ids = itertools.count(1)
-        self._last_msg_id = 0
-        self._refusing: dict[int, tuple[float, TransportError]] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._handlers: set[asyncio.Task[None]] = set()
-        self._request_tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._client_classes: dict[type, type] = {}
         self._started = False
@@ -314,6 +315,7 @@ class TelegramTestServer:
             self._servers.clear()
             self.dcs.clear()
             raise
+        self._ctx.dc_ids = [d.dc_id for d in self.dcs]
         self.world.set_dcs(list(self.dcs))
         now = time.monotonic()
         if self.faults is not None and hasattr(self.faults, "start"):
@@ -332,7 +334,7 @@ class TelegramTestServer:
             srv.close()
         for conn in list(self._conns.values()):
             conn.close("server stopped", abort=True)
-        pending = [*self._request_tasks, *self._handlers]
+        pending = [*self._ctx.request_tasks, *self._handlers]
         for task in pending:
             task.cancel()
         if pending:
@@ -439,64 +441,31 @@ class TelegramTestServer:
         sub = self.client_class(TelegramClient if cls is None else cls)
         return sub(session, self.api_id, self.api_hash, **kwargs)
 
-    # ---- internals used by Connection --------------------------------------------------------
+    # ---- shared state ------------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Any:
+        """The :class:`~telethon_guard.testing.faults.FaultPlan` consulted for every connection
+        and request; replace or mutate it at runtime."""
+        return self._ctx.faults
+
+    @faults.setter
+    def faults(self, plan: Any) -> None:
+        self._ctx.faults = plan
+
+    @property
+    def _sync_handle(self) -> Callable[[Any], Any] | None:
+        return self._ctx.sync_handle
 
     def _register_key(self, auth_key: bytes, dc_id: int) -> AuthState:
-        key_id = crypto.auth_key_id(auth_key)
-        state = AuthState(auth_key_id=key_id, auth_key=auth_key, dc_id=dc_id)
-        self._keys[key_id] = (state, KeyMaterial(auth_key, key_id))
-        return state
+        return self._ctx.register_key(auth_key, dc_id)
 
     def auth_states(self) -> list[AuthState]:
         """Every auth key the server knows (pre-shared and exchanged)."""
-        return [s for s, _ in self._keys.values()]
+        return [s for s, _ in self._ctx.keys.values()]
 
     def _rsa_key(self) -> rsa.PrivateKey:
         return self._fixed_rsa if self._fixed_rsa is not None else crypto.server_rsa_key()
-
-    def _new_msg_id(self, residue: int) -> int:
-        """A server msg_id: time-based, strictly increasing, ``residue`` (1 or 3) mod 4."""
-        t = time.time()
-        mid = (int(t) << 32) | (int((t % 1.0) * 4294967296.0) & ~3)
-        last = self._last_msg_id
-        if mid <= last:
-            mid = last + 4
-        self._last_msg_id = mid
-        return mid | residue
-
-    def _internal_error(self, exc: BaseException) -> None:
-        self.internal_errors.append(exc)
-
-    def _log_event(
-        self,
-        kind: Kind,
-        conn_id: int,
-        dc_id: int,
-        *,
-        error_code: int | None = None,
-        detail: str | None = None,
-    ) -> None:
-        self.log.append(
-            LogEntry(time.monotonic(), kind, conn_id, dc_id, error_code=error_code, detail=detail)
-        )
-
-    def _refusal(self, dc_id: int) -> TransportError | None:
-        entry = self._refusing.get(dc_id)
-        if entry is None:
-            return None
-        until, action = entry
-        if time.monotonic() >= until:
-            del self._refusing[dc_id]
-            return None
-        return action
-
-    def _start_refusing(self, dc_id: int | None, action: TransportError) -> None:
-        until = time.monotonic() + action.refuse_seconds
-        targets = [d.dc_id for d in self.dcs] if dc_id is None else [dc_id]
-        for d in targets:
-            prev = self._refusing.get(d)
-            if prev is None or prev[0] < until:
-                self._refusing[d] = (until, action)
 
     def _make_handler(
         self, dc_id: int
@@ -506,7 +475,7 @@ class TelegramTestServer:
             assert task is not None
             self._handlers.add(task)
             try:
-                conn = Connection(self, next(self._conn_ids), dc_id, reader, writer)
+                conn = Connection(self._ctx, next(self._conn_ids), dc_id, reader, writer)
                 await conn.serve()
             except asyncio.CancelledError:
                 # Only stop() cancels handlers. Ending normally keeps asyncio's stream callback
@@ -529,9 +498,9 @@ class TelegramTestServer:
                 due = faults.due(time.monotonic())
                 for dc_id, action in due:
                     if isinstance(action, TransportError) and action.refuse_seconds > 0:
-                        self._start_refusing(dc_id, action)
+                        self._ctx.start_refusing(dc_id, action)
                     for conn in list(self._conns.values()):
                         if dc_id is None or conn.dc_id == dc_id:
                             conn.apply(action)
             except Exception as e:
-                self._internal_error(e)
+                self._ctx.internal_error(e)
