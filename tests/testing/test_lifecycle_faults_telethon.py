@@ -109,6 +109,33 @@ async def test_connect_fails_while_new_connections_fail_and_works_after(
         assert me is not None and server.log.count("help.getConfig", outcome="ok") == 1
 
 
+async def test_port_down_refuses_tcp_until_the_window_ends_and_spares_open_connections() -> None:
+    async with TelegramTestServer() as server:
+        old = await connected(server)
+        async with old:
+            window = 2.0
+            rule = OnNewConnections("down", start=server.faults.now(), duration=window)
+            server.faults.add(rule)
+            await until(lambda: rule.fired == 1)  # the server's tick closed the port
+            ends = rule.window.start + window
+            refused: TelegramClient = server.client(connection_retries=1, retry_delay=0.1)
+            try:
+                with pytest.raises(ConnectionError, match="Connection to Telegram failed"):
+                    await asyncio.wait_for(refused.connect(), T)
+                assert server.faults.now() < ends, "the refused connect must be in the window"
+            finally:
+                await asyncio.wait_for(refused.disconnect(), T)
+            assert server.log.connections_opened() == 1  # the OS refused: the server saw none
+            # the open connection is untouched
+            assert (await asyncio.wait_for(old.get_me(), T)) is not None
+
+            await wait_until_plan_time(server, ends + 0.2)
+            after = await connected(server)  # listening again, same port
+            async with after:
+                assert (await asyncio.wait_for(after.get_me(), T)) is not None
+        assert server.log.connections_opened() == 2
+
+
 # ---- open connections ----------------------------------------------------------------------
 
 
