@@ -190,6 +190,11 @@ class RateLimiter:
         else:
             await self._storage.release(specs, token)
 
+    async def delay_of(self, specs: Sequence[LimitSpec]) -> float:
+        """Seconds until every window of ``specs`` has a free slot (0.0: now), reserving
+        nothing: a read-only query (the client pool's worker routing asks it)."""
+        return await self._delay_of(specs)
+
     async def _delay_of(self, specs: Sequence[LimitSpec]) -> float:
         """Seconds until a slot is free in every window of ``specs``, reserving nothing."""
         local = self._local

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import ClassVar
 
 from telethon_guard.testing._types import (
     Action,
@@ -74,7 +73,7 @@ class At(Rule):
     If the plan was already started longer ago than ``seconds``, it fires at the next poll.
     """
 
-    timed: ClassVar[bool] = True
+    timed = True
 
     def __init__(self, seconds: float, action: Action, dc: int | None = None) -> None:
         super().__init__(dc=dc)
