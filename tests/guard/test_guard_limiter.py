@@ -7,6 +7,7 @@ import pytest
 from guardfakes import Recorder, bounded, make_call, send_call
 from telethon import errors as te
 
+from telethon_guard.call import CallInfo
 from telethon_guard.clock import FakeClock
 from telethon_guard.config import GuardConfig
 from telethon_guard.errors import DeadlineExceeded, FloodWaitBlocked
@@ -17,7 +18,6 @@ from telethon_guard.limiter import (
     RateLimiter,
     RateLimitLayer,
 )
-from telethon_guard.pipeline import CallContext
 from telethon_guard.storage import LimitSpec
 from telethon_guard.storage.memory import MemoryStorage
 
@@ -255,12 +255,12 @@ class Paced:
         now = self.clock.now()
         call = make_call(deadline_at=None if deadline is None else now + deadline)
         call.max_flood_wait = max_flood_wait
-        ctx = CallContext(call, self._net, deadline)
+        call.budget = deadline
 
-        async def call_next(ctx: CallContext) -> str:
+        async def call_next(call: CallInfo) -> str:
             return str(await self._net())
 
-        result: str = await bounded(self.layer.handle(ctx, call_next))
+        result: str = await bounded(self.layer.handle(call, call_next))
         return result
 
     async def _net(self) -> str:

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from guardfakes import Recorder, Script, bounded, make_call, make_pipeline, send_call
@@ -22,17 +25,42 @@ async def never() -> str:
     return "never"
 
 
-async def test_layers_are_one_visible_list() -> None:
-    pipe, _, _ = make_pipeline()
-    names = [type(layer).__name__ for layer in pipe.layers]
-    assert names == ["DeadlineLayer", "CircuitBreaker", "FloodLedger", "RateLimitLayer",
-                     "RetryPolicy"]
+def _executed(pipe: Pipeline) -> tuple[list[object], Callable[..., Any]]:
+    """A profile function recording, in order, each layer (and the attempt) whose entry point
+    ran: what actually runs, whatever ``Pipeline.layers`` says."""
+    ran: list[object] = []
+    members = {id(x): x for x in (*pipe.layers, pipe.rate_layer, pipe.attempt)}
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_name in ("handle", "run"):
+            obj = frame.f_locals.get("self")
+            if obj is not None and id(obj) in members and all(obj is not r for r in ran):
+                ran.append(obj)
+
+    return ran, profile
+
+
+@pytest.mark.parametrize("cfg", [{}, {"rate_limits": ((100, 1.0),)}, {"adaptive_pacing": False}])
+async def test_the_layers_run_in_the_order_pipeline_layers_lists(cfg: dict[str, Any]) -> None:
+    pipe, clock, _ = make_pipeline(**cfg)
+    ran, profile = _executed(pipe)
+    sys.setprofile(profile)
+    try:
+        assert await bounded(pipe.invoke(make_call(), Script(clock))) == "ok"
+    finally:
+        sys.setprofile(None)
+    assert ran == [*pipe.layers, pipe.attempt]
+    assert [type(x).__name__ for x in ran[:3]] == ["DeadlineLayer", "CircuitBreaker",
+                                                    "FloodLedger"]
+    # The limiter is in the chain only when a window can apply (limits or adaptive pacing).
+    assert (pipe.rate_layer in pipe.layers) == (cfg.get("adaptive_pacing", True)
+                                                or "rate_limits" in cfg)
 
 
 async def test_deadline_covers_limiter_flood_and_network() -> None:
     pipe, clock, rec = make_pipeline(deadline=10, rate_limits=((1, 2.0),), max_flood_wait=60)
     await pipe.invoke(make_call("help.getConfig"), Script(clock))  # uses the 1-per-2 s slot
-    await pipe.ledger._block("acct:a1/method:messages.getHistory", 3)
+    await pipe.ledger.record_block("acct:a1/method:messages.getHistory", 3)
     t0 = clock.now()
     send = Script(clock, default=never)
     with pytest.raises(DeadlineExceeded) as info:
@@ -176,7 +204,7 @@ async def test_no_secrets_in_events() -> None:
 async def test_storage_defaults_to_memory_on_the_pipeline_clock() -> None:
     pipe, clock, _ = make_pipeline()
     assert isinstance(pipe.storage, MemoryStorage)
-    await pipe.ledger._block("x", 5)
+    await pipe.ledger.record_block("x", 5)
     clock.advance(5)
     assert await pipe.ledger._left("x") == 0
 
