@@ -109,7 +109,7 @@ async def measure() -> dict[str, Any]:
     pipe = Pipeline(GuardConfig(rate_limits=((1_000_000, 1.0),), account="bench"))
     compose = getattr(pipe, "compose", None)
     if compose is not None:
-        from telethon_guard.call import Call
+        from telethon_guard.call import CallInfo
 
         result = _state()
 
@@ -123,7 +123,9 @@ async def measure() -> dict[str, Any]:
             chain = compose(layers[:k])
 
             def one(chain: Any = chain) -> Any:
-                return chain(Call("updates.getState", req, "bench", 2, send=send))
+                c = CallInfo("updates.getState", req, "bench", 2)
+                c.send = send
+                return chain(c)
 
             us = await _per_call(one)
             name = "attempt" if k == 0 else type(layers[k - 1]).__name__

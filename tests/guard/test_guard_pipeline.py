@@ -1,23 +1,42 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from guardfakes import Recorder, Script, bounded, make_call, make_pipeline, send_call
+from guardfakes import (
+    Recorder,
+    Script,
+    bounded,
+    history_request,
+    make_call,
+    make_pipeline,
+    send_call,
+    send_request,
+)
 from telethon import errors as te
+from telethon.tl import types
 
 from telethon_guard.call import CallInfo
 from telethon_guard.clock import FakeClock, MonotonicClock
 from telethon_guard.config import GuardConfig
-from telethon_guard.errors import AttemptTimeoutError, DeadlineExceeded
-from telethon_guard.events import DeadlineExceededEvent, EventBus, FloodWaitStarted
+from telethon_guard.errors import AttemptTimeoutError, DeadlineExceeded, MayHaveRunError
+from telethon_guard.events import (
+    DeadlineExceededEvent,
+    EventBus,
+    FloodWaitStarted,
+    RetryScheduled,
+)
+from telethon_guard.keys import is_idempotent
 from telethon_guard.pipeline import Pipeline
 from telethon_guard.storage import CLOSED, OPEN
 from telethon_guard.storage.memory import MemoryStorage
+
+guard_mod = importlib.import_module("telethon_guard.guard")
 
 
 async def never() -> str:
@@ -115,6 +134,40 @@ async def test_attempt_timeout_retries_then_real_timeout() -> None:
     with pytest.raises(AttemptTimeoutError) as info:
         await bounded(pipe.invoke(make_call(), hang))
     assert hang.count == 3 and isinstance(info.value, TimeoutError)
+
+
+async def test_attempt_timeout_of_a_request_that_may_have_run_is_not_sent_again() -> None:
+    # auth.sendCode has no random_id and is not a read: after a timeout it may have run (a
+    # second send would text a second code). The guard raises MayHaveRunError, sends nothing
+    # more; a read (getHistory) and a request with a random_id are still retried.
+    pipe, clock, rec = make_pipeline(attempt_timeout=2, retry_max_attempts=3,
+                                     breaker_failure_threshold=100)
+    unsafe = make_call("auth.sendCode")
+    unsafe.idempotent = is_idempotent(unsafe.method, unsafe.random_id)
+    hang = Script(clock, default=never)
+    with pytest.raises(MayHaveRunError) as info:
+        await bounded(pipe.invoke(unsafe, hang))
+    assert hang.count == 1
+    assert isinstance(info.value, AttemptTimeoutError) and isinstance(info.value, TimeoutError)
+    assert not rec.of(RetryScheduled)
+    for safe in (make_call(), send_call(5)):
+        safe.idempotent = is_idempotent(safe.method, safe.random_id)
+        again = Script(clock, [never], default="second try")
+        assert await bounded(pipe.invoke(safe, again)) == "second try"
+        assert again.count == 2
+
+
+def test_the_client_marks_only_safe_requests_idempotent() -> None:
+    from telethon.sessions import StringSession
+    from telethon.tl import functions
+
+    from telethon_guard import GuardedTelegramClient
+
+    client = GuardedTelegramClient(StringSession(), 1, "0" * 32, account="x")
+    send_code = functions.auth.SendCodeRequest("+100", 1, "0" * 32, types.CodeSettings())
+    calls = [guard_mod.make_call(client, client.guard, client._sender, r)
+             for r in (send_code, history_request(), send_request())]
+    assert [c.idempotent for c in calls] == [False, True, True]
 
 
 async def test_caller_cancel_in_limiter_releases_the_slot() -> None:
