@@ -16,7 +16,7 @@ left in ``call.verdict`` for the retry layer), tells the breaker (:meth:`Circuit
   ``idempotent``: the request was sent and may have run, so it is not sent again;
 * the deadline during the attempt -> :class:`~telethon_guard.errors.DeadlineExceeded`.
 
-Network budget (:func:`~telethon_guard.budget.network_budget`): an attempt that would start with
+Network budget (:func:`~telethon_guard.network_budget.network_budget`): an attempt that would start with
 less time than that before the deadline is not sent (``DeadlineExceeded``, the breaker is told
 nothing); a deadline timeout counts as a breaker failure only when the attempt had that budget.
 
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from telethon import errors as tl_errors
 
-from .budget import network_budget
+from .network_budget import network_budget
 from .call import CallInfo
 from .classify import Action, Verdict, classify
 from .clock import Clock, LoopDeadlines, MonotonicClock

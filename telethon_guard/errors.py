@@ -43,6 +43,17 @@ FLOOD_WAIT (``FloodWaitError``, e.g. ``FloodWaitBlocked``) the guard raises
 longest item's wait; the items that succeeded are in ``results``: re-send only the others).
 A batch of one request raises that request's error itself (Telethon's ``MultiError`` does that).
 
+The client pool (:mod:`telethon_guard.pool`), each a ``PoolError`` with ``tenant``:
+
+- ``UnknownTenantError`` (``KeyError``). No.
+- ``TenantUnavailableError`` (``ConnectionError``): the tenant's factory or connect failed;
+  ``__cause__``, ``retry_after``. Yes, after ``retry_after``; other tenants are unaffected.
+- ``SessionInUseError`` (``ValueError``): ``other`` (the tenant using that session). No.
+- ``PoolClosedError`` (``ConnectionError``). No.
+- ``PoolExhaustedError`` (``ConnectionError``): ``max_connected``. Yes.
+- ``NoAccountAvailableError`` (``telethon.errors.FloodWaitError``): worker mode, ``method``,
+  ``accounts``, ``retry_after`` (``None``: none can become free). Yes, after ``retry_after``.
+
 ``AlreadyDelivered``: Telegram answered ``RANDOM_ID_DUPLICATE`` to a (re-)send, i.e. an earlier
 attempt of the same request (same ``random_id``) was executed and its reply was lost. The guard
 never sends it again, so exactly one message is stored per logical send. It is *raised* rather
@@ -254,6 +265,88 @@ class AlreadyDelivered(GuardError, tl_errors.RandomIdDuplicateError):
         self.retry_after = None
 
 
+# ---- the client pool (telethon_guard.pool) ---------------------------------------------------
+
+
+class PoolError(GuardError):
+    """Base class of the errors of :class:`~telethon_guard.pool.GuardedClientPool`;
+    ``tenant`` is the tenant id the error is about (``None`` for the whole pool)."""
+
+    tenant: object = None
+
+
+class UnknownTenantError(PoolError, KeyError):
+    """The session factory knows no such tenant (it returned ``None`` or raised ``KeyError``).
+    Retrying does not help."""
+
+    def __init__(self, tenant: object) -> None:
+        KeyError.__init__(self, f"unknown tenant {tenant!r}")
+        self.tenant = tenant
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TenantUnavailableError(PoolError, ConnectionError):
+    """This tenant's client cannot be used: its session factory raised, or its connect failed
+    (``__cause__`` is the original error). Other tenants are not affected. ``retry_after``
+    (seconds) is how long the pool refuses to try this tenant again."""
+
+    def __init__(self, tenant: object, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.retry_after = retry_after
+
+
+class SessionInUseError(PoolError, ValueError):
+    """The tenant's session (same session object, file or auth key) is already used by another
+    client of this pool (``other`` is that client's tenant): one session must never serve two
+    clients at once. Retrying does not help; fix the factory."""
+
+    def __init__(self, tenant: object, other: object) -> None:
+        super().__init__(f"tenant {tenant!r}: its session is already in use by tenant {other!r}")
+        self.tenant = tenant
+        self.other = other
+
+
+class PoolClosedError(PoolError, ConnectionError):
+    """The pool is closed (or closed while this call was in flight). Retrying does not help."""
+
+    def __init__(self, tenant: object = None, message: str = "the client pool is closed") -> None:
+        super().__init__(message)
+        self.tenant = tenant
+
+
+class PoolExhaustedError(PoolError, ConnectionError):
+    """Every connected client is in use and the pool is at ``max_connected``: no idle client
+    could be disconnected within the wait. Yes, retry later (``retry_after`` is ``None``)."""
+
+    def __init__(self, tenant: object, max_connected: int, waited: float) -> None:
+        super().__init__(f"tenant {tenant!r}: {max_connected} clients connected and all in use "
+                         f"(waited {waited:.1f} s)")
+        self.tenant = tenant
+        self.max_connected = max_connected
+
+
+class NoAccountAvailableError(PoolError, tl_errors.FloodWaitError):
+    """Worker mode: every account is blocked for ``method`` (FLOOD_WAIT, a learned pace, its
+    configured limits, an OPEN breaker or a broken session). ``retry_after`` (float s) is the
+    earliest time one is free (``seconds`` rounded up, as ``FloodWaitError``); ``None`` when no
+    account can become free by waiting (all broken). Yes, retry after ``retry_after``."""
+
+    def __init__(self, method: str, retry_after: float | None, accounts: int) -> None:
+        seconds = 0 if retry_after is None else max(0, int(-(-retry_after // 1)))
+        tl_errors.FloodWaitError.__init__(self, None, seconds)
+        self.method = method
+        self.retry_after = retry_after
+        self.accounts = accounts
+
+    def __str__(self) -> str:
+        when = ("no account can become free by waiting" if self.retry_after is None
+                else f"the first is free in {self.retry_after:.1f} s")
+        return f"{self.method}: none of {self.accounts} accounts is free; {when}"
+
+
 class FloodWaitMultiError(GuardError, tl_errors.MultiError, tl_errors.FloodWaitError):
     """A batch (list of requests) in which every failed item is a FLOOD_WAIT.
 
@@ -341,7 +434,14 @@ __all__ = [
     "GuardConnectionError",
     "GuardError",
     "MayHaveRunError",
+    "NoAccountAvailableError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolExhaustedError",
+    "SessionInUseError",
     "SlowModeBlocked",
     "StorageUnavailableError",
+    "TenantUnavailableError",
     "TransportFloodError",
+    "UnknownTenantError",
 ]

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .budget import network_budget
+from .network_budget import network_budget
 from .call import CallInfo
 from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
@@ -207,7 +207,9 @@ class RateLimiter:
             await self._storage.release(specs, token)
 
     async def delay_of(self, specs: Sequence[LimitSpec]) -> float:
-        """Seconds until a slot is free in every window of ``specs``, reserving nothing."""
+        """Seconds until every window of ``specs`` has a free slot (0.0: now), reserving
+        nothing: a read-only query (the limiter's pace check and the client pool's worker
+        routing ask it)."""
         local = self._local
         if local is not None:
             return local.delay_sync(specs)

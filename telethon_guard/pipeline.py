@@ -29,7 +29,7 @@ request on ``disconnect()`` is a disconnect (see :mod:`telethon_guard.attempt`).
 Re-entrant: nothing is locked across ``send()`` except the breaker's HALF_OPEN probe, which is
 re-entrant per task, so calls nested on one task (entity resolution, DC switch) never deadlock.
 
-Network budget (:func:`~telethon_guard.budget.network_budget`: ``min(attempt_timeout or 1 s,
+Network budget (:func:`~telethon_guard.network_budget.network_budget`: ``min(attempt_timeout or 1 s,
 10 % of the call's deadline budget)``): an attempt that would start with less time than that
 before the deadline (after a limiter, flood or backoff wait) is not sent: the call fails with
 ``DeadlineExceeded`` at once and the breaker is told nothing; the limiter refuses such a slot

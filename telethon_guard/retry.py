@@ -21,7 +21,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .budget import network_budget
+from .network_budget import network_budget
 from .call import CallInfo
 from .classify import Action
 from .clock import Clock
