@@ -116,7 +116,8 @@ class FloodLedger:
         self._clock = clock
         self._events = events
         self.pacer: AdaptivePacer | None = (
-            AdaptivePacer(clock, events, relax=config.pace_relax)
+            AdaptivePacer(clock, events, relax=config.pace_relax,
+                          recover=config.pace_recover)
             if config.adaptive_pacing else None
         )
         self.redact = not config.log_peer_ids

@@ -75,7 +75,17 @@ LOGIN_METHODS: frozenset[str] = frozenset(
 """The login requests (``start()`` sends them); Telegram floods them per phone / bot token."""
 
 
-class OnNewConnections(Rule):
+class _Windowed(Rule):
+    """A rule that acts during :attr:`window` (seconds relative to the plan's start)."""
+
+    window: TimeWindow
+
+    def bind(self, rng: random.Random, t0: float) -> None:
+        super().bind(rng, t0)
+        self.window.bind(t0)
+
+
+class OnNewConnections(_Windowed):
     """New TCP connections opened during the window fail ``how``:
 
     * ``"close"``: accepted and read, but closed (FIN) once ``after_packets`` transport packets
@@ -122,10 +132,6 @@ class OnNewConnections(Rule):
         else:
             self.action = transport_error(code, mode)
 
-    def bind(self, rng: random.Random, t0: float) -> None:
-        super().bind(rng, t0)
-        self.window.bind(t0)
-
     def on_connect(self, info: ConnectInfo) -> Action | None:
         if not self.window.active(info.now):
             return None
@@ -137,7 +143,7 @@ class OnNewConnections(Rule):
         return f"OnNewConnections({self.how!r}, {self.window!r}{extra}{self._scope_repr()})"
 
 
-class OnLiveConnections(Rule):
+class OnLiveConnections(_Windowed):
     """Connections already open when the window starts fail ``how``; new ones work:
 
     * ``"silence"``: half-open (a NAT timeout, a silent DC; issue 10): the TCP connection stays
@@ -187,10 +193,6 @@ class OnLiveConnections(Rule):
         self.hit: set[int] = set()
         self._sent = False
 
-    def bind(self, rng: random.Random, t0: float) -> None:
-        super().bind(rng, t0)
-        self.window.bind(t0)
-
     def link_fault(
         self, now: float, conn_id: int, dc_id: int, opened_at: float
     ) -> LinkFault | None:
@@ -219,7 +221,7 @@ class OnLiveConnections(Rule):
         return f"OnLiveConnections({self.how!r}, {self.window!r}{ids}{self._scope_repr()})"
 
 
-class OnInit(Rule):
+class OnInit(_Windowed):
     """Fault the connection's init request: ``invokeWithLayer(initConnection(query))``, which
     Telethon sends first on every connection (``help.getConfig`` in ``connect()``).
 
@@ -249,10 +251,6 @@ class OnInit(Rule):
         self.action: Action = action
         self.selector = CallSelector(times=times)
         self.window = TimeWindow(start, duration)
-
-    def bind(self, rng: random.Random, t0: float) -> None:
-        super().bind(rng, t0)
-        self.window.bind(t0)
 
     def check(self, info: RequestInfo) -> list[Action]:
         if not info.init_connection or not self.window.active(info.now):
@@ -379,7 +377,7 @@ class LoginFlood(Rule):
         )
 
 
-class ClockSkew(Rule):
+class ClockSkew(_Windowed):
     """The server's clock is ``seconds`` off (positive: ahead) during the window.
 
     It moves every msg_id the server sends (and ``server_time`` in the key exchange and
@@ -417,10 +415,6 @@ class ClockSkew(Rule):
         self.seconds = float(seconds)
         self.window = TimeWindow(start, duration)
         self.judge_client = bool(judge_client)
-
-    def bind(self, rng: random.Random, t0: float) -> None:
-        super().bind(rng, t0)
-        self.window.bind(t0)
 
     def clock_offset(self, now: float, dc_id: int, judging_client: bool) -> float | None:
         if judging_client and not self.judge_client:
