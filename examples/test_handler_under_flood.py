@@ -34,8 +34,11 @@ async def answer(event: Any) -> None:
 
 
 async def replies_reach(server: TelegramTestServer, chat: int, count: int) -> None:
-    """Wait until the server stored ``count`` replies in ``chat`` (a user id)."""
-    while len(server.world.sent_messages(peer=chat)) < count:
+    """Wait until the server stored ``count`` replies in ``chat`` (a user id), polling every
+    50 ms (the caller bounds the wait)."""
+    while True:
+        if len(server.world.sent_messages(peer=chat)) >= count:
+            return
         await asyncio.sleep(0.05)
 
 
