@@ -19,7 +19,6 @@ from telethon_guard.bench.command import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     PROG,
-    UsageError,
     check_output_path,
 )
 from telethon_guard.bench.context import BenchSettings, Workload, WorkloadContext
@@ -131,13 +130,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if json_path is not None:
         check_output_path(json_path, "--json")
     if plot_path is not None:
-        from telethon_guard.bench.plot import PlotUnavailableError, check_matplotlib
+        from telethon_guard.bench.plot import check_plot_output
 
-        try:
-            check_matplotlib()
-        except PlotUnavailableError as e:
-            raise UsageError(str(e)) from None
-        check_output_path(plot_path, "--plot")
+        check_plot_output(plot_path)
 
     # Progress goes to stderr, so it is on by default (also under --quick); on a terminal a
     # status line ticks between steps. --verbose log lines would break that line: no ticking.
@@ -154,7 +149,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         # CancelledError out when something else also cancelled it: both are an interruption.
         report.interrupted = True
     finally:
-        progress.close()
+        progress.close(interrupted=report.interrupted)
     print(render_report(report), flush=True)
     ok = _write_outputs(report, json_path, plot_path) and ok
     if report.interrupted:

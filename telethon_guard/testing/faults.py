@@ -38,6 +38,29 @@ Cookbook (the scenarios of issue 3, each a rule or two; ``m`` is a TL method nam
     DropReplies(m, calls=1)                          # a reply never sent
     PeerFlood(after=20)
 
+Connection lifecycle (issue 10; :mod:`~telethon_guard.testing.faults_lifecycle`)::
+
+    OnNewConnections("close", duration=3)            # new connections closed after their
+                                                     # first packet for 3 s: connect() fails
+    OnNewConnections("stall", start=2, duration=5)   # TCP accepted, never answered
+    OnNewConnections("reset", after_packets=0)       # RST on accept
+    OnNewConnections("refuse", code=429)             # -429 at once, then close
+    OnNewConnections("down", duration=5)             # port closed: connect() gets ECONNREFUSED
+    OnLiveConnections("silence")                     # open connections go half-open (silent
+                                                     # both ways) for ever; new ones work
+    OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
+    OnLiveConnections("stall", start=2, duration=5)  # nothing read or sent 5 s, then late
+    OnLiveConnections("reset", start=2)              # every open connection reset at t=2 s
+    OnInit(Stall())                                  # connect() waits for an init answer
+    OnInit(flood_wait(30), times=1)                  # init answered FLOOD_WAIT_30 once
+    LoginFlood(1658, factor=2)                       # login FLOOD_WAIT 1658, 3316, 6632... s
+    ClockSkew(60, start=plan.now())                  # server 60 s ahead: replies "very new"
+    ClockSkew(-400, judge_client=False)              # replies "very old" (a loop stall)
+
+The server asks the plan about open connections through :meth:`FaultPlan.link_fault` (per
+packet read and message sent, only while a rule can answer) and :meth:`FaultPlan.clock_offset`
+(per msg_id it makes, only while a skew rule exists).
+
 All times are the server's monotonic clock (``time.monotonic()``), in seconds.
 """
 
@@ -53,6 +76,7 @@ from telethon_guard.testing._types import (
     Delay,
     DropReply,
     LinkFault,
+    ListenerDown,
     ReplyError,
     RequestInfo,
     ResetConnection,
@@ -134,6 +158,7 @@ __all__ = [
     "GlobalRate",
     "Latency",
     "LinkFault",
+    "ListenerDown",
     "LoginAttempt",
     "LoginFlood",
     "OnCalls",

@@ -10,6 +10,7 @@ start, for ``duration`` seconds, ``None`` = for ever) and can be scoped to one `
     OnNewConnections("stall", duration=5)          # TCP accepted, never a byte read or sent
     OnNewConnections("reset", after_packets=0)     # RST on accept
     OnNewConnections("refuse", duration=5)         # 4 raw bytes of -429, then close
+    OnNewConnections("down", duration=5)           # the port is closed: ECONNREFUSED
     OnLiveConnections("silence")                   # half-open: open connections go silent
                                                    # for ever; new connections work
     OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
@@ -38,6 +39,7 @@ from telethon_guard.testing._types import (
     CloseConnection,
     ConnectInfo,
     LinkFault,
+    ListenerDown,
     RequestInfo,
     Stall,
 )
@@ -66,7 +68,7 @@ __all__ = [
     "OnNewConnections",
 ]
 
-NewHow = Literal["close", "reset", "stall", "refuse"]
+NewHow = Literal["close", "reset", "stall", "refuse", "down"]
 LiveHow = Literal["silence", "stall", "close", "reset"]
 
 LOGIN_METHODS: frozenset[str] = frozenset(
@@ -75,7 +77,17 @@ LOGIN_METHODS: frozenset[str] = frozenset(
 """The login requests (``start()`` sends them); Telegram floods them per phone / bot token."""
 
 
-class OnNewConnections(Rule):
+class _Windowed(Rule):
+    """A rule that acts during :attr:`window` (seconds relative to the plan's start)."""
+
+    window: TimeWindow
+
+    def bind(self, rng: random.Random, t0: float) -> None:
+        super().bind(rng, t0)
+        self.window.bind(t0)
+
+
+class OnNewConnections(_Windowed):
     """New TCP connections opened during the window fail ``how``:
 
     * ``"close"``: accepted and read, but closed (FIN) once ``after_packets`` transport packets
@@ -85,10 +97,15 @@ class OnNewConnections(Rule):
     * ``"stall"``: accepted, then never a byte read or sent on it, for ever (a SYN-accepting
       but dead server); the client only notices through its own timeout;
     * ``"refuse"``: the transport error ``-code`` (4 raw bytes with ``mode="raw"``, or in the
-      connection's framing) at once, then closed (Telegram refusing under load, design.md §3).
+      connection's framing) at once, then closed (Telegram refusing under load, design.md §3);
+    * ``"down"``: the DC's port stops listening, so the OS refuses the TCP connection
+      (``ECONNREFUSED``: a DC that is down or unreachable); open connections are untouched.
+      The server applies it on its next tick (within ~10 ms of ``start``) and listens on the
+      same port again when the window ends (``duration=None``: never).
 
     Connections opened before or after the window are served normally. ``fired`` counts the
-    connections failed. Raises ``ValueError`` for an unknown ``how`` or bad numbers.
+    connections failed (for ``"down"``: 1 when the port closes; the OS refuses the rest, the
+    server never sees them). Raises ``ValueError`` for an unknown ``how`` or bad numbers.
     """
 
     def __init__(
@@ -103,8 +120,10 @@ class OnNewConnections(Rule):
         dc: int | None = None,
     ) -> None:
         super().__init__(dc=dc)
-        if how not in ("close", "reset", "stall", "refuse"):
-            raise ValueError(f"how must be 'close', 'reset', 'stall' or 'refuse', got {how!r}")
+        if how not in ("close", "reset", "stall", "refuse", "down"):
+            raise ValueError(
+                f"how must be 'close', 'reset', 'stall', 'refuse' or 'down', got {how!r}"
+            )
         if isinstance(after_packets, bool) or not isinstance(after_packets, int) or (
             after_packets < 0
         ):
@@ -119,25 +138,36 @@ class OnNewConnections(Rule):
             self.action = CloseConnection(abort=True, after_packets=after_packets)
         elif how == "stall":
             self.action = Stall()
+        elif how == "down":
+            self.action = ListenerDown(duration if duration is None else float(duration))
         else:
             self.action = transport_error(code, mode)
-
-    def bind(self, rng: random.Random, t0: float) -> None:
-        super().bind(rng, t0)
-        self.window.bind(t0)
+        self.timed = how == "down"
+        self._down_sent = False
 
     def on_connect(self, info: ConnectInfo) -> Action | None:
-        if not self.window.active(info.now):
-            return None
+        if self.how == "down" or not self.window.active(info.now):
+            return None  # "down": a connection accepted before the port closed is served
         self.fired += 1
         return self.action
+
+    def due(self, now: float) -> list[tuple[float, int | None, Action]]:
+        if self.how != "down" or self._down_sent or now < self.window.begin - EPS:
+            return []
+        self._down_sent = True
+        end = self.window.end
+        if end is not None and now >= end - EPS:
+            return []  # polled only after the window: nothing to do
+        self.fired += 1
+        seconds = None if end is None else end - now
+        return [(self.window.begin, self.dc, ListenerDown(seconds))]
 
     def __repr__(self) -> str:
         extra = f", after_packets={self.after_packets}" if self.how in ("close", "reset") else ""
         return f"OnNewConnections({self.how!r}, {self.window!r}{extra}{self._scope_repr()})"
 
 
-class OnLiveConnections(Rule):
+class OnLiveConnections(_Windowed):
     """Connections already open when the window starts fail ``how``; new ones work:
 
     * ``"silence"``: half-open (a NAT timeout, a silent DC; issue 10): the TCP connection stays
@@ -187,10 +217,6 @@ class OnLiveConnections(Rule):
         self.hit: set[int] = set()
         self._sent = False
 
-    def bind(self, rng: random.Random, t0: float) -> None:
-        super().bind(rng, t0)
-        self.window.bind(t0)
-
     def link_fault(
         self, now: float, conn_id: int, dc_id: int, opened_at: float
     ) -> LinkFault | None:
@@ -219,7 +245,7 @@ class OnLiveConnections(Rule):
         return f"OnLiveConnections({self.how!r}, {self.window!r}{ids}{self._scope_repr()})"
 
 
-class OnInit(Rule):
+class OnInit(_Windowed):
     """Fault the connection's init request: ``invokeWithLayer(initConnection(query))``, which
     Telethon sends first on every connection (``help.getConfig`` in ``connect()``).
 
@@ -249,10 +275,6 @@ class OnInit(Rule):
         self.action: Action = action
         self.selector = CallSelector(times=times)
         self.window = TimeWindow(start, duration)
-
-    def bind(self, rng: random.Random, t0: float) -> None:
-        super().bind(rng, t0)
-        self.window.bind(t0)
 
     def check(self, info: RequestInfo) -> list[Action]:
         if not info.init_connection or not self.window.active(info.now):
@@ -379,7 +401,7 @@ class LoginFlood(Rule):
         )
 
 
-class ClockSkew(Rule):
+class ClockSkew(_Windowed):
     """The server's clock is ``seconds`` off (positive: ahead) during the window.
 
     It moves every msg_id the server sends (and ``server_time`` in the key exchange and
@@ -417,10 +439,6 @@ class ClockSkew(Rule):
         self.seconds = float(seconds)
         self.window = TimeWindow(start, duration)
         self.judge_client = bool(judge_client)
-
-    def bind(self, rng: random.Random, t0: float) -> None:
-        super().bind(rng, t0)
-        self.window.bind(t0)
 
     def clock_offset(self, now: float, dc_id: int, judging_client: bool) -> float | None:
         if judging_client and not self.judge_client:

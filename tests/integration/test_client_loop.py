@@ -14,6 +14,7 @@ from telethon import errors as tl_errors
 from telethon.network.connection import ConnectionTcpFull
 
 from telethon_guard import GuardedTelegramClient, LoopLagMonitor, install_exception_handler
+from telethon_guard.errors import GuardConfigError, GuardConnectionError
 from telethon_guard.events import StrayFutureRetrieved
 from telethon_guard.loop import (
     GuardExceptionHandler,
@@ -129,7 +130,10 @@ def test_attribution_names_its_evidence() -> None:
     assert telethon_attribution({"exception": raised}) == "raised in telethon"
     assert telethon_attribution({"exception": tl_errors.FloodWaitError(None, capture=3)}) == (
         "error type")
+    assert telethon_attribution({"exception": GuardConnectionError("lost")}) == (
+        "guard error type")
     assert telethon_attribution({"exception": ConnectionError("made here")}) is None
+    assert telethon_attribution({"exception": GuardConfigError("deadline", "bad")}) is None
 
 
 async def test_creation_stack_in_debug_mode_attributes_telethons_request_futures() -> None:

@@ -11,8 +11,10 @@ from telethon.tl import functions
 
 from telethon_guard.testing._types import (
     CloseConnection,
+    ConnectInfo,
     Delay,
     LinkFault,
+    ListenerDown,
     ReplyError,
     RequestInfo,
     Stall,
@@ -101,6 +103,26 @@ def test_new_connections_fail_only_inside_the_window(
     assert rule.fired == 2
     # requests on connections that were accepted are untouched
     assert drv.call("users.getUsers", 12.0) == []
+
+
+def test_port_down_is_one_timed_action_for_the_rest_of_the_window() -> None:
+    rule = OnNewConnections("down", start=2.0, duration=5.0, dc=2)
+    plan = FaultPlan(rule)
+    assert plan.has_timed
+    plan.start(10.0)
+    assert plan.due(11.0) == []
+    assert plan.due(12.5) == [(2, ListenerDown(4.5))]
+    assert plan.due(13.0) == []  # once
+    assert plan.on_connect(ConnectInfo(13.0, 1, 2, ("127.0.0.1", 1))) is None
+    forever = OnNewConnections("down")
+    plan = FaultPlan(forever)
+    plan.start(0.0)
+    assert plan.due(0.0) == [(None, ListenerDown(None))]
+    late = OnNewConnections("down", duration=1.0)
+    plan = FaultPlan(late)
+    plan.start(0.0)
+    assert plan.due(5.0) == [] and late.fired == 0  # first polled after the window
+    assert FaultPlan.script("new connections down from 1s for 2s").rules[0].timed
 
 
 def test_new_connections_scope_and_validation() -> None:
@@ -310,3 +332,61 @@ def test_clock_skew_of_replies_only() -> None:
             ClockSkew(bad)  # type: ignore[arg-type]
     plan.clear()
     assert not plan.has_clock_skew and plan.clock_offset(1.0, 1) == 0.0
+
+
+# ---- script form ---------------------------------------------------------------------------
+
+
+def test_script_lines_build_the_lifecycle_rules() -> None:
+    plan = FaultPlan.script(
+        "new connections close after 1 packet for 3s",
+        "new connections refuse 404 framed from 1s for 2s dc 2",
+        "live connections silence from 2s for 5s conn 3,4",
+        "live connections reset from 1s",
+        "init: stall",
+        "init times 1: FLOOD_WAIT_30",
+        "init from 2s for 3s: delay 500ms",
+        "login flood 1658s x2 max 1d after 1",
+        "clock skew -400s replies only dc 1",
+    )
+    new_close, refuse, silence, reset, stall, flood, delay, login, skew = plan.rules
+    assert isinstance(new_close, OnNewConnections) and new_close.how == "close"
+    assert new_close.window.duration == 3.0 and new_close.after_packets == 1
+    assert isinstance(refuse, OnNewConnections) and refuse.dc == 2
+    assert refuse.action == TransportError(404, "framed") and refuse.window.start == 1.0
+    assert isinstance(silence, OnLiveConnections) and silence.conn_ids == {3, 4}
+    assert (silence.how, silence.window.start, silence.window.duration) == ("silence", 2.0, 5.0)
+    assert isinstance(reset, OnLiveConnections) and reset.how == "reset"
+    assert isinstance(stall, OnInit) and stall.action == Stall()
+    assert isinstance(flood, OnInit) and flood.action == ReplyError(420, "FLOOD_WAIT_30")
+    assert flood.selector.times == 1
+    assert isinstance(delay, OnInit) and delay.action == Delay(0.5)
+    assert isinstance(login, LoginFlood)
+    assert (login.seconds, login.factor, login.max_seconds, login.after) == (1658, 2, 86400, 1)
+    assert isinstance(skew, ClockSkew) and skew.seconds == -400 and not skew.judge_client
+    assert skew.dc == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "new connections",  # no how
+        "new connections drop",
+        "new connections close for",
+        "new connections close account 5",
+        "live connections silence after 1",
+        "live connections reset for 3s",  # close / reset take no duration
+        "live connections silence: stall",
+        "init: nonsense",
+        "init always: stall",
+        "login 1658s",
+        "login flood 1658s x0.5",
+        "clock 60s",
+        "clock skew 0s",
+        "clock skew +60s account 3",
+    ],
+)
+def test_bad_lifecycle_script_lines_name_the_line(line: str) -> None:
+    with pytest.raises(ValueError) as info:
+        FaultPlan.script(line)
+    assert repr(line) in str(info.value)
