@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from . import keys
 from .call import CallInfo
 from .clock import Clock
 from .config import GuardConfig
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 
 
 def breaker_key(call: CallInfo) -> str:
-    """``acct:<account>/dc:<dc_id>``."""
-    return f"acct:{call.account}/dc:{call.dc_id}"
+    """The breaker key of ``call`` (:func:`telethon_guard.keys.breaker_key`)."""
+    return keys.breaker_key(call.account, call.dc_id)
 
 
 class CircuitBreaker:
@@ -101,7 +102,7 @@ class CircuitBreaker:
         if local is None or self._probe_owner:
             return None
         call = ctx.call
-        key = ctx.breaker_key = f"acct:{call.account}/dc:{call.dc_id}"  # breaker_key(call)
+        key = ctx.breaker_key = keys.breaker_key(call.account, call.dc_id)
         d: BreakerDecision = local.breaker_acquire_sync(key, self.lease)
         return d
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from telethon.tl.tlobject import TLObject
 
+from .keys import TRANSFER_METHODS
+
 
 @dataclass
 class CallInfo:
@@ -35,6 +37,4 @@ class CallInfo:
     ``client(request, flood_sleep_threshold=...)``; ``None``: the config's value."""
 
 
-TRANSFER_METHODS = frozenset(
-    {"upload.getFile", "upload.saveFilePart", "upload.saveBigFilePart", "upload.getCdnFile"}
-)
+__all__ = ["TRANSFER_METHODS", "CallInfo"]

@@ -9,51 +9,36 @@ Ctrl-C stops cleanly, prints what was measured and exits with status 130.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-PROG = "telethon-guard"
+from telethon_guard.bench.command import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    UsageError,
+    check_output_path,
+)
+from telethon_guard.bench.runner import WORKLOADS, workload_names
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-WORKLOADS: dict[str, str] = {
-    "overhead": (
-        "What the guard costs when Telegram is calm. Many tasks call the server at once with "
-        "no limit anywhere near; we count calls per second for plain Telethon and for "
-        "telethon-guard and report guarded / plain (1.00 = free). Target >= 0.98."
-    ),
-    "goodput-known": (
-        "How close to Telegram's allowed rate you get when you know the limit. The server "
-        "enforces per-method limits (FLOOD_WAIT when exceeded); the guard is configured with "
-        "the same limits. Reports calls served as a share of the limit and the FLOOD_WAITs "
-        "received. Target >= 97 % with 0 FLOOD_WAITs."
-    ),
-    "goodput-unknown": (
-        "The same without telling the guard the limits: it must learn each method's pace from "
-        "the FLOOD_WAITs it gets (adaptive pacing). Target >= 90 % of the limit and at most one "
-        "FLOOD_WAIT per method after it has converged."
-    ),
-    "storm": (
-        "Does the service stay responsive in a transport -429 storm? 50 clients on one event "
-        "loop with 1,000 calls pending while the server answers -429 and refuses connections; "
-        "a 10 ms health ticker measures how late the loop wakes up (p99). Target <= 5 ms."
-    ),
-    "limiter": (
-        "CPU time of one rate-limiter decision (no waiting), telethon-guard's limiter beside "
-        "aiolimiter on the same machine. Target <= 500 ns."
-    ),
-}
-
-
-class UsageError(Exception):
-    """Bad command-line input; the message is printed as one line."""
-
+# The command's shared names live in telethon_guard.bench.command (no bench <-> cli import
+# circle); they stay importable from here.
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "WORKLOADS",
+    "UsageError",
+    "build_parser",
+    "check_output_path",
+    "main",
+]
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump) and exit status 2."""
@@ -93,35 +78,13 @@ def _workload_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise argparse.ArgumentTypeError("expected one or more workload names")
-    unknown = [n for n in names if n not in WORKLOADS]
+    known = workload_names()
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}"
+            f"unknown workload {unknown[0]!r}; choose from {', '.join(known)}"
         )
     return list(dict.fromkeys(names))
-
-
-def check_output_path(path: Path, what: str) -> None:
-    """Fail with :class:`UsageError` unless ``path`` can be written (checked before running).
-
-    Opens the file for appending (creating it if needed, removing it again if it did not
-    exist), which is the only reliable test (``os.access`` lies for root).
-    """
-    if path.is_dir():
-        raise UsageError(f"{what} {str(path)!r} is a directory")
-    if not path.parent.is_dir():
-        raise UsageError(f"{what} {str(path)!r}: directory {str(path.parent)!r} does not exist")
-    existed = path.exists()
-    try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as e:
-        raise UsageError(f"{what} {str(path)!r} is not writable: {e.strerror or e}") from None
-    if not existed:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    workloads_help = "\n".join(f"  {name}\n    {text}" for name, text in WORKLOADS.items())
+    workloads_help = "\n".join(f"  {name}\n    {WORKLOADS.get(name, '')}"
+                               for name in workload_names())
     bench = sub.add_parser(
         "bench",
         help="measure cost, goodput and responsiveness, plain Telethon vs telethon-guard",
@@ -152,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true",
                        help="short runs (under a minute on 2 cores); figures are noisier")
     bench.add_argument("--only", type=_workload_list, metavar="WORKLOAD[,...]",
-                       help=f"run only these workloads ({', '.join(WORKLOADS)})")
+                       help=f"run only these workloads ({', '.join(workload_names())})")
     bench.add_argument("--json", type=Path, metavar="PATH", dest="json_path",
                        help="also write the results as JSON to PATH")
     bench.add_argument("--plot", type=Path, metavar="PATH", dest="plot_path",
@@ -169,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show Telethon's and the guard's log messages on stderr")
     progress = bench.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="show progress on stderr (default: on unless --quick)")
+                          help="show progress on stderr (the default; on a terminal a status line "
+                               "ticks every second)")
     progress.add_argument("--no-progress", dest="progress", action="store_false",
                           help="no progress lines on stderr")
 
@@ -192,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time box of each client's run (default 25, --quick 8)")
     demo.add_argument("--json", type=Path, metavar="PATH", dest="json_path",
                       help="also write the table as JSON to PATH")
+    demo.add_argument("--plot", type=Path, metavar="PATH", dest="plot_path",
+                      help="also write a PNG to PATH: calls/s succeeded and failed over time, "
+                           "plain vs guarded, the incident's phases shaded (needs matplotlib)")
     demo.add_argument("-v", "--verbose", action="store_true",
                       help="show Telethon's and the guard's log messages on stderr")
     return parser
@@ -222,7 +190,20 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``telethon-guard`` console script; returns the exit status."""
+    """Entry point of the ``telethon-guard`` console script; returns the exit status.
+
+    Ctrl-C at any moment exits with status 130 and no traceback: during a run the workloads
+    stop and what was measured is printed; before or after it (parsing, imports, printing),
+    one line says so.
+    """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -243,8 +224,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # Re-import so ``python -m telethon_guard.cli`` shares one UsageError class with the
-    # modules that import ``telethon_guard.cli``.
-    from telethon_guard.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -27,6 +27,32 @@ Each error, what else it is an instance of, its attributes, and whether retrying
 - ``GuardConfigError`` (``ValueError``): ``field``. No: fix the configuration.
 - ``AlreadyDelivered`` (``telethon.errors.RandomIdDuplicateError``): ``random_id``,
   ``attempts``. No: it was delivered.
+- ``FloodWaitMultiError`` (``telethon.errors.MultiError`` *and* ``telethon.errors.FloodWaitError``):
+  a batch whose every failed item is a FLOOD_WAIT; ``seconds`` / ``retry_after`` of the longest
+  item, plus Telethon's ``exceptions``, ``results``, ``requests``. Yes, after ``retry_after``,
+  re-sending only the failed items.
+
+Batched requests (``await client([req_a, req_b])``): each item runs through the guard on its own,
+so each item fails or succeeds with the typed error above that fits it. As in Telethon, when any
+item fails the call raises ``telethon.errors.MultiError`` with one entry per request, in order:
+``exceptions[i]`` (``None`` if item ``i`` succeeded), ``results[i]`` (``None`` if it failed) and
+``requests[i]``; catch the items' types by looking at ``exceptions``. When every failed item is a
+FLOOD_WAIT (``FloodWaitError``, e.g. ``FloodWaitBlocked``) the guard raises
+:class:`FloodWaitMultiError` instead, which is also a ``FloodWaitError``, so the usual
+``except FloodWaitError as e: await asyncio.sleep(e.seconds)`` catches it too (``seconds`` is the
+longest item's wait; the items that succeeded are in ``results``: re-send only the others).
+A batch of one request raises that request's error itself (Telethon's ``MultiError`` does that).
+
+The client pool (:mod:`telethon_guard.pool`), each a ``PoolError`` with ``tenant``:
+
+- ``UnknownTenantError`` (``KeyError``). No.
+- ``TenantUnavailableError`` (``ConnectionError``): the tenant's factory or connect failed;
+  ``__cause__``, ``retry_after``. Yes, after ``retry_after``; other tenants are unaffected.
+- ``SessionInUseError`` (``ValueError``): ``other`` (the tenant using that session). No.
+- ``PoolClosedError`` (``ConnectionError``). No.
+- ``PoolExhaustedError`` (``ConnectionError``): ``max_connected``. Yes.
+- ``NoAccountAvailableError`` (``telethon.errors.FloodWaitError``): worker mode, ``method``,
+  ``accounts``, ``retry_after`` (``None``: none can become free). Yes, after ``retry_after``.
 
 ``AlreadyDelivered``: Telegram answered ``RANDOM_ID_DUPLICATE`` to a (re-)send, i.e. an earlier
 attempt of the same request (same ``random_id``) was executed and its reply was lost. The guard
@@ -42,6 +68,8 @@ use them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from telethon import errors as tl_errors
 from telethon.tl.tlobject import TLRequest
@@ -224,6 +252,161 @@ class AlreadyDelivered(GuardError, tl_errors.RandomIdDuplicateError):
         self.retry_after = None
 
 
+# ---- the client pool (telethon_guard.pool) ---------------------------------------------------
+
+
+class PoolError(GuardError):
+    """Base class of the errors of :class:`~telethon_guard.pool.GuardedClientPool`;
+    ``tenant`` is the tenant id the error is about (``None`` for the whole pool)."""
+
+    tenant: object = None
+
+
+class UnknownTenantError(PoolError, KeyError):
+    """The session factory knows no such tenant (it returned ``None`` or raised ``KeyError``).
+    Retrying does not help."""
+
+    def __init__(self, tenant: object) -> None:
+        KeyError.__init__(self, f"unknown tenant {tenant!r}")
+        self.tenant = tenant
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TenantUnavailableError(PoolError, ConnectionError):
+    """This tenant's client cannot be used: its session factory raised, or its connect failed
+    (``__cause__`` is the original error). Other tenants are not affected. ``retry_after``
+    (seconds) is how long the pool refuses to try this tenant again."""
+
+    def __init__(self, tenant: object, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.retry_after = retry_after
+
+
+class SessionInUseError(PoolError, ValueError):
+    """The tenant's session (same session object, file or auth key) is already used by another
+    client of this pool (``other`` is that client's tenant): one session must never serve two
+    clients at once. Retrying does not help; fix the factory."""
+
+    def __init__(self, tenant: object, other: object) -> None:
+        super().__init__(f"tenant {tenant!r}: its session is already in use by tenant {other!r}")
+        self.tenant = tenant
+        self.other = other
+
+
+class PoolClosedError(PoolError, ConnectionError):
+    """The pool is closed (or closed while this call was in flight). Retrying does not help."""
+
+    def __init__(self, tenant: object = None, message: str = "the client pool is closed") -> None:
+        super().__init__(message)
+        self.tenant = tenant
+
+
+class PoolExhaustedError(PoolError, ConnectionError):
+    """Every connected client is in use and the pool is at ``max_connected``: no idle client
+    could be disconnected within the wait. Yes, retry later (``retry_after`` is ``None``)."""
+
+    def __init__(self, tenant: object, max_connected: int, waited: float) -> None:
+        super().__init__(f"tenant {tenant!r}: {max_connected} clients connected and all in use "
+                         f"(waited {waited:.1f} s)")
+        self.tenant = tenant
+        self.max_connected = max_connected
+
+
+class NoAccountAvailableError(PoolError, tl_errors.FloodWaitError):
+    """Worker mode: every account is blocked for ``method`` (FLOOD_WAIT, a learned pace, its
+    configured limits, an OPEN breaker or a broken session). ``retry_after`` (float s) is the
+    earliest time one is free (``seconds`` rounded up, as ``FloodWaitError``); ``None`` when no
+    account can become free by waiting (all broken). Yes, retry after ``retry_after``."""
+
+    def __init__(self, method: str, retry_after: float | None, accounts: int) -> None:
+        seconds = 0 if retry_after is None else max(0, int(-(-retry_after // 1)))
+        tl_errors.FloodWaitError.__init__(self, None, seconds)
+        self.method = method
+        self.retry_after = retry_after
+        self.accounts = accounts
+
+    def __str__(self) -> str:
+        when = ("no account can become free by waiting" if self.retry_after is None
+                else f"the first is free in {self.retry_after:.1f} s")
+        return f"{self.method}: none of {self.accounts} accounts is free; {when}"
+
+
+class FloodWaitMultiError(GuardError, tl_errors.MultiError, tl_errors.FloodWaitError):
+    """A batch (list of requests) in which every failed item is a FLOOD_WAIT.
+
+    Telethon's ``MultiError`` (``exceptions``, ``results``, ``requests``: one entry per request,
+    in order; ``None`` where an item succeeded or failed) that is *also* a ``FloodWaitError``, so
+    code written for single calls (``except FloodWaitError as e: await asyncio.sleep(e.seconds)``)
+    catches it. ``seconds`` (int, rounded up) and ``retry_after`` (float s, monotonic) are those
+    of the longest-blocked item: after that every item is free again. ``request`` is that item's
+    request. Items that succeeded keep their results: re-send only the failed ones
+    (:meth:`failed_requests`). Raised by :func:`batch_error`, never for a batch of one.
+    """
+
+    exceptions: list[BaseException | None]
+    results: list[object]
+    requests: list[TLRequest]
+
+    def __init__(
+        self,
+        exceptions: Sequence[BaseException | None],
+        result: Sequence[object],
+        requests: Sequence[TLRequest],
+    ) -> None:
+        # MultiError.__new__ has set exceptions / results / requests.
+        floods = [e for e in exceptions if isinstance(e, tl_errors.FloodWaitError)]
+        longest = max(floods, key=_flood_seconds) if floods else None
+        seconds_left = _flood_seconds(longest) if longest is not None else 0.0
+        tl_errors.FloodWaitError.__init__(
+            self, getattr(longest, "request", None), max(0, int(-(-seconds_left // 1))))
+        self.retry_after = max(0.0, seconds_left)
+        failed = len(floods)
+        Exception.__init__(
+            self,
+            f"{failed} of {len(exceptions)} batched requests hit a FLOOD_WAIT; the longest "
+            f"wait is {self.seconds} s",
+        )
+
+    def failed_requests(self) -> list[TLRequest]:
+        """The requests of the items that failed, in order (the ones to re-send)."""
+        return [r for r, e in zip(self.requests, self.exceptions, strict=False) if e is not None]
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.exceptions, self.results, self.requests)
+
+
+def _flood_seconds(err: BaseException | None) -> float:
+    """Seconds a flood item asks to wait: the guard's float ``retry_after`` when it has one,
+    else Telethon's whole ``seconds``."""
+    retry_after = getattr(err, "retry_after", None)
+    if isinstance(retry_after, (int, float)):
+        return float(retry_after)
+    return float(getattr(err, "seconds", 0) or 0)
+
+
+def batch_error(
+    exceptions: Sequence[BaseException | None],
+    results: Sequence[object],
+    requests: Sequence[TLRequest],
+) -> BaseException:
+    """The error a batch (list of requests) raises when at least one item failed.
+
+    :class:`FloodWaitMultiError` when every failed item is a ``FloodWaitError`` and the batch
+    has more than one request; otherwise Telethon's own ``MultiError`` (which, for a batch of
+    one, is that item's error itself). Raises ``ValueError`` / ``TypeError`` like
+    ``MultiError`` on mismatched lengths or non-request items.
+    """
+    failed = [e for e in exceptions if e is not None]
+    if (len(requests) > 1 and failed
+            and all(isinstance(e, tl_errors.FloodWaitError) for e in failed)):
+        return FloodWaitMultiError(exceptions, results, requests)
+    error: BaseException = tl_errors.MultiError(exceptions, results, requests)
+    return error
+
+
 __all__ = [
     "AlreadyDelivered",
     "AttemptTimeoutError",
@@ -233,10 +416,18 @@ __all__ = [
     "DeadlineExceeded",
     "FloodPremiumBlocked",
     "FloodWaitBlocked",
+    "FloodWaitMultiError",
     "GuardConfigError",
     "GuardConnectionError",
     "GuardError",
+    "NoAccountAvailableError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolExhaustedError",
+    "SessionInUseError",
     "SlowModeBlocked",
     "StorageUnavailableError",
+    "TenantUnavailableError",
     "TransportFloodError",
+    "UnknownTenantError",
 ]

@@ -563,7 +563,9 @@ async def _call_list(
             exceptions.append(None)
             results.append(outcome)
     if any(e is not None for e in exceptions):
-        raise tl_errors.MultiError(exceptions, results, requests)
+        from .errors import batch_error  # FloodWaitMultiError when every failure is a flood
+
+        raise batch_error(exceptions, results, requests)
     return results
 
 

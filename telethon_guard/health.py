@@ -169,9 +169,10 @@ def unavailable_reason(state: Any) -> str | None:
         if getattr(sender, "is_reconnecting", False):
             return "reconnecting"
         from .guard import account_key
+        from .keys import breaker_key
 
         dc = int(getattr(client.session, "dc_id", 0) or 0)
-        keys = [f"acct:{account_key(client, state)}/dc:{dc}"]
+        keys = [breaker_key(account_key(client, state), dc)]
     else:
         keys = _breaker_keys(state)
     for key in keys:

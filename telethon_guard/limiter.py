@@ -33,50 +33,26 @@ from .clock import Clock, TimerHandle, network_budget
 from .config import GuardConfig, Windows
 from .errors import DeadlineExceeded, FloodWaitBlocked
 from .events import EventBus, FloodBlocked, ObservedDelay, RequestLimited, redact_peer
+from .keys import (
+    account_key,
+    is_private_peer,
+    is_send,
+    method_flood_key,
+    method_limit_key,
+    pace_key,
+    peer_limit_key,
+    sends_key,
+)
 from .storage import GuardStorage, LimitSpec
 
 if TYPE_CHECKING:
     from .pipeline import CallContext
-
-SEND_METHODS = frozenset(
-    {
-        "messages.sendMessage",
-        "messages.sendMedia",
-        "messages.sendMultiMedia",
-        "messages.forwardMessages",
-        "messages.sendInlineBotResult",
-        "messages.sendScreenshotNotification",
-        "messages.sendReaction",
-        "messages.sendVote",
-    }
-)
-"""Methods counted as message sends (send limits, per-peer limits, slow mode)."""
-
-
-def is_send(call: CallInfo) -> bool:
-    """``True`` when ``call`` sends a message into ``call.peer`` (random_id or a send method)."""
-    return call.peer is not None and (call.random_id is not None or call.method in SEND_METHODS)
-
-
-def is_private_peer(peer: str) -> bool:
-    """``True`` for a user chat: marked ids of users are positive (``"peer:123"``)."""
-    _, _, ident = peer.partition(":")
-    try:
-        return int(ident) > 0
-    except ValueError:
-        return False
-
 
 def with_margin(windows: Windows, margin: float) -> Windows:
     """``windows`` with ``margin`` seconds added to every period (``GuardConfig.rate_margin``)."""
     if not margin:
         return windows
     return tuple((n, p + margin) for n, p in windows)
-
-
-def pace_key(account: str, method: str) -> str:
-    """Limiter key of the adaptive pace of ``method``: ``acct:<a>/pace:<m>``."""
-    return f"acct:{account}/pace:{method}"
 
 
 class _Waiter:
@@ -214,6 +190,11 @@ class RateLimiter:
         else:
             await self._storage.release(specs, token)
 
+    async def delay_of(self, specs: Sequence[LimitSpec]) -> float:
+        """Seconds until every window of ``specs`` has a free slot (0.0: now), reserving
+        nothing: a read-only query (the client pool's worker routing asks it)."""
+        return await self._delay_of(specs)
+
     async def _delay_of(self, specs: Sequence[LimitSpec]) -> float:
         """Seconds until a slot is free in every window of ``specs``, reserving nothing."""
         local = self._local
@@ -227,7 +208,7 @@ class RateLimiter:
     def _pace_blocked(self, call: CallInfo, seconds: float) -> FloodWaitBlocked:
         """The error (and :class:`FloodBlocked` event) for a learned pace's wait that does not
         fit: the scope is the method's FLOOD_WAIT scope ``acct:<a>/method:<m>``."""
-        scope = f"acct:{call.account}/method:{call.method}"
+        scope = method_flood_key(call.account, call.method)
         if self.redact:
             scope = redact_peer(scope)
         if self._events is not None:
@@ -337,10 +318,10 @@ class LimitKeys:
     def _build(self, account: Any, dc_id: Any, method: str) -> tuple[LimitSpec, ...]:
         out: list[LimitSpec] = []
         if self._rate:
-            out.append(LimitSpec(f"acct:{account}", self._rate))
+            out.append(LimitSpec(account_key(account), self._rate))
         mw = self._method.get(method)
         if mw:
-            out.append(LimitSpec(f"acct:{account}/dc:{dc_id}/method:{method}", mw))
+            out.append(LimitSpec(method_limit_key(account, dc_id, method), mw))
         base = tuple(out)
         cache = self._base
         if len(cache) >= self.max_cached:
@@ -358,11 +339,11 @@ class LimitKeys:
         if self._sends and call.peer is not None and is_send(call):
             extra: list[LimitSpec] = []
             if self._send:
-                extra.append(LimitSpec(f"acct:{a}/sends", self._send))
+                extra.append(LimitSpec(sends_key(a), self._send))
             peer = call.peer
             pw = self._peer_private if is_private_peer(peer) else self._peer_group
             if pw:
-                extra.append(LimitSpec(f"acct:{a}/{peer}", pw, True))
+                extra.append(LimitSpec(peer_limit_key(a, peer), pw, True))
             if extra:
                 base = base + tuple(extra)
         pace_of = self._pace_of
@@ -464,7 +445,7 @@ class RateLimitLayer:
         """Seconds left of a FLOOD_WAIT recorded on the call's method scope (the flood
         ledger's ``acct:<a>/method:<m>``; slow mode and transfers scopes are checked by the
         ledger before the limiter)."""
-        scope = f"acct:{call.account}/method:{call.method}"
+        scope = method_flood_key(call.account, call.method)
         local = self.limiter._local
         if local is not None:
             left: float = local.flood_left_sync(scope)
@@ -508,13 +489,9 @@ class RateLimitLayer:
 
 
 __all__ = [
-    "SEND_METHODS",
     "LedgerBlockedWhileQueued",
     "LimitKeys",
     "RateLimitLayer",
     "RateLimiter",
-    "is_private_peer",
-    "is_send",
-    "pace_key",
     "with_margin",
 ]

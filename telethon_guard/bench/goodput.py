@@ -37,8 +37,8 @@ from telethon_guard.bench.common import (
     guarded_class,
     make_clients,
 )
+from telethon_guard.bench.context import BenchSettings, WorkloadContext
 from telethon_guard.bench.results import Chart, Row
-from telethon_guard.bench.runner import BenchSettings, WorkloadContext
 from telethon_guard.bench.serverproc import ServerProcess
 
 KNOWN_TARGET = 0.97

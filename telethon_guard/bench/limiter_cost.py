@@ -21,8 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from telethon_guard.bench.context import WorkloadContext
 from telethon_guard.bench.results import Chart, Row
-from telethon_guard.bench.runner import WorkloadContext
 
 TARGET_NS = 500.0
 AIOLIMITER_NOMINAL_NS = 800.0  # issue 4: "aiolimiter takes about 800 ns on these machines"

@@ -27,8 +27,8 @@ from telethon_guard.bench.common import (
     guarded_class,
     make_clients,
 )
+from telethon_guard.bench.context import WorkloadContext
 from telethon_guard.bench.results import Chart, Row
-from telethon_guard.bench.runner import WorkloadContext
 from telethon_guard.bench.serverproc import ServerProcess
 
 TARGET = 0.98

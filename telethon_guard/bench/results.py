@@ -139,6 +139,11 @@ def met_cell(met: bool | None, complete: bool = True) -> str:
     return {True: "yes", False: "NO", None: "-"}[met]
 
 
+MET_LEGEND = ("met: yes = this run reached the target; NO = it missed it in this run (the "
+              "lines below say by how much and which layer); incomplete = interrupted")
+"""One line under the bench table saying what its ``met`` column means."""
+
+
 def render_report(report: Report) -> str:
     """The bench table, then one line per missed target explaining why."""
     headers = ["workload", "plain Telethon", "telethon-guard", "result", "target", "met"]
@@ -147,6 +152,8 @@ def render_report(report: Report) -> str:
         for r in report.rows
     ]
     out = [format_table(headers, body)] if body else ["(nothing measured)"]
+    if body:
+        out.append(MET_LEGEND)
     notes = [f"- {r.workload}: {r.note}" for r in report.rows if r.note]
     if notes:
         out.append("\n".join(notes))

@@ -28,9 +28,9 @@ from telethon_guard.bench.common import (
     guarded_class,
     make_clients,
 )
+from telethon_guard.bench.context import BenchSettings, WorkloadContext
 from telethon_guard.bench.lag import LagStats, health_ticker, lag_stats
 from telethon_guard.bench.results import Chart, Row
-from telethon_guard.bench.runner import BenchSettings, WorkloadContext
 from telethon_guard.bench.serverproc import ServerProcess
 
 TARGET_MS = 5.0

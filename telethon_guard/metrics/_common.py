@@ -47,13 +47,13 @@ class MethodLabels:
 def recent_lag(monitor: Any) -> float:
     """Max lag (seconds) among the monitor's last :data:`LAG_WINDOW` samples (0.0 if none).
 
-    ``monitor`` is a :class:`~telethon_guard.loop.LoopLagMonitor` (or anything with a
-    ``samples`` iterable of seconds)."""
-    samples = getattr(monitor, "_samples", None)
-    if samples is None:
-        samples = list(getattr(monitor, "samples", ()))
-    recent = list(itertools.islice(reversed(samples), LAG_WINDOW))
-    return max(recent) if recent else 0.0
+    ``monitor`` is a :class:`~telethon_guard.loop.LoopLagMonitor` (its ``recent_max``) or
+    anything with a ``samples`` iterable of seconds, oldest first."""
+    recent_max = getattr(monitor, "recent_max", None)
+    if callable(recent_max):
+        return float(recent_max(LAG_WINDOW))
+    samples = list(getattr(monitor, "samples", ()))
+    return max(itertools.islice(reversed(samples), LAG_WINDOW), default=0.0)
 
 
 def attach_to(client_or_guard: Any, callback: Any) -> Any:

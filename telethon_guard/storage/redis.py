@@ -70,6 +70,7 @@ from redis.backoff import NoBackoff
 
 from ..errors import GuardConfigError, StorageUnavailableError
 from ..events import StorageFallback
+from ..keys import hash_tagged
 from . import (
     BreakerDecision,
     BreakerPolicy,
@@ -140,12 +141,6 @@ def _str(value: Any) -> str:
 def _decision(reply: Sequence[Any]) -> BreakerDecision:
     return BreakerDecision(_str(reply[0]), _str(reply[1]), _str(reply[2]), float(reply[3]),
                            int(reply[4]))
-
-
-def _hash_tagged(key: str) -> str:
-    """``acct:42/dc:2/x`` -> ``{acct:42}/dc:2/x`` (Redis Cluster hash tag on the account)."""
-    head, sep, rest = key.partition("/")
-    return f"{{{head}}}{sep}{rest}"
 
 
 class RedisStorage:
@@ -269,7 +264,7 @@ class RedisStorage:
         full_key = kind + key
         rk = self._keys.get(full_key)
         if rk is None:
-            rk = f"{self.prefix}:{kind}:{_hash_tagged(key)}".encode()
+            rk = f"{self.prefix}:{kind}:{hash_tagged(key)}".encode()
             if len(self._keys) >= 65_536:
                 self._keys.clear()
             self._keys[full_key] = rk

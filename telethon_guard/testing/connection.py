@@ -23,7 +23,7 @@ import os
 import struct
 import time
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from telethon.errors import TypeNotFoundError
 from telethon.extensions import BinaryReader
@@ -34,9 +34,11 @@ from telethon_guard import _tl
 from telethon_guard.testing import transport
 from telethon_guard.testing._types import (
     AuthState,
+    CloseConnection,
     ConnectInfo,
     Delay,
     DropReply,
+    LinkFault,
     ReplyError,
     RequestInfo,
     ResetConnection,
@@ -44,12 +46,10 @@ from telethon_guard.testing._types import (
     Stall,
     TransportError,
 )
+from telethon_guard.testing.context import ServerContext
 from telethon_guard.testing.crypto import DecryptError, KeyMaterial
 from telethon_guard.testing.handshake import Handshake, HandshakeError
 from telethon_guard.testing.log import LogEntry, Outcome
-
-if TYPE_CHECKING:
-    from telethon_guard.testing.server import TelegramTestServer
 
 _monotonic = time.monotonic
 _unpack_from_qqqii = struct.Struct("<qqqii").unpack_from
@@ -132,13 +132,13 @@ class Connection:
 
     def __init__(
         self,
-        server: TelegramTestServer,
+        ctx: ServerContext,
         conn_id: int,
         dc_id: int,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        self.server = server
+        self.ctx = ctx
         self.conn_id = conn_id
         self.dc_id = dc_id
         self.reader = reader
@@ -155,36 +155,45 @@ class Connection:
         self._seq = 0
         self._out: list[tuple[int, int, bytes]] = []
         self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = server._request_tasks  # cancelled at stop
+        self._tasks: set[asyncio.Task[None]] = ctx.request_tasks  # cancelled at stop
         self._handshake: Handshake | None = None
         self._ping_disconnect: asyncio.TimerHandle | None = None
         self.close_reason: str | None = None
+        self.opened_at = _monotonic()
+        self._close_after = 0  # CloseConnection(after_packets=N) on connect: close at packet N
+        self._close_abort = False
+        self._packets = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        server = self.server
+        ctx = self.ctx
         try:
-            refusal = server._refusal(self.dc_id)
+            refusal = ctx.refusal(self.dc_id)
             if refusal is not None:
                 await self._refuse(refusal)
                 return
             action = None
-            if server.faults is not None:
+            if ctx.faults is not None:
                 peer = self.writer.get_extra_info("peername") or ("", 0)
-                action = server.faults.on_connect(
+                action = ctx.faults.on_connect(
                     ConnectInfo(_monotonic(), self.conn_id, self.dc_id, (peer[0], peer[1]))
                 )
             if isinstance(action, TransportError):
                 if action.refuse_seconds > 0:
-                    server._start_refusing(self.dc_id, action)
+                    ctx.start_refusing(self.dc_id, action)
                 await self._refuse(action)
                 return
-            server._log_event("opened", self.conn_id, self.dc_id)
-            server._conns[self.conn_id] = self
+            ctx.log_event("opened", self.conn_id, self.dc_id)
+            ctx.conns[self.conn_id] = self
             if isinstance(action, ResetConnection):
                 self.close("reset by fault plan on connect", abort=True)
                 return
+            if isinstance(action, CloseConnection):
+                if action.after_packets <= 0:
+                    self.close("closed by fault plan on connect", abort=action.abort)
+                    return
+                self._close_after, self._close_abort = action.after_packets, action.abort
             if isinstance(action, Stall):
                 self._stall()
             elif isinstance(action, Delay):
@@ -194,11 +203,11 @@ class Connection:
             self.close("server stopped", abort=True)
             raise
         except Exception as e:  # a bug in the server itself
-            server._internal_error(e)
+            ctx.internal_error(e)
             self.close(f"internal error: {e!r}", abort=True)
         finally:
             self.close(self.close_reason or "closed")
-            server._conns.pop(self.conn_id, None)
+            ctx.conns.pop(self.conn_id, None)
 
     async def _refuse(self, action: TransportError) -> None:
         """Answer a connection on a refusing DC with the transport error at once, then close."""
@@ -212,7 +221,7 @@ class Connection:
             data = codec.seal(data)
         with contextlib.suppress(Exception):
             self.writer.write(data)
-        self.server._log_event(
+        self.ctx.log_event(
             "refused", self.conn_id, self.dc_id, error_code=-action.code, detail=action.mode
         )
         self.closed = True
@@ -242,7 +251,7 @@ class Connection:
         if self._stall_future is not None and not self._stall_future.done():
             self._stall_future.set_result(None)
         self._close_transport(abort)
-        self.server._log_event(
+        self.ctx.log_event(
             "closed", self.conn_id, self.dc_id, error_code=error_code, detail=reason
         )
 
@@ -260,7 +269,26 @@ class Connection:
         if self._stall_future is None:
             self._stall_future = self._loop.create_future()
 
-    # ---- actions applied from outside (timed fault script) -----------------------------------
+    # ---- actions applied from outside (timed fault script, pushed updates) -------------------
+
+    @property
+    def auth(self) -> AuthState | None:
+        """The auth key state this connection uses (``None`` before its first encrypted
+        message)."""
+        return self._auth
+
+    def push(self, body: bytes) -> bool:
+        """Send ``body`` (a serialized ``Updates`` object) as a server-initiated message.
+
+        Returns ``False`` (nothing sent) when the connection cannot carry it: closed, stalled,
+        or no MTProto session yet (no encrypted message received).
+        """
+        if self.closed or self.stalled or self._km is None or self.codec is None:
+            return False
+        if self._silenced():  # a fault plan's half-open connection: the update is lost
+            return False
+        self._enqueue(body, True, 1)
+        return True
 
     def apply(self, action: object) -> None:
         """Apply a connection-level action now (timed fault scripts)."""
@@ -271,6 +299,8 @@ class Connection:
             self.close(f"transport error -{action.code}", error_code=-action.code)
         elif isinstance(action, ResetConnection):
             self.close("reset by fault plan", abort=True)
+        elif isinstance(action, CloseConnection):
+            self.close("closed by fault plan", abort=action.abort)
         elif isinstance(action, Stall):
             self._stall()
 
@@ -285,14 +315,14 @@ class Connection:
     # ---- reading -----------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        server = self.server
+        ctx = self.ctx
         reader = self.reader
         try:
             if self.stalled:  # stalled on connect: never read a byte
                 assert self._stall_future is not None
                 await self._stall_future
                 return
-            self.codec = codec = await transport.detect(reader, server.max_packet_size)
+            self.codec = codec = await transport.detect(reader, ctx.max_packet_size)
             self.framing = codec.name
             while not self.closed:
                 if self.stalled:
@@ -302,6 +332,9 @@ class Connection:
                 packet = await codec.read(reader)
                 if self.stalled:
                     continue
+                if self._close_after or self._has_link_faults():
+                    if not await self._link_faults_let_through(len(packet)):
+                        continue
                 self._on_packet(packet)
         except (asyncio.IncompleteReadError, ConnectionError):
             self.close("closed by client")
@@ -312,6 +345,69 @@ class Connection:
         except (struct.error, BufferError, ValueError, EOFError, zlib.error, OSError) as e:
             self.close(f"malformed message: {e!r}", abort=True)
 
+    # ---- connection lifecycle faults (FaultPlan.link_fault / clock_offset) -------------------
+
+    def _has_link_faults(self) -> bool:
+        faults = self.ctx.faults
+        return faults is not None and bool(getattr(faults, "has_link_faults", False))
+
+    def link_fault(self) -> LinkFault | None:
+        """The plan's silence / stall on this connection now, if any."""
+        if not self._has_link_faults():
+            return None
+        fault: LinkFault | None = self.ctx.faults.link_fault(
+            _monotonic(), self.conn_id, self.dc_id, self.opened_at
+        )
+        return fault
+
+    async def _link_faults_let_through(self, size: int) -> bool:
+        """Apply close-after-N-packets, silence and stall to one packet just read: False to
+        discard it (the connection may be closed). A stall waits here (nothing more is read)
+        until it ends."""
+        if self._close_after:
+            self._packets += 1
+            if self._packets >= self._close_after:
+                self.close(f"closed by fault plan after {self._packets} packet(s)",
+                           abort=self._close_abort)
+                return False
+        while not self.closed:
+            fault = self.link_fault()
+            if fault is None:
+                return True
+            if fault.mode == "silence":
+                self.ctx.log_event("silenced", self.conn_id, self.dc_id,
+                                       detail=f"packet of {size} bytes discarded")
+                return False
+            wait = 0.05 if fault.until is None else min(0.05, fault.until - _monotonic())
+            await asyncio.sleep(max(wait, 0.001))
+        return False
+
+    def _silenced(self) -> bool:
+        """Whether the fault plan silences this connection now (nothing is sent)."""
+        fault = self.link_fault()
+        return fault is not None and fault.mode == "silence"
+
+    def _unanswered(self) -> bool:
+        """Whether a reply produced now would never leave (closed, stalled or silenced)."""
+        return self.closed or self.stalled or self._silenced()
+
+    def clock_offset(self, judging_client: bool = False) -> float:
+        """Seconds the plan's clock skew adds to this server's clock now (0.0 without skew).
+        ``judging_client``: the offset used to check the client's msg_ids."""
+        faults = self.ctx.faults
+        if faults is None or not getattr(faults, "has_clock_skew", False):
+            return 0.0
+        offset: float = faults.clock_offset(_monotonic(), self.dc_id, judging_client)
+        return offset
+
+    def _new_msg_id(self, residue: int) -> int:
+        """A server msg_id (``ServerContext.new_msg_id``) moved by the plan's clock skew."""
+        mid = self.ctx.new_msg_id(residue)
+        offset = self.clock_offset()
+        if offset:
+            mid += int(offset * 4294967296.0) & ~3  # keeps the residue (low 2 bits)
+        return mid
+
     def _on_packet(self, packet: bytes) -> None:
         if len(packet) < 8:
             raise ProtocolError(f"packet of {len(packet)} bytes")
@@ -321,7 +417,7 @@ class Connection:
             return
         km = self._km
         if km is None or km.key_id != key_id:
-            entry = self.server._keys.get(key_id)
+            entry = self.ctx.keys.get(key_id)
             if entry is None or entry[0].dc_id != self.dc_id:
                 self.send_transport_error(404, "packet")
                 self.close("unknown auth key", error_code=-404)
@@ -335,34 +431,34 @@ class Connection:
             raise ProtocolError(f"bad message length {length} (padding {pad})")
         body = plain[32 : 32 + length]
         self._session_id = session_id
-        server = self.server
+        ctx = self.ctx
 
         # msg_id sanity (bad_msg_notification codes 16, 17, 18)
         code = 0
         if msg_id & 3:
             code = 18
         else:
-            delta = (msg_id >> 32) - time.time()
+            delta = (msg_id >> 32) - (time.time() + self.clock_offset(True))
             if delta < -MSG_TOO_OLD:
                 code = 16
             elif delta > MSG_TOO_NEW:
                 code = 17
-        stats = server.stats
+        stats = ctx.stats
         if code:
             stats["bad_msg_notification"] += 1
             self._send(types.BadMsgNotification(msg_id, seqno, code), False)
             return
-        if salt != server.salt:
+        if salt != ctx.salt:
             stats["bad_server_salt"] += 1
-            self._send(types.BadServerSalt(msg_id, seqno, 48, server.salt), False)
+            self._send(types.BadServerSalt(msg_id, seqno, 48, ctx.salt), False)
             return
         assert self._auth is not None
         skey = (key_id, session_id)
-        if skey not in server._sessions:
-            server._sessions.add(skey)
+        if skey not in ctx.sessions:
+            ctx.sessions.add(skey)
             stats["new_session_created"] += 1
             unique_id = int.from_bytes(os.urandom(8), "little", signed=True)
-            self._send(types.NewSessionCreated(msg_id, unique_id, server.salt), True, residue=3)
+            self._send(types.NewSessionCreated(msg_id, unique_id, ctx.salt), True, residue=3)
         acks: list[int] = []
         self._on_message(msg_id, seqno, body, acks, top=True)
         if acks:
@@ -375,7 +471,7 @@ class Connection:
         if cid == CONTAINER_ID:
             if not top:
                 raise ProtocolError("nested msg_container")
-            self.server.stats["containers_received"] += 1
+            self.ctx.stats["containers_received"] += 1
             (count,) = struct.unpack_from("<i", body, 4)
             pos = 8
             for _ in range(count):
@@ -387,7 +483,7 @@ class Connection:
                 pos += inner_len
             return
         if cid == GZIP_ID:
-            self.server.stats["gzip_packed_received"] += 1
+            self.ctx.stats["gzip_packed_received"] += 1
             reader = BinaryReader(body[4:])
             body = gzip.decompress(reader.tgread_bytes())
             (cid,) = struct.unpack_from("<I", body)
@@ -406,8 +502,9 @@ class Connection:
             raise ProtocolError(f"bad unencrypted length {length}")
         obj = BinaryReader(packet[20 : 20 + length]).tgread_object()
         if self._handshake is None:
-            server = self.server
-            self._handshake = Handshake(server._rsa_key, server._pq, self._new_key)
+            ctx = self.ctx
+            self._handshake = Handshake(ctx.rsa_key, ctx.pq, self._new_key,
+                                        lambda: time.time() + self.clock_offset())
         task = self._loop.create_task(self._run_plain(obj))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -420,7 +517,7 @@ class Connection:
             self.close(f"handshake error: {e}", abort=True)
             return
         except Exception as e:
-            self.server._internal_error(e)
+            self.ctx.internal_error(e)
             self.close(f"internal error in handshake: {e!r}", abort=True)
             return
         if self.closed or self.stalled:
@@ -428,17 +525,17 @@ class Connection:
         data = bytes(answer)
         assert self.codec is not None
         self.writer.write(self.codec.seal(
-            self.codec.encode(_pack_qqi(0, self.server._new_msg_id(1), len(data)) + data)
+            self.codec.encode(_pack_qqi(0, self._new_msg_id(1), len(data)) + data)
         ))
 
     def _new_key(self, auth_key: bytes) -> None:
-        self.server._register_key(auth_key, self.dc_id)
+        self.ctx.register_key(auth_key, self.dc_id)
 
     # ---- requests ----------------------------------------------------------------------------
 
     def _dispatch(self, msg_id: int, request: TLObject) -> None:
         """Decide what to do with one request; run it inline when nothing needs to wait."""
-        server = self.server
+        ctx = self.ctx
         auth = self._auth
         assert auth is not None
         account = auth.user_id
@@ -447,16 +544,21 @@ class Connection:
         try:
             inner = request
             init = False
+            no_updates = False
             while isinstance(inner, _WRAPPERS):
                 if isinstance(inner, functions.InvokeWithLayerRequest):
                     auth.layer = inner.layer
                 elif isinstance(inner, functions.InitConnectionRequest):
                     auth.api_id = inner.api_id
                     init = True
+                elif isinstance(inner, functions.InvokeWithoutUpdatesRequest):
+                    no_updates = True
                 inner = inner.query
             method = _tl.method_name(inner)
+            if method in _STARTS_UPDATES and not no_updates:
+                auth.receives_updates = True
             random_id = _tl.random_id_of(inner)
-            counts = server._call_counts
+            counts = ctx.call_counts
             ckey = (account, method)
             index = counts.get(ckey, 0) + 1
             counts[ckey] = index
@@ -474,9 +576,9 @@ class Connection:
                 init_connection=init,
                 call_index=index,
             )
-            faults = server.faults
+            faults = ctx.faults
             actions = faults.on_request(info) if faults is not None else None
-            if not actions and (server._sync_handle is not None or method in _SERVICE):
+            if not actions and (ctx.sync_handle is not None or method in _SERVICE):
                 self._execute_sync(info, account, False, False)
                 return
         except Exception as e:
@@ -489,7 +591,7 @@ class Connection:
     def _internal(
         self, e: Exception, msg_id: int, method: str, account: int | None, random_id: int | None
     ) -> None:
-        self.server._internal_error(e)
+        self.ctx.internal_error(e)
         self._log(msg_id, method, account, random_id, "rpc_error", True, 500, "INTERNAL")
         self._send_error(msg_id, 500, "INTERNAL")
 
@@ -516,11 +618,15 @@ class Connection:
                         self._log(msg_id, method, account, random_id, "reset", False)
                         self.close("reset by fault plan", abort=True)
                         return
+                elif isinstance(action, CloseConnection):
+                    self._log(msg_id, method, account, random_id, "reset", False)
+                    self.close("closed by fault plan", abort=action.abort)
+                    return
                 elif isinstance(action, TransportError):
                     self._log(msg_id, method, account, random_id, "transport_error", False,
                               -action.code)
                     if action.refuse_seconds > 0:
-                        self.server._start_refusing(self.dc_id, action)
+                        self.ctx.start_refusing(self.dc_id, action)
                     self.send_transport_error(action.code, action.mode)
                     self.close(f"transport error -{action.code}")
                     return
@@ -528,11 +634,11 @@ class Connection:
                     self._log(msg_id, method, account, random_id, "stalled", False)
                     self._stall()
                     return
-            if self.server._sync_handle is not None or method in _SERVICE:
+            if self.ctx.sync_handle is not None or method in _SERVICE:
                 self._execute_sync(info, account, drop, reset_after)
                 return
             try:
-                result = await self.server.world.handle(info)
+                result = await self.ctx.world.handle(info)
             except RpcErrorReply as e:
                 self._complete_error(info, account, e, drop, reset_after)
                 return
@@ -550,7 +656,7 @@ class Connection:
             if service is not None:
                 result = service(self, info.msg_id, info.request)
             else:
-                result = self.server._sync_handle(info)  # type: ignore[misc]
+                result = self.ctx.sync_handle(info)  # type: ignore[misc]
         except RpcErrorReply as e:
             self._complete_error(info, account, e, drop, reset_after)
             return
@@ -568,7 +674,7 @@ class Connection:
         if reset_after:
             self._log(msg_id, method, account, random_id, "reset", False, e.code, e.message)
             self.close("reset by fault plan after execute", abort=True)
-        elif drop or self.closed or self.stalled:
+        elif drop or self._unanswered():
             self._log(msg_id, method, account, random_id, "dropped", False, e.code, e.message)
         else:
             self._log(msg_id, method, account, random_id, "rpc_error", False, e.code, e.message)
@@ -582,7 +688,7 @@ class Connection:
             self._log(msg_id, method, account, random_id, "reset", True)
             self.close("reset by fault plan after execute", abort=True)
             return
-        if drop or self.closed or self.stalled:
+        if drop or self._unanswered():
             # DropReply, or the connection went away while the request ran: executed, unanswered
             self._log(msg_id, method, account, random_id, "dropped", True)
             return
@@ -608,7 +714,7 @@ class Connection:
         code: int | None = None,
         message: str | None = None,
     ) -> None:
-        self.server.log.entries.append(
+        self.ctx.log.entries.append(
             LogEntry(_monotonic(), "request", self.conn_id, self.dc_id, account, method, msg_id,
                      random_id, outcome, executed, code, message, None, self.framing)
         )
@@ -630,8 +736,8 @@ class Connection:
     def _destroy_session(self, msg_id: int, req: Any) -> TLObject:
         assert self._auth is not None
         skey = (self._auth.auth_key_id, req.session_id)
-        if skey in self.server._sessions:
-            self.server._sessions.discard(skey)
+        if skey in self.ctx.sessions:
+            self.ctx.sessions.discard(skey)
             return types.DestroySessionOk(req.session_id)
         return types.DestroySessionNone(req.session_id)
 
@@ -639,9 +745,10 @@ class Connection:
         from datetime import datetime, timedelta, timezone
 
         now = datetime.now(timezone.utc).replace(microsecond=0)
+        now += timedelta(seconds=round(self.clock_offset()))
         salts = [
             types.FutureSalt(now + timedelta(hours=i), now + timedelta(hours=i + 1),
-                             self.server.salt)
+                             self.ctx.salt)
             for i in range(max(1, min(64, int(req.num))))
         ]
         return types.FutureSalts(msg_id, int(now.timestamp()), salts)
@@ -663,12 +770,14 @@ class Connection:
     def _enqueue(self, body: bytes, content_related: bool, residue: int) -> None:
         if self.closed or self.stalled:
             return
+        if self._silenced():
+            return
         if content_related:
             seq = self._seq * 2 + 1
             self._seq += 1
         else:
             seq = self._seq * 2
-        self._out.append((self.server._new_msg_id(residue), seq, body))
+        self._out.append((self._new_msg_id(residue), seq, body))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -679,8 +788,18 @@ class Connection:
         if not out or self.closed or self.stalled or self.codec is None or self._km is None:
             out.clear()
             return
+        if self._has_link_faults():
+            fault = self.link_fault()
+            if fault is not None and fault.mode == "silence":
+                out.clear()
+                return
+            if fault is not None:  # stalled for a while: deliver what is queued when it ends
+                wait = 0.05 if fault.until is None else min(0.05, fault.until - _monotonic())
+                self._flush_scheduled = True
+                self._loop.call_later(max(wait, 0.001), self._flush)
+                return
         self._out = []
-        head = _pack_qq(self.server.salt, self._session_id)
+        head = _pack_qq(self.ctx.salt, self._session_id)
         encode = self.codec.encode
         encrypt = self._km.encrypt
         chunks: list[bytes] = []
@@ -708,14 +827,18 @@ class Connection:
                     plain = head + _pack_qii(msg_id, seq, len(body)) + body
                 else:
                     cbody = _pack_Ii(CONTAINER_ID, count) + b"".join(parts)
-                    self.server.stats["containers_sent"] += 1
-                    plain = (head + _pack_qii(self.server._new_msg_id(1), self._seq * 2,
+                    self.ctx.stats["containers_sent"] += 1
+                    plain = (head + _pack_qii(self._new_msg_id(1), self._seq * 2,
                                               len(cbody)) + cbody)
                 i = j
             chunks.append(encode(encrypt(plain)))
         with contextlib.suppress(Exception):
             self.writer.write(self.codec.seal(b"".join(chunks)))
 
+
+# Calls after which Telegram sends the key updates (core.telegram.org/api/updates: a client
+# starts receiving updates once it asked for the state or a difference).
+_STARTS_UPDATES = frozenset({"updates.getState", "updates.getDifference"})
 
 # Replies that go out as top-level messages, not inside rpc_result (Telethon's handlers).
 _TOP_LEVEL = frozenset(

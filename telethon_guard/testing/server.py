@@ -55,8 +55,9 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import rsa
 from telethon import TelegramClient
@@ -64,13 +65,18 @@ from telethon.client.telegrambaseclient import TelegramBaseClient
 from telethon.crypto import AuthKey
 from telethon.sessions import StringSession
 from telethon.sessions.abstract import Session
+from telethon.tl import types
 
 from telethon_guard.testing import crypto
 from telethon_guard.testing._types import AuthState, DcAddress, TransportError
 from telethon_guard.testing.connection import Connection
-from telethon_guard.testing.crypto import KeyMaterial
-from telethon_guard.testing.log import Kind, LogEntry, ServerLog
+from telethon_guard.testing.context import ServerContext
+from telethon_guard.testing.log import ServerLog
 from telethon_guard.testing.transport import DEFAULT_MAX_SIZE
+from telethon_guard.testing.updates import UpdatePusher
+from telethon_guard.testing.world_delivery import Delivered
+from telethon_guard.testing.world_messages import ChannelHistory
+from telethon_guard.testing.world_state import UserRecord
 
 C = TypeVar("C", bound=TelegramClient)
 
@@ -257,36 +263,38 @@ class TelegramTestServer:
 
             world = World(world_config)
         self.world = world
-        self._sync_handle: Callable[[Any], Any] | None = _sync_handler(world)
         if faults is None:
             from telethon_guard.testing.faults import FaultPlan
 
             faults = FaultPlan(seed=seed)
-        self.faults = faults
-        self.log = ServerLog()
-        self.internal_errors: list[BaseException] = []
-        self.stats: Counter[str] = Counter()
+        rng = random.Random(seed)
+        self._ctx = ServerContext(
+            salt=rng.getrandbits(63),
+            world=world,
+            sync_handle=_sync_handler(world),
+            faults=faults,
+            max_packet_size=max_packet_size,
+            rsa_key=self._rsa_key,
+            pq=crypto.small_pq(),
+        )
+        ctx = self._ctx
+        self.log: ServerLog = ctx.log
+        """Ground truth of what the server executed."""
+        self.internal_errors: list[BaseException] = ctx.internal_errors
+        self.stats: Counter[str] = ctx.stats
         """MTProto events: ``bad_server_salt``, ``new_session_created``, ``bad_msg_notification``,
         ``containers_received`` / ``containers_sent``, ``gzip_packed_received``."""
+        self.salt = ctx.salt
         self.api_id = API_ID
         self.api_hash = API_HASH
         self.dcs: list[DcAddress] = []
-
-        rng = random.Random(seed)
-        self.salt = rng.getrandbits(63)
-        self._pq = crypto.small_pq()
-        self._keys: dict[int, tuple[AuthState, KeyMaterial]] = {}
-        self._sessions: set[tuple[int, int]] = set()
-        self._call_counts: dict[tuple[int | None, str], int] = {}
-        self._conns: dict[int, Connection] = {}
+        self._conns = ctx.conns
         self._conn_ids = itertools.count(1)
-        self._last_msg_id = 0
-        self._refusing: dict[int, tuple[float, TransportError]] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._handlers: set[asyncio.Task[None]] = set()
-        self._request_tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._client_classes: dict[type, type] = {}
+        self._pusher = UpdatePusher(ctx)
         self._started = False
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -314,7 +322,11 @@ class TelegramTestServer:
             self._servers.clear()
             self.dcs.clear()
             raise
+        self._ctx.dc_ids = [d.dc_id for d in self.dcs]
         self.world.set_dcs(list(self.dcs))
+        set_sink = getattr(self.world, "set_update_sink", None)
+        if callable(set_sink):
+            set_sink(self._pusher.push)
         now = time.monotonic()
         if self.faults is not None and hasattr(self.faults, "start"):
             self.faults.start(now)
@@ -332,7 +344,7 @@ class TelegramTestServer:
             srv.close()
         for conn in list(self._conns.values()):
             conn.close("server stopped", abort=True)
-        pending = [*self._request_tasks, *self._handlers]
+        pending = [*self._ctx.request_tasks, *self._handlers]
         for task in pending:
             task.cancel()
         if pending:
@@ -439,64 +451,134 @@ class TelegramTestServer:
         sub = self.client_class(TelegramClient if cls is None else cls)
         return sub(session, self.api_id, self.api_hash, **kwargs)
 
-    # ---- internals used by Connection --------------------------------------------------------
+    # ---- updates: new messages pushed like Telegram (see testing/updates.py) --------------------
+
+    def _world_api(self, name: str) -> Any:
+        fn = getattr(self.world, name, None)
+        if not callable(fn):
+            raise TypeError(f"this server's world ({type(self.world).__name__}) has no {name}(): "
+                            f"pushing messages needs telethon_guard.testing.World")
+        return fn
+
+    def push_message(self, from_user: str | int | None, to_peer: str | int, text: str, *,
+                     form: Literal["short", "full"] = "short") -> Delivered:
+        """Store a new message ``from_user`` wrote in ``to_peer`` and push it to every
+        account that receives it, like Telegram: private chats and the basic group ``group``
+        go to each member account's common box (its next message id and pts), channels and
+        megagroups (``news``, ``chat_a``..``chat_d``) take the channel's next pts.
+
+        Args:
+            from_user: the author: a username (``"alice"``) or a user id (an account's); may be
+                ``None`` for a channel post.
+            to_peer: a user (private chat), ``"group"``, a channel username, or a marked id.
+            text: the message text (1..4096 characters).
+            form: ``"short"``: ``updateShortMessage`` / ``updateShortChatMessage`` to common
+                boxes; ``"full"``: ``updates`` with ``updateNewMessage``. Channels always get
+                ``updates`` with ``updateNewChannelMessage``.
+
+        Returns:
+            :class:`~telethon_guard.testing.world.Delivered`: the message id and pts per
+            account and how many connections the update was written to.
+
+        Raises:
+            UnknownPeerError: (a ``ValueError``) ``from_user`` or ``to_peer`` does not exist.
+            ValueError: bad ``text`` or ``form``, a message to oneself, or no account
+                involved; ``TypeError`` if the server runs a custom world without ``post``.
+
+        Call it from the event loop running the server. Only connections of keys that called
+        ``updates.getState`` / ``getDifference`` receive updates (Telethon does right after
+        connecting); the sending account's own sessions get its outgoing copy too.
+        """
+        delivered: Delivered = self._world_api("post")(from_user, to_peer, text, push=True,
+                                                        form=form)
+        return delivered
+
+    def make_gap(self, peer: str | int, count: int = 1, *,
+                 from_user: str | int | None = None) -> list[Delivered]:
+        """Store ``count`` messages in ``peer`` that take their pts but are never pushed: an
+        update gap. The next pushed message of that box reveals it and the client fills it
+        with ``updates.getDifference`` (private chats, the basic group) or
+        ``updates.getChannelDifference`` (channels), each missed message exactly once.
+
+        ``peer``: a channel (``"chat_a"``, ``"news"``...), ``"group"`` (a gap in every member
+        account's box), or an account (a private chat: messages *to* it). ``from_user``: the
+        author; default ``"alice"`` (``"bob"`` when ``peer`` is alice), none for broadcast
+        channels.
+
+        Raises:
+            UnknownPeerError: (a ``ValueError``) no such channel, group, user or author.
+            ValueError: ``count`` not an int in 1..100000, or ``peer`` is a user who is not
+                an account (nobody's box would have the gap).
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100_000:
+            raise ValueError(f"count must be an int in 1..100000, got {count!r}")
+        post = self._world_api("post")
+        target = self._world_api("resolve_peer")(peer)
+        if from_user is None and not (isinstance(target, ChannelHistory)
+                                      and not target.channel.megagroup):
+            from_user = "bob" if getattr(target, "username", None) == "alice" else "alice"
+        if isinstance(target, UserRecord) and target.id not in self.world.core.accounts:
+            raise ValueError(f"{peer!r} is not an account: a private-chat gap needs the "
+                             f"receiving account (server.session(user id) makes one)")
+        return [post(from_user, peer, f"gap message {i + 1} of {count}", push=False)
+                for i in range(count)]
+
+    def push_too_long(self, account: str | int | None = None, *,
+                      channel: str | int | None = None) -> int:
+        """Push ``updatesTooLong`` to ``account`` (``None``: every account): the client calls
+        ``updates.getDifference``. With ``channel``, push ``updateChannelTooLong`` for that
+        channel instead: the client calls ``updates.getChannelDifference`` for it (if it
+        already tracks the channel). Returns the connections written to.
+
+        Raises:
+            UnknownPeerError: (a ``ValueError``) unknown account or channel.
+            ValueError: ``account`` names a user who is not an account, or ``channel`` is not
+                a channel.
+        """
+        resolve = self._world_api("resolve_peer")
+        core = self.world.core
+        if account is None:
+            users = sorted(core.accounts)
+        else:
+            user = resolve(account)
+            if not isinstance(user, UserRecord) or user.id not in core.accounts:
+                raise ValueError(f"{account!r} is not an account")
+            users = [user.id]
+        upd: Any = types.UpdatesTooLong()
+        if channel is not None:
+            hist = resolve(channel)
+            if not isinstance(hist, ChannelHistory):
+                raise ValueError(f"{channel!r} is not a channel")
+            upd = types.Updates(
+                updates=[types.UpdateChannelTooLong(channel_id=hist.channel.id, pts=hist.top)],
+                users=[], chats=[hist.channel.to_tl()], date=datetime.now(timezone.utc), seq=0)
+        return sum(self._pusher.push(uid, upd) for uid in users)
+
+    # ---- shared state ------------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Any:
+        """The :class:`~telethon_guard.testing.faults.FaultPlan` consulted for every connection
+        and request; replace or mutate it at runtime."""
+        return self._ctx.faults
+
+    @faults.setter
+    def faults(self, plan: Any) -> None:
+        self._ctx.faults = plan
+
+    @property
+    def _sync_handle(self) -> Callable[[Any], Any] | None:
+        return self._ctx.sync_handle
 
     def _register_key(self, auth_key: bytes, dc_id: int) -> AuthState:
-        key_id = crypto.auth_key_id(auth_key)
-        state = AuthState(auth_key_id=key_id, auth_key=auth_key, dc_id=dc_id)
-        self._keys[key_id] = (state, KeyMaterial(auth_key, key_id))
-        return state
+        return self._ctx.register_key(auth_key, dc_id)
 
     def auth_states(self) -> list[AuthState]:
         """Every auth key the server knows (pre-shared and exchanged)."""
-        return [s for s, _ in self._keys.values()]
+        return [s for s, _ in self._ctx.keys.values()]
 
     def _rsa_key(self) -> rsa.PrivateKey:
         return self._fixed_rsa if self._fixed_rsa is not None else crypto.server_rsa_key()
-
-    def _new_msg_id(self, residue: int) -> int:
-        """A server msg_id: time-based, strictly increasing, ``residue`` (1 or 3) mod 4."""
-        t = time.time()
-        mid = (int(t) << 32) | (int((t % 1.0) * 4294967296.0) & ~3)
-        last = self._last_msg_id
-        if mid <= last:
-            mid = last + 4
-        self._last_msg_id = mid
-        return mid | residue
-
-    def _internal_error(self, exc: BaseException) -> None:
-        self.internal_errors.append(exc)
-
-    def _log_event(
-        self,
-        kind: Kind,
-        conn_id: int,
-        dc_id: int,
-        *,
-        error_code: int | None = None,
-        detail: str | None = None,
-    ) -> None:
-        self.log.append(
-            LogEntry(time.monotonic(), kind, conn_id, dc_id, error_code=error_code, detail=detail)
-        )
-
-    def _refusal(self, dc_id: int) -> TransportError | None:
-        entry = self._refusing.get(dc_id)
-        if entry is None:
-            return None
-        until, action = entry
-        if time.monotonic() >= until:
-            del self._refusing[dc_id]
-            return None
-        return action
-
-    def _start_refusing(self, dc_id: int | None, action: TransportError) -> None:
-        until = time.monotonic() + action.refuse_seconds
-        targets = [d.dc_id for d in self.dcs] if dc_id is None else [dc_id]
-        for d in targets:
-            prev = self._refusing.get(d)
-            if prev is None or prev[0] < until:
-                self._refusing[d] = (until, action)
 
     def _make_handler(
         self, dc_id: int
@@ -506,7 +588,7 @@ class TelegramTestServer:
             assert task is not None
             self._handlers.add(task)
             try:
-                conn = Connection(self, next(self._conn_ids), dc_id, reader, writer)
+                conn = Connection(self._ctx, next(self._conn_ids), dc_id, reader, writer)
                 await conn.serve()
             except asyncio.CancelledError:
                 # Only stop() cancels handlers. Ending normally keeps asyncio's stream callback
@@ -529,9 +611,9 @@ class TelegramTestServer:
                 due = faults.due(time.monotonic())
                 for dc_id, action in due:
                     if isinstance(action, TransportError) and action.refuse_seconds > 0:
-                        self._start_refusing(dc_id, action)
+                        self._ctx.start_refusing(dc_id, action)
                     for conn in list(self._conns.values()):
                         if dc_id is None or conn.dc_id == dc_id:
                             conn.apply(action)
             except Exception as e:
-                self._internal_error(e)
+                self._ctx.internal_error(e)

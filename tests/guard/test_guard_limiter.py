@@ -11,12 +11,11 @@ from telethon_guard.clock import FakeClock
 from telethon_guard.config import GuardConfig
 from telethon_guard.errors import DeadlineExceeded, FloodWaitBlocked
 from telethon_guard.events import EventBus, FloodBlocked, ObservedDelay, RequestLimited
+from telethon_guard.keys import is_private_peer, is_send
 from telethon_guard.limiter import (
     LimitKeys,
     RateLimiter,
     RateLimitLayer,
-    is_private_peer,
-    is_send,
 )
 from telethon_guard.pipeline import CallContext
 from telethon_guard.storage import LimitSpec

@@ -1,0 +1,249 @@
+"""One connection budget per DC for every guarded client of a process (or of a fleet).
+
+Telegram answers transport ``-429`` when one IP opens too many connections
+(core.telegram.org/mtproto/mtproto-transports). Each
+:class:`~telethon_guard.reconnect.ReconnectPacer` paces *one* client; a process with hundreds
+of clients behind one IP needs one budget shared by all of them, which TDLib's per-client
+``ConnectionCreator`` flood control does not give and which telegram-bot-api (many TDLib
+clients in one process) adds on top as a per-IP limit (design.md §6).
+
+:class:`ConnectionBudget` grants *connection slots* per target (a DC address ``"host:port"``;
+one process has one IP, so one target is "this IP to that DC"). Every new connection, connect
+retry and reconnect of a :class:`~telethon_guard.sender.GuardedMTProtoSender` (the auth-key
+handshake runs on the connection it was granted) takes a slot first. Two sets of windows apply:
+
+* ``windows`` (default :data:`DEFAULT_BUDGET_WINDOWS`: 10 per 1 s, 60 per 10 s) always.
+  Telegram publishes no per-IP connection figure; these are our choice: a burst large enough
+  that a service starting a few dozen clients does not notice, a sustained rate (6 per second)
+  below what the incident's -429 storm showed (12 per second, issue 12). Configurable.
+* ``storm_windows`` (default :data:`DEFAULT_STORM_WINDOWS` = TDLib's ``ConnectionCreator``
+  per-client flood control, 1 per 1 s, 2 per 4 s, 3 per 8 s,
+  ``td/telegram/net/ConnectionCreator.cpp``) in addition while the target *refuses*: for
+  ``storm_seconds`` (default 10 s) after the last :meth:`ConnectionBudget.record_refused`.
+  While Telegram refuses this IP, the whole process probes it as one TDLib client would.
+
+Slots are reserved in the storage's sliding windows (the rate limiter's reservation, see
+:mod:`telethon_guard.storage`): a reservation commits the earliest free slot at once and slots
+never go backwards, so waiters are served first come, first served. A client refused again
+goes back through its own pacer's backoff and then queues *behind* the clients already waiting:
+a storm hitting every client reconnects them in a paced, round-robin order. With a shared
+storage (:class:`~telethon_guard.storage.redis.RedisStorage`) the budget, and the "refusing"
+mark, are shared by every process using it (one Lua reservation per slot; the Redis server's
+clock).
+
+All times are seconds on the budget's clock (monotonic by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .clock import Clock, MonotonicClock
+from .config import Windows
+from .config import _windows as _validate_windows
+from .errors import GuardConfigError
+from .storage import GuardStorage, LimitSpec
+
+__all__ = [
+    "DEFAULT_BUDGET_WINDOWS",
+    "DEFAULT_STORM_WINDOWS",
+    "ConnectionBudget",
+    "process_budget",
+    "set_process_budget",
+]
+
+DEFAULT_BUDGET_WINDOWS: Windows = ((10, 1.0), (60, 10.0))
+"""New connections per target (DC address) for the whole process: 10 per 1 s, 60 per 10 s."""
+
+DEFAULT_STORM_WINDOWS: Windows = ((1, 1.0), (2, 4.0), (3, 8.0))
+"""While a target refuses (-429): TDLib ``ConnectionCreator`` flood control, for the process."""
+
+
+class ConnectionBudget:
+    """Shared connection slots per target, with a stricter pace while the target refuses.
+
+    :param windows: ``(count, seconds)`` pairs: at most ``count`` new connections to one target
+        in any ``seconds``. Default :data:`DEFAULT_BUDGET_WINDOWS`.
+    :param storm_windows: windows added while the target refuses; ``()`` for none. Default
+        :data:`DEFAULT_STORM_WINDOWS` (TDLib's per-client schedule).
+    :param storm_seconds: seconds after the last :meth:`record_refused` the storm windows hold.
+        Default 10.0.
+    :param storage: where slots and the refusing mark live: a
+        :class:`~telethon_guard.storage.GuardStorage` (a ``RedisStorage`` shares the budget
+        between processes). Default: a new in-memory storage on ``clock``.
+    :param clock: a :class:`~telethon_guard.clock.Clock` (``now()``, ``sleep()``), monotonic
+        seconds. Default :class:`~telethon_guard.clock.MonotonicClock`.
+    :param prefix: key prefix in the storage. Default ``"conn"``.
+    :raises GuardConfigError: on bad windows, ``storm_seconds``, ``storage`` or ``clock``
+        (naming the field), at construction.
+    """
+
+    __slots__ = ("_clock", "_local", "_prefix", "_specs", "_storage", "_storm_seconds",
+                 "_storm_windows", "_windows", "granted", "max_wait", "refusals", "waited",
+                 "waiting")
+
+    def __init__(
+        self,
+        windows: Sequence[tuple[int, float]] = DEFAULT_BUDGET_WINDOWS,
+        *,
+        storm_windows: Sequence[tuple[int, float]] = DEFAULT_STORM_WINDOWS,
+        storm_seconds: float = 10.0,
+        storage: GuardStorage | None = None,
+        clock: Clock | None = None,
+        prefix: str = "conn",
+    ) -> None:
+        self._windows = _validate_windows("windows", windows)
+        if not self._windows:
+            raise GuardConfigError("windows", "at least one (count, seconds) window is required")
+        self._storm_windows = _validate_windows("storm_windows", storm_windows)
+        if (isinstance(storm_seconds, bool) or not isinstance(storm_seconds, (int, float))
+                or not math.isfinite(storm_seconds) or storm_seconds < 0):
+            raise GuardConfigError("storm_seconds",
+                                   f"must be a finite number >= 0, got {storm_seconds!r}")
+        self._storm_seconds = float(storm_seconds)
+        if clock is None:
+            clock = MonotonicClock()
+        if not callable(getattr(clock, "now", None)) or not callable(getattr(clock, "sleep", None)):
+            raise GuardConfigError("clock", "must have now() and async sleep(seconds)")
+        self._clock = clock
+        if storage is None:
+            from .storage.memory import MemoryStorage
+
+            storage = MemoryStorage(clock)
+        elif not isinstance(storage, GuardStorage):
+            raise GuardConfigError("storage", f"{storage!r} does not implement GuardStorage")
+        self._storage = storage
+        self._local: Any = storage if getattr(storage, "is_local", False) else None
+        if not isinstance(prefix, str) or not prefix:
+            raise GuardConfigError("prefix", "must be a non-empty string")
+        self._prefix = prefix
+        self._specs: dict[str, tuple[tuple[LimitSpec, ...], tuple[LimitSpec, ...], str]] = {}
+        self.granted: dict[str, int] = {}
+        """Slots granted per target (lifetime)."""
+        self.refusals: dict[str, int] = {}
+        """:meth:`record_refused` calls per target (lifetime)."""
+        self.waited = 0.0
+        """Seconds waited for slots, summed over every grant."""
+        self.max_wait = 0.0
+        """Longest wait for one slot, seconds."""
+        self.waiting = 0
+        """Callers waiting for a slot now."""
+
+    @property
+    def windows(self) -> Windows:
+        return self._windows
+
+    @property
+    def storm_windows(self) -> Windows:
+        return self._storm_windows
+
+    @property
+    def storage(self) -> GuardStorage:
+        return self._storage
+
+    def _keys(self, target: str) -> tuple[tuple[LimitSpec, ...], tuple[LimitSpec, ...], str]:
+        keys = self._specs.get(target)
+        if keys is None:
+            if len(self._specs) >= 4096:  # bounded: a process talks to a handful of DCs
+                self._specs.clear()
+            base = f"{self._prefix}/{target}"
+            normal = (LimitSpec(base, self._windows),)
+            storm = normal + ((LimitSpec(f"{base}/storm", self._storm_windows),)
+                              if self._storm_windows else ())
+            keys = self._specs[target] = (normal, storm, f"{base}/refusing")
+        return keys
+
+    async def refusing_for(self, target: str) -> float:
+        """Seconds the storm windows still hold for ``target`` (0.0: not refusing)."""
+        scope = self._keys(str(target))[2]
+        if self._local is not None:
+            left: float = self._local.flood_left_sync(scope)
+            return left
+        return await self._storage.flood_left(scope)
+
+    async def acquire(self, target: str) -> float:
+        """Wait for a connection slot to ``target`` and take it; return the seconds waited.
+
+        ``target``: the DC's address (``"host:port"``) or any stable DC name. Cancellation
+        while waiting gives the slot back and propagates. Raises whatever a shared storage
+        raises when unreachable (``StorageUnavailableError`` with ``storage_fallback="fail"``).
+        """
+        target = str(target)
+        normal, storm, _ = self._keys(target)
+        specs = storm if await self.refusing_for(target) > 0 else normal
+        if self._local is not None:
+            delay, token = self._local.reserve_sync(specs)
+        else:
+            delay, token = await self._storage.reserve(specs)
+        if delay > 0:
+            self.waiting += 1
+            try:
+                await self._clock.sleep(delay)
+            except asyncio.CancelledError:
+                if self._local is not None:
+                    self._local.release_sync(specs, token)
+                else:
+                    await asyncio.shield(self._storage.release(specs, token))
+                raise
+            finally:
+                self.waiting -= 1
+            self.waited += delay
+            if delay > self.max_wait:
+                self.max_wait = delay
+        self.granted[target] = self.granted.get(target, 0) + 1
+        return max(0.0, delay)
+
+    async def record_refused(self, target: str) -> None:
+        """``target`` refused a connection (transport -429): the storm windows apply to it for
+        the next ``storm_seconds`` seconds, for every client sharing this budget."""
+        target = str(target)
+        self.refusals[target] = self.refusals.get(target, 0) + 1
+        if not self._storm_windows or self._storm_seconds <= 0:
+            return
+        scope = self._keys(target)[2]
+        if self._local is not None:
+            self._local.flood_block_sync(scope, self._storm_seconds)
+        else:
+            await self._storage.flood_block(scope, self._storm_seconds)
+
+    def stats(self) -> dict[str, Any]:
+        """``{"granted": {target: n}, "refusals": {target: n}, "waited": s, "max_wait": s,
+        "waiting": n}`` (seconds)."""
+        return {"granted": dict(self.granted), "refusals": dict(self.refusals),
+                "waited": self.waited, "max_wait": self.max_wait, "waiting": self.waiting}
+
+    def __repr__(self) -> str:
+        return (f"ConnectionBudget(windows={self._windows!r}, "
+                f"storm_windows={self._storm_windows!r}, storage={self._storage.name!r})")
+
+
+_process_budget: ConnectionBudget | None = None
+_disabled = False
+
+
+def process_budget() -> ConnectionBudget | None:
+    """The budget every guarded sender of this process takes its connection slots from
+    (created on first use with the defaults); ``None`` after ``set_process_budget(None)``."""
+    global _process_budget
+    if _process_budget is None and not _disabled:
+        _process_budget = ConnectionBudget()
+    return _process_budget
+
+
+def set_process_budget(budget: ConnectionBudget | None) -> ConnectionBudget | None:
+    """Replace the process-wide budget (e.g. one on Redis storage, or other windows); ``None``
+    switches budgeting off. Returns the previous budget (``None`` if none was set up).
+
+    :raises GuardConfigError: ``budget`` is neither a :class:`ConnectionBudget` nor ``None``.
+    """
+    global _process_budget, _disabled
+    if budget is not None and not isinstance(budget, ConnectionBudget):
+        raise GuardConfigError("budget", f"must be a ConnectionBudget or None, got "
+                               f"{type(budget).__name__}")
+    previous = _process_budget
+    _process_budget = budget
+    _disabled = budget is None
+    return previous

@@ -1,0 +1,157 @@
+"""Keys and request description: the one place that spells the guard's key scheme.
+
+Every piece of guard state (limiter windows, flood-ledger scopes, breaker state, the pace of a
+method) lives under a string key that starts with the account, ``acct:<account>``, so one
+account's state never mixes with another's and a Redis Cluster can keep an account's keys on
+one slot (:func:`hash_tagged`). The layers, the storages, stats and health build keys only
+through the functions below.
+
+=========================================== ==============================================
+key                                         what it holds
+=========================================== ==============================================
+``acct:<a>``                                the account-wide ``rate_limits`` windows
+``acct:<a>/dc:<d>``                         the circuit breaker of (account, DC)
+``acct:<a>/dc:<d>/method:<m>``              ``method_limits`` windows of (account, DC, method)
+``acct:<a>/dc:<d>/transfers``               FLOOD_PREMIUM_WAIT block (file transfers on DC d)
+``acct:<a>/method:<m>``                     FLOOD_WAIT block of method m (all DCs and peers)
+``acct:<a>/slowmode:peer:<id>``             SLOWMODE_WAIT block of one chat (sends only)
+``acct:<a>/sends``                          the account's ``send_limits`` windows
+``acct:<a>/peer:<id>``                      per-chat send limits (bounded: LRU beyond a cap)
+``acct:<a>/pace:<m>``                       the adaptive pace learned for method m
+=========================================== ==============================================
+
+``<a>`` is the guard's account key (``GuardConfig.account``, else the session's auth key id),
+``<d>`` a DC id, ``<m>`` a TL method name (:func:`telethon_guard._tl.method_name`), ``peer:<id>``
+Telethon's marked peer id (:func:`telethon_guard._tl.peer_key`; users positive, chats and
+channels negative).
+
+Request description: :func:`describe` (method, peer, random_id), :func:`is_transfer` (file
+transfers, which FLOOD_PREMIUM_WAIT scopes to) and :func:`is_send` (a message sent into a chat:
+send limits, per-chat limits and slow mode apply).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ._tl import describe
+
+TRANSFER_METHODS = frozenset(
+    {"upload.getFile", "upload.saveFilePart", "upload.saveBigFilePart", "upload.getCdnFile"}
+)
+"""File-transfer methods (FLOOD_PREMIUM_WAIT scopes to them, per DC)."""
+
+SEND_METHODS = frozenset(
+    {
+        "messages.sendMessage",
+        "messages.sendMedia",
+        "messages.sendMultiMedia",
+        "messages.forwardMessages",
+        "messages.sendInlineBotResult",
+        "messages.sendScreenshotNotification",
+        "messages.sendReaction",
+        "messages.sendVote",
+    }
+)
+"""Methods counted as message sends (send limits, per-peer limits, slow mode)."""
+
+
+class Described(Protocol):
+    """What :func:`is_send` reads of a call (``CallInfo`` has these fields)."""
+
+    method: str
+    peer: str | None
+    random_id: int | None
+
+
+def account_key(account: object) -> str:
+    """``acct:<account>``: the account-wide limiter key, prefix of every other key."""
+    return f"acct:{account}"
+
+
+def breaker_key(account: object, dc_id: object) -> str:
+    """``acct:<account>/dc:<dc_id>``: the circuit breaker of one (account, DC)."""
+    return f"acct:{account}/dc:{dc_id}"
+
+
+def method_flood_key(account: object, method: str) -> str:
+    """``acct:<account>/method:<method>``: the FLOOD_WAIT scope of ``method``."""
+    return f"acct:{account}/method:{method}"
+
+
+def slowmode_key(account: object, peer: str) -> str:
+    """``acct:<account>/slowmode:<peer>`` (``peer`` is ``"peer:<id>"``): SLOWMODE_WAIT scope."""
+    return f"acct:{account}/slowmode:{peer}"
+
+
+def transfers_key(account: object, dc_id: object) -> str:
+    """``acct:<account>/dc:<dc_id>/transfers``: the FLOOD_PREMIUM_WAIT scope."""
+    return f"acct:{account}/dc:{dc_id}/transfers"
+
+
+def method_limit_key(account: object, dc_id: object, method: str) -> str:
+    """``acct:<account>/dc:<dc_id>/method:<method>``: ``method_limits`` windows."""
+    return f"acct:{account}/dc:{dc_id}/method:{method}"
+
+
+def sends_key(account: object) -> str:
+    """``acct:<account>/sends``: the account's ``send_limits`` windows."""
+    return f"acct:{account}/sends"
+
+
+def peer_limit_key(account: object, peer: str) -> str:
+    """``acct:<account>/<peer>`` (``peer`` is ``"peer:<id>"``): per-chat send limits."""
+    return f"acct:{account}/{peer}"
+
+
+def pace_key(account: object, method: str) -> str:
+    """``acct:<account>/pace:<method>``: the adaptive pace of ``method``."""
+    return f"acct:{account}/pace:{method}"
+
+
+def hash_tagged(key: str) -> str:
+    """``acct:42/dc:2/x`` -> ``{acct:42}/dc:2/x``: the Redis Cluster hash tag on the account,
+    so every key of one account lands on one slot (one Lua script may touch several)."""
+    head, sep, rest = key.partition("/")
+    return f"{{{head}}}{sep}{rest}"
+
+
+def is_transfer(method: str) -> bool:
+    """``True`` for a file-transfer method (:data:`TRANSFER_METHODS`)."""
+    return method in TRANSFER_METHODS
+
+
+def is_send(call: Described) -> bool:
+    """``True`` when ``call`` sends a message into ``call.peer`` (a ``random_id`` or one of
+    :data:`SEND_METHODS`)."""
+    return call.peer is not None and (call.random_id is not None or call.method in SEND_METHODS)
+
+
+def is_private_peer(peer: str) -> bool:
+    """``True`` for a user chat: marked ids of users are positive (``"peer:123"``)."""
+    _, _, ident = peer.partition(":")
+    try:
+        return int(ident) > 0
+    except ValueError:
+        return False
+
+
+__all__ = [
+    "SEND_METHODS",
+    "TRANSFER_METHODS",
+    "Described",
+    "account_key",
+    "breaker_key",
+    "describe",
+    "hash_tagged",
+    "is_private_peer",
+    "is_send",
+    "is_transfer",
+    "method_flood_key",
+    "method_limit_key",
+    "pace_key",
+    "peer_limit_key",
+    "sends_key",
+    "slowmode_key",
+    "transfers_key",
+]

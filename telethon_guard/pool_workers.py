@@ -1,0 +1,172 @@
+"""Worker mode: N accounts of a :class:`~telethon_guard.pool.GuardedClientPool` serving one
+workload, each call routed to an account that is free for its method.
+
+An account is *free* for a method when its guard would send at once: no FLOOD_WAIT block on
+the method (the flood ledger, :meth:`~telethon_guard.flood.FloodLedger.blocked_for`), a slot
+free now in its configured limits and learned pace (the rate limiter's read-only
+:meth:`~telethon_guard.limiter.RateLimiter.delay_of`), its breaker not OPEN or HALF_OPEN, its
+connection not reconnecting, and the tenant not broken in the pool. An account with no client
+yet (never used, or dropped when idle) counts as free: the lease connects it.
+
+:meth:`WorkerRouter.lease` takes the next free account in round-robin order;
+:meth:`WorkerRouter.call` also moves on to the next account when the call itself is refused
+(``FloodWaitBlocked``, ``CircuitOpenError``, ``TransportFloodError``, a broken tenant). When no
+account is free, :class:`~telethon_guard.errors.NoAccountAvailableError` carries the earliest
+``retry_after`` (seconds) at which one is. Give the clients a small ``max_flood_wait`` (e.g. 0)
+so that a FLOOD_WAIT is raised at once and the call moves to another account instead of
+waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from typing import Any, Protocol, TypeVar, cast
+
+from .breaker import breaker_key
+from .call import CallInfo
+from .errors import (
+    CircuitOpenError,
+    FloodWaitBlocked,
+    GuardConfigError,
+    NoAccountAvailableError,
+    PoolClosedError,
+    TenantUnavailableError,
+    TransportFloodError,
+)
+from .storage import HALF_OPEN, OPEN
+
+__all__ = ["REROUTED_ERRORS", "ClientPool", "WorkerRouter", "seconds_until_free"]
+
+T = TypeVar("T")
+
+
+class ClientPool(Protocol):
+    """What the router needs of a :class:`~telethon_guard.pool.GuardedClientPool`."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def broken_for(self, tenant: Hashable) -> float: ...
+
+    def client_of(self, tenant: Hashable) -> Any: ...
+
+    def lease(self, tenant: Hashable) -> contextlib.AbstractAsyncContextManager[Any]: ...
+
+REROUTED_ERRORS: tuple[type[BaseException], ...] = (
+    FloodWaitBlocked, CircuitOpenError, TransportFloodError, TenantUnavailableError)
+"""Errors after which :meth:`WorkerRouter.call` tries the next account."""
+
+
+async def seconds_until_free(client: Any, method: str) -> float:
+    """Seconds until ``client``'s guard would send a ``method`` call at once (0.0: now;
+    ``math.inf``: unknown, e.g. reconnecting or the breaker's probe is out). Read-only: no
+    slot is reserved and nothing is sent.
+
+    ``client``: a guarded client (``client.guard``); ``method``: a TL method name such as
+    ``"messages.getHistory"``.
+    """
+    from .guard import account_key
+
+    state = client.guard
+    reason = state.unavailable_reason
+    if reason is not None and not reason.startswith("breaker"):
+        return math.inf  # disconnected, reconnecting, reconnect failing
+    pipeline = state.pipeline
+    call = CallInfo(method, cast(Any, None), account_key(client, state),
+                    int(getattr(client.session, "dc_id", 0) or 0))
+    left = 0.0
+    blocked = await pipeline.ledger.blocked_for(call)
+    if blocked is not None:
+        left = blocked[2]
+    specs = pipeline.limit_keys.specs(call)
+    if specs:
+        left = max(left, await pipeline.limiter.delay_of(specs))
+    decision = await pipeline.breaker.state(breaker_key(call))
+    if decision.state == OPEN and decision.retry_after > 0:
+        left = max(left, decision.retry_after)
+    elif decision.state == HALF_OPEN:
+        return math.inf
+    return left
+
+
+class WorkerRouter:
+    """Routes calls over the accounts of ``tenants`` in ``pool`` (see the module docstring).
+
+    :raises GuardConfigError: ``tenants`` is empty (field ``tenants``).
+
+    ``routed``: ``{tenant: calls routed to it}``; ``rerouted``: calls moved on to another
+    account after a refusal.
+    """
+
+    def __init__(self, pool: ClientPool, tenants: Iterable[Hashable]) -> None:
+        self._pool = pool
+        self._tenants = list(dict.fromkeys(tenants))
+        if not self._tenants:
+            raise GuardConfigError("tenants", "worker mode needs at least one tenant")
+        self._next = 0
+        self.routed: dict[Any, int] = {}
+        self.rerouted = 0
+
+    @property
+    def tenants(self) -> list[Any]:
+        return list(self._tenants)
+
+    async def wait_of(self, tenant: Hashable, method: str) -> float:
+        """Seconds until ``tenant`` is free for ``method`` (see :func:`seconds_until_free`)."""
+        broken = self._pool.broken_for(tenant)
+        if broken > 0:
+            return broken
+        client = self._pool.client_of(tenant)
+        if client is None:
+            return 0.0
+        return await seconds_until_free(client, method)
+
+    async def pick(self, method: str, exclude: frozenset[Any] = frozenset()) -> Any:
+        """The next tenant free for ``method`` (round-robin), skipping ``exclude``.
+
+        :raises NoAccountAvailableError: none is free; ``retry_after`` is the earliest time
+            any of them (``exclude`` included) is, ``None`` if unknown.
+        :raises PoolClosedError: the pool is closed.
+        """
+        if self._pool.closed:
+            raise PoolClosedError()
+        n = len(self._tenants)
+        earliest = math.inf
+        for i in range(n):
+            index = (self._next + i) % n
+            tenant = self._tenants[index]
+            wait = await self.wait_of(tenant, method)
+            if wait <= 0 and tenant not in exclude:
+                self._next = (index + 1) % n
+                self.routed[tenant] = self.routed.get(tenant, 0) + 1
+                return tenant
+            earliest = min(earliest, wait)
+        raise NoAccountAvailableError(method, None if math.isinf(earliest) else earliest, n)
+
+    @contextlib.asynccontextmanager
+    async def lease(self, method: str) -> AsyncIterator[Any]:
+        """``async with router.lease("messages.getHistory") as client:`` a connected client
+        of an account free for ``method``. Raises :class:`NoAccountAvailableError` and the
+        errors of :meth:`GuardedClientPool.lease`."""
+        tenant = await self.pick(method)
+        async with self._pool.lease(tenant) as client:
+            yield client
+
+    async def call(self, method: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """``await fn(client)`` on an account free for ``method``; on a refusal
+        (:data:`REROUTED_ERRORS`) the next free account is tried, each account at most once.
+
+        :raises NoAccountAvailableError: every account is refused or blocked; ``retry_after``
+            is the earliest time one is free again.
+        """
+        tried: set[Any] = set()
+        while True:
+            tenant = await self.pick(method, frozenset(tried))
+            try:
+                async with self._pool.lease(tenant) as client:
+                    return await fn(client)
+            except REROUTED_ERRORS:
+                tried.add(tenant)
+                self.rerouted += 1

@@ -1,0 +1,132 @@
+"""ConnectionBudget: pure logic on a fake clock (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from telethon_guard.budget import (
+    DEFAULT_STORM_WINDOWS,
+    ConnectionBudget,
+    process_budget,
+    set_process_budget,
+)
+from telethon_guard.clock import FakeClock
+from telethon_guard.errors import GuardConfigError
+from telethon_guard.storage.memory import MemoryStorage
+
+
+async def grant_times(budget: ConnectionBudget, clock: FakeClock, names: list[str],
+                      target: str = "dc1") -> list[tuple[str, float]]:
+    """Every name asks for a slot at the same instant; (name, grant time) in grant order."""
+    start = clock.now()
+    out: list[tuple[str, float]] = []
+
+    async def one(name: str) -> None:
+        await budget.acquire(target)
+        out.append((name, round(clock.now() - start, 6)))
+
+    await asyncio.wait_for(asyncio.gather(*(one(n) for n in names)), 5)
+    return out
+
+
+async def test_slots_follow_every_window_first_come_first_served() -> None:
+    clock = FakeClock()
+    budget = ConnectionBudget(((3, 1.0), (5, 10.0)), storm_windows=(), clock=clock)
+    names = [f"c{i}" for i in range(7)]
+    out = await grant_times(budget, clock, names)
+    # 3 at once, 2 more after 1 s (5 per 10 s), the rest after 10 s: in the order asked.
+    assert out == [("c0", 0.0), ("c1", 0.0), ("c2", 0.0), ("c3", 1.0), ("c4", 1.0),
+                   ("c5", 10.0), ("c6", 10.0)]
+    assert budget.granted == {"dc1": 7}
+    assert budget.max_wait == pytest.approx(10.0)
+    assert budget.waiting == 0
+
+
+async def test_targets_have_separate_budgets() -> None:
+    clock = FakeClock()
+    budget = ConnectionBudget(((1, 1.0),), storm_windows=(), clock=clock)
+    assert await budget.acquire("a:1") == 0.0
+    assert await budget.acquire("b:2") == 0.0  # another DC: not delayed by a:1
+    assert await budget.acquire("a:1") == pytest.approx(1.0)
+
+
+async def test_a_refusal_switches_the_target_to_the_storm_pace_for_storm_seconds() -> None:
+    clock = FakeClock()
+    budget = ConnectionBudget(((10, 1.0),), storm_seconds=10.0, clock=clock)
+    assert budget.storm_windows == DEFAULT_STORM_WINDOWS
+    await budget.record_refused("dc1")
+    assert await budget.refusing_for("dc1") == pytest.approx(10.0)
+    assert await budget.refusing_for("dc2") == 0.0
+    out = await grant_times(budget, clock, ["a", "b", "c"])
+    # TDLib's schedule for the whole process: 1 per 1 s, 2 per 4 s, 3 per 8 s.
+    assert out == [("a", 0.0), ("b", 1.0), ("c", 4.0)]
+    clock.advance(10.0)  # the refusal mark expired: the normal windows only
+    assert await budget.refusing_for("dc1") == 0.0
+    out = await grant_times(budget, clock, ["d", "e", "f", "g"])
+    assert [t for _, t in out] == [0.0, 0.0, 0.0, 0.0]
+    assert budget.refusals == {"dc1": 1}
+
+
+async def test_a_cancelled_waiter_gives_its_slot_back() -> None:
+    clock = FakeClock(auto_advance=False)
+    budget = ConnectionBudget(((1, 1.0),), storm_windows=(), clock=clock)
+    await budget.acquire("dc1")
+    waiter = asyncio.ensure_future(budget.acquire("dc1"))
+    await asyncio.sleep(0)
+    assert budget.waiting == 1
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert budget.waiting == 0
+    clock.advance(1.0)
+    # The cancelled caller's slot (t+1 s) is free again: the next caller gets it at once.
+    assert await budget.acquire("dc1") == 0.0
+    assert budget.granted == {"dc1": 2}
+
+
+async def test_budgets_on_one_storage_share_the_slots() -> None:
+    # Two processes on one shared storage (what RedisStorage gives) draw from one budget.
+    clock = FakeClock()
+    storage = MemoryStorage(clock)
+    first = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock)
+    second = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock)
+    assert await first.acquire("dc1") == 0.0
+    assert await second.acquire("dc1") == 0.0
+    assert await first.acquire("dc1") == pytest.approx(1.0)
+    await second.record_refused("dc1")
+    assert await first.refusing_for("dc1") > 0  # the refusing mark is shared too
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"windows": ()}, "windows"),
+    ({"windows": ((0, 1.0),)}, "windows"),
+    ({"windows": ((1, -1.0),)}, "windows"),
+    ({"windows": "fast"}, "windows"),
+    ({"storm_windows": ((1, 0.0),)}, "storm_windows"),
+    ({"storm_seconds": -1}, "storm_seconds"),
+    ({"storm_seconds": float("nan")}, "storm_seconds"),
+    ({"storage": object()}, "storage"),
+    ({"clock": object()}, "clock"),
+    ({"prefix": ""}, "prefix"),
+])
+def test_bad_settings_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(GuardConfigError) as info:
+        ConnectionBudget(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_process_budget_can_be_replaced_and_switched_off() -> None:
+    original = set_process_budget(None)
+    try:
+        assert process_budget() is None
+        mine = ConnectionBudget(((1, 1.0),))
+        assert set_process_budget(mine) is None
+        assert process_budget() is mine
+        with pytest.raises(GuardConfigError):
+            set_process_budget("fast")  # type: ignore[arg-type]
+    finally:
+        set_process_budget(original)
+    if original is not None:
+        assert process_budget() is original
