@@ -131,8 +131,18 @@ class CloseConnection:
     after_packets: int = 0
 
 
+@dataclass(frozen=True)
+class ListenerDown:
+    """Stop listening on a DC's port for ``seconds`` (``None``: until the server stops): new
+    TCP connections are refused by the OS (``ECONNREFUSED``), as by a DC that is down or
+    unreachable; open connections are untouched. A timed action (``FaultPlan.due``)."""
+
+    seconds: float | None = None
+
+
 Action = (
     ReplyError | Delay | DropReply | ResetConnection | TransportError | Stall | CloseConnection
+    | ListenerDown
 )
 
 

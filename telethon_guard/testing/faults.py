@@ -45,6 +45,7 @@ Connection lifecycle (issue 10; :mod:`~telethon_guard.testing.faults_lifecycle`)
     OnNewConnections("stall", start=2, duration=5)   # TCP accepted, never answered
     OnNewConnections("reset", after_packets=0)       # RST on accept
     OnNewConnections("refuse", code=429)             # -429 at once, then close
+    OnNewConnections("down", duration=5)             # port closed: connect() gets ECONNREFUSED
     OnLiveConnections("silence")                     # open connections go half-open (silent
                                                      # both ways) for ever; new ones work
     OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
@@ -75,6 +76,7 @@ from telethon_guard.testing._types import (
     Delay,
     DropReply,
     LinkFault,
+    ListenerDown,
     ReplyError,
     RequestInfo,
     ResetConnection,
@@ -156,6 +158,7 @@ __all__ = [
     "GlobalRate",
     "Latency",
     "LinkFault",
+    "ListenerDown",
     "LoginAttempt",
     "LoginFlood",
     "OnCalls",

@@ -10,6 +10,7 @@ start, for ``duration`` seconds, ``None`` = for ever) and can be scoped to one `
     OnNewConnections("stall", duration=5)          # TCP accepted, never a byte read or sent
     OnNewConnections("reset", after_packets=0)     # RST on accept
     OnNewConnections("refuse", duration=5)         # 4 raw bytes of -429, then close
+    OnNewConnections("down", duration=5)           # the port is closed: ECONNREFUSED
     OnLiveConnections("silence")                   # half-open: open connections go silent
                                                    # for ever; new connections work
     OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
@@ -38,6 +39,7 @@ from telethon_guard.testing._types import (
     CloseConnection,
     ConnectInfo,
     LinkFault,
+    ListenerDown,
     RequestInfo,
     Stall,
 )
@@ -66,7 +68,7 @@ __all__ = [
     "OnNewConnections",
 ]
 
-NewHow = Literal["close", "reset", "stall", "refuse"]
+NewHow = Literal["close", "reset", "stall", "refuse", "down"]
 LiveHow = Literal["silence", "stall", "close", "reset"]
 
 LOGIN_METHODS: frozenset[str] = frozenset(
@@ -95,10 +97,15 @@ class OnNewConnections(_Windowed):
     * ``"stall"``: accepted, then never a byte read or sent on it, for ever (a SYN-accepting
       but dead server); the client only notices through its own timeout;
     * ``"refuse"``: the transport error ``-code`` (4 raw bytes with ``mode="raw"``, or in the
-      connection's framing) at once, then closed (Telegram refusing under load, design.md §3).
+      connection's framing) at once, then closed (Telegram refusing under load, design.md §3);
+    * ``"down"``: the DC's port stops listening, so the OS refuses the TCP connection
+      (``ECONNREFUSED``: a DC that is down or unreachable); open connections are untouched.
+      The server applies it on its next tick (within ~10 ms of ``start``) and listens on the
+      same port again when the window ends (``duration=None``: never).
 
     Connections opened before or after the window are served normally. ``fired`` counts the
-    connections failed. Raises ``ValueError`` for an unknown ``how`` or bad numbers.
+    connections failed (for ``"down"``: 1 when the port closes; the OS refuses the rest, the
+    server never sees them). Raises ``ValueError`` for an unknown ``how`` or bad numbers.
     """
 
     def __init__(
@@ -113,8 +120,10 @@ class OnNewConnections(_Windowed):
         dc: int | None = None,
     ) -> None:
         super().__init__(dc=dc)
-        if how not in ("close", "reset", "stall", "refuse"):
-            raise ValueError(f"how must be 'close', 'reset', 'stall' or 'refuse', got {how!r}")
+        if how not in ("close", "reset", "stall", "refuse", "down"):
+            raise ValueError(
+                f"how must be 'close', 'reset', 'stall', 'refuse' or 'down', got {how!r}"
+            )
         if isinstance(after_packets, bool) or not isinstance(after_packets, int) or (
             after_packets < 0
         ):
@@ -129,14 +138,29 @@ class OnNewConnections(_Windowed):
             self.action = CloseConnection(abort=True, after_packets=after_packets)
         elif how == "stall":
             self.action = Stall()
+        elif how == "down":
+            self.action = ListenerDown(duration if duration is None else float(duration))
         else:
             self.action = transport_error(code, mode)
+        self.timed = how == "down"
+        self._down_sent = False
 
     def on_connect(self, info: ConnectInfo) -> Action | None:
-        if not self.window.active(info.now):
-            return None
+        if self.how == "down" or not self.window.active(info.now):
+            return None  # "down": a connection accepted before the port closed is served
         self.fired += 1
         return self.action
+
+    def due(self, now: float) -> list[tuple[float, int | None, Action]]:
+        if self.how != "down" or self._down_sent or now < self.window.begin - EPS:
+            return []
+        self._down_sent = True
+        end = self.window.end
+        if end is not None and now >= end - EPS:
+            return []  # polled only after the window: nothing to do
+        self.fired += 1
+        seconds = None if end is None else end - now
+        return [(self.window.begin, self.dc, ListenerDown(seconds))]
 
     def __repr__(self) -> str:
         extra = f", after_packets={self.after_packets}" if self.how in ("close", "reset") else ""

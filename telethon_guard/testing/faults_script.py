@@ -22,7 +22,7 @@ names are not; durations are ``2``, ``2s``, ``500ms``, ``2m``, ``1h``)::
     latency 50ms  |  latency messages.getHistory 0.1s-0.3s
     transport 429 above 100/1s [always] [raw] [refuse 5s]   # per-connection request rate
     always transport 404 raw [for 30s] [from 2s]
-    new connections close [after 1 packet] [from 2s] [for 3s]   # also: reset, stall,
+    new connections close [after 1 packet] [from 2s] [for 3s]   # also: reset, stall, down,
                                                                 #   refuse [429] [raw|framed]
     live connections silence [from 2s] [for 5s] [conn 3,4]      # also: stall; close, reset
     init: stall               |  init times 1: FLOOD_WAIT_30  |  init from 2s for 3s: delay 5s

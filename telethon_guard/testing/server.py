@@ -68,7 +68,7 @@ from telethon.sessions.abstract import Session
 from telethon.tl import types
 
 from telethon_guard.testing import crypto
-from telethon_guard.testing._types import AuthState, DcAddress, TransportError
+from telethon_guard.testing._types import AuthState, DcAddress, ListenerDown, TransportError
 from telethon_guard.testing.connection import Connection
 from telethon_guard.testing.context import ServerContext
 from telethon_guard.testing.log import ServerLog
@@ -599,6 +599,32 @@ class TelegramTestServer:
 
         return handler
 
+    def _listener_down(self, dc_id: int | None, seconds: float | None) -> None:
+        """Close the listening socket of DC ``dc_id`` (``None``: every DC) so new connections
+        get ECONNREFUSED; listen again on the same port after ``seconds`` (``None``: never)."""
+        loop = asyncio.get_running_loop()
+        for i, dc in enumerate(self.dcs):
+            if dc_id is None or dc.dc_id == dc_id:
+                self._servers[i].close()
+                if seconds is not None:
+                    loop.call_later(seconds, self._relisten, i)
+
+    def _relisten(self, i: int) -> None:
+        if self._ticker is None or self._servers[i].is_serving():
+            return  # stopped meanwhile, or already listening again
+
+        async def reopen() -> None:
+            dc = self.dcs[i]
+            try:
+                self._servers[i] = await asyncio.start_server(
+                    self._make_handler(dc.dc_id), dc.host, dc.port)
+            except Exception as e:  # the port was taken meanwhile
+                self._ctx.internal_error(e)
+
+        task = asyncio.get_running_loop().create_task(reopen())
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
     async def _tick(self) -> None:
         """Apply timed fault-script actions (``faults.due(now)``) to live connections."""
         while True:
@@ -610,6 +636,9 @@ class TelegramTestServer:
             try:
                 due = faults.due(time.monotonic())
                 for dc_id, action in due:
+                    if isinstance(action, ListenerDown):
+                        self._listener_down(dc_id, action.seconds)
+                        continue
                     if isinstance(action, TransportError) and action.refuse_seconds > 0:
                         self._ctx.start_refusing(dc_id, action)
                     for conn in list(self._conns.values()):

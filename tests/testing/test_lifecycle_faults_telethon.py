@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from telethon import TelegramClient, errors
+from telethon import TelegramClient, errors, events
 
 from telethon_guard.testing import TelegramTestServer
 from telethon_guard.testing._types import Stall
@@ -30,6 +31,15 @@ from telethon_guard.testing.faults import (
 T = 10.0  # bound for a wait that should succeed, seconds
 SILENT = 1.5  # how long we wait to conclude "no reply", seconds
 BOT_TOKEN = "4242:lifecycle-token"
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    """Poll ``cond`` every 20 ms; ``AssertionError`` if it is still false after ``T`` s."""
+    for _ in range(int(T / 0.02)):
+        if cond():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not within {T} s")
 
 
 async def wait_until_plan_time(server: TelegramTestServer, seconds: float) -> None:
@@ -99,6 +109,33 @@ async def test_connect_fails_while_new_connections_fail_and_works_after(
         assert me is not None and server.log.count("help.getConfig", outcome="ok") == 1
 
 
+async def test_port_down_refuses_tcp_until_the_window_ends_and_spares_open_connections() -> None:
+    async with TelegramTestServer() as server:
+        old = await connected(server)
+        async with old:
+            window = 2.0
+            rule = OnNewConnections("down", start=server.faults.now(), duration=window)
+            server.faults.add(rule)
+            await until(lambda: rule.fired == 1)  # the server's tick closed the port
+            ends = rule.window.start + window
+            refused: TelegramClient = server.client(connection_retries=1, retry_delay=0.1)
+            try:
+                with pytest.raises(ConnectionError, match="Connection to Telegram failed"):
+                    await asyncio.wait_for(refused.connect(), T)
+                assert server.faults.now() < ends, "the refused connect must be in the window"
+            finally:
+                await asyncio.wait_for(refused.disconnect(), T)
+            assert server.log.connections_opened() == 1  # the OS refused: the server saw none
+            # the open connection is untouched
+            assert (await asyncio.wait_for(old.get_me(), T)) is not None
+
+            await wait_until_plan_time(server, ends + 0.2)
+            after = await connected(server)  # listening again, same port
+            async with after:
+                assert (await asyncio.wait_for(after.get_me(), T)) is not None
+        assert server.log.connections_opened() == 2
+
+
 # ---- open connections ----------------------------------------------------------------------
 
 
@@ -124,6 +161,43 @@ async def test_silenced_connection_gets_no_reply_while_a_new_connection_works() 
             # still silent: no reconnect by Telethon, no answer
             await no_reply(old.get_me())
             assert server.log.connections_opened() == 2
+
+
+async def listening_client(
+    server: TelegramTestServer, user: str
+) -> tuple[TelegramClient, list[Any]]:
+    """A connected client of directory user ``user`` recording its NewMessage events."""
+    client: TelegramClient = server.client(session=server.session(server.world.user_id(user)))
+    got: list[Any] = []
+
+    async def on_message(event: Any) -> None:
+        got.append(event.raw_text)
+
+    client.add_event_handler(on_message, events.NewMessage())
+    await asyncio.wait_for(client.connect(), T)
+    return client, got
+
+
+async def test_silenced_connection_loses_pushed_updates_while_a_new_one_gets_them() -> None:
+    async with TelegramTestServer() as server:
+        old, old_got = await listening_client(server, "bob")
+        try:
+            assert server.push_message("carol", "bob", "before").pushed == 1
+            await until(lambda: bool(old_got))
+            assert old_got == ["before"]
+            server.faults.add(OnLiveConnections("silence", start=server.faults.now()))
+            assert server.push_message("carol", "bob", "lost").pushed == 0
+            new, new_got = await listening_client(server, "bob")
+            try:
+                assert server.push_message("carol", "bob", "after").pushed == 1
+                await until(lambda: bool(new_got))
+                assert new_got == ["after"]
+            finally:
+                await asyncio.wait_for(new.disconnect(), T)
+            await asyncio.sleep(0.3)
+            assert old_got == ["before"]  # nothing more reached the silenced connection
+        finally:
+            await asyncio.wait_for(old.disconnect(), T)
 
 
 async def test_silence_of_one_connection_for_a_while_then_it_answers_again() -> None:
@@ -169,10 +243,7 @@ async def test_open_connections_dropped_and_telethon_reconnects(how: str) -> Non
         async with client:
             await asyncio.wait_for(client.get_me(), T)
             server.faults.add(OnLiveConnections(how, start=server.faults.now()))  # type: ignore[arg-type]
-            for _ in range(int(T / 0.02)):  # the server's tick applies it (10 ms)
-                if server.log.connections_closed():
-                    break
-                await asyncio.sleep(0.02)
+            await until(lambda: server.log.connections_closed() > 0)  # the server's tick
             assert [e.detail for e in server.log.events("closed")] == ["closed by fault plan"]
             # Telethon reconnects on its own; the next call works on a new connection
             assert (await asyncio.wait_for(client.get_me(), T)) is not None

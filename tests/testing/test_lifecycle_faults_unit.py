@@ -11,8 +11,10 @@ from telethon.tl import functions
 
 from telethon_guard.testing._types import (
     CloseConnection,
+    ConnectInfo,
     Delay,
     LinkFault,
+    ListenerDown,
     ReplyError,
     RequestInfo,
     Stall,
@@ -101,6 +103,26 @@ def test_new_connections_fail_only_inside_the_window(
     assert rule.fired == 2
     # requests on connections that were accepted are untouched
     assert drv.call("users.getUsers", 12.0) == []
+
+
+def test_port_down_is_one_timed_action_for_the_rest_of_the_window() -> None:
+    rule = OnNewConnections("down", start=2.0, duration=5.0, dc=2)
+    plan = FaultPlan(rule)
+    assert plan.has_timed
+    plan.start(10.0)
+    assert plan.due(11.0) == []
+    assert plan.due(12.5) == [(2, ListenerDown(4.5))]
+    assert plan.due(13.0) == []  # once
+    assert plan.on_connect(ConnectInfo(13.0, 1, 2, ("127.0.0.1", 1))) is None
+    forever = OnNewConnections("down")
+    plan = FaultPlan(forever)
+    plan.start(0.0)
+    assert plan.due(0.0) == [(None, ListenerDown(None))]
+    late = OnNewConnections("down", duration=1.0)
+    plan = FaultPlan(late)
+    plan.start(0.0)
+    assert plan.due(5.0) == [] and late.fired == 0  # first polled after the window
+    assert FaultPlan.script("new connections down from 1s for 2s").rules[0].timed
 
 
 def test_new_connections_scope_and_validation() -> None:
