@@ -61,6 +61,7 @@ from .call import TRANSFER_METHODS, CallInfo
 from .clock import MonotonicClock
 from .errors import ClientDisconnectedError, GuardConfigError, GuardConnectionError, GuardError
 from .health import current_deadline
+from .keys import is_idempotent
 from .loop import (
     RetrievingTaskSet,
     StraySink,
@@ -414,7 +415,7 @@ def make_call(
     deadline = getattr(state.config, "deadline", None)
     call = CallInfo(  # positional: method, request, account, dc_id, peer, random_id,
         method, request, account_key(client, state), _dc_of(client, sender), peer,  # transfer,
-        random_id, method in TRANSFER_METHODS, random_id is None,  # idempotent, deadline_at
+        random_id, method in TRANSFER_METHODS, is_idempotent(method, random_id),  # deadline_at
         (state.now() + deadline) if deadline else None,
     )
     scoped = current_deadline()  # health.with_fallback / deadline_scope: only shortens

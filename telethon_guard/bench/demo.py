@@ -116,6 +116,10 @@ class DemoOutcome:
     timeline: list[tuple[float, float, bool]] = field(default_factory=list)
 
 
+_PHASE_NEWS = {"storm": "-429 storm started", "calm": "storm over",
+               "wave": "FLOOD_WAIT wave started", "after": "wave over"}
+
+
 class NeverRetrievedCounter(logging.Handler):
     """Counts "... exception was never retrieved" records logged by asyncio."""
 
@@ -191,11 +195,21 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
             progress("demo", f"{name}: running; -429 storm at {tl.storm_at:g} s for "
                              f"{tl.storm:g} s, FLOOD_WAIT wave at {tl.wave_at:g} s for "
                              f"{tl.wave:g} s")
+            phase = tl.phase(0.0)
+
+            def report(what: str) -> None:
+                done = out.ok + sum(out.failed.values())
+                progress("demo", f"{name}: {what}; so far {out.ok} ok, "
+                                 f"{done - out.ok} failed, {len(tasks) - done} waiting")
+
             try:
                 while True:
                     now = loop.time() - start
                     if now >= tl.seconds:
                         break
+                    if tl.phase(now) != phase:
+                        phase = tl.phase(now)
+                        report(_PHASE_NEWS[phase])
                     if not wave_added and now >= tl.wave_at:
                         await srv.add_rules(("FloodWindow",
                                              {"method": METHOD, "limit": WAVE_LIMIT,
@@ -210,7 +224,9 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
                     k += 1
                     await asyncio.sleep(max(0.0, start + k / CALLS_PER_SECOND - loop.time()))
                 if tasks:
+                    report("worker stopped, waiting for outstanding calls")
                     await asyncio.wait(tasks, timeout=tl.call_bound + 1.0)
+                report("done")
                 out.wall = loop.time() - start
             finally:
                 out.wall = out.wall or loop.time() - start
@@ -343,7 +359,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         print(f"{PROG} demo: error: {type(e).__name__}: {e}", file=sys.stderr)
         status = EXIT_FAILED
     finally:
-        progress.close()
+        progress.close(interrupted=interrupted)
     print(render(outcomes, tl), flush=True)
     if interrupted:
         print("interrupted: the table shows what was measured before Ctrl-C")

@@ -93,7 +93,12 @@ def _explain(exc: BaseException, deadline: float | None, after: float,
         return Why(name, "transport -429: the paced reconnect did not fit the deadline",
                    (), after)
     if isinstance(exc, guard_errors.DeadlineExceeded):
-        return Why(name, f"the call's deadline of {exc.deadline:g} s ran out", (), after)
+        budget = f"{round(exc.deadline, 1):g} s"
+        if after < exc.deadline - 0.1:
+            return Why(name, f"the call could not finish within its deadline of {budget} "
+                       "(a wait it needed ends later): raised before the deadline ran out",
+                       (), after)
+        return Why(name, f"the call's deadline of {budget} ran out", (), after)
     if isinstance(exc, guard_errors.AttemptTimeoutError):
         return Why(name, f"no answer within the attempt timeout of {exc.timeout:g} s", (),
                    after)

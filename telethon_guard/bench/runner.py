@@ -129,7 +129,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
         # CancelledError out when something else also cancelled it: both are an interruption.
         report.interrupted = True
     finally:
-        progress.close()
+        progress.close(interrupted=report.interrupted)
     print(render_report(report), flush=True)
     ok = _write_outputs(report, json_path, plot_path) and ok
     if report.interrupted:

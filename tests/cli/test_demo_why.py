@@ -58,8 +58,10 @@ def test_batches_name_their_items() -> None:
 def test_other_errors_have_a_reason() -> None:
     assert "OPEN" in explain(CircuitOpenError("acct:1/dc:1", 3.0), deadline=14.0,
                              after=0.0).reason
-    assert "14 s ran out" in explain(DeadlineExceeded(METHOD, 14.0), deadline=14.0,
+    assert "14 s ran out" in explain(DeadlineExceeded(METHOD, 13.99997), deadline=14.0,
                                      after=14.0).reason
+    early = explain(DeadlineExceeded(METHOD, 14.0), deadline=14.0, after=2.0).reason
+    assert "raised before the deadline ran out" in early
     hung = explain(BenchTimeout(15.0), deadline=None, after=15.0)
     assert hung.error == "no answer" and "would have hung" in hung.reason
     gone = explain(ConnectionError("Cannot send requests while disconnected"), deadline=None,
