@@ -520,7 +520,7 @@ class Connection:
             self.ctx.internal_error(e)
             self.close(f"internal error in handshake: {e!r}", abort=True)
             return
-        if self.closed or self.stalled:
+        if self._unanswered():  # closed, stalled, or silenced by the fault plan
             return
         data = bytes(answer)
         assert self.codec is not None
