@@ -415,16 +415,16 @@ def parse_line(line: str) -> Rule | None:
         if not tokens.accept("transport"):
             raise ValueError(f"write 'always transport <code> [raw|framed]' in {line!r}")
         code, mode = _transport(tokens)
-        span: dict[str, float] = {}
+        active: dict[str, float] = {}
         while tokens.peek() is not None:
-            if not _window(tokens, scope, span):
+            if not _window(tokens, scope, active):
                 raise ValueError(f"unexpected {tokens.take()!r} in {line!r}")
         _no_tail(tail, line)
         return AlwaysTransportError(
             code,
             mode,
-            start=span.get("start", 0.0),
-            duration=span.get("duration"),
+            start=active.get("start", 0.0),
+            duration=active.get("duration"),
             account=scope.get("account"),
             dc=scope.get("dc"),
         )
