@@ -384,6 +384,8 @@ class Connection:
 
     def _silenced(self) -> bool:
         """Whether the fault plan silences this connection now (nothing is sent)."""
+        if not getattr(self.ctx.faults, "has_link_faults", False):
+            return False
         fault = self.link_fault()
         return fault is not None and fault.mode == "silence"
 
@@ -403,6 +405,8 @@ class Connection:
     def _new_msg_id(self, residue: int) -> int:
         """A server msg_id (``ServerContext.new_msg_id``) moved by the plan's clock skew."""
         mid = self.ctx.new_msg_id(residue)
+        if not getattr(self.ctx.faults, "has_clock_skew", False):
+            return mid
         offset = self.clock_offset()
         if offset:
             mid += int(offset * 4294967296.0) & ~3  # keeps the residue (low 2 bits)
