@@ -157,8 +157,11 @@ class ConnectionBudget:
                 self._specs.clear()
             base = f"{self._prefix}/{target}"
             normal = (LimitSpec(base, self._windows),)
-            storm = normal + ((LimitSpec(f"{base}/storm", self._storm_windows),)
-                              if self._storm_windows else ())
+            # One log of attempts for both: the storm windows count the attempts made before
+            # the refusal too.
+            storm = ((LimitSpec(base, _validate_windows(
+                "storm_windows", self._windows + self._storm_windows)),)
+                if self._storm_windows else normal)
             keys = self._specs[target] = (normal, storm, f"{base}/refusing")
         return keys
 
