@@ -6,7 +6,8 @@
   answered: the connection works, so those count as successes and reset the count).
 * OPEN for ``breaker_open_seconds``: :meth:`CircuitBreaker.handle` raises
   :class:`~telethon_guard.errors.CircuitOpenError` (``key``, ``retry_after``) at once, without
-  any await on local storage.
+  any await on local storage (the check is synchronous: a call allowed through goes straight to
+  the next layer, with no coroutine frame of the breaker's own).
 * HALF_OPEN: exactly one call (the probe) goes through; every other call fails fast. A probe
   success closes the breaker; a probe failure re-opens it for ``open_seconds * growth**k``
   (capped at ``breaker_max_open_seconds``). A probe that ends without a verdict (cancelled,
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import keys
 from .call import CallInfo
@@ -30,10 +31,9 @@ from .clock import Clock
 from .config import GuardConfig
 from .errors import CircuitOpenError
 from .events import BreakerStateChanged, EventBus, ObservedDelay
-from .storage import OPEN, BreakerDecision, BreakerPolicy, GuardStorage
+from .storage import OPEN, BreakerDecision, BreakerPolicy, GuardStorage, LocalGuardStorage, local_of
 
-if TYPE_CHECKING:
-    from .pipeline import CallContext
+Next = Callable[[CallInfo], Awaitable[Any]]
 
 
 def breaker_key(call: CallInfo) -> str:
@@ -42,14 +42,16 @@ def breaker_key(call: CallInfo) -> str:
 
 
 class CircuitBreaker:
-    """Pipeline layer and attempt observer for the per (account, DC) breakers."""
+    """Pipeline layer (:meth:`handle`) and attempt observer (:meth:`record`) for the per
+    (account, DC) breakers. Local storage (:class:`~telethon_guard.storage.LocalGuardStorage`)
+    is used synchronously, chosen once here at construction; shared storage is awaited."""
 
     __slots__ = ("_events", "_local", "_observe", "_probe_owner", "_storage", "lease", "policy")
 
     def __init__(self, config: GuardConfig, storage: GuardStorage, clock: Clock,
                  events: EventBus | None = None) -> None:
         self._storage = storage
-        self._local: Any = storage if getattr(storage, "is_local", False) else None
+        self._local: LocalGuardStorage | None = local_of(storage)
         self._events = events
         self._observe = config.observe_only
         self.policy = BreakerPolicy(config.breaker_failure_threshold, config.breaker_open_seconds,
@@ -66,54 +68,44 @@ class CircuitBreaker:
     async def state(self, key: str) -> BreakerDecision:
         """Current state of breaker ``key`` (no transition)."""
         if self._local is not None:
-            d: BreakerDecision = self._local.breaker_state_sync(key)
-            return d
+            return self._local.breaker_state_sync(key)
         return await self._storage.breaker_state(key)
 
-    async def _acquire(self, key: str) -> BreakerDecision:
-        if self._local is not None:
-            d: BreakerDecision = self._local.breaker_acquire_sync(key, self.lease)
-            return d
-        return await self._storage.breaker_acquire(key, self.lease)
-
-    async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
-                     ) -> Any:
+    def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
         """Fail fast with ``CircuitOpenError`` while OPEN (or HALF_OPEN with the probe taken);
-        otherwise run ``call_next``, as the probe when HALF_OPEN (freed if no verdict)."""
-        call = ctx.call
-        key = breaker_key(call)
-        ctx.breaker_key = key
-        task = asyncio.current_task()
-        ctx.task = task
-        if task is not None and self._probe_owner.get(key) is task:
-            return await call_next(ctx)  # nested call on the probing task
-        d = await self._acquire(key)
-        if d.decision == "allow" and d.old == d.state:
-            return await call_next(ctx)
-        return await self.decided(ctx, d, call_next)
+        otherwise run ``call_next``, as the probe when HALF_OPEN (freed if no verdict).
 
-    def enter_local(self, ctx: CallContext) -> BreakerDecision | None:
-        """The synchronous start of :meth:`handle` on local storage when no probe is held
-        (so no nested call on a probing task is possible): sets ``ctx.breaker_key`` and
-        returns the acquire decision. ``decision == "allow"`` without a state change: run
-        the call; otherwise continue with :meth:`decided`. ``None``: not applicable (shared
-        storage or a probe held): use :meth:`handle`, nothing was acquired."""
+        Synchronous check on local storage when no probe is held anywhere (so the call cannot
+        be nested on a probing task): an allowed call returns ``call_next(call)`` directly.
+        """
+        key = call.breaker_key = keys.breaker_key(call.account, call.dc_id)
         local = self._local
         if local is None or self._probe_owner:
-            return None
-        call = ctx.call
-        key = ctx.breaker_key = keys.breaker_key(call.account, call.dc_id)
-        d: BreakerDecision = local.breaker_acquire_sync(key, self.lease)
-        return d
+            return self._handle_slow(call, key, call_next)
+        d = local.breaker_acquire_sync(key, self.lease)
+        if d.decision == "allow" and d.old == d.state:
+            return call_next(call)
+        return self._decided(call, key, d, call_next)
 
-    async def decided(self, ctx: CallContext, d: BreakerDecision,
-                      call_next: Callable[[CallContext], Awaitable[Any]]) -> Any:
-        """The rest of :meth:`handle` once the acquire decision ``d`` for ``ctx.breaker_key``
-        is known: report a transition, fail fast (``CircuitOpenError``) or run ``call_next``,
-        as the probe when ``d`` says so."""
-        call = ctx.call
-        key = ctx.breaker_key
-        assert key is not None
+    async def _handle_slow(self, call: CallInfo, key: str, call_next: Next) -> Any:
+        task = asyncio.current_task()
+        call.task = task
+        if task is not None and self._probe_owner.get(key) is task:
+            return await call_next(call)  # nested call on the probing task
+        local = self._local
+        if local is not None:
+            d = local.breaker_acquire_sync(key, self.lease)
+        else:
+            d = await self._storage.breaker_acquire(key, self.lease)
+        if d.decision == "allow" and d.old == d.state:
+            return await call_next(call)
+        return await self._decided(call, key, d, call_next)
+
+    async def _decided(self, call: CallInfo, key: str, d: BreakerDecision,
+                       call_next: Next) -> Any:
+        """The rest of :meth:`handle` once the acquire decision ``d`` is known: report a
+        transition, fail fast (``CircuitOpenError``) or run ``call_next``, as the probe when
+        ``d`` says so."""
         self._emit(key, d, call.account)
         if d.decision == "reject":
             if not self._observe:
@@ -124,67 +116,57 @@ class CircuitBreaker:
             if self._events is not None:
                 self._events.emit(ObservedDelay("breaker", key, d.retry_after, True,
                                                 call.method, call.account))
-            return await call_next(ctx)
+            return await call_next(call)
         if d.decision != "probe":
-            return await call_next(ctx)
-        ctx.probe = True
-        task = ctx.task
+            return await call_next(call)
+        call.probe = True
+        task = call.task
         if task is None:
-            task = ctx.task = asyncio.current_task()
+            task = call.task = asyncio.current_task()
         if task is not None:
             self._probe_owner[key] = task
         try:
-            return await call_next(ctx)
+            return await call_next(call)
         finally:
             if task is not None and self._probe_owner.get(key) is task:
                 del self._probe_owner[key]
-            if ctx.probe:  # no verdict was recorded: let the next caller probe
-                ctx.probe = False
+            if call.probe:  # no verdict was recorded: let the next caller probe
+                call.probe = False
                 if self._local is not None:
                     self._local.breaker_release_probe_sync(key)
                 else:
                     await self._storage.breaker_release_probe(key)
 
-    def record_sync(self, ctx: CallContext, failure: bool) -> bool:
-        """:meth:`record` without awaiting, for local storage; ``False`` (nothing recorded)
-        when the storage is shared and :meth:`record` must be awaited instead."""
+    def record(self, call: CallInfo, failure: bool) -> Awaitable[None] | None:
+        """Record the outcome of one network attempt of ``call`` (``failure``: counts toward
+        opening). Done at once on local storage (returns ``None``); on shared storage returns
+        the awaitable that records it."""
+        key = call.breaker_key
+        if key is None:
+            return None
         local = self._local
         if local is None:
-            return ctx.breaker_key is None
-        key = ctx.breaker_key
-        if key is None:
-            return True
+            return self._record_shared(call, key, failure)
         if failure:
-            d: BreakerDecision = local.breaker_failure_sync(key, self.policy)
+            d = local.breaker_failure_sync(key, self.policy)
         else:
             d = local.breaker_success_sync(key)
-        ctx.probe = False
+        call.probe = False
         if d.old != d.state:
-            self._emit(key, d, ctx.call.account)
-        return True
+            self._emit(key, d, call.account)
+        return None
 
-    async def record(self, ctx: CallContext, failure: bool) -> None:
-        """Record the outcome of one network attempt of ``ctx`` (``failure``: counts toward
-        opening)."""
-        key = ctx.breaker_key
-        if key is None:
-            return
+    async def _record_shared(self, call: CallInfo, key: str, failure: bool) -> None:
         if failure:
-            if self._local is not None:
-                d: BreakerDecision = self._local.breaker_failure_sync(key, self.policy)
-            else:
-                d = await self._storage.breaker_failure(key, self.policy)
+            d = await self._storage.breaker_failure(key, self.policy)
         else:
-            if self._local is not None:
-                d = self._local.breaker_success_sync(key)
-            else:
-                d = await self._storage.breaker_success(key)
-        ctx.probe = False
-        self._emit(key, d, ctx.call.account)
+            d = await self._storage.breaker_success(key)
+        call.probe = False
+        self._emit(key, d, call.account)
 
-    async def is_open(self, ctx: CallContext) -> bool:
+    async def is_open(self, call: CallInfo) -> bool:
         """``True`` when the call's breaker is OPEN now (the retry layer stops retrying)."""
-        key = ctx.breaker_key
+        key = call.breaker_key
         if key is None or self._observe:
             return False
         d = await self.state(key)

@@ -1,24 +1,44 @@
-"""What the pipeline knows about one logical call (one request, all its attempts)."""
+"""The one per-call object: what the pipeline knows about one logical call (one request, all its
+attempts) and the state its layers share while it runs."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from telethon.tl.tlobject import TLObject
 
 from .keys import TRANSFER_METHODS
 
+if TYPE_CHECKING:
+    from .classify import Verdict
 
-@dataclass
+
+@dataclass(slots=True, eq=False)
 class CallInfo:
     """One logical MTProto call going through the guard pipeline.
 
-    ``deadline_at`` is an absolute time on the guard clock (monotonic seconds) or ``None``
-    for no deadline. ``account`` is the guard's account key (``GuardConfig.account`` or the
-    session's user id / auth-key fingerprint). ``peer`` is ``telethon_guard._tl.peer_key()``.
-    ``transfer`` marks file transfers (upload.getFile / saveFilePart / saveBigFilePart), which
-    FLOOD_PREMIUM_WAIT scopes to. ``idempotent`` is ``False`` for requests whose re-sending is
-    only safe because they carry a ``random_id`` the server de-duplicates.
+    Described by the client (constructor arguments): ``method`` (TL name), ``request``,
+    ``account`` (the guard's account key: ``GuardConfig.account`` or the session's auth key
+    id), ``dc_id``, ``peer`` (:func:`telethon_guard._tl.peer_key`), ``random_id``,
+    ``transfer`` (a file transfer, which FLOOD_PREMIUM_WAIT scopes to), ``idempotent``
+    (re-sending after an attempt that may have run is safe: :func:`telethon_guard.keys.
+    is_idempotent`; a call that is not is never re-sent after an attempt timeout),
+    ``deadline_at`` (absolute time on the guard clock, monotonic seconds; ``None``: none),
+    ``tags`` (free labels the client attaches), ``max_flood_wait`` (per-call override of
+    ``GuardConfig.max_flood_wait``, seconds, e.g. from ``client(request,
+    flood_sleep_threshold=...)``; ``None``: the config's value).
+
+    Filled by the pipeline while the call runs (not constructor arguments): ``attempt``
+    (network attempts made so far), ``send`` (one network attempt: returns the answer or
+    raises what Telethon raises), ``budget`` (the call's whole deadline budget in seconds,
+    ``None``: no deadline), ``stage`` (``"start"``, ``"limiter"``, ``"flood"``, ``"backoff"``,
+    ``"network"``: where the call is, for events), ``verdict`` (classification of the last
+    attempt's error, :class:`~telethon_guard.classify.Verdict`), ``breaker_key`` (set by the
+    breaker layer), ``probe`` (this call holds its breaker's HALF_OPEN probe and no verdict
+    was recorded yet), ``task`` (the caller's task once a layer looked it up).
     """
 
     method: str
@@ -30,11 +50,16 @@ class CallInfo:
     transfer: bool = False
     idempotent: bool = True
     deadline_at: float | None = None
-    attempt: int = 0  # attempts made so far (the pipeline increments it)
+    attempt: int = 0
     tags: dict[str, str] = field(default_factory=dict)
     max_flood_wait: float | None = None
-    """Per-call override of ``GuardConfig.max_flood_wait`` (seconds), e.g. from
-    ``client(request, flood_sleep_threshold=...)``; ``None``: the config's value."""
+    send: Callable[[], Awaitable[Any]] | None = field(default=None, init=False, repr=False)
+    budget: float | None = field(default=None, init=False)
+    stage: str = field(default="start", init=False)
+    verdict: Verdict | None = field(default=None, init=False, repr=False)
+    breaker_key: str | None = field(default=None, init=False, repr=False)
+    probe: bool = field(default=False, init=False, repr=False)
+    task: asyncio.Task[Any] | None = field(default=None, init=False, repr=False)
 
 
 __all__ = ["TRANSFER_METHODS", "CallInfo"]

@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time box of each client's run (default 25, --quick 8)")
     demo.add_argument("--json", type=Path, metavar="PATH", dest="json_path",
                       help="also write the table as JSON to PATH")
+    demo.add_argument("--plot", type=Path, metavar="PATH", dest="plot_path",
+                      help="also write a PNG to PATH: calls/s succeeded and failed over time, "
+                           "plain vs guarded, the incident's phases shaded (needs matplotlib)")
     demo.add_argument("-v", "--verbose", action="store_true",
                       help="show Telethon's and the guard's log messages on stderr")
     return parser

@@ -271,29 +271,5 @@ class LoopDeadline:
             self._owner._discard()
 
 
-NETWORK_BUDGET_SHARE = 0.1
-"""Share of a call's deadline budget a network attempt needs at least (see
-:func:`network_budget`)."""
-NETWORK_BUDGET_MAX = 1.0
-"""Seconds: the network budget never exceeds this (nor ``attempt_timeout`` when set)."""
-
-
-def network_budget(budget: float, attempt_timeout: float | None) -> float:
-    """The least time (seconds) a network attempt must have before the call's deadline:
-    ``min(attempt_timeout or NETWORK_BUDGET_MAX, NETWORK_BUDGET_SHARE * budget)``, ``budget``
-    being the call's whole deadline budget in seconds.
-
-    A call whose limiter / flood / backoff wait leaves less fails with ``DeadlineExceeded``
-    without sending (an attempt that cannot get an answer in time tells nothing about the
-    server), and a deadline timeout of an attempt counts as a breaker failure only when the
-    attempt had at least this much time. 10 % of the budget keeps a call that never waited
-    always allowed to try; the cap (1 s, a generous RTT; or the attempt timeout) keeps the
-    budget small for long deadlines.
-    """
-    cap = NETWORK_BUDGET_MAX if attempt_timeout is None else attempt_timeout
-    share = NETWORK_BUDGET_SHARE * budget
-    return share if share < cap else cap
-
-
-__all__ = ["NETWORK_BUDGET_MAX", "NETWORK_BUDGET_SHARE", "Clock", "FakeClock", "LoopDeadline",
-           "LoopDeadlines", "MonotonicClock", "TimerHandle", "network_budget"]
+__all__ = ["Clock", "FakeClock", "LoopDeadline", "LoopDeadlines", "MonotonicClock",
+           "TimerHandle"]

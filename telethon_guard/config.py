@@ -168,7 +168,10 @@ class GuardConfig:
       ``margin / (period + margin)`` of the allowed rate at saturation (0.05 s: 4.8 % of a 1 s
       window, 2.4 % of 2 s, 0.2 % of 30 s). ``0`` restores exact spacing.
     * ``adaptive_pacing``: learn a method's pace after a FLOOD_WAIT (see
-      :mod:`telethon_guard.flood`). ``pace_relax``: seconds a learned pace is kept unchanged
+      :mod:`telethon_guard.pacing`). ``pace_recover``: seconds after a first FLOOD_WAIT_X's
+      wait within which its pace climbs back to the pre-flood rate and is dropped (a one-off
+      flood never holds a method below its pre-flood rate longer than ``X + pace_recover``).
+      ``pace_relax``: seconds a pace *held* by repeated FLOOD_WAITs is kept unchanged
       after its last FLOOD_WAIT (at least twice its period); then its period halves every
       further ``pace_relax`` seconds, and it is dropped at a quarter of its learned period
       (so a limit that went away stops costing rate within ``3 * pace_relax`` seconds).
@@ -215,6 +218,7 @@ class GuardConfig:
     rate_margin: float = 0.05
     adaptive_pacing: bool = True
     pace_relax: float = 5.0
+    pace_recover: float = 2.0
     observe_only: bool = False
     storage: Any = None
     storage_fallback: str = "local"
@@ -279,6 +283,7 @@ class GuardConfig:
                 raise GuardConfigError(name, f"must be a bool, got {getattr(self, name)!r}")
         s(self, "rate_margin", _finite("rate_margin", self.rate_margin))
         s(self, "pace_relax", _finite("pace_relax", self.pace_relax, strict=True))
+        s(self, "pace_recover", _finite("pace_recover", self.pace_recover, strict=True))
         st = self.storage
         if isinstance(st, str):
             if st != "memory" and not st.startswith(("redis://", "rediss://", "unix://")):

@@ -239,6 +239,19 @@ class AttemptTimeoutError(GuardError, TimeoutError):
         self.timeout = timeout
 
 
+class MayHaveRunError(AttemptTimeoutError):
+    """A request that is not idempotent (no ``random_id`` for Telegram to de-duplicate, and not a
+    read: see :func:`telethon_guard.keys.is_idempotent`) got no answer within
+    ``GuardConfig.attempt_timeout`` (``timeout`` seconds). It was sent and **may have run**, so
+    the guard does not send it again; check the effect before retrying. Final (never retried),
+    an :class:`AttemptTimeoutError` and a ``TimeoutError``."""
+
+    def __init__(self, method: str, timeout: float) -> None:
+        super().__init__(method, timeout)
+        self.args = (f"{method}: no answer within the attempt timeout of {timeout:.3f} s; "
+                     "not idempotent, so not sent again (it may have run)",)
+
+
 class AlreadyDelivered(GuardError, tl_errors.RandomIdDuplicateError):
     """``RANDOM_ID_DUPLICATE``: Telegram already executed this request (same ``random_id``),
     typically by an earlier attempt whose reply was lost. Not re-sent; the result is unknown.
@@ -420,6 +433,7 @@ __all__ = [
     "GuardConfigError",
     "GuardConnectionError",
     "GuardError",
+    "MayHaveRunError",
     "NoAccountAvailableError",
     "PoolClosedError",
     "PoolError",

@@ -3,8 +3,9 @@
 Every event is a frozen dataclass. The bus delivers each event to
 
 * the ``telethon_guard`` logger, one line per event, at the event's ``level``;
-* every ``on_event`` callback (sync, or async: the returned awaitable is scheduled as a task).
-  A failing callback is logged and never breaks the call that emitted the event.
+* every ``on_event`` callback (sync, or async: the returned awaitable is queued for that
+  callback's one consumer task, at most ``max_pending`` deep; see :class:`EventBus`).
+  A failing callback is logged and never breaks (nor delays) the call that emitted the event.
 
 Events never contain session strings, auth keys or phone numbers. Scopes and keys that name a
 peer carry a short hash instead of the peer id unless ``GuardConfig.log_peer_ids`` is set
@@ -18,9 +19,12 @@ import hashlib
 import inspect
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
+
+from .log_throttle import LogThrottle
 
 logger = logging.getLogger("telethon_guard")
 
@@ -305,28 +309,64 @@ class StorageFallback(GuardEvent):
     active: bool = True
 
 
+DEFAULT_MAX_PENDING = 1000
+"""Events queued per async ``on_event`` callback before new ones are dropped (memory bound:
+about this many pending coroutines per callback)."""
+
+CALLBACK_LOG_EVERY = 60.0
+"""Seconds between two log lines about one callback (failures, drops): they can repeat per call."""
+
+
+class _Consumer:
+    """One async callback's bounded queue of awaitables and the one task awaiting them in order."""
+
+    __slots__ = ("callback", "queue", "task")
+
+    def __init__(self, callback: Callable[[GuardEvent], Any]) -> None:
+        self.callback = callback
+        self.queue: deque[tuple[Awaitable[Any], GuardEvent]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+
 class EventBus:
     """Delivers events to the ``telethon_guard`` logger and to ``on_event`` callbacks.
 
-    ``emit`` never raises: a callback raising is logged (with traceback) and skipped; an async
-    callback's awaitable is scheduled on the running loop (or awaited nowhere and closed when no
-    loop runs) and its failure logged. ``redact`` (default ``True``) replaces peer ids in the log
-    line by a hash; callbacks get the event as emitted (layers already redact scopes).
+    ``emit`` never raises and never blocks. A callback raising is logged (with traceback; at
+    most one line per callback every :data:`CALLBACK_LOG_EVERY` seconds, saying how many were
+    left out) and skipped. An async callback (one returning an awaitable) is called in ``emit``
+    and its awaitable queued for that callback: ONE consumer task per callback awaits them in
+    order on the running loop, so a slow callback holds at most ``max_pending`` (default
+    :data:`DEFAULT_MAX_PENDING`) queued events plus the one it is handling, not one task per
+    event. When its queue is full
+    the new event is dropped for that callback (the coroutine is closed, never run): counted in
+    :attr:`dropped` and logged as a rate-limited WARNING. The consumer task ends when its queue
+    is empty. Without a running loop the awaitable is closed and skipped (logged). ``redact``
+    (default ``True``) replaces peer ids in the log line by a hash; callbacks get the event as
+    emitted (layers already redact scopes). Raises ``ValueError`` for ``max_pending`` < 1.
     """
 
-    __slots__ = ("_callbacks", "_log", "_quiet", "_tasks", "redact")
+    __slots__ = ("_callbacks", "_consumers", "_log", "_quiet", "_tasks", "_throttle",
+                 "dropped", "max_pending", "redact")
 
     def __init__(self, callbacks: Iterable[Callable[[GuardEvent], Any]] = (), *,
-                 log: logging.Logger | None = None, redact: bool = True) -> None:
+                 log: logging.Logger | None = None, redact: bool = True,
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"max_pending must be an int >= 1, got {max_pending!r}")
         self._callbacks: list[Callable[[GuardEvent], Any]] = list(callbacks)
         self._log = log or logger
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._throttle = LogThrottle(self._log, CALLBACK_LOG_EVERY)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._consumers: dict[int, _Consumer] = {}  # id(callback) -> its queue, while pending
         self._quiet: list[Callable[[GuardEvent], Any]] = []
         self.redact = redact
+        self.max_pending = max_pending
+        self.dropped = 0
+        """Events not delivered to an async callback because its queue was full (or no loop)."""
 
     def subscribe(self, callback: Callable[[GuardEvent], Any], *,
                   request_events: bool = True) -> Callable[[], None]:
-        """Add ``callback``; returns a function that removes it again.
+        """Add ``callback``; returns a function that removes it again (idempotent).
 
         ``request_events=False``: the callback does not need :class:`RequestFinished`, so it
         alone does not make the pipeline build one per call (it still receives them when
@@ -337,14 +377,9 @@ class EventBus:
             self._quiet.append(callback)
 
         def unsubscribe() -> None:
-            try:
-                self._callbacks.remove(callback)
-            except ValueError:
-                pass
-            try:
-                self._quiet.remove(callback)
-            except ValueError:
-                pass
+            for subscribed in (self._callbacks, self._quiet):
+                if callback in subscribed:
+                    subscribed.remove(callback)
 
         return unsubscribe
 
@@ -360,59 +395,103 @@ class EventBus:
         """``True`` when an event would be seen by a callback or by an enabled log level."""
         return bool(self._callbacks) or self._log.isEnabledFor(logging.DEBUG)
 
+    @property
+    def pending(self) -> int:
+        """Events queued for async callbacks whose handling has not started yet."""
+        return sum(len(c.queue) for c in self._consumers.values())
+
     def emit(self, event: GuardEvent) -> None:
-        """Deliver ``event``; never raises."""
+        """Deliver ``event``; never raises, never waits."""
         try:
             if self._log.isEnabledFor(event.level):
                 line = event.describe()
                 if self.redact:
                     line = redact_peer(line)
                 self._log.log(event.level, "%s", line)
-        except Exception:  # pragma: no cover - logging misconfiguration
-            pass
+        except Exception:  # a field's __format__ or a logging filter raising
+            self._throttle.log("describe:" + type(event).__name__, logging.ERROR,
+                               "logging the event %s failed", type(event).__name__,
+                               exc_info=True)
         for cb in tuple(self._callbacks):
             try:
                 result = cb(event)
             except Exception:
-                self._log.exception("on_event callback %r failed on %s", cb,
-                                    type(event).__name__)
+                self._throttle.log(f"failed:{id(cb)}", logging.ERROR,
+                                   "on_event callback %r failed on %s", cb,
+                                   type(event).__name__, exc_info=True)
                 continue
             if inspect.isawaitable(result):
-                self._schedule(cb, result, event)
+                self._enqueue(cb, result, event)
 
-    def _schedule(self, cb: Any, awaitable: Any, event: GuardEvent) -> None:
+    def _enqueue(self, cb: Callable[[GuardEvent], Any], awaitable: Awaitable[Any],
+                 event: GuardEvent) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()
-            self._log.warning("async on_event callback %r skipped: no running loop", cb)
+            _close(awaitable)
+            self.dropped += 1
+            self._throttle.log(f"no-loop:{id(cb)}", logging.WARNING,
+                               "async on_event callback %r skipped: no running loop", cb)
             return
+        consumer = self._consumers.get(id(cb))
+        if consumer is None:
+            consumer = self._consumers[id(cb)] = _Consumer(cb)
+        if len(consumer.queue) < self.max_pending:
+            consumer.queue.append((awaitable, event))
+        else:
+            _close(awaitable)
+            self.dropped += 1
+            self._throttle.log(
+                f"full:{id(cb)}", logging.WARNING,
+                "async on_event callback %r is behind: %d events queued (max_pending), "
+                "dropped %s for it (%d dropped in all)",
+                cb, len(consumer.queue), type(event).__name__, self.dropped)
+        task = consumer.task
+        if task is None or task.done() or task.get_loop() is not loop:
+            # none yet, finished, or stranded on a loop that no longer runs
+            task = consumer.task = loop.create_task(self._consume(consumer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-        async def run() -> None:
-            await awaitable
-
-        task = loop.create_task(run())
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if t.cancelled():
-                return
-            exc = t.exception()
-            if exc is not None:
-                self._log.error("async on_event callback %r failed on %s: %r", cb,
-                                type(event).__name__, exc)
-
-        task.add_done_callback(done)
+    async def _consume(self, consumer: _Consumer) -> None:
+        queue = consumer.queue
+        try:
+            while queue:
+                awaitable, event = queue.popleft()
+                try:
+                    await awaitable
+                except Exception as exc:
+                    self._throttle.log(
+                        f"failed:{id(consumer.callback)}", logging.ERROR,
+                        "async on_event callback %r failed on %s: %r", consumer.callback,
+                        type(event).__name__, exc, exc_info=exc)
+        finally:
+            if queue:  # cancelled (loop shutdown): the rest is never delivered
+                left = len(queue)
+                while queue:
+                    _close(queue.popleft()[0])
+                self.dropped += left
+                self._log.warning("async on_event callback %r stopped: %d queued events "
+                                  "dropped", consumer.callback, left)
+            if self._consumers.get(id(consumer.callback)) is consumer and not queue:
+                del self._consumers[id(consumer.callback)]
 
     async def drain(self) -> None:
-        """Wait for the async callbacks scheduled so far (tests, shutdown)."""
+        """Wait until the async callbacks have handled every event queued so far (tests,
+        shutdown)."""
         while self._tasks:
             await asyncio.gather(*tuple(self._tasks), return_exceptions=True)
 
 
+def _close(awaitable: Awaitable[Any]) -> None:
+    """Close a coroutine that will never run (no "never awaited" warning)."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+
+
 __all__ = [
+    "CALLBACK_LOG_EVERY",
+    "DEFAULT_MAX_PENDING",
     "OUTCOMES",
     "BreakerStateChanged",
     "DeadlineExceededEvent",

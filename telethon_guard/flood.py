@@ -39,7 +39,7 @@ waited for its slot while a FLOOD_WAIT was recorded comes back here (the limiter
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .call import CallInfo
 from .classify import Action, FloodScope, classify
@@ -68,10 +68,9 @@ from .pacing import (
     PACE_RELAX_STEPS,
     AdaptivePacer,
 )
-from .storage import GuardStorage, LimitSpec
+from .storage import GuardStorage, LimitSpec, LocalGuardStorage, local_of
 
-if TYPE_CHECKING:
-    from .pipeline import CallContext
+Next = Callable[[CallInfo], Awaitable[Any]]
 
 _BLOCKED_TYPES: dict[FloodScope, type[FloodWaitBlocked | SlowModeBlocked | FloodPremiumBlocked]]
 _BLOCKED_TYPES = {
@@ -101,7 +100,11 @@ def scopes_of(call: CallInfo) -> list[FloodScope]:
 
 
 class FloodLedger:
-    """Pipeline layer holding the flood ledger (in ``storage``) and the adaptive pacer."""
+    """Pipeline layer holding the flood ledger (in ``storage``) and the adaptive pacer.
+
+    Local storage (chosen once here) is read synchronously: while its flood table is empty
+    (nothing blocked anywhere) the check before the network costs one truth test.
+    """
 
     __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "_table", "pacer", "redact")
 
@@ -109,14 +112,15 @@ class FloodLedger:
                  events: EventBus | None = None) -> None:
         self._cfg = config
         self._storage = storage
-        self._local: Any = storage if getattr(storage, "is_local", False) else None
-        table = getattr(self._local, "flood_table", None)
-        # Local storage's live flood table (check_now): empty means nothing is blocked.
-        self._table: dict[str, float] | None = table() if callable(table) else None
+        self._local: LocalGuardStorage | None = local_of(storage)
+        # Local storage's live flood table: empty means nothing is blocked.
+        self._table: dict[str, float] | None = (
+            self._local.flood_table() if self._local is not None else None)
         self._clock = clock
         self._events = events
         self.pacer: AdaptivePacer | None = (
-            AdaptivePacer(clock, events, relax=config.pace_relax)
+            AdaptivePacer(clock, events, relax=config.pace_relax,
+                          recover=config.pace_recover)
             if config.adaptive_pacing else None
         )
         self.redact = not config.log_peer_ids
@@ -124,14 +128,18 @@ class FloodLedger:
     # ------------------------------------------------------------------ storage helpers
     async def _left(self, scope: str) -> float:
         if self._local is not None:
-            left: float = self._local.flood_left_sync(scope)
-            return left
+            return self._local.flood_left_sync(scope)
         return await self._storage.flood_left(scope)
 
-    async def _block(self, scope: str, seconds: float) -> float:
+    async def record_block(self, scope: str, seconds: float) -> float:
+        """Record ``scope`` (a ledger key from :mod:`telethon_guard.keys`, e.g.
+        ``keys.method_flood_key(account, method)``) blocked for ``seconds`` from now, keeping a
+        later existing end; return the seconds left. Every call of that scope then waits or
+        fails fast as after a server FLOOD_WAIT (no event is emitted here). Used by the ledger
+        itself after a server FLOOD_*_WAIT; also the way to seed a block by hand (tests, a
+        wait learned out of band)."""
         if self._local is not None:
-            left: float = self._local.flood_block_sync(scope, seconds)
-            return left
+            return self._local.flood_block_sync(scope, seconds)
         return await self._storage.flood_block(scope, seconds)
 
     async def blocked_for(self, call: CallInfo) -> tuple[FloodScope, str, float] | None:
@@ -163,9 +171,24 @@ class FloodLedger:
         return cls(call.request, left, method=call.method, scope=self._name(key),
                    from_server=from_server)
 
-    async def check(self, ctx: CallContext) -> None:
+    def _free_now(self, call: CallInfo) -> bool:
+        """Synchronous check: ``True`` when no scope of ``call`` is blocked (local storage;
+        no storage call at all while the flood table is empty); ``False`` when :meth:`_check`
+        must run (a block to wait out or raise for, observe mode reports, or shared storage)."""
+        table = self._table
+        if table is None:
+            return False
+        if not table:
+            return True
+        local = self._local
+        assert local is not None
+        for scope in scopes_of(call):
+            if local.flood_left_sync(scope_key(call, scope)) > 0:
+                return False
+        return True
+
+    async def _check(self, call: CallInfo) -> None:
         """Wait out (or raise for) every block on the call's scopes before the network."""
-        call = ctx.call
         while True:
             blocked = await self.blocked_for(call)
             if blocked is None:
@@ -179,7 +202,7 @@ class FloodLedger:
                 return
             if not self._fits(call, left):
                 raise self._blocked_error(call, scope, key, left, False)
-            ctx.stage = "flood"
+            call.stage = "flood"
             await self._sleep(call, key, left, False)
 
     async def _sleep(self, call: CallInfo, key: str, left: float, from_server: bool) -> None:
@@ -206,76 +229,46 @@ class FloodLedger:
         else:
             await self._storage.seed(spec, pacer.seed_ages)
 
-    def check_now(self, call: CallInfo) -> bool:
-        """Synchronous fast path of :meth:`check`: ``True`` when no scope of ``call`` is blocked
-        (local storage; no storage call at all while the flood table is empty), ``False`` when
-        the call must go through :meth:`handle` (a block to wait out or raise for, observe mode
-        reports, or shared storage). Nothing is emitted or waited."""
-        table = self._table
-        if table is None:
-            return False
-        if not table:
-            return True
-        left = self._local.flood_left_sync
-        for scope in scopes_of(call):
-            if left(scope_key(call, scope)) > 0:
-                return False
-        return True
-
-    def succeeded(self, call: CallInfo) -> None:
-        """Record a call answered by Telegram (for the adaptive pacer)."""
-        pacer = self.pacer
-        if pacer is not None:
-            pacer.on_success(call.account, call.method)
-
-    async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
-                     retries: int = 0) -> Any:
+    async def handle(self, call: CallInfo, call_next: Next) -> Any:
         """Check the ledger, run ``call_next``; on a server FLOOD_*_WAIT record it for everyone
-        and wait-and-retry when it fits, else raise ``FloodWaitBlocked`` / ``SlowModeBlocked``
-        / ``FloodPremiumBlocked`` (``from_server=True``) from Telethon's error. ``retries``:
-        server flood waits already waited out for this call."""
-        call = ctx.call
+        and wait-and-retry when it fits (at most ``flood_max_retries`` times), else raise
+        ``FloodWaitBlocked`` / ``SlowModeBlocked`` / ``FloodPremiumBlocked``
+        (``from_server=True``) from Telethon's error."""
+        retries = 0
         while True:
-            await self.check(ctx)
+            if not self._free_now(call):
+                await self._check(call)
             try:
-                result = await call_next(ctx)
+                result = await call_next(call)
             except LedgerBlockedWhileQueued:
                 continue  # a FLOOD_WAIT was recorded while the call queued: check again
             except Exception as exc:
-                await self._flooded(ctx, exc, retries)
+                await self._flooded(call, exc, retries)
                 retries += 1
                 continue
-            if self.pacer is not None:
-                self.pacer.on_success(call.account, call.method)
+            pacer = self.pacer
+            if pacer is not None:
+                pacer.on_success(call.account, call.method)
             return result
 
-    async def resume(self, ctx: CallContext, exc: Exception,
-                     call_next: Callable[[CallContext], Awaitable[Any]]) -> Any:
-        """After the pipeline's fast path (:meth:`check_now` passed, ``call_next`` run inline)
-        raised ``exc``: what :meth:`handle` does with it. Re-raises ``exc`` unless it is a
-        server FLOOD_*_WAIT; then records it, waits and runs :meth:`handle` (or raises the
-        typed error)."""
-        await self._flooded(ctx, exc, 0)
-        return await self.handle(ctx, call_next, 1)
-
-    async def _flooded(self, ctx: CallContext, exc: Exception, retries: int) -> None:
+    async def _flooded(self, call: CallInfo, exc: Exception, retries: int) -> None:
         """Raise ``exc`` unless it is a server flood wait; record it, then raise the typed
         error when it does not fit (or ``retries`` are spent), else wait it out."""
         verdict = classify(exc)
         if verdict.action is not Action.FLOOD or verdict.scope is None:
             raise exc
-        call = ctx.call
         scope = verdict.scope
         key = scope_key(call, scope)
         if scope is FloodScope.PEER and call.peer is None:
             key = scope_key(call, FloodScope.METHOD)
-        left = await self._block(key, verdict.seconds)
+        left = await self.record_block(key, verdict.seconds)
         if scope is FloodScope.METHOD and self.pacer is not None:
             await self._learn(call, verdict.seconds)
         if retries >= self._cfg.flood_max_retries or not self._fits(call, left):
             raise self._blocked_error(call, scope, key, left, True) from exc
-        ctx.stage = "flood"
+        call.stage = "flood"
         await self._sleep(call, key, left, True)
+
 
 __all__ = [
     "PACE_BACKOFF",

@@ -121,6 +121,46 @@ def is_transfer(method: str) -> bool:
     return method in TRANSFER_METHODS
 
 
+READ_ONLY_PREFIXES = ("get", "search", "check", "resolve")
+"""A method whose name (after its namespace) starts with one of these only reads: running it
+twice does what running it once does (``messages.getHistory``, ``contacts.resolveUsername``)."""
+
+IDEMPOTENT_METHODS = frozenset(
+    {
+        "ping",
+        "pingDelayDisconnect",
+        "auth.exportAuthorization",
+        "auth.importAuthorization",
+        "messages.readHistory",
+        "channels.readHistory",
+    }
+)
+"""Methods that change state but may run twice safely (same outcome); with
+:data:`READ_ONLY_PREFIXES`, :data:`TRANSFER_METHODS` (a file part is addressed by file id and
+part number: saving it again overwrites it) and any request with a ``random_id`` (Telegram
+de-duplicates it: ``RANDOM_ID_DUPLICATE``) the requests :func:`is_idempotent` accepts."""
+
+_IDEMPOTENT: dict[str, bool] = {}
+
+
+def is_idempotent(method: str, random_id: int | None = None) -> bool:
+    """``True`` when re-sending the request after an attempt that may have run is safe: it
+    carries a ``random_id`` (Telegram de-duplicates it), or ``method`` only reads (name starting
+    with :data:`READ_ONLY_PREFIXES`), is a file transfer or is in :data:`IDEMPOTENT_METHODS`.
+    Anything else (``channels.createChannel``, ``messages.exportChatInvite``...) may have run
+    when its attempt timed out, and is not sent again. Cached per method name."""
+    if random_id is not None:
+        return True
+    safe = _IDEMPOTENT.get(method)
+    if safe is None:
+        name = method.rpartition(".")[2]
+        safe = (name.startswith(READ_ONLY_PREFIXES) or method in TRANSFER_METHODS
+                or method in IDEMPOTENT_METHODS)
+        if len(_IDEMPOTENT) < 4096:
+            _IDEMPOTENT[method] = safe
+    return safe
+
+
 def is_send(call: Described) -> bool:
     """``True`` when ``call`` sends a message into ``call.peer`` (a ``random_id`` or one of
     :data:`SEND_METHODS`)."""
@@ -137,6 +177,8 @@ def is_private_peer(peer: str) -> bool:
 
 
 __all__ = [
+    "IDEMPOTENT_METHODS",
+    "READ_ONLY_PREFIXES",
     "SEND_METHODS",
     "TRANSFER_METHODS",
     "Described",
@@ -144,6 +186,7 @@ __all__ = [
     "breaker_key",
     "describe",
     "hash_tagged",
+    "is_idempotent",
     "is_private_peer",
     "is_send",
     "is_transfer",

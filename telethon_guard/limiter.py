@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .network_budget import network_budget
 from .call import CallInfo
-from .clock import Clock, TimerHandle, network_budget
+from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
 from .errors import DeadlineExceeded, FloodWaitBlocked
 from .events import EventBus, FloodBlocked, ObservedDelay, RequestLimited, redact_peer
@@ -43,10 +45,10 @@ from .keys import (
     peer_limit_key,
     sends_key,
 )
-from .storage import GuardStorage, LimitSpec
+from .storage import GuardStorage, LimitSpec, LocalGuardStorage, local_of
 
-if TYPE_CHECKING:
-    from .pipeline import CallContext
+log = logging.getLogger("telethon_guard.limiter")
+Next = Callable[[CallInfo], Awaitable[Any]]
 
 def with_margin(windows: Windows, margin: float) -> Windows:
     """``windows`` with ``margin`` seconds added to every period (``GuardConfig.rate_margin``)."""
@@ -82,36 +84,39 @@ class RateLimiter:
     construction, so the decision costs one call. Nothing is logged or emitted on that path.
     """
 
-    __slots__ = ("_clock", "_decide_local", "_events", "_local", "_reserve", "_storage",
-                 "_tasks", "_waiters", "decide", "observe", "redact")
+    __slots__ = ("_clock", "_events", "_local", "_storage", "_tasks", "_waiters", "decide",
+                 "decide_local", "observe", "redact")
 
     def __init__(self, storage: GuardStorage, clock: Clock, events: EventBus | None = None, *,
                  observe: bool = False, redact: bool = True) -> None:
         self._storage = storage
-        local: Any = storage if getattr(storage, "is_local", False) else None
-        self._local = local
+        local = self._local = local_of(storage)  # the local/shared choice, once
         self._clock = clock
         self._events = events
         self._waiters: dict[_Waiter, None] = {}  # insertion order == reservation order
         self._tasks: set[asyncio.Task[Any]] = set()
         self.observe = observe
         self.redact = redact
-        self.decide: Callable[[Sequence[LimitSpec]], tuple[float, Any]]
-        # The hot path: MemoryStorage.reserve_fast returns a plain (delay, token) tuple.
-        self._reserve: Callable[..., tuple[float, Any]] | None = (
-            None if local is None else getattr(local, "reserve_fast", local.reserve_sync))
-        # ``_decide_local(specs)``: the synchronous decision the pipeline layer calls.
-        self._decide_local: Callable[[Sequence[LimitSpec]], tuple[float, Any]] | None
-        if self._reserve is None:
-            self._decide_local = None
-            self.decide = self._no_local_decide
-            return
-        if observe:
-            self._decide_local = functools.partial(self._reserve, observe=True)
+        # ``decide_local(specs)``: the synchronous decision (local storage), else ``None``.
+        self.decide_local: Callable[[Sequence[LimitSpec]], tuple[float, Any]] | None
+        if local is None:
+            self.decide_local = None
+        elif observe:
+            self.decide_local = functools.partial(local.reserve_sync, observe=True)
         else:
-            decider = getattr(local, "decider", None)
-            self._decide_local = decider() if callable(decider) else self._reserve
-        self.decide = self._decide_local
+            self.decide_local = local.decider()
+        self.decide: Callable[[Sequence[LimitSpec]], tuple[float, Any]] = (
+            self.decide_local if self.decide_local is not None else self._no_local_decide)
+
+    @property
+    def storage(self) -> GuardStorage:
+        """The storage the limiter reserves in."""
+        return self._storage
+
+    @property
+    def clock(self) -> Clock:
+        """The guard clock the limiter waits on."""
+        return self._clock
 
     @property
     def queue_length(self) -> int:
@@ -133,23 +138,34 @@ class RateLimiter:
         """
         if not specs:
             return 0.0
-        decide = self._decide_local
+        decide = self.decide_local
         res: tuple[float, Any]
         if decide is not None:
             res = decide(specs)
         else:
-            res = await self._storage.reserve(specs, observe=self.observe)
+            res = await self.reserve(specs)
         if res[0] <= 0:
             return 0.0
-        return await self._wait(specs, res, deadline_at, method, account, budget)
+        return await self.wait(specs, res, deadline_at, method, account, budget)
+
+    async def reserve(self, specs: Sequence[LimitSpec]) -> tuple[float, Any]:
+        """Reserve the earliest slot of ``specs`` (any storage): ``(delay, token)``."""
+        decide = self.decide_local
+        if decide is not None:
+            return decide(specs)
+        return await self._storage.reserve(specs, observe=self.observe)
 
     def _key_name(self, specs: Sequence[LimitSpec]) -> str:
         name = ",".join(s.key for s in specs)
         return redact_peer(name) if self.redact else name
 
-    async def _wait(self, specs: Sequence[LimitSpec], res: tuple[float, Any],
+    async def wait(self, specs: Sequence[LimitSpec], res: tuple[float, Any],
                     deadline_at: float | None, method: str, account: str | None,
                     budget: float | None) -> float:
+        """Wait for the reservation ``res`` (``(delay, token)`` from :meth:`reserve`); return
+        the seconds waited. Raises ``DeadlineExceeded`` at once (slot given back) when the slot
+        lies beyond ``deadline_at``; cancellation gives the slot back and lets the waiters
+        behind move up."""
         clock = self._clock
         delay, token = res
         if self.observe:
@@ -182,7 +198,7 @@ class RateLimiter:
             self._events.emit(RequestLimited(self._key_name(specs), waited, method, account))
         return waited
 
-    async def _release_now(self, specs: Sequence[LimitSpec], token: Any) -> None:
+    async def release_now(self, specs: Sequence[LimitSpec], token: Any) -> None:
         """Give a reservation back and wait until it is gone (no waiter moves up)."""
         local = self._local
         if local is not None:
@@ -192,20 +208,16 @@ class RateLimiter:
 
     async def delay_of(self, specs: Sequence[LimitSpec]) -> float:
         """Seconds until every window of ``specs`` has a free slot (0.0: now), reserving
-        nothing: a read-only query (the client pool's worker routing asks it)."""
-        return await self._delay_of(specs)
-
-    async def _delay_of(self, specs: Sequence[LimitSpec]) -> float:
-        """Seconds until a slot is free in every window of ``specs``, reserving nothing."""
+        nothing: a read-only query (the limiter's pace check and the client pool's worker
+        routing ask it)."""
         local = self._local
-        if local is not None and hasattr(local, "delay_sync"):
-            delay: float = local.delay_sync(specs)
-            return delay
+        if local is not None:
+            return local.delay_sync(specs)
         res = await self._storage.reserve(specs)
         await self._storage.release(specs, res[1])
         return max(0.0, res[0])
 
-    def _pace_blocked(self, call: CallInfo, seconds: float) -> FloodWaitBlocked:
+    def pace_blocked(self, call: CallInfo, seconds: float) -> FloodWaitBlocked:
         """The error (and :class:`FloodBlocked` event) for a learned pace's wait that does not
         fit: the scope is the method's FLOOD_WAIT scope ``acct:<a>/method:<m>``."""
         scope = method_flood_key(call.account, call.method)
@@ -240,12 +252,17 @@ class RateLimiter:
             self._move_up(gone)
 
     def _move_up(self, gone: _Waiter) -> None:
-        """Re-reserve, in FIFO order, the waiters queued behind ``gone`` on shared keys."""
+        """Re-reserve, in FIFO order, the waiters queued behind ``gone`` on shared keys.
+
+        A waiter whose future is already resolved (woken for its slot, or cancelled, but its
+        task has not run yet) is left alone: it goes (or gives back) with the slot it holds.
+        """
         local = self._local
+        assert local is not None
         keys = set(gone.keys)
         later: list[_Waiter] = []
         for w in self._waiters:
-            if w.keys & keys:
+            if w.keys & keys and not w.fut.done():
                 later.append(w)
                 keys |= w.keys
         if not later:
@@ -262,8 +279,9 @@ class RateLimiter:
         async def run() -> None:
             try:
                 await aw
-            except Exception:  # the storage reports its own trouble via events
-                pass
+            except Exception:  # the storage reports outages itself (StorageFallback events)
+                log.warning("rate limiter: giving a slot back in the background failed",
+                            exc_info=True)
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
@@ -370,6 +388,9 @@ class LedgerBlockedWhileQueued(Exception):
 class RateLimitLayer:
     """Pipeline layer: wait for the call's slot (within its deadline), then ``call_next``.
 
+    The decision is synchronous on local storage: a call whose slot is free now (the common
+    case) goes straight to ``call_next`` with no coroutine frame of the limiter's own.
+
     A wait imposed by a *learned* pace (adaptive pacing after a FLOOD_WAIT) is a flood wait
     in the caller's terms: when the pace alone makes the call wait longer than
     ``min(max_flood_wait, the pace's max_wait (Telegram's X), time left until the deadline)``
@@ -383,80 +404,68 @@ class RateLimitLayer:
     :class:`LedgerBlockedWhileQueued` for the flood ledger above (never sent into the block).
     """
 
-    __slots__ = ("_attempt_timeout", "keys", "limiter")
+    __slots__ = ("_attempt_timeout", "_decide", "_local", "_storage", "keys", "limiter")
 
-    def __init__(self, limiter: RateLimiter, keys: LimitKeys) -> None:
+    def __init__(self, limiter: RateLimiter, keys: LimitKeys,
+                 storage: GuardStorage | None = None) -> None:
         self.limiter = limiter
         self.keys = keys
-        self._attempt_timeout: float | None = getattr(
-            getattr(keys, "config", None), "attempt_timeout", None)
+        self._attempt_timeout: float | None = keys.config.attempt_timeout
+        self._decide = limiter.decide_local
+        self._storage = storage if storage is not None else limiter.storage
+        self._local: LocalGuardStorage | None = local_of(self._storage)
 
-    def reserve_now(self, call: CallInfo) -> bool:
-        """Synchronous fast path of :meth:`handle` (local storage): ``True`` when the call has
-        no limits or its slot was reserved with zero delay (consumed: go on without
-        :meth:`handle`); ``False`` when it must wait (the slot is given back at once, nothing
-        ran in between, and :meth:`handle` reserves the same slot again) or the storage is
-        shared. Nothing is emitted or waited."""
-        lim = self.limiter
-        decide = lim._decide_local
-        if decide is None:
-            return False
-        specs = self.keys.specs(call)
-        if not specs:
-            return True
-        delay, token = decide(specs)
-        if delay <= 0:
-            return True
-        lim._local.release_sync(specs, token)
-        return False
-
-    async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
-                     ) -> Any:
+    def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
         """Wait for the call's slot, then run ``call_next``. Raises ``FloodWaitBlocked`` at
         once when a learned pace's wait does not fit ``max_flood_wait`` or the deadline,
         ``DeadlineExceeded`` at once when the slot lies beyond ``call.deadline_at``;
         cancellation gives the slot back."""
-        call = ctx.call
         specs = self.keys.specs(call)
-        if specs:
-            lim = self.limiter
-            decide = lim._decide_local
-            if decide is not None:
-                res = decide(specs)
-            else:
-                res = await lim._storage.reserve(specs, observe=lim.observe)
-            if res[0] > 0:
-                ctx.stage = "limiter"
-                if not lim.observe:
-                    res = await self._check_pace(ctx, specs, res)
-                dl = call.deadline_at
-                if dl is not None:
-                    # A slot that leaves the attempt less than its network budget fails now.
-                    dl -= network_budget(ctx.budget or 0.0, self._attempt_timeout)
-                await lim._wait(specs, res, dl, call.method, call.account, ctx.budget)
-                if not lim.observe and await self._flood_left(call) > 0:
-                    # A FLOOD_WAIT was recorded while this call waited for its slot: never
-                    # send into it. The slot is spent; the ledger layer above waits (or
-                    # raises) and sends the call through the limiter again.
-                    raise LedgerBlockedWhileQueued(call.method)
-        return await call_next(ctx)
+        if not specs:
+            return call_next(call)
+        decide = self._decide
+        if decide is None:
+            return self._wait_then(call, specs, None, call_next)
+        res = decide(specs)
+        if res[0] <= 0:
+            return call_next(call)  # slot free now: reserved and consumed
+        return self._wait_then(call, specs, res, call_next)
+
+    async def _wait_then(self, call: CallInfo, specs: Sequence[LimitSpec],
+                         res: tuple[float, Any] | None, call_next: Next) -> Any:
+        lim = self.limiter
+        if res is None:
+            res = await lim.reserve(specs)
+        if res[0] > 0:
+            call.stage = "limiter"
+            if not lim.observe:
+                res = await self._check_pace(call, specs, res)
+            dl = call.deadline_at
+            if dl is not None:
+                # A slot that leaves the attempt less than its network budget fails now.
+                dl -= network_budget(call.budget or 0.0, self._attempt_timeout)
+            await lim.wait(specs, res, dl, call.method, call.account, call.budget)
+            if not lim.observe and await self._flood_left(call) > 0:
+                # A FLOOD_WAIT was recorded while this call waited for its slot: never send
+                # into it. The slot is spent; the ledger layer above waits (or raises) and
+                # sends the call through the limiter again.
+                raise LedgerBlockedWhileQueued(call.method)
+        return await call_next(call)
 
     async def _flood_left(self, call: CallInfo) -> float:
         """Seconds left of a FLOOD_WAIT recorded on the call's method scope (the flood
         ledger's ``acct:<a>/method:<m>``; slow mode and transfers scopes are checked by the
         ledger before the limiter)."""
         scope = method_flood_key(call.account, call.method)
-        local = self.limiter._local
+        local = self._local
         if local is not None:
-            left: float = local.flood_left_sync(scope)
-            return left
-        return await self.limiter._storage.flood_left(scope)
+            return local.flood_left_sync(scope)
+        return await self._storage.flood_left(scope)
 
-    async def _check_pace(self, ctx: CallContext, specs: Sequence[LimitSpec],
+    async def _check_pace(self, call: CallInfo, specs: Sequence[LimitSpec],
                           res: tuple[float, Any]) -> tuple[float, Any]:
         """Slow path (the call must wait): fail with ``FloodWaitBlocked`` when a learned pace
         alone imposes a wait that does not fit; else return the reservation to wait for."""
-        call = ctx.call
         delay = res[0]
         keys = self.keys
         pace = keys.pace_spec(call, specs)
@@ -472,20 +481,18 @@ class RateLimitLayer:
             if most is not None and most < cap:
                 cap = most  # a pace never holds a call longer than Telegram's own wait
         dl = call.deadline_at
-        now = lim._clock.now()
+        now = lim.clock.now()
         if delay <= cap and (dl is None or now + delay < dl):
             return res  # the whole wait fits: so does the pace's share of it
         # Give the slot back, then measure the pace's own wait (nothing else is committed).
-        await lim._release_now(specs, res[1])
-        own = delay if len(specs) == 1 else await lim._delay_of((pace,))
-        now = lim._clock.now()
+        await lim.release_now(specs, res[1])
+        own = delay if len(specs) == 1 else await lim.delay_of((pace,))
+        now = lim.clock.now()
         if own > cap or (dl is not None and now + own >= dl):
-            raise lim._pace_blocked(call, own)
+            raise lim.pace_blocked(call, own)
         # The configured limits, not the pace, make the call wait: reserve again (local
         # storage hands out the same slot: nothing ran in between) and wait or fail as usual.
-        if lim._decide_local is not None:
-            return lim._decide_local(specs)
-        return await lim._storage.reserve(specs)
+        return await lim.reserve(specs)
 
 
 __all__ = [

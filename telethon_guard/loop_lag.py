@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import time
 from collections import deque
 from collections.abc import Iterable
+
+log = logging.getLogger("telethon_guard")
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -56,7 +59,9 @@ class LoopLagMonitor:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            (outcome,) = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(outcome, Exception):  # the ticker died before it was stopped
+                log.error("loop-lag monitor failed: %r", outcome, exc_info=outcome)
         return self.stats()
 
     def reset(self) -> None:

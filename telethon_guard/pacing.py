@@ -1,43 +1,102 @@
-"""Adaptive pacing: a method's pace learned from its FLOOD_WAITs (used by
-:class:`~telethon_guard.flood.FloodLedger`, applied by the rate limiter as the window
-``acct:<a>/pace:<m>``).
+"""Adaptive pacing: a method's pace learned from its FLOOD_WAITs, held only while the evidence
+lasts (used by :class:`~telethon_guard.flood.FloodLedger`, applied by the rate limiter as the
+window ``acct:<a>/pace:<m>``). All times are seconds on the guard's monotonic clock.
 
-Telegram does not publish its limits, but a
-FLOOD_WAIT_X at time ``t`` says "the calls I accepted lately were the most I allow". A first
-pace of method M is learned as ``n`` calls per ``span + X`` seconds: the ``n`` most recent calls
-of M answered within the last 120 s (at least 2), ``span`` seconds from the oldest of them to
-``t``, with ``n`` chosen for the highest such rate (a lookback into a quiet stretch, such as an
-outage, would only average the rate down: the pace never goes below what the server was seen
-to accept).
-For a sliding-window limit ``(L, W)`` reached from an empty window that is ``(L, ~W)``: the
-oldest accepted call leaves the server's window ``X`` seconds later (``X`` is rounded up to
-whole seconds, so the estimate errs long: that is the margin). The pace is applied as evenly
-spaced calls, one per ``(span + X) / n`` seconds, starting after the calls it was learned from:
-no second burst after the wait, no single call held longer than one spacing (plus queueing).
+Telegram does not publish its limits, but a FLOOD_WAIT_X at time ``t`` says "the calls I
+accepted lately were the most I allow" -- or it was a one-off (a burst, a server-side hiccup,
+a limit that changed). A pace learned from one FLOOD_WAIT is therefore a *hypothesis* that is
+tested and dropped, and only repeated FLOOD_WAITs make it stick. This is AIMD on the method's
+allowed rate (additive increase while calls succeed, multiplicative decrease on a flood):
+
+**The estimate** (what the server was seen to accept). A pace of method M is ``n`` calls per
+``span + X`` seconds: the ``n`` most recent calls of M answered within the last
+``PACE_HORIZON`` (120) s and since the last wait (at least 2), ``span`` seconds from the oldest
+of them to ``t``, with ``n`` chosen for the highest such rate (a lookback into a quiet stretch,
+such as an outage, would only average the rate down). For a sliding-window limit ``(L, W)``
+reached from an empty window that is ``(L, ~W)``: the oldest accepted call leaves the server's
+window ``X`` seconds later (``X`` is rounded up to whole seconds, so the estimate errs long).
+A pace is applied as evenly spaced calls, one per ``(span + X) / n`` seconds, starting after the
+calls it was learned from: no second burst after the wait.
+
+**First flood: a hypothesis, back to the pre-flood rate within X + pace_recover.** A FLOOD_WAIT
+with no pace in force (and none in probation, below) learns the estimate and the *pre-flood
+rate* ``r0`` (:func:`pre_flood_rate`): ``n / span`` over the ``n`` calls of M answered in the
+last ``max(PACE_RATE_LOOKBACK, X)`` (10 s or X) before the flood, ``span`` seconds from the
+oldest of them to the flood. The estimate holds during the server's wait (the calls queued
+behind the wait leave evenly spaced); from the wait's end the allowed rate rises
+*additively*, in ``PACE_RAMP_STEPS`` (8) equal steps of ``pace_recover / 8`` seconds, from the
+estimate to ``max(r0, estimate)``, and at ``X + pace_recover`` seconds after the flood the pace
+is dropped. So a one-off FLOOD_WAIT_X never holds a method below the rate at which it was
+succeeding before the flood for longer than ``X + pace_recover`` seconds
+(``GuardConfig.pace_recover``, default 2 s); a single call reserved at the very start of the
+ramp may still wait one learned spacing, never more than ``X``
+(:meth:`AdaptivePacer.max_wait`).
+
+**A burst shorter than the wait holds at once.** When those calls span less than ``X`` seconds
+there is no sustained rate to return to: the server's window is at least ``X`` long (its
+oldest counted call leaves it ``X`` seconds later), so it held all of them and the most it is
+known to allow is the estimate. That is the shape of a limit reached from an empty window
+(callers starting at full speed), and the estimate holds at once, as a repeated flood's does.
+
+**Repeated floods tighten.** A FLOOD_WAIT that arrives while a hypothesis is being tested (its
+wait or its ramp) or in its *probation* (``max(pace_relax, PACE_PROBATION * X)`` seconds after
+it was dropped), after at least one call of M was answered since the last wait, is a repeated
+flood: the hypothesis failed its test and the pace *holds*. Its rate is what the calls answered
+since the last wait teach (the estimate above over them), or the learned pace with its period
+stretched by ``PACE_BACKOFF`` (1.1) when they are too few. A FLOOD_WAIT on the first call after
+a wait (no call answered in between) says the block lasted longer, not that the rate was too
+high: the hypothesis is kept and its ramp restarts after the new wait.
+
+**A held pace** (the multiplicative decrease, and rare probes above it):
+
+* A FLOOD_WAIT while it holds means "still too fast": the pace becomes what the calls answered
+  since the last wait teach if that is slower (never below what the server was seen to
+  accept), else its period stretches by ``PACE_BACKOFF``; never beyond ``PACE_MAX_STRETCH`` (2)
+  times the widest ``span + X`` seen, so a pace's wait stays of the order of the server's own.
+* It holds for ``hold = max(pace_relax, 2 * period)`` seconds after its last FLOOD_WAIT, then
+  relaxes: its period halves every further ``hold`` seconds (``PACE_RELAX_STEPS`` (8) steps per
+  halving, each a probe about 9 % above the last), and it is dropped at ``1/PACE_DROP`` (a
+  quarter) of its period, ``3 * hold`` seconds after its last flood. Relaxing goes by time, not
+  by successes: a refused call teaches nothing, and a method nobody calls should not keep a
+  stale pace.
+* A FLOOD_WAIT while it relaxes (or in the probation after it was dropped) restores the pace
+  that held and doubles that method's hold (at most ``PACE_MAX_HOLD_GROWTH``, 8x): at a steady
+  limit the probes get rarer (at most about one per ``8 * hold``), after a limit went away the
+  full rate is back within ``3 * hold`` seconds.
+
+Other rules:
 
 * Replies to calls sent before a learned wait ended are the same event: a refusal teaches
-  nothing more (the old design stretched the pace once per refused sibling), an answer that
-  arrives during a new pace's wait was accepted before the refusal and refines the estimate
-  (with latency, the refusal can overtake the answers of accepted calls).
-* A FLOOD_WAIT while the pace *holds* means "still too fast": the pace becomes what the calls
-  answered since the last wait teach if that is slower (it never goes below what the server
-  was seen to accept), else its period stretches by ``PACE_BACKOFF`` (1.1); never beyond twice
-  the widest ``span + X`` seen, so a pace's wait stays of the order of the server's own waits.
+  nothing more, an answer that arrives during a new pace's wait was accepted before the refusal
+  and refines the estimate (with latency, the refusal can overtake the answers of accepted
+  calls).
 * A pace never holds one call longer than the wait Telegram asked for when it was set
   (:meth:`AdaptivePacer.max_wait`, ``X``): a longer wait (a queue of callers above the limit)
   fails that call at once with ``FloodWaitBlocked`` (``from_server=False``), as the server
   would have answered ``FLOOD_WAIT_X``.
-* Decay is by time (refused calls teach nothing, so a per-success decay could starve): a pace
-  with no FLOOD_WAIT for ``hold = max(pace_relax, 2 * period)`` seconds relaxes, its period
-  halving every further ``hold`` seconds (8 steps per halving), and it is dropped at a quarter
-  of its period. A FLOOD_WAIT while relaxing restores the learned pace (it held for its whole
-  hold) and doubles that method's hold (at most 8x): at a steady limit the probes get rarer;
-  after a limit went away the full rate is back within ``3 * hold`` seconds. (gotd's floodwait
-  middleware decays its delay 1 s per success instead.)
+
+Sources and how the constants relate to them:
+
+* TDLib (``td/telegram/net/NetQueryDelayer.cpp``, ``NetQueryDelayer::delay``): a FLOOD_WAIT_X
+  delays *that query* by ``clamp(X, 1 s, 14 days)`` and keeps no pace at all afterwards
+  (``next_timeout_`` is reset to 1). That is the floor we measure against: after a one-off
+  flood the guard costs at most ``pace_recover`` seconds more than TDLib (the ramp), in
+  exchange for not sending a second burst into a real limit.
+* gotd (``github.com/gotd/contrib``, ``middleware/floodwait/scheduler.go``): a FLOOD_WAIT sets
+  the request type's delay to ``max(delay, X)`` (``scheduler.flood``) and every success takes
+  1 s off it (``scheduler.nice``, ``dec = time.Second`` in ``waiter.go``'s ``NewWaiter``), so
+  the delay is gone after about ``X`` successes. Our ramp is the same idea measured in time
+  rather than successes (bounded even when few calls are made) and in rate rather than delay.
+* ``PACE_RATE_LOOKBACK``, ``PACE_RAMP_STEPS``, ``PACE_PROBATION``, the burst rule and the
+  default ``pace_recover`` (2 s) are ours, chosen with the sporadic-flood workload
+  (``telethon_guard.bench.sporadic``: goodput >= 95 % of the no-flood run minus the seconds
+  Telegram asked for) and the unknown-limit workload (``telethon_guard.bench.goodput``:
+  >= 90 % of the limit, at most one FLOOD_WAIT per method after convergence) both holding.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from .clock import Clock
@@ -64,11 +123,26 @@ PACE_MIN_WAIT = 1.0
 """Server waits shorter than this (seconds) teach nothing. Waits are clamped to at least 1 s
 (TDLib NetQueryDelayer), so every FLOOD_WAIT_X qualifies; the evidence test is the call count."""
 PACE_RELAX_STEPS = 8
-"""Steps per halving of a relaxing pace's period (each step: ``2 ** (-1/8)``, about -8 %)."""
+"""Steps per halving of a relaxing held pace's period (each step: ``2 ** (-1/8)``, about -8 %
+of the period, +9 % of the rate)."""
 PACE_DROP = 4.0
-"""A relaxing pace is dropped once its period is ``1/PACE_DROP`` of the learned one."""
+"""A relaxing held pace is dropped once its period is ``1/PACE_DROP`` of the learned one."""
 PACE_MAX_HOLD_GROWTH = 8.0
 """Largest multiple of its base hold a method's hold grows to after floods on relaxing paces."""
+PACE_RATE_LOOKBACK = 10.0
+"""Seconds before a FLOOD_WAIT over which the pre-flood rate (calls answered per second) is
+measured: long enough to average a service's bursts (a request fanning out into a few calls),
+short enough to be the rate of *now*."""
+PACE_RAMP_STEPS = 8
+"""Equal additive steps of the allowed rate, from the estimate to the pre-flood rate, over
+``pace_recover`` seconds after a first FLOOD_WAIT's wait ended."""
+PACE_PROBATION = 2.0
+"""After a first flood's pace is dropped, a FLOOD_WAIT within ``max(pace_relax,
+PACE_PROBATION * X)`` seconds is a repeated flood (it tightens). ``X`` bounds the server's
+window from below (the oldest accepted call leaves it ``X`` s later): a real limit at the
+pre-flood rate refills its window and refuses again within about that time."""
+
+_DROP_STEP = math.ceil(math.log2(PACE_DROP) * PACE_RELAX_STEPS)  # relax step that drops (16)
 
 
 def _spacing(count: int, period: float) -> Windows:
@@ -92,21 +166,42 @@ def _estimate(calls: list[float], now: float, seconds: float) -> tuple[int, floa
     return best_k, best_w
 
 
+def pre_flood_rate(calls: list[float], now: float, seconds: float) -> float | None:
+    """The sustained rate (calls answered per second) before a FLOOD_WAIT of ``seconds`` at
+    ``now``: ``n / (now - oldest)`` over the ``n`` answer times (``calls``, ascending) in the
+    last ``max(PACE_RATE_LOOKBACK, seconds)`` seconds. ``None`` when fewer than
+    ``PACE_MIN_CALLS`` or when they span less than ``seconds``: the server's window is at least
+    ``seconds`` long (its oldest counted call leaves it ``seconds`` later), so a burst shorter
+    than the wait establishes no rate above ``n / seconds`` -- it is the shape of a limit
+    reached from an empty window, not of a service running at a rate."""
+    lookback = max(PACE_RATE_LOOKBACK, seconds)
+    recent = [t for t in calls if now - lookback < t <= now]
+    if len(recent) < PACE_MIN_CALLS or now - recent[0] < seconds:
+        return None
+    return len(recent) / (now - recent[0])
+
+
 class _Pace:
-    __slots__ = ("base", "count", "evidence", "flood_at", "grow", "history", "hold", "late",
-                 "period", "since", "wait", "widest")
+    __slots__ = ("announced", "base", "count", "evidence", "flood_at", "grow", "held", "history",
+                 "hold", "last", "late", "period", "pre", "probation_until", "since", "wait",
+                 "widest")
 
     def __init__(self) -> None:
         self.history: deque[float] = deque(maxlen=512)  # success times (clock seconds)
         self.since = float("-inf")  # end of the last server wait learned from
-        self.count = 0  # learned count (0: no pace)
-        self.base = 0.0  # learned period, before relaxing
-        self.period = 0.0  # current period (relaxed)
+        self.announced: tuple[int, float] | None = None  # last (count, period) emitted
+        self.count = 0  # learned count (0: no pace in force)
+        self.base = 0.0  # learned period, before ramping or relaxing
+        self.period = 0.0  # current period (ramped or relaxed)
+        self.held = False  # True: a held pace (repeated floods); False: a hypothesis
+        self.pre = 0.0  # pre-flood rate (calls/s) a hypothesis ramps back to
         self.flood_at = 0.0  # time of the last FLOOD_WAIT that set or kept the pace
-        self.hold = 0.0  # seconds the pace holds unchanged after flood_at
+        self.hold = 0.0  # seconds a held pace holds unchanged after flood_at
         self.grow = 1.0  # hold multiplier (doubles on a flood while relaxing)
         self.widest = 0.0  # largest window estimate span + X seen (seconds)
         self.wait = 0.0  # X of the FLOOD_WAIT the pace was last set from (seconds)
+        self.last: tuple[int, float] | None = None  # (count, base) of the last dropped pace
+        self.probation_until = float("-inf")  # a flood before this time is a repeated one
         # A new pace's evidence (answer times before the FLOOD_WAIT) and the answers that
         # arrived during its wait (calls the server accepted before refusing, whose answers
         # were slower than the refusal): they refine the pace until the wait ends.
@@ -117,16 +212,21 @@ class _Pace:
 class AdaptivePacer:
     """Learns a method's pace from its FLOOD_WAITs (see the module docstring). Local state.
 
-    ``relax``: ``GuardConfig.pace_relax`` (seconds). All times are on ``clock`` (monotonic).
+    ``relax``: ``GuardConfig.pace_relax`` (seconds; the base hold of a held pace and the
+    shortest probation). ``recover``: ``GuardConfig.pace_recover`` (seconds after a first
+    FLOOD_WAIT's wait within which its pace is back at the pre-flood rate and dropped). All
+    times are on ``clock`` (monotonic). Raises ``ValueError`` when either is not > 0.
     """
 
-    __slots__ = ("_clock", "_events", "_learned", "_paces", "max_methods", "relax",
+    __slots__ = ("_clock", "_events", "_learned", "_paces", "max_methods", "recover", "relax",
                  "seed_ages")
 
     def __init__(self, clock: Clock, events: EventBus | None = None, *, relax: float = 5.0,
-                 max_methods: int = 4096) -> None:
+                 recover: float = 2.0, max_methods: int = 4096) -> None:
         if not relax > 0:
             raise ValueError(f"relax must be > 0 seconds, got {relax!r}")
+        if not recover > 0 or math.isinf(recover):
+            raise ValueError(f"recover must be > 0 seconds and finite, got {recover!r}")
         self._clock = clock
         self._events = events
         self._paces: dict[tuple[str, str], _Pace] = {}
@@ -134,6 +234,7 @@ class AdaptivePacer:
         # window() is asked on every call, and is one truth test while no pace is learned.
         self._learned: dict[tuple[str, str], tuple[Windows, float]] = {}
         self.relax = relax
+        self.recover = recover
         self.max_methods = max_methods
         self.seed_ages: list[float] = []  # ages (s) of the calls a new pace was learned from
 
@@ -151,12 +252,15 @@ class AdaptivePacer:
         return self._relax((account, method))
 
     def _relax(self, key: tuple[str, str]) -> Windows | None:
-        """Step a pace held for its ``hold`` towards unpaced; drop it at ``base / PACE_DROP``."""
+        """The window of ``key``'s pace now: a hypothesis ramps towards its pre-flood rate, a
+        held pace relaxes after its ``hold``; either is dropped at its end."""
         p = self._paces.get(key)
         if p is None or not p.count:
             self._learned.pop(key, None)
             return None
         now = self._clock.now()
+        if not p.held:
+            return self._ramp(key, p, now)
         hold_end = p.flood_at + p.hold
         if now < hold_end:
             window = _spacing(p.count, p.period)
@@ -164,20 +268,44 @@ class AdaptivePacer:
             return window
         step = p.hold / PACE_RELAX_STEPS
         k = int((now - hold_end) / step) + 1
-        factor = 2.0 ** (-k / PACE_RELAX_STEPS)
-        if factor * PACE_DROP <= 1.0 + 1e-9:
-            self._drop(key, p)
+        if k >= _DROP_STEP:
+            self._drop(key, p, hold_end + (_DROP_STEP - 1) * step)
             return None
-        p.period = p.base * factor
+        p.period = p.base * 2.0 ** (-k / PACE_RELAX_STEPS)
         window = _spacing(p.count, p.period)
         self._learned[key] = (window, hold_end + k * step)
         return window
 
-    def _drop(self, key: tuple[str, str], p: _Pace) -> None:
+    def _ramp(self, key: tuple[str, str], p: _Pace, now: float) -> Windows | None:
+        """A hypothesis: the learned pace until its wait ends (``p.since``), then the allowed
+        rate rises in ``PACE_RAMP_STEPS`` equal steps towards ``max(pre, learned)``; dropped
+        ``recover`` seconds after the wait."""
+        start = p.since
+        if now < start:
+            p.period = p.base
+            window = _spacing(p.count, p.base)
+            self._learned[key] = (window, start)
+            return window
+        step = self.recover / PACE_RAMP_STEPS
+        j = int((now - start) / step)
+        if j >= PACE_RAMP_STEPS:
+            self._drop(key, p, start + self.recover)
+            return None
+        learned = p.count / p.base
+        rate = learned + (max(p.pre, learned) - learned) * j / PACE_RAMP_STEPS
+        p.period = p.count / rate
+        window = _spacing(p.count, p.period)
+        self._learned[key] = (window, start + (j + 1) * step)
+        return window
+
+    def _drop(self, key: tuple[str, str], p: _Pace, at: float) -> None:
+        """Drop ``key``'s pace (it ended at clock time ``at``); its probation starts."""
+        p.last = (p.count, p.base)
         p.count = 0
         p.period = p.base = 0.0
-        p.grow = 1.0
+        p.probation_until = at + max(self.relax, PACE_PROBATION * p.wait)
         self._learned.pop(key, None)
+        p.announced = None
         if self._events is not None:
             self._events.emit(PaceLearned(key[1], 0, 0.0, key[0]))
 
@@ -202,6 +330,13 @@ class AdaptivePacer:
                 p = self._paces[(a, m)]
                 out[f"{a}/{m}"] = (p.count, p.period)
         return out
+
+    def is_held(self, account: str, method: str) -> bool:
+        """``True`` when ``method`` has a pace in force that repeated FLOOD_WAITs made hold
+        (``False``: no pace, or a first flood's hypothesis on its way back)."""
+        p = self._paces.get((account, method))
+        return p is not None and bool(p.count) and p.held and (
+            self.window(account, method) is not None)
 
     def _pace(self, account: str, method: str) -> _Pace:
         key = (account, method)
@@ -252,11 +387,9 @@ class AdaptivePacer:
         p.widest = max(p.widest, best[1])
         p.count, p.base = best[0], best[1] * PACE_MARGIN
         p.period = p.base
-        p.hold = max(self.relax, 2.0 * p.base) * p.grow
         window = _spacing(p.count, p.base)
-        self._learned[key] = (window, p.flood_at + p.hold)
-        if self._events is not None:
-            self._events.emit(PaceLearned(key[1], p.count, p.base, key[0]))
+        self._learned[key] = (window, p.since)  # a new pace is a hypothesis: its wait's end
+        self._announce(key, p)
 
     def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
         """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the pace window now in
@@ -271,9 +404,12 @@ class AdaptivePacer:
             # siblings in flight): the same event, nothing new to learn.
             return None
         active = bool(p.count) and self.window(account, method) is not None
-        relaxing = active and now >= p.flood_at + p.hold
+        # A call answered since the last wait ended: the rate, not the block, was refused.
+        fresh = bool(p.history) and p.history[-1] >= p.since
+        probation = not active and p.last is not None and now < p.probation_until
         start = max(p.since, now - PACE_HORIZON)
         calls = [t for t in p.history if t > start]
+        prev_since = p.since
         p.since = now + seconds
         cand: tuple[int, float] | None = None
         if len(calls) >= PACE_MIN_CALLS:
@@ -284,38 +420,87 @@ class AdaptivePacer:
             cand = _estimate(calls, now, seconds)
             p.widest = max(p.widest, cand[1])
             cand = (cand[0], cand[1] * PACE_MARGIN)
-        if not active:
+        if active and p.held:
+            p.evidence = None
+            if now >= p.flood_at + p.hold:
+                # The relaxed pace was too fast; the held one held for its whole hold: restore
+                # it, and hold it longer next time. (Calls counted over a cycle that did not
+                # start from an empty server window overstate the rate: nothing more learned.)
+                count, period = p.count, p.base
+                p.grow = min(PACE_MAX_HOLD_GROWTH, p.grow * 2.0)
+            else:
+                # Too fast while holding: slow down to what this cycle's accepted calls
+                # teach, or stretch (bounded) when they teach nothing slower.
+                count, period = p.count, p.period * PACE_BACKOFF
+                if cand is not None and cand[0] / cand[1] < p.count / p.period:
+                    count, period = cand
+        elif (active or probation) and fresh:
+            # A repeated flood: the hypothesis (or a dropped held pace) failed its test.
+            p.evidence = None
+            ref = (p.count, p.base) if active else p.last
+            assert ref is not None
+            if p.held:  # in the probation of a held pace: restore it, hold longer
+                count, period = ref
+                p.grow = min(PACE_MAX_HOLD_GROWTH, p.grow * 2.0)
+            else:
+                p.grow = 1.0
+                count, period = ref
+                if active and now < prev_since + self.recover / PACE_RAMP_STEPS:
+                    # Refused during the wait or the ramp's first step, at the estimate
+                    # itself: slow down to what the calls since the wait teach if that is
+                    # slower, else stretch the estimate.
+                    period = ref[1] * PACE_BACKOFF
+                    if cand is not None and cand[0] / cand[1] < ref[0] / ref[1]:
+                        count, period = cand
+                # else: refused above the estimate, on the way back to the pre-flood rate:
+                # the estimate was not refuted, it holds.
+            p.held = True
+        elif active:
+            # The first call after the wait was refused again: the block lasted longer, the
+            # rate was not tested. Keep the hypothesis; its ramp starts after the new wait.
+            p.evidence = None
+            p.flood_at = now
+            p.wait = seconds
+            p.period = p.base
+            window = _spacing(p.count, p.base)
+            self._learned[key] = (window, p.since)
+            return window
+        else:
+            # A first flood: a hypothesis to test, or (after a burst shorter than the wait,
+            # which shows no sustained rate to return to) a pace that holds at once.
             if cand is None:
                 return None
             count, period = cand
             p.grow = 1.0
+            rate = pre_flood_rate(calls, now, seconds)
+            p.held = rate is None
+            p.pre = rate if rate is not None else count / period
             self.seed_ages = [now - t for t in calls]
             p.evidence = calls
             p.late = 0
-        elif relaxing:
-            # The relaxed pace was too fast; the learned one held for its whole hold: restore
-            # it, and hold it longer next time.
-            # (Calls counted over a cycle that did not start from an empty server window
-            # overstate the rate, so this cycle teaches nothing more.)
-            count, period = p.count, p.base
-            p.grow = min(PACE_MAX_HOLD_GROWTH, p.grow * 2.0)
-        else:
-            # Too fast while holding: slow down to what this cycle's accepted calls teach,
-            # or stretch (bounded) when they teach nothing slower.
-            count, period = p.count, p.period * PACE_BACKOFF
-            if cand is not None and cand[0] / cand[1] < p.count / p.period:
-                count, period = cand
         cap = PACE_MAX_STRETCH * PACE_MARGIN * max(p.widest, seconds)
         period = min(period, cap)
         p.count, p.base, p.period = count, period, period
         p.flood_at = now
         p.wait = seconds
-        p.hold = max(self.relax, 2.0 * period) * p.grow
         window = _spacing(count, period)
-        self._learned[key] = (window, now + p.hold)
-        if self._events is not None:
-            self._events.emit(PaceLearned(method, count, period, account))
+        if p.held:
+            p.hold = max(self.relax, 2.0 * period) * p.grow
+            self._learned[key] = (window, now + p.hold)
+        else:
+            p.hold = 0.0
+            self._learned[key] = (window, p.since)
+        self._announce(key, p)
         return window
+
+    def _announce(self, key: tuple[str, str], p: _Pace) -> None:
+        """Emit ``PaceLearned`` when the learned ``(count, period)`` changed (a restore of the
+        pace that was already announced, or a hypothesis that now holds, is not news)."""
+        value = (p.count, p.base)
+        if value != p.announced:
+            p.announced = value
+            if self._events is not None:
+                self._events.emit(PaceLearned(key[1], p.count, p.base, key[0]))
 
 
 __all__ = [
@@ -327,6 +512,10 @@ __all__ = [
     "PACE_MAX_STRETCH",
     "PACE_MIN_CALLS",
     "PACE_MIN_WAIT",
+    "PACE_PROBATION",
+    "PACE_RAMP_STEPS",
+    "PACE_RATE_LOOKBACK",
     "PACE_RELAX_STEPS",
     "AdaptivePacer",
+    "pre_flood_rate",
 ]

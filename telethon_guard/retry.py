@@ -21,14 +21,15 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .network_budget import network_budget
+from .call import CallInfo
 from .classify import Action
-from .clock import Clock, network_budget
+from .clock import Clock
 from .config import GuardConfig
 from .events import EventBus, RetriesExhausted, RetryScheduled
 
 if TYPE_CHECKING:
     from .breaker import CircuitBreaker
-    from .pipeline import CallContext
 
 _RETRYABLE = (Action.TRANSIENT, Action.DISCONNECT)
 
@@ -71,29 +72,28 @@ class RetryPolicy:
         self.breaker = breaker
         self._attempt_timeout = config.attempt_timeout
 
-    async def handle(self, ctx: CallContext, call_next: Callable[[CallContext], Awaitable[Any]],
+    async def handle(self, call: CallInfo, call_next: Callable[[CallInfo], Awaitable[Any]],
                      ) -> Any:
         """Run ``call_next`` (one attempt) until it succeeds, raises a non-retryable error, or
         the budget ends; then the real last error propagates unchanged."""
         attempt = 0
         while True:
             attempt += 1
-            ctx.verdict = None
+            call.verdict = None
             try:
-                return await call_next(ctx)
+                return await call_next(call)
             except Exception as exc:
-                if not await self.retry_after(ctx, exc, attempt):
+                if not await self._again(call, exc, attempt):
                     raise
 
-    async def retry_after(self, ctx: CallContext, exc: Exception, attempt: int) -> bool:
+    async def _again(self, call: CallInfo, exc: Exception, attempt: int) -> bool:
         """After attempt ``attempt`` (1-based) failed with ``exc``: ``False`` when it is final
-        (not retryable per ``ctx.verdict``, attempts or deadline spent, breaker OPEN; emits
+        (not retryable per ``call.verdict``, attempts or deadline spent, breaker OPEN; emits
         ``RetriesExhausted`` for a retryable one), else emit ``RetryScheduled``, sleep the
         backoff and return ``True`` (try again)."""
-        verdict = ctx.verdict
+        verdict = call.verdict
         if verdict is None or verdict.action not in _RETRYABLE:
             return False
-        call = ctx.call
         stop = attempt >= self.max_attempts
         delay = 0.0
         if not stop:
@@ -103,9 +103,9 @@ class RetryPolicy:
             # DeadlineExceeded unsent): stop here and raise the real error instead.
             stop = dl is not None and (
                 self._clock.now() + delay
-                + network_budget(ctx.budget or 0.0, self._attempt_timeout) >= dl)
+                + network_budget(call.budget or 0.0, self._attempt_timeout) >= dl)
         if not stop and self.breaker is not None:
-            stop = await self.breaker.is_open(ctx)
+            stop = await self.breaker.is_open(call)
         if stop:
             if self._events is not None:
                 self._events.emit(RetriesExhausted(error_name(exc), attempt,
@@ -114,7 +114,7 @@ class RetryPolicy:
         if self._events is not None:
             self._events.emit(RetryScheduled(error_name(exc), attempt, delay,
                                              call.method, call.account))
-        ctx.stage = "backoff"
+        call.stage = "backoff"
         await self._clock.sleep(delay)
         return True
 

@@ -72,13 +72,18 @@ def retrieve_exception(fut: asyncio.Future[Any]) -> None:
 
 def retrieving(source: str, sink: StraySink | None) -> Callable[[asyncio.Future[Any]], None]:
     """A done-callback like :func:`retrieve_exception` that also tells ``sink`` about an
-    exception it retrieved (``source`` names the future, e.g. ``"updates_handle"``)."""
+    exception it retrieved (``source`` names the future, e.g. ``"updates_handle"``); logged at
+    DEBUG on the ``telethon_guard`` logger either way."""
 
     def callback(fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is not None and sink is not None:
+        if exc is None:
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("retrieved the exception of %s: %s: %s", source, type(exc).__name__, exc)
+        if sink is not None:
             try:
                 sink(source, exc)
             except Exception:  # pragma: no cover
@@ -123,6 +128,9 @@ def telethon_attribution(context: dict[str, Any]) -> str | None:
       a frame of it is in ``telethon`` (e.g. ``RequestState`` creating a request's future);
     * ``"error type"``: the exception's class is defined in ``telethon`` (``InvalidBufferError``,
       an ``RPCError``, ``AuthKeyNotFound``): only Telethon's code raises those;
+    * ``"guard error type"``: the class is one of telethon-guard's connection errors, which the
+      guard's sender sets on Telethon's request futures (``GuardConnectionError``,
+      ``TransportFloodError``, ``AuthKeyInvalidError``, ...) without raising them;
     * ``"raised in telethon"``: the exception's traceback runs through ``telethon``'s code
       (e.g. the ``ConnectionError`` Telethon's receive loop caught and set on its futures).
 
@@ -144,6 +152,8 @@ def telethon_attribution(context: dict[str, Any]) -> str | None:
         module = type(exc).__module__
         if module == "telethon" or module.startswith("telethon."):
             return "error type"
+        if module.startswith("telethon_guard.") and isinstance(exc, _NETWORK_TYPES):
+            return "guard error type"
         if _raised_in_telethon(exc.__traceback__):
             return "raised in telethon"
     return None

@@ -30,6 +30,7 @@ import contextlib
 import gc
 import json
 import logging
+import statistics
 import sys
 import time
 from collections import Counter
@@ -53,6 +54,7 @@ from telethon_guard.bench.common import (
     error_name,
     guarded_class,
 )
+from telethon_guard.bench.demo_why import WhyTable, explain, span
 from telethon_guard.bench.lag import LagStats, health_ticker, lag_stats
 from telethon_guard.bench.progress import Progress
 from telethon_guard.bench.results import format_table
@@ -61,6 +63,7 @@ from telethon_guard.bench.serverproc import ServerProcess
 METHOD = "messages.getHistory"
 CALLS_PER_SECOND = 20.0
 WAVE_LIMIT, WAVE_WINDOW = 20, 2.0  # calls per seconds during the FLOOD_WAIT wave
+MAX_FLOOD_WAIT = 60.0  # the guarded service's max_flood_wait: GuardConfig's default (seconds)
 LATENCY = (0.05, 0.3)  # seconds the server takes per request (uniform), like a real round trip
 
 
@@ -77,6 +80,15 @@ class Timeline:
     @property
     def wave_at(self) -> float:
         return self.storm_at + self.storm + 1.0
+
+    def phase(self, t: float) -> str:
+        """The part of the incident at ``t`` seconds: ``calm``, ``storm``, ``wave``, ``after``
+        (after the wave)."""
+        if self.storm_at <= t < self.storm_at + self.storm:
+            return "storm"
+        if self.wave_at <= t < self.wave_at + self.wave:
+            return "wave"
+        return "after" if t >= self.wave_at + self.wave else "calm"
 
     @classmethod
     def for_seconds(cls, seconds: float) -> Timeline:
@@ -98,6 +110,14 @@ class DemoOutcome:
     lag: LagStats | None = None
     wall: float = 0.0
     complete: bool = False
+    why: WhyTable = field(default_factory=WhyTable)
+    ok_after: list[float] = field(default_factory=list)  # seconds each successful call took
+    # (sent at, ended at, succeeded), seconds since the start of the run
+    timeline: list[tuple[float, float, bool]] = field(default_factory=list)
+
+
+_PHASE_NEWS = {"storm": "-429 storm started", "calm": "storm over",
+               "wave": "FLOOD_WAIT wave started", "after": "wave over"}
 
 
 class NeverRetrievedCounter(logging.Handler):
@@ -139,7 +159,10 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
             ((session, _),) = await srv.sessions(1)
             # The guarded service sets a per-call deadline inside the demo's time box, as a
             # service would; plain Telethon has no such setting.
-            kwargs = {"deadline": tl.call_bound - 1.0} if cls is not TelegramClient else {}
+            guarded = cls is not TelegramClient
+            deadline = tl.call_bound - 1.0 if guarded else None
+            max_flood_wait = MAX_FLOOD_WAIT if guarded else None
+            kwargs = {"deadline": deadline, "max_flood_wait": max_flood_wait} if guarded else {}
             client: Any = srv.client(cls, session, **kwargs)
             await connect(client)
             t0 = time.monotonic()
@@ -152,22 +175,41 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
             tasks: list[asyncio.Task[None]] = []
 
             async def one_call(k: int) -> None:
+                t_call = loop.time()
                 try:
                     await bounded(client(_request(k)), tl.call_bound)
-                    out.ok += 1
                 except Exception as e:
+                    after = loop.time() - t_call
                     out.failed[error_name(e)] += 1
+                    out.why.add(explain(e, deadline=deadline, after=after,
+                                        max_flood_wait=max_flood_wait,
+                                        phase=tl.phase(t_call - start)))
+                    out.timeline.append((t_call - start, loop.time() - start, False))
+                else:
+                    out.ok += 1
+                    out.ok_after.append(loop.time() - t_call)
+                    out.timeline.append((t_call - start, loop.time() - start, True))
 
             wave_added = wave_cleared = False
             k = 0
             progress("demo", f"{name}: running; -429 storm at {tl.storm_at:g} s for "
                              f"{tl.storm:g} s, FLOOD_WAIT wave at {tl.wave_at:g} s for "
                              f"{tl.wave:g} s")
+            phase = tl.phase(0.0)
+
+            def report(what: str) -> None:
+                done = out.ok + sum(out.failed.values())
+                progress("demo", f"{name}: {what}; so far {out.ok} ok, "
+                                 f"{done - out.ok} failed, {len(tasks) - done} waiting")
+
             try:
                 while True:
                     now = loop.time() - start
                     if now >= tl.seconds:
                         break
+                    if tl.phase(now) != phase:
+                        phase = tl.phase(now)
+                        report(_PHASE_NEWS[phase])
                     if not wave_added and now >= tl.wave_at:
                         await srv.add_rules(("FloodWindow",
                                              {"method": METHOD, "limit": WAVE_LIMIT,
@@ -182,7 +224,9 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
                     k += 1
                     await asyncio.sleep(max(0.0, start + k / CALLS_PER_SECOND - loop.time()))
                 if tasks:
+                    report("worker stopped, waiting for outstanding calls")
                     await asyncio.wait(tasks, timeout=tl.call_bound + 1.0)
+                report("done")
                 out.wall = loop.time() - start
             finally:
                 out.wall = out.wall or loop.time() - start
@@ -214,6 +258,15 @@ def _fmt_failed(o: DemoOutcome) -> str:
         f"{k} {v}" for k, v in o.failed.most_common())
 
 
+def _back_online(o: DemoOutcome, tl: Timeline) -> str:
+    """When the first call succeeded after the storm ended (seconds since the start)."""
+    end = tl.storm_at + tl.storm
+    first = min((t for _, t, ok in o.timeline if ok and t >= end), default=None)
+    if first is None:
+        return "never"
+    return f"at {first:.1f} s ({first - end:.1f} s after it ended)"
+
+
 def render(outcomes: list[DemoOutcome], tl: Timeline) -> str:
     cols = [o.name + ("" if o.complete else " (interrupted)") for o in outcomes]
 
@@ -225,6 +278,8 @@ def render(outcomes: list[DemoOutcome], tl: Timeline) -> str:
     rows = [
         ["calls succeeded", *[str(o.ok) for o in outcomes]],
         ["calls failed (by error)", *[_fmt_failed(o) for o in outcomes]],
+        ["succeeded within", *[span(o.ok_after) for o in outcomes]],
+        ["first success after the storm", *[_back_online(o, tl) for o in outcomes]],
         ['"never retrieved" log lines', *[str(o.never_retrieved) for o in outcomes]],
         ["reconnect attempts (server)", *[f"{o.reconnects} opened, {o.refused} refused"
                                           for o in outcomes]],
@@ -236,7 +291,12 @@ def render(outcomes: list[DemoOutcome], tl: Timeline) -> str:
     head = (f"incident: -429 storm at {tl.storm_at:g} s for {tl.storm:g} s, FLOOD_WAIT wave "
             f"at {tl.wave_at:g} s for {tl.wave:g} s; the worker makes {CALLS_PER_SECOND:g} "
             f"calls/s ({METHOD}, every 4th a batch of two) for {tl.seconds:g} s")
-    return head + "\n\n" + format_table(["", *cols], rows)
+    why = ["why calls failed (error calls: reason; seconds from the call to its error):"]
+    for o in outcomes:
+        lines = o.why.lines()
+        why.append(f"  {o.name}:" + ("" if lines else " none"))
+        why.extend(f"    {line}" for line in lines)
+    return head + "\n\n" + format_table(["", *cols], rows) + "\n\n" + "\n".join(why)
 
 
 def to_json(outcomes: list[DemoOutcome], tl: Timeline, interrupted: bool) -> dict[str, Any]:
@@ -248,6 +308,10 @@ def to_json(outcomes: list[DemoOutcome], tl: Timeline, interrupted: bool) -> dic
             o.name: {
                 "calls_ok": o.ok,
                 "calls_failed": dict(o.failed),
+                "why_failed": o.why.to_json(),
+                "ok_seconds_median": (round(statistics.median(o.ok_after), 3)
+                                      if o.ok_after else None),
+                "ok_seconds_max": round(max(o.ok_after), 3) if o.ok_after else None,
                 "never_retrieved": o.never_retrieved,
                 "connections_opened": o.reconnects,
                 "connections_refused": o.refused,
@@ -272,11 +336,16 @@ async def run_demo(tl: Timeline, progress: Progress, outcomes: list[DemoOutcome]
 def run_demo_command(args: argparse.Namespace) -> int:
     """``telethon-guard demo``: validate, run both services, print the table."""
     json_path: Path | None = args.json_path
+    plot_path: Path | None = args.plot_path
     if json_path is not None:
         check_output_path(json_path, "--json")
+    if plot_path is not None:
+        from telethon_guard.bench.plot import check_plot_output
+
+        check_plot_output(plot_path)
     seconds = args.seconds if args.seconds is not None else (8.0 if args.quick else 20.0)
     tl = Timeline.for_seconds(seconds)
-    progress = Progress(enabled=True)
+    progress = Progress(enabled=True, live=False if args.verbose else None)
     outcomes: list[DemoOutcome] = []
     interrupted = False
     status = EXIT_OK
@@ -286,11 +355,22 @@ def run_demo_command(args: argparse.Namespace) -> int:
         interrupted = True
         status = EXIT_INTERRUPTED
     except Exception as e:
+        progress.close()
         print(f"{PROG} demo: error: {type(e).__name__}: {e}", file=sys.stderr)
         status = EXIT_FAILED
+    finally:
+        progress.close(interrupted=interrupted)
     print(render(outcomes, tl), flush=True)
     if interrupted:
         print("interrupted: the table shows what was measured before Ctrl-C")
+    if plot_path is not None:
+        from telethon_guard.bench.demo_plot import write_demo_plot
+
+        try:
+            write_demo_plot(outcomes, tl, plot_path, CALLS_PER_SECOND)
+        except (OSError, RuntimeError) as e:
+            print(f"{PROG} demo: error: cannot write {plot_path}: {e}", file=sys.stderr)
+            status = status or EXIT_FAILED
     if json_path is not None:
         try:
             json_path.write_text(json.dumps(to_json(outcomes, tl, interrupted), indent=2) + "\n",

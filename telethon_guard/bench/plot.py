@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from telethon_guard.bench.command import UsageError, check_output_path
 from telethon_guard.bench.results import Report
 
 
@@ -20,6 +21,16 @@ def check_matplotlib() -> None:
         raise PlotUnavailableError(
             "--plot needs matplotlib: pip install 'telethon-guard[cli]'"
         ) from e
+
+
+def check_plot_output(path: Path) -> None:
+    """Before running: :class:`~telethon_guard.bench.command.UsageError` unless matplotlib is
+    installed and ``path`` can be written (``--plot PATH``)."""
+    try:
+        check_matplotlib()
+    except PlotUnavailableError as e:
+        raise UsageError(str(e)) from None
+    check_output_path(path, "--plot")
 
 
 def write_plot(report: Report, path: Path) -> None:

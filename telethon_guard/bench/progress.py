@@ -56,13 +56,16 @@ class Progress:
             self._current = workload
             print(f"[{elapsed:6.1f} s] {workload}: {message}", file=self.stream, flush=True)
 
-    def close(self) -> None:
-        """Stop the status line and clear it (safe to call more than once)."""
+    def close(self, interrupted: bool = False) -> None:
+        """Stop the status line and clear it (safe to call more than once). ``interrupted``:
+        also clear the terminal's ``^C`` echo, so the table starts on a clean line."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=2 * TICK)
         with self._lock:
+            if interrupted and self.live:
+                self._status_shown = True
             self._clear_status()
 
     def _tick(self) -> None:

@@ -22,7 +22,7 @@ the layers use directly so an in-memory decision costs no coroutine and no await
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..config import Windows
@@ -144,9 +144,33 @@ class GuardStorage(Protocol):
 
 @runtime_checkable
 class LocalGuardStorage(GuardStorage, Protocol):
-    """Synchronous twins of the :class:`GuardStorage` operations (``is_local = True``)."""
+    """Synchronous twins of the :class:`GuardStorage` operations (``is_local = True``), and the
+    read-only views the layers, stats and health use. Every name here is used by a layer; a
+    local backend implements all of them (nothing is probed with ``getattr``)."""
 
     def reserve_sync(self, specs: Sequence[LimitSpec], observe: bool = False) -> Reservation: ...
+
+    def decider(self) -> Callable[[Sequence[LimitSpec]], tuple[float, Any]]:
+        """A new ``decide(specs) -> (delay, token)``: :meth:`reserve_sync` without ``observe``,
+        returning a plain tuple (the limiter's hot path; one per limiter)."""
+        ...
+
+    def delay_sync(self, specs: Sequence[LimitSpec]) -> float:
+        """Seconds until a slot is free in every window of ``specs``, reserving nothing."""
+        ...
+
+    def flood_table(self) -> dict[str, float]:
+        """The live flood table ``{scope: clock time the block ends}`` (read only; may hold
+        expired entries). Empty: nothing is blocked (the ledger's synchronous check)."""
+        ...
+
+    def flood_scopes(self) -> dict[str, float]:
+        """Blocked scopes with seconds left (stats)."""
+        ...
+
+    def breaker_keys(self) -> list[str]:
+        """Keys of every breaker known (stats, health)."""
+        ...
 
     def release_sync(self, specs: Sequence[LimitSpec], token: Any) -> None: ...
 
@@ -167,6 +191,15 @@ class LocalGuardStorage(GuardStorage, Protocol):
     def breaker_release_probe_sync(self, key: str) -> None: ...
 
     def breaker_state_sync(self, key: str) -> BreakerDecision: ...
+
+
+def local_of(storage: GuardStorage) -> LocalGuardStorage | None:
+    """``storage`` when it is local (``is_local``: the layers call its synchronous methods),
+    else ``None`` (shared: awaited). Each layer asks once, at construction."""
+    if storage.is_local:
+        assert isinstance(storage, LocalGuardStorage), f"{storage!r}: is_local without the API"
+        return storage
+    return None
 
 
 def open_storage(spec: Any, *, clock: Any = None, max_peer_keys: int = 10_000,
@@ -214,5 +247,6 @@ __all__ = [
     "LimitSpec",
     "LocalGuardStorage",
     "Reservation",
+    "local_of",
     "open_storage",
 ]

@@ -163,8 +163,9 @@ class RedisStorage:
         breaker_ttl: seconds a breaker's state is kept after its last write (default 3600).
         events: an :class:`~telethon_guard.events.EventBus` for ``StorageFallback``; pipelines
             using this storage also attach theirs through :meth:`bind_events`.
-        clock: clock of the fallback :class:`MemoryStorage` (``now()`` in monotonic seconds);
-            ``None`` for ``time.monotonic``.
+        clock: the guard clock (``now()`` in monotonic seconds): times the outage (probes
+            every ``probe_interval``, the outage's length in events) and runs the fallback
+            :class:`MemoryStorage`; ``None`` for ``time.monotonic``.
         max_peer_keys: cap of per-peer limiter keys in the fallback storage (in Redis, per-peer
             keys simply expire).
 
@@ -233,6 +234,7 @@ class RedisStorage:
         self._br_release = _Script(lua.BREAKER_RELEASE_PROBE)
         self._br_state = _Script(lua.BREAKER_STATE)
         self._window_args: dict[Any, bytes] = {}
+        self._now = time.monotonic if clock is None else clock.now  # the guard clock
         self.local = MemoryStorage(clock, max_peer_keys=max_peer_keys)
         """The fallback storage (used only while Redis is unavailable and the policy is
         ``"fallback"``)."""
@@ -284,7 +286,7 @@ class RedisStorage:
         """``True`` while unavailable and no probe is due (then one caller probes)."""
         if self._down_since is None:
             return False
-        now = time.monotonic()
+        now = self._now()
         if now < self._probe_at:
             return True
         self._probe_at = now + self.probe_interval
@@ -307,7 +309,7 @@ class RedisStorage:
         else:
             reason = "unavailable"
         if self._down_since is None:
-            self._down_since = time.monotonic()
+            self._down_since = self._now()
             self._probe_at = self._down_since + self.probe_interval
             self.fallbacks += 1
             what = ("using local in-memory state" if self.on_unavailable == "fallback"
@@ -317,7 +319,7 @@ class RedisStorage:
     def _recovered(self) -> None:
         if self._down_since is None:
             return
-        down = time.monotonic() - self._down_since
+        down = self._now() - self._down_since
         self._down_since = None
         self._emit(False, f"answering again after {down:.1f} s; guard state shared again")
         if self.on_unavailable == "fallback":
@@ -333,8 +335,10 @@ class RedisStorage:
             for scope, left in blocks.items():
                 await _within(self._flood_block.run(self.client, (self._key("fl", scope),),
                                                     (repr(left),)), self.timeout)
-        except Exception:  # best effort; the blocks still hold locally
-            pass
+        except Exception:  # best effort: the blocks still hold locally
+            logger.warning("could not copy %d flood block(s) learned during the Redis outage "
+                           "back to Redis (they still hold in this process)", len(blocks),
+                           exc_info=True)
 
     def _fail(self, exc: BaseException | None) -> StorageUnavailableError:
         detail = "" if exc is None else f": {type(exc).__name__}: {exc}"
@@ -484,7 +488,7 @@ class RedisStorage:
             try:
                 await _within(self.client.aclose(), self.timeout * 4)
             except Exception:  # closing a dead connection must not raise
-                pass
+                logger.debug("closing the Redis client failed", exc_info=True)
 
     def __repr__(self) -> str:
         state = "available" if self.available else f"unavailable ({self.on_unavailable})"

@@ -3,6 +3,10 @@
 ``TelegramTestServer`` (the listeners, sessions and clients), ``World`` (what the RPC
 methods answer), ``FaultPlan`` (Telegram's limits and faults, scripted) and ``ServerLog``
 (the ground truth of what the server executed). See ``server.py`` for an example.
+
+Updates: the server pushes new messages to the clients of every recipient account like
+Telegram (``server.push_message``, ``server.make_gap``, ``server.push_too_long``; see
+``updates.py`` and ``world_delivery.py``); ``OnPeers`` scopes any fault rule to chosen chats.
 """
 
 from telethon_guard.testing._types import (
@@ -20,6 +24,7 @@ from telethon_guard.testing._types import (
 )
 from telethon_guard.testing.crypto import register_public_key
 from telethon_guard.testing.faults import FaultPlan
+from telethon_guard.testing.faults_peers import OnPeers
 from telethon_guard.testing.log import LogEntry, ServerLog
 from telethon_guard.testing.server import (
     API_HASH,
@@ -28,7 +33,7 @@ from telethon_guard.testing.server import (
     TelegramTestServer,
     clear_config_cache,
 )
-from telethon_guard.testing.world import World
+from telethon_guard.testing.world import Delivered, UnknownPeerError, World
 
 __all__ = [
     "API_HASH",
@@ -37,9 +42,11 @@ __all__ = [
     "ConnectInfo",
     "DcAddress",
     "Delay",
+    "Delivered",
     "DropReply",
     "FaultPlan",
     "LogEntry",
+    "OnPeers",
     "ReplyError",
     "RequestInfo",
     "ResetConnection",
@@ -49,6 +56,7 @@ __all__ = [
     "Stall",
     "TelegramTestServer",
     "TransportError",
+    "UnknownPeerError",
     "World",
     "clear_config_cache",
     "register_public_key",

@@ -118,7 +118,48 @@ class Stall:
     """Stop reading and writing on this connection but keep the socket open (half-open)."""
 
 
-Action = ReplyError | Delay | DropReply | ResetConnection | TransportError | Stall
+@dataclass(frozen=True)
+class CloseConnection:
+    """Close the connection: ``abort=False`` a graceful close (FIN, after flushing what is
+    queued), ``abort=True`` a reset (RST). ``after_packets`` > 0 (on a new connection, from
+    :meth:`FaultPlan.on_connect`): serve nothing, and close once that many transport packets
+    have arrived (the last one unanswered): "Telegram closes every new connection right after
+    its first packet". ``after_packets=0``: close at once (on accept, or when applied).
+    """
+
+    abort: bool = False
+    after_packets: int = 0
+
+
+@dataclass(frozen=True)
+class ListenerDown:
+    """Stop listening on a DC's port for ``seconds`` (``None``: until the server stops): new
+    TCP connections are refused by the OS (``ECONNREFUSED``), as by a DC that is down or
+    unreachable; open connections are untouched. A timed action (``FaultPlan.due``)."""
+
+    seconds: float | None = None
+
+
+Action = (
+    ReplyError | Delay | DropReply | ResetConnection | TransportError | Stall | CloseConnection
+    | ListenerDown
+)
+
+
+@dataclass(frozen=True)
+class LinkFault:
+    """What a :class:`~telethon_guard.testing.faults.FaultPlan` does to an open connection now
+    (:meth:`FaultPlan.link_fault`).
+
+    ``mode="silence"``: packets that arrive are read and discarded (never decoded, executed or
+    answered) and nothing is sent: no replies, no acks, no pushed updates; the TCP connection
+    stays open (a half-open connection: NAT timeout, a silent DC). ``mode="stall"``: nothing
+    is read (TCP buffers fill) and nothing is sent; what is queued is delivered when the stall
+    ends. ``until``: monotonic end of the fault, or ``None`` for ever.
+    """
+
+    mode: Literal["silence", "stall"]
+    until: float | None = None
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,11 @@ from telethon_guard import _tl
 from telethon_guard.testing import transport
 from telethon_guard.testing._types import (
     AuthState,
+    CloseConnection,
     ConnectInfo,
     Delay,
     DropReply,
+    LinkFault,
     ReplyError,
     RequestInfo,
     ResetConnection,
@@ -157,6 +159,10 @@ class Connection:
         self._handshake: Handshake | None = None
         self._ping_disconnect: asyncio.TimerHandle | None = None
         self.close_reason: str | None = None
+        self.opened_at = _monotonic()
+        self._close_after = 0  # CloseConnection(after_packets=N) on connect: close at packet N
+        self._close_abort = False
+        self._packets = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -183,6 +189,11 @@ class Connection:
             if isinstance(action, ResetConnection):
                 self.close("reset by fault plan on connect", abort=True)
                 return
+            if isinstance(action, CloseConnection):
+                if action.after_packets <= 0:
+                    self.close("closed by fault plan on connect", abort=action.abort)
+                    return
+                self._close_after, self._close_abort = action.after_packets, action.abort
             if isinstance(action, Stall):
                 self._stall()
             elif isinstance(action, Delay):
@@ -274,6 +285,8 @@ class Connection:
         """
         if self.closed or self.stalled or self._km is None or self.codec is None:
             return False
+        if self._silenced():  # a fault plan's half-open connection: the update is lost
+            return False
         self._enqueue(body, True, 1)
         return True
 
@@ -286,6 +299,8 @@ class Connection:
             self.close(f"transport error -{action.code}", error_code=-action.code)
         elif isinstance(action, ResetConnection):
             self.close("reset by fault plan", abort=True)
+        elif isinstance(action, CloseConnection):
+            self.close("closed by fault plan", abort=action.abort)
         elif isinstance(action, Stall):
             self._stall()
 
@@ -317,6 +332,9 @@ class Connection:
                 packet = await codec.read(reader)
                 if self.stalled:
                     continue
+                if self._close_after or self._has_link_faults():
+                    if not await self._link_faults_let_through(len(packet)):
+                        continue
                 self._on_packet(packet)
         except (asyncio.IncompleteReadError, ConnectionError):
             self.close("closed by client")
@@ -326,6 +344,69 @@ class Connection:
             self.close(f"protocol error: {e}", abort=True)
         except (struct.error, BufferError, ValueError, EOFError, zlib.error, OSError) as e:
             self.close(f"malformed message: {e!r}", abort=True)
+
+    # ---- connection lifecycle faults (FaultPlan.link_fault / clock_offset) -------------------
+
+    def _has_link_faults(self) -> bool:
+        faults = self.ctx.faults
+        return faults is not None and bool(getattr(faults, "has_link_faults", False))
+
+    def link_fault(self) -> LinkFault | None:
+        """The plan's silence / stall on this connection now, if any."""
+        if not self._has_link_faults():
+            return None
+        fault: LinkFault | None = self.ctx.faults.link_fault(
+            _monotonic(), self.conn_id, self.dc_id, self.opened_at
+        )
+        return fault
+
+    async def _link_faults_let_through(self, size: int) -> bool:
+        """Apply close-after-N-packets, silence and stall to one packet just read: False to
+        discard it (the connection may be closed). A stall waits here (nothing more is read)
+        until it ends."""
+        if self._close_after:
+            self._packets += 1
+            if self._packets >= self._close_after:
+                self.close(f"closed by fault plan after {self._packets} packet(s)",
+                           abort=self._close_abort)
+                return False
+        while not self.closed:
+            fault = self.link_fault()
+            if fault is None:
+                return True
+            if fault.mode == "silence":
+                self.ctx.log_event("silenced", self.conn_id, self.dc_id,
+                                       detail=f"packet of {size} bytes discarded")
+                return False
+            wait = 0.05 if fault.until is None else min(0.05, fault.until - _monotonic())
+            await asyncio.sleep(max(wait, 0.001))
+        return False
+
+    def _silenced(self) -> bool:
+        """Whether the fault plan silences this connection now (nothing is sent)."""
+        fault = self.link_fault()
+        return fault is not None and fault.mode == "silence"
+
+    def _unanswered(self) -> bool:
+        """Whether a reply produced now would never leave (closed, stalled or silenced)."""
+        return self.closed or self.stalled or self._silenced()
+
+    def clock_offset(self, judging_client: bool = False) -> float:
+        """Seconds the plan's clock skew adds to this server's clock now (0.0 without skew).
+        ``judging_client``: the offset used to check the client's msg_ids."""
+        faults = self.ctx.faults
+        if faults is None or not getattr(faults, "has_clock_skew", False):
+            return 0.0
+        offset: float = faults.clock_offset(_monotonic(), self.dc_id, judging_client)
+        return offset
+
+    def _new_msg_id(self, residue: int) -> int:
+        """A server msg_id (``ServerContext.new_msg_id``) moved by the plan's clock skew."""
+        mid = self.ctx.new_msg_id(residue)
+        offset = self.clock_offset()
+        if offset:
+            mid += int(offset * 4294967296.0) & ~3  # keeps the residue (low 2 bits)
+        return mid
 
     def _on_packet(self, packet: bytes) -> None:
         if len(packet) < 8:
@@ -357,7 +438,7 @@ class Connection:
         if msg_id & 3:
             code = 18
         else:
-            delta = (msg_id >> 32) - time.time()
+            delta = (msg_id >> 32) - (time.time() + self.clock_offset(True))
             if delta < -MSG_TOO_OLD:
                 code = 16
             elif delta > MSG_TOO_NEW:
@@ -422,7 +503,8 @@ class Connection:
         obj = BinaryReader(packet[20 : 20 + length]).tgread_object()
         if self._handshake is None:
             ctx = self.ctx
-            self._handshake = Handshake(ctx.rsa_key, ctx.pq, self._new_key)
+            self._handshake = Handshake(ctx.rsa_key, ctx.pq, self._new_key,
+                                        lambda: time.time() + self.clock_offset())
         task = self._loop.create_task(self._run_plain(obj))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -443,7 +525,7 @@ class Connection:
         data = bytes(answer)
         assert self.codec is not None
         self.writer.write(self.codec.seal(
-            self.codec.encode(_pack_qqi(0, self.ctx.new_msg_id(1), len(data)) + data)
+            self.codec.encode(_pack_qqi(0, self._new_msg_id(1), len(data)) + data)
         ))
 
     def _new_key(self, auth_key: bytes) -> None:
@@ -536,6 +618,10 @@ class Connection:
                         self._log(msg_id, method, account, random_id, "reset", False)
                         self.close("reset by fault plan", abort=True)
                         return
+                elif isinstance(action, CloseConnection):
+                    self._log(msg_id, method, account, random_id, "reset", False)
+                    self.close("closed by fault plan", abort=action.abort)
+                    return
                 elif isinstance(action, TransportError):
                     self._log(msg_id, method, account, random_id, "transport_error", False,
                               -action.code)
@@ -588,7 +674,7 @@ class Connection:
         if reset_after:
             self._log(msg_id, method, account, random_id, "reset", False, e.code, e.message)
             self.close("reset by fault plan after execute", abort=True)
-        elif drop or self.closed or self.stalled:
+        elif drop or self._unanswered():
             self._log(msg_id, method, account, random_id, "dropped", False, e.code, e.message)
         else:
             self._log(msg_id, method, account, random_id, "rpc_error", False, e.code, e.message)
@@ -602,7 +688,7 @@ class Connection:
             self._log(msg_id, method, account, random_id, "reset", True)
             self.close("reset by fault plan after execute", abort=True)
             return
-        if drop or self.closed or self.stalled:
+        if drop or self._unanswered():
             # DropReply, or the connection went away while the request ran: executed, unanswered
             self._log(msg_id, method, account, random_id, "dropped", True)
             return
@@ -659,6 +745,7 @@ class Connection:
         from datetime import datetime, timedelta, timezone
 
         now = datetime.now(timezone.utc).replace(microsecond=0)
+        now += timedelta(seconds=round(self.clock_offset()))
         salts = [
             types.FutureSalt(now + timedelta(hours=i), now + timedelta(hours=i + 1),
                              self.ctx.salt)
@@ -683,12 +770,14 @@ class Connection:
     def _enqueue(self, body: bytes, content_related: bool, residue: int) -> None:
         if self.closed or self.stalled:
             return
+        if self._silenced():
+            return
         if content_related:
             seq = self._seq * 2 + 1
             self._seq += 1
         else:
             seq = self._seq * 2
-        self._out.append((self.ctx.new_msg_id(residue), seq, body))
+        self._out.append((self._new_msg_id(residue), seq, body))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -699,6 +788,16 @@ class Connection:
         if not out or self.closed or self.stalled or self.codec is None or self._km is None:
             out.clear()
             return
+        if self._has_link_faults():
+            fault = self.link_fault()
+            if fault is not None and fault.mode == "silence":
+                out.clear()
+                return
+            if fault is not None:  # stalled for a while: deliver what is queued when it ends
+                wait = 0.05 if fault.until is None else min(0.05, fault.until - _monotonic())
+                self._flush_scheduled = True
+                self._loop.call_later(max(wait, 0.001), self._flush)
+                return
         self._out = []
         head = _pack_qq(self.ctx.salt, self._session_id)
         encode = self.codec.encode
@@ -729,7 +828,7 @@ class Connection:
                 else:
                     cbody = _pack_Ii(CONTAINER_ID, count) + b"".join(parts)
                     self.ctx.stats["containers_sent"] += 1
-                    plain = (head + _pack_qii(self.ctx.new_msg_id(1), self._seq * 2,
+                    plain = (head + _pack_qii(self._new_msg_id(1), self._seq * 2,
                                               len(cbody)) + cbody)
                 i = j
             chunks.append(encode(encrypt(plain)))

@@ -38,18 +38,45 @@ Cookbook (the scenarios of issue 3, each a rule or two; ``m`` is a TL method nam
     DropReplies(m, calls=1)                          # a reply never sent
     PeerFlood(after=20)
 
+Connection lifecycle (issue 10; :mod:`~telethon_guard.testing.faults_lifecycle`)::
+
+    OnNewConnections("close", duration=3)            # new connections closed after their
+                                                     # first packet for 3 s: connect() fails
+    OnNewConnections("stall", start=2, duration=5)   # TCP accepted, never answered
+    OnNewConnections("reset", after_packets=0)       # RST on accept
+    OnNewConnections("refuse", code=429)             # -429 at once, then close
+    OnNewConnections("down", duration=5)             # port closed: connect() gets ECONNREFUSED
+    OnLiveConnections("silence")                     # open connections go half-open (silent
+                                                     # both ways) for ever; new ones work
+    OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
+    OnLiveConnections("stall", start=2, duration=5)  # nothing read or sent 5 s, then late
+    OnLiveConnections("reset", start=2)              # every open connection reset at t=2 s
+    OnInit(Stall())                                  # connect() waits for an init answer
+    OnInit(flood_wait(30), times=1)                  # init answered FLOOD_WAIT_30 once
+    LoginFlood(1658, factor=2)                       # login FLOOD_WAIT 1658, 3316, 6632... s
+    ClockSkew(60, start=plan.now())                  # server 60 s ahead: replies "very new"
+    ClockSkew(-400, judge_client=False)              # replies "very old" (a loop stall)
+
+The server asks the plan about open connections through :meth:`FaultPlan.link_fault` (per
+packet read and message sent, only while a rule can answer) and :meth:`FaultPlan.clock_offset`
+(per msg_id it makes, only while a skew rule exists).
+
 All times are the server's monotonic clock (``time.monotonic()``), in seconds.
 """
 
 from __future__ import annotations
 
 import random
+import time
 
 from telethon_guard.testing._types import (
     Action,
+    CloseConnection,
     ConnectInfo,
     Delay,
     DropReply,
+    LinkFault,
+    ListenerDown,
     ReplyError,
     RequestInfo,
     ResetConnection,
@@ -67,6 +94,7 @@ from telethon_guard.testing.faults_base import (
     TRANSFER_METHODS,
     CallSelector,
     Rule,
+    TimeWindow,
     executes,
     flood_wait,
     is_terminal,
@@ -80,6 +108,15 @@ from telethon_guard.testing.faults_calls import (
     OnCalls,
     ResetOn,
     StallOn,
+)
+from telethon_guard.testing.faults_lifecycle import (
+    LOGIN_METHODS,
+    ClockSkew,
+    LoginAttempt,
+    LoginFlood,
+    OnInit,
+    OnLiveConnections,
+    OnNewConnections,
 )
 from telethon_guard.testing.faults_limits import (
     FloodWindow,
@@ -98,6 +135,7 @@ from telethon_guard.testing.faults_transport import (
 
 __all__ = [
     "INTERNAL",
+    "LOGIN_METHODS",
     "PEER_FLOOD",
     "RPC_CALL_FAIL",
     "RPC_MCGET_FAIL",
@@ -109,6 +147,8 @@ __all__ = [
     "AlwaysTransportError",
     "At",
     "CallSelector",
+    "ClockSkew",
+    "CloseConnection",
     "Delay",
     "DropReplies",
     "DropReply",
@@ -117,7 +157,14 @@ __all__ = [
     "FloodWindow",
     "GlobalRate",
     "Latency",
+    "LinkFault",
+    "ListenerDown",
+    "LoginAttempt",
+    "LoginFlood",
     "OnCalls",
+    "OnInit",
+    "OnLiveConnections",
+    "OnNewConnections",
     "PeerFlood",
     "PremiumFlood",
     "ReplyError",
@@ -127,6 +174,7 @@ __all__ = [
     "SlowMode",
     "Stall",
     "StallOn",
+    "TimeWindow",
     "Transport429OnRate",
     "Transport429Storm",
     "TransportError",
@@ -156,6 +204,12 @@ class FaultPlan:
         self.rng = random.Random(seed)
         self._rules: list[Rule] = []
         self._t0: float | None = None
+        self.has_link_faults = False
+        """True if some rule may silence / stall open connections (:meth:`link_fault`)."""
+        self.has_clock_skew = False
+        """True if some rule may move the server's clock (:meth:`clock_offset`)."""
+        self._link_rules: tuple[Rule, ...] = ()
+        self._skew_rules: tuple[Rule, ...] = ()
         self.add(*rules)
 
     @classmethod
@@ -180,10 +234,18 @@ class FaultPlan:
         for rule in rules:
             rule.bind(self.rng, self._t0 if self._t0 is not None else 0.0)
             self._rules.append(rule)
+        self._index()
 
     def clear(self) -> None:
         """Remove every rule (the server then runs every request normally)."""
         self._rules.clear()
+        self._index()
+
+    def _index(self) -> None:
+        self._link_rules = tuple(rule for rule in self._rules if rule.link)
+        self._skew_rules = tuple(rule for rule in self._rules if rule.skews)
+        self.has_link_faults = bool(self._link_rules)
+        self.has_clock_skew = bool(self._skew_rules)
 
     # ---- the server's interface --------------------------------------------------------
     @property
@@ -196,6 +258,12 @@ class FaultPlan:
         self._t0 = now
         for rule in self._rules:
             rule.bind(self.rng, now)
+
+    def now(self) -> float:
+        """Seconds since :meth:`start` on the monotonic clock (0.0 before): the ``start=`` to
+        give a rule added at runtime that should act from now on, e.g.
+        ``server.faults.add(OnLiveConnections("silence", start=server.faults.now()))``."""
+        return 0.0 if self._t0 is None else max(0.0, time.monotonic() - self._t0)
 
     def _ensure_started(self, now: float) -> None:
         if self._t0 is None:
@@ -242,6 +310,35 @@ class FaultPlan:
             for rule in rules:
                 rule.commit(info)
         return delays if terminal is None else [*delays, terminal]
+
+    def link_fault(
+        self, now: float, conn_id: int, dc_id: int, opened_at: float
+    ) -> LinkFault | None:
+        """Whether open connection ``conn_id`` on DC ``dc_id`` (opened at monotonic
+        ``opened_at``) is silenced or stalled at ``now``: the first rule that says so wins.
+        The server asks for every packet it reads and every message it sends on it."""
+        self._ensure_started(now)
+        for rule in self._link_rules:
+            if rule.dc is not None and rule.dc != dc_id:
+                continue
+            fault = rule.link_fault(now, conn_id, dc_id, opened_at)
+            if fault is not None:
+                return fault
+        return None
+
+    def clock_offset(self, now: float, dc_id: int, judging_client: bool = False) -> float:
+        """Seconds the server's clock on DC ``dc_id`` is off at ``now``: the sum of the active
+        skew rules' offsets (0.0 with none). It moves the server's msg_ids and server times;
+        ``judging_client=True``: the clock used to check the client's msg_ids (16 / 17)."""
+        self._ensure_started(now)
+        total = 0.0
+        for rule in self._skew_rules:
+            if rule.dc is not None and rule.dc != dc_id:
+                continue
+            offset = rule.clock_offset(now, dc_id, judging_client)
+            if offset:
+                total += offset
+        return total
 
     @property
     def has_timed(self) -> bool:

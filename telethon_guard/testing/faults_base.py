@@ -10,7 +10,10 @@ A rule has one job (a rate window, an error on some calls, a transport storm...)
 * :meth:`Rule.commit` -- only when the request is going to be executed (no terminal action, or
   :class:`DropReply`, or ``ResetConnection(after_execute=True)``): Telegram counts accepted calls,
   so a call refused with ``FLOOD_WAIT`` never fills a window;
-* :meth:`Rule.on_connect` / :meth:`Rule.due` -- new connections and timed actions.
+* :meth:`Rule.on_connect` / :meth:`Rule.due` -- new connections and timed actions;
+* :meth:`Rule.link_fault` / :meth:`Rule.clock_offset` -- asked by open connections for every
+  packet they read and every message they send (rules with ``link`` / ``skews`` set only):
+  silence or stall this connection now? how far off is the server's clock?
 
 All times are the server's monotonic clock (``time.monotonic()``), in seconds.
 """
@@ -20,7 +23,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Collection, Iterable
-from typing import ClassVar
 
 from telethon import utils
 from telethon.tl.tlobject import TLObject
@@ -28,9 +30,11 @@ from telethon.tl.tlobject import TLObject
 from telethon_guard import _tl
 from telethon_guard.testing._types import (
     Action,
+    CloseConnection,
     ConnectInfo,
     Delay,
     DropReply,
+    LinkFault,
     ReplyError,
     RequestInfo,
     ResetConnection,
@@ -62,7 +66,9 @@ SERVICE_METHODS: frozenset[str] = frozenset(
 )
 """MTProto service calls that no per-account rate limit counts."""
 
-TERMINAL_TYPES = (ReplyError, DropReply, ResetConnection, TransportError, Stall)
+TERMINAL_TYPES = (ReplyError, DropReply, ResetConnection, TransportError, Stall, CloseConnection)
+ACTION_TYPES = (Delay, *TERMINAL_TYPES)
+"""Every action a rule may return for a request."""
 
 
 def is_terminal(action: Action) -> bool:
@@ -280,6 +286,40 @@ class CallSelector:
         return ", ".join(parts)
 
 
+# ---- time windows ---------------------------------------------------------------------------
+
+
+class TimeWindow:
+    """``[t0 + start, t0 + start + duration)`` on the monotonic clock; ``duration=None``: for
+    ever. ``start`` and ``duration`` are seconds, validated at construction (``ValueError``)."""
+
+    __slots__ = ("begin", "duration", "start")
+
+    def __init__(self, start: float, duration: float | None) -> None:
+        self.start = positive(start, "start", allow_zero=True)
+        self.duration = None if duration is None else positive(duration, "duration")
+        self.begin = self.start
+
+    def bind(self, t0: float) -> None:
+        """The plan started at monotonic ``t0``."""
+        self.begin = t0 + self.start
+
+    @property
+    def end(self) -> float | None:
+        """Monotonic end of the window, ``None`` if it never ends."""
+        return None if self.duration is None else self.begin + self.duration
+
+    def active(self, now: float) -> bool:
+        """Whether monotonic ``now`` is inside the window."""
+        if now < self.begin - EPS:
+            return False
+        return self.duration is None or now < self.begin + self.duration - EPS
+
+    def __repr__(self) -> str:
+        duration = "None" if self.duration is None else f"{self.duration:g}"
+        return f"start={self.start:g}, duration={duration}"
+
+
 # ---- the base rule --------------------------------------------------------------------------
 
 
@@ -291,8 +331,12 @@ class Rule:
     (returned an action from :meth:`check` / :meth:`on_connect`, or had a timed action due).
     """
 
-    timed: ClassVar[bool] = False
+    timed: bool = False
     """True if the rule can produce timed actions through :meth:`due`."""
+    link: bool = False
+    """True if the rule can silence / stall open connections through :meth:`link_fault`."""
+    skews: bool = False
+    """True if the rule can move the server's clock through :meth:`clock_offset`."""
 
     def __init__(self, *, account: int | None = None, dc: int | None = None) -> None:
         if account is not None and (isinstance(account, bool) or not isinstance(account, int)):
@@ -335,6 +379,18 @@ class Rule:
     def due(self, now: float) -> list[tuple[float, int | None, Action]]:
         """Timed actions due at ``now``, each returned once: ``(when, dc or None, action)``."""
         return []
+
+    def link_fault(
+        self, now: float, conn_id: int, dc_id: int, opened_at: float
+    ) -> LinkFault | None:
+        """Silence / stall connection ``conn_id`` (opened at monotonic ``opened_at``) at
+        ``now``? Asked per packet read and per message sent, so keep it cheap."""
+        return None
+
+    def clock_offset(self, now: float, dc_id: int, judging_client: bool) -> float | None:
+        """Seconds to add to the server's clock on DC ``dc_id`` at ``now`` (``None``: none).
+        ``judging_client``: the clock that checks the client's msg_ids."""
+        return None
 
     def _scope_repr(self) -> str:
         parts = []

@@ -17,9 +17,9 @@ from telethon_guard.testing._types import (
     RequestInfo,
     ResetConnection,
     Stall,
-    TransportError,
 )
 from telethon_guard.testing.faults_base import (
+    ACTION_TYPES,
     SERVICE_METHODS,
     CallSelector,
     MethodSpec,
@@ -30,7 +30,6 @@ from telethon_guard.testing.faults_base import (
 
 __all__ = ["DropReplies", "ErrorOnCalls", "Latency", "OnCalls", "ResetOn", "StallOn"]
 
-_ACTION_TYPES = (ReplyError, Delay, DropReply, ResetConnection, TransportError, Stall)
 
 Calls = Collection[int] | int | None
 
@@ -71,7 +70,7 @@ class OnCalls(Rule):
         dc: int | None = None,
     ) -> None:
         super().__init__(account=account, dc=dc)
-        if not isinstance(action, _ACTION_TYPES):
+        if not isinstance(action, ACTION_TYPES):
             raise ValueError(f"not a fault action: {action!r}")
         self.methods = methods_of(method)
         self.selector = CallSelector(calls, every, probability, times)

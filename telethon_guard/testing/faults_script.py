@@ -22,6 +22,12 @@ names are not; durations are ``2``, ``2s``, ``500ms``, ``2m``, ``1h``)::
     latency 50ms  |  latency messages.getHistory 0.1s-0.3s
     transport 429 above 100/1s [always] [raw] [refuse 5s]   # per-connection request rate
     always transport 404 raw [for 30s] [from 2s]
+    new connections close [after 1 packet] [from 2s] [for 3s]   # also: reset, stall, down,
+                                                                #   refuse [429] [raw|framed]
+    live connections silence [from 2s] [for 5s] [conn 3,4]      # also: stall; close, reset
+    init: stall               |  init times 1: FLOOD_WAIT_30  |  init from 2s for 3s: delay 5s
+    login flood 1658s [x2] [max 1d] [after 1]                   # LoginFlood
+    clock skew +60s [from 2s] [for 5s] [replies only]           # ClockSkew (judge_client=False)
 
 Any line may add ``account <user id>`` and/or ``dc <id>`` (before the colon, or at the end of
 the line) to scope it.
@@ -30,9 +36,9 @@ the line) to scope it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
-from typing import ClassVar
 
 from telethon_guard.testing._types import (
     Action,
@@ -46,6 +52,13 @@ from telethon_guard.testing._types import (
 )
 from telethon_guard.testing.faults_base import EPS, Rule, methods_of, positive
 from telethon_guard.testing.faults_calls import Latency, OnCalls
+from telethon_guard.testing.faults_lifecycle import (
+    ClockSkew,
+    LoginFlood,
+    OnInit,
+    OnLiveConnections,
+    OnNewConnections,
+)
 from telethon_guard.testing.faults_limits import (
     FloodWindow,
     GlobalRate,
@@ -74,7 +87,7 @@ class At(Rule):
     If the plan was already started longer ago than ``seconds``, it fires at the next poll.
     """
 
-    timed: ClassVar[bool] = True
+    timed = True
 
     def __init__(self, seconds: float, action: Action, dc: int | None = None) -> None:
         super().__init__(dc=dc)
@@ -395,6 +408,9 @@ def parse_line(line: str) -> Rule | None:
             dc=scope.get("dc"),
         )
 
+    if first in ("new", "live", "init", "login", "clock"):
+        return _lifecycle_line(first, tokens, tail, line, scope)
+
     if first == "always":
         if not tokens.accept("transport"):
             raise ValueError(f"write 'always transport <code> [raw|framed]' in {line!r}")
@@ -475,6 +491,104 @@ def parse_line(line: str) -> Rule | None:
         account=scope.get("account"),
         dc=scope.get("dc"),
     )
+
+
+def _window(tokens: _Tokens, scope: dict[str, int], window: dict[str, float]) -> bool:
+    """Consume ``from <time>`` / ``for <duration>`` / a scope if next."""
+    if tokens.accept("from"):
+        window["start"] = parse_duration(tokens.take("a time"))
+        return True
+    if tokens.accept("for"):
+        window["duration"] = parse_duration(tokens.take("a duration"))
+        return True
+    return _scope(tokens, scope)
+
+
+def _lifecycle_line(
+    first: str, tokens: _Tokens, tail: list[str], line: str, scope: dict[str, int]
+) -> Rule:
+    """``new connections ...``, ``live connections ...``, ``init ...: <action>``,
+    ``login flood ...``, ``clock skew ...`` (faults_lifecycle.py)."""
+    window: dict[str, float] = {}
+    if first in ("new", "live"):
+        if not tokens.accept("connections", "connection"):
+            raise ValueError(f"write '{first} connections <how> ...' in {line!r}")
+        how = tokens.take("close / reset / stall / refuse / silence").lower()
+        after = 1
+        code, mode = 429, "raw"
+        conn_ids: list[int] = []
+        while tokens.peek() is not None:
+            if first == "new" and tokens.accept("after"):
+                after = int(tokens.take("a packet count"))
+                tokens.accept("packet", "packets")
+            elif first == "new" and how == "refuse" and re.fullmatch(r"-?\d+", tokens.peek() or ""):
+                code = int(tokens.take())
+            elif first == "new" and tokens.peek() in ("raw", "framed"):
+                mode = tokens.take().lower()
+            elif first == "live" and tokens.accept("conn", "conns"):
+                conn_ids.extend(int(c) for c in tokens.take("connection ids").split(","))
+            elif not _window(tokens, scope, window):
+                raise ValueError(f"unexpected {tokens.take()!r} in {line!r}")
+        _no_tail(tail, line)
+        if "account" in scope:
+            raise ValueError(f"connection faults have no account scope: {line!r}")
+        if first == "new":
+            return OnNewConnections(
+                how,  # type: ignore[arg-type]
+                after_packets=after, code=code, mode=mode, dc=scope.get("dc"), **window
+            )
+        return OnLiveConnections(
+            how,  # type: ignore[arg-type]
+            conn_ids=conn_ids or None, dc=scope.get("dc"), **window
+        )
+    if first == "init":
+        times: int | None = None
+        while tokens.peek() is not None:
+            if tokens.accept("times"):
+                times = int(tokens.take("a count"))
+            elif not _window(tokens, scope, window):
+                raise ValueError(f"unexpected {tokens.take()!r} in {line!r}")
+        return OnInit(
+            _request_action(tail, line), times=times, account=scope.get("account"),
+            dc=scope.get("dc"), **window
+        )
+    if first == "login":
+        if not tokens.accept("flood"):
+            raise ValueError(f"write 'login flood <seconds> [x<factor>]' in {line!r}")
+        seconds = parse_duration(tokens.take("a duration"))
+        factor, max_seconds, after = 2.0, 86400.0, 0
+        while tokens.peek() is not None:
+            word = tokens.peek() or ""
+            if re.fullmatch(r"x\d+(\.\d+)?", word):
+                factor = float(tokens.take()[1:])
+            elif tokens.accept("max"):
+                max_seconds = parse_duration(tokens.take("a duration"))
+            elif tokens.accept("after"):
+                after = int(tokens.take("a count"))
+            elif not _scope(tokens, scope):
+                raise ValueError(f"unexpected {tokens.take()!r} in {line!r}")
+        _no_tail(tail, line)
+        return LoginFlood(
+            math.ceil(seconds), factor=factor, max_seconds=math.ceil(max_seconds), after=after,
+            account=scope.get("account"), dc=scope.get("dc"),
+        )
+    # clock skew
+    if not tokens.accept("skew"):
+        raise ValueError(f"write 'clock skew +<seconds>' in {line!r}")
+    text = tokens.take("a signed duration like +60s")
+    sign = -1.0 if text.startswith("-") else 1.0
+    offset = sign * parse_duration(text.lstrip("+-"))
+    judge_client = True
+    while tokens.peek() is not None:
+        if tokens.accept("replies"):
+            tokens.accept("only")
+            judge_client = False
+        elif not _window(tokens, scope, window):
+            raise ValueError(f"unexpected {tokens.take()!r} in {line!r}")
+    _no_tail(tail, line)
+    if "account" in scope:
+        raise ValueError(f"a clock has no account scope: {line!r}")
+    return ClockSkew(offset, judge_client=judge_client, dc=scope.get("dc"), **window)
 
 
 def _scope_only(tokens: _Tokens, scope: dict[str, int]) -> None:

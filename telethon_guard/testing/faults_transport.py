@@ -132,7 +132,7 @@ class Transport429Storm(Rule):
     nothing is broadcast or refused then. ``fired`` counts every transport error produced.
     """
 
-    timed: ClassVar[bool] = True
+    timed = True
     default_code: ClassVar[int] = 429
     default_mode: ClassVar[str] = "framed"
 

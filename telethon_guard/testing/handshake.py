@@ -37,8 +37,12 @@ class Handshake:
         rsa_key: Callable[[], rsa.PrivateKey],
         pq: tuple[int, int],
         on_key: Callable[[bytes], None],
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: the server's wall clock (Unix seconds) for ``server_time``, which Telethon
+        takes its time offset from; a fault plan's clock skew moves it."""
         self._rsa_key = rsa_key
+        self._clock = clock
         self._p, self._q = pq
         self._on_key = on_key
         self._nonce: int | None = None
@@ -102,7 +106,7 @@ class Handshake:
                 g=crypto.DH_G,
                 dh_prime=get_byte_array(crypto.DH_PRIME),
                 g_a=get_byte_array(g_a),
-                server_time=int(time.time()),
+                server_time=int(self._clock()),
             )
         )
         with_hash = sha1(answer).digest() + answer

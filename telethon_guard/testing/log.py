@@ -2,7 +2,9 @@
 
 Every decoded request the server handles ends in exactly one :class:`LogEntry` (kind
 ``"request"``) with its outcome; every TCP connection adds ``"opened"`` and ``"closed"``
-entries (or one ``"refused"`` entry when the DC was refusing connections). Times are the
+entries (or one ``"refused"`` entry when the DC was refusing connections), and every packet
+a silenced connection discards (a fault plan's ``OnLiveConnections("silence")``) adds one
+``"silenced"`` entry (never decoded, so no method). Times are the
 server's monotonic clock (``time.monotonic()``), in seconds.
 
 Outcomes of a request:
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Outcome = Literal["ok", "rpc_error", "dropped", "reset", "transport_error", "stalled"]
-Kind = Literal["request", "opened", "closed", "refused"]
+Kind = Literal["request", "opened", "closed", "refused", "silenced"]
 
 
 @dataclass(slots=True)
@@ -151,6 +153,14 @@ class ServerLog:
 
     def connections_closed(self, dc_id: int | None = None) -> int:
         return self._events("closed", dc_id)
+
+    def packets_silenced(self, conn_id: int | None = None) -> int:
+        """Packets read and discarded on silenced connections (of ``conn_id``, or all)."""
+        return sum(
+            1
+            for e in self.entries
+            if e.kind == "silenced" and (conn_id is None or e.conn_id == conn_id)
+        )
 
     def transport_errors_sent(self, dc_id: int | None = None) -> int:
         """Transport errors written: as a request outcome, on refusals and on -404."""

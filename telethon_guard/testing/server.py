@@ -55,8 +55,9 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import rsa
 from telethon import TelegramClient
@@ -64,13 +65,18 @@ from telethon.client.telegrambaseclient import TelegramBaseClient
 from telethon.crypto import AuthKey
 from telethon.sessions import StringSession
 from telethon.sessions.abstract import Session
+from telethon.tl import types
 
 from telethon_guard.testing import crypto
-from telethon_guard.testing._types import AuthState, DcAddress, TransportError
+from telethon_guard.testing._types import AuthState, DcAddress, ListenerDown, TransportError
 from telethon_guard.testing.connection import Connection
 from telethon_guard.testing.context import ServerContext
 from telethon_guard.testing.log import ServerLog
 from telethon_guard.testing.transport import DEFAULT_MAX_SIZE
+from telethon_guard.testing.updates import UpdatePusher
+from telethon_guard.testing.world_delivery import Delivered
+from telethon_guard.testing.world_messages import ChannelHistory
+from telethon_guard.testing.world_state import UserRecord
 
 C = TypeVar("C", bound=TelegramClient)
 
@@ -288,6 +294,7 @@ class TelegramTestServer:
         self._handlers: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._client_classes: dict[type, type] = {}
+        self._pusher = UpdatePusher(ctx)
         self._started = False
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -317,6 +324,9 @@ class TelegramTestServer:
             raise
         self._ctx.dc_ids = [d.dc_id for d in self.dcs]
         self.world.set_dcs(list(self.dcs))
+        set_sink = getattr(self.world, "set_update_sink", None)
+        if callable(set_sink):
+            set_sink(self._pusher.push, self._pusher.listeners)
         now = time.monotonic()
         if self.faults is not None and hasattr(self.faults, "start"):
             self.faults.start(now)
@@ -441,6 +451,109 @@ class TelegramTestServer:
         sub = self.client_class(TelegramClient if cls is None else cls)
         return sub(session, self.api_id, self.api_hash, **kwargs)
 
+    # ---- updates: new messages pushed like Telegram (see testing/updates.py) --------------------
+
+    def _world_api(self, name: str) -> Any:
+        fn = getattr(self.world, name, None)
+        if not callable(fn):
+            raise TypeError(f"this server's world ({type(self.world).__name__}) has no {name}(): "
+                            f"pushing messages needs telethon_guard.testing.World")
+        return fn
+
+    def push_message(self, from_user: str | int | None, to_peer: str | int, text: str, *,
+                     form: Literal["short", "full"] = "short") -> Delivered:
+        """Store a new message ``from_user`` wrote in ``to_peer`` and push it to every
+        account that receives it, like Telegram: private chats and the basic group ``group``
+        go to each member account's common box (its next message id and pts), channels and
+        megagroups (``news``, ``chat_a``..``chat_d``) take the channel's next pts.
+
+        Args:
+            from_user: the author: a username (``"alice"``) or a user id (an account's); may be
+                ``None`` for a channel post.
+            to_peer: a user (private chat), ``"group"``, a channel username, or a marked id.
+            text: the message text (1..4096 characters).
+            form: ``"short"``: ``updateShortMessage`` / ``updateShortChatMessage`` to common
+                boxes; ``"full"``: ``updates`` with ``updateNewMessage``. Channels always get
+                ``updates`` with ``updateNewChannelMessage``.
+
+        Returns:
+            :class:`~telethon_guard.testing.world.Delivered`: the message id and pts per
+            account and how many connections the update was written to.
+
+        Raises:
+            UnknownPeerError: (a ``ValueError``) ``from_user`` or ``to_peer`` does not exist.
+            ValueError: bad ``text`` or ``form``, a message to oneself, or no account
+                involved; ``TypeError`` if the server runs a custom world without ``post``.
+
+        Call it from the event loop running the server. Only connections of keys that called
+        ``updates.getState`` / ``getDifference`` receive updates (Telethon does right after
+        connecting); the sending account's own sessions get its outgoing copy too.
+        """
+        delivered: Delivered = self._world_api("post")(from_user, to_peer, text, push=True,
+                                                        form=form)
+        return delivered
+
+    def make_gap(self, peer: str | int, count: int = 1, *,
+                 from_user: str | int | None = None) -> list[Delivered]:
+        """Store ``count`` messages in ``peer`` that take their pts but are never pushed: an
+        update gap. The next pushed message of that box reveals it and the client fills it
+        with ``updates.getDifference`` (private chats, the basic group) or
+        ``updates.getChannelDifference`` (channels), each missed message exactly once.
+
+        ``peer``: a channel (``"chat_a"``, ``"news"``...), ``"group"`` (a gap in every member
+        account's box), or an account (a private chat: messages *to* it). ``from_user``: the
+        author; default ``"alice"`` (``"bob"`` when ``peer`` is alice), none for broadcast
+        channels.
+
+        Raises:
+            UnknownPeerError: (a ``ValueError``) no such channel, group, user or author.
+            ValueError: ``count`` not an int in 1..100000, or ``peer`` is a user who is not
+                an account (nobody's box would have the gap).
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100_000:
+            raise ValueError(f"count must be an int in 1..100000, got {count!r}")
+        post = self._world_api("post")
+        target = self._world_api("resolve_peer")(peer)
+        if from_user is None and not (isinstance(target, ChannelHistory)
+                                      and not target.channel.megagroup):
+            from_user = "bob" if getattr(target, "username", None) == "alice" else "alice"
+        if isinstance(target, UserRecord) and target.id not in self.world.core.accounts:
+            raise ValueError(f"{peer!r} is not an account: a private-chat gap needs the "
+                             f"receiving account (server.session(user id) makes one)")
+        return [post(from_user, peer, f"gap message {i + 1} of {count}", push=False)
+                for i in range(count)]
+
+    def push_too_long(self, account: str | int | None = None, *,
+                      channel: str | int | None = None) -> int:
+        """Push ``updatesTooLong`` to ``account`` (``None``: every account): the client calls
+        ``updates.getDifference``. With ``channel``, push ``updateChannelTooLong`` for that
+        channel instead: the client calls ``updates.getChannelDifference`` for it (if it
+        already tracks the channel). Returns the connections written to.
+
+        Raises:
+            UnknownPeerError: (a ``ValueError``) unknown account or channel.
+            ValueError: ``account`` names a user who is not an account, or ``channel`` is not
+                a channel.
+        """
+        resolve = self._world_api("resolve_peer")
+        core = self.world.core
+        if account is None:
+            users = sorted(core.accounts)
+        else:
+            user = resolve(account)
+            if not isinstance(user, UserRecord) or user.id not in core.accounts:
+                raise ValueError(f"{account!r} is not an account")
+            users = [user.id]
+        upd: Any = types.UpdatesTooLong()
+        if channel is not None:
+            hist = resolve(channel)
+            if not isinstance(hist, ChannelHistory):
+                raise ValueError(f"{channel!r} is not a channel")
+            upd = types.Updates(
+                updates=[types.UpdateChannelTooLong(channel_id=hist.channel.id, pts=hist.top)],
+                users=[], chats=[hist.channel.to_tl()], date=datetime.now(timezone.utc), seq=0)
+        return sum(self._pusher.push(uid, upd) for uid in users)
+
     # ---- shared state ------------------------------------------------------------------------
 
     @property
@@ -486,6 +599,32 @@ class TelegramTestServer:
 
         return handler
 
+    def _listener_down(self, dc_id: int | None, seconds: float | None) -> None:
+        """Close the listening socket of DC ``dc_id`` (``None``: every DC) so new connections
+        get ECONNREFUSED; listen again on the same port after ``seconds`` (``None``: never)."""
+        loop = asyncio.get_running_loop()
+        for i, dc in enumerate(self.dcs):
+            if dc_id is None or dc.dc_id == dc_id:
+                self._servers[i].close()
+                if seconds is not None:
+                    loop.call_later(seconds, self._relisten, i)
+
+    def _relisten(self, i: int) -> None:
+        if self._ticker is None or self._servers[i].is_serving():
+            return  # stopped meanwhile, or already listening again
+
+        async def reopen() -> None:
+            dc = self.dcs[i]
+            try:
+                self._servers[i] = await asyncio.start_server(
+                    self._make_handler(dc.dc_id), dc.host, dc.port)
+            except Exception as e:  # the port was taken meanwhile
+                self._ctx.internal_error(e)
+
+        task = asyncio.get_running_loop().create_task(reopen())
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
     async def _tick(self) -> None:
         """Apply timed fault-script actions (``faults.due(now)``) to live connections."""
         while True:
@@ -497,6 +636,9 @@ class TelegramTestServer:
             try:
                 due = faults.due(time.monotonic())
                 for dc_id, action in due:
+                    if isinstance(action, ListenerDown):
+                        self._listener_down(dc_id, action.seconds)
+                        continue
                     if isinstance(action, TransportError) and action.refuse_seconds > 0:
                         self._ctx.start_refusing(dc_id, action)
                     for conn in list(self._conns.values()):

@@ -16,12 +16,21 @@ The cast (ids are deterministic for a given ``WorldConfig.seed``; see :meth:`Wor
   ``file_message_id`` carrying the downloadable document stored on ``file_dc``; read-only
   (``403 CHAT_WRITE_FORBIDDEN``);
 * ``@chat_a``, ``@chat_b``, ``@chat_c`` megagroups and ``@chat_d`` broadcast channel, each with
-  ``chat_history_size`` messages, writable by every account.
+  ``chat_history_size`` messages, writable by every account;
+* basic group ``group`` (no username: :meth:`World.group_id`), every user a member.
+
+New messages are delivered like Telegram delivers them (:mod:`.world_delivery`): a message sent
+to a private chat or a basic group is also stored in every other member account's box, and
+every recipient account gets its update through the update sink the server installs
+(:meth:`World.set_update_sink`). :meth:`World.post` stores a message from anyone (pushed, or
+with ``push=False`` an update gap); ``updates.getDifference`` / ``getChannelDifference``
+answer from the same history (:mod:`.world_updates`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from telethon.tl import functions, types
@@ -30,11 +39,13 @@ from telethon.tl.tlobject import TLObject
 from ._types import AuthState, DcAddress, RequestInfo, RpcErrorReply
 from .world_auth import AuthHandlers
 from .world_chats import ChatHandlers
-from .world_core import Handler, WorldCore
+from .world_core import Handler, UpdateSink, WorldCore
+from .world_delivery import Delivered, Delivery, Form, Target, UnknownPeerError
 from .world_files import UploadedPart
 from .world_history import HistoryHandlers
 from .world_send import SendHandlers
 from .world_state import (
+    BASIC_GROUPS,
     CHAT_CHANNELS,
     DIRECTORY_USERS,
     MAIN_CHANNEL,
@@ -45,14 +56,18 @@ from .world_state import (
 )
 from .world_tl import TLBool, TLVector
 from .world_transfer import TransferHandlers
+from .world_updates import UpdateHandlers
 
 __all__ = [
+    "BASIC_GROUPS",
     "CHAT_CHANNELS",
     "DIRECTORY_USERS",
     "MAIN_CHANNEL",
+    "Delivered",
     "SentMessage",
     "TLBool",
     "TLVector",
+    "UnknownPeerError",
     "UploadedPart",
     "World",
     "WorldConfig",
@@ -90,10 +105,11 @@ class World:
             functions.help.GetNearestDcRequest: self._help_get_nearest_dc,
             functions.users.GetUsersRequest: self._users_get_users,
             functions.users.GetFullUserRequest: self._users_get_full_user,
-            functions.updates.GetStateRequest: self._updates_get_state,
         }
+        self.delivery = Delivery(self.core)
         for group in (self.auth, ChatHandlers(self.core), HistoryHandlers(self.core),
-                      SendHandlers(self.core), TransferHandlers(self.core)):
+                      SendHandlers(self.core), TransferHandlers(self.core),
+                      UpdateHandlers(self.core)):
             self._handlers.update(group.table())
 
     # ---- public helpers -------------------------------------------------------------------
@@ -168,6 +184,57 @@ class World:
     def channel_top_id(self, username: str) -> int:
         """Newest message id (= the channel's pts) of channel ``username``."""
         return self.core.channels[self.core.channel_id(username)].top
+
+    def group_id(self, name: str) -> int:
+        """Id of basic group ``name`` (``group``); ``KeyError`` else. Telethon reaches it as
+        ``types.PeerChat(id)`` (marked id ``-id``)."""
+        return self.core.group_id(name)
+
+    def account_pts(self, user_id: int) -> int:
+        """Current pts of account ``user_id``'s common box; ``KeyError`` if not an account."""
+        return self.core.accounts[user_id].pts
+
+    # ---- updates ----------------------------------------------------------------------------
+
+    def set_update_sink(self, sink: UpdateSink | None,
+                        listeners: Callable[[], set[int]] | None = None) -> None:
+        """Install ``sink(user_id, updates, exclude_auth_key_id) -> connections reached``, the
+        way new-message updates leave the world (the server installs its own on start);
+        ``None``: updates are not pushed (the messages are still stored with their pts).
+        ``listeners()``, if given, returns the accounts that can receive updates now: updates
+        are built only for those (default: every account)."""
+        self.core.update_sink = sink
+        self.core.update_listeners = listeners
+
+    def resolve_peer(self, peer: str | int) -> Target:
+        """The user, channel or basic group ``peer`` names: a username (``"alice"``,
+        ``"@news"``), a basic group name (``"group"``), a user id, or Telethon's marked id of
+        a channel (``-100...``) or group (``-id``).
+
+        Raises:
+            UnknownPeerError: (a ``ValueError``) nothing of this world has that name or id.
+        """
+        return self.delivery.resolve_peer(peer)
+
+    def post(self, from_user: str | int | None, to_peer: str | int, text: str, *,
+             push: bool = True, form: Form = "short") -> Delivered:
+        """Store a new message ``from_user`` wrote in ``to_peer`` and deliver it.
+
+        ``to_peer``: a user (a private chat: the message goes to that user's box if it is an
+        account, and to ``from_user``'s box, as outgoing, if that is an account), the basic
+        group, or a channel (``from_user`` may be ``None`` there: a post without author).
+        ``push=False`` stores it and takes its pts without pushing: an update gap.
+        ``form``: ``"short"`` sends ``updateShortMessage`` / ``updateShortChatMessage`` to the
+        common boxes, ``"full"`` sends ``updates`` with ``updateNewMessage`` (channels always
+        get ``updates`` with ``updateNewChannelMessage``).
+
+        Raises:
+            UnknownPeerError: ``from_user`` or ``to_peer`` is not of this world.
+            ValueError: empty or too long ``text`` (over 4096 characters), a bad ``form``, no
+                ``from_user`` for a private chat or group, a message to oneself, or no
+                account involved (nobody has a box that would hold it).
+        """
+        return self.delivery.post(from_user, to_peer, text, push=push, form=form)
 
     # ---- entry point ----------------------------------------------------------------------
 
@@ -265,9 +332,6 @@ class World:
             chats=[],
             users=[rec.to_tl(viewer)],
         )
-
-    def _updates_get_state(self, info: RequestInfo) -> TLObject:
-        return self.core.state_of(self.core.me(info))
 
 
 def new_auth_state(dc_id: int, user_id: int | None = None, key_id: int = 1) -> AuthState:

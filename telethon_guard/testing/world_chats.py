@@ -11,8 +11,8 @@ from telethon.tl.tlobject import TLObject
 
 from ._types import RequestInfo, RpcErrorReply
 from .world_core import Handler, WorldCore
-from .world_messages import ChannelHistory, private_message
-from .world_state import HISTORY_PAGE_MAX, AccountState, to_datetime, unix_time
+from .world_messages import ChannelHistory, box_peer, private_message
+from .world_state import HISTORY_PAGE_MAX, AccountState, ChatRecord, to_datetime, unix_time
 from .world_tl import TLBool
 
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
@@ -23,7 +23,7 @@ DialogRow = tuple[int, types.Dialog, Any, Any]  # (sort date, dialog, top messag
 class ChatHandlers:
     """``contacts.resolveUsername``, ``channels.getFullChannel`` / ``getChannels`` /
     ``getParticipants`` / ``readHistory``, ``messages.getDialogs`` / ``getPeerDialogs`` /
-    ``readHistory``."""
+    ``getChats`` / ``readHistory``."""
 
     def __init__(self, world: WorldCore) -> None:
         self.w = world
@@ -39,7 +39,21 @@ class ChatHandlers:
             f.messages.ReadHistoryRequest: self._messages_read_history,
             f.messages.GetDialogsRequest: self._messages_get_dialogs,
             f.messages.GetPeerDialogsRequest: self._messages_get_peer_dialogs,
+            f.messages.GetChatsRequest: self._messages_get_chats,
         }
+
+    def _messages_get_chats(self, info: RequestInfo) -> TLObject:
+        """Basic groups by id; ``400 CHAT_ID_INVALID`` for an unknown one."""
+        req: functions.messages.GetChatsRequest = info.request
+        self.w.me(info)
+        members = len(self.w.members())
+        chats: list[Any] = []
+        for chat_id in req.id:
+            group = self.w.groups.get(chat_id)
+            if group is None:
+                raise RpcErrorReply(400, "CHAT_ID_INVALID")
+            chats.append(group.to_tl(members))
+        return types.messages.Chats(chats=chats)
 
     def _contacts_resolve_username(self, info: RequestInfo) -> TLObject:
         req: functions.contacts.ResolveUsernameRequest = info.request
@@ -139,8 +153,10 @@ class ChatHandlers:
                         hist.channel.to_tl()))
         for peer_id, ids in acc.private.items():
             msg = private_message(acc.messages[ids[-1]])
-            out.append((unix_time(msg.date), self._dialog(types.PeerUser(peer_id), ids[-1], None),
-                        msg, self.w.user_tl(peer_id, viewer)))
+            entity: Any = (self.w.user_tl(peer_id, viewer) if peer_id > 0 else
+                           self.w.groups[-peer_id].to_tl(len(self.w.members())))
+            out.append((unix_time(msg.date), self._dialog(box_peer(peer_id), ids[-1], None),
+                        msg, entity))
         out.sort(key=lambda d: (d[0], utils.get_peer_id(d[1].peer)), reverse=True)
         return out
 
@@ -156,7 +172,7 @@ class ChatHandlers:
                         ) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         dialogs = [r[1] for r in rows]
         msgs = [r[2] for r in rows]
-        chats = [r[3] for r in rows if isinstance(r[3], types.Channel)]
+        chats = [r[3] for r in rows if isinstance(r[3], (types.Channel, types.Chat))]
         users = {u.id: u for u in self.w.users_of(msgs, viewer)}
         for r in rows:
             if isinstance(r[3], types.User):
@@ -196,7 +212,8 @@ class ChatHandlers:
         for p in req.peers:
             target = self.w.peer_of(info, getattr(p, "peer", p))
             wanted.add(utils.get_peer_id(target.channel.peer()) if isinstance(
-                target, ChannelHistory) else target.id)
+                target, ChannelHistory) else target.marked_id if isinstance(
+                target, ChatRecord) else target.id)
         rows = [r for r in self._dialogs_of(acc) if utils.get_peer_id(r[1].peer) in wanted]
         dialogs, msgs, chats, users = self._dialogs_result(acc.user_id, rows)
         return types.messages.PeerDialogs(dialogs=dialogs, messages=msgs, chats=chats,

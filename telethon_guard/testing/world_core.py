@@ -18,11 +18,13 @@ from ._types import DcAddress, RequestInfo, RpcErrorReply
 from .world_files import FileStore
 from .world_messages import ChannelHistory, channel_message, thaw_copy
 from .world_state import (
+    BASIC_GROUPS,
     CHAT_CHANNELS,
     DIRECTORY_USERS,
     MAIN_CHANNEL,
     AccountState,
     ChannelRecord,
+    ChatRecord,
     SentMessage,
     UserRecord,
     WorldConfig,
@@ -33,6 +35,9 @@ from .world_state import (
 )
 
 Handler = Callable[[RequestInfo], TLObject]
+UpdateSink = Callable[[int, TLObject, "int | None"], int]
+"""``sink(user_id, updates, exclude_auth_key_id) -> connections written to``: installed by the
+server (:meth:`WorldCore.push`)."""
 
 
 class WorldCore:
@@ -45,6 +50,10 @@ class WorldCore:
         self.users: dict[int, UserRecord] = {}
         self.usernames: dict[str, tuple[str, int]] = {}
         self.channels: dict[int, ChannelHistory] = {}
+        self.groups: dict[int, ChatRecord] = {}
+        self.group_names: dict[str, int] = {}
+        self.update_sink: UpdateSink | None = None
+        self.update_listeners: Callable[[], set[int]] | None = None
         self.accounts: dict[int, AccountState] = {}
         self.sent: list[SentMessage] = []
         self._next_account_id = cfg.first_account_id
@@ -75,6 +84,31 @@ class WorldCore:
             self._add_channel(name, name.replace("_", " ").title(),
                               megagroup=name != "chat_d", generated=cfg.chat_history_size,
                               writable=True)
+
+        for name in BASIC_GROUPS:
+            gid = username_id(cfg.seed, "group", name)
+            self.groups[gid] = ChatRecord(id=gid, title=name.replace("_", " ").title(),
+                                          created=cfg.history_start - 86_400)
+            self.group_names[name] = gid
+
+    def push(self, user_id: int, updates: TLObject, exclude_key: int | None = None) -> int:
+        """Hand ``updates`` for account ``user_id`` to the server's update sink (every
+        connection receiving updates for that account, except auth key ``exclude_key``);
+        returns the connections written to (0 without a server)."""
+        sink = self.update_sink
+        return 0 if sink is None else sink(user_id, updates, exclude_key)
+
+    def listeners(self) -> set[int]:
+        """Accounts that can receive pushed updates now (every account without a listener
+        function; nothing is built for the others)."""
+        if self.update_sink is None:
+            return set()
+        fn = self.update_listeners
+        return set(self.accounts) if fn is None else fn()
+
+    def group_id(self, name: str) -> int:
+        """Id of basic group ``name`` (``group``); ``KeyError`` else."""
+        return self.group_names[name.lower().lstrip("@")]
 
     def register_account(self, user_id: int | None = None) -> int:
         """Create (or reuse) a logged-in account and return its user id.
@@ -186,8 +220,15 @@ class WorldCore:
         """``types.User`` of ``uid`` as ``viewer`` sees it; ``KeyError`` if unknown."""
         return self.users[uid].to_tl(viewer)
 
-    def peer_of(self, info: RequestInfo, peer: TLObject) -> UserRecord | ChannelHistory:
-        """Resolve an InputPeer; ``400 PEER_ID_INVALID`` / ``CHANNEL_INVALID`` when unknown."""
+    def peer_of(self, info: RequestInfo, peer: TLObject
+                ) -> UserRecord | ChannelHistory | ChatRecord:
+        """Resolve an InputPeer; ``400 PEER_ID_INVALID`` / ``CHANNEL_INVALID`` /
+        ``CHAT_ID_INVALID`` when unknown."""
+        if isinstance(peer, types.InputPeerChat):
+            group = self.groups.get(peer.chat_id)
+            if group is None:
+                raise RpcErrorReply(400, "CHAT_ID_INVALID")
+            return group
         if isinstance(peer, types.InputPeerSelf):
             return self.users[self.me(info).user_id]
         if isinstance(peer, types.InputPeerUser):

@@ -1,6 +1,6 @@
 """Reading messages: ``messages.getHistory`` (Telegram's offset semantics, see
 :func:`~.world_messages.history_window`), ``messages.getMessages``, ``channels.getMessages``
-and the update gaps (``updates.getDifference`` / ``getChannelDifference``)."""
+(the update gaps are :mod:`.world_updates`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from telethon.tl.tlobject import TLObject
 from ._types import RequestInfo
 from .world_core import Handler, WorldCore
 from .world_messages import ChannelHistory, first_id_before, history_window, private_message
-from .world_state import HISTORY_PAGE_MAX, to_datetime, unix_time
+from .world_state import ChatRecord, unix_time
 
 
 class HistoryHandlers:
@@ -27,8 +27,6 @@ class HistoryHandlers:
             f.messages.GetHistoryRequest: self._messages_get_history,
             f.messages.GetMessagesRequest: self._messages_get_messages,
             f.channels.GetMessagesRequest: self._channels_get_messages,
-            f.updates.GetDifferenceRequest: self._updates_get_difference,
-            f.updates.GetChannelDifferenceRequest: self._updates_get_channel_difference,
         }
 
     def _messages_get_history(self, info: RequestInfo) -> TLObject:
@@ -49,7 +47,8 @@ class HistoryHandlers:
                 pts=hist.top, count=hist.top, messages=msgs, topics=[],
                 chats=[hist.channel.to_tl()], users=self.w.users_of(msgs, viewer),
             )
-        chat_ids = acc.private.get(target.id, [])
+        chat_ids = acc.private.get(
+            target.marked_id if isinstance(target, ChatRecord) else target.id, [])
         if not offset_id and unix_time(req.offset_date) > 0:
             offset_id = first_id_before(
                 chat_ids, lambda i: acc.messages[i].date, unix_time(req.offset_date)
@@ -60,10 +59,12 @@ class HistoryHandlers:
         users = self.w.users_of(msgs, viewer)
         if viewer not in {u.id for u in users}:
             users.append(self.w.user_tl(viewer, viewer))
+        chats: list[Any] = ([target.to_tl(len(self.w.members()))]
+                            if isinstance(target, ChatRecord) else [])
         if len(page) == len(chat_ids):
-            return types.messages.Messages(messages=msgs, topics=[], chats=[], users=users)
+            return types.messages.Messages(messages=msgs, topics=[], chats=chats, users=users)
         return types.messages.MessagesSlice(
-            count=len(chat_ids), messages=msgs, topics=[], chats=[], users=users
+            count=len(chat_ids), messages=msgs, topics=[], chats=chats, users=users
         )
 
     def _messages_get_messages(self, info: RequestInfo) -> TLObject:
@@ -92,44 +93,4 @@ class HistoryHandlers:
         return types.messages.ChannelMessages(
             pts=hist.top, count=len(msgs), messages=msgs, topics=[],
             chats=[hist.channel.to_tl()], users=self.w.users_of(msgs, viewer),
-        )
-
-    def _updates_get_difference(self, info: RequestInfo) -> TLObject:
-        req: functions.updates.GetDifferenceRequest = info.request
-        acc = self.w.me(info)
-        now = to_datetime(self.w.now())
-        if req.pts >= acc.pts:
-            return types.updates.DifferenceEmpty(date=now, seq=0)
-        missing = range(max(req.pts, 0) + 1, acc.pts + 1)
-        if any(p not in acc.pts_log for p in missing):
-            return types.updates.DifferenceTooLong(pts=acc.pts)
-        messages = [private_message(acc.messages[acc.pts_log[p]]) for p in missing]
-        peers = {m.peer_id.user_id for m in messages if isinstance(m.peer_id, types.PeerUser)}
-        peers.add(acc.user_id)
-        return types.updates.Difference(
-            new_messages=messages,
-            new_encrypted_messages=[],
-            other_updates=[],
-            chats=[],
-            users=[self.w.user_tl(u, acc.user_id) for u in sorted(peers) if u in self.w.users],
-            state=self.w.state_of(acc),
-        )
-
-    def _updates_get_channel_difference(self, info: RequestInfo) -> TLObject:
-        req: functions.updates.GetChannelDifferenceRequest = info.request
-        viewer = self.w.me(info).user_id
-        hist = self.w.channel_of(req.channel)
-        top = hist.top
-        if req.pts >= top:
-            return types.updates.ChannelDifferenceEmpty(pts=top, final=True)
-        start = max(req.pts, 0)
-        end = min(top, start + max(1, min(req.limit, HISTORY_PAGE_MAX)))
-        msgs = [self.w.view(hist, i, viewer) for i in range(start + 1, end + 1)]
-        return types.updates.ChannelDifference(
-            pts=end,
-            new_messages=msgs,
-            other_updates=[],
-            chats=[hist.channel.to_tl()],
-            users=self.w.users_of(msgs, viewer),
-            final=end == top or None,
         )

@@ -150,11 +150,17 @@ class ChannelHistory:
         self.appended.append(sent)
 
 
+def box_peer(marked_id: int) -> types.PeerUser | types.PeerChat:
+    """The peer of a common-box chat from its marked id (users > 0, basic groups < 0)."""
+    return types.PeerUser(marked_id) if marked_id > 0 else types.PeerChat(-marked_id)
+
+
 def private_message(sent: SentMessage) -> types.Message:
-    """The sender's view of a private-chat message (``out``, ``from_id`` the sender)."""
+    """A common-box message (private chat or basic group) as the box's account sees it:
+    ``out`` for what it sent, ``from_id`` the sender."""
     return types.Message(
-        id=sent.message_id, peer_id=types.PeerUser(sent.peer), date=to_datetime(sent.date),
-        message=sent.text, out=True, from_id=types.PeerUser(sent.account),
+        id=sent.message_id, peer_id=box_peer(sent.peer), date=to_datetime(sent.date),
+        message=sent.text, out=not sent.incoming or None, from_id=types.PeerUser(sent.account),
         fwd_from=sent.fwd_from, media=sent.media, entities=sent.entities or None,
     )
 

@@ -7,25 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from telethon import utils
 from telethon.tl import functions, types
 from telethon.tl.tlobject import TLObject
 
 from ._types import RequestInfo, RpcErrorReply
 from .world_core import Handler, WorldCore
+from .world_delivery import Delivery, Target
 from .world_messages import ChannelHistory, private_message
 from .world_state import (
     MESSAGE_LENGTH_MAX,
     AccountState,
-    SentMessage,
-    UserRecord,
+    ChatRecord,
     access_hash,
     derive,
     to_datetime,
 )
 from .world_tl import TLBool
-
-_PTS_LOG_MAX = 1000
 
 
 class SendHandlers:
@@ -34,6 +31,7 @@ class SendHandlers:
 
     def __init__(self, world: WorldCore) -> None:
         self.w = world
+        self.delivery = Delivery(world)
 
     def table(self) -> dict[type, Handler]:
         f = functions.messages
@@ -46,7 +44,7 @@ class SendHandlers:
 
     # ---- checks (nothing is stored before all of them pass) ---------------------------------
 
-    def _check_send(self, info: RequestInfo, target: UserRecord | ChannelHistory,
+    def _check_send(self, info: RequestInfo, target: Target,
                     random_ids: list[int], text: str | None, media: bool = False
                     ) -> AccountState:
         """Validate a send; ``text`` None skips the text checks (forwards)."""
@@ -72,7 +70,7 @@ class SendHandlers:
         target = self.w.peer_of(info, req.peer)
         text = req.message or ""
         acc = self._check_send(info, target, [req.random_id], text)
-        msg, update = self._store(acc, target, text, req.random_id, None, req.entities)
+        msg, update = self._store(info, acc, target, text, req.random_id, None, req.entities)
         if isinstance(update, types.UpdateNewMessage):
             return types.UpdateShortSentMessage(
                 id=msg.id, pts=update.pts, pts_count=1, date=msg.date, out=True,
@@ -86,7 +84,7 @@ class SendHandlers:
         text = req.message or ""
         acc = self._check_send(info, target, [req.random_id], text, media=True)
         media = self._media_of(req.media)
-        _, update = self._store(acc, target, text, req.random_id, media, req.entities)
+        _, update = self._store(info, acc, target, text, req.random_id, media, req.entities)
         return self._updates(acc, target, [(req.random_id, update)])
 
     def _messages_forward_messages(self, info: RequestInfo) -> TLObject:
@@ -104,7 +102,7 @@ class SendHandlers:
         stored = []
         for rid, src in zip(random_ids, originals, strict=True):
             fwd = None if req.drop_author else self._fwd_header(source, src)
-            _, update = self._store(acc, target, src.message or "", rid, src.media,
+            _, update = self._store(info, acc, target, src.message or "", rid, src.media,
                                     src.entities, fwd_from=fwd)
             stored.append((rid, update))
         return self._updates(acc, target, stored)
@@ -117,21 +115,22 @@ class SendHandlers:
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def _original(self, acc: AccountState, source: UserRecord | ChannelHistory, mid: int
+    def _original(self, acc: AccountState, source: Target, mid: int
                   ) -> types.Message:
         if isinstance(source, ChannelHistory):
             msg = source.get(mid)
         else:
             sent = acc.messages.get(mid)
             msg = None
-            if sent is not None and sent.peer == source.id:
+            key = source.marked_id if isinstance(source, ChatRecord) else source.id
+            if sent is not None and sent.peer == key:
                 msg = private_message(sent)
         if msg is None:
             raise RpcErrorReply(400, "MESSAGE_ID_INVALID")
         return msg
 
     @staticmethod
-    def _fwd_header(source: UserRecord | ChannelHistory, src: types.Message
+    def _fwd_header(source: Target, src: types.Message
                     ) -> types.MessageFwdHeader:
         if isinstance(source, ChannelHistory) and not source.channel.megagroup:
             return types.MessageFwdHeader(date=src.date, from_id=source.channel.peer(),
@@ -166,43 +165,41 @@ class SendHandlers:
 
     def _store(
         self,
+        info: RequestInfo,
         acc: AccountState,
-        target: UserRecord | ChannelHistory,
+        target: Target,
         text: str,
         random_id: int,
         media: types.TypeMessageMedia | None,
         entities: list[Any] | None,
         fwd_from: types.MessageFwdHeader | None = None,
     ) -> tuple[types.Message, TLObject]:
-        """Store one message; return it as the sender sees it and its new-message update."""
+        """Store one message, deliver it to the other members (their updates pushed, the
+        sending auth key excluded); return it as the sender sees it and its new-message
+        update."""
         now = self.w.now()
         uid = acc.user_id
         acc.random_ids.add(random_id)
+        key = info.auth.auth_key_id
         if isinstance(target, ChannelHistory):
-            date = max(now, target.date_of(target.top)) if target.top else now
-            sent = SentMessage(uid, utils.get_peer_id(target.channel.peer()), random_id,
-                               target.top + 1, text, date, media, entities or None, fwd_from)
-            target.append(sent)
+            sent = self.delivery.channel_store(target, uid, text, random_id=random_id,
+                                               media=media, entities=entities, fwd_from=fwd_from)
             self.w.sent.append(sent)
+            self.delivery.to_channel(target, sent.message_id, exclude_key=key)
             mine = self.w.view(target, sent.message_id, uid)
             return mine, types.UpdateNewChannelMessage(message=mine, pts=target.top,
                                                        pts_count=1)
-        # private chat: the account's common message id and pts sequences
-        mid = acc.next_message_id
-        acc.next_message_id += 1
-        acc.pts += 1
-        sent = SentMessage(uid, target.id, random_id, mid, text, now, media, entities or None,
-                           fwd_from)
-        acc.messages[mid] = sent
-        acc.private.setdefault(target.id, []).append(mid)
-        acc.pts_log[acc.pts] = mid
-        if len(acc.pts_log) > _PTS_LOG_MAX:
-            acc.pts_log.pop(next(iter(acc.pts_log)))
+        # private chat or basic group: the sender's common box, then every other member's
+        chat_key = target.marked_id if isinstance(target, ChatRecord) else target.id
+        sent, pts = self.delivery.box_store(acc, chat_key, uid, text, now, random_id=random_id,
+                                            media=media, entities=entities, fwd_from=fwd_from)
         self.w.sent.append(sent)
+        self.delivery.to_box(uid, target, text, now, media=media, entities=entities,
+                             fwd_from=fwd_from, exclude_key=key)
         msg = private_message(sent)
-        return msg, types.UpdateNewMessage(message=msg, pts=acc.pts, pts_count=1)
+        return msg, types.UpdateNewMessage(message=msg, pts=pts, pts_count=1)
 
-    def _updates(self, acc: AccountState, target: UserRecord | ChannelHistory,
+    def _updates(self, acc: AccountState, target: Target,
                  stored: list[tuple[int, TLObject]]) -> types.Updates:
         """``types.Updates`` with an ``UpdateMessageID`` per random_id, then the new messages."""
         uid = acc.user_id
@@ -214,6 +211,8 @@ class SendHandlers:
         chats: list[Any] = []
         if isinstance(target, ChannelHistory):
             chats.append(target.channel.to_tl())
+        elif isinstance(target, ChatRecord):
+            chats.append(target.to_tl(len(self.w.members())))
         elif target.id != uid:
             users.append(self.w.user_tl(target.id, uid))
         return types.Updates(

@@ -28,6 +28,11 @@ MAIN_CHANNEL = "news"
 CHAT_CHANNELS: tuple[str, ...] = ("chat_a", "chat_b", "chat_c", "chat_d")
 """Usernames of the chats accounts can write to: ``chat_a``..``chat_c`` are megagroups,
 ``chat_d`` a broadcast channel every account administers (its posts have ``post=True``)."""
+BASIC_GROUPS: tuple[str, ...] = ("group",)
+"""Names of the basic (small) groups: every user and account is a member. Basic groups have no
+username in Telegram: clients reach them by id (``World.group_id("group")``, Telethon's
+``types.PeerChat(id)`` or marked id ``-id``). Their messages live in each member account's
+common box (account pts), like private chats."""
 
 _PHONE_RE = re.compile(r"^\+?[0-9]{5,15}$")
 
@@ -51,6 +56,18 @@ class WorldConfig:
         history_step: seconds between two generated messages (> 0).
         first_account_id: user id given to the first account created without an explicit id.
         clock: wall clock (Unix seconds) for ``date`` fields of new objects.
+        difference_limit: most messages one ``updates.getDifference`` returns; more pending
+            give ``updates.differenceSlice`` (with ``intermediate_state``) and the client asks
+            again. Telegram's own page size is not documented; 100 keeps slices easy to test.
+        pts_kept: account-box events (pts) kept per account for ``updates.getDifference``; a
+            client further behind (or behind by more than the request's ``pts_total_limit``)
+            gets ``updates.differenceTooLong`` (core.telegram.org/method/updates.getDifference).
+        channel_difference_page: most messages one ``updates.getChannelDifference`` returns
+            before answering ``final=False`` (the client asks again from the returned pts).
+            A client behind by more than the request's ``limit`` gets
+            ``updates.channelDifferenceTooLong``, as Telegram documents.
+        channel_difference_timeout: the ``timeout`` (seconds) of channel differences: how long
+            the client may wait before asking again without an update.
     """
 
     history_size: int = 5000
@@ -64,6 +81,10 @@ class WorldConfig:
     history_step: int = 60
     first_account_id: int = 500_000_001
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    difference_limit: int = 100
+    pts_kept: int = 1000
+    channel_difference_page: int = 100
+    channel_difference_timeout: int = 30
 
     def __post_init__(self) -> None:
         _check_int("history_size", self.history_size, 0, 100_000_000)
@@ -84,6 +105,10 @@ class WorldConfig:
         _check_int("first_account_id", self.first_account_id, 1, 2**40)
         if not callable(self.clock):
             raise ValueError("clock must be a callable returning Unix seconds")
+        _check_int("difference_limit", self.difference_limit, 1, 100_000)
+        _check_int("pts_kept", self.pts_kept, 1, 1_000_000)
+        _check_int("channel_difference_page", self.channel_difference_page, 1, 100_000)
+        _check_int("channel_difference_timeout", self.channel_difference_timeout, 1, 86_400)
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
@@ -193,13 +218,36 @@ class ChannelRecord:
         return types.PeerChannel(self.id)
 
 
+@dataclass
+class ChatRecord:
+    """A basic group: every user is a member; its messages live in the accounts' boxes."""
+
+    id: int
+    title: str
+    created: int  # Unix time
+
+    def to_tl(self, members: int) -> types.Chat:
+        return types.Chat(id=self.id, title=self.title, photo=types.ChatPhotoEmpty(),
+                          participants_count=members, date=to_datetime(self.created), version=1)
+
+    def peer(self) -> types.PeerChat:
+        return types.PeerChat(self.id)
+
+    @property
+    def marked_id(self) -> int:
+        """Telethon's marked id of the group (``-id``), the key of its box entries."""
+        return -self.id
+
+
 @dataclass(slots=True)
 class SentMessage:
     """What an account sent (``World.sent_messages()``), also the stored form of the message.
 
-    ``peer`` is Telethon's marked id of the chat (a user id, or ``-100...`` for channels);
-    ``date`` is Unix seconds. Kept compact (no TL message object) so memory stays small under
-    long send benchmarks; messages are rebuilt from it on demand.
+    ``peer`` is Telethon's marked id of the chat (a user id, ``-id`` for basic groups, or
+    ``-100...`` for channels); ``date`` is Unix seconds. ``incoming`` marks a copy received by
+    the account whose box holds it (``account`` is then the sender, ``out`` is unset). Kept
+    compact (no TL message object) so memory stays small under long send benchmarks; messages
+    are rebuilt from it on demand.
     """
 
     account: int
@@ -211,18 +259,21 @@ class SentMessage:
     media: types.TypeMessageMedia | None = None
     entities: list[types.TypeMessageEntity] | None = None
     fwd_from: types.MessageFwdHeader | None = None
+    incoming: bool = False
 
 
 @dataclass
 class AccountState:
-    """Per-account counters (the common pts box: private chats share one message id space)."""
+    """Per-account counters: the common box (private chats and basic groups share one message
+    id space and one pts; one pts per new message)."""
 
     user_id: int
     pts: int = 1
     next_message_id: int = 1
     random_ids: set[int] = field(default_factory=set)
-    # pts -> private message id, for updates.getDifference (bounded, see world_send.py)
+    # pts -> box message id, for updates.getDifference (bounded by WorldConfig.pts_kept)
     pts_log: dict[int, int] = field(default_factory=dict)
-    # private chats: peer user id -> ascending message ids; message id -> what was sent
+    # chats of the box: marked peer id (user id, -group id) -> ascending message ids;
+    # message id -> the message (sent or received)
     private: dict[int, list[int]] = field(default_factory=dict)
     messages: dict[int, SentMessage] = field(default_factory=dict)

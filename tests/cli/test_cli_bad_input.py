@@ -75,6 +75,13 @@ def test_demo_json_unwritable() -> None:
     )
 
 
+def test_demo_plot_unwritable_is_checked_before_running() -> None:
+    _assert_one_line_error(
+        run_cli("demo", "--plot", "/proc/telethon-guard.png", timeout=30), "--plot",
+        "not writable",
+    )
+
+
 def test_no_command_prints_help_and_fails() -> None:
     proc = run_cli(timeout=30)
     assert proc.returncode == 2

@@ -48,8 +48,12 @@ def test_bench_quick_writes_every_key(tmp_path: Path) -> None:
 
 def test_demo_prints_one_table(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
-    proc = run_cli("demo", "--seconds", "3", "--json", str(out), timeout=110)
+    png = tmp_path / "demo.png"
+    proc = run_cli("demo", "--seconds", "3", "--json", str(out), "--plot", str(png),
+                   timeout=110)
     assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "why calls failed" in proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr
     for label in ("calls succeeded", "calls failed", "never retrieved", "reconnect attempts",
                   "lag p50", "lag p99", "lag max", "wall time"):
@@ -62,6 +66,8 @@ def test_demo_prints_one_table(tmp_path: Path) -> None:
         total = run["calls_ok"] + sum(run["calls_failed"].values())
         assert total >= 50  # 20 calls/s for 3 s, every one accounted for
         assert run["lag_p99_ms"] is not None
+        # every failed call has a reason, grouped per (error, reason)
+        assert sum(g["calls"] for g in run["why_failed"]) == sum(run["calls_failed"].values())
 
 
 def test_ctrl_c_prints_what_was_measured(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ async def test_flood_wait_22_on_every_call_ends_when_wait_cannot_fit_deadline() 
 
 async def test_local_block_beyond_deadline_raises_at_once() -> None:
     pipe, clock, _ = make_pipeline()
-    await pipe.ledger._block("acct:a1/method:messages.getHistory", 30)
+    await pipe.ledger.record_block("acct:a1/method:messages.getHistory", 30)
     send = Script(clock)
     t0 = clock.now()
     with pytest.raises(FloodWaitBlocked) as info:
@@ -194,7 +194,7 @@ async def test_per_request_flood_errors_raised_unchanged() -> None:
 
 async def test_observe_only_does_not_block_locally() -> None:
     pipe, clock, rec = make_pipeline(observe_only=True)
-    await pipe.ledger._block("acct:a1/method:messages.getHistory", 3600)
+    await pipe.ledger.record_block("acct:a1/method:messages.getHistory", 3600)
     send = Script(clock)
     assert await pipe.invoke(make_call(), send) == "ok"
     obs = rec.of(ObservedDelay)

@@ -31,3 +31,15 @@ def test_no_other_library_module_writes_an_acct_key_by_hand() -> None:
         if p.name != "keys.py" and hand_made.search(p.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_idempotent_requests_are_reads_transfers_known_ones_or_carry_a_random_id() -> None:
+    assert keys.is_idempotent("messages.getHistory")
+    assert keys.is_idempotent("contacts.resolveUsername")
+    assert keys.is_idempotent("upload.saveFilePart")
+    assert keys.is_idempotent("ping") and keys.is_idempotent("messages.readHistory")
+    assert keys.is_idempotent("messages.sendMessage", random_id=7)
+    assert not keys.is_idempotent("messages.sendMessage")
+    assert not keys.is_idempotent("auth.sendCode")
+    assert not keys.is_idempotent("channels.createChannel")
+    assert not keys.is_idempotent("messages.exportChatInvite")

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
 import pytest
 from guardfakes import Recorder, bounded, make_call, send_call
 from telethon import errors as te
 
+from telethon_guard.call import CallInfo
 from telethon_guard.clock import FakeClock
 from telethon_guard.config import GuardConfig
 from telethon_guard.errors import DeadlineExceeded, FloodWaitBlocked
@@ -17,7 +19,6 @@ from telethon_guard.limiter import (
     RateLimiter,
     RateLimitLayer,
 )
-from telethon_guard.pipeline import CallContext
 from telethon_guard.storage import LimitSpec
 from telethon_guard.storage.memory import MemoryStorage
 
@@ -151,6 +152,48 @@ async def test_cancelled_waiter_gives_back_and_later_waiters_move_up() -> None:
     assert st.slots("k") == [t0 + 1]  # live slots: c moved up into b's slot, t0+2 is gone
 
 
+async def test_a_woken_waiter_keeps_its_slot_when_another_gives_back() -> None:
+    # a's timer fired (its future is resolved) but its task has not run yet when g, cancelled
+    # just before, gives its slot back: a goes with the slot it was woken for (re-reserving
+    # it moved its record off that slot and armed a timer for a waiter already woken).
+    lim, st, clock, _ = make(FakeClock(auto_advance=False))
+    spec = [LimitSpec("k", ((1, 10.0),))]
+    lim.decide(spec)
+    t0 = clock.now()
+    a = asyncio.create_task(lim.acquire(spec))  # slot t0+10
+    g = asyncio.create_task(lim.acquire(spec))  # slot t0+20
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert lim.queue_length == 2
+    g.cancel()  # g's task runs first (scheduled first), a's right after
+    clock.advance(10.5)  # a's timer fires: its future is resolved, its task not run yet
+    assert await bounded(a) == pytest.approx(10.5)
+    with pytest.raises(asyncio.CancelledError):
+        await g
+    assert st.slots("k") == [t0 + 10]  # a's slot where it was woken; g's given back
+
+
+async def test_a_slot_given_back_in_the_background_that_fails_is_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Shared(MemoryStorage):
+        is_local = False  # used through the async API, as a shared backend
+
+        async def release(self, specs: object, token: object) -> None:
+            raise ConnectionError("storage went away")
+
+    clock = FakeClock()
+    lim = RateLimiter(Shared(clock), clock)
+    spec = [LimitSpec("k", ((1, 10.0),))]
+    await lim.acquire(spec)
+    caplog.set_level(logging.WARNING, logger="telethon_guard")
+    with pytest.raises(DeadlineExceeded):  # the slot (10 s) is beyond the deadline: given back
+        await lim.acquire(spec, deadline_at=clock.now() + 5, method="m")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert any("giving a slot back" in r.getMessage() and r.exc_info
+               for r in caplog.records)
+
+
 async def test_slot_beyond_deadline_raises_at_once_and_is_given_back() -> None:
     lim, st, clock, _ = make()
     spec = [LimitSpec("k", ((1, 10.0),))]
@@ -255,12 +298,12 @@ class Paced:
         now = self.clock.now()
         call = make_call(deadline_at=None if deadline is None else now + deadline)
         call.max_flood_wait = max_flood_wait
-        ctx = CallContext(call, self._net, deadline)
+        call.budget = deadline
 
-        async def call_next(ctx: CallContext) -> str:
+        async def call_next(call: CallInfo) -> str:
             return str(await self._net())
 
-        result: str = await bounded(self.layer.handle(ctx, call_next))
+        result: str = await bounded(self.layer.handle(call, call_next))
         return result
 
     async def _net(self) -> str:

@@ -1,4 +1,4 @@
-"""The network budget (clock.network_budget) and the synchronous ledger/limiter fast path."""
+"""The network budget (network_budget.network_budget) and the synchronous ledger/limiter checks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from guardfakes import Script, bounded, make_call, make_pipeline
 from telethon import errors as te
 
-from telethon_guard.clock import network_budget
+from telethon_guard.network_budget import network_budget
 from telethon_guard.errors import DeadlineExceeded
 from telethon_guard.events import DeadlineExceededEvent, FloodWaitStarted
 from telethon_guard.storage import CLOSED
@@ -58,7 +58,7 @@ async def test_limiter_slot_leaving_the_budget_waits_and_sends() -> None:
 async def test_flood_wait_leaving_too_little_time_sends_nothing_and_counts_nothing() -> None:
     pipe, clock, rec = make_pipeline(deadline=10, max_flood_wait=60,
                                      breaker_failure_threshold=1)
-    await pipe.ledger._block("acct:a1/method:messages.getHistory", 9.5)
+    await pipe.ledger.record_block("acct:a1/method:messages.getHistory", 9.5)
     t0 = clock.now()
     send = Script(clock, default=never)
     with pytest.raises(DeadlineExceeded):
@@ -78,28 +78,29 @@ async def test_deadline_timeout_with_the_budget_still_counts_for_the_breaker() -
     assert (await pipe.breaker.state("acct:a1/dc:2")).failures == 1
 
 
-async def test_ledger_check_now() -> None:
+async def test_ledger_blocks_only_the_calls_of_the_blocked_scope() -> None:
     pipe, clock, _ = make_pipeline(max_flood_wait=60)
-    call = make_call()
-    assert pipe.ledger.check_now(call)
-    await pipe.ledger._block("acct:a1/method:other.method", 5)
-    assert pipe.ledger.check_now(call)  # another scope is blocked, not this call's
-    await pipe.ledger._block("acct:a1/method:messages.getHistory", 5)
-    assert not pipe.ledger.check_now(call)
-    clock.advance(5)
-    assert pipe.ledger.check_now(call)
+    t0 = clock.now()
+    send = Script(clock)
+    await pipe.ledger.record_block("acct:a1/method:other.method", 5)
+    assert await bounded(pipe.invoke(make_call(), send)) == "ok"  # another scope: no wait
+    await pipe.ledger.record_block("acct:a1/method:messages.getHistory", 5)
+    assert await bounded(pipe.invoke(make_call(), send)) == "ok"  # this call's scope: waits
+    assert await bounded(pipe.invoke(make_call(), send)) == "ok"  # block over: no wait
+    assert send.times == [t0, t0 + 5, t0 + 5]
 
 
-async def test_limiter_reserve_now_consumes_a_free_slot_and_gives_back_a_queued_one() -> None:
+async def test_limiter_consumes_a_free_slot_and_a_queued_call_keeps_one_slot() -> None:
     pipe, clock, _ = make_pipeline(rate_limits=((2, 1.0),), rate_margin=0.0)
-    layer = pipe.rate_layer
-    call = make_call()
-    assert layer.reserve_now(call) and layer.reserve_now(call)
-    assert pipe.storage.slots("acct:a1") == [clock.now(), clock.now()]  # type: ignore[attr-defined]
-    assert not layer.reserve_now(call)  # must wait: nothing kept
-    assert len(pipe.storage.slots("acct:a1")) == 2  # type: ignore[attr-defined]
-    unlimited, _, _ = make_pipeline()
-    assert unlimited.rate_layer.reserve_now(call)
+    t0 = clock.now()
+    send = Script(clock)
+    for _ in range(3):
+        assert await bounded(pipe.invoke(make_call(), send)) == "ok"
+    assert send.times == [t0, t0, t0 + 1.0]
+    # the queued call holds exactly one slot (the t0 ones left the 1 s window)
+    assert pipe.storage.slots("acct:a1") == [t0 + 1.0]  # type: ignore[attr-defined]
+    unlimited, uclock, _ = make_pipeline()
+    assert await bounded(unlimited.invoke(make_call(), Script(uclock))) == "ok"
 
 
 async def test_server_flood_wait_on_the_fast_path_is_recorded_waited_and_retried() -> None:

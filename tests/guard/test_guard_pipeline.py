@@ -1,20 +1,42 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from guardfakes import Recorder, Script, bounded, make_call, make_pipeline, send_call
+from guardfakes import (
+    Recorder,
+    Script,
+    bounded,
+    history_request,
+    make_call,
+    make_pipeline,
+    send_call,
+    send_request,
+)
 from telethon import errors as te
+from telethon.tl import types
 
 from telethon_guard.call import CallInfo
 from telethon_guard.clock import FakeClock, MonotonicClock
 from telethon_guard.config import GuardConfig
-from telethon_guard.errors import AttemptTimeoutError, DeadlineExceeded
-from telethon_guard.events import DeadlineExceededEvent, EventBus, FloodWaitStarted
+from telethon_guard.errors import AttemptTimeoutError, DeadlineExceeded, MayHaveRunError
+from telethon_guard.events import (
+    DeadlineExceededEvent,
+    EventBus,
+    FloodWaitStarted,
+    RetryScheduled,
+)
+from telethon_guard.keys import is_idempotent
 from telethon_guard.pipeline import Pipeline
 from telethon_guard.storage import CLOSED, OPEN
 from telethon_guard.storage.memory import MemoryStorage
+
+guard_mod = importlib.import_module("telethon_guard.guard")
 
 
 async def never() -> str:
@@ -22,17 +44,42 @@ async def never() -> str:
     return "never"
 
 
-async def test_layers_are_one_visible_list() -> None:
-    pipe, _, _ = make_pipeline()
-    names = [type(layer).__name__ for layer in pipe.layers]
-    assert names == ["DeadlineLayer", "CircuitBreaker", "FloodLedger", "RateLimitLayer",
-                     "RetryPolicy"]
+def _executed(pipe: Pipeline) -> tuple[list[object], Callable[..., Any]]:
+    """A profile function recording, in order, each layer (and the attempt) whose entry point
+    ran: what actually runs, whatever ``Pipeline.layers`` says."""
+    ran: list[object] = []
+    members = {id(x): x for x in (*pipe.layers, pipe.rate_layer, pipe.attempt)}
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_name in ("handle", "run"):
+            obj = frame.f_locals.get("self")
+            if obj is not None and id(obj) in members and all(obj is not r for r in ran):
+                ran.append(obj)
+
+    return ran, profile
+
+
+@pytest.mark.parametrize("cfg", [{}, {"rate_limits": ((100, 1.0),)}, {"adaptive_pacing": False}])
+async def test_the_layers_run_in_the_order_pipeline_layers_lists(cfg: dict[str, Any]) -> None:
+    pipe, clock, _ = make_pipeline(**cfg)
+    ran, profile = _executed(pipe)
+    sys.setprofile(profile)
+    try:
+        assert await bounded(pipe.invoke(make_call(), Script(clock))) == "ok"
+    finally:
+        sys.setprofile(None)
+    assert ran == [*pipe.layers, pipe.attempt]
+    assert [type(x).__name__ for x in ran[:3]] == ["DeadlineLayer", "CircuitBreaker",
+                                                    "FloodLedger"]
+    # The limiter is in the chain only when a window can apply (limits or adaptive pacing).
+    assert (pipe.rate_layer in pipe.layers) == (cfg.get("adaptive_pacing", True)
+                                                or "rate_limits" in cfg)
 
 
 async def test_deadline_covers_limiter_flood_and_network() -> None:
     pipe, clock, rec = make_pipeline(deadline=10, rate_limits=((1, 2.0),), max_flood_wait=60)
     await pipe.invoke(make_call("help.getConfig"), Script(clock))  # uses the 1-per-2 s slot
-    await pipe.ledger._block("acct:a1/method:messages.getHistory", 3)
+    await pipe.ledger.record_block("acct:a1/method:messages.getHistory", 3)
     t0 = clock.now()
     send = Script(clock, default=never)
     with pytest.raises(DeadlineExceeded) as info:
@@ -87,6 +134,40 @@ async def test_attempt_timeout_retries_then_real_timeout() -> None:
     with pytest.raises(AttemptTimeoutError) as info:
         await bounded(pipe.invoke(make_call(), hang))
     assert hang.count == 3 and isinstance(info.value, TimeoutError)
+
+
+async def test_attempt_timeout_of_a_request_that_may_have_run_is_not_sent_again() -> None:
+    # auth.sendCode has no random_id and is not a read: after a timeout it may have run (a
+    # second send would text a second code). The guard raises MayHaveRunError, sends nothing
+    # more; a read (getHistory) and a request with a random_id are still retried.
+    pipe, clock, rec = make_pipeline(attempt_timeout=2, retry_max_attempts=3,
+                                     breaker_failure_threshold=100)
+    unsafe = make_call("auth.sendCode")
+    unsafe.idempotent = is_idempotent(unsafe.method, unsafe.random_id)
+    hang = Script(clock, default=never)
+    with pytest.raises(MayHaveRunError) as info:
+        await bounded(pipe.invoke(unsafe, hang))
+    assert hang.count == 1
+    assert isinstance(info.value, AttemptTimeoutError) and isinstance(info.value, TimeoutError)
+    assert not rec.of(RetryScheduled)
+    for safe in (make_call(), send_call(5)):
+        safe.idempotent = is_idempotent(safe.method, safe.random_id)
+        again = Script(clock, [never], default="second try")
+        assert await bounded(pipe.invoke(safe, again)) == "second try"
+        assert again.count == 2
+
+
+def test_the_client_marks_only_safe_requests_idempotent() -> None:
+    from telethon.sessions import StringSession
+    from telethon.tl import functions
+
+    from telethon_guard import GuardedTelegramClient
+
+    client = GuardedTelegramClient(StringSession(), 1, "0" * 32, account="x")
+    send_code = functions.auth.SendCodeRequest("+100", 1, "0" * 32, types.CodeSettings())
+    calls = [guard_mod.make_call(client, client.guard, client._sender, r)
+             for r in (send_code, history_request(), send_request())]
+    assert [c.idempotent for c in calls] == [False, True, True]
 
 
 async def test_caller_cancel_in_limiter_releases_the_slot() -> None:
@@ -176,7 +257,7 @@ async def test_no_secrets_in_events() -> None:
 async def test_storage_defaults_to_memory_on_the_pipeline_clock() -> None:
     pipe, clock, _ = make_pipeline()
     assert isinstance(pipe.storage, MemoryStorage)
-    await pipe.ledger._block("x", 5)
+    await pipe.ledger.record_block("x", 5)
     clock.advance(5)
     assert await pipe.ledger._left("x") == 0
 

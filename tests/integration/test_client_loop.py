@@ -14,6 +14,7 @@ from telethon import errors as tl_errors
 from telethon.network.connection import ConnectionTcpFull
 
 from telethon_guard import GuardedTelegramClient, LoopLagMonitor, install_exception_handler
+from telethon_guard.errors import GuardConfigError, GuardConnectionError
 from telethon_guard.events import StrayFutureRetrieved
 from telethon_guard.loop import (
     GuardExceptionHandler,
@@ -129,7 +130,10 @@ def test_attribution_names_its_evidence() -> None:
     assert telethon_attribution({"exception": raised}) == "raised in telethon"
     assert telethon_attribution({"exception": tl_errors.FloodWaitError(None, capture=3)}) == (
         "error type")
+    assert telethon_attribution({"exception": GuardConnectionError("lost")}) == (
+        "guard error type")
     assert telethon_attribution({"exception": ConnectionError("made here")}) is None
+    assert telethon_attribution({"exception": GuardConfigError("deadline", "bad")}) is None
 
 
 async def test_creation_stack_in_debug_mode_attributes_telethons_request_futures() -> None:
@@ -249,3 +253,37 @@ async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
     assert stats["max"] >= 0.07
     assert stats["p50"] < stats["max"]
     assert not mon.running
+
+
+async def test_retrieved_task_exceptions_are_logged_even_without_a_sink(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def dispatch() -> None:
+        raise ConnectionError("update handler lost its connection")
+
+    tasks = RetrievingTaskSet()  # no sink: the exception must still leave a trace
+    with caplog.at_level(logging.DEBUG, logger="telethon_guard"):
+        task = asyncio.get_running_loop().create_task(dispatch())
+        tasks.add(task)
+        await bounded(asyncio.wait([task]))
+        await asyncio.sleep(0)
+    found = [r for r in caplog.records
+             if "event_handler_task: ConnectionError: update handler lost" in r.getMessage()]
+    assert len(found) == 1 and found[0].levelno == logging.DEBUG
+
+
+async def test_a_failed_lag_monitor_is_logged_when_stopped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(LoopLagMonitor):
+        async def _run(self) -> None:
+            raise RuntimeError("ticker broke")
+
+    mon = Broken(interval=0.005)
+    mon.start()
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.ERROR, logger="telethon_guard"):
+        stats = await bounded(mon.stop())
+    assert stats["samples"] == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "loop-lag monitor failed: RuntimeError('ticker broke')"]

@@ -13,10 +13,11 @@ import time
 from typing import Any
 
 import pytest
-from redis_helpers import PrivateRedis
+from redis_helpers import PrivateRedis, free_port
 from telethon.tl import functions, types
 
 from telethon_guard import GuardedTelegramClient
+from telethon_guard.clock import FakeClock
 from telethon_guard.errors import StorageUnavailableError
 from telethon_guard.events import EventBus, GuardEvent, StorageFallback
 from telethon_guard.storage import BreakerPolicy, LimitSpec
@@ -169,3 +170,37 @@ async def test_guarded_client_calls_do_not_hang_while_redis_is_paused(
                 private_redis.proc.send_signal(signal.SIGCONT)
         await storage.aclose()
     assert any(isinstance(e, StorageFallback) and e.active for e in events)
+
+
+async def test_the_guard_clock_times_the_probes_during_an_outage(
+        private_redis: PrivateRedis) -> None:
+    # The storage is given the guard clock (a fake one here): an outage's probe interval runs
+    # on it, not on time.monotonic().
+    clock = FakeClock(auto_advance=False)
+    st = from_url(private_redis.url, prefix="clock", timeout=TIMEOUT, probe_interval=5.0,
+                  clock=clock)
+    scope = "acct:1/method:m"
+    try:
+        assert await asyncio.wait_for(st.flood_left(scope), 5) == 0.0 and st.available
+        await private_redis.astop()
+        await asyncio.wait_for(st.flood_left(scope), 5)  # refused: served locally
+        assert not st.available
+        await private_redis.astart()
+        await asyncio.wait_for(st.flood_left(scope), 5)
+        assert not st.available  # no probe before 5 s of the guard clock
+        clock.advance(5.0)
+        await asyncio.wait_for(st.flood_left(scope), 5)  # the probe: Redis answers again
+        assert st.available
+    finally:
+        await st.aclose()
+
+
+async def test_flood_blocks_that_cannot_be_copied_back_are_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    st = from_url(f"redis://127.0.0.1:{free_port()}/0", prefix="copy", timeout=TIMEOUT)
+    caplog.set_level(logging.WARNING, logger="telethon_guard")
+    try:
+        await asyncio.wait_for(st._copy_blocks({"acct:1/method:m": 5.0}), 5)
+    finally:
+        await st.aclose()
+    assert any("could not copy 1 flood block" in r.getMessage() for r in caplog.records)

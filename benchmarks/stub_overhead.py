@@ -1,0 +1,196 @@
+"""Benchmark: the guard's per-call CPU cost with a stub sender (no network, no server).
+
+``python benchmarks/stub_overhead.py`` prints, for this checkout, the µs per call of
+
+* ``plain``: Telethon's own ``client(request)`` over a stub sender whose ``send()`` returns an
+  already answered future (Telethon's ``_call``: flood memo, ``process_entities``...);
+* ``guard``: ``GuardedTelegramClient`` over the same stub, with an account-wide rate limit
+  far above the achieved rate (every layer runs: deadline, breaker, flood ledger, limiter,
+  retry, attempt), and ``guard - plain``;
+* ``layers``: :meth:`Pipeline.invoke` alone with a stub ``send`` for growing layer lists
+  (``attempt`` only, then each layer of :attr:`Pipeline.layers` added in order): the cost of
+  each layer per call (only with the composed chain, i.e. when ``Pipeline.compose`` exists).
+
+``--compare BASE NEW``: runs this script under ``PYTHONPATH=BASE`` and ``PYTHONPATH=NEW``
+alternately (``--rounds`` rounds each, interleaved A B B A ...) and prints medians and ranges
+side by side (``--json PATH`` writes them). 32 tasks call concurrently, as in the ``overhead``
+bench workload. Times are CPU seconds of this process (``time.process_time``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+TASKS = 32
+CALLS = 1500  # per task and measurement
+REPEATS = 5  # measurements per figure in one process; the best one is kept
+
+
+def _state() -> Any:
+    from telethon.tl import types
+
+    return types.updates.State(pts=1, qts=0, date=None, seq=0, unread_count=0)
+
+
+class StubSender:
+    """Answers every request at once (an already resolved future)."""
+
+    def __init__(self) -> None:
+        self.result = _state()
+        self.dc_id = 2
+
+    def send(self, request: Any, ordered: bool = False) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if isinstance(request, list):
+            fut.set_result([self.result] * len(request))
+        else:
+            fut.set_result(self.result)
+        return fut
+
+    send_awaited = send
+
+    def is_connected(self) -> bool:
+        return True
+
+
+async def _per_call(call: Any, tasks: int = TASKS, calls: int = CALLS) -> float:
+    """µs of CPU per ``await call()``, best of ``REPEATS`` runs of ``tasks`` x ``calls``."""
+    async def worker() -> None:
+        for _ in range(calls):
+            await call()
+
+    best = float("inf")
+    for _ in range(REPEATS):
+        t = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(tasks)))
+        best = min(best, (time.process_time() - t) / (tasks * calls) * 1e6)
+    return best
+
+
+def _client(cls: Any, **kw: Any) -> Any:
+    from telethon.sessions import StringSession
+
+    client = cls(StringSession(), 1, "0" * 32, **kw)
+    client._sender = StubSender()
+    client.session.set_dc(2, "127.0.0.1", 443)
+    return client
+
+
+async def measure() -> dict[str, Any]:
+    from telethon import TelegramClient, functions
+
+    from telethon_guard import GuardedTelegramClient
+    from telethon_guard.config import GuardConfig
+    from telethon_guard.pipeline import Pipeline
+
+    out: dict[str, Any] = {}
+    plain = _client(TelegramClient)
+    guarded = _client(GuardedTelegramClient, rate_limits=((1_000_000, 1.0),))
+    req = functions.updates.GetStateRequest()
+    # warm-up (caches, first-call paths)
+    await _per_call(lambda: plain(req), 4, 200)
+    await _per_call(lambda: guarded(req), 4, 200)
+    p = await _per_call(lambda: plain(req))
+    g = await _per_call(lambda: guarded(req))
+    out["plain_us"] = p
+    out["guard_us"] = g
+    out["guard_minus_plain_us"] = g - p
+
+    # Pipeline.invoke alone, growing layer lists (the composed chain only).
+    pipe = Pipeline(GuardConfig(rate_limits=((1_000_000, 1.0),), account="bench"))
+    compose = getattr(pipe, "compose", None)
+    if compose is not None:
+        from telethon_guard.call import CallInfo
+
+        result = _state()
+
+        async def send() -> Any:
+            return result
+
+        layers = list(pipe.layers)
+        costs: dict[str, float] = {}
+        prev = None
+        for k in range(len(layers) + 1):
+            chain = compose(layers[:k])
+
+            def one(chain: Any = chain) -> Any:
+                c = CallInfo("updates.getState", req, "bench", 2)
+                c.send = send
+                return chain(c)
+
+            us = await _per_call(one)
+            name = "attempt" if k == 0 else type(layers[k - 1]).__name__
+            costs[name] = us if prev is None else us - prev
+            prev = us
+        out["layers_us"] = costs
+        out["pipeline_us"] = prev
+    return out
+
+
+def _child() -> None:
+    print(json.dumps(asyncio.run(measure())))
+
+
+def _run(path: str) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=path)
+    res = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"], env=env,
+                         cwd=path, capture_output=True, text=True, timeout=600, check=True)
+    return dict(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+def _summary(values: list[float]) -> str:
+    return f"{statistics.median(values):6.2f} ({min(values):.2f}..{max(values):.2f})"
+
+
+def compare(base: str, new: str, rounds: int) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    order = [("before", base), ("after", new), ("after", new), ("before", base)]
+    for i in range(rounds * 2):
+        name, path = order[i % 4]
+        runs[name].append(_run(path))
+        print(f"round {i // 2 + 1}/{rounds}: {name} done", file=sys.stderr)
+    table: dict[str, Any] = {}
+    for key in ("plain_us", "guard_us", "guard_minus_plain_us"):
+        table[key] = {n: [r[key] for r in runs[n]] for n in runs}
+    layers = [r.get("layers_us") for r in runs["after"] if r.get("layers_us")]
+    if layers:
+        table["layers_us"] = {k: [lay[k] for lay in layers] for k in layers[0]}
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--compare", nargs=2, metavar=("BASE", "NEW"))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", metavar="PATH")
+    args = ap.parse_args()
+    if args.child:
+        _child()
+        return
+    if args.compare:
+        table = compare(*args.compare, args.rounds)
+        print(f"{'us per call (32 tasks)':28} {'before':>22} {'after':>22}")
+        for key in ("plain_us", "guard_us", "guard_minus_plain_us"):
+            b, a = table[key]["before"], table[key]["after"]
+            print(f"{key:28} {_summary(b):>22} {_summary(a):>22}")
+        for name, vals in table.get("layers_us", {}).items():
+            print(f"  layer {name:20} {'':>22} {_summary(vals):>22}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(table, f, indent=1)
+        return
+    print(json.dumps(asyncio.run(measure()), indent=1))
+
+
+if __name__ == "__main__":
+    main()

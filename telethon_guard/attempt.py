@@ -1,0 +1,241 @@
+"""The terminal step of the pipeline: ONE network attempt of a call.
+
+:meth:`Attempt.run` runs ``call.send()`` under the call's remaining deadline and the optional
+``attempt_timeout`` (one loop timer for every in-flight attempt: :class:`~telethon_guard.clock.
+LoopDeadlines`), classifies what Telethon raised (:mod:`telethon_guard.classify`, the verdict is
+left in ``call.verdict`` for the retry layer), tells the breaker (:meth:`CircuitBreaker.record
+<telethon_guard.breaker.CircuitBreaker.record>`) and normalises transport errors so no bare
+``ConnectionError`` / ``InvalidBufferError`` reaches the caller:
+
+* transport -404 -> :class:`~telethon_guard.errors.AuthKeyInvalidError`; -429 ->
+  :class:`~telethon_guard.errors.TransportFloodError`; any other invalid buffer or disconnect
+  -> :class:`~telethon_guard.errors.GuardConnectionError` (``from`` the original);
+* ``RANDOM_ID_DUPLICATE`` -> :class:`~telethon_guard.errors.AlreadyDelivered`;
+* the attempt timeout -> :class:`~telethon_guard.errors.AttemptTimeoutError` (retryable), or
+  :class:`~telethon_guard.errors.MayHaveRunError` (final) when the call is not
+  ``idempotent``: the request was sent and may have run, so it is not sent again;
+* the deadline during the attempt -> :class:`~telethon_guard.errors.DeadlineExceeded`.
+
+Network budget (:func:`~telethon_guard.network_budget.network_budget`): an attempt that would start with
+less time than that before the deadline is not sent (``DeadlineExceeded``, the breaker is told
+nothing); a deadline timeout counts as a breaker failure only when the attempt had that budget.
+
+Cancellation: a caller cancelling its task gets ``CancelledError`` unchanged. A
+``CancelledError`` from Telethon cancelling the request future on ``disconnect()`` while the
+caller's task was NOT cancelled (``Task.cancelling() == 0``, Python 3.11+) is a disconnect:
+``GuardConnectionError`` (retryable). (Python 3.10 has no ``cancelling()``: every
+``CancelledError`` propagates.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from telethon import errors as tl_errors
+
+from .network_budget import network_budget
+from .call import CallInfo
+from .classify import Action, Verdict, classify
+from .clock import Clock, LoopDeadlines, MonotonicClock
+from .errors import (
+    AlreadyDelivered,
+    AttemptTimeoutError,
+    AuthKeyInvalidError,
+    DeadlineExceeded,
+    GuardConnectionError,
+    GuardError,
+    MayHaveRunError,
+    TransportFloodError,
+)
+
+if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
+
+_DISCONNECT = Verdict(Action.DISCONNECT, True)
+_TIMEOUT = Verdict(Action.TRANSIENT, True)
+_LOOP_TIME = asyncio.BaseEventLoop.time  # time.monotonic(): the MonotonicClock's time
+
+
+class _AttemptTimer:
+    """The attempt deadline timer's callback: cancels the attempt's task and remembers that it
+    did (``fired``), so the attempt tells its own timeout from a caller's cancel."""
+
+    __slots__ = ("fired", "handle", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+        self.handle: Any = None
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    uncancel = getattr(task, "uncancel", None)
+    return int(uncancel()) if uncancel is not None else 0
+
+
+def _caller_cancelled(task: asyncio.Task[Any] | None) -> bool:
+    if task is None:
+        return True
+    cancelling = getattr(task, "cancelling", None)
+    return True if cancelling is None else bool(cancelling())
+
+
+class Attempt:
+    """The pipeline's terminal step: ``await attempt.run(call)`` makes one network attempt.
+
+    ``clock``: the guard clock (``call.deadline_at`` is on it); ``attempt_timeout``: seconds
+    (``None``: only the deadline bounds an attempt); ``breaker``: told the outcome of every
+    attempt that reached the network (``None``: nobody is told).
+    """
+
+    __slots__ = ("_breaker", "_clock", "_deadlines", "_deadlines_by_loop", "_loop_timers",
+                 "_timeout")
+
+    def __init__(self, clock: Clock, attempt_timeout: float | None,
+                 breaker: CircuitBreaker | None) -> None:
+        self._clock = clock
+        self._timeout = attempt_timeout
+        self._breaker = breaker
+        # MonotonicClock: attempt deadlines share one loop timer per loop (LoopDeadlines).
+        self._loop_timers = type(clock) is MonotonicClock
+        self._deadlines: LoopDeadlines | None = None
+        self._deadlines_by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, LoopDeadlines] = weakref.WeakKeyDictionary()
+
+    async def run(self, call: CallInfo) -> Any:
+        """Run ``call.send()`` once; return its answer or raise (see the module docstring)."""
+        now = self._clock.now()
+        when = call.deadline_at
+        by_deadline = True
+        timeout = self._timeout
+        floor = 0.0
+        if when is not None:
+            floor = network_budget(call.budget or 0.0, timeout)
+            if when - now < floor:
+                # Too little time left for an answer (after a limiter, flood or backoff wait):
+                # fail now, send nothing, tell the breaker nothing.
+                raise DeadlineExceeded(call.method, call.budget or 0.0)
+        if timeout is not None and (when is None or now + timeout < when):
+            when = now + timeout
+            by_deadline = False
+        call.stage = "network"
+        if when is not None and when <= now:
+            raise DeadlineExceeded(call.method, call.budget or 0.0)
+        call.attempt += 1
+        timer: _AttemptTimer | None = None
+        if when is not None:
+            timer = self._arm(call, when, now)
+        send = call.send
+        assert send is not None
+        try:
+            result = await send()
+        except asyncio.CancelledError as exc:
+            if timer is not None:
+                timer.handle.cancel()
+                if timer.fired:
+                    if _uncancel(timer.task) > 0:
+                        raise  # the caller cancelled as well: propagate unchanged
+                    assert when is not None
+                    if not by_deadline or when - now >= floor:
+                        # A timeout counts for the breaker, a deadline timeout only when the
+                        # attempt had its network budget.
+                        await self._record(call, True)
+                    call.verdict = None  # final unless retryable below
+                    if by_deadline:  # the budget is spent: nothing to retry
+                        raise DeadlineExceeded(call.method, call.budget or 0.0) from None
+                    if not call.idempotent:  # sent, may have run: never sent again
+                        raise MayHaveRunError(call.method, timeout or 0.0) from None
+                    call.verdict = _TIMEOUT
+                    raise AttemptTimeoutError(call.method, timeout or 0.0) from None
+            task = timer.task if timer is not None else asyncio.current_task()
+            if _caller_cancelled(task):
+                raise
+            call.verdict = _DISCONNECT
+            await self._record(call, True)
+            raise GuardConnectionError(f"{call.method}: connection closed while "
+                                       "waiting for the answer") from exc
+        except Exception as exc:
+            if timer is not None:
+                timer.handle.cancel()
+                if timer.fired:
+                    _uncancel(timer.task)  # send() swallowed our cancel: raised another
+            verdict = classify(exc)
+            call.verdict = verdict
+            if verdict.breaker_failure or not isinstance(exc, GuardError):
+                # Guard errors of a nested call (CircuitOpenError, DeadlineExceeded, a local
+                # flood block) say nothing about this connection: not recorded.
+                await self._record(call, verdict.breaker_failure)
+            _raise_normalized(call, exc, verdict)
+            raise
+        except BaseException:  # KeyboardInterrupt, SystemExit, GeneratorExit
+            if timer is not None:
+                timer.handle.cancel()
+            raise
+        if timer is not None:
+            timer.handle.cancel()
+            if timer.fired:
+                _uncancel(timer.task)
+        breaker = self._breaker
+        if breaker is not None:
+            pending = breaker.record(call, False)
+            if pending is not None:
+                await pending
+        return result
+
+    def _arm(self, call: CallInfo, when: float, now: float) -> _AttemptTimer | None:
+        task = call.task
+        if task is None:
+            task = asyncio.current_task()
+        if task is None:
+            return None
+        timer = _AttemptTimer(task)
+        if self._loop_timers:
+            loop = task.get_loop()
+            deadlines = self._deadlines
+            if deadlines is None or deadlines.loop is not loop:
+                deadlines = self._deadlines_for(loop)
+            if type(loop).time is not _LOOP_TIME:  # uvloop...: its own clock
+                when = loop.time() + (when - now)
+            timer.handle = deadlines.add(when, timer)
+        else:
+            timer.handle = self._clock.call_at(when, timer)
+        return timer
+
+    def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> LoopDeadlines:
+        deadlines = self._deadlines_by_loop.get(loop)
+        if deadlines is None:
+            deadlines = self._deadlines_by_loop[loop] = LoopDeadlines(loop)
+        self._deadlines = deadlines
+        return deadlines
+
+    async def _record(self, call: CallInfo, failure: bool) -> None:
+        breaker = self._breaker
+        if breaker is not None:
+            pending = breaker.record(call, failure)
+            if pending is not None:
+                await pending
+
+
+def _raise_normalized(call: CallInfo, exc: Exception, verdict: Verdict) -> None:
+    """Replace transport-level errors by the guard's typed ones (``from`` the original)."""
+    if verdict.action is Action.DELIVERED:
+        if isinstance(exc, AlreadyDelivered):
+            return
+        raise AlreadyDelivered(call.request, call.random_id, call.attempt) from exc
+    if isinstance(exc, tl_errors.InvalidBufferError):
+        if exc.code == 404:
+            raise AuthKeyInvalidError(call.dc_id, -404) from exc
+        if exc.code == 429:
+            raise TransportFloodError(-429, None) from exc
+        raise GuardConnectionError(f"{call.method}: invalid transport buffer") from exc
+    if verdict.action is Action.DISCONNECT and not isinstance(exc, GuardError):
+        raise GuardConnectionError(f"{call.method}: {type(exc).__name__}: {exc}") from exc
+
+
+__all__ = ["Attempt"]
