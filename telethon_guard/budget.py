@@ -282,11 +282,12 @@ def set_process_budget(budget: ConnectionBudget | None) -> ConnectionBudget | No
 def connection_target(connection: Any) -> str:
     """The budget target of a Telethon ``Connection``: ``"host:port"`` of the DC it connects
     to (``"dc:<id>"`` when the address is unknown)."""
-    ip = getattr(connection, "_ip", None)
-    port = getattr(connection, "_port", None)
-    if ip is not None and port is not None:
-        return f"{ip}:{port}"
-    return f"dc:{getattr(connection, '_dc_id', None)}"
+    from ._telethon import connection_address, connection_dc
+
+    address = connection_address(connection)
+    if address is not None:
+        return f"{address[0]}:{address[1]}"
+    return f"dc:{connection_dc(connection)}"
 
 
 async def take_connection_slot(connection: Any) -> float:
