@@ -162,3 +162,25 @@ async def test_bad_input_names_the_problem() -> None:
             server.push_message("alice", "chat_a", "x", form="long")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="text"):
             server.push_message("alice", "chat_a", "")
+
+
+async def test_alice_channel_send_reaches_bob_and_only_update_receivers_get_pushes() -> None:
+    async with TelegramTestServer() as server:
+        carol = server.client(session=server.session(server.world.user_id("carol")),
+                              receive_updates=False)
+        await asyncio.wait_for(carol.connect(), T)
+        try:
+            async with listening(server, "alice") as (alice, alice_got), \
+                    listening(server, "bob") as (_, bob_got):
+                await asyncio.wait_for(alice.send_message("chat_a", "hello channel"), T)
+                await until(lambda: len(bob_got) == 1)
+                assert bob_got[0].raw_text == "hello channel" and not bob_got[0].out
+                # carol never asked for updates: her connection gets nothing
+                assert server.stats["updates_pushed"] == 1
+                done = server.push_message("carol", "bob", "from carol's other device")
+                await until(lambda: len(bob_got) == 2)
+                assert done.pushed == 1  # bob only; carol's client does not receive updates
+                await asyncio.sleep(0.3)
+                assert alice_got == []
+        finally:
+            await asyncio.wait_for(carol.disconnect(), T)
