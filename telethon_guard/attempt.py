@@ -96,11 +96,12 @@ class Attempt:
     """
 
     __slots__ = ("_breaker", "_clock", "_deadlines", "_deadlines_by_loop", "_loop_timers",
-                 "_timeout")
+                 "_now", "_timeout")
 
     def __init__(self, clock: Clock, attempt_timeout: float | None,
                  breaker: CircuitBreaker | None) -> None:
         self._clock = clock
+        self._now = clock.now
         self._timeout = attempt_timeout
         self._breaker = breaker
         # MonotonicClock: attempt deadlines share one loop timer per loop (LoopDeadlines).
@@ -111,7 +112,7 @@ class Attempt:
 
     async def run(self, call: CallInfo) -> Any:
         """Run ``call.send()`` once; return its answer or raise (see the module docstring)."""
-        now = self._clock.now()
+        now = self._now()
         when = call.deadline_at
         by_deadline = True
         timeout = self._timeout
