@@ -8,11 +8,13 @@ off underneath.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telethon import TelegramClient
 from telethon.network import MTProtoSender
 
+from ._telethon import ClientHooks, main_sender
 from .guard import (
     GuardState,
     _parent_guard,
@@ -34,7 +36,7 @@ _TELETHON_KWARGS = frozenset(
 )
 
 
-class GuardedTelegramClient(TelegramClient):
+class GuardedTelegramClient(ClientHooks, TelegramClient):
     """``TelegramClient`` with the guard built in.
 
     ``GuardedTelegramClient(session, api_id, api_hash, *, <Telethon keywords>, <guard
@@ -105,16 +107,17 @@ class GuardedTelegramClient(TelegramClient):
         ``flood_sleep_threshold`` (seconds) is this call's ``max_flood_wait``.
         """
         # guarded_call directly (not through _call: one coroutine frame less per call).
-        return maybe_sync(guarded_call(self, self._tg_state, self._sender, request, ordered,
-                                       flood_sleep_threshold))
+        return maybe_sync(guarded_call(self, self._tg_state, main_sender(self), request,
+                                       ordered, flood_sleep_threshold))
 
-    async def _call(
+    async def _guard_call_hook(
         self,
         sender: MTProtoSender,
         request: Any,
-        ordered: bool = False,
-        flood_sleep_threshold: float | None = None,
+        ordered: bool,
+        flood_sleep_threshold: float | None,
     ) -> Any:
+        # Telethon's _call (ClientHooks): requests on exported senders (downloads)
         return await guarded_call(self, self._tg_state, sender, request, ordered,
                                   flood_sleep_threshold)
 
@@ -133,20 +136,21 @@ class GuardedTelegramClient(TelegramClient):
         """
         return maybe_sync(guarded_connect(self, self._tg_state, super().connect))
 
-    async def _disconnect_coro(self) -> None:
+    async def _guard_disconnect_hook(self, parent: Callable[[], Awaitable[None]]) -> None:
         self._tg_offline = True  # in-flight and later calls: ClientDisconnectedError
         try:
-            await super()._disconnect_coro()
+            await parent()
         finally:
             release_loop(self)
 
-    async def _create_exported_sender(self, dc_id: int) -> MTProtoSender:
+    async def _guard_exported_sender_hook(self, dc_id: int) -> MTProtoSender:
         return await create_exported_sender(self, self._tg_state, dc_id)
 
-    async def _get_cdn_client(self, cdn_redirect: Any) -> Any:
+    async def _guard_cdn_client_hook(self, parent: Callable[[Any], Awaitable[Any]],
+                                     cdn_redirect: Any) -> Any:
         token = _parent_guard.set(self._tg_state)
         try:
-            return await super()._get_cdn_client(cdn_redirect)
+            return await parent(cdn_redirect)
         finally:
             _parent_guard.reset(token)
 

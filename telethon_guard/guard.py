@@ -56,6 +56,7 @@ from telethon.tl import functions
 from telethon.tl.alltlobjects import LAYER
 from telethon.tl.tlobject import TLRequest
 
+from . import _telethon as tl
 from . import _tl
 from .call import TRANSFER_METHODS, CallInfo
 from .clock import MonotonicClock
@@ -429,7 +430,7 @@ def make_call(
 def _dc_of(client: TelegramClient, sender: Any) -> int:
     """DC of a call: the session's DC on the main sender (it follows ``_switch_dc``), else the
     exported sender's ``dc_id``."""
-    if sender is client._sender:
+    if sender is tl.main_sender(client):
         return int(client.session.dc_id or 0)
     return int(getattr(sender, "dc_id", None) or client.session.dc_id or 0)
 
@@ -473,20 +474,22 @@ async def guarded_call(
     ``PHONE_MIGRATE`` / ``NETWORK_MIGRATE`` / ``USER_MIGRATE``. ``flood_sleep_threshold``
     (seconds), when given, is this call's ``max_flood_wait``.
     """
-    if client._loop is not None and client._loop != helpers.get_running_loop():
+    bound = tl.bound_loop(client)
+    if bound is not None and bound != helpers.get_running_loop():
         raise RuntimeError(
             "The asyncio event loop must not change after connection (see the FAQ for details)"
         )
     single = not utils.is_list_like(request)
     requests: list[Any] = [request] if single else list(request)
     to_send: list[Any] = []
+    no_updates = tl.no_updates(client)
     for r in requests:
         if not isinstance(r, TLRequest):
             raise TypeError(_NOT_A_REQUEST)
         if type(r).resolve is not _NO_RESOLVE:  # the base class's resolve does nothing
             await r.resolve(client, utils)
-        to_send.append(functions.InvokeWithoutUpdatesRequest(r) if client._no_updates else r)
-    client._last_request = time.time()
+        to_send.append(functions.InvokeWithoutUpdatesRequest(r) if no_updates else r)
+    tl.note_request(client)
 
     switches = 0
     while True:
@@ -514,7 +517,7 @@ async def guarded_call(
                 raise
             log.info("%s: migrating to DC %d", _tl.method_name(e.request or requests[0]),
                      e.new_dc)
-            await client._switch_dc(e.new_dc)
+            await tl.switch_dc(client, e.new_dc)
 
 
 async def _call_list(
@@ -602,7 +605,7 @@ def make_sender(
         pacer = state.pacer(dc_id)
         if pacer is not None:
             extras["pacer"] = pacer
-    sender = cls(auth_key, loggers=client._log, **extras, **kwargs)
+    sender = cls(auth_key, loggers=tl.loggers(client), **extras, **kwargs)
     if dc_id is not None:
         sender.dc_id = dc_id
     return sender
@@ -612,10 +615,8 @@ def replace_main_sender(client: TelegramClient, state: GuardState) -> None:
     """Swap the main sender Telethon built in ``__init__`` for a guarded one (same args)."""
     if sender_class() is MTProtoSender:
         return
-    from .sender import client_sender_settings
-
-    client._sender = make_sender(
-        client, state, client.session.auth_key, None, **client_sender_settings(client))
+    tl.set_main_sender(client, make_sender(
+        client, state, client.session.auth_key, None, **tl.sender_settings(client)))
 
 
 def _is_init_request(request: Any) -> bool:
@@ -646,7 +647,7 @@ async def guarded_connect(
     rolling back (disconnect) if it fails after the sender came up, and hooking
     exception retrieval onto the tasks it creates."""
     loop = helpers.get_running_loop()
-    sender = client._sender
+    sender = tl.main_sender(client)
     original = sender.send
 
     def send(request: Any, ordered: bool = False) -> Any:
@@ -664,9 +665,9 @@ async def guarded_connect(
     try:
         await connect()
     except BaseException:
-        if sender.is_connected() or getattr(sender, "_user_connected", False):
+        if sender.is_connected() or tl.sender_is_user_connected(sender):
             try:
-                await client._disconnect()
+                await tl.disconnect_internal(client)
             except Exception:  # pragma: no cover - disconnect is documented never to raise
                 log.exception("rolling back a failed connect")
         release_loop(client)
@@ -699,22 +700,22 @@ def hook_tasks(client: TelegramClient, state: GuardState) -> None:
     """Retrieve exceptions of the tasks and futures Telethon creates on connect (and report
     them as ``StrayFutureRetrieved`` events)."""
     sink = stray_sink(client, state)
-    for name in ("_updates_handle", "_keepalive_handle"):
-        task = getattr(client, name, None)
+    for name, task in tl.background_tasks(client).items():
         if isinstance(task, asyncio.Future):
-            task.add_done_callback(retrieving(name.strip("_"), sink))
+            task.add_done_callback(retrieving(f"{name}_handle", sink))
     try:
-        disconnected = client._sender.disconnected
+        disconnected = tl.main_sender(client).disconnected
     except Exception:
         disconnected = None
     if isinstance(disconnected, asyncio.Future):
         disconnected.add_done_callback(retrieve_exception)
-    tasks = client._event_handler_tasks
+    tasks = tl.event_handler_tasks(client)
     if not isinstance(tasks, RetrievingTaskSet):
-        tasks = RetrievingTaskSet()
-        for t in client._event_handler_tasks:
-            tasks.add(t)
-        client._event_handler_tasks = tasks
+        retrieving_tasks = RetrievingTaskSet()
+        for t in tasks:
+            retrieving_tasks.add(t)
+        tasks = retrieving_tasks
+        tl.set_event_handler_tasks(client, tasks)
     tasks.sink = sink
 
 
@@ -731,12 +732,9 @@ async def create_exported_sender(
 ) -> MTProtoSender:
     """Telethon's ``_create_exported_sender`` with a guarded sender and the
     ``ImportAuthorization`` init going through the pipeline; disconnects on failure."""
-    dc = await client._get_dc(dc_id)
+    dc = await tl.get_dc(client, dc_id)
     sender = make_sender(client, state, None, dc_id)
-    await sender.connect(client._connection(
-        dc.ip_address, dc.port, dc.id,
-        loggers=client._log, proxy=client._proxy, local_addr=client._local_addr,
-    ))
+    await sender.connect(tl.new_connection(client, dc))
     try:
         try:
             sender.disconnected.add_done_callback(retrieve_exception)
@@ -744,10 +742,9 @@ async def create_exported_sender(
             pass
         log.info("exporting authorization for a borrowed sender in DC %d", dc_id)
         auth = await client(functions.auth.ExportAuthorizationRequest(dc_id))
-        client._init_request.query = functions.auth.ImportAuthorizationRequest(
-            id=auth.id, bytes=auth.bytes
-        )
-        req = functions.InvokeWithLayerRequest(LAYER, client._init_request)
+        init = tl.init_request(client)
+        init.query = functions.auth.ImportAuthorizationRequest(id=auth.id, bytes=auth.bytes)
+        req = functions.InvokeWithLayerRequest(LAYER, init)
         await _init_through_pipeline(client, state, sender, req, sender.send)
     except BaseException:
         await sender.disconnect()
@@ -760,23 +757,24 @@ async def is_user_authorized(client: TelegramClient) -> bool:
     on *any* ``RPCError`` from ``updates.getState``, so a flood wait or a server error would
     make the client believe it is logged out (and ``start()`` ask for a phone again). Here only
     an authorization error (401) means "no"; other errors propagate, nothing is cached."""
-    if client._authorized is None:
+    if tl.authorized(client) is None:
         try:
             await client(functions.updates.GetStateRequest())
-            client._authorized = True
+            tl.set_authorized(client, True)
         except tl_errors.UnauthorizedError:
-            client._authorized = False
-    return bool(client._authorized)
+            tl.set_authorized(client, False)
+    return bool(tl.authorized(client))
 
 
 def prepare_client(client: TelegramClient, state: GuardState) -> None:
     """Switch Telethon's own flood sleeping / memo off and hook task retrieval."""
-    client._flood_sleep_threshold = 0
-    client._flood_waited_requests = _NeverRemember()
+    tl.switch_off_flood_handling(client, _NeverRemember())
     client._tg_offline = not client.is_connected()
-    if not isinstance(client._event_handler_tasks, RetrievingTaskSet):
-        client._event_handler_tasks = RetrievingTaskSet(client._event_handler_tasks)
-    client._event_handler_tasks.sink = stray_sink(client, state)
+    tasks = tl.event_handler_tasks(client)
+    if not isinstance(tasks, RetrievingTaskSet):
+        tasks = RetrievingTaskSet(tasks)
+        tl.set_event_handler_tasks(client, tasks)
+    tasks.sink = stray_sink(client, state)
     if state.main_client() is None:  # the first client is the main one (CDN clients follow)
         state._client_ref = weakref.ref(client)
 
@@ -809,7 +807,7 @@ def attach(client: TelegramClient, state: GuardState) -> TelegramClient:
         return guarded_call(client, state, *args, **kw)
 
     def connect_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
-        if not client.is_connected() and not isinstance(client._sender, sender_class()):
+        if not client.is_connected() and not isinstance(tl.main_sender(client), sender_class()):
             replace_main_sender(client, state)  # guarded after a disconnect, too
         return maybe_sync(guarded_connect(client, state, lambda: wrapped(*args, **kw)))
 
@@ -846,8 +844,7 @@ def attach(client: TelegramClient, state: GuardState) -> TelegramClient:
         "_disconnect_coro": disconnect_wrapper,
         "_get_cdn_client": cdn_wrapper,
     }
-    for name, wrapper in wrappers.items():
-        setattr(client, name, wrapt.FunctionWrapper(getattr(client, name), wrapper))
+    tl.wrap_instance_methods(client, wrappers, wrapt.FunctionWrapper)
     client.guard = state
     if client.is_connected():
         hook_tasks(client, state)

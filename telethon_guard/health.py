@@ -161,7 +161,9 @@ def unavailable_reason(state: Any) -> str | None:
     if client is not None:
         if not client.is_connected():
             return "disconnected"
-        sender = getattr(client, "_sender", None)
+        from ._telethon import main_sender
+
+        sender = main_sender(client)
         if getattr(sender, "given_up", False):
             return "reconnect failing"
         if getattr(sender, "is_reconnecting", False):

@@ -20,15 +20,23 @@ calls it was learned from: no second burst after the wait.
 
 **First flood: a hypothesis, back to the pre-flood rate within X + pace_recover.** A FLOOD_WAIT
 with no pace in force (and none in probation, below) learns the estimate and the *pre-flood
-rate* ``r0``: the calls of M answered in the ``PACE_RATE_LOOKBACK`` (10) s before the flood per
-second. The estimate holds during the server's wait (the calls queued behind the wait leave
-evenly spaced); from the wait's end the allowed rate rises *additively*, in
-``PACE_RAMP_STEPS`` (8) equal steps of ``pace_recover / 8`` seconds, from the estimate to
-``max(r0, estimate)``, and at ``X + pace_recover`` seconds after the flood the pace is dropped.
-So a one-off FLOOD_WAIT_X never holds a method below the rate at which it was succeeding
-before the flood for longer than ``X + pace_recover`` seconds (``GuardConfig.pace_recover``,
-default 2 s); a single call reserved at the very start of the ramp may still wait one learned
-spacing, never more than ``X`` (:meth:`AdaptivePacer.max_wait`).
+rate* ``r0`` (:func:`pre_flood_rate`): ``n / span`` over the ``n`` calls of M answered in the
+last ``max(PACE_RATE_LOOKBACK, X)`` (10 s or X) before the flood, ``span`` seconds from the
+oldest of them to the flood. The estimate holds during the server's wait (the calls queued
+behind the wait leave evenly spaced); from the wait's end the allowed rate rises
+*additively*, in ``PACE_RAMP_STEPS`` (8) equal steps of ``pace_recover / 8`` seconds, from the
+estimate to ``max(r0, estimate)``, and at ``X + pace_recover`` seconds after the flood the pace
+is dropped. So a one-off FLOOD_WAIT_X never holds a method below the rate at which it was
+succeeding before the flood for longer than ``X + pace_recover`` seconds
+(``GuardConfig.pace_recover``, default 2 s); a single call reserved at the very start of the
+ramp may still wait one learned spacing, never more than ``X``
+(:meth:`AdaptivePacer.max_wait`).
+
+**A burst shorter than the wait holds at once.** When those calls span less than ``X`` seconds
+there is no sustained rate to return to: the server's window is at least ``X`` long (its
+oldest counted call leaves it ``X`` seconds later), so it held all of them and the most it is
+known to allow is the estimate. That is the shape of a limit reached from an empty window
+(callers starting at full speed), and the estimate holds at once, as a repeated flood's does.
 
 **Repeated floods tighten.** A FLOOD_WAIT that arrives while a hypothesis is being tested (its
 wait or its ramp) or in its *probation* (``max(pace_relax, PACE_PROBATION * X)`` seconds after
@@ -79,8 +87,8 @@ Sources and how the constants relate to them:
   1 s off it (``scheduler.nice``, ``dec = time.Second`` in ``waiter.go``'s ``NewWaiter``), so
   the delay is gone after about ``X`` successes. Our ramp is the same idea measured in time
   rather than successes (bounded even when few calls are made) and in rate rather than delay.
-* ``PACE_RATE_LOOKBACK``, ``PACE_RAMP_STEPS``, ``PACE_PROBATION`` and the default
-  ``pace_recover`` (2 s) are ours, chosen with the sporadic-flood workload
+* ``PACE_RATE_LOOKBACK``, ``PACE_RAMP_STEPS``, ``PACE_PROBATION``, the burst rule and the
+  default ``pace_recover`` (2 s) are ours, chosen with the sporadic-flood workload
   (``telethon_guard.bench.sporadic``: goodput >= 95 % of the no-flood run minus the seconds
   Telegram asked for) and the unknown-limit workload (``telethon_guard.bench.goodput``:
   >= 90 % of the limit, at most one FLOOD_WAIT per method after convergence) both holding.
@@ -158,15 +166,19 @@ def _estimate(calls: list[float], now: float, seconds: float) -> tuple[int, floa
     return best_k, best_w
 
 
-def pre_flood_rate(calls: list[float], now: float,
-                   lookback: float = PACE_RATE_LOOKBACK) -> float | None:
-    """Calls answered per second in the ``lookback`` seconds before ``now``: ``n / (now -
-    oldest)`` over the ``n`` answer times in ``(now - lookback, now]`` (``calls`` ascending), or
-    ``None`` with fewer than ``PACE_MIN_CALLS`` of them."""
+def pre_flood_rate(calls: list[float], now: float, seconds: float) -> float | None:
+    """The sustained rate (calls answered per second) before a FLOOD_WAIT of ``seconds`` at
+    ``now``: ``n / (now - oldest)`` over the ``n`` answer times (``calls``, ascending) in the
+    last ``max(PACE_RATE_LOOKBACK, seconds)`` seconds. ``None`` when fewer than
+    ``PACE_MIN_CALLS`` or when they span less than ``seconds``: the server's window is at least
+    ``seconds`` long (its oldest counted call leaves it ``seconds`` later), so a burst shorter
+    than the wait establishes no rate above ``n / seconds`` -- it is the shape of a limit
+    reached from an empty window, not of a service running at a rate."""
+    lookback = max(PACE_RATE_LOOKBACK, seconds)
     recent = [t for t in calls if now - lookback < t <= now]
-    if len(recent) < PACE_MIN_CALLS:
+    if len(recent) < PACE_MIN_CALLS or now - recent[0] < seconds:
         return None
-    return len(recent) / max(now - recent[0], 1e-6)
+    return len(recent) / (now - recent[0])
 
 
 class _Pace:
@@ -454,13 +466,14 @@ class AdaptivePacer:
             self._learned[key] = (window, p.since)
             return window
         else:
-            # A first flood: learn a hypothesis.
+            # A first flood: a hypothesis to test, or (after a burst shorter than the wait,
+            # which shows no sustained rate to return to) a pace that holds at once.
             if cand is None:
                 return None
             count, period = cand
             p.grow = 1.0
-            p.held = False
-            rate = pre_flood_rate(calls, now)
+            rate = pre_flood_rate(calls, now, seconds)
+            p.held = rate is None
             p.pre = rate if rate is not None else count / period
             self.seed_ages = [now - t for t in calls]
             p.evidence = calls

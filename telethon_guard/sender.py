@@ -59,9 +59,21 @@ from telethon.network.connection.tcpintermediate import (
     IntermediatePacketCodec,
     RandomizedIntermediatePacketCodec,
 )
-from telethon.network.mtprotosender import MTProtoSender
 from telethon.network.requeststate import RequestState
 
+from ._telethon import (
+    SenderSurface,
+    codec_connection,
+    connection_codec,
+    connection_dc,
+    queued_states,
+    reset_connection_queues,
+    sender_settings,
+    set_connection_codec,
+)
+from ._telethon import (
+    loggers as client_loggers,
+)
 from .errors import (
     AuthKeyInvalidError,
     GuardConfigError,
@@ -149,7 +161,7 @@ class _TransportErrorCodec(PacketCodec):
 
     def __init__(self, inner: PacketCodec) -> None:
         self._inner = inner
-        self._conn = getattr(inner, "_conn", None)
+        self._conn = codec_connection(inner)  # PacketCodec's attribute, as Telethon sets it
         self._rec: _RecordingReader | None = None
 
     def encode_packet(self, data: bytes) -> bytes:
@@ -197,16 +209,18 @@ class _GuardedPacker(MessagePacker):
     async def get(self) -> Any:
         # A request whose caller gave up (cancelled, timed out) before it was ever sent is not
         # sent at all; Telethon would still send it, e.g. after a reconnect.
-        if any(s.future.cancelled() for s in self._deque):
-            kept = [s for s in self._deque if not s.future.cancelled()]
-            self._deque.clear()
-            self._deque.extend(kept)
+        queued = queued_states(self)
+        if any(s.future.cancelled() for s in queued):
+            kept = [s for s in queued if not s.future.cancelled()]
+            queued.clear()
+            queued.extend(kept)
         return await super().get()
 
     def drain_states(self) -> list[RequestState]:
         """Remove and return every state still waiting to be sent."""
-        states = list(self._deque)
-        self._deque.clear()
+        queued = queued_states(self)
+        states = list(queued)
+        queued.clear()
         return states
 
 
@@ -220,22 +234,12 @@ def _requests_of(states: Any) -> list[RequestState]:
     return out
 
 
-def client_sender_settings(client: Any) -> dict[str, Any]:
-    """The sender arguments ``TelegramBaseClient.__init__`` takes from a ``TelegramClient``'s
-    own settings (retries, delay, auto-reconnect, connect timeout, callbacks, updates queue),
-    as keyword arguments for ``MTProtoSender`` (auth key and loggers not included)."""
-    return {
-        "retries": client._connection_retries,
-        "delay": client._retry_delay,
-        "auto_reconnect": client._auto_reconnect,
-        "connect_timeout": client._timeout,
-        "auth_key_callback": client._auth_key_callback,
-        "updates_queue": client._updates_queue,
-        "auto_reconnect_callback": client._handle_auto_reconnect,
-    }
+client_sender_settings = sender_settings
+"""The sender arguments Telethon takes from a ``TelegramClient``'s settings (see
+:func:`telethon_guard._telethon.sender_settings`)."""
 
 
-class GuardedMTProtoSender(MTProtoSender):
+class GuardedMTProtoSender(SenderSurface):
     """An ``MTProtoSender`` with paced recovery from transport errors and no stray futures.
 
     Same constructor as Telethon's ``MTProtoSender`` (``auth_key, *, loggers, retries, delay,
@@ -312,10 +316,6 @@ class GuardedMTProtoSender(MTProtoSender):
             raise GuardConfigError("pacer", f"must be a ReconnectPacer, got {type(pacer).__name__}")
         if events is not None and not callable(getattr(events, "emit", None)):
             raise GuardConfigError("events", "must have an emit(event) method")
-        # Telethon's own attributes, re-declared with types (same initial values as its __init__).
-        self._connection: Any = None
-        self._user_connected: bool = False
-        self._reconnecting: bool = False
         self._pacer = pacer if pacer is not None else ReconnectPacer()
         self._events = events
         self.dc_id = dc_id
@@ -343,6 +343,9 @@ class GuardedMTProtoSender(MTProtoSender):
         self._watched_disconnected: asyncio.Future[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._callback_task: asyncio.Task[Any] | None = None
+        # The paced reconnect loop (our own: Telethon's ``_reconnect_task`` only exists from
+        # 1.42 on and is only written by the ``_start_reconnect`` this class overrides).
+        self._reconnect_loop: asyncio.Task[Any] | None = None
 
     @classmethod
     def for_client(
@@ -368,7 +371,7 @@ class GuardedMTProtoSender(MTProtoSender):
         """
         return cls(
             client.session.auth_key,
-            loggers=client._log,
+            loggers=client_loggers(client),
             **client_sender_settings(client),
             pacer=pacer,
             events=events,
@@ -393,7 +396,8 @@ class GuardedMTProtoSender(MTProtoSender):
     @property
     def is_reconnecting(self) -> bool:
         """``True`` while a reconnect loop runs."""
-        return self._reconnect_task is not None and not self._reconnect_task.done()
+        task = self._reconnect_loop
+        return task is not None and not task.done()
 
     @property
     def given_up(self) -> bool:
@@ -404,8 +408,8 @@ class GuardedMTProtoSender(MTProtoSender):
         """Connect (paced); Telethon's bare ``ConnectionError`` becomes ``GuardConnectionError``."""
         if not self._user_connected:
             # Telethon reuses the main sender after a DC switch: follow the connection's DC.
-            dc = getattr(connection, "_dc_id", None)
-            if isinstance(dc, int) and not isinstance(dc, bool) and dc > 0:
+            dc = connection_dc(connection)
+            if dc is not None:
                 self.dc_id = dc
             self._terminal = None
             self._given_up = False
@@ -423,6 +427,10 @@ class GuardedMTProtoSender(MTProtoSender):
     async def disconnect(self) -> None:
         """Disconnect (user action): stops any reconnect loop; calls in flight or queued fail with
         ``GuardConnectionError``; the ``disconnected`` future resolves without error."""
+        task = self._reconnect_loop
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait((task,))  # its CancelledError stays in the task (retrieved)
         await super().disconnect()
 
     def send(self, request: Any, ordered: bool = False) -> Any:
@@ -464,7 +472,8 @@ class GuardedMTProtoSender(MTProtoSender):
 
     @property
     def _disconnected(self) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = MTProtoSender._disconnected.fget(self)
+        # Telethon's (SenderSurface): each new future gets a retrieving callback.
+        fut = self.disconnected_future()
         if fut is not self._watched_disconnected:
             fut.add_done_callback(_retrieve)
             self._watched_disconnected = fut
@@ -560,14 +569,13 @@ class GuardedMTProtoSender(MTProtoSender):
         conn: Any = self._connection
         # A dead Connection object may hold a stale (None, error) item in its queues; a reused
         # object would hand it to the new receive loop, which would reconnect again at once.
-        for q in (conn._recv_queue, conn._send_queue):
-            while not q.empty():
-                q.get_nowait()
+        reset_connection_queues(conn)
         await conn.connect(timeout=self._connect_timeout)
         # Connection.connect() created its receive task but it has not run yet (no await since):
         # wrap the codec before it reads anything.
-        if conn._codec is not None and not isinstance(conn._codec, _TransportErrorCodec):
-            conn._codec = _TransportErrorCodec(conn._codec)
+        codec = connection_codec(conn)
+        if codec is not None and not isinstance(codec, _TransportErrorCodec):
+            set_connection_codec(conn, _TransportErrorCodec(codec))
         self._opened_at = self._pacer.now()
         self._pacer.record_success()
 
@@ -634,16 +642,12 @@ class GuardedMTProtoSender(MTProtoSender):
             if error is not None:
                 self._last_code = None
         self._reconnecting = True
-        self._reconnect_task = self._spawn(self._reconnect(error))
+        self._reconnect_loop = self._spawn(self._reconnect(error))
 
     async def _close_transport(self) -> None:
         if self._connection is not None:
             await self._connection.disconnect()
-        await helpers._cancel(
-            self._log,
-            send_loop_handle=self._send_loop_handle,
-            recv_loop_handle=self._recv_loop_handle,
-        )
+        await self.cancel_loops()
 
     async def _reconnect(self, last_error: BaseException | None) -> None:
         """The paced reconnect loop (replaces Telethon's ``retries`` x ``delay`` loop)."""
@@ -752,11 +756,7 @@ class GuardedMTProtoSender(MTProtoSender):
             await self._connection.disconnect()
         finally:
             self._fail_requests(lambda: self._copy(typed))
-            await helpers._cancel(
-                self._log,
-                send_loop_handle=self._send_loop_handle,
-                recv_loop_handle=self._recv_loop_handle,
-            )
+            await self.cancel_loops()
             self._log.info("Disconnection from %s complete!", self._connection)
             self._connection = None
         fut = self._disconnected

@@ -8,7 +8,6 @@ from guardfakes import Script, bounded, make_call, make_pipeline, send_call
 from telethon import errors as te
 
 from telethon_guard.classify import FloodScope
-from telethon_guard.clock import FakeClock
 from telethon_guard.errors import FloodPremiumBlocked, FloodWaitBlocked, SlowModeBlocked
 from telethon_guard.events import (
     FloodBlocked,
@@ -18,7 +17,6 @@ from telethon_guard.events import (
     PaceLearned,
 )
 from telethon_guard.flood import scope_key, scopes_of
-from telethon_guard.pacing import AdaptivePacer
 
 
 async def test_flood_wait_zero_four_times_then_ok() -> None:
@@ -283,8 +281,7 @@ async def test_no_pace_learned_without_history() -> None:
 
 async def test_learned_pace_starts_with_its_history() -> None:
     """After learning, the pace already holds the calls it was learned from, so the first call
-    after the wait is not followed by a burst; a first flood's pace is gone X + pace_recover
-    seconds after the flood (issue 13: it used to hold the learned 1-per-3-s for minutes)."""
+    after the wait is not followed by a burst."""
     pipe, clock, _ = make_pipeline(max_flood_wait=120)
     ok = Script(clock)
     for _ in range(5):
@@ -300,9 +297,7 @@ async def test_learned_pace_starts_with_its_history() -> None:
     nxt = Script(clock)
     for _ in range(3):
         await bounded(pipe.invoke(make_call(), nxt))
-    # The first call reserved one learned spacing after the retry; by then (t_flood + 13 >
-    # t_flood + 10 + pace_recover 2) the pace was dropped and the next calls went at once.
-    assert nxt.times == pytest.approx([t_flood + 13, t_flood + 13, t_flood + 13])
+    assert nxt.times == pytest.approx([t_flood + 13, t_flood + 16, t_flood + 19])
 
 
 async def test_flood_while_a_pace_holds_stretches_it_bounded() -> None:
@@ -318,10 +313,7 @@ async def test_flood_while_a_pace_holds_stretches_it_bounded() -> None:
         clock.advance(1.0)
         await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 1)])))
         periods.append(rec.of(PaceLearned)[-1].period)
-    # The second flood came on the first flood's ramp, above the estimate: the estimate now
-    # holds unchanged (issue 13: a first flood is a hypothesis; only repeated floods tighten).
-    assert periods[1] == pytest.approx(first.period)
-    assert periods[2] == pytest.approx(first.period * 1.1, rel=0.01)  # multiplicative ...
+    assert periods[1] == pytest.approx(first.period * 1.1, rel=0.01)  # multiplicative ...
     # ... and bounded: never beyond twice the widest window (span + X) the server showed
     assert max(periods) == pytest.approx(2 * 10.0, rel=0.01)
 
@@ -343,36 +335,21 @@ async def test_replies_to_calls_sent_before_the_wait_ended_teach_nothing() -> No
     assert len(rec.of(PaceLearned)) == 1
 
 
-def _held_pace(pacer: AdaptivePacer, clock: FakeClock) -> float:
-    """20 answers 0.01 s apart, FLOOD_WAIT_2 (a first flood: the estimate (20, 2.2 s)), then,
-    once the ramp is above the estimate, one answer and a second FLOOD_WAIT_2: a repeated
-    flood, so the estimate holds from now. Returns its period."""
-    for _ in range(20):
-        pacer.on_success("a1", "m")
-        clock.advance(0.01)
-    base = (0.2 + 2) / 20
-    assert pacer.on_flood("a1", "m", 2.0) == ((1, pytest.approx(base)),)
-    assert not pacer.is_held("a1", "m")
-    clock.advance(2.0 + 1.0)  # wait over, one second into the ramp
-    pacer.on_success("a1", "m")
-    assert pacer.on_flood("a1", "m", 2.0) == ((1, pytest.approx(base)),)
-    assert pacer.is_held("a1", "m")
-    return 2.2
-
-
 async def test_pace_relaxes_by_time_and_is_dropped() -> None:
-    """A pace held by repeated floods: no FLOOD_WAIT for hold = max(pace_relax, 2 * period) s,
-    then the period halves every further hold, and the pace is gone at a quarter of it:
-    recovery needs no successful call. (Issue 13: this used to be what a *single* flood did;
-    a single flood's pace is now gone after X + pace_recover, see test_guard_pacing.)"""
+    """No FLOOD_WAIT for hold = max(pace_relax, 2 * period) s: the period halves every further
+    hold, and the pace is gone at a quarter of it: recovery needs no successful call."""
     pipe, clock, rec = make_pipeline(max_flood_wait=120, pace_relax=5.0)
     pacer = pipe.ledger.pacer
     assert pacer is not None
-    period = _held_pace(pacer, clock)
-    base = period / 20
+    for _ in range(20):
+        pacer.on_success("a1", "m")
+        clock.advance(0.01)
+    # 20 answers from t0 to t0 + 0.19, FLOOD_WAIT_2 at t0 + 0.2: (20, 0.2 + 2)
+    base = (0.2 + 2) / 20
+    assert pacer.on_flood("a1", "m", 2.0) == ((1, pytest.approx(base)),)
     clock.advance(4.9)
     assert pacer.window("a1", "m") == ((1, pytest.approx(base)),)  # held
-    clock.advance(0.1 + 5.0)  # one hold into relaxing: half the period
+    clock.advance(5.0 + 0.2)  # one hold into relaxing: half the period
     assert pacer.window("a1", "m") == ((1, pytest.approx(base / 2, rel=0.1)),)
     assert pacer.learned()["a1/m"][0] == 20
     clock.advance(5.0)
@@ -384,7 +361,10 @@ async def test_flood_on_a_relaxing_pace_restores_it_and_holds_longer() -> None:
     pipe, clock, rec = make_pipeline(max_flood_wait=120, pace_relax=5.0)
     pacer = pipe.ledger.pacer
     assert pacer is not None
-    _held_pace(pacer, clock)
+    for _ in range(20):
+        pacer.on_success("a1", "m")
+        clock.advance(0.01)
+    pacer.on_flood("a1", "m", 2.0)
     learned = rec.of(PaceLearned)[-1].period
     clock.advance(7.0)  # relaxing
     for _ in range(20):

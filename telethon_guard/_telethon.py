@@ -1,0 +1,408 @@
+"""The Telethon adapter: the one module that names Telethon's private API.
+
+Everything private of Telethon (1.x, ``telethon>=1.43``) that the guard reads, writes,
+calls or overrides is named here, either behind a small function (the client side) or in a
+documented subclass surface (the sender side, which must override Telethon's private methods
+to change its behaviour). Other modules of the guard do not spell a Telethon private name;
+``tests/guard/test_telethon_adapter.py`` checks that every name listed here exists in the
+installed Telethon, and that the guard's Telethon-facing modules use no other.
+
+Version notes (CI runs the integration tests on the oldest and the newest Telethon that
+``pyproject.toml`` allows):
+
+* ``MTProtoSender._reconnect_task`` exists from 1.42 on and is only written by Telethon's own
+  ``_start_reconnect``, which the guarded sender overrides: the guard keeps its own task and
+  never reads Telethon's.
+* ``MTProtoSender._disconnected`` is a property from 1.42 on (a plain attribute before).
+
+Why the floor is 1.43 (``telethon>=1.43``): the guard's error types need
+``errors.FloodPremiumWaitError`` (``FLOOD_PREMIUM_WAIT_X``, first in 1.37), the sender surface
+relies on the 1.42 ``_disconnected`` property, and the integration tests' MTProtoSender world
+(``telethon_guard.testing``) builds layer-224 types (``Dialog.unread_poll_votes_count``)
+that Telethon has since 1.43 (layer 224): an older floor could not be tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from telethon import helpers
+from telethon.extensions.messagepacker import MessagePacker
+from telethon.network import MTProtoSender
+from telethon.network.connection.connection import Connection, PacketCodec
+
+if TYPE_CHECKING:
+    from telethon import TelegramClient
+
+__all__ = [
+    "CLIENT_ATTRIBUTES",
+    "CLIENT_METHODS",
+    "CODEC_ATTRIBUTES",
+    "CONNECTION_ATTRIBUTES",
+    "MODULE_FUNCTIONS",
+    "PACKER_ATTRIBUTES",
+    "SENDER_ATTRIBUTES",
+    "SENDER_METHODS",
+    "TELETHON_FLOOR",
+    "SenderSurface",
+]
+
+TELETHON_FLOOR = "1.43"
+"""Oldest Telethon the guard supports (see the module docstring for why)."""
+
+# ---- the registry: every Telethon private name the guard touches ---------------------------
+# (name: what the guard does with it). tests/guard/test_telethon_adapter.py checks each one
+# against the installed Telethon (instance attributes on a real, unconnected instance).
+
+CLIENT_ATTRIBUTES: Mapping[str, str] = {
+    "_sender": "read (the main sender) and replaced by the guarded sender",
+    "_flood_sleep_threshold": "set to 0: Telethon never sleeps on FLOOD_WAIT itself",
+    "_flood_waited_requests": "replaced by a memo that never remembers",
+    "_event_handler_tasks": "replaced by a set that retrieves its tasks' exceptions",
+    "_authorized": "read/written by the guard's is_user_authorized",
+    "_loop": "read: the loop check of _call",
+    "_log": "read: Telethon's loggers, passed to senders and connections",
+    "_init_request": "read: InitConnection wrapped around ImportAuthorization",
+    "_no_updates": "read: InvokeWithoutUpdates wrapping",
+    "_last_request": "written: time of the last request (keepalive)",
+    "_proxy": "read: for exported-sender connections",
+    "_local_addr": "read: for exported-sender connections",
+    "_connection": "called: the connection class, for exported senders",
+    "_connection_retries": "read: sender settings",
+    "_retry_delay": "read: sender settings",
+    "_auto_reconnect": "read: sender settings",
+    "_timeout": "read: sender settings",
+    "_auth_key_callback": "read: sender settings",
+    "_updates_queue": "read: sender settings",
+    "_updates_handle": "read: the update-loop task (exception retrieval)",
+    "_keepalive_handle": "read: the keepalive task (exception retrieval)",
+}
+"""``TelegramClient`` instance attributes."""
+
+CLIENT_METHODS: Mapping[str, str] = {
+    "_call": "overridden / wrapped: every request goes through the guard pipeline",
+    "_create_exported_sender": "overridden / wrapped: guarded senders for other DCs",
+    "_get_cdn_client": "overridden / wrapped: CDN clients share the guard",
+    "_disconnect_coro": "overridden / wrapped: marks the client offline, releases the loop",
+    "_disconnect": "called: rolls back a failed connect",
+    "_switch_dc": "called: on PHONE/NETWORK/USER_MIGRATE",
+    "_get_dc": "called: DC address for exported senders",
+    "_handle_auto_reconnect": "read: the sender's auto-reconnect callback",
+}
+"""``TelegramClient`` methods."""
+
+SENDER_ATTRIBUTES: Mapping[str, str] = {
+    "_connection": "read/written: the current Connection",
+    "_user_connected": "read/written: connected on purpose",
+    "_reconnecting": "read/written: stops the send/receive loops",
+    "_send_queue": "replaced by the guarded MessagePacker",
+    "_state": "read: MTProtoState (decrypt, reset)",
+    "_pending_state": "read/written: requests in flight by msg_id",
+    "_send_loop_handle": "read/written: the send task",
+    "_recv_loop_handle": "read/written: the receive task",
+    "_log": "read: the sender's logger",
+    "_loggers": "read: Telethon's loggers",
+    "_auto_reconnect": "read",
+    "_auto_reconnect_callback": "read: run after a reconnect",
+    "_connect_timeout": "read: timeout of one connection attempt",
+}
+"""``MTProtoSender`` instance attributes (the subclass surface of :class:`SenderSurface`)."""
+
+SENDER_METHODS: Mapping[str, str] = {
+    "_disconnected": "overridden: the disconnected future gets a retrieving callback",
+    "_try_connect": "overridden: paced connection attempts",
+    "_disconnect": "overridden: typed errors for calls in flight",
+    "_reconnect": "overridden: the paced reconnect loop",
+    "_start_reconnect": "overridden: one paced reconnect loop at a time",
+    "_recv_loop": "overridden: transport errors routed to the reconnect path",
+    "_keepalive_ping": "overridden: a ping on a dead connection is not an error",
+    "_send_loop": "called: the send task after a reconnect",
+    "_process_message": "called: from the receive loop",
+}
+"""``MTProtoSender`` methods."""
+
+PACKER_ATTRIBUTES: Mapping[str, str] = {
+    "_deque": "read/written: drop requests cancelled before they were sent",
+}
+"""``MessagePacker`` instance attributes."""
+
+CONNECTION_ATTRIBUTES: Mapping[str, str] = {
+    "_codec": "wrapped: raw transport error codes in every framing",
+    "_recv_queue": "emptied before a reused connection object connects again",
+    "_send_queue": "emptied before a reused connection object connects again",
+    "_dc_id": "read: the DC a connection goes to (follows a DC switch)",
+}
+"""``Connection`` instance attributes."""
+
+CODEC_ATTRIBUTES: Mapping[str, str] = {
+    "_conn": "set: the guard's codec wrapper keeps the wrapped codec's connection",
+}
+"""``PacketCodec`` instance attributes."""
+
+MODULE_FUNCTIONS: Mapping[str, str] = {
+    "helpers._cancel": "called: cancel the send/receive tasks",
+}
+"""Module-level private functions."""
+
+
+# ---- the client ---------------------------------------------------------------------------
+
+
+def main_sender(client: TelegramClient) -> Any:
+    """The client's main sender (``client._sender``)."""
+    return client._sender
+
+
+def set_main_sender(client: TelegramClient, sender: MTProtoSender) -> None:
+    """Replace the client's main sender (before ``connect()``)."""
+    client._sender = sender
+
+
+def switch_off_flood_handling(client: TelegramClient, memo: dict[Any, Any]) -> None:
+    """Telethon never sleeps on FLOOD_WAIT itself nor answers from its flood memo: its
+    threshold is 0 and ``memo`` (a dict that remembers nothing) replaces the memo."""
+    client._flood_sleep_threshold = 0
+    client._flood_waited_requests = memo
+
+
+def event_handler_tasks(client: TelegramClient) -> Any:
+    """The set of update-dispatch tasks (``client._event_handler_tasks``)."""
+    return client._event_handler_tasks
+
+
+def set_event_handler_tasks(client: TelegramClient, tasks: Any) -> None:
+    """Replace the set of update-dispatch tasks (a set-like object)."""
+    client._event_handler_tasks = tasks
+
+
+def authorized(client: TelegramClient) -> bool | None:
+    """Telethon's cached "is authorized" (``None``: unknown)."""
+    value: bool | None = client._authorized
+    return value
+
+
+def set_authorized(client: TelegramClient, value: bool | None) -> None:
+    client._authorized = value
+
+
+def bound_loop(client: TelegramClient) -> asyncio.AbstractEventLoop | None:
+    """The loop the client connected on (``None`` before the first connect)."""
+    loop: asyncio.AbstractEventLoop | None = client._loop
+    return loop
+
+
+def loggers(client: TelegramClient) -> Any:
+    """Telethon's per-module loggers of the client."""
+    return client._log
+
+
+def no_updates(client: TelegramClient) -> bool:
+    """Whether the client was built with ``receive_updates=False``."""
+    return bool(client._no_updates)
+
+
+def note_request(client: TelegramClient) -> None:
+    """Record that a request is being sent now (Telethon's keepalive reads it)."""
+    client._last_request = time.time()
+
+
+def init_request(client: TelegramClient) -> Any:
+    """The client's ``InitConnectionRequest`` (its ``query`` is replaced per use)."""
+    return client._init_request
+
+
+async def switch_dc(client: TelegramClient, dc_id: int) -> None:
+    """Telethon's DC switch (disconnect, new auth key for ``dc_id``, connect)."""
+    await client._switch_dc(dc_id)
+
+
+async def get_dc(client: TelegramClient, dc_id: int) -> Any:
+    """The ``DcOption`` for ``dc_id`` (Telethon's cached config)."""
+    return await client._get_dc(dc_id)
+
+
+async def disconnect_internal(client: TelegramClient) -> None:
+    """Telethon's internal disconnect (sender and tasks; no ``disconnect()`` bookkeeping)."""
+    await client._disconnect()
+
+
+def new_connection(client: TelegramClient, dc: Any) -> Connection:
+    """A new connection object of the client's kind (framing, proxy, local address) to
+    ``dc`` (a ``DcOption``), as Telethon builds for exported senders."""
+    conn: Connection = client._connection(
+        dc.ip_address, dc.port, dc.id,
+        loggers=client._log, proxy=client._proxy, local_addr=client._local_addr,
+    )
+    return conn
+
+
+def sender_settings(client: TelegramClient) -> dict[str, Any]:
+    """The sender arguments ``TelegramBaseClient.__init__`` takes from a ``TelegramClient``'s
+    own settings (retries, delay, auto-reconnect, connect timeout, callbacks, updates queue),
+    as keyword arguments for ``MTProtoSender`` (auth key and loggers not included)."""
+    return {
+        "retries": client._connection_retries,
+        "delay": client._retry_delay,
+        "auto_reconnect": client._auto_reconnect,
+        "connect_timeout": client._timeout,
+        "auth_key_callback": client._auth_key_callback,
+        "updates_queue": client._updates_queue,
+        "auto_reconnect_callback": client._handle_auto_reconnect,
+    }
+
+
+def background_tasks(client: TelegramClient) -> dict[str, Any]:
+    """The client's background tasks after ``connect()``: ``{"updates": task or None,
+    "keepalive": task or None}``."""
+    return {
+        "updates": getattr(client, "_updates_handle", None),
+        "keepalive": getattr(client, "_keepalive_handle", None),
+    }
+
+
+def call_hooks() -> tuple[str, ...]:
+    """The client methods :func:`telethon_guard.guard` wraps on an instance (Telethon calls
+    each of them through ``self``): ``_call``, ``_create_exported_sender``,
+    ``_disconnect_coro``, ``_get_cdn_client`` (plus the public ``connect`` and
+    ``is_user_authorized``)."""
+    return ("_call", "_create_exported_sender", "_disconnect_coro", "_get_cdn_client")
+
+
+def wrap_instance_methods(client: TelegramClient, wrappers: Mapping[str, Any],
+                          wrap: Callable[[Any, Any], Any]) -> None:
+    """Shadow ``client``'s bound methods named in ``wrappers`` with ``wrap(bound, wrapper)``
+    (instance attributes shadow the class's methods). Names must be :func:`call_hooks` or
+    public methods."""
+    allowed = set(call_hooks())
+    for name, wrapper in wrappers.items():
+        if name.startswith("_") and name not in allowed:
+            raise ValueError(f"{name} is not a Telethon hook named by the adapter")
+        setattr(client, name, wrap(getattr(client, name), wrapper))
+
+
+class ClientHooks:
+    """The subclass surface of ``TelegramClient`` for :class:`GuardedTelegramClient`: the
+    Telethon private methods it overrides, forwarded to the guard's named hooks. Mixed in
+    before ``TelegramClient``; the subclass defines the ``guard_*`` hooks."""
+
+    async def _call(self, sender: Any, request: Any, ordered: bool = False,
+                    flood_sleep_threshold: float | None = None) -> Any:
+        return await self._guard_call_hook(sender, request, ordered, flood_sleep_threshold)
+
+    async def _create_exported_sender(self, dc_id: int) -> Any:
+        return await self._guard_exported_sender_hook(dc_id)
+
+    async def _disconnect_coro(self) -> None:
+        parent: Callable[[], Awaitable[None]] = super()._disconnect_coro  # type: ignore[misc]
+        await self._guard_disconnect_hook(parent)
+
+    async def _get_cdn_client(self, cdn_redirect: Any) -> Any:
+        parent: Callable[[Any], Awaitable[Any]] = super()._get_cdn_client  # type: ignore[misc]
+        return await self._guard_cdn_client_hook(parent, cdn_redirect)
+
+    # the hooks (defined by the subclass)
+
+    async def _guard_call_hook(self, sender: Any, request: Any, ordered: bool,
+                               flood_sleep_threshold: float | None) -> Any:
+        raise NotImplementedError
+
+    async def _guard_exported_sender_hook(self, dc_id: int) -> Any:
+        raise NotImplementedError
+
+    async def _guard_disconnect_hook(self, parent: Callable[[], Awaitable[None]]) -> None:
+        await parent()
+
+    async def _guard_cdn_client_hook(self, parent: Callable[[Any], Awaitable[Any]],
+                                     cdn_redirect: Any) -> Any:
+        return await parent(cdn_redirect)
+
+
+# ---- the sender ---------------------------------------------------------------------------
+
+def sender_is_user_connected(sender: Any) -> bool:
+    """Whether ``sender`` is connected on purpose (Telethon's ``_user_connected``), for any
+    sender (Telethon's or the guard's)."""
+    return bool(getattr(sender, "_user_connected", False))
+
+
+_TELETHON_DISCONNECTED: property = MTProtoSender.__dict__["_disconnected"]
+"""Telethon's ``_disconnected`` property (created lazily, replaced on each connect)."""
+
+
+class SenderSurface(MTProtoSender):
+    """The documented subclass surface of Telethon's ``MTProtoSender`` for the guarded sender.
+
+    A subclass may read and write the Telethon attributes listed in :data:`SENDER_ATTRIBUTES`
+    (re-declared below with types) and override or call the methods in
+    :data:`SENDER_METHODS`; nothing else of Telethon's private sender state. The
+    ``_disconnected`` future is read with :meth:`disconnected_future`.
+    """
+
+    _connection: Any
+    _user_connected: bool
+    _reconnecting: bool
+    _send_queue: Any
+    _state: Any
+    _pending_state: dict[int, Any]
+    _send_loop_handle: asyncio.Task[Any] | None
+    _recv_loop_handle: asyncio.Task[Any] | None
+    _log: Any
+    _loggers: Any
+    _auto_reconnect: bool
+    _auto_reconnect_callback: Callable[[], Any] | None
+    _connect_timeout: float | None
+
+    def disconnected_future(self) -> asyncio.Future[Any]:
+        """Telethon's ``disconnected`` future itself (not shielded)."""
+        fut: asyncio.Future[Any] = _TELETHON_DISCONNECTED.__get__(self)
+        return fut
+
+    async def cancel_loops(self) -> None:
+        """Cancel and await the send and receive tasks (Telethon's ``helpers._cancel``)."""
+        await helpers._cancel(
+            self._log,
+            send_loop_handle=self._send_loop_handle,
+            recv_loop_handle=self._recv_loop_handle,
+        )
+
+
+def queued_states(packer: MessagePacker) -> deque[Any]:
+    """The states waiting in a ``MessagePacker`` (its ``_deque``), oldest first (mutable)."""
+    states: deque[Any] = packer._deque
+    return states
+
+
+def reset_connection_queues(conn: Connection) -> None:
+    """Empty a connection object's send and receive queues: a dead connection may hold a
+    stale ``(None, error)`` item that a reused object would hand to the new receive loop."""
+    for q in (conn._recv_queue, conn._send_queue):
+        while not q.empty():
+            q.get_nowait()
+
+
+def connection_codec(conn: Connection) -> PacketCodec | None:
+    """The packet codec of a connected connection (``None`` before ``connect``)."""
+    codec: PacketCodec | None = conn._codec
+    return codec
+
+
+def set_connection_codec(conn: Connection, codec: PacketCodec) -> None:
+    """Replace the packet codec (before the receive task reads anything)."""
+    conn._codec = codec
+
+
+def connection_dc(conn: Any) -> int | None:
+    """The DC id a connection object was built for (``None`` if unknown or not positive)."""
+    dc = getattr(conn, "_dc_id", None)
+    if isinstance(dc, int) and not isinstance(dc, bool) and dc > 0:
+        return dc
+    return None
+
+
+def codec_connection(codec: PacketCodec) -> Any:
+    """The connection a packet codec belongs to (``PacketCodec._conn``)."""
+    return getattr(codec, "_conn", None)
