@@ -126,7 +126,7 @@ def test_an_open_breaker_survives_a_restart_and_a_closed_one_is_forgotten(
     wall = Wall()
     path = tmp_path / "s.guard.sqlite"
     key = "acct:a/dc:2"
-    first, store1, clock1 = durable(path, wall)
+    first, store1, _ = durable(path, wall)
     first.breaker_failure_sync(key, POLICY)
     d = first.breaker_failure_sync(key, POLICY)
     assert d.state == OPEN
@@ -199,7 +199,7 @@ def test_a_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_directory_or_a_missing_directory_cannot_be_opened(tmp_path: Path) -> None:
     with pytest.raises(DurableStorageError, match="is a directory"):
         SQLiteStore.open(tmp_path)
-    with pytest.raises(DurableStorageError, match="cannot open|not a usable"):
+    with pytest.raises(DurableStorageError, match=r"cannot open|not a usable"):
         SQLiteStore.open(tmp_path / "missing" / "s.guard.sqlite")
 
 
