@@ -203,7 +203,8 @@ class GuardState:
     def pacer(self, dc_id: int | None) -> Any:
         """The reconnect pacer shared by this guard's senders to DC ``dc_id`` (``None``: the
         main sender), built from ``config.reconnect_pacing``, ``reconnect_backoff_base``,
-        ``reconnect_backoff_cap`` and ``reconnect_jitter``; ``None`` if unavailable."""
+        ``reconnect_backoff_cap`` and ``reconnect_jitter``, drawing its jitter from the
+        config's ``rng`` / ``seed`` and timing on the guard clock; ``None`` if unavailable."""
         key = dc_id if dc_id is not None else 0
         pacer = self._pacers.get(key)
         if pacer is None:
@@ -213,13 +214,21 @@ class GuardState:
                 return None
             cfg = self.config
             windows = getattr(cfg, "reconnect_pacing", None)
-            backoff = {
+            backoff: dict[str, Any] = {
                 kw: getattr(cfg, name)
                 for kw, name in (("backoff_base", "reconnect_backoff_base"),
                                  ("backoff_cap", "reconnect_backoff_cap"),
                                  ("jitter", "reconnect_jitter"))
                 if hasattr(cfg, name)
             }
+            # the guard's randomness (config.seed / config.rng) and clock reach the jitter
+            make_rng = getattr(cfg, "make_rng", None)
+            if callable(make_rng):
+                backoff["rng"] = make_rng()
+            clock = getattr(self.pipeline, "clock", None)
+            if clock is not None:
+                backoff["clock"] = clock.now
+                backoff["sleep"] = clock.sleep
             pacer = (ReconnectPacer(windows, **backoff) if windows
                      else ReconnectPacer(**backoff))
             self._pacers[key] = pacer

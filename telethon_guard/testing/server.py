@@ -326,7 +326,7 @@ class TelegramTestServer:
         self.world.set_dcs(list(self.dcs))
         set_sink = getattr(self.world, "set_update_sink", None)
         if callable(set_sink):
-            set_sink(self._pusher.push)
+            set_sink(self._pusher.push, self._pusher.listeners)
         now = time.monotonic()
         if self.faults is not None and hasattr(self.faults, "start"):
             self.faults.start(now)

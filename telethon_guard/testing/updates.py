@@ -37,6 +37,16 @@ class UpdatePusher:
                 newest[auth.auth_key_id] = conn
         return list(newest.values())
 
+    def listeners(self) -> set[int]:
+        """Accounts with at least one live connection that receives updates (one scan)."""
+        out: set[int] = set()
+        for conn in self.ctx.conns.values():
+            auth = conn.auth
+            if (not conn.closed and auth is not None and auth.receives_updates
+                    and auth.user_id is not None):
+                out.add(auth.user_id)
+        return out
+
     def push(self, user_id: int, updates: TLObject, exclude_key: int | None = None) -> int:
         """Write ``updates`` (an ``Updates`` constructor) to account ``user_id``'s receiving
         connections; returns how many were written to. Counted in

@@ -30,6 +30,7 @@ answer from the same history (:mod:`.world_updates`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from telethon.tl import functions, types
@@ -195,11 +196,15 @@ class World:
 
     # ---- updates ----------------------------------------------------------------------------
 
-    def set_update_sink(self, sink: UpdateSink | None) -> None:
+    def set_update_sink(self, sink: UpdateSink | None,
+                        listeners: Callable[[], set[int]] | None = None) -> None:
         """Install ``sink(user_id, updates, exclude_auth_key_id) -> connections reached``, the
         way new-message updates leave the world (the server installs its own on start);
-        ``None``: updates are not pushed (the messages are still stored with their pts)."""
+        ``None``: updates are not pushed (the messages are still stored with their pts).
+        ``listeners()``, if given, returns the accounts that can receive updates now: updates
+        are built only for those (default: every account)."""
         self.core.update_sink = sink
+        self.core.update_listeners = listeners
 
     def resolve_peer(self, peer: str | int) -> Target:
         """The user, channel or basic group ``peer`` names: a username (``"alice"``,

@@ -53,6 +53,7 @@ class WorldCore:
         self.groups: dict[int, ChatRecord] = {}
         self.group_names: dict[str, int] = {}
         self.update_sink: UpdateSink | None = None
+        self.update_listeners: Callable[[], set[int]] | None = None
         self.accounts: dict[int, AccountState] = {}
         self.sent: list[SentMessage] = []
         self._next_account_id = cfg.first_account_id
@@ -96,6 +97,14 @@ class WorldCore:
         returns the connections written to (0 without a server)."""
         sink = self.update_sink
         return 0 if sink is None else sink(user_id, updates, exclude_key)
+
+    def listeners(self) -> set[int]:
+        """Accounts that can receive pushed updates now (every account without a listener
+        function; nothing is built for the others)."""
+        if self.update_sink is None:
+            return set()
+        fn = self.update_listeners
+        return set(self.accounts) if fn is None else fn()
 
     def group_id(self, name: str) -> int:
         """Id of basic group ``name`` (``group``); ``KeyError`` else."""

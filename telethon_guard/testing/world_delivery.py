@@ -189,12 +189,13 @@ class Delivery:
         peer = target.marked_id if isinstance(target, ChatRecord) else sender
         out = Delivered(peer)
         pushed = 0
+        listening = self.w.listeners() if push else set()
         for acc, key in self.receivers(sender, target):
             sent, pts = self.box_store(acc, key, sender, text, date, media=media,
                                        entities=entities, fwd_from=fwd_from, incoming=True)
             out.message_ids[acc.user_id] = sent.message_id
             out.pts[acc.user_id] = pts
-            if push:
+            if push and acc.user_id in listening:
                 pushed += self.w.push(acc.user_id, self.box_update(acc, sent, pts, form),
                                       exclude_key)
         return Delivered(out.peer, out.message_ids, out.pts, pushed)
@@ -241,7 +242,10 @@ class Delivery:
         pushed = 0
         if push:
             chat = hist.channel.to_tl()
+            listening = self.w.listeners()
             for uid in accounts:
+                if uid not in listening:
+                    continue
                 msg = self.w.view(hist, msg_id, uid)
                 upd = types.Updates(
                     updates=[types.UpdateNewChannelMessage(message=msg, pts=msg_id, pts_count=1)],

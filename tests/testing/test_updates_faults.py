@@ -21,7 +21,7 @@ from telethon.tl import types
 from telethon_guard.testing import OnPeers, TelegramTestServer
 from telethon_guard.testing.faults import ErrorOnCalls, FaultPlan
 from telethon_guard.testing.world import WorldConfig
-from tests.testing.test_updates_push import T, diffs, listening, until
+from tests.testing.test_updates_push import T, diffs, listening, tracked, until
 
 
 def marked(server: TelegramTestServer, name: str) -> int:
@@ -89,9 +89,7 @@ async def test_fault_on_get_difference_then_the_gap_is_filled_once() -> None:
 async def test_too_long_pushes_make_telethon_fetch_the_difference() -> None:
     async with TelegramTestServer() as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_c", "tracked")
-            await until(lambda: len(got) == 1)
-            before = diffs(server)
+            before = await tracked(server, got, "alice", "chat_c")
             server.make_gap("bob", 2)
             assert server.push_too_long("bob") == 1
             await until(lambda: len(got) == 3)
@@ -112,9 +110,7 @@ async def test_difference_slices_and_channel_pages_deliver_every_message_once() 
     config = WorldConfig(difference_limit=2, channel_difference_page=2)
     async with TelegramTestServer(world_config=config) as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_a", "tracked")
-            await until(lambda: len(got) == 1)
-            before = diffs(server)
+            before = await tracked(server, got, "alice", "chat_a")
             server.make_gap("bob", 5)
             server.push_message("alice", "bob", "after private gap")
             server.make_gap("chat_a", 5)
@@ -129,8 +125,7 @@ async def test_difference_slices_and_channel_pages_deliver_every_message_once() 
 async def test_channel_difference_too_long_skips_to_the_newest_pts() -> None:
     async with TelegramTestServer() as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_a", "tracked")
-            await until(lambda: len(got) == 1)
+            await tracked(server, got, "alice", "chat_a")
             server.make_gap("chat_a", 150)  # more than Telethon's limit of 100 for users
             server.push_message("alice", "chat_a", "reveals")
             await until(lambda: server.log.count("updates.getChannelDifference") >= 1)
@@ -151,8 +146,7 @@ async def test_plan_fault_is_scoped_to_its_channel_only() -> None:
             "updates.getChannelDifference", 420, "FLOOD_WAIT_1", times=1))
         plan.add(rule)
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_a", "tracked")
-            await until(lambda: len(got) == 1)
+            await tracked(server, got, "alice", "chat_a")
             server.make_gap("chat_a", 1)
             server.push_message("alice", "chat_a", "after")
             await until(lambda: len(got) == 3)

@@ -26,6 +26,15 @@ def diffs(server: TelegramTestServer) -> tuple[int, int]:
             server.log.count("updates.getChannelDifference", outcome="ok"))
 
 
+async def tracked(server: TelegramTestServer, got: list[Any], from_user: str, peer: str,
+                  text: str = "tracked") -> tuple[int, int]:
+    """Push the first message of ``peer`` (the client then tracks its box), wait for the
+    handler, and return :func:`diffs` at that point."""
+    server.push_message(from_user, peer, text)
+    await until(lambda: len(got) == 1)
+    return diffs(server)
+
+
 async def until(cond: Callable[[], bool], timeout: float = T) -> None:
     """Wait until ``cond()`` holds; ``AssertionError`` after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
@@ -113,9 +122,7 @@ async def test_pushed_messages_fire_handlers_in_private_group_and_channels() -> 
 async def test_private_gap_is_filled_once_through_get_difference() -> None:
     async with TelegramTestServer() as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("carol", "bob", "before")
-            await until(lambda: len(got) == 1)
-            before = diffs(server)
+            before = await tracked(server, got, "carol", "bob", "before")
             gap = server.make_gap("bob", 3, from_user="carol")
             assert len(gap) == 3 and all(d.pushed == 0 for d in gap)
             await asyncio.sleep(0.3)
@@ -133,9 +140,7 @@ async def test_private_gap_is_filled_once_through_get_difference() -> None:
 async def test_channel_gap_is_filled_once_through_get_channel_difference() -> None:
     async with TelegramTestServer() as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_b", "first")  # bob starts tracking chat_b
-            await until(lambda: len(got) == 1)
-            before = diffs(server)
+            before = await tracked(server, got, "alice", "chat_b", "first")
             server.make_gap("chat_b", 4)
             server.push_message("carol", "chat_b", "after the gap")
             await until(lambda: len(got) == 6)
@@ -162,3 +167,25 @@ async def test_bad_input_names_the_problem() -> None:
             server.push_message("alice", "chat_a", "x", form="long")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="text"):
             server.push_message("alice", "chat_a", "")
+
+
+async def test_alice_channel_send_reaches_bob_and_only_update_receivers_get_pushes() -> None:
+    async with TelegramTestServer() as server:
+        carol = server.client(session=server.session(server.world.user_id("carol")),
+                              receive_updates=False)
+        await asyncio.wait_for(carol.connect(), T)
+        try:
+            async with listening(server, "alice") as (alice, alice_got), \
+                    listening(server, "bob") as (_, bob_got):
+                await asyncio.wait_for(alice.send_message("chat_a", "hello channel"), T)
+                await until(lambda: len(bob_got) == 1)
+                assert bob_got[0].raw_text == "hello channel" and not bob_got[0].out
+                # carol never asked for updates: her connection gets nothing
+                assert server.stats["updates_pushed"] == 1
+                done = server.push_message("carol", "bob", "from carol's other device")
+                await until(lambda: len(bob_got) == 2)
+                assert done.pushed == 1  # bob only; carol's client does not receive updates
+                await asyncio.sleep(0.3)
+                assert alice_got == []
+        finally:
+            await asyncio.wait_for(carol.disconnect(), T)
