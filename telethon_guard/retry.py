@@ -23,13 +23,13 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .network_budget import network_budget
 from .call import CallInfo
 from .classify import Action
 from .clock import Clock
 from .config import GuardConfig
 from .events import EventBus, RetriesExhausted, RetryScheduled
 from .keys import LOGIN_METHODS
+from .network_budget import network_budget
 
 if TYPE_CHECKING:
     from .breaker import CircuitBreaker
