@@ -255,7 +255,8 @@ class FloodLedger:
         (``from_server=True``) from Telethon's error."""
         retries = 0
         while True:
-            if not self._free_now(call):
+            table = self._table
+            if table is None or (table and not self._free_now(call)):  # nothing blocked: go
                 await self._check(call)
             try:
                 result = await call_next(call)
