@@ -20,6 +20,7 @@ from telethon.tl import types
 
 from telethon_guard.testing import OnPeers, TelegramTestServer
 from telethon_guard.testing.faults import ErrorOnCalls, FaultPlan
+from telethon_guard.testing.faults_lifecycle import OnLiveConnections, OnNewConnections
 from telethon_guard.testing.world import WorldConfig
 from tests.testing.test_updates_push import T, diffs, listening, tracked, until
 
@@ -152,3 +153,26 @@ async def test_plan_fault_is_scoped_to_its_channel_only() -> None:
             await until(lambda: len(got) == 3)
         assert rule.fired == 0  # chat_a's difference never matched the chat_b rule
         assert "OnPeers" in repr(rule)
+
+
+async def test_messages_missed_while_disconnected_arrive_once_after_reconnect() -> None:
+    async with TelegramTestServer() as server:
+        async with listening(server, "bob", connection_retries=50, retry_delay=0.1) as (
+                client, got):
+            before = await tracked(server, got, "carol", "bob")
+            get_me = server.log.count("users.getUsers", outcome="ok")
+            now = server.faults.now()
+            # bob's connection is reset and DC 1 refuses connections for 1.5 s
+            server.faults.add(OnLiveConnections("reset", start=now),
+                              OnNewConnections("down", start=now, duration=1.5))
+            await asyncio.sleep(0.3)
+            missed = [server.push_message("carol", "bob", f"missed {i}") for i in range(2)]
+            assert [d.pushed for d in missed] == [0, 0]  # nobody to push to
+            # Telethon reconnects and says it is alive (get_me) once DC 1 listens again
+            await until(lambda: server.log.count("users.getUsers", outcome="ok") > get_me)
+            server.push_message("carol", "bob", "after the outage")  # reveals the gap
+            await until(lambda: len(got) == 4)
+            await asyncio.sleep(0.6)
+            assert [e.raw_text for e in got] == [
+                "tracked", "missed 0", "missed 1", "after the outage"]
+            assert diffs(server)[0] == before[0] + 1 and client.is_connected()

@@ -46,12 +46,12 @@ async def until(cond: Callable[[], bool], timeout: float = T) -> None:
 
 
 @asynccontextmanager
-async def listening(server: TelegramTestServer, user: str
+async def listening(server: TelegramTestServer, user: str, **client_kwargs: Any
                     ) -> AsyncIterator[tuple[TelegramClient, list[Any]]]:
     """A connected client logged in as directory user ``user`` with a NewMessage handler
-    appending every event to the yielded list."""
+    appending every event to the yielded list (``client_kwargs`` go to the client)."""
     uid = server.world.user_id(user)
-    client = server.client(session=server.session(uid))
+    client = server.client(session=server.session(uid), **client_kwargs)
     got: list[Any] = []
 
     async def on_message(event: Any) -> None:
