@@ -27,6 +27,7 @@ from .guard import (
     release_loop,
     replace_main_sender,
 )
+from .storage.sqlite_session import attach_session_storage
 
 _TELETHON_KWARGS = frozenset(
     name
@@ -85,6 +86,8 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
                 guard_kwargs["max_flood_wait"] = threshold
             state = GuardState.create(guard_config, preset, **guard_kwargs)
         super().__init__(session, api_id, api_hash, flood_sleep_threshold=0, **telethon_kwargs)
+        if state is not parent:  # flood state survives restarts (storage/sqlite_session.py)
+            attach_session_storage(self.session, state)
         self._tg_state = state
         prepare_client(self, state)
         replace_main_sender(self, state)
