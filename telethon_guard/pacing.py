@@ -393,7 +393,11 @@ class AdaptivePacer:
         p.count, p.base = best[0], best[1] * PACE_MARGIN
         p.period = p.base
         window = _spacing(p.count, p.base)
-        self._learned[key] = (window, p.since)  # a new pace is a hypothesis: its wait's end
+        if p.held:  # learned from a burst: it holds from the flood on
+            p.hold = max(self.relax, 2.0 * p.base) * p.grow
+            self._learned[key] = (window, p.flood_at + p.hold)
+        else:  # a hypothesis: unchanged until its wait's end
+            self._learned[key] = (window, p.since)
         self._announce(key, p)
 
     def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
