@@ -384,6 +384,8 @@ class Connection:
 
     def _silenced(self) -> bool:
         """Whether the fault plan silences this connection now (nothing is sent)."""
+        if not getattr(self.ctx.faults, "has_link_faults", False):
+            return False
         fault = self.link_fault()
         return fault is not None and fault.mode == "silence"
 
@@ -403,6 +405,8 @@ class Connection:
     def _new_msg_id(self, residue: int) -> int:
         """A server msg_id (``ServerContext.new_msg_id``) moved by the plan's clock skew."""
         mid = self.ctx.new_msg_id(residue)
+        if not getattr(self.ctx.faults, "has_clock_skew", False):
+            return mid
         offset = self.clock_offset()
         if offset:
             mid += int(offset * 4294967296.0) & ~3  # keeps the residue (low 2 bits)
@@ -520,7 +524,7 @@ class Connection:
             self.ctx.internal_error(e)
             self.close(f"internal error in handshake: {e!r}", abort=True)
             return
-        if self.closed or self.stalled:
+        if self._unanswered():  # closed, stalled, or silenced by the fault plan
             return
         data = bytes(answer)
         assert self.codec is not None

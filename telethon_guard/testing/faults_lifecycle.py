@@ -409,9 +409,11 @@ class ClockSkew(_Windowed):
     message more than 30 s newer than the client's clock is ignored as "very new", one more
     than 300 s older as "very old" (``MSG_TOO_NEW_DELTA`` / ``MSG_TOO_OLD_DELTA``); ten in a row
     make Telethon raise ``SecurityError`` and reconnect. Telethon learns the offset only from
-    ``server_time`` of a new auth key, or from a ``bad_server_salt`` / ``bad_msg_notification``
-    that is the first message of a fresh sender -- so a skew that starts while a client is
-    connected (``start`` > 0, or added at runtime) is what leaves its replies ignored.
+    ``server_time`` of a new auth key, from a ``bad_msg_notification`` 16 / 17, or from a
+    ``bad_server_salt`` that is the first message of a fresh sender (a new client) -- so a
+    skew that starts while a client is connected (``start`` > 0, or added at runtime) and
+    stays within what the server accepts of the client's msg_ids is what leaves its replies
+    ignored.
 
     ``judge_client=True``: the server also checks the client's msg_ids with the skewed clock
     (``bad_msg_notification`` 16 / 17 when they are more than 300 s behind / 30 s ahead, which

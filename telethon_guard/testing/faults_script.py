@@ -415,21 +415,16 @@ def parse_line(line: str) -> Rule | None:
         if not tokens.accept("transport"):
             raise ValueError(f"write 'always transport <code> [raw|framed]' in {line!r}")
         code, mode = _transport(tokens)
-        duration: float | None = None
-        start = 0.0
+        active: dict[str, float] = {}
         while tokens.peek() is not None:
-            if tokens.accept("for"):
-                duration = parse_duration(tokens.take("a duration"))
-            elif tokens.accept("from"):
-                start = parse_duration(tokens.take("a time"))
-            elif not _scope(tokens, scope):
+            if not _window(tokens, scope, active):
                 raise ValueError(f"unexpected {tokens.take()!r} in {line!r}")
         _no_tail(tail, line)
         return AlwaysTransportError(
             code,
             mode,
-            start=start,
-            duration=duration,
+            start=active.get("start", 0.0),
+            duration=active.get("duration"),
             account=scope.get("account"),
             dc=scope.get("dc"),
         )
