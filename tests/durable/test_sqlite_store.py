@@ -293,3 +293,16 @@ async def test_a_running_process_picks_up_another_process_block_within_the_refre
     assert 590.0 < running.flood_left_sync(SCOPE) <= 600.0
     store.close()
     assert running.persist is None
+
+
+def test_cleanup_deletes_expired_rows_only(tmp_path: Path) -> None:
+    wall = Wall()
+    path = tmp_path / "s.guard.sqlite"
+    memory, store, _ = durable(path, wall)
+    memory.flood_block_sync("acct:a/slowmode:peer:-1", 10.0)
+    memory.flood_block_sync("acct:a/slowmode:peer:-2", 10.0)
+    memory.flood_block_sync(SCOPE, 1000.0)
+    wall.t += 11.0
+    assert store.cleanup() == 2
+    assert set(store.floods()) == {SCOPE}
+    assert store.cleanup() == 0
