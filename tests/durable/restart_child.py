@@ -53,6 +53,7 @@ async def run_client(args: dict[str, Any]) -> dict[str, Any]:
         out.update(outcome="error", type=type(exc).__name__,
                    seconds=getattr(exc, "seconds", None),
                    retry_after=getattr(exc, "retry_after", None),
+                   key=getattr(exc, "key", None),
                    from_server=getattr(exc, "from_server", None))
     finally:
         out["elapsed"] = time.monotonic() - started

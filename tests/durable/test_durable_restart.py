@@ -169,6 +169,31 @@ async def test_a_login_flood_holds_for_a_new_auth_key_with_an_explicit_storage_p
     assert BOT_TOKEN.encode() not in stored_bytes(storage_path)
 
 
+async def test_a_restarted_process_keeps_an_open_breaker_until_its_time(tmp_path: Path) -> None:
+    plan = FaultPlan(ErrorOnCalls("contacts.resolveUsername", 500, "RPC_CALL_FAIL"))
+    async with TelegramTestServer(faults=plan) as server:
+        session = file_session(server, tmp_path / "svc", logged_in=True)
+        first = server.client(GuardedTelegramClient, session=SQLiteSession(session),
+                              breaker_failure_threshold=2, breaker_open_seconds=15,
+                              retry_max_attempts=2, retry_base_delay=0.01, deadline=BOUND)
+        async with first:
+            with pytest.raises(tl_errors.ServerError):
+                await asyncio.wait_for(first.get_entity("news"), BOUND)
+        opened_at = time.monotonic()
+        before = len(server.log.requests())
+        again = await run_child(child_args(
+            server, session, action="resolve", username="news", guard={"deadline": BOUND}))
+        assert (again["outcome"], again["type"]) == ("error", "CircuitOpenError"), again
+        assert again["key"].endswith("/dc:1") and 0 < again["retry_after"] <= 15
+        assert len(server.log.requests()) == before  # refused locally: not even the init
+        # After its time, the next process is the HALF_OPEN probe: it connects and calls.
+        await asyncio.sleep(max(0.0, opened_at + 15.5 - time.monotonic()))
+        server.faults = FaultPlan()
+        later = await run_child(child_args(
+            server, session, action="resolve", username="news", guard={"deadline": BOUND}))
+        assert later["outcome"] == "ok", later
+
+
 async def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     path = str(tmp_path / "shared.guard.sqlite")
     SQLiteStore.open(path).close()
