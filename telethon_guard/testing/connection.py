@@ -355,8 +355,10 @@ class Connection:
         """The plan's silence / stall on this connection now, if any."""
         if not self._has_link_faults():
             return None
+        auth = self._auth
         fault: LinkFault | None = self.ctx.faults.link_fault(
-            _monotonic(), self.conn_id, self.dc_id, self.opened_at
+            _monotonic(), self.conn_id, self.dc_id, self.opened_at,
+            None if auth is None else auth.user_id,
         )
         return fault
 

@@ -230,6 +230,20 @@ async def test_silence_of_one_connection_for_a_while_then_it_answers_again() -> 
         assert server.log.connections_opened() == 2  # nobody reconnected
 
 
+async def test_silence_of_one_account_spares_the_other_clients() -> None:
+    async with TelegramTestServer() as server:
+        alice_id, bob_id = server.world.user_id("alice"), server.world.user_id("bob")
+        alice = await connected(server, session=server.session(alice_id))
+        bob = await connected(server, session=server.session(bob_id))
+        async with alice, bob:
+            server.faults.add(
+                OnLiveConnections("silence", start=server.faults.now(), account=alice_id)
+            )
+            await no_reply(alice.get_me())
+            me = await asyncio.wait_for(bob.get_me(), T)
+            assert me is not None and me.id == bob_id
+
+
 async def test_stalled_connection_delivers_late_when_the_stall_ends() -> None:
     async with TelegramTestServer() as server:
         client = await connected(server)

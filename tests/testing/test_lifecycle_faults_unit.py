@@ -168,6 +168,20 @@ def test_stall_for_ever_and_by_connection_id() -> None:
     assert rule.hit == {7}
 
 
+def test_silence_of_one_account() -> None:
+    rule = OnLiveConnections("silence", account=42)
+    plan = FaultPlan(rule)
+    plan.start(0.0)
+    assert plan.link_fault(1.0, 1, 1, -1.0, account=42) == LinkFault("silence", None)
+    assert plan.link_fault(1.0, 2, 1, -1.0, account=43) is None
+    assert plan.link_fault(1.0, 3, 1, -1.0) is None  # not logged in / no message yet
+    assert FaultPlan.script("live connections silence account 42").rules[0].account == 42
+    with pytest.raises(ValueError):
+        OnLiveConnections("reset", account=42)
+    with pytest.raises(ValueError):
+        FaultPlan.script("new connections close account 42")
+
+
 def test_first_link_rule_wins_and_clear_switches_the_hook_off() -> None:
     silence = OnLiveConnections("silence", conn_ids={1})
     stall = OnLiveConnections("stall")
