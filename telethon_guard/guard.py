@@ -804,7 +804,11 @@ def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
     """
     if getattr(client, "_tg_state", None) is not None:
         raise GuardConfigError("client", "this client is already guarded")
-    return attach(client, GuardState.create(**kwargs))
+    state = GuardState.create(**kwargs)
+    from .storage.sqlite_session import attach_session_storage
+
+    attach_session_storage(client.session, state)  # flood state survives restarts
+    return attach(client, state)
 
 
 def attach(client: TelegramClient, state: GuardState) -> TelegramClient:
