@@ -12,8 +12,8 @@ rule can be scoped to one ``dc``::
     OnNewConnections("reset", after_packets=0)     # RST on accept
     OnNewConnections("refuse", duration=5)         # 4 raw bytes of -429, then close
     OnNewConnections("down", duration=5)           # the port is closed: ECONNREFUSED
-    OnLiveConnections("silence")                   # half-open: open connections go silent
-                                                   # for ever; new connections work
+    OnLiveConnections("silence", start=plan.now()) # half-open: connections open now go
+                                                   # silent for ever; new connections work
     OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
     OnLiveConnections("stall", start=2, duration=5)   # nothing read or sent for 5 s, then
                                                       # the queued replies are delivered
@@ -182,6 +182,9 @@ class OnLiveConnections(_Windowed):
     * ``"close"`` / ``"reset"``: every open connection closed (FIN) / reset (RST) once, at
       ``start`` (no ``duration``, no ``conn_ids``).
 
+    "Open when the window starts" means opened before ``start``: in a plan given to the server
+    at construction with ``start=0`` no connection is open yet, so give a ``start`` after your
+    clients connect, or add the rule while the server runs with ``start=plan.now()``.
     ``conn_ids``: silence / stall only these connections (the ``conn_id`` of the server log's
     ``"opened"`` entries), whenever they were opened; ``account``: only connections whose
     auth key is logged in as this user id (one client of several). ``fired`` counts the
