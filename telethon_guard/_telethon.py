@@ -135,6 +135,8 @@ CONNECTION_ATTRIBUTES: Mapping[str, str] = {
     "_recv_queue": "emptied before a reused connection object connects again",
     "_send_queue": "emptied before a reused connection object connects again",
     "_dc_id": "read: the DC a connection goes to (follows a DC switch)",
+    "_ip": "read: the DC address, the key of the process connection budget (budget.py)",
+    "_port": "read: the DC port, the key of the process connection budget (budget.py)",
 }
 """``Connection`` instance attributes."""
 
@@ -405,6 +407,15 @@ def connection_dc(conn: Any) -> int | None:
     if isinstance(dc, int) and not isinstance(dc, bool) and dc > 0:
         return dc
     return None
+
+
+def connection_address(conn: Any) -> tuple[str, int] | None:
+    """``(host, port)`` a connection object connects to (``None`` if unknown)."""
+    ip = getattr(conn, "_ip", None)
+    port = getattr(conn, "_port", None)
+    if ip is None or port is None:
+        return None
+    return str(ip), int(port)
 
 
 def codec_connection(codec: PacketCodec) -> Any:

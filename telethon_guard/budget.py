@@ -37,6 +37,7 @@ All times are seconds on the budget's clock (monotonic by default).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -51,9 +52,14 @@ __all__ = [
     "DEFAULT_BUDGET_WINDOWS",
     "DEFAULT_STORM_WINDOWS",
     "ConnectionBudget",
+    "connection_target",
+    "note_refused",
     "process_budget",
     "set_process_budget",
+    "take_connection_slot",
 ]
+
+log = logging.getLogger("telethon_guard.budget")
 
 DEFAULT_BUDGET_WINDOWS: Windows = ((10, 1.0), (60, 10.0))
 """New connections per target (DC address) for the whole process: 10 per 1 s, 60 per 10 s."""
@@ -151,8 +157,11 @@ class ConnectionBudget:
                 self._specs.clear()
             base = f"{self._prefix}/{target}"
             normal = (LimitSpec(base, self._windows),)
-            storm = normal + ((LimitSpec(f"{base}/storm", self._storm_windows),)
-                              if self._storm_windows else ())
+            # One log of attempts for both: the storm windows count the attempts made before
+            # the refusal too.
+            storm = ((LimitSpec(base, _validate_windows(
+                "storm_windows", self._windows + self._storm_windows)),)
+                if self._storm_windows else normal)
             keys = self._specs[target] = (normal, storm, f"{base}/refusing")
         return keys
 
@@ -196,18 +205,32 @@ class ConnectionBudget:
         self.granted[target] = self.granted.get(target, 0) + 1
         return max(0.0, delay)
 
+    def note_refused(self, target: str) -> None:
+        """:meth:`record_refused` from synchronous code: at once on local storage, else in a
+        background task (held until done; errors logged)."""
+        if self._local is not None:
+            self._mark_refused(str(target))
+            return
+        task = asyncio.get_running_loop().create_task(self.record_refused(target))
+        _background.add(task)
+        task.add_done_callback(_finished)
+
+    def _mark_refused(self, target: str) -> bool:
+        """Count the refusal; apply the local mark; ``False`` when the storage must do it."""
+        self.refusals[target] = self.refusals.get(target, 0) + 1
+        if not self._storm_windows or self._storm_seconds <= 0:
+            return True
+        if self._local is None:
+            return False
+        self._local.flood_block_sync(self._keys(target)[2], self._storm_seconds)
+        return True
+
     async def record_refused(self, target: str) -> None:
         """``target`` refused a connection (transport -429): the storm windows apply to it for
         the next ``storm_seconds`` seconds, for every client sharing this budget."""
         target = str(target)
-        self.refusals[target] = self.refusals.get(target, 0) + 1
-        if not self._storm_windows or self._storm_seconds <= 0:
-            return
-        scope = self._keys(target)[2]
-        if self._local is not None:
-            self._local.flood_block_sync(scope, self._storm_seconds)
-        else:
-            await self._storage.flood_block(scope, self._storm_seconds)
+        if not self._mark_refused(target):
+            await self._storage.flood_block(self._keys(target)[2], self._storm_seconds)
 
     def stats(self) -> dict[str, Any]:
         """``{"granted": {target: n}, "refusals": {target: n}, "waited": s, "max_wait": s,
@@ -222,6 +245,13 @@ class ConnectionBudget:
 
 _process_budget: ConnectionBudget | None = None
 _disabled = False
+_background: set[asyncio.Task[None]] = set()
+
+
+def _finished(task: asyncio.Task[None]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("connection budget: recording a refusal failed: %r", task.exception())
 
 
 def process_budget() -> ConnectionBudget | None:
@@ -247,3 +277,33 @@ def set_process_budget(budget: ConnectionBudget | None) -> ConnectionBudget | No
     _process_budget = budget
     _disabled = budget is None
     return previous
+
+
+def connection_target(connection: Any) -> str:
+    """The budget target of a Telethon ``Connection``: ``"host:port"`` of the DC it connects
+    to (``"dc:<id>"`` when the address is unknown)."""
+    from ._telethon import connection_address, connection_dc
+
+    address = connection_address(connection)
+    if address is not None:
+        return f"{address[0]}:{address[1]}"
+    return f"dc:{connection_dc(connection)}"
+
+
+async def take_connection_slot(connection: Any) -> float:
+    """Wait for a slot of the process budget to open ``connection`` (a Telethon
+    ``Connection``); returns the seconds waited (0.0 with budgeting switched off). The hook
+    the guarded sender calls before every connection attempt."""
+    budget = process_budget()
+    if budget is None:
+        return 0.0
+    return await budget.acquire(connection_target(connection))
+
+
+def note_refused(connection: Any) -> None:
+    """The DC of ``connection`` answered transport -429: the process budget paces it at the
+    storm windows for a while (no-op with budgeting switched off). Synchronous; the hook the
+    guarded sender calls on a -429."""
+    budget = process_budget()
+    if budget is not None:
+        budget.note_refused(connection_target(connection))

@@ -131,12 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="calls pending during the storm (default 1000)")
     bench.add_argument("-v", "--verbose", action="store_true",
                        help="show Telethon's and the guard's log messages on stderr")
-    progress = bench.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="show progress on stderr (the default; on a terminal a status line "
-                               "ticks every second)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false",
-                          help="no progress lines on stderr")
+    _add_progress_options(bench)
 
     demo = sub.add_parser(
         "demo",
@@ -145,16 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
             "A small service on one event loop (a worker making MTProto calls and a health "
             "ticker every 10 ms) runs once with plain Telethon and once with telethon-guard "
             "while the server sends a transport -429 storm and then a FLOOD_WAIT wave. Prints "
-            "one table: calls succeeded / failed by error type, 'never retrieved' log lines, "
+            "one table: calls succeeded / failed by error type, how long successful calls "
+            "took, when the first call succeeded after the storm, 'never retrieved' log lines, "
             "reconnect attempts seen by the server, health-tick lag p50 / p99 / max and wall "
-            "time. Each phase is time-boxed, so the demo always ends, even if plain Telethon "
-            "does not recover."
+            "time; then why calls failed, one line per error and reason (read off the typed "
+            "error). Each phase is time-boxed, so the demo always ends, even if plain Telethon "
+            "does not recover. Ctrl-C prints what was measured (exit status 130)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--quick", action="store_true", help="a shorter incident (about 15 s)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a shorter incident (8 s per client, about 25 s in all)")
     demo.add_argument("--seconds", type=_positive_seconds, metavar="SECONDS",
-                      help="time box of each client's run (default 25, --quick 8)")
+                      help="how long the worker sends, per client (default 20, --quick 8)")
     demo.add_argument("--json", type=Path, metavar="PATH", dest="json_path",
                       help="also write the table as JSON to PATH")
     demo.add_argument("--plot", type=Path, metavar="PATH", dest="plot_path",
@@ -162,7 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "plain vs guarded, the incident's phases shaded (needs matplotlib)")
     demo.add_argument("-v", "--verbose", action="store_true",
                       help="show Telethon's and the guard's log messages on stderr")
+    _add_progress_options(demo)
     return parser
+
+
+def _add_progress_options(command: argparse.ArgumentParser) -> None:
+    progress = command.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="show progress on stderr (the default; on a terminal a status "
+                               "line ticks every second)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false",
+                          help="no progress lines on stderr")
 
 
 def _wrap_epilog(text: str) -> str:

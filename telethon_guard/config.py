@@ -44,6 +44,9 @@ Windows = tuple[Window, ...]
 EventCallback = Callable[[Any], Any]
 """An ``on_event`` callback: ``callback(event)``; may return an awaitable (it is scheduled)."""
 
+_SHARED_RNG = random.Random()
+"""Jitter RNG of every unseeded config (see :meth:`GuardConfig.make_rng`)."""
+
 TDLIB_RECONNECT_PACING: Windows = ((1, 1.0), (2, 4.0), (3, 8.0))
 """TDLib ConnectionCreator: after transport errors, 1 connection per 1 s, 2 per 4 s, 3 per 8 s."""
 
@@ -354,8 +357,11 @@ class GuardConfig:
         return replace(self, **changes)
 
     def make_rng(self) -> random.Random:
-        """The RNG used for jitter: ``rng`` if given, else ``random.Random(seed)``."""
-        return self.rng if self.rng is not None else random.Random(self.seed)
+        """The RNG used for jitter: ``rng`` if given, else ``random.Random(seed)``; without a
+        seed, one process-wide RNG (a ``random.Random`` holds 2.5 KiB of state per client)."""
+        if self.rng is not None:
+            return self.rng
+        return random.Random(self.seed) if self.seed is not None else _SHARED_RNG
 
     @staticmethod
     def field_names() -> frozenset[str]:

@@ -109,18 +109,18 @@ class PoolEntry:
 
     def __init__(self, tenant: Any) -> None:
         self.tenant = tenant
-        self.client: Any = None
-        self.state = NEW
-        self.lock: asyncio.Lock | None = None  # created on first use (on the pool's loop)
         self.leases = 0
+        self.client: Any = None
         self.leases_total = 0
+        self.state = NEW
         self.connects = 0
+        self.lock: asyncio.Lock | None = None  # created on first use (on the pool's loop)
         self.idle_disconnects = 0
-        self.evictions = 0
-        self.failures = 0
         self.last_used: float | None = None
-        self.broken_until = 0.0
+        self.evictions = 0
         self.last_error: str | None = None
+        self.failures = 0
+        self.broken_until = 0.0
 
     def get_lock(self) -> asyncio.Lock:
         lock = self.lock

@@ -64,6 +64,7 @@ from ._telethon import (
 )
 from ._telethon import loggers as client_loggers
 from ._transport_codec import TransportErrorCodec, framing_of
+from .budget import note_refused, take_connection_slot
 from .errors import (
     AuthKeyInvalidError,
     GuardConfigError,
@@ -389,6 +390,7 @@ class GuardedMTProtoSender(SenderSurface):
         # A dead Connection object may hold a stale (None, error) item in its queues; a reused
         # object would hand it to the new receive loop, which would reconnect again at once.
         reset_connection_queues(conn)
+        await take_connection_slot(conn)  # the process-wide budget of this DC (budget.py)
         await conn.connect(timeout=self._connect_timeout)
         # Connection.connect() created its receive task but it has not run yet (no await since):
         # wrap the codec before it reads anything.
@@ -422,6 +424,8 @@ class GuardedMTProtoSender(SenderSurface):
         code: int | None = None
         if isinstance(error, InvalidBufferError) and error.code is not None:
             code = -abs(error.code)
+        if code == -429:
+            note_refused(self._connection)  # the process budget paces this DC (budget.py)
         if code is not None:
             self.transport_errors[code] += 1
             self._last_code = code

@@ -345,7 +345,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
         check_plot_output(plot_path)
     seconds = args.seconds if args.seconds is not None else (8.0 if args.quick else 20.0)
     tl = Timeline.for_seconds(seconds)
-    progress = Progress(enabled=True, live=False if args.verbose else None)
+    progress = Progress(enabled=args.progress is not False,
+                        live=False if args.verbose else None)
     outcomes: list[DemoOutcome] = []
     interrupted = False
     status = EXIT_OK

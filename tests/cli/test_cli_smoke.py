@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from telethon_guard.bench.results import HEADLINE_KEYS
-from tests.cli.conftest import REPO, run_cli
+from tests.cli.conftest import interrupt, run_cli, start_cli
 
 
 def test_bench_quick_writes_every_key(tmp_path: Path) -> None:
@@ -72,12 +68,8 @@ def test_demo_prints_one_table(tmp_path: Path) -> None:
 
 def test_ctrl_c_prints_what_was_measured(tmp_path: Path) -> None:
     out = tmp_path / "partial.json"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "telethon_guard.cli", "bench", "--only", "overhead,limiter",
-         "--duration", "20", "--tasks", "4", "--progress", "--json", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
-    )
+    proc = start_cli("bench", "--only", "overhead,limiter", "--duration", "20", "--tasks", "4",
+                     "--progress", "--json", str(out))
     try:
         assert proc.stderr is not None
         deadline = time.monotonic() + 60
@@ -88,13 +80,12 @@ def test_ctrl_c_prints_what_was_measured(tmp_path: Path) -> None:
             if "round 1/" in line or not line:
                 break
         assert "round 1/" in seen, seen
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    returncode, stdout, stderr = interrupt(proc)
+    assert returncode == 130, (returncode, stdout, stderr)
     assert "Traceback" not in stderr, stderr
     assert "| overhead" in stdout and "incomplete" in stdout, (stdout, stderr)
     assert "interrupted" in stdout

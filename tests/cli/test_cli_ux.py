@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import ast
 import io
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +13,7 @@ import pytest
 from telethon_guard.bench import progress as progress_mod
 from telethon_guard.bench.progress import Progress
 from telethon_guard.bench.results import MET_LEGEND, Report, Row, render_report
-from tests.cli.conftest import REPO, run_cli
+from tests.cli.conftest import REPO, interrupt, run_cli, start_cli
 
 
 def test_progress_is_on_by_default_under_quick_without_a_terminal() -> None:
@@ -69,20 +65,10 @@ def test_no_status_line_when_not_a_terminal_or_disabled() -> None:
 def test_ctrl_c_while_importing_exits_130_without_traceback() -> None:
     # Importing telethon_guard (and Telethon) takes about a second; SIGINT 0.3 s after the
     # start lands in it on this machine, or later: either way no traceback and status 130.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "telethon_guard_cli", "bench", "--quick"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
-    )
-    try:
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    proc = start_cli("bench", "--quick", module="telethon_guard_cli")
+    time.sleep(0.3)
+    returncode, stdout, stderr = interrupt(proc)
+    assert returncode == 130, (returncode, stdout, stderr)
     assert "Traceback" not in stderr, stderr
     assert "interrupted" in stderr + stdout
 

@@ -256,3 +256,16 @@ def test_bad_settings_name_the_field(kwargs: dict[str, Any], field: str) -> None
     with pytest.raises(GuardConfigError) as info:
         GuardedClientPool("not callable")  # type: ignore[arg-type]
     assert info.value.field == "factory"
+
+
+async def test_a_plain_telethon_client_from_the_factory_is_guarded() -> None:
+    from telethon import TelegramClient
+
+    async with TelegramTestServer() as server:
+        session = server.session()
+        async with GuardedClientPool(
+                lambda t: server.client(TelegramClient, session=session)) as pool:
+            me = await bounded(pool.call("t", lambda c: c.get_me()))
+            client = pool.client_of("t")
+            assert me.id and client.guard.stats().calls  # the guard saw the calls
+            assert pool.tenant_stats("t").guard is not None

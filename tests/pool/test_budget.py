@@ -9,8 +9,11 @@ import pytest
 from telethon_guard.budget import (
     DEFAULT_STORM_WINDOWS,
     ConnectionBudget,
+    connection_target,
+    note_refused,
     process_budget,
     set_process_budget,
+    take_connection_slot,
 )
 from telethon_guard.clock import FakeClock
 from telethon_guard.errors import GuardConfigError
@@ -130,3 +133,35 @@ def test_process_budget_can_be_replaced_and_switched_off() -> None:
         set_process_budget(original)
     if original is not None:
         assert process_budget() is original
+
+
+class _Conn:
+    """What the hooks read of a Telethon Connection: its DC address."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        self._ip = ip
+        self._port = port
+        self._dc_id = 2
+
+
+async def test_sender_hooks_use_the_process_budget_per_dc_address() -> None:
+    clock = FakeClock()
+    mine = ConnectionBudget(((1, 1.0),), storm_windows=((1, 5.0),), storm_seconds=10.0,
+                            clock=clock)
+    original = set_process_budget(mine)
+    try:
+        a, b = _Conn("127.0.0.1", 4001), _Conn("127.0.0.1", 4002)
+        assert connection_target(a) == "127.0.0.1:4001"
+        assert connection_target(object()) == "dc:None"
+        assert await take_connection_slot(a) == 0.0
+        assert await take_connection_slot(b) == 0.0  # another DC address
+        assert await take_connection_slot(a) == pytest.approx(1.0)
+        note_refused(a)  # synchronous: a -429 seen in the sender's receive loop
+        assert mine.refusals == {"127.0.0.1:4001": 1}
+        assert await mine.refusing_for("127.0.0.1:4001") == pytest.approx(10.0)
+        assert await take_connection_slot(a) == pytest.approx(5.0)  # storm window now
+        set_process_budget(None)
+        assert await take_connection_slot(a) == 0.0  # switched off
+        note_refused(a)
+    finally:
+        set_process_budget(original)

@@ -20,8 +20,9 @@ from telethon.tl import types
 
 from telethon_guard.testing import OnPeers, TelegramTestServer
 from telethon_guard.testing.faults import ErrorOnCalls, FaultPlan
+from telethon_guard.testing.faults_lifecycle import OnLiveConnections, OnNewConnections
 from telethon_guard.testing.world import WorldConfig
-from tests.testing.test_updates_push import T, diffs, listening, until
+from tests.testing.test_updates_push import T, diffs, listening, tracked, until
 
 
 def marked(server: TelegramTestServer, name: str) -> int:
@@ -89,9 +90,7 @@ async def test_fault_on_get_difference_then_the_gap_is_filled_once() -> None:
 async def test_too_long_pushes_make_telethon_fetch_the_difference() -> None:
     async with TelegramTestServer() as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_c", "tracked")
-            await until(lambda: len(got) == 1)
-            before = diffs(server)
+            before = await tracked(server, got, "alice", "chat_c")
             server.make_gap("bob", 2)
             assert server.push_too_long("bob") == 1
             await until(lambda: len(got) == 3)
@@ -112,9 +111,7 @@ async def test_difference_slices_and_channel_pages_deliver_every_message_once() 
     config = WorldConfig(difference_limit=2, channel_difference_page=2)
     async with TelegramTestServer(world_config=config) as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_a", "tracked")
-            await until(lambda: len(got) == 1)
-            before = diffs(server)
+            before = await tracked(server, got, "alice", "chat_a")
             server.make_gap("bob", 5)
             server.push_message("alice", "bob", "after private gap")
             server.make_gap("chat_a", 5)
@@ -129,8 +126,7 @@ async def test_difference_slices_and_channel_pages_deliver_every_message_once() 
 async def test_channel_difference_too_long_skips_to_the_newest_pts() -> None:
     async with TelegramTestServer() as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_a", "tracked")
-            await until(lambda: len(got) == 1)
+            await tracked(server, got, "alice", "chat_a")
             server.make_gap("chat_a", 150)  # more than Telethon's limit of 100 for users
             server.push_message("alice", "chat_a", "reveals")
             await until(lambda: server.log.count("updates.getChannelDifference") >= 1)
@@ -151,10 +147,32 @@ async def test_plan_fault_is_scoped_to_its_channel_only() -> None:
             "updates.getChannelDifference", 420, "FLOOD_WAIT_1", times=1))
         plan.add(rule)
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_a", "tracked")
-            await until(lambda: len(got) == 1)
+            await tracked(server, got, "alice", "chat_a")
             server.make_gap("chat_a", 1)
             server.push_message("alice", "chat_a", "after")
             await until(lambda: len(got) == 3)
         assert rule.fired == 0  # chat_a's difference never matched the chat_b rule
         assert "OnPeers" in repr(rule)
+
+
+async def test_messages_missed_while_disconnected_arrive_once_after_reconnect() -> None:
+    async with TelegramTestServer() as server:
+        async with listening(server, "bob", connection_retries=50, retry_delay=0.1) as (
+                client, got):
+            before = await tracked(server, got, "carol", "bob")
+            get_me = server.log.count("users.getUsers", outcome="ok")
+            now = server.faults.now()
+            # bob's connection is reset and DC 1 refuses connections for 1.5 s
+            server.faults.add(OnLiveConnections("reset", start=now),
+                              OnNewConnections("down", start=now, duration=1.5))
+            await asyncio.sleep(0.3)
+            missed = [server.push_message("carol", "bob", f"missed {i}") for i in range(2)]
+            assert [d.pushed for d in missed] == [0, 0]  # nobody to push to
+            # Telethon reconnects and says it is alive (get_me) once DC 1 listens again
+            await until(lambda: server.log.count("users.getUsers", outcome="ok") > get_me)
+            server.push_message("carol", "bob", "after the outage")  # reveals the gap
+            await until(lambda: len(got) == 4)
+            await asyncio.sleep(0.6)
+            assert [e.raw_text for e in got] == [
+                "tracked", "missed 0", "missed 1", "after the outage"]
+            assert diffs(server)[0] == before[0] + 1 and client.is_connected()

@@ -26,6 +26,15 @@ def diffs(server: TelegramTestServer) -> tuple[int, int]:
             server.log.count("updates.getChannelDifference", outcome="ok"))
 
 
+async def tracked(server: TelegramTestServer, got: list[Any], from_user: str, peer: str,
+                  text: str = "tracked") -> tuple[int, int]:
+    """Push the first message of ``peer`` (the client then tracks its box), wait for the
+    handler, and return :func:`diffs` at that point."""
+    server.push_message(from_user, peer, text)
+    await until(lambda: len(got) == 1)
+    return diffs(server)
+
+
 async def until(cond: Callable[[], bool], timeout: float = T) -> None:
     """Wait until ``cond()`` holds; ``AssertionError`` after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
@@ -37,12 +46,12 @@ async def until(cond: Callable[[], bool], timeout: float = T) -> None:
 
 
 @asynccontextmanager
-async def listening(server: TelegramTestServer, user: str
+async def listening(server: TelegramTestServer, user: str, **client_kwargs: Any
                     ) -> AsyncIterator[tuple[TelegramClient, list[Any]]]:
     """A connected client logged in as directory user ``user`` with a NewMessage handler
-    appending every event to the yielded list."""
+    appending every event to the yielded list (``client_kwargs`` go to the client)."""
     uid = server.world.user_id(user)
-    client = server.client(session=server.session(uid))
+    client = server.client(session=server.session(uid), **client_kwargs)
     got: list[Any] = []
 
     async def on_message(event: Any) -> None:
@@ -113,9 +122,7 @@ async def test_pushed_messages_fire_handlers_in_private_group_and_channels() -> 
 async def test_private_gap_is_filled_once_through_get_difference() -> None:
     async with TelegramTestServer() as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("carol", "bob", "before")
-            await until(lambda: len(got) == 1)
-            before = diffs(server)
+            before = await tracked(server, got, "carol", "bob", "before")
             gap = server.make_gap("bob", 3, from_user="carol")
             assert len(gap) == 3 and all(d.pushed == 0 for d in gap)
             await asyncio.sleep(0.3)
@@ -133,9 +140,7 @@ async def test_private_gap_is_filled_once_through_get_difference() -> None:
 async def test_channel_gap_is_filled_once_through_get_channel_difference() -> None:
     async with TelegramTestServer() as server:
         async with listening(server, "bob") as (_, got):
-            server.push_message("alice", "chat_b", "first")  # bob starts tracking chat_b
-            await until(lambda: len(got) == 1)
-            before = diffs(server)
+            before = await tracked(server, got, "alice", "chat_b", "first")
             server.make_gap("chat_b", 4)
             server.push_message("carol", "chat_b", "after the gap")
             await until(lambda: len(got) == 6)
