@@ -22,6 +22,7 @@ from ._client_setup import prepare_client
 from ._link import ClientLink, parent_guard
 from ._sync import maybe_sync
 from ._telethon import ClientHooks, main_sender
+from .storage.sqlite_session import attach_session_storage
 
 _TELETHON_KWARGS = frozenset(
     name
@@ -80,6 +81,8 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
                 guard_kwargs["max_flood_wait"] = threshold
             state = ClientGuard.create(guard_config, preset, **guard_kwargs)
         super().__init__(session, api_id, api_hash, flood_sleep_threshold=0, **telethon_kwargs)
+        if state is not parent:  # flood state survives restarts (storage/sqlite_session.py)
+            attach_session_storage(self.session, state)
         self._guard_link: ClientLink = prepare_client(self, state)
         replace_main_sender(self, state)
 

@@ -19,6 +19,10 @@ Before the network: if a scope of the call is blocked and the time left fits
 overrides ``GuardConfig.max_flood_wait`` for one call) the call sleeps until the block ends (every
 waiter of the scope wakes at the same T: the wait is paid once for all); otherwise the typed error
 is raised at once with the seconds left and ``from_server=False`` (no network call).
+A login request (:data:`~telethon_guard.keys.LOGIN_METHODS`: ``auth.sendCode``, ``signIn``,
+``importBotAuthorization``...) never waits for a flood, whatever ``max_flood_wait``: its blocks
+are hours long (1,658-3,135 s in the public reports, issue 10), so ``client.start()`` raises
+``FloodWaitBlocked`` at once instead of sleeping.
 
 After a server ``FLOOD_*_WAIT_X``: ``T = now + clamp(X)`` (TDLib NetQueryDelayer: [1 s, 14 days])
 is recorded for everyone, then the call waits and retries if it fits (at most
@@ -54,7 +58,7 @@ from .events import (
     ObservedDelay,
     redact_peer,
 )
-from .keys import is_send, method_flood_key, pace_key, slowmode_key, transfers_key
+from .keys import LOGIN_METHODS, is_send, method_flood_key, pace_key, slowmode_key, transfers_key
 from .limiter import LedgerBlockedWhileQueued
 from .pacing import (
     PACE_BACKOFF,
@@ -156,6 +160,8 @@ class FloodLedger:
         return redact_peer(key) if self.redact else key
 
     def _fits(self, call: CallInfo, left: float) -> bool:
+        if call.method in LOGIN_METHODS:  # a login flood is hours long: never slept in start()
+            return False
         limit = call.max_flood_wait  # per-call override (client(..., flood_sleep_threshold=))
         if left > (self._cfg.max_flood_wait if limit is None else limit):
             return False
@@ -236,7 +242,8 @@ class FloodLedger:
         (``from_server=True``) from Telethon's error."""
         retries = 0
         while True:
-            if not self._free_now(call):
+            table = self._table
+            if table is None or (table and not self._free_now(call)):  # nothing blocked: go
                 await self._check(call)
             try:
                 result = await call_next(call)

@@ -140,6 +140,22 @@ IDEMPOTENT_METHODS = frozenset(
 part number: saving it again overwrites it) and any request with a ``random_id`` (Telegram
 de-duplicates it: ``RANDOM_ID_DUPLICATE``) the requests :func:`is_idempotent` accepts."""
 
+LOGIN_METHODS = frozenset(
+    {
+        "auth.sendCode",
+        "auth.resendCode",
+        "auth.signIn",
+        "auth.signUp",
+        "auth.importBotAuthorization",
+    }
+)
+"""The login requests (``client.start()`` sends them). Telegram floods them per phone number /
+bot token for hours (public reports: ``auth.importBotAuthorization`` FLOOD_WAITs of
+1,658-3,135 s after crash loops, a ``start()`` asleep for 74,089 s), so the guard never waits
+for a login flood (raised typed at once, whatever ``max_flood_wait``) and never re-sends a
+login request on its own (no retry after a 5xx or a disconnect: a re-sent ``auth.sendCode``
+sends a new code and counts towards the flood)."""
+
 _IDEMPOTENT: dict[str, bool] = {}
 
 
@@ -178,6 +194,7 @@ def is_private_peer(peer: str) -> bool:
 
 __all__ = [
     "IDEMPOTENT_METHODS",
+    "LOGIN_METHODS",
     "READ_ONLY_PREFIXES",
     "SEND_METHODS",
     "TRANSFER_METHODS",

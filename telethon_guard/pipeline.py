@@ -45,7 +45,6 @@ sleeping/retrying, which is switched off underneath.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -80,6 +79,15 @@ def limits_configured(config: GuardConfig) -> bool:
     return bool(config.rate_limits or config.method_limits or config.send_limits
                 or config.peer_limits_private or config.peer_limits_group
                 or config.adaptive_pacing)
+
+
+def _link(handle: Callable[[CallInfo, Next], Awaitable[Any]], call_next: Next) -> Next:
+    """``call -> handle(call, call_next)``: one layer bound to the rest of the chain (a
+    closure: about half the cost of a ``functools.partial`` with a keyword per call)."""
+    def link(call: CallInfo) -> Awaitable[Any]:
+        return handle(call, call_next)
+    link.__qualname__ = f"link({getattr(handle, '__qualname__', handle)!s})"
+    return link
 
 
 class Pipeline:
@@ -136,7 +144,7 @@ class Pipeline:
         ``compose(self.layers)``, built once at construction."""
         chain: Next = self.attempt.run
         for layer in reversed(layers):
-            chain = functools.partial(layer.handle, call_next=chain)
+            chain = _link(layer.handle, chain)
         return chain
 
     def stats(self) -> dict[str, Any]:

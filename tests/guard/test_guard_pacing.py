@@ -20,9 +20,9 @@ import pytest
 from guardfakes import Recorder, bounded, make_call, make_pipeline
 from telethon import errors as te
 
-from telethon_guard.clock import FakeClock
 from telethon_guard.errors import CircuitOpenError, DeadlineExceeded, FloodWaitBlocked
 from telethon_guard.events import PaceLearned
+from telethon_guard.fakeclock import FakeClock
 from telethon_guard.pacing import (
     PACE_MIN_CALLS,
     PACE_RAMP_STEPS,

@@ -95,7 +95,7 @@ _NOT_TELETHON_FACING = ("testing", "bench", "metrics", "storage")
 
 # (module, name): a private name that Telethon's objects have too, used there on something else
 _NOT_TELETHON = {
-    ("clock.py", "_ready"): "the asyncio loop's ready queue (FakeClock), not MessagePacker's",
+    ("fakeclock.py", "_ready"): "the asyncio loop's ready queue (FakeClock), not MessagePacker's",
 }
 
 
