@@ -23,6 +23,7 @@ from ._send_once import attempt_once, send_of
 from .call import TRANSFER_METHODS, CallInfo
 from .health import current_deadline
 from .keys import is_idempotent
+from .update_path import update_loop_client
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -66,6 +67,7 @@ def make_call(
         call.deadline_at = scoped
     if max_flood_wait is not None:
         _set_max_flood_wait(call, max_flood_wait)
+    call.update_loop = update_loop_client(client, method)  # never waits: update_path.py
     return call
 
 
