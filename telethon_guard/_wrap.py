@@ -51,6 +51,7 @@ from ._link import link_of
 from ._sync import maybe_sync
 from .errors import GuardConfigError
 from .sender import GuardedMTProtoSender
+from .storage.sqlite_session import attach_session_storage
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -69,7 +70,9 @@ def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
     """
     if link_of(client) is not None:
         raise GuardConfigError("client", "this client is already guarded")
-    return attach(client, ClientGuard.create(**kwargs))
+    state = ClientGuard.create(**kwargs)
+    attach_session_storage(client.session, state)  # flood state survives restarts
+    return attach(client, state)
 
 
 def attach(client: TelegramClient, state: ClientGuard) -> TelegramClient:
