@@ -1,9 +1,10 @@
 """Connection lifecycle faults: new and open connections failing, the init request, login
 floods that grow per attempt, and a server clock that is off.
 
-These are the ways a client ends up wedged that issue 10 describes; each rule works for a
-period (a :class:`~telethon_guard.testing.faults_base.TimeWindow`: ``start`` seconds after plan
-start, for ``duration`` seconds, ``None`` = for ever) and can be scoped to one ``dc``::
+These are the ways a client ends up wedged that issue 10 describes; each rule but
+:class:`LoginFlood` works for a period (a :class:`~telethon_guard.testing.faults_base.TimeWindow`:
+``start`` seconds after plan start, for ``duration`` seconds, ``None`` = for ever) and every
+rule can be scoped to one ``dc``::
 
     OnNewConnections("close", duration=3)          # every new connection closed right after
                                                    # its first packet, for 3 s
@@ -413,7 +414,8 @@ class ClockSkew(_Windowed):
     ``future_salts``), so Telethon's checks in ``telethon/network/mtprotostate.py`` apply: a
     message more than 30 s newer than the client's clock is ignored as "very new", one more
     than 300 s older as "very old" (``MSG_TOO_NEW_DELTA`` / ``MSG_TOO_OLD_DELTA``); ten in a row
-    make Telethon raise ``SecurityError`` and reconnect. Telethon learns the offset only from
+    raise ``SecurityError``, which Telethon's receive loop logs and ignores (no reconnect: the
+    calls wait for ever). Telethon learns the offset only from
     ``server_time`` of a new auth key, from a ``bad_msg_notification`` 16 / 17, or from a
     ``bad_server_salt`` that is the first message of a fresh sender (a new client) -- so a
     skew that starts while a client is connected (``start`` > 0, or added at runtime) and
