@@ -16,7 +16,7 @@ from . import _telethon as tl
 from ._client_call import init_through_pipeline
 from ._client_tasks import acquire_loop, hook_tasks, release_loop
 from ._link import ClientLink
-from .errors import DeadlineExceeded, GuardError
+from .errors import DeadlineExceeded
 from .sender import GuardedMTProtoSender
 
 __all__ = ["connect_timeout", "guarded_connect", "guarded_disconnect", "is_init_request"]
@@ -83,12 +83,7 @@ async def guarded_connect(
         if timeout is None:
             await connect()
         else:
-            try:
-                await asyncio.wait_for(connect(), timeout)
-            except asyncio.TimeoutError as e:
-                if isinstance(e, GuardError):  # the init request's own DeadlineExceeded
-                    raise
-                raise DeadlineExceeded("connect", timeout) from e
+            await _within(connect, timeout)
     except BaseException:
         link.offline = was_offline
         await _roll_back(client, link, sender)
@@ -99,6 +94,32 @@ async def guarded_connect(
         if sender.__dict__.get("send") is send:
             del sender.send
     hook_tasks(client, link)
+
+
+async def _within(connect: Callable[[], Awaitable[None]], timeout: float) -> None:
+    """``await connect()`` in the caller's task (Telethon starts its update loop there),
+    cancelled after ``timeout`` seconds: then ``DeadlineExceeded("connect", timeout)``."""
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+
+    def expire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        await connect()
+    except asyncio.CancelledError:
+        if not fired:
+            raise
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: undo our own cancel
+        if uncancel is not None and uncancel() > 0:
+            raise  # the caller cancelled too
+        raise DeadlineExceeded("connect", timeout) from None
+    finally:
+        timer.cancel()
 
 
 async def _roll_back(client: Any, link: ClientLink, sender: Any) -> None:
