@@ -71,7 +71,7 @@ from .loop import (
     retrieve_exception,
     retrieving,
 )
-from .update_path import update_loop_client
+from .update_path import resume_updates, update_loop_client
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -626,8 +626,11 @@ def replace_main_sender(client: TelegramClient, state: GuardState) -> None:
     """Swap the main sender Telethon built in ``__init__`` for a guarded one (same args)."""
     if sender_class() is MTProtoSender:
         return
-    tl.set_main_sender(client, make_sender(
-        client, state, client.session.auth_key, None, **tl.sender_settings(client)))
+    settings = tl.sender_settings(client)  # updates resume after a reconnect: update_path.py
+    settings["auto_reconnect_callback"] = functools.partial(
+        resume_updates, client, state.wait_available)
+    tl.set_main_sender(client, make_sender(client, state, client.session.auth_key, None,
+                                           **settings))
 
 
 def _is_init_request(request: Any) -> bool:
