@@ -6,6 +6,9 @@ Scopes (design.md section 3):
   ``FloodWaitBlocked``.
 * ``SLOWMODE_WAIT_X``: scope ``acct:<a>/slowmode:peer:<id>`` (sends into that chat only),
   raised as ``SlowModeBlocked``.
+* A login request's FLOOD_WAIT (:data:`~telethon_guard.keys.LOGIN_METHODS`): scope
+  ``acct:bot-<h>/method:<m>`` / ``acct:phone-<h>/method:<m>`` (per bot token / phone number,
+  hashed: :func:`~telethon_guard.keys.login_flood_key`), raised as ``FloodWaitBlocked``.
 * ``FLOOD_PREMIUM_WAIT_X``: scope ``acct:<a>/dc:<d>/transfers`` (file transfers on that DC),
   raised as ``FloodPremiumBlocked``.
 * ``FLOOD_TEST_PHONE_WAIT_X``, ``2FA_CONFIRM_WAIT_X``, ``TAKEOUT_INIT_DELAY_X``: this request
@@ -58,7 +61,15 @@ from .events import (
     ObservedDelay,
     redact_peer,
 )
-from .keys import LOGIN_METHODS, is_send, method_flood_key, pace_key, slowmode_key, transfers_key
+from .keys import (
+    LOGIN_METHODS,
+    is_send,
+    login_flood_key,
+    method_flood_key,
+    pace_key,
+    slowmode_key,
+    transfers_key,
+)
 from .limiter import LedgerBlockedWhileQueued
 from .pacing import (
     PACE_BACKOFF,
@@ -87,6 +98,8 @@ _BLOCKED_TYPES = {
 def scope_key(call: CallInfo, scope: FloodScope) -> str:
     """Ledger key of ``scope`` for ``call`` (see the module table)."""
     if scope is FloodScope.METHOD:
+        if call.method in LOGIN_METHODS:  # per bot token / phone, whatever the auth key
+            return login_flood_key(call.account, call.method, call.request)
         return method_flood_key(call.account, call.method)
     if scope is FloodScope.PEER:
         return slowmode_key(call.account, str(call.peer))

@@ -71,6 +71,7 @@ from .loop import (
     retrieve_exception,
     retrieving,
 )
+from .update_path import update_loop_client
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -433,6 +434,7 @@ def make_call(
         call.deadline_at = scoped
     if max_flood_wait is not None:
         _set_max_flood_wait(call, max_flood_wait)
+    call.update_loop = update_loop_client(client, method)  # never waits: update_path.py
     return call
 
 
@@ -802,7 +804,11 @@ def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
     """
     if getattr(client, "_tg_state", None) is not None:
         raise GuardConfigError("client", "this client is already guarded")
-    return attach(client, GuardState.create(**kwargs))
+    state = GuardState.create(**kwargs)
+    from .storage.sqlite_session import attach_session_storage
+
+    attach_session_storage(client.session, state)  # flood state survives restarts
+    return attach(client, state)
 
 
 def attach(client: TelegramClient, state: GuardState) -> TelegramClient:

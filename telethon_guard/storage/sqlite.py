@@ -17,7 +17,8 @@ hot path costs exactly what it costs without a file). The file is touched only
   autocommit transaction);
 * every :data:`REFRESH_INTERVAL` seconds while the event loop runs: ``PRAGMA data_version``
   (answered from the connection, microseconds); only when another process committed are the
-  (tiny) tables read and merged, so processes sharing the file see each other's blocks.
+  (tiny) tables read and merged, so processes sharing the file see each other's blocks; and
+  every :data:`CLEANUP_INTERVAL` seconds one ``DELETE`` of the expired rows.
 
 Rate-limiter slots are not persisted (they are seconds long and a restart costs more than a
 window); neither are adaptive paces (relearned from the next FLOOD_WAIT, which is persisted).
@@ -80,6 +81,10 @@ BUSY_TIMEOUT = 0.25
 REFRESH_INTERVAL = 1.0
 """Seconds between two checks for other processes' changes (on the event loop)."""
 
+CLEANUP_INTERVAL = 60.0
+"""Seconds (wall clock) between two deletions of expired rows while the loop runs (the file
+stays as small as the live blocks: a long-running process with many slow-mode chats)."""
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS flood ("
     " scope TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID",
@@ -125,6 +130,7 @@ class SQLiteStore:
         self._memory: MemoryStorage | None = None
         self._version = self._data_version()
         self._timer: asyncio.TimerHandle | None = None
+        self._cleaned = wall()
         self.write_errors = 0
         self.closed = False
 
@@ -232,18 +238,25 @@ class SQLiteStore:
         running event loop (else at the first write)."""
         self._memory = memory
         self._load(memory)
-        now = self._wall()
-        try:
-            with self._lock:
-                self._conn.execute("DELETE FROM flood WHERE until <= ?", (now,))
-                self._conn.execute(
-                    "DELETE FROM breaker WHERE state = ? AND open_until <= ? - 86400",
-                    (OPEN, now))
-        except sqlite3.Error as exc:  # another process holds the lock: harmless
-            log.debug("telethon_guard: %s: cleanup skipped (%s)", self.path, exc)
+        self.cleanup()
         memory.persist = self
         self._version = self._data_version()
         self._schedule_refresh()
+
+    def cleanup(self) -> int:
+        """Delete expired blocks (and breakers OPEN until more than a day ago); return the
+        rows deleted (0 when another process holds the lock: harmless, retried later)."""
+        now = self._cleaned = self._wall()
+        try:
+            with self._lock:
+                n = self._conn.execute("DELETE FROM flood WHERE until <= ?", (now,)).rowcount
+                n += self._conn.execute(
+                    "DELETE FROM breaker WHERE state = ? AND open_until <= ? - 86400",
+                    (OPEN, now)).rowcount
+        except sqlite3.Error as exc:
+            log.debug("telethon_guard: %s: cleanup skipped (%s)", self.path, exc)
+            return 0
+        return int(n)
 
     def _load(self, memory: MemoryStorage) -> None:
         for scope, left in self.floods().items():
@@ -286,6 +299,8 @@ class SQLiteStore:
             if loop.is_closed() or store.closed:
                 return
             store.refresh()
+            if store._wall() - store._cleaned >= CLEANUP_INTERVAL:
+                store.cleanup()
             store._schedule_refresh()
 
         self._timer = loop.call_later(REFRESH_INTERVAL, tick)
@@ -331,6 +346,7 @@ def open_durable(memory: MemoryStorage, path: str | os.PathLike[str], *,
 
 __all__ = [
     "BUSY_TIMEOUT",
+    "CLEANUP_INTERVAL",
     "REFRESH_INTERVAL",
     "SCHEMA_VERSION",
     "DurableStorageError",

@@ -312,14 +312,18 @@ class FaultPlan:
         return delays if terminal is None else [*delays, terminal]
 
     def link_fault(
-        self, now: float, conn_id: int, dc_id: int, opened_at: float
+        self, now: float, conn_id: int, dc_id: int, opened_at: float,
+        account: int | None = None,
     ) -> LinkFault | None:
         """Whether open connection ``conn_id`` on DC ``dc_id`` (opened at monotonic
-        ``opened_at``) is silenced or stalled at ``now``: the first rule that says so wins.
-        The server asks for every packet it reads and every message it sends on it."""
+        ``opened_at``, used by ``account``: its user id, ``None`` before login or before its
+        first encrypted message) is silenced or stalled at ``now``: the first rule that says
+        so wins. The server asks for every packet it reads and every message it sends on it."""
         self._ensure_started(now)
         for rule in self._link_rules:
             if rule.dc is not None and rule.dc != dc_id:
+                continue
+            if rule.account is not None and rule.account != account:
                 continue
             fault = rule.link_fault(now, conn_id, dc_id, opened_at)
             if fault is not None:

@@ -4,7 +4,9 @@ session and makes one call; prints one JSON line with the outcome.
 Run as ``python restart_child.py '<json>'`` with ``session`` (path without ``.session``),
 ``api_id``, ``api_hash``, ``action`` (``"resolve"``: ``contacts.resolveUsername(username)``;
 ``"bot"``: ``client.start(bot_token=token)``; ``"record"``: write ``count`` flood blocks through
-a bare store at ``path`` (concurrent writers)) and optional ``guard`` keyword arguments.
+a bare store at ``path`` (concurrent writers)) and optional ``guard`` keyword arguments;
+``string_session`` (``[dc_id, host, port]``, with the server's ``rsa_pem``) replaces the file
+session by an in-memory one on a new auth key.
 Every wait is bounded (``bound`` seconds, default 20).
 """
 
@@ -23,8 +25,17 @@ async def run_client(args: dict[str, Any]) -> dict[str, Any]:
     from telethon_guard import GuardedTelegramClient
 
     bound = float(args.get("bound", 20.0))
+    session: Any = args["session"]
+    if "string_session" in args:  # an in-memory session: a new auth key (DH exchange)
+        from telethon.sessions import StringSession
+
+        from telethon_guard.testing.crypto import load_rsa_key, register_public_key
+
+        register_public_key(load_rsa_key(args["rsa_pem"]))
+        session = StringSession()
+        session.set_dc(*args["string_session"])  # (dc_id, host, port), no auth key
     client = GuardedTelegramClient(
-        args["session"], args["api_id"], args["api_hash"], receive_updates=False,
+        session, args["api_id"], args["api_hash"], receive_updates=False,
         request_retries=1, connection_retries=1, retry_delay=0.1, timeout=5,
         **args.get("guard", {}))
     store = client.guard.pipeline.storage.persist  # type: ignore[attr-defined]
@@ -41,6 +52,8 @@ async def run_client(args: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # reported to the test, which asserts on it
         out.update(outcome="error", type=type(exc).__name__,
                    seconds=getattr(exc, "seconds", None),
+                   retry_after=getattr(exc, "retry_after", None),
+                   key=getattr(exc, "key", None),
                    from_server=getattr(exc, "from_server", None))
     finally:
         out["elapsed"] = time.monotonic() - started

@@ -23,6 +23,7 @@ from telethon_guard.errors import FloodWaitBlocked, GuardConfigError, MayHaveRun
 from telethon_guard.storage.sqlite import SQLiteStore
 from telethon_guard.testing import TelegramTestServer
 from telethon_guard.testing.faults import DropReplies, ErrorOnCalls, FaultPlan, LoginFlood
+from tests.integration._client_helpers import TEST_RSA_KEY
 
 CHILD = Path(__file__).with_name("restart_child.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +63,12 @@ def file_session(server: TelegramTestServer, path: Path, *, logged_in: bool) -> 
     return str(path)
 
 
+def stored_bytes(path: str) -> bytes:
+    """The database file and its WAL, as bytes."""
+    wal = Path(path + "-wal")
+    return Path(path).read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
 def child_args(server: TelegramTestServer, session: str, **kw: Any) -> dict[str, Any]:
     return {"session": session, "api_id": server.api_id, "api_hash": server.api_hash, **kw}
 
@@ -79,7 +86,7 @@ async def test_a_restarted_process_refuses_a_blocked_method_until_the_block_ends
         async with first:
             with pytest.raises(FloodWaitBlocked) as info:
                 await asyncio.wait_for(first.get_entity("news"), BOUND)
-        assert info.value.from_server and info.value.seconds == 20
+        assert info.value.from_server and info.value.retry_after == pytest.approx(20)
         blocked_at = server.log.requests("contacts.resolveUsername")[0].time
         # The first process is gone; a new one starts on the same session file.
         refused = await run_child(child_args(
@@ -87,7 +94,7 @@ async def test_a_restarted_process_refuses_a_blocked_method_until_the_block_ends
         assert refused["durable"] == store.path
         assert (refused["outcome"], refused["type"], refused["from_server"]) == (
             "error", "FloodWaitBlocked", False)
-        assert 0 < refused["seconds"] <= 20
+        assert 0 < refused["retry_after"] < 20
         assert server.log.count("contacts.resolveUsername") == 1  # nothing sent for it
         # Another restart that may wait: it waits locally, and sends once the block ended.
         waited = await run_child(child_args(
@@ -111,7 +118,7 @@ async def test_a_bot_login_flood_is_raised_at_once_and_not_resent_after_a_restar
         with pytest.raises(FloodWaitBlocked) as info:
             await asyncio.wait_for(first.start(bot_token=BOT_TOKEN), BOUND)
         assert time.monotonic() - started < AT_ONCE
-        assert info.value.from_server and info.value.seconds == 1658
+        assert info.value.from_server and info.value.retry_after == pytest.approx(1658)
         assert isinstance(info.value, tl_errors.FloodWaitError)
         await asyncio.wait_for(first.disconnect(), BOUND)
         # The supervisor restarts the bot: a new process, the same session file.
@@ -120,7 +127,7 @@ async def test_a_bot_login_flood_is_raised_at_once_and_not_resent_after_a_restar
             guard={"max_flood_wait": 100_000, "deadline": None}))
         assert (again["outcome"], again["type"], again["from_server"]) == (
             "error", "FloodWaitBlocked", False)
-        assert 1600 < again["seconds"] <= 1658
+        assert 1600 < again["retry_after"] < 1658
         assert again["elapsed"] < AT_ONCE + 10  # connect + refuse; nothing slept
         assert server.log.count("auth.importBotAuthorization") == 1
         assert [a.flood_wait for a in rule.attempts] == [1658]
@@ -130,9 +137,61 @@ async def test_a_bot_login_flood_is_raised_at_once_and_not_resent_after_a_restar
             server, session, action="bot", token=BOT_TOKEN,
             guard={"max_flood_wait": 0, "durable_storage": False}))
         assert plain["durable"] is None
-        assert (plain["type"], plain["from_server"], plain["seconds"]) == (
-            "FloodWaitBlocked", True, 3316)
+        assert (plain["type"], plain["from_server"]) == ("FloodWaitBlocked", True)
+        assert plain["retry_after"] == pytest.approx(3316)
         assert server.log.count("auth.importBotAuthorization") == 2
+
+
+async def test_a_login_flood_holds_for_a_new_auth_key_with_an_explicit_storage_path(
+        tmp_path: Path) -> None:
+    """Telegram floods a login per bot token, whatever the auth key: a bot that starts on a
+    fresh in-memory session each time (a new key, a new guard account) is still refused, once
+    it keeps its guard state in a file (``storage_path``)."""
+    rule = LoginFlood(1658, factor=2)
+    storage_path = str(tmp_path / "guard.sqlite")
+    async with TelegramTestServer(faults=FaultPlan(rule), rsa_key=TEST_RSA_KEY) as server:
+        first = server.client(GuardedTelegramClient, session=server.empty_session(),
+                              storage_path=storage_path, max_flood_wait=0)
+        with pytest.raises(FloodWaitBlocked) as info:
+            await asyncio.wait_for(first.start(bot_token=BOT_TOKEN), BOUND)
+        assert info.value.from_server and info.value.retry_after == pytest.approx(1658)
+        assert BOT_TOKEN not in str(info.value.scope)  # hashed, never in clear
+        await asyncio.wait_for(first.disconnect(), BOUND)
+        again = await run_child(child_args(
+            server, "", string_session=[1, server.dc(1).host, server.dc(1).port],
+            rsa_pem=TEST_RSA_KEY,
+            action="bot", token=BOT_TOKEN, guard={"storage_path": storage_path}))
+        assert again["durable"] == storage_path
+        assert (again["type"], again["from_server"]) == ("FloodWaitBlocked", False)
+        assert 1600 < again["retry_after"] < 1658
+        assert server.log.count("auth.importBotAuthorization") == 1
+        assert len(server.auth_states()) >= 2  # the restart really ran on a new auth key
+    assert BOT_TOKEN.encode() not in stored_bytes(storage_path)
+
+
+async def test_a_restarted_process_keeps_an_open_breaker_until_its_time(tmp_path: Path) -> None:
+    plan = FaultPlan(ErrorOnCalls("contacts.resolveUsername", 500, "RPC_CALL_FAIL"))
+    async with TelegramTestServer(faults=plan) as server:
+        session = file_session(server, tmp_path / "svc", logged_in=True)
+        first = server.client(GuardedTelegramClient, session=SQLiteSession(session),
+                              breaker_failure_threshold=2, breaker_open_seconds=15,
+                              retry_max_attempts=2, retry_base_delay=0.01, deadline=BOUND)
+        async with first:
+            with pytest.raises(tl_errors.ServerError):
+                await asyncio.wait_for(first.get_entity("news"), BOUND)
+        opened_at = time.monotonic()
+        before = len(server.log.requests())
+        again = await run_child(child_args(
+            server, session, action="resolve", username="news", guard={"deadline": BOUND}))
+        assert (again["outcome"], again["type"]) == ("error", "CircuitOpenError"), again
+        assert again["key"].endswith("/dc:1") and 0 < again["retry_after"] <= 15
+        assert len(server.log.requests()) == before  # refused locally: not even the init
+        # After its time, the next process is the HALF_OPEN probe: it connects and calls.
+        await asyncio.sleep(max(0.0, opened_at + 15.5 - time.monotonic()))
+        server.faults = FaultPlan()
+        later = await run_child(child_args(
+            server, session, action="resolve", username="news", guard={"deadline": BOUND}))
+        assert later["outcome"] == "ok", later
 
 
 async def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ fake wall clock; real SQLite files in ``tmp_path``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -272,3 +273,51 @@ def test_the_file_sits_next_to_a_file_session_and_memory_sessions_stay_in_memory
     finally:
         session.close()
     assert durable_path(StringSession(), cfg) is None
+
+
+async def test_a_running_process_picks_up_another_process_block_within_the_refresh_interval(
+        tmp_path: Path) -> None:
+    from telethon_guard.storage.sqlite import REFRESH_INTERVAL
+
+    path = tmp_path / "shared.guard.sqlite"
+    running = MemoryStorage()
+    store = SQLiteStore.open(path)
+    store.attach(running)  # on a running loop: the refresh timer starts
+    other = MemoryStorage()
+    SQLiteStore.open(path).attach(other)
+    other.flood_block_sync(SCOPE, 600.0)
+    deadline = time.monotonic() + REFRESH_INTERVAL + 5.0
+    while running.flood_left_sync(SCOPE) == 0.0:
+        assert time.monotonic() < deadline, "not picked up"
+        await asyncio.sleep(0.05)
+    assert 590.0 < running.flood_left_sync(SCOPE) <= 600.0
+    store.close()
+    assert running.persist is None
+
+
+def test_cleanup_deletes_expired_rows_only(tmp_path: Path) -> None:
+    wall = Wall()
+    path = tmp_path / "s.guard.sqlite"
+    memory, store, _ = durable(path, wall)
+    memory.flood_block_sync("acct:a/slowmode:peer:-1", 10.0)
+    memory.flood_block_sync("acct:a/slowmode:peer:-2", 10.0)
+    memory.flood_block_sync(SCOPE, 1000.0)
+    wall.t += 11.0
+    assert store.cleanup() == 2
+    assert set(store.floods()) == {SCOPE}
+    assert store.cleanup() == 0
+
+
+def test_guard_of_an_existing_client_on_a_file_session_is_durable_too(tmp_path: Path) -> None:
+    from telethon import TelegramClient
+
+    from telethon_guard import guard
+
+    client = TelegramClient(str(tmp_path / "old"), 1, "x")
+    try:
+        guard(client)
+        store = client.guard.pipeline.storage.persist  # type: ignore[attr-defined]
+        assert isinstance(store, SQLiteStore)
+        assert store.path == str(tmp_path / "old.guard.sqlite")
+    finally:
+        client.session.close()
