@@ -97,7 +97,7 @@ async def _send_while_locked(client: Any, session_file: str) -> tuple[BaseExcept
     chat = await bounded(client.get_input_entity("chat_a"))
     client.session.save()  # commit what Telethon stored so far: the other thread can lock
     with write_locked(session_file), LoopGaps() as gaps:
-        with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is the figure
+        with pytest.raises(Exception) as caught:
             await bounded(client.send_message(chat, "sent once"))
         await asyncio.sleep(0.05)  # let the ticker record the gap
     return caught.value, gaps.worst
