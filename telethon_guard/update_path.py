@@ -186,6 +186,39 @@ class DifferenceRecovery:
             tl.wake_update_loop(client)
 
 
+async def resume_updates(client: TelegramClient,
+                         wait_available: Callable[[float], Awaitable[bool]]) -> None:
+    """The guard's auto-reconnect callback (Telethon's is ``_handle_auto_reconnect``): after
+    a reconnect, one high-level request (``get_me()``) tells Telegram the new connection wants
+    updates again, and the account's difference is begun to catch up on what was pushed to
+    the dead connection.
+
+    Telethon makes that request once and gives up on any error, so after a -429 storm (the
+    breaker still OPEN, an attempt timeout on the fresh connection) no update was pushed again
+    until the application made a request of its own. Here it is retried while the client is
+    connected: ``wait_available(s)`` (the guard's, returns ``True`` once calls can go out)
+    then ``get_me()``, waiting ``RECOVERY_BASE`` doubling to ``RECOVERY_CAP`` seconds between
+    tries. Stops quietly when the client is disconnected or logged out; never raises."""
+    delay = RECOVERY_BASE
+    while client.is_connected():
+        try:
+            if await wait_available(delay):
+                await client.get_me()
+                break
+        except asyncio.CancelledError:
+            raise
+        except _TELETHON_HANDLES:
+            return  # logged out / banned: Telethon's own paths deal with it
+        except Exception as exc:  # the guard's fail-fast errors, a flood: try again later
+            log.info("update path: resuming updates after a reconnect failed (%s); retry in "
+                     "%.1f s", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+        delay = min(RECOVERY_CAP, delay * 2)
+    if client.is_connected() and tl.begin_difference(
+            client, tl.ACCOUNT_ENTRY, "telethon-guard: catching up after a reconnect"):
+        tl.wake_update_loop(client)
+
+
 class UpdatePath:
     """Pipeline layer, outermost of the update-path chain (calls with ``call.update_loop``
     set): no waiting (``max_flood_wait = 0``), errors made tolerable for Telethon's update
@@ -224,6 +257,7 @@ __all__ = [
     "UpdatePath",
     "difference_entry",
     "recovery_delay",
+    "resume_updates",
     "tolerated",
     "update_loop_client",
 ]
