@@ -18,6 +18,7 @@ from ._client_tasks import acquire_loop, hook_tasks, release_loop
 from ._link import ClientLink
 from .errors import DeadlineExceeded
 from .sender import GuardedMTProtoSender
+from .session_store import connect_checked
 
 __all__ = ["connect_timeout", "guarded_connect", "guarded_disconnect", "is_init_request"]
 
@@ -80,10 +81,11 @@ async def guarded_connect(
     acquire_loop(client, link, loop)
     timeout = connect_timeout(state.config)
     try:
+        # SessionLockedError naming the session file (session_store.connect_checked)
         if timeout is None:
-            await connect()
+            await connect_checked(client.session, connect)
         else:
-            await _within(connect, timeout)
+            await _within(lambda: connect_checked(client.session, connect), timeout)
     except BaseException:
         link.offline = was_offline
         await _roll_back(client, link, sender)
