@@ -16,11 +16,14 @@ handshake runs on the connection it was granted) takes a slot first. Two sets of
   Telegram publishes no per-IP connection figure; these are our choice: a burst large enough
   that a service starting a few dozen clients does not notice, a sustained rate (6 per second)
   below what the incident's -429 storm showed (12 per second, issue 12). Configurable.
-* ``storm_windows`` (default :data:`DEFAULT_STORM_WINDOWS` = TDLib's ``ConnectionCreator``
-  per-client flood control, 1 per 1 s, 2 per 4 s, 3 per 8 s,
+* ``storm_windows`` (default :data:`DEFAULT_STORM_WINDOWS`: 1 per 1 s, the first window of
+  TDLib's ``ConnectionCreator`` per-client flood control, ``flood_control.add_limit(1, 1)`` in
   ``td/telegram/net/ConnectionCreator.cpp``) in addition while the target *refuses*: for
-  ``storm_seconds`` (default 10 s) after the last :meth:`ConnectionBudget.record_refused`.
-  While Telegram refuses this IP, the whole process probes it as one TDLib client would.
+  ``storm_seconds`` (default 5 s) after the last :meth:`ConnectionBudget.record_refused`.
+  While Telegram refuses this IP, the whole process opens at most one connection per second,
+  as one TDLib client would at most. (TDLib's longer windows, 2 per 4 s and 3 per 8 s, are
+  per client: applied to a whole process they would take minutes to reconnect a few hundred
+  clients after a storm; each client's own pacer still applies them to itself.)
 
 Slots are reserved in the storage's sliding windows (the rate limiter's reservation, see
 :mod:`telethon_guard.storage`): a reservation commits the earliest free slot at once and slots
@@ -64,8 +67,9 @@ log = logging.getLogger("telethon_guard.budget")
 DEFAULT_BUDGET_WINDOWS: Windows = ((10, 1.0), (60, 10.0))
 """New connections per target (DC address) for the whole process: 10 per 1 s, 60 per 10 s."""
 
-DEFAULT_STORM_WINDOWS: Windows = ((1, 1.0), (2, 4.0), (3, 8.0))
-"""While a target refuses (-429): TDLib ``ConnectionCreator`` flood control, for the process."""
+DEFAULT_STORM_WINDOWS: Windows = ((1, 1.0),)
+"""While a target refuses (-429): 1 new connection per second for the whole process (the first
+window of TDLib's ``ConnectionCreator`` flood control)."""
 
 
 class ConnectionBudget:
@@ -74,9 +78,9 @@ class ConnectionBudget:
     :param windows: ``(count, seconds)`` pairs: at most ``count`` new connections to one target
         in any ``seconds``. Default :data:`DEFAULT_BUDGET_WINDOWS`.
     :param storm_windows: windows added while the target refuses; ``()`` for none. Default
-        :data:`DEFAULT_STORM_WINDOWS` (TDLib's per-client schedule).
+        :data:`DEFAULT_STORM_WINDOWS` (1 per second).
     :param storm_seconds: seconds after the last :meth:`record_refused` the storm windows hold.
-        Default 10.0.
+        Default 5.0.
     :param storage: where slots and the refusing mark live: a
         :class:`~telethon_guard.storage.GuardStorage` (a ``RedisStorage`` shares the budget
         between processes). Default: a new in-memory storage on ``clock``.
@@ -96,7 +100,7 @@ class ConnectionBudget:
         windows: Sequence[tuple[int, float]] = DEFAULT_BUDGET_WINDOWS,
         *,
         storm_windows: Sequence[tuple[int, float]] = DEFAULT_STORM_WINDOWS,
-        storm_seconds: float = 10.0,
+        storm_seconds: float = 5.0,
         storage: GuardStorage | None = None,
         clock: Clock | None = None,
         prefix: str = "conn",

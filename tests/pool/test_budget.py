@@ -57,8 +57,10 @@ async def test_targets_have_separate_budgets() -> None:
 
 async def test_a_refusal_switches_the_target_to_the_storm_pace_for_storm_seconds() -> None:
     clock = FakeClock()
-    budget = ConnectionBudget(((10, 1.0),), storm_seconds=10.0, clock=clock)
-    assert budget.storm_windows == DEFAULT_STORM_WINDOWS
+    assert ConnectionBudget().storm_windows == DEFAULT_STORM_WINDOWS == ((1, 1.0),)
+    tdlib = ((1, 1.0), (2, 4.0), (3, 8.0))  # TDLib's per-client ConnectionCreator schedule
+    budget = ConnectionBudget(((10, 1.0),), storm_windows=tdlib, storm_seconds=10.0,
+                              clock=clock)
     await budget.record_refused("dc1")
     assert await budget.refusing_for("dc1") == pytest.approx(10.0)
     assert await budget.refusing_for("dc2") == 0.0
