@@ -13,8 +13,10 @@
 
 ``--compare BASE NEW``: runs this script under ``PYTHONPATH=BASE`` and ``PYTHONPATH=NEW``
 alternately (``--rounds`` rounds each, interleaved A B B A ...) and prints medians and ranges
-side by side (``--json PATH`` writes them). 32 tasks call concurrently, as in the ``overhead``
-bench workload. Times are CPU seconds of this process (``time.process_time``).
+side by side (``--json PATH`` writes them); ``--bench-rounds N`` also runs ``telethon-guard
+bench --only overhead --quick`` (the CPU-bound overhead ratio against the test server in its
+own process) N times per tree, interleaved the same way. 32 tasks call concurrently, as in the
+``overhead`` bench workload. Times are CPU seconds of this process (``time.process_time``).
 """
 
 from __future__ import annotations
@@ -147,20 +149,57 @@ def _run(path: str) -> dict[str, Any]:
     return dict(json.loads(res.stdout.strip().splitlines()[-1]))
 
 
+def _bench(path: str) -> dict[str, Any]:
+    """``telethon-guard bench --only overhead --quick`` with ``PYTHONPATH=path``: its figures."""
+    import tempfile
+
+    env = dict(os.environ, PYTHONPATH=path)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "bench.json")
+        code = ("import sys; from telethon_guard.cli import main; "
+                "sys.exit(main(['bench', '--only', 'overhead', '--quick', '--json', sys.argv[1]]))")
+        subprocess.run([sys.executable, "-c", code, out], env=env, cwd=path,
+                       capture_output=True, text=True, timeout=900, check=False)
+        with open(out) as f:
+            data = json.load(f)
+    figures: dict[str, Any] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k.startswith("overhead_ratio") and isinstance(v, (int, float)):
+                    figures.setdefault(k, v)
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(data)
+    return figures
+
+
 def _summary(values: list[float]) -> str:
-    return f"{statistics.median(values):6.2f} ({min(values):.2f}..{max(values):.2f})"
+    return f"{statistics.median(values):6.3f} ({min(values):.3f}..{max(values):.3f})"
 
 
-def compare(base: str, new: str, rounds: int) -> dict[str, Any]:
+def compare(base: str, new: str, rounds: int, bench_rounds: int = 0) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     order = [("before", base), ("after", new), ("after", new), ("before", base)]
-    for i in range(rounds * 2):
+    for i in range(max(rounds, bench_rounds) * 2):
         name, path = order[i % 4]
-        runs[name].append(_run(path))
-        print(f"round {i // 2 + 1}/{rounds}: {name} done", file=sys.stderr)
+        fig: dict[str, Any] = {}
+        if i < rounds * 2:
+            fig.update(_run(path))
+        if i < bench_rounds * 2:
+            fig.update(_bench(path))
+        runs[name].append(fig)
+        print(f"round {i // 2 + 1}: {name} done", file=sys.stderr)
     table: dict[str, Any] = {}
-    for key in ("plain_us", "guard_us", "guard_minus_plain_us"):
-        table[key] = {n: [r[key] for r in runs[n]] for n in runs}
+    for key in ("plain_us", "guard_us", "guard_minus_plain_us", "overhead_ratio",
+                "overhead_ratio_rtt_20ms"):
+        vals = {n: [r[key] for r in runs[n] if key in r] for n in runs}
+        if vals["before"] and vals["after"]:
+            table[key] = vals
     layers = [r.get("layers_us") for r in runs["after"] if r.get("layers_us")]
     if layers:
         table["layers_us"] = {k: [lay[k] for lay in layers] for k in layers[0]}
@@ -172,15 +211,19 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--compare", nargs=2, metavar=("BASE", "NEW"))
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--bench-rounds", type=int, default=0)
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
     if args.child:
         _child()
         return
     if args.compare:
-        table = compare(*args.compare, args.rounds)
-        print(f"{'us per call (32 tasks)':28} {'before':>22} {'after':>22}")
-        for key in ("plain_us", "guard_us", "guard_minus_plain_us"):
+        table = compare(*args.compare, args.rounds, args.bench_rounds)
+        print(f"{'median (range)':28} {'before':>22} {'after':>22}")
+        for key in ("plain_us", "guard_us", "guard_minus_plain_us", "overhead_ratio",
+                    "overhead_ratio_rtt_20ms"):
+            if key not in table:
+                continue
             b, a = table[key]["before"], table[key]["after"]
             print(f"{key:28} {_summary(b):>22} {_summary(a):>22}")
         for name, vals in table.get("layers_us", {}).items():

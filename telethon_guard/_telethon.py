@@ -25,15 +25,18 @@ that Telethon has since 1.43 (layer 224): an older floor could not be tested.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from telethon import helpers
+from telethon._updates import messagebox as _messagebox
 from telethon.extensions.messagepacker import MessagePacker
 from telethon.network import MTProtoSender
 from telethon.network.connection.connection import Connection, PacketCodec
+from telethon.tl import types
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -43,6 +46,7 @@ __all__ = [
     "CLIENT_METHODS",
     "CODEC_ATTRIBUTES",
     "CONNECTION_ATTRIBUTES",
+    "MESSAGE_BOX_ATTRIBUTES",
     "MODULE_FUNCTIONS",
     "PACKER_ATTRIBUTES",
     "SENDER_ATTRIBUTES",
@@ -77,8 +81,10 @@ CLIENT_ATTRIBUTES: Mapping[str, str] = {
     "_auto_reconnect": "read: sender settings",
     "_timeout": "read: sender settings",
     "_auth_key_callback": "read: sender settings",
-    "_updates_queue": "read: sender settings",
-    "_updates_handle": "read: the update-loop task (exception retrieval)",
+    "_updates_queue": "read: sender settings; written: a no-op wake of the update loop",
+    "_updates_handle": "read: the update-loop task (exception retrieval; which task a "
+                       "getDifference / getChannelDifference comes from)",
+    "_message_box": "read/written: a deferred difference is begun again (update_path.py)",
     "_keepalive_handle": "read: the keepalive task (exception retrieval)",
 }
 """``TelegramClient`` instance attributes."""
@@ -144,6 +150,13 @@ CODEC_ATTRIBUTES: Mapping[str, str] = {
     "_conn": "set: the guard's codec wrapper keeps the wrapped codec's connection",
 }
 """``PacketCodec`` instance attributes."""
+
+MESSAGE_BOX_ATTRIBUTES: Mapping[str, str] = {
+    "map": "read: the entries (account, channel ids) with a known pts",
+    "getting_diff_for": "read: the entries whose difference is being fetched",
+    "try_begin_get_diff": "called: begin a deferred difference again",
+}
+"""``telethon._updates.MessageBox`` members (a private module: public names, private API)."""
 
 MODULE_FUNCTIONS: Mapping[str, str] = {
     "helpers._cancel": "called: cancel the send/receive tasks",
@@ -266,23 +279,59 @@ def background_tasks(client: TelegramClient) -> dict[str, Any]:
     }
 
 
-def call_hooks() -> tuple[str, ...]:
-    """The client methods :func:`telethon_guard.guard` wraps on an instance (Telethon calls
-    each of them through ``self``): ``_call``, ``_create_exported_sender``,
-    ``_disconnect_coro``, ``_get_cdn_client`` (plus the public ``connect`` and
-    ``is_user_authorized``)."""
-    return ("_call", "_create_exported_sender", "_disconnect_coro", "_get_cdn_client")
+ACCOUNT_ENTRY: Any = _messagebox.ENTRY_ACCOUNT
+"""The message box's entry of the account's own pts (``getDifference``; channels are their ids)."""
 
 
-def wrap_instance_methods(client: TelegramClient, wrappers: Mapping[str, Any],
-                          wrap: Callable[[Any, Any], Any]) -> None:
-    """Shadow ``client``'s bound methods named in ``wrappers`` with ``wrap(bound, wrapper)``
-    (instance attributes shadow the class's methods). Names must be :func:`call_hooks` or
-    public methods."""
-    allowed = set(call_hooks())
-    for name, wrapper in wrappers.items():
-        if name.startswith("_") and name not in allowed:
-            raise ValueError(f"{name} is not a Telethon hook named by the adapter")
+def updates_task(client: TelegramClient) -> asyncio.Task[Any] | None:
+    """Telethon's update-loop task (``client._updates_handle``; ``None`` before connect)."""
+    task: asyncio.Task[Any] | None = getattr(client, "_updates_handle", None)
+    return task
+
+
+def begin_difference(client: TelegramClient, entry: Any, reason: str) -> bool:
+    """Mark ``entry`` (:data:`ACCOUNT_ENTRY` or a channel id) as needing its difference, as a
+    gap would. ``False`` (nothing done) when the box has no pts for it (never tracked, or
+    forgotten after a ban) or its difference is already being fetched."""
+    box = client._message_box
+    if entry not in box.map or entry in box.getting_diff_for:
+        return False
+    box.try_begin_get_diff(entry, reason)
+    return True
+
+
+def wake_update_loop(client: TelegramClient) -> None:
+    """Make the update loop look at its message box now instead of at its next deadline: put
+    an empty ``updatesCombined`` whose seq range (-1) is older than any applied seq on its
+    queue. ``MessageBox.process_updates`` skips it as already handled (nothing dispatched,
+    no state changed); the loop then asks ``get_difference`` / ``get_channel_difference``."""
+    stale = -1  # any applied seq is >= 0: Telethon skips seq_start <= its seq as handled
+    client._updates_queue.put_nowait(types.UpdatesCombined(
+        updates=[], users=[], chats=[], date=datetime.datetime.now(tz=datetime.timezone.utc),
+        seq_start=stale, seq=stale))
+
+
+_INSTANCE_HOOKS: Mapping[str, str] = {
+    "call": "_call",
+    "create_exported_sender": "_create_exported_sender",
+    "disconnect_coro": "_disconnect_coro",
+    "get_cdn_client": "_get_cdn_client",
+    "connect": "connect",
+    "is_user_authorized": "is_user_authorized",
+}
+
+
+def wrap_instance_methods(client: TelegramClient, wrap: Callable[[Any, Any], Any],
+                          **wrappers: Any) -> None:
+    """Shadow ``client``'s bound methods with ``wrap(bound, wrapper)`` (instance attributes
+    shadow the class's methods, and Telethon calls each of them through ``self``). Keywords:
+    ``call`` (Telethon's ``_call``), ``create_exported_sender``, ``disconnect_coro``,
+    ``get_cdn_client`` (its private methods of those names), ``connect``,
+    ``is_user_authorized``. Raises ``TypeError`` for another keyword."""
+    for hook, wrapper in wrappers.items():
+        name = _INSTANCE_HOOKS.get(hook)
+        if name is None:
+            raise TypeError(f"no Telethon client hook named {hook!r}")
         setattr(client, name, wrap(getattr(client, name), wrapper))
 
 

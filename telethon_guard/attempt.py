@@ -16,9 +16,10 @@ left in ``call.verdict`` for the retry layer), tells the breaker (:meth:`Circuit
   ``idempotent``: the request was sent and may have run, so it is not sent again;
 * the deadline during the attempt -> :class:`~telethon_guard.errors.DeadlineExceeded`.
 
-Network budget (:func:`~telethon_guard.network_budget.network_budget`): an attempt that would start with
-less time than that before the deadline is not sent (``DeadlineExceeded``, the breaker is told
-nothing); a deadline timeout counts as a breaker failure only when the attempt had that budget.
+Network budget (:func:`~telethon_guard.network_budget.network_budget`): an attempt that would
+start with less time than that before the deadline is not sent (``DeadlineExceeded``, the
+breaker is told nothing); a deadline timeout counts as a breaker failure only when the attempt
+had that budget.
 
 Cancellation: a caller cancelling its task gets ``CancelledError`` unchanged. A
 ``CancelledError`` from Telethon cancelling the request future on ``disconnect()`` while the
@@ -35,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 from telethon import errors as tl_errors
 
-from .network_budget import network_budget
 from .call import CallInfo
 from .classify import Action, Verdict, classify
 from .clock import Clock, LoopDeadlines, MonotonicClock
@@ -49,6 +49,7 @@ from .errors import (
     MayHaveRunError,
     TransportFloodError,
 )
+from .network_budget import network_budget
 
 if TYPE_CHECKING:
     from .breaker import CircuitBreaker
@@ -95,11 +96,12 @@ class Attempt:
     """
 
     __slots__ = ("_breaker", "_clock", "_deadlines", "_deadlines_by_loop", "_loop_timers",
-                 "_timeout")
+                 "_now", "_timeout")
 
     def __init__(self, clock: Clock, attempt_timeout: float | None,
                  breaker: CircuitBreaker | None) -> None:
         self._clock = clock
+        self._now = clock.now
         self._timeout = attempt_timeout
         self._breaker = breaker
         # MonotonicClock: attempt deadlines share one loop timer per loop (LoopDeadlines).
@@ -110,7 +112,7 @@ class Attempt:
 
     async def run(self, call: CallInfo) -> Any:
         """Run ``call.send()`` once; return its answer or raise (see the module docstring)."""
-        now = self._clock.now()
+        now = self._now()
         when = call.deadline_at
         by_deadline = True
         timeout = self._timeout
@@ -130,7 +132,22 @@ class Attempt:
         call.attempt += 1
         timer: _AttemptTimer | None = None
         if when is not None:
-            timer = self._arm(call, when, now)
+            task = call.task
+            if task is None:
+                task = asyncio.current_task()
+            if task is not None:
+                timer = _AttemptTimer(task)
+                if self._loop_timers:  # one loop timer for every attempt (LoopDeadlines)
+                    loop = task.get_loop()
+                    deadlines = self._deadlines
+                    if deadlines is None or deadlines.loop is not loop:
+                        deadlines = self._deadlines_for(loop)
+                    at = when
+                    if type(loop).time is not _LOOP_TIME:  # uvloop...: its own clock
+                        at = loop.time() + (when - now)
+                    timer.handle = deadlines.add(at, timer)
+                else:
+                    timer.handle = self._clock.call_at(when, timer)
         send = call.send
         assert send is not None
         try:
@@ -187,25 +204,6 @@ class Attempt:
             if pending is not None:
                 await pending
         return result
-
-    def _arm(self, call: CallInfo, when: float, now: float) -> _AttemptTimer | None:
-        task = call.task
-        if task is None:
-            task = asyncio.current_task()
-        if task is None:
-            return None
-        timer = _AttemptTimer(task)
-        if self._loop_timers:
-            loop = task.get_loop()
-            deadlines = self._deadlines
-            if deadlines is None or deadlines.loop is not loop:
-                deadlines = self._deadlines_for(loop)
-            if type(loop).time is not _LOOP_TIME:  # uvloop...: its own clock
-                when = loop.time() + (when - now)
-            timer.handle = deadlines.add(when, timer)
-        else:
-            timer.handle = self._clock.call_at(when, timer)
-        return timer
 
     def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> LoopDeadlines:
         deadlines = self._deadlines_by_loop.get(loop)

@@ -46,7 +46,8 @@ class CircuitBreaker:
     (account, DC) breakers. Local storage (:class:`~telethon_guard.storage.LocalGuardStorage`)
     is used synchronously, chosen once here at construction; shared storage is awaited."""
 
-    __slots__ = ("_events", "_local", "_observe", "_probe_owner", "_storage", "lease", "policy")
+    __slots__ = ("_events", "_keys", "_local", "_observe", "_probe_owner", "_storage", "lease",
+                 "policy")
 
     def __init__(self, config: GuardConfig, storage: GuardStorage, clock: Clock,
                  events: EventBus | None = None) -> None:
@@ -59,6 +60,7 @@ class CircuitBreaker:
         # A probe lease longer than any call: a crashed prober frees it eventually.
         self.lease = max(config.deadline or 60.0, config.breaker_max_open_seconds)
         self._probe_owner: dict[str, asyncio.Task[Any]] = {}
+        self._keys: dict[tuple[str, int], str] = {}  # (account, DC) -> breaker key, bounded
 
     def _emit(self, key: str, d: BreakerDecision, account: str | None) -> None:
         if d.old != d.state and self._events is not None:
@@ -78,7 +80,10 @@ class CircuitBreaker:
         Synchronous check on local storage when no probe is held anywhere (so the call cannot
         be nested on a probing task): an allowed call returns ``call_next(call)`` directly.
         """
-        key = call.breaker_key = keys.breaker_key(call.account, call.dc_id)
+        key = self._keys.get((call.account, call.dc_id))
+        if key is None:
+            key = self._key(call)
+        call.breaker_key = key
         local = self._local
         if local is None or self._probe_owner:
             return self._handle_slow(call, key, call_next)
@@ -86,6 +91,13 @@ class CircuitBreaker:
         if d.decision == "allow" and d.old == d.state:
             return call_next(call)
         return self._decided(call, key, d, call_next)
+
+    def _key(self, call: CallInfo) -> str:
+        cache = self._keys
+        if len(cache) >= 4096:
+            cache.clear()
+        key = cache[(call.account, call.dc_id)] = keys.breaker_key(call.account, call.dc_id)
+        return key
 
     async def _handle_slow(self, call: CallInfo, key: str, call_next: Next) -> Any:
         task = asyncio.current_task()

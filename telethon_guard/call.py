@@ -29,7 +29,10 @@ class CallInfo:
     ``deadline_at`` (absolute time on the guard clock, monotonic seconds; ``None``: none),
     ``tags`` (free labels the client attaches), ``max_flood_wait`` (per-call override of
     ``GuardConfig.max_flood_wait``, seconds, e.g. from ``client(request,
-    flood_sleep_threshold=...)``; ``None``: the config's value).
+    flood_sleep_threshold=...)``; ``None``: the config's value), ``update_loop`` (the Telethon
+    client whose update-loop task sent this ``getDifference`` / ``getChannelDifference``:
+    :func:`telethon_guard.update_path.update_loop_client`; ``None`` for every other call):
+    the pipeline runs such a call through its update-path chain, which never waits.
 
     Filled by the pipeline while the call runs (not constructor arguments): ``attempt``
     (network attempts made so far), ``send`` (one network attempt: returns the answer or
@@ -53,6 +56,7 @@ class CallInfo:
     attempt: int = 0
     tags: dict[str, str] = field(default_factory=dict)
     max_flood_wait: float | None = None
+    update_loop: Any = None
     send: Callable[[], Awaitable[Any]] | None = field(default=None, init=False, repr=False)
     budget: float | None = field(default=None, init=False)
     stage: str = field(default="start", init=False)

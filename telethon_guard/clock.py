@@ -1,9 +1,10 @@
-"""The guard clock: monotonic seconds, sleeping and timers, replaceable by a fake in tests.
+"""The guard clock: monotonic seconds, sleeping and timers.
 
 All guard times (``CallInfo.deadline_at``, flood deadlines, limiter slots) are absolute seconds
 on this clock. :class:`MonotonicClock` is ``time.monotonic()`` (the same clock asyncio's default
-loop uses). :class:`FakeClock` is virtual time for unit tests: time only moves when every task is
-blocked on the fake clock (auto-advance), or when a test calls :meth:`FakeClock.advance`.
+loop uses); :class:`LoopDeadlines` serves many deadlines with one loop timer. The virtual clock
+for tests, ``FakeClock``, lives in :mod:`telethon_guard.fakeclock` (a test tool, not part of
+the request path; ``telethon_guard.clock.FakeClock`` still finds it).
 """
 
 from __future__ import annotations
@@ -53,130 +54,6 @@ class MonotonicClock:
     def call_at(self, when: float, callback: Callable[[], Any]) -> TimerHandle:
         loop = asyncio.get_running_loop()
         return loop.call_later(max(0.0, when - time.monotonic()), callback)
-
-
-class _FakeTimer:
-    __slots__ = ("callback", "cancelled", "when")
-
-    def __init__(self, when: float, callback: Callable[[], Any]) -> None:
-        self.when = when
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeClock:
-    """Virtual monotonic time for tests.
-
-    ``auto_advance=True`` (default): when every task of the loop is idle and a fake timer is
-    pending, time jumps to the earliest timer (like trio's autojump clock), so a test of a
-    60 s flood wait runs in milliseconds. Only tasks blocked on this clock (or on futures
-    resolved by it) count as idle; do not mix with real sleeps. ``advance(dt)`` moves time by
-    hand and fires due timers.
-    """
-
-    def __init__(self, start: float = 1000.0, *, auto_advance: bool = True) -> None:
-        self._now = float(start)
-        self._heap: list[tuple[float, int, _FakeTimer]] = []
-        self._seq = itertools.count()
-        self._auto = auto_advance
-        self._driver: asyncio.Task[None] | None = None
-        self.sleeps: list[float] = []  # every sleep requested (seconds), for assertions
-
-    def now(self) -> float:
-        return self._now
-
-    def call_at(self, when: float, callback: Callable[[], Any]) -> _FakeTimer:
-        t = _FakeTimer(when, callback)
-        heapq.heappush(self._heap, (when, next(self._seq), t))
-        if self._auto:
-            self._ensure_driver()
-        return t
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        timer = self.call_at(self._now + seconds, wake)
-        try:
-            await fut
-        finally:
-            timer.cancel()
-
-    def _fire_due(self) -> None:
-        while self._heap and self._heap[0][0] <= self._now:
-            _, _, t = heapq.heappop(self._heap)
-            if not t.cancelled:
-                t.cancelled = True
-                t.callback()
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward by ``seconds`` and run the callbacks of due timers."""
-        target = self._now + seconds
-        while self._heap and self._heap[0][0] <= target:
-            when, _, t = heapq.heappop(self._heap)
-            if t.cancelled:
-                continue
-            self._now = max(self._now, when)
-            t.cancelled = True
-            t.callback()
-        self._now = max(self._now, target)
-
-    @property
-    def pending(self) -> int:
-        """Number of live timers."""
-        return sum(1 for _, _, t in self._heap if not t.cancelled)
-
-    def _ensure_driver(self) -> None:
-        if self._driver is None or self._driver.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return
-            self._driver = loop.create_task(self._drive())
-
-    def _has_live_timer(self) -> bool:
-        heap = self._heap
-        while heap and heap[0][2].cancelled:
-            heapq.heappop(heap)
-        return bool(heap)
-
-    async def _drive(self) -> None:
-        loop = asyncio.get_running_loop()
-        drivers = _DRIVERS
-        drivers.add(self)
-        try:
-            while True:
-                # Let every runnable task run until the loop is idle. Other fake clocks'
-                # drivers are always runnable: their handles do not count as work.
-                idle_rounds = 0
-                while idle_rounds < 3:
-                    await asyncio.sleep(0)
-                    if not self._has_live_timer():
-                        return
-                    ready = getattr(loop, "_ready", None)
-                    if ready is not None and len(ready) > len(drivers) - 1:
-                        idle_rounds = 0
-                    else:
-                        idle_rounds += 1
-                when = self._heap[0][0]
-                if when > self._now:
-                    self._now = when
-                self._fire_due()
-        finally:
-            drivers.discard(self)
-
-
-_DRIVERS: set[FakeClock] = set()
 
 
 class LoopDeadlines:
@@ -271,5 +148,12 @@ class LoopDeadline:
             self._owner._discard()
 
 
-__all__ = ["Clock", "FakeClock", "LoopDeadline", "LoopDeadlines", "MonotonicClock",
-           "TimerHandle"]
+def __getattr__(name: str) -> Any:
+    if name == "FakeClock":  # moved to telethon_guard.fakeclock (a test tool)
+        from .fakeclock import FakeClock
+
+        return FakeClock
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Clock", "LoopDeadline", "LoopDeadlines", "MonotonicClock", "TimerHandle"]

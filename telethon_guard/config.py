@@ -27,6 +27,7 @@ Sources of the defaults:
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -182,6 +183,14 @@ class GuardConfig:
       a ``redis.asyncio.Redis`` client (wrapped in ``telethon_guard.storage.redis.RedisStorage``).
       ``storage_fallback``: ``"local"`` (use in-memory state while shared storage is down) or
       ``"fail"`` (raise ``StorageUnavailableError``); ``storage_timeout`` bounds each call.
+    * ``durable_storage``: with local storage (``storage=None``), keep flood blocks, login
+      floods and OPEN breakers in a SQLite file so a restarted process still refuses a blocked
+      call (:mod:`telethon_guard.storage.sqlite`); the file is ``storage_path``, by default
+      ``<session>.guard.sqlite`` next to a file session (a ``StringSession`` / in-memory
+      session without ``storage_path`` stays in memory). ``False``: memory only.
+      ``durable_fallback``: ``"memory"`` (a file that cannot be opened or is corrupt is logged
+      and memory is used) or ``"fail"`` (the client's construction raises
+      ``GuardConfigError('storage_path')``).
     * ``on_event``: callables receiving every event (sync or async).
     * ``reconnect_pacing``: windows of new connections after transport errors (TDLib).
     * ``reconnect_backoff_base``: seconds of backoff after the first consecutive connection
@@ -223,6 +232,9 @@ class GuardConfig:
     storage: Any = None
     storage_fallback: str = "local"
     storage_timeout: float = 0.5
+    durable_storage: bool = True
+    storage_path: str | None = None
+    durable_fallback: str = "memory"
     on_event: tuple[EventCallback, ...] = ()
     reconnect_pacing: Windows = TDLIB_RECONNECT_PACING
     reconnect_backoff_base: float = 1.0
@@ -296,6 +308,7 @@ class GuardConfig:
             raise GuardConfigError("storage_fallback", "must be 'local' or 'fail'")
         s(self, "storage_timeout",
           _finite("storage_timeout", self.storage_timeout, strict=True))
+        self._check_durable()
         s(self, "reconnect_backoff_base",
           _finite("reconnect_backoff_base", self.reconnect_backoff_base, strict=True))
         s(self, "reconnect_backoff_cap",
@@ -328,6 +341,34 @@ class GuardConfig:
             raise GuardConfigError("seed", f"must be an int or None, got {self.seed!r}")
         if self.rng is not None and not isinstance(self.rng, random.Random):
             raise GuardConfigError("rng", "must be a random.Random or None")
+
+    def _check_durable(self) -> None:
+        """Validate ``durable_storage`` / ``storage_path`` / ``durable_fallback`` (the file's
+        content is checked when a client opens it)."""
+        if not isinstance(self.durable_storage, bool):
+            raise GuardConfigError("durable_storage",
+                                   f"must be a bool, got {self.durable_storage!r}")
+        if self.durable_fallback not in ("memory", "fail"):
+            raise GuardConfigError("durable_fallback", "must be 'memory' or 'fail'")
+        path = self.storage_path
+        if path is None:
+            return
+        if not isinstance(path, (str, os.PathLike)):
+            raise GuardConfigError("storage_path", f"must be a file path, got {path!r}")
+        text = os.fspath(path)
+        if not isinstance(text, str) or not text or text == ":memory:" or "\0" in text:
+            raise GuardConfigError("storage_path", f"must be a file path, got {path!r}")
+        if not self.durable_storage:
+            raise GuardConfigError("storage_path", "given with durable_storage=False")
+        if self.storage is not None:
+            raise GuardConfigError("storage_path", "applies to local storage only "
+                                   "(storage=None), not with storage=...")
+        if os.path.isdir(text):
+            raise GuardConfigError("storage_path", f"{text!r} is a directory")
+        parent = os.path.dirname(os.path.abspath(text))
+        if not os.path.isdir(parent):
+            raise GuardConfigError("storage_path", f"directory {parent!r} does not exist")
+        object.__setattr__(self, "storage_path", text)
 
     # ----------------------------------------------------------------- presets
     @classmethod

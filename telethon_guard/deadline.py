@@ -24,11 +24,12 @@ class DeadlineLayer:
     """Pipeline layer: set/verify the call's deadline, then ``call_next`` (synchronously: no
     coroutine frame of its own)."""
 
-    __slots__ = ("_clock", "_deadline", "_events")
+    __slots__ = ("_clock", "_deadline", "_events", "_now")
 
     def __init__(self, config: GuardConfig, clock: Clock, events: EventBus | None) -> None:
         self._deadline = config.deadline
         self._clock = clock
+        self._now = clock.now
         self._events = events
 
     def handle(self, call: CallInfo,
@@ -39,10 +40,10 @@ class DeadlineLayer:
         if deadline_at is None:
             if self._deadline is None:
                 return call_next(call)
-            now = self._clock.now()
+            now = self._now()
             deadline_at = call.deadline_at = now + self._deadline
         else:
-            now = self._clock.now()
+            now = self._now()
         if call.budget is None:
             call.budget = max(0.0, deadline_at - now)
         if deadline_at <= now:

@@ -6,6 +6,9 @@ Scopes (design.md section 3):
   ``FloodWaitBlocked``.
 * ``SLOWMODE_WAIT_X``: scope ``acct:<a>/slowmode:peer:<id>`` (sends into that chat only),
   raised as ``SlowModeBlocked``.
+* A login request's FLOOD_WAIT (:data:`~telethon_guard.keys.LOGIN_METHODS`): scope
+  ``acct:bot-<h>/method:<m>`` / ``acct:phone-<h>/method:<m>`` (per bot token / phone number,
+  hashed: :func:`~telethon_guard.keys.login_flood_key`), raised as ``FloodWaitBlocked``.
 * ``FLOOD_PREMIUM_WAIT_X``: scope ``acct:<a>/dc:<d>/transfers`` (file transfers on that DC),
   raised as ``FloodPremiumBlocked``.
 * ``FLOOD_TEST_PHONE_WAIT_X``, ``2FA_CONFIRM_WAIT_X``, ``TAKEOUT_INIT_DELAY_X``: this request
@@ -19,6 +22,10 @@ Before the network: if a scope of the call is blocked and the time left fits
 overrides ``GuardConfig.max_flood_wait`` for one call) the call sleeps until the block ends (every
 waiter of the scope wakes at the same T: the wait is paid once for all); otherwise the typed error
 is raised at once with the seconds left and ``from_server=False`` (no network call).
+A login request (:data:`~telethon_guard.keys.LOGIN_METHODS`: ``auth.sendCode``, ``signIn``,
+``importBotAuthorization``...) never waits for a flood, whatever ``max_flood_wait``: its blocks
+are hours long (1,658-3,135 s in the public reports, issue 10), so ``client.start()`` raises
+``FloodWaitBlocked`` at once instead of sleeping.
 
 After a server ``FLOOD_*_WAIT_X``: ``T = now + clamp(X)`` (TDLib NetQueryDelayer: [1 s, 14 days])
 is recorded for everyone, then the call waits and retries if it fits (at most
@@ -54,7 +61,15 @@ from .events import (
     ObservedDelay,
     redact_peer,
 )
-from .keys import is_send, method_flood_key, pace_key, slowmode_key, transfers_key
+from .keys import (
+    LOGIN_METHODS,
+    is_send,
+    login_flood_key,
+    method_flood_key,
+    pace_key,
+    slowmode_key,
+    transfers_key,
+)
 from .limiter import LedgerBlockedWhileQueued
 from .pacing import (
     PACE_BACKOFF,
@@ -83,6 +98,8 @@ _BLOCKED_TYPES = {
 def scope_key(call: CallInfo, scope: FloodScope) -> str:
     """Ledger key of ``scope`` for ``call`` (see the module table)."""
     if scope is FloodScope.METHOD:
+        if call.method in LOGIN_METHODS:  # per bot token / phone, whatever the auth key
+            return login_flood_key(call.account, call.method, call.request)
         return method_flood_key(call.account, call.method)
     if scope is FloodScope.PEER:
         return slowmode_key(call.account, str(call.peer))
@@ -156,6 +173,8 @@ class FloodLedger:
         return redact_peer(key) if self.redact else key
 
     def _fits(self, call: CallInfo, left: float) -> bool:
+        if call.method in LOGIN_METHODS:  # a login flood is hours long: never slept in start()
+            return False
         limit = call.max_flood_wait  # per-call override (client(..., flood_sleep_threshold=))
         if left > (self._cfg.max_flood_wait if limit is None else limit):
             return False
@@ -236,7 +255,8 @@ class FloodLedger:
         (``from_server=True``) from Telethon's error."""
         retries = 0
         while True:
-            if not self._free_now(call):
+            table = self._table
+            if table is None or (table and not self._free_now(call)):  # nothing blocked: go
                 await self._check(call)
             try:
                 result = await call_next(call)

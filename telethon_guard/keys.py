@@ -14,6 +14,8 @@ key                                         what it holds
 ``acct:<a>/dc:<d>/method:<m>``              ``method_limits`` windows of (account, DC, method)
 ``acct:<a>/dc:<d>/transfers``               FLOOD_PREMIUM_WAIT block (file transfers on DC d)
 ``acct:<a>/method:<m>``                     FLOOD_WAIT block of method m (all DCs and peers)
+``acct:bot-<h>/method:<m>``                 login flood of a bot token (:func:`login_flood_key`)
+``acct:phone-<h>/method:<m>``               login flood of a phone number
 ``acct:<a>/slowmode:peer:<id>``             SLOWMODE_WAIT block of one chat (sends only)
 ``acct:<a>/sends``                          the account's ``send_limits`` windows
 ``acct:<a>/peer:<id>``                      per-chat send limits (bounded: LRU beyond a cap)
@@ -32,9 +34,10 @@ send limits, per-chat limits and slow mode apply).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Protocol
 
-from ._tl import describe
+from ._tl import describe, unwrap
 
 TRANSFER_METHODS = frozenset(
     {"upload.getFile", "upload.saveFilePart", "upload.saveBigFilePart", "upload.getCdnFile"}
@@ -77,6 +80,26 @@ def breaker_key(account: object, dc_id: object) -> str:
 def method_flood_key(account: object, method: str) -> str:
     """``acct:<account>/method:<method>``: the FLOOD_WAIT scope of ``method``."""
     return f"acct:{account}/method:{method}"
+
+
+def login_flood_key(account: object, method: str, request: object) -> str:
+    """The FLOOD_WAIT scope of a login request (:data:`LOGIN_METHODS`): Telegram floods logins
+    per bot token / phone number, whatever the auth key, so the scope is
+    ``acct:bot-<h>/method:<m>`` or ``acct:phone-<h>/method:<m>`` with ``<h>`` the first 16 hex
+    digits of the SHA-256 of the token / the phone's digits (a block then holds for a new auth
+    key too; no secret is stored in clear). Other requests (or none of those fields):
+    :func:`method_flood_key`. Wrappers (``invokeWithoutUpdates``...) are looked through."""
+    request = unwrap(request)
+    token = getattr(request, "bot_auth_token", None)
+    if isinstance(token, str) and token:
+        who = "bot-" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    else:
+        phone = getattr(request, "phone_number", None)
+        digits = "".join(c for c in phone if c.isdigit()) if isinstance(phone, str) else ""
+        if not digits:
+            return method_flood_key(account, method)
+        who = "phone-" + hashlib.sha256(digits.encode()).hexdigest()[:16]
+    return method_flood_key(who, method)
 
 
 def slowmode_key(account: object, peer: str) -> str:
@@ -140,6 +163,22 @@ IDEMPOTENT_METHODS = frozenset(
 part number: saving it again overwrites it) and any request with a ``random_id`` (Telegram
 de-duplicates it: ``RANDOM_ID_DUPLICATE``) the requests :func:`is_idempotent` accepts."""
 
+LOGIN_METHODS = frozenset(
+    {
+        "auth.sendCode",
+        "auth.resendCode",
+        "auth.signIn",
+        "auth.signUp",
+        "auth.importBotAuthorization",
+    }
+)
+"""The login requests (``client.start()`` sends them). Telegram floods them per phone number /
+bot token for hours (public reports: ``auth.importBotAuthorization`` FLOOD_WAITs of
+1,658-3,135 s after crash loops, a ``start()`` asleep for 74,089 s), so the guard never waits
+for a login flood (raised typed at once, whatever ``max_flood_wait``) and never re-sends a
+login request on its own (no retry after a 5xx or a disconnect: a re-sent ``auth.sendCode``
+sends a new code and counts towards the flood)."""
+
 _IDEMPOTENT: dict[str, bool] = {}
 
 
@@ -178,6 +217,7 @@ def is_private_peer(peer: str) -> bool:
 
 __all__ = [
     "IDEMPOTENT_METHODS",
+    "LOGIN_METHODS",
     "READ_ONLY_PREFIXES",
     "SEND_METHODS",
     "TRANSFER_METHODS",
@@ -190,6 +230,7 @@ __all__ = [
     "is_private_peer",
     "is_send",
     "is_transfer",
+    "login_flood_key",
     "method_flood_key",
     "method_limit_key",
     "pace_key",

@@ -29,7 +29,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .network_budget import network_budget
 from .call import CallInfo
 from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
@@ -45,6 +44,7 @@ from .keys import (
     peer_limit_key,
     sends_key,
 )
+from .network_budget import network_budget
 from .storage import GuardStorage, LimitSpec, LocalGuardStorage, local_of
 
 log = logging.getLogger("telethon_guard.limiter")
@@ -404,12 +404,13 @@ class RateLimitLayer:
     :class:`LedgerBlockedWhileQueued` for the flood ledger above (never sent into the block).
     """
 
-    __slots__ = ("_attempt_timeout", "_decide", "_local", "_storage", "keys", "limiter")
+    __slots__ = ("_attempt_timeout", "_decide", "_local", "_specs", "_storage", "keys", "limiter")
 
     def __init__(self, limiter: RateLimiter, keys: LimitKeys,
                  storage: GuardStorage | None = None) -> None:
         self.limiter = limiter
         self.keys = keys
+        self._specs = keys.specs
         self._attempt_timeout: float | None = keys.config.attempt_timeout
         self._decide = limiter.decide_local
         self._storage = storage if storage is not None else limiter.storage
@@ -420,7 +421,7 @@ class RateLimitLayer:
         once when a learned pace's wait does not fit ``max_flood_wait`` or the deadline,
         ``DeadlineExceeded`` at once when the slot lies beyond ``call.deadline_at``;
         cancellation gives the slot back."""
-        specs = self.keys.specs(call)
+        specs = self._specs(call)
         if not specs:
             return call_next(call)
         decide = self._decide

@@ -41,11 +41,13 @@ known to allow is the estimate. That is the shape of a limit reached from an emp
 **Repeated floods tighten.** A FLOOD_WAIT that arrives while a hypothesis is being tested (its
 wait or its ramp) or in its *probation* (``max(pace_relax, PACE_PROBATION * X)`` seconds after
 it was dropped), after at least one call of M was answered since the last wait, is a repeated
-flood: the hypothesis failed its test and the pace *holds*. Its rate is what the calls answered
-since the last wait teach (the estimate above over them), or the learned pace with its period
-stretched by ``PACE_BACKOFF`` (1.1) when they are too few. A FLOOD_WAIT on the first call after
-a wait (no call answered in between) says the block lasted longer, not that the rate was too
-high: the hypothesis is kept and its ramp restarts after the new wait.
+flood: the hypothesis failed its test and the estimate *holds* (a held pace, below). Refused
+above the estimate (on the climb, or after it), the estimate itself was not refuted and holds
+unchanged; refused at the estimate (during the wait or the ramp's first step) it is too fast:
+the pace becomes what the calls answered since the last wait teach if that is slower, else
+the estimate with its period stretched by ``PACE_BACKOFF`` (1.1). A FLOOD_WAIT on the first
+call after a wait (no call answered in between) says the block lasted longer, not that the
+rate was too high: the hypothesis is kept and its ramp restarts after the new wait.
 
 **A held pace** (the multiplicative decrease, and rare probes above it):
 
@@ -66,6 +68,9 @@ high: the hypothesis is kept and its ramp restarts after the new wait.
 
 Other rules:
 
+* ``PaceLearned`` is emitted when a method's learned ``(count, period)`` changes (learned,
+  refined, tightened) and with ``count=0`` when a pace is dropped; a pace restored or made to
+  hold with the values already announced emits nothing new.
 * Replies to calls sent before a learned wait ended are the same event: a refusal teaches
   nothing more, an answer that arrives during a new pace's wait was accepted before the refusal
   and refines the estimate (with latency, the refusal can overtake the answers of accepted
@@ -388,7 +393,11 @@ class AdaptivePacer:
         p.count, p.base = best[0], best[1] * PACE_MARGIN
         p.period = p.base
         window = _spacing(p.count, p.base)
-        self._learned[key] = (window, p.since)  # a new pace is a hypothesis: its wait's end
+        if p.held:  # learned from a burst: it holds from the flood on
+            p.hold = max(self.relax, 2.0 * p.base) * p.grow
+            self._learned[key] = (window, p.flood_at + p.hold)
+        else:  # a hypothesis: unchanged until its wait's end
+            self._learned[key] = (window, p.since)
         self._announce(key, p)
 
     def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:

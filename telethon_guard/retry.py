@@ -5,7 +5,9 @@ Retried (design.md section 3): 500 / ``RPC_CALL_FAIL`` / ``RPC_MCGET_FAIL`` /
 (``ConnectionError``, transport ``InvalidBufferError`` 429, ``CancelledError`` from Telethon's
 disconnect). Never retried: ``PEER_FLOOD`` and every other 4xx, ``*_MIGRATE`` (Telethon handles
 it), flood waits (the flood ledger owns them), ``RANDOM_ID_DUPLICATE`` (delivered),
-``AuthKeyInvalidError`` / ``TransportFloodError`` (the transport layer decided).
+``AuthKeyInvalidError`` / ``TransportFloodError`` (the transport layer decided), and any
+login request (:data:`~telethon_guard.keys.LOGIN_METHODS`: a re-sent ``auth.sendCode`` sends a
+new code and counts towards a login flood).
 
 Attempt ``k`` (1-based) that fails waits ``uniform(0, min(retry_max_delay, retry_base_delay *
 2**(k-1)))`` seconds (AWS "full jitter"). The same request object is re-sent, so its
@@ -21,12 +23,13 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .network_budget import network_budget
 from .call import CallInfo
 from .classify import Action
 from .clock import Clock
 from .config import GuardConfig
 from .events import EventBus, RetriesExhausted, RetryScheduled
+from .keys import LOGIN_METHODS
+from .network_budget import network_budget
 
 if TYPE_CHECKING:
     from .breaker import CircuitBreaker
@@ -93,6 +96,8 @@ class RetryPolicy:
         backoff and return ``True`` (try again)."""
         verdict = call.verdict
         if verdict is None or verdict.action not in _RETRYABLE:
+            return False
+        if call.method in LOGIN_METHODS:  # never re-sent on its own (keys.LOGIN_METHODS)
             return False
         stop = attempt >= self.max_attempts
         delay = 0.0

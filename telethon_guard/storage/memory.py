@@ -107,7 +107,7 @@ class MemoryStorage:
     """
 
     __slots__ = ("_breakers", "_decide", "_flood", "_keys", "_now", "_peers", "max_peer_keys",
-                 "peer_evictions")
+                 "peer_evictions", "persist")
 
     is_local = True
     name = "memory"
@@ -120,6 +120,10 @@ class MemoryStorage:
         self._breakers: dict[str, _Breaker] = {}
         self.max_peer_keys = max_peer_keys
         self.peer_evictions = 0
+        self.persist: Any = None
+        """Write-through hook (``None``: memory only), e.g. a
+        :class:`~telethon_guard.storage.sqlite.SQLiteStore`: told of every flood block recorded
+        or cleared and every breaker opening or closing (never on the per-call fast paths)."""
         self._decide = self.decider()
 
     # ------------------------------------------------------------------ limiter
@@ -317,7 +321,16 @@ class MemoryStorage:
         self._flood[scope] = until
         if len(self._flood) > 1024:
             self._sweep(now)
+        if self.persist is not None:
+            self.persist.flood_saved(scope, until - now)
         return until - now
+
+    def restore_flood(self, scope: str, seconds: float) -> None:
+        """Merge a block of ``seconds`` from now loaded from durable storage (keeps a later
+        end; not written back through :attr:`persist`)."""
+        until = self._now() + seconds
+        if self._flood.get(scope, 0.0) < until:
+            self._flood[scope] = until
 
     def flood_left_sync(self, scope: str) -> float:
         until = self._flood.get(scope)
@@ -336,6 +349,8 @@ class MemoryStorage:
 
     def flood_clear_sync(self, scope: str) -> None:
         self._flood.pop(scope, None)
+        if self.persist is not None:
+            self.persist.flood_cleared(scope)
 
     def flood_scopes(self) -> dict[str, float]:
         """Blocked scopes with seconds left (for stats)."""
@@ -393,7 +408,26 @@ class MemoryStorage:
         b.state = OPEN
         b.open_until = now + b.open_for
         b.probe_until = 0.0
+        if self.persist is not None:
+            self.persist.breaker_saved(key, OPEN, b.failures, b.open_for, b.open_for)
         return BreakerDecision("", OPEN, old, b.open_for, b.failures)
+
+    def restore_breaker(self, key: str, failures: int, open_left: float,
+                        open_for: float) -> None:
+        """Merge an OPEN breaker loaded from durable storage: OPEN for ``open_left`` more
+        seconds (0: the next call is the HALF_OPEN probe), ``open_for`` the current open time
+        (probe failures grow it). A breaker already OPEN longer is kept; not written back."""
+        b = self._breaker(key)
+        until = self._now() + open_left
+        if b.state == OPEN and b.open_until >= until:
+            return
+        if b.state == HALF_OPEN and open_left <= 0:
+            return
+        b.state = OPEN
+        b.open_until = until
+        b.open_for = max(b.open_for, open_for)
+        b.failures = max(b.failures, failures)
+        b.probe_until = 0.0
 
     def breaker_success_sync(self, key: str) -> BreakerDecision:
         b = self._breakers.get(key)
@@ -410,6 +444,8 @@ class MemoryStorage:
             b.state = CLOSED
             b.open_for = 0.0
             b.probe_until = 0.0
+            if self.persist is not None:
+                self.persist.breaker_saved(key, CLOSED, 0, 0.0, 0.0)
             return BreakerDecision("", CLOSED, old, 0.0, 0)
         return _STAY_CLOSED
 

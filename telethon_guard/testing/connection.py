@@ -355,8 +355,10 @@ class Connection:
         """The plan's silence / stall on this connection now, if any."""
         if not self._has_link_faults():
             return None
+        auth = self._auth
         fault: LinkFault | None = self.ctx.faults.link_fault(
-            _monotonic(), self.conn_id, self.dc_id, self.opened_at
+            _monotonic(), self.conn_id, self.dc_id, self.opened_at,
+            None if auth is None else auth.user_id,
         )
         return fault
 
@@ -376,7 +378,7 @@ class Connection:
                 return True
             if fault.mode == "silence":
                 self.ctx.log_event("silenced", self.conn_id, self.dc_id,
-                                       detail=f"packet of {size} bytes discarded")
+                                   detail=f"packet of {size} bytes discarded")
                 return False
             wait = 0.05 if fault.until is None else min(0.05, fault.until - _monotonic())
             await asyncio.sleep(max(wait, 0.001))
@@ -384,6 +386,8 @@ class Connection:
 
     def _silenced(self) -> bool:
         """Whether the fault plan silences this connection now (nothing is sent)."""
+        if not getattr(self.ctx.faults, "has_link_faults", False):
+            return False
         fault = self.link_fault()
         return fault is not None and fault.mode == "silence"
 
@@ -403,6 +407,8 @@ class Connection:
     def _new_msg_id(self, residue: int) -> int:
         """A server msg_id (``ServerContext.new_msg_id``) moved by the plan's clock skew."""
         mid = self.ctx.new_msg_id(residue)
+        if not getattr(self.ctx.faults, "has_clock_skew", False):
+            return mid
         offset = self.clock_offset()
         if offset:
             mid += int(offset * 4294967296.0) & ~3  # keeps the residue (low 2 bits)
@@ -520,7 +526,7 @@ class Connection:
             self.ctx.internal_error(e)
             self.close(f"internal error in handshake: {e!r}", abort=True)
             return
-        if self.closed or self.stalled:
+        if self._unanswered():  # closed, stalled, or silenced by the fault plan
             return
         data = bytes(answer)
         assert self.codec is not None

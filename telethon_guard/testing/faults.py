@@ -46,8 +46,8 @@ Connection lifecycle (issue 10; :mod:`~telethon_guard.testing.faults_lifecycle`)
     OnNewConnections("reset", after_packets=0)       # RST on accept
     OnNewConnections("refuse", code=429)             # -429 at once, then close
     OnNewConnections("down", duration=5)             # port closed: connect() gets ECONNREFUSED
-    OnLiveConnections("silence")                     # open connections go half-open (silent
-                                                     # both ways) for ever; new ones work
+    OnLiveConnections("silence", start=plan.now())   # connections open now go half-open
+                                                     # (silent both ways) for ever; new work
     OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
     OnLiveConnections("stall", start=2, duration=5)  # nothing read or sent 5 s, then late
     OnLiveConnections("reset", start=2)              # every open connection reset at t=2 s
@@ -312,14 +312,18 @@ class FaultPlan:
         return delays if terminal is None else [*delays, terminal]
 
     def link_fault(
-        self, now: float, conn_id: int, dc_id: int, opened_at: float
+        self, now: float, conn_id: int, dc_id: int, opened_at: float,
+        account: int | None = None,
     ) -> LinkFault | None:
         """Whether open connection ``conn_id`` on DC ``dc_id`` (opened at monotonic
-        ``opened_at``) is silenced or stalled at ``now``: the first rule that says so wins.
-        The server asks for every packet it reads and every message it sends on it."""
+        ``opened_at``, used by ``account``: its user id, ``None`` before login or before its
+        first encrypted message) is silenced or stalled at ``now``: the first rule that says
+        so wins. The server asks for every packet it reads and every message it sends on it."""
         self._ensure_started(now)
         for rule in self._link_rules:
             if rule.dc is not None and rule.dc != dc_id:
+                continue
+            if rule.account is not None and rule.account != account:
                 continue
             fault = rule.link_fault(now, conn_id, dc_id, opened_at)
             if fault is not None:

@@ -1,9 +1,10 @@
 """Connection lifecycle faults: new and open connections failing, the init request, login
 floods that grow per attempt, and a server clock that is off.
 
-These are the ways a client ends up wedged that issue 10 describes; each rule works for a
-period (a :class:`~telethon_guard.testing.faults_base.TimeWindow`: ``start`` seconds after plan
-start, for ``duration`` seconds, ``None`` = for ever) and can be scoped to one ``dc``::
+These are the ways a client ends up wedged that issue 10 describes; each rule but
+:class:`LoginFlood` works for a period (a :class:`~telethon_guard.testing.faults_base.TimeWindow`:
+``start`` seconds after plan start, for ``duration`` seconds, ``None`` = for ever) and every
+rule can be scoped to one ``dc``::
 
     OnNewConnections("close", duration=3)          # every new connection closed right after
                                                    # its first packet, for 3 s
@@ -11,8 +12,8 @@ start, for ``duration`` seconds, ``None`` = for ever) and can be scoped to one `
     OnNewConnections("reset", after_packets=0)     # RST on accept
     OnNewConnections("refuse", duration=5)         # 4 raw bytes of -429, then close
     OnNewConnections("down", duration=5)           # the port is closed: ECONNREFUSED
-    OnLiveConnections("silence")                   # half-open: open connections go silent
-                                                   # for ever; new connections work
+    OnLiveConnections("silence", start=plan.now()) # half-open: connections open now go
+                                                   # silent for ever; new connections work
     OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
     OnLiveConnections("stall", start=2, duration=5)   # nothing read or sent for 5 s, then
                                                       # the queued replies are delivered
@@ -181,10 +182,15 @@ class OnLiveConnections(_Windowed):
     * ``"close"`` / ``"reset"``: every open connection closed (FIN) / reset (RST) once, at
       ``start`` (no ``duration``, no ``conn_ids``).
 
+    "Open when the window starts" means opened before ``start``: in a plan given to the server
+    at construction with ``start=0`` no connection is open yet, so give a ``start`` after your
+    clients connect, or add the rule while the server runs with ``start=plan.now()``.
     ``conn_ids``: silence / stall only these connections (the ``conn_id`` of the server log's
-    ``"opened"`` entries), whenever they were opened. ``fired`` counts the connections hit
-    (:attr:`hit` lists them for silence / stall). Raises ``ValueError`` for an unknown ``how``,
-    a ``duration`` or ``conn_ids`` with close / reset, or bad numbers.
+    ``"opened"`` entries), whenever they were opened; ``account``: only connections whose
+    auth key is logged in as this user id (one client of several). ``fired`` counts the
+    connections hit (:attr:`hit` lists them for silence / stall). Raises ``ValueError`` for an
+    unknown ``how``, a ``duration``, ``conn_ids`` or ``account`` with close / reset, or bad
+    numbers.
     """
 
     def __init__(
@@ -194,9 +200,10 @@ class OnLiveConnections(_Windowed):
         start: float = 0.0,
         duration: float | None = None,
         conn_ids: Iterable[int] | None = None,
+        account: int | None = None,
         dc: int | None = None,
     ) -> None:
-        super().__init__(dc=dc)
+        super().__init__(account=account, dc=dc)
         if how not in ("silence", "stall", "close", "reset"):
             raise ValueError(f"how must be 'silence', 'stall', 'close' or 'reset', got {how!r}")
         ids: frozenset[int] | None = None
@@ -204,10 +211,12 @@ class OnLiveConnections(_Windowed):
             ids = frozenset(conn_ids)
             if not ids or any(isinstance(c, bool) or not isinstance(c, int) for c in ids):
                 raise ValueError(f"conn_ids must be connection ids (ints), got {conn_ids!r}")
-        if how in ("close", "reset") and (duration is not None or ids is not None):
+        if how in ("close", "reset") and (
+            duration is not None or ids is not None or account is not None
+        ):
             raise ValueError(
-                f"{how!r} hits every open connection once at start: it takes no duration or "
-                "conn_ids (add OnNewConnections to fail new connections for a while)"
+                f"{how!r} hits every open connection once at start: it takes no duration, "
+                "conn_ids or account (add OnNewConnections to fail new connections a while)"
             )
         self.how: LiveHow = how
         self.link = how in ("silence", "stall")
@@ -408,10 +417,13 @@ class ClockSkew(_Windowed):
     ``future_salts``), so Telethon's checks in ``telethon/network/mtprotostate.py`` apply: a
     message more than 30 s newer than the client's clock is ignored as "very new", one more
     than 300 s older as "very old" (``MSG_TOO_NEW_DELTA`` / ``MSG_TOO_OLD_DELTA``); ten in a row
-    make Telethon raise ``SecurityError`` and reconnect. Telethon learns the offset only from
-    ``server_time`` of a new auth key, or from a ``bad_server_salt`` / ``bad_msg_notification``
-    that is the first message of a fresh sender -- so a skew that starts while a client is
-    connected (``start`` > 0, or added at runtime) is what leaves its replies ignored.
+    raise ``SecurityError``, which Telethon's receive loop logs and ignores (no reconnect: the
+    calls wait for ever). Telethon learns the offset only from
+    ``server_time`` of a new auth key, from a ``bad_msg_notification`` 16 / 17, or from a
+    ``bad_server_salt`` that is the first message of a fresh sender (a new client) -- so a
+    skew that starts while a client is connected (``start`` > 0, or added at runtime) and
+    stays within what the server accepts of the client's msg_ids is what leaves its replies
+    ignored.
 
     ``judge_client=True``: the server also checks the client's msg_ids with the skewed clock
     (``bad_msg_notification`` 16 / 17 when they are more than 300 s behind / 30 s ahead, which

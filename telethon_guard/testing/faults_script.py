@@ -24,7 +24,8 @@ names are not; durations are ``2``, ``2s``, ``500ms``, ``2m``, ``1h``)::
     always transport 404 raw [for 30s] [from 2s]
     new connections close [after 1 packet] [from 2s] [for 3s]   # also: reset, stall, down,
                                                                 #   refuse [429] [raw|framed]
-    live connections silence [from 2s] [for 5s] [conn 3,4]      # also: stall; close, reset
+    live connections silence [from 2s] [for 5s] [conn 3,4] [account 5]  # also: stall;
+                                                                #   close, reset
     init: stall               |  init times 1: FLOOD_WAIT_30  |  init from 2s for 3s: delay 5s
     login flood 1658s [x2] [max 1d] [after 1]                   # LoginFlood
     clock skew +60s [from 2s] [for 5s] [replies only]           # ClockSkew (judge_client=False)
@@ -415,21 +416,16 @@ def parse_line(line: str) -> Rule | None:
         if not tokens.accept("transport"):
             raise ValueError(f"write 'always transport <code> [raw|framed]' in {line!r}")
         code, mode = _transport(tokens)
-        duration: float | None = None
-        start = 0.0
+        active: dict[str, float] = {}
         while tokens.peek() is not None:
-            if tokens.accept("for"):
-                duration = parse_duration(tokens.take("a duration"))
-            elif tokens.accept("from"):
-                start = parse_duration(tokens.take("a time"))
-            elif not _scope(tokens, scope):
+            if not _window(tokens, scope, active):
                 raise ValueError(f"unexpected {tokens.take()!r} in {line!r}")
         _no_tail(tail, line)
         return AlwaysTransportError(
             code,
             mode,
-            start=start,
-            duration=duration,
+            start=active.get("start", 0.0),
+            duration=active.get("duration"),
             account=scope.get("account"),
             dc=scope.get("dc"),
         )
@@ -530,16 +526,17 @@ def _lifecycle_line(
             elif not _window(tokens, scope, window):
                 raise ValueError(f"unexpected {tokens.take()!r} in {line!r}")
         _no_tail(tail, line)
-        if "account" in scope:
-            raise ValueError(f"connection faults have no account scope: {line!r}")
         if first == "new":
+            if "account" in scope:
+                raise ValueError(f"new connections have no account yet: {line!r}")
             return OnNewConnections(
                 how,  # type: ignore[arg-type]
                 after_packets=after, code=code, mode=mode, dc=scope.get("dc"), **window
             )
         return OnLiveConnections(
             how,  # type: ignore[arg-type]
-            conn_ids=conn_ids or None, dc=scope.get("dc"), **window
+            start=window.get("start", 0.0), duration=window.get("duration"),
+            conn_ids=conn_ids or None, account=scope.get("account"), dc=scope.get("dc"),
         )
     if first == "init":
         times: int | None = None

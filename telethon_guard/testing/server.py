@@ -30,6 +30,19 @@ Limits and faults come from ``server.faults`` (a ``FaultPlan``, mutable at runti
         ...
         assert server.log.max_in_window("messages.getHistory", 30.0) <= 30
 
+Updates are pushed like Telegram's (``testing/updates.py``, ``testing/world_delivery.py``): a
+message an account sends reaches every other member account's clients, and
+:meth:`TelegramTestServer.push_message`, :meth:`TelegramTestServer.make_gap` and
+:meth:`TelegramTestServer.push_too_long` let a test write messages, leave update gaps and ask
+clients to fetch the difference::
+
+    async with TelegramTestServer() as server:
+        bob = server.client(session=server.session(server.world.user_id("bob")))
+        bob.add_event_handler(on_message, events.NewMessage())
+        async with bob:
+            server.push_message("alice", "bob", "hi")     # fires on_message
+            server.make_gap("chat_a", 3)                  # filled by getChannelDifference
+
 Ground truth is ``server.log`` (:class:`~telethon_guard.testing.log.ServerLog`); MTProto-level
 counters are in ``server.stats``. Exceptions in the server's code or in a world handler are
 answered with ``rpc_error 500 INTERNAL``, collected in ``server.internal_errors`` and, with

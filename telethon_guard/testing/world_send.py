@@ -174,9 +174,9 @@ class SendHandlers:
         entities: list[Any] | None,
         fwd_from: types.MessageFwdHeader | None = None,
     ) -> tuple[types.Message, TLObject]:
-        """Store one message, deliver it to the other members (their updates pushed, the
-        sending auth key excluded); return it as the sender sees it and its new-message
-        update."""
+        """Store one message, deliver it to the other members and to the sender's other
+        sessions (updates pushed, the sending auth key excluded); return it as the sender
+        sees it and its new-message update."""
         now = self.w.now()
         uid = acc.user_id
         acc.random_ids.add(random_id)
@@ -196,6 +196,8 @@ class SendHandlers:
         self.w.sent.append(sent)
         self.delivery.to_box(uid, target, text, now, media=media, entities=entities,
                              fwd_from=fwd_from, exclude_key=key)
+        if uid in self.w.listeners():  # the sender's other sessions see its outgoing message
+            self.w.push(uid, self.delivery.box_update(acc, sent, pts, "short"), key)
         msg = private_message(sent)
         return msg, types.UpdateNewMessage(message=msg, pts=pts, pts_count=1)
 

@@ -9,9 +9,9 @@ from typing import Any
 from telethon.tl import functions, types
 
 from telethon_guard.call import CallInfo
-from telethon_guard.clock import FakeClock
 from telethon_guard.config import GuardConfig
 from telethon_guard.events import EventBus, GuardEvent
+from telethon_guard.fakeclock import FakeClock
 from telethon_guard.pipeline import Pipeline
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from telethon_guard.clock import Clock, FakeClock, MonotonicClock
+from telethon_guard.clock import Clock, MonotonicClock
+from telethon_guard.fakeclock import FakeClock
 
 
 async def test_fake_clock_auto_advances_concurrent_sleepers() -> None:

@@ -9,10 +9,10 @@ from guardfakes import Recorder, bounded, make_call, send_call
 from telethon import errors as te
 
 from telethon_guard.call import CallInfo
-from telethon_guard.clock import FakeClock
 from telethon_guard.config import GuardConfig
 from telethon_guard.errors import DeadlineExceeded, FloodWaitBlocked
 from telethon_guard.events import EventBus, FloodBlocked, ObservedDelay, RequestLimited
+from telethon_guard.fakeclock import FakeClock
 from telethon_guard.keys import is_private_peer, is_send
 from telethon_guard.limiter import (
     LimitKeys,

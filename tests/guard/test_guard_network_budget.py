@@ -1,4 +1,4 @@
-"""The network budget (network_budget.network_budget) and the synchronous ledger/limiter checks."""
+"""The network budget (telethon_guard.network_budget) and the ledger/limiter checks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from guardfakes import Script, bounded, make_call, make_pipeline
 from telethon import errors as te
 
-from telethon_guard.network_budget import network_budget
 from telethon_guard.errors import DeadlineExceeded
 from telethon_guard.events import DeadlineExceededEvent, FloodWaitStarted
+from telethon_guard.network_budget import network_budget
 from telethon_guard.storage import CLOSED
 
 

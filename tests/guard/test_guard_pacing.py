@@ -20,9 +20,15 @@ import pytest
 from guardfakes import Recorder, bounded, make_call, make_pipeline
 from telethon import errors as te
 
-from telethon_guard.clock import FakeClock
-from telethon_guard.errors import CircuitOpenError, DeadlineExceeded, FloodWaitBlocked
+from telethon_guard.config import GuardConfig
+from telethon_guard.errors import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    FloodWaitBlocked,
+    GuardConfigError,
+)
 from telethon_guard.events import PaceLearned
+from telethon_guard.fakeclock import FakeClock
 from telethon_guard.pacing import (
     PACE_MIN_CALLS,
     PACE_RAMP_STEPS,
@@ -462,3 +468,35 @@ class Scripted:
             self.times -= 1
             raise te.FloodWaitError(None, self.flood)
         return "ok"
+
+
+def test_a_burst_holds_at_once_and_late_answers_refine_it() -> None:
+    """10 answers 0.01 s apart, then FLOOD_WAIT_2: a burst shorter than X, no sustained rate
+    to return to, so the estimate holds at once (not a hypothesis). 20 answers arriving during
+    the wait (accepted before the refusal) refine it faster; the refined pace holds for
+    max(pace_relax, 2 * period) from the flood."""
+    clock = FakeClock(auto_advance=False)
+    pacer = AdaptivePacer(clock, relax=5.0, recover=RECOVER)
+    for _ in range(10):
+        pacer.on_success("a", "m")
+        clock.advance(0.01)
+    t_f = clock.now()
+    first = pacer.on_flood("a", "m", 2.0)
+    assert first == ((1, pytest.approx((0.1 + 2.0) / 10)),)
+    assert pacer.is_held("a", "m")
+    for _ in range(20):
+        clock.advance(0.01)
+        pacer.on_success("a", "m")
+    refined = pacer.window("a", "m")
+    assert refined is not None and refined[0][1] < first[0][1]
+    clock.advance(t_f + 4.9 - clock.now())  # past the wait and the ramp a hypothesis would have
+    assert pacer.window("a", "m") == refined and pacer.is_held("a", "m")
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "2", None])
+def test_pace_recover_is_validated_at_construction(bad: object) -> None:
+    with pytest.raises(GuardConfigError) as info:
+        GuardConfig(pace_recover=bad)
+    assert "pace_recover" in str(info.value)
+    with pytest.raises(ValueError):
+        AdaptivePacer(FakeClock(), recover=0.0)

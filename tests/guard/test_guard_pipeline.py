@@ -22,7 +22,7 @@ from telethon import errors as te
 from telethon.tl import types
 
 from telethon_guard.call import CallInfo
-from telethon_guard.clock import FakeClock, MonotonicClock
+from telethon_guard.clock import MonotonicClock
 from telethon_guard.config import GuardConfig
 from telethon_guard.errors import AttemptTimeoutError, DeadlineExceeded, MayHaveRunError
 from telethon_guard.events import (
@@ -31,12 +31,13 @@ from telethon_guard.events import (
     FloodWaitStarted,
     RetryScheduled,
 )
+from telethon_guard.fakeclock import FakeClock
 from telethon_guard.keys import is_idempotent
 from telethon_guard.pipeline import Pipeline
 from telethon_guard.storage import CLOSED, OPEN
 from telethon_guard.storage.memory import MemoryStorage
 
-guard_mod = importlib.import_module("telethon_guard.guard")
+guard_mod = importlib.import_module("telethon_guard._client_call")
 
 
 async def never() -> str:

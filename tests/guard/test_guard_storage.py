@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from telethon_guard.clock import FakeClock
 from telethon_guard.errors import GuardConfigError
+from telethon_guard.fakeclock import FakeClock
 from telethon_guard.storage import (
     CLOSED,
     HALF_OPEN,

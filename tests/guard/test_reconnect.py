@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from telethon_guard.clock import FakeClock
 from telethon_guard.errors import GuardConfigError
+from telethon_guard.fakeclock import FakeClock
 from telethon_guard.reconnect import DEFAULT_WINDOWS, ReconnectPacer
 
 T0 = 1000.0

@@ -17,9 +17,9 @@ from redis_helpers import PrivateRedis, free_port
 from telethon.tl import functions, types
 
 from telethon_guard import GuardedTelegramClient
-from telethon_guard.clock import FakeClock
 from telethon_guard.errors import StorageUnavailableError
 from telethon_guard.events import EventBus, GuardEvent, StorageFallback
+from telethon_guard.fakeclock import FakeClock
 from telethon_guard.storage import BreakerPolicy, LimitSpec
 from telethon_guard.storage.redis import RedisStorage, from_url
 from telethon_guard.testing.server import TelegramTestServer

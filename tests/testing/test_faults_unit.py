@@ -636,6 +636,21 @@ def test_script_details() -> None:
         "peer_flood 20",
         "* limit 5/1s",
         "messages.getHistory calls 1: reset sideways",
+        # connection lifecycle lines (faults_lifecycle.py)
+        "new connections",  # no how
+        "new connections drop",
+        "new connections close for",
+        "new connections close account 5",
+        "live connections silence after 1",
+        "live connections reset for 3s",  # close / reset take no duration
+        "live connections silence: stall",
+        "init: nonsense",
+        "init always: stall",
+        "login 1658s",
+        "login flood 1658s x0.5",
+        "clock 60s",
+        "clock skew 0s",
+        "clock skew +60s account 3",
     ],
 )
 def test_script_rejects_bad_lines_naming_them(line: str) -> None:

@@ -189,3 +189,19 @@ async def test_alice_channel_send_reaches_bob_and_only_update_receivers_get_push
                 assert alice_got == []
         finally:
             await asyncio.wait_for(carol.disconnect(), T)
+
+
+async def test_the_senders_other_session_sees_its_outgoing_message() -> None:
+    async with TelegramTestServer() as server:
+        async with listening(server, "alice") as (phone, phone_got), \
+                listening(server, "alice") as (_, desktop_got), \
+                listening(server, "bob") as (_, bob_got):
+            before = diffs(server)
+            sent = await asyncio.wait_for(phone.send_message("bob", "from my phone"), T)
+            await until(lambda: len(desktop_got) == 1 and len(bob_got) == 1)
+            mirrored = desktop_got[0]
+            assert mirrored.out and mirrored.id == sent.id and mirrored.raw_text == "from my phone"
+            assert mirrored.chat_id == server.world.user_id("bob")
+            await asyncio.sleep(0.3)
+            assert phone_got == [] and len(desktop_got) == 1 and len(bob_got) == 1
+            assert diffs(server) == before  # pts in step everywhere: nothing fetched

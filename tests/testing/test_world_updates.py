@@ -70,8 +70,12 @@ async def test_send_to_a_user_stores_the_recipients_copy_and_pushes_a_short_upda
     res = await call(world, functions.messages.SendMessageRequest(
         peer_of(world, "bob"), "hi", random_id=7), alice)
     assert isinstance(res, types.UpdateShortSentMessage) and res.out
-    [(uid, upd, excluded)] = sink.pushed
+    # bob's copy, and alice's outgoing one for her other sessions (never the sending key)
+    [(uid, upd, excluded), (own_uid, own, own_excluded)] = sink.pushed
     assert uid == bob.user_id and excluded == alice.auth_key_id
+    assert own_uid == alice.user_id and own_excluded == alice.auth_key_id
+    assert isinstance(own, types.UpdateShortMessage) and own.out and own.user_id == bob.user_id
+    assert own.pts == res.pts and own.id == res.id
     assert isinstance(upd, types.UpdateShortMessage)
     assert (upd.user_id, upd.message, upd.pts, upd.pts_count, upd.out) == (
         alice.user_id, "hi", bob_pts + 1, 1, None)
@@ -88,11 +92,14 @@ async def test_group_and_channel_sends_reach_every_other_account() -> None:
     alice, bob, carol = (account(world, n) for n in ("alice", "bob", "carol"))
     group = types.InputPeerChat(world.group_id("group"))
     await call(world, functions.messages.SendMessageRequest(group, "to group", random_id=1), alice)
-    assert sorted(uid for uid, _, _ in sink.pushed) == sorted([bob.user_id, carol.user_id])
-    for _, upd, _ in sink.pushed:
-        assert isinstance(upd, types.UpdateShortChatMessage)
+    # every member account, and the sender's other sessions (its sending key excluded)
+    assert sorted(uid for uid, _, _ in sink.pushed) == sorted(
+        [alice.user_id, bob.user_id, carol.user_id])
+    for uid, upd, excluded in sink.pushed:
+        assert isinstance(upd, types.UpdateShortChatMessage) and excluded == alice.auth_key_id
         assert (upd.chat_id, upd.from_id, upd.message) == (
             world.group_id("group"), alice.user_id, "to group")
+        assert bool(upd.out) == (uid == alice.user_id)
     sink.pushed.clear()
     await call(world, functions.messages.SendMessageRequest(
         peer_of(world, "chat_a"), "to chat_a", random_id=2), alice)
