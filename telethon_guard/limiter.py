@@ -34,8 +34,10 @@ from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
 from .errors import DeadlineExceeded, FloodWaitBlocked
 from .events import EventBus, FloodBlocked, ObservedDelay, RequestLimited, redact_peer
+from .flood_scope import is_chat_write
 from .keys import (
     account_key,
+    chat_flood_key,
     is_private_peer,
     is_send,
     method_flood_key,
@@ -454,13 +456,16 @@ class RateLimitLayer:
 
     async def _flood_left(self, call: CallInfo) -> float:
         """Seconds left of a FLOOD_WAIT recorded on the call's method scope (the flood
-        ledger's ``acct:<a>/method:<m>``; slow mode and transfers scopes are checked by the
-        ledger before the limiter)."""
-        scope = method_flood_key(call.account, call.method)
+        ledger's ``acct:<a>/method:<m>``) or, for a write to a chat, that chat's writes
+        (``acct:<a>/writes:peer:<id>``); slow mode and transfers scopes are checked by the
+        ledger before the limiter."""
+        scopes = [method_flood_key(call.account, call.method)]
+        if call.peer is not None and is_chat_write(call):  # a chat's write flood (flood_scope)
+            scopes.append(chat_flood_key(call.account, call.peer))
         local = self._local
         if local is not None:
-            return local.flood_left_sync(scope)
-        return await self._storage.flood_left(scope)
+            return max(local.flood_left_sync(scope) for scope in scopes)
+        return max([await self._storage.flood_left(scope) for scope in scopes])
 
     async def _check_pace(self, call: CallInfo, specs: Sequence[LimitSpec],
                           res: tuple[float, Any]) -> tuple[float, Any]:
