@@ -147,7 +147,7 @@ class Pipeline:
         self.layers: tuple[Layer, ...] = tuple(layers)
         """The layers, outermost first: the order in which they run (then :attr:`attempt`)."""
         self._chain = self.compose(self.layers)
-        self.update_path = UpdatePath()
+        self.update_path = UpdatePath(self.clock)
         self.update_layers: tuple[Layer, ...] = (
             self.update_path, self.deadline, self.breaker, self.ledger)
         """The layers of a difference request made by Telethon's update loop (no waiting)."""

@@ -32,8 +32,13 @@ from telethon.tl import types
 
 from telethon_guard import GuardedTelegramClient
 from telethon_guard.testing import OnPeers, TelegramTestServer
-from telethon_guard.testing.faults import ErrorOnCalls, FaultPlan, Transport429Storm
-from telethon_guard.update_path import RECOVERY_BASE, RECOVERY_MARGIN
+from telethon_guard.testing.faults import (
+    DropReplies,
+    ErrorOnCalls,
+    FaultPlan,
+    Transport429Storm,
+)
+from telethon_guard.update_path import DIFFERENCE_TIMEOUT, RECOVERY_BASE, RECOVERY_MARGIN
 
 T = 40.0  # bound for every wait, seconds
 PACE = 0.25  # seconds between two messages into chat_b
@@ -122,8 +127,10 @@ GUARDED: dict[str, Any] = {"max_flood_wait": 60, "deadline": 30}
 
 
 async def _fault_on_one_channel(cls: type[TelegramClient], code: int, message: str,
-                                times: int, kw: dict[str, Any]) -> dict[str, Any]:
-    """The scenario of the module docstring; returns what was measured."""
+                                times: int, kw: dict[str, Any], fault: Any = None
+                                ) -> dict[str, Any]:
+    """The scenario of the module docstring; returns what was measured. The fault on chat_a's
+    difference: ``ErrorOnCalls(code, message, times)``, or ``fault`` when given."""
     async with TelegramTestServer() as server:
         a, b = marked(server, "chat_a"), marked(server, "chat_b")
         async with bob(server, cls, **kw) as (client, rec, fatal):
@@ -131,8 +138,8 @@ async def _fault_on_one_channel(cls: type[TelegramClient], code: int, message: s
             rec.push(server, "alice", "chat_a", "a first")
             rec.push(server, "alice", "chat_b", "b first")
             await until(lambda: len(rec.got) == 2)
-            rule = OnPeers(a, ErrorOnCalls("updates.getChannelDifference", code, message,
-                                           times=times))
+            rule = OnPeers(a, fault if fault is not None else ErrorOnCalls(
+                "updates.getChannelDifference", code, message, times=times))
             server.faults.add(rule)
             server.make_gap("chat_a", 2, from_user="carol")
             faulted_at = loop.time()
@@ -205,6 +212,18 @@ async def test_guarded_server_errors_on_one_channels_difference(code: int, messa
     # three failures, re-tried after 1, 2 and 4 s (RECOVERY_BASE doubling), then answered
     assert r["fired"] == 3
     assert r["recovered_after"] <= 7 * RECOVERY_BASE + 4.0
+
+
+async def test_guarded_lost_reply_to_one_channels_difference() -> None:
+    """A transport fault: the reply to chat_a's difference never arrives. Plain Telethon would
+    wait for it forever (no request timeout), holding every chat's updates; the guard defers
+    the difference after DIFFERENCE_TIMEOUT and asks again after RECOVERY_BASE."""
+    lost = DropReplies("updates.getChannelDifference", times=1)
+    r = await _fault_on_one_channel(GuardedTelegramClient, 0, "reply lost", 1, GUARDED, lost)
+    assert r["p99"] < DIFFERENCE_TIMEOUT + 0.5  # the bound, not forever
+    _delivered_once(r)
+    assert r["fired"] == 1
+    assert r["recovered_after"] <= DIFFERENCE_TIMEOUT + RECOVERY_BASE + 4.0
 
 
 async def test_plain_telethon_stalls_every_chat_on_5xx_retries() -> None:
