@@ -213,6 +213,10 @@ class GuardConfig:
       pending calls wait for a reconnect before failing with ``TransportFloodError`` (after
       -429) or ``GuardConnectionError``; new calls then fail fast until a reconnect succeeds
       (a ``ReconnectGaveUp`` event is emitted). ``None``: wait for ever.
+    * ``connect_timeout``: seconds ``connect()`` may take in all (TCP, handshake, the init
+      request, paced retries); past it, it fails with ``DeadlineExceeded("connect", s)`` and
+      the client is left as before the call. ``None`` (default): ``deadline`` (no bound when
+      that is ``None`` too).
     * ``seed`` / ``rng``: randomness of the backoff jitter (tests pass a seed).
     * ``log_peer_ids``: include peer ids in events and logs (off: a short hash instead).
     """
@@ -256,6 +260,7 @@ class GuardConfig:
     reconnect_backoff_cap: float = 16.0
     reconnect_jitter: float = 0.25
     max_reconnect_seconds: float | None = 60.0
+    connect_timeout: float | None = None
     seed: int | None = None
     rng: random.Random | None = field(default=None, compare=False)
     log_peer_ids: bool = False
@@ -347,6 +352,8 @@ class GuardConfig:
         s(self, "max_reconnect_seconds",
           _finite("max_reconnect_seconds", self.max_reconnect_seconds, strict=True,
                   allow_none=True))
+        s(self, "connect_timeout",
+          _finite("connect_timeout", self.connect_timeout, strict=True, allow_none=True))
         cbs = self.on_event
         if cbs is None:
             cbs = ()
