@@ -34,8 +34,10 @@ from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
 from .errors import DeadlineExceeded, FloodWaitBlocked
 from .events import EventBus, FloodBlocked, ObservedDelay, RequestLimited, redact_peer
+from .flood_scope import is_chat_write
 from .keys import (
     account_key,
+    chat_flood_key,
     is_private_peer,
     is_send,
     method_flood_key,
@@ -449,9 +451,14 @@ class RateLimitLayer:
 
     async def _flood_left(self, call: CallInfo) -> float:
         """Seconds left of a FLOOD_WAIT recorded on the call's method scope (the flood
-        ledger's ``acct:<a>/method:<m>``; slow mode and transfers scopes are checked by the
-        ledger before the limiter)."""
-        return await self._storage.flood_left(method_flood_key(call.account, call.method))
+        ledger's ``acct:<a>/method:<m>``) or, for a write to a chat, that chat's writes
+        (``acct:<a>/writes:peer:<id>``); slow mode and transfers scopes are checked by the
+        ledger before the limiter."""
+        left = await self._storage.flood_left(method_flood_key(call.account, call.method))
+        if call.peer is not None and is_chat_write(call):  # a chat's write flood (flood_scope)
+            left = max(left, await self._storage.flood_left(
+                chat_flood_key(call.account, call.peer)))
+        return left
 
     async def _check_pace(self, call: CallInfo, specs: Sequence[LimitSpec],
                           res: tuple[float, Any]) -> tuple[float, Any]:
