@@ -107,7 +107,8 @@ class FatalLog(logging.Handler):
 
 
 @asynccontextmanager
-async def bob(server: TelegramTestServer, cls: type[TelegramClient], **kw: Any
+async def bob(server: TelegramTestServer, cls: type[TelegramClient],
+              handlers: tuple[Any, ...] = (), **kw: Any
               ) -> AsyncIterator[tuple[TelegramClient, Recorder, FatalLog]]:
     rec = Recorder()
     fatal = FatalLog()
@@ -115,6 +116,8 @@ async def bob(server: TelegramTestServer, cls: type[TelegramClient], **kw: Any
     telethon_log.addHandler(fatal)
     client = server.client(cls, session=server.session(server.world.user_id("bob")), **kw)
     client.add_event_handler(rec.on_message, events.NewMessage())
+    for handler in handlers:
+        client.add_event_handler(handler, events.NewMessage())
     await asyncio.wait_for(client.connect(), T)
     try:
         yield client, rec, fatal
@@ -127,23 +130,29 @@ GUARDED: dict[str, Any] = {"max_flood_wait": 60, "deadline": 30}
 
 
 async def _fault_on_one_channel(cls: type[TelegramClient], code: int, message: str,
-                                times: int, kw: dict[str, Any], fault: Any = None
+                                times: int, kw: dict[str, Any], fault: Any = None,
+                                gap_in: str = "chat_a", handlers: tuple[Any, ...] = ()
                                 ) -> dict[str, Any]:
-    """The scenario of the module docstring; returns what was measured. The fault on chat_a's
-    difference: ``ErrorOnCalls(code, message, times)``, or ``fault`` when given."""
+    """The scenario of the module docstring; returns what was measured. The fault on
+    ``gap_in``'s difference (``"chat_a"``: its getChannelDifference; ``"bob"``: carol's
+    private chat with bob, the account's getDifference): ``ErrorOnCalls(code, message,
+    times)``, or ``fault`` when given."""
     async with TelegramTestServer() as server:
-        a, b = marked(server, "chat_a"), marked(server, "chat_b")
-        async with bob(server, cls, **kw) as (client, rec, fatal):
+        private = gap_in == "bob"
+        a = server.world.user_id("carol") if private else marked(server, "chat_a")
+        b = marked(server, "chat_b")
+        async with bob(server, cls, handlers, **kw) as (client, rec, fatal):
             loop = asyncio.get_running_loop()
-            rec.push(server, "alice", "chat_a", "a first")
+            rec.push(server, "carol", gap_in, "a first")
             rec.push(server, "alice", "chat_b", "b first")
             await until(lambda: len(rec.got) == 2)
-            rule = OnPeers(a, fault if fault is not None else ErrorOnCalls(
-                "updates.getChannelDifference", code, message, times=times))
-            server.faults.add(rule)
-            server.make_gap("chat_a", 2, from_user="carol")
+            rule: Any = fault if fault is not None else ErrorOnCalls(
+                "updates.getDifference" if private else "updates.getChannelDifference",
+                code, message, times=times)
+            server.faults.add(rule if private else OnPeers(a, rule))
+            server.make_gap(gap_in, 2, from_user="carol")
             faulted_at = loop.time()
-            rec.push(server, "carol", "chat_a", "a reveals")  # 2 missed + this one
+            rec.push(server, "carol", gap_in, "a reveals")  # 2 missed + this one
             i = 0
             end = faulted_at + WINDOW
             # chat_b keeps talking until chat_a recovered, or for WINDOW seconds
@@ -153,7 +162,7 @@ async def _fault_on_one_channel(cls: type[TelegramClient], code: int, message: s
                 await asyncio.sleep(PACE)
             by_itself = len(rec.texts(a)) >= 4
             if not by_itself:  # Telethon ended the difference: only a new update reveals it
-                rec.push(server, "carol", "chat_a", "a again")
+                rec.push(server, "carol", gap_in, "a again")
             await until(lambda: len(rec.texts(b)) == i + 1)
             await until(lambda: len(rec.texts(a)) >= 4)
             await asyncio.sleep(0.5)  # no duplicate arrives late
@@ -224,6 +233,31 @@ async def test_guarded_lost_reply_to_one_channels_difference() -> None:
     _delivered_once(r)
     assert r["fired"] == 1
     assert r["recovered_after"] <= DIFFERENCE_TIMEOUT + RECOVERY_BASE + 4.0
+
+
+async def test_guarded_flood_on_the_accounts_difference_leaves_channels_flowing() -> None:
+    """The account's getDifference (private chats, groups) flooded: the same deferral, on the
+    account entry of Telethon's message box."""
+    r = await _fault_on_one_channel(GuardedTelegramClient, 420, "FLOOD_WAIT_4", 1, GUARDED,
+                                    gap_in="bob")
+    assert r["p99"] < 1.0
+    _delivered_once(r)
+    assert 4.0 <= r["recovered_after"] <= 4.0 + RECOVERY_MARGIN + 3.0
+
+
+async def test_a_raising_handler_does_not_affect_the_update_path() -> None:
+    """Bad input: another handler raises on every message; the deferral and the exactly-once
+    delivery to the recording handler are unchanged."""
+    raised: list[int] = []
+
+    async def broken(event: Any) -> None:
+        raised.append(event.id)
+        raise RuntimeError("a bug in the application's handler")
+
+    r = await _fault_on_one_channel(GuardedTelegramClient, 420, "FLOOD_WAIT_3", 1, GUARDED,
+                                    handlers=(broken,))
+    assert r["p99"] < 1.0 and len(raised) == r["b_count"] + len(r["a_ids"])
+    _delivered_once(r)
 
 
 async def test_plain_telethon_stalls_every_chat_on_5xx_retries() -> None:
