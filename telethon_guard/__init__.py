@@ -15,6 +15,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from ._wrap import guard  # the function (no module of that name)
 from .errors import (
     AlreadyDelivered,
     AuthKeyInvalidError,
@@ -30,11 +31,12 @@ from .errors import (
     StorageUnavailableError,
     TransportFloodError,
 )
-from .guard import GuardState, guard  # eager: binds ``guard`` to the function, not the module
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "ClientGuard": "._client_guard",
+    "GuardState": "._client_guard",
     "GuardedTelegramClient": ".client",
     "GuardConfig": ".config",
     "Pipeline": ".pipeline",
@@ -46,6 +48,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from ._client_guard import ClientGuard, GuardState
     from .client import GuardedTelegramClient
     from .config import GuardConfig
     from .health import fallback, with_fallback
@@ -72,6 +75,7 @@ __all__ = [
     "AuthKeyInvalidError",
     "CircuitOpenError",
     "ClientDisconnectedError",
+    "ClientGuard",
     "DeadlineExceeded",
     "FloodPremiumBlocked",
     "FloodWaitBlocked",

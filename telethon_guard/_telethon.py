@@ -312,23 +312,27 @@ def wake_update_loop(client: TelegramClient) -> None:
         seq_start=stale, seq=stale))
 
 
-def call_hooks() -> tuple[str, ...]:
-    """The client methods :func:`telethon_guard.guard` wraps on an instance (Telethon calls
-    each of them through ``self``): ``_call``, ``_create_exported_sender``,
-    ``_disconnect_coro``, ``_get_cdn_client`` (plus the public ``connect`` and
-    ``is_user_authorized``)."""
-    return ("_call", "_create_exported_sender", "_disconnect_coro", "_get_cdn_client")
+_INSTANCE_HOOKS: Mapping[str, str] = {
+    "call": "_call",
+    "create_exported_sender": "_create_exported_sender",
+    "disconnect_coro": "_disconnect_coro",
+    "get_cdn_client": "_get_cdn_client",
+    "connect": "connect",
+    "is_user_authorized": "is_user_authorized",
+}
 
 
-def wrap_instance_methods(client: TelegramClient, wrappers: Mapping[str, Any],
-                          wrap: Callable[[Any, Any], Any]) -> None:
-    """Shadow ``client``'s bound methods named in ``wrappers`` with ``wrap(bound, wrapper)``
-    (instance attributes shadow the class's methods). Names must be :func:`call_hooks` or
-    public methods."""
-    allowed = set(call_hooks())
-    for name, wrapper in wrappers.items():
-        if name.startswith("_") and name not in allowed:
-            raise ValueError(f"{name} is not a Telethon hook named by the adapter")
+def wrap_instance_methods(client: TelegramClient, wrap: Callable[[Any, Any], Any],
+                          **wrappers: Any) -> None:
+    """Shadow ``client``'s bound methods with ``wrap(bound, wrapper)`` (instance attributes
+    shadow the class's methods, and Telethon calls each of them through ``self``). Keywords:
+    ``call`` (Telethon's ``_call``), ``create_exported_sender``, ``disconnect_coro``,
+    ``get_cdn_client`` (its private methods of those names), ``connect``,
+    ``is_user_authorized``. Raises ``TypeError`` for another keyword."""
+    for hook, wrapper in wrappers.items():
+        name = _INSTANCE_HOOKS.get(hook)
+        if name is None:
+            raise TypeError(f"no Telethon client hook named {hook!r}")
         setattr(client, name, wrap(getattr(client, name), wrapper))
 
 

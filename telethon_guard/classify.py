@@ -58,6 +58,7 @@ class FloodScope(enum.Enum):
     METHOD = "method"  # FLOOD_WAIT: account + method
     PEER = "peer"  # SLOWMODE_WAIT: account + chat
     TRANSFERS = "transfers"  # FLOOD_PREMIUM_WAIT: account + DC + file transfers
+    CHAT = "chat"  # FLOOD_WAIT on a write to one chat, scoped by flood_scope.py
 
 
 class Verdict(NamedTuple):

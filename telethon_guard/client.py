@@ -1,8 +1,8 @@
 """``GuardedTelegramClient``: a drop-in ``TelegramClient`` whose every MTProto request passes
 one guard pipeline (deadline, breaker, flood ledger, rate limiter, retry).
 
-See :mod:`telethon_guard.guard` for the hook points and what Telethon behaviour is switched
-off underneath.
+See :mod:`telethon_guard._wrap` for the hook points and what Telethon behaviour is switched
+off underneath; :mod:`telethon_guard._telethon` names the Telethon methods it overrides.
 """
 
 from __future__ import annotations
@@ -14,19 +14,14 @@ from typing import Any
 from telethon import TelegramClient
 from telethon.network import MTProtoSender
 
+from ._client_call import guarded_call, is_user_authorized
+from ._client_connect import guarded_connect, guarded_disconnect
+from ._client_guard import ClientGuard
+from ._client_senders import create_exported_sender, replace_main_sender
+from ._client_setup import prepare_client
+from ._link import ClientLink, parent_guard
+from ._sync import maybe_sync
 from ._telethon import ClientHooks, main_sender
-from .guard import (
-    GuardState,
-    _parent_guard,
-    create_exported_sender,
-    guarded_call,
-    guarded_connect,
-    is_user_authorized,
-    maybe_sync,
-    prepare_client,
-    release_loop,
-    replace_main_sender,
-)
 from .storage.sqlite_session import attach_session_storage
 
 _TELETHON_KWARGS = frozenset(
@@ -73,8 +68,8 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
         telethon_kwargs = {k: v for k, v in kwargs.items() if k in _TELETHON_KWARGS}
         guard_kwargs = {k: v for k, v in kwargs.items() if k not in _TELETHON_KWARGS}
         threshold = telethon_kwargs.pop("flood_sleep_threshold", None)
-        parent = _parent_guard.get()
-        state: GuardState
+        parent = parent_guard.get()
+        state: ClientGuard
         if parent is not None and guard_config is None and preset is None and not guard_kwargs:
             state = parent
         else:
@@ -84,18 +79,18 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
                 and "max_flood_wait" not in guard_kwargs
             ):
                 guard_kwargs["max_flood_wait"] = threshold
-            state = GuardState.create(guard_config, preset, **guard_kwargs)
+            state = ClientGuard.create(guard_config, preset, **guard_kwargs)
         super().__init__(session, api_id, api_hash, flood_sleep_threshold=0, **telethon_kwargs)
         if state is not parent:  # flood state survives restarts (storage/sqlite_session.py)
             attach_session_storage(self.session, state)
-        self._tg_state = state
-        prepare_client(self, state)
+        self._guard_link: ClientLink = prepare_client(self, state)
         replace_main_sender(self, state)
 
     @property
-    def guard(self) -> GuardState:
-        """The guard: ``.config`` (GuardConfig), ``.pipeline`` (Pipeline), ``.events``."""
-        return self._tg_state
+    def guard(self) -> ClientGuard:
+        """The guard: ``.config`` (GuardConfig), ``.pipeline`` (Pipeline), ``.events``,
+        ``.stats()``, ``.available`` (see :class:`~telethon_guard.ClientGuard`)."""
+        return self._guard_link.guard
 
     # -- requests ----------------------------------------------------------------------
 
@@ -107,7 +102,7 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
         ``flood_sleep_threshold`` (seconds) is this call's ``max_flood_wait``.
         """
         # guarded_call directly (not through _call: one coroutine frame less per call).
-        return maybe_sync(guarded_call(self, self._tg_state, main_sender(self), request,
+        return maybe_sync(guarded_call(self, self._guard_link.guard, main_sender(self), request,
                                        ordered, flood_sleep_threshold))
 
     async def _guard_call_hook(
@@ -118,7 +113,7 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
         flood_sleep_threshold: float | None,
     ) -> Any:
         # Telethon's _call (ClientHooks): requests on exported senders (downloads)
-        return await guarded_call(self, self._tg_state, sender, request, ordered,
+        return await guarded_call(self, self._guard_link.guard, sender, request, ordered,
                                   flood_sleep_threshold)
 
     def is_user_authorized(self) -> Any:
@@ -134,25 +129,21 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
         If it fails after the connection came up (an error on the init request, a cancel),
         the client is disconnected again before the error propagates.
         """
-        return maybe_sync(guarded_connect(self, self._tg_state, super().connect))
+        return maybe_sync(guarded_connect(self, self._guard_link, super().connect))
 
     async def _guard_disconnect_hook(self, parent: Callable[[], Awaitable[None]]) -> None:
-        self._tg_offline = True  # in-flight and later calls: ClientDisconnectedError
-        try:
-            await parent()
-        finally:
-            release_loop(self)
+        await guarded_disconnect(self, self._guard_link, parent)
 
     async def _guard_exported_sender_hook(self, dc_id: int) -> MTProtoSender:
-        return await create_exported_sender(self, self._tg_state, dc_id)
+        return await create_exported_sender(self, self._guard_link.guard, dc_id)
 
     async def _guard_cdn_client_hook(self, parent: Callable[[Any], Awaitable[Any]],
                                      cdn_redirect: Any) -> Any:
-        token = _parent_guard.set(self._tg_state)
+        token = parent_guard.set(self._guard_link.guard)
         try:
             return await parent(cdn_redirect)
         finally:
-            _parent_guard.reset(token)
+            parent_guard.reset(token)
 
 
 __all__ = ["GuardedTelegramClient"]

@@ -160,6 +160,13 @@ class GuardConfig:
     * ``retry_max_attempts``: network attempts per call for transient errors (1 = no retry);
       backoff ``uniform(0, min(retry_max_delay, retry_base_delay * 2**n))`` (full jitter).
     * ``flood_max_retries``: server FLOOD_WAITs waited and retried within one call.
+    * ``flood_widen_chats`` / ``flood_widen_window`` / ``flood_narrow_after``: scope of a
+      FLOOD_WAIT on a write to a chat (:mod:`telethon_guard.flood_scope`): it blocks that chat
+      only until floods of the method come from ``flood_widen_chats`` (default 3, >= 1; 1 makes
+      every write flood account-wide) chats within ``flood_widen_window`` seconds (default 60,
+      > 0), or the account was at a ``send_limits`` window; then the method is blocked
+      account-wide, until ``flood_narrow_after`` (default 5, >= 1) writes to other chats
+      succeed in a row. Our numbers, not Telegram's (it publishes no scope).
     * ``rate_margin``: seconds added to the period of every *configured* window (``rate_limits``,
       ``method_limits``, ``send_limits``, peer limits; not ``reconnect_pacing``), default 0.05.
       The limiter spaces its reservations by the period, but Telegram counts *arrivals*, one
@@ -231,6 +238,9 @@ class GuardConfig:
     retry_base_delay: float = 0.5
     retry_max_delay: float = 10.0
     flood_max_retries: int = 5
+    flood_widen_chats: int = 3
+    flood_widen_window: float = 60.0
+    flood_narrow_after: int = 5
     rate_margin: float = 0.05
     adaptive_pacing: bool = True
     pace_relax: float = 5.0
@@ -300,6 +310,12 @@ class GuardConfig:
             raise GuardConfigError("retry_max_delay", "must be >= retry_base_delay")
         s(self, "flood_max_retries", _int("flood_max_retries", self.flood_max_retries,
                                           minimum=0))
+        s(self, "flood_widen_chats", _int("flood_widen_chats", self.flood_widen_chats,
+                                          minimum=1))
+        s(self, "flood_widen_window",
+          _finite("flood_widen_window", self.flood_widen_window, strict=True))
+        s(self, "flood_narrow_after", _int("flood_narrow_after", self.flood_narrow_after,
+                                           minimum=1))
         for name in ("adaptive_pacing", "observe_only", "log_peer_ids"):
             if not isinstance(getattr(self, name), bool):
                 raise GuardConfigError(name, f"must be a bool, got {getattr(self, name)!r}")

@@ -3,7 +3,11 @@
 Scopes (design.md section 3):
 
 * ``FLOOD_WAIT_X``: scope ``acct:<a>/method:<m>`` (all DCs, all peers), raised as
-  ``FloodWaitBlocked``.
+  ``FloodWaitBlocked``. On a write to a chat (:func:`~telethon_guard.flood_scope.is_chat_write`:
+  sends, edits, forwards...) the scope is first that chat's writes, ``acct:<a>/writes:peer:<id>``,
+  widened to the method when :class:`~telethon_guard.flood_scope.FloodScopeTracker` infers the
+  account's limit was hit (floods from several chats, or the account at its ``send_limits``).
+  A chat's flood does not teach the method's adaptive pace.
 * ``SLOWMODE_WAIT_X``: scope ``acct:<a>/slowmode:peer:<id>`` (sends into that chat only),
   raised as ``SlowModeBlocked``.
 * A login request's FLOOD_WAIT (:data:`~telethon_guard.keys.LOGIN_METHODS`): scope
@@ -61,8 +65,10 @@ from .events import (
     ObservedDelay,
     redact_peer,
 )
+from .flood_scope import FloodScopeTracker, is_chat_write
 from .keys import (
     LOGIN_METHODS,
+    chat_flood_key,
     is_send,
     login_flood_key,
     method_flood_key,
@@ -92,6 +98,7 @@ _BLOCKED_TYPES = {
     FloodScope.METHOD: FloodWaitBlocked,
     FloodScope.PEER: SlowModeBlocked,
     FloodScope.TRANSFERS: FloodPremiumBlocked,
+    FloodScope.CHAT: FloodWaitBlocked,
 }
 
 
@@ -103,14 +110,19 @@ def scope_key(call: CallInfo, scope: FloodScope) -> str:
         return method_flood_key(call.account, call.method)
     if scope is FloodScope.PEER:
         return slowmode_key(call.account, str(call.peer))
+    if scope is FloodScope.CHAT:
+        return chat_flood_key(call.account, str(call.peer))
     return transfers_key(call.account, call.dc_id)
 
 
 def scopes_of(call: CallInfo) -> list[FloodScope]:
     """The ledger scopes that can block ``call``."""
     out = [FloodScope.METHOD]
-    if call.peer is not None and is_send(call):
-        out.append(FloodScope.PEER)
+    if call.peer is not None:
+        if is_send(call):
+            out.append(FloodScope.PEER)
+        if is_chat_write(call):
+            out.append(FloodScope.CHAT)
     if call.transfer:
         out.append(FloodScope.TRANSFERS)
     return out
@@ -123,7 +135,8 @@ class FloodLedger:
     (nothing blocked anywhere) the check before the network costs one truth test.
     """
 
-    __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "_table", "pacer", "redact")
+    __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "_table", "pacer", "redact",
+                 "scopes")
 
     def __init__(self, config: GuardConfig, storage: GuardStorage, clock: Clock,
                  events: EventBus | None = None) -> None:
@@ -141,6 +154,8 @@ class FloodLedger:
             if config.adaptive_pacing else None
         )
         self.redact = not config.log_peer_ids
+        self.scopes = FloodScopeTracker(config, clock)
+        """Scope inference of write floods (chat or method, :mod:`~telethon_guard.flood_scope`)."""
 
     # ------------------------------------------------------------------ storage helpers
     async def _left(self, scope: str) -> float:
@@ -269,6 +284,8 @@ class FloodLedger:
             pacer = self.pacer
             if pacer is not None:
                 pacer.on_success(call.account, call.method)
+            if call.peer is not None:
+                self.scopes.on_success(call)
             return result
 
     async def _flooded(self, call: CallInfo, exc: Exception, retries: int) -> None:
@@ -278,6 +295,9 @@ class FloodLedger:
         if verdict.action is not Action.FLOOD or verdict.scope is None:
             raise exc
         scope = verdict.scope
+        if (scope is FloodScope.METHOD and is_chat_write(call)
+                and not self.scopes.on_flood(call)):
+            scope = FloodScope.CHAT  # this chat's writes only, until floods say otherwise
         key = scope_key(call, scope)
         if scope is FloodScope.PEER and call.peer is None:
             key = scope_key(call, FloodScope.METHOD)
@@ -302,6 +322,7 @@ __all__ = [
     "PACE_RELAX_STEPS",
     "AdaptivePacer",
     "FloodLedger",
+    "FloodScopeTracker",
     "scope_key",
     "scopes_of",
 ]

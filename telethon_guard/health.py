@@ -99,7 +99,7 @@ def _check_timeout(seconds: Any) -> None:
 
 
 def _resolve_guard(guard: Any) -> Any:
-    """A ``GuardState`` from a GuardState, a guarded client, or a zero-argument callable."""
+    """A ``ClientGuard`` from a ClientGuard, a guarded client, or a zero-argument callable."""
     if guard is None:
         return None
     if hasattr(guard, "pipeline") and hasattr(guard, "config"):
@@ -109,7 +109,7 @@ def _resolve_guard(guard: Any) -> Any:
         return inner
     if callable(guard):
         return _resolve_guard(guard())
-    raise TypeError(f"guard must be a GuardState, a guarded client or a callable, not {guard!r}")
+    raise TypeError(f"guard must be a ClientGuard, a guarded client or a callable, not {guard!r}")
 
 
 # ---- availability ------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def _breaker_keys(state: Any) -> list[str]:
 def unavailable_reason(state: Any) -> str | None:
     """Why the guard would not get an answer from Telegram now, or ``None`` when it would.
 
-    ``state`` is a ``GuardState`` (``client.guard``). Reasons, checked in this order:
+    ``state`` is a ``ClientGuard`` (``client.guard``). Reasons, checked in this order:
 
     * ``"disconnected"``: the main client is not connected (or was disconnected for good);
     * ``"reconnect failing"``: the main sender gave up waiting (``max_reconnect_seconds``
@@ -152,7 +152,7 @@ def unavailable_reason(state: Any) -> str | None:
       of the client's session) is OPEN with time left, or HALF_OPEN with its one probe out.
       An OPEN breaker whose time is up counts as available: the next call is the probe.
 
-    Without a bound client (a bare ``GuardState``), every known breaker is checked instead.
+    Without a bound client (a bare ``ClientGuard``), every known breaker is checked instead.
     Synchronous, no I/O: with shared (Redis) storage the breaker state is the last one this
     process saw in events.
     """
@@ -168,7 +168,7 @@ def unavailable_reason(state: Any) -> str | None:
             return "reconnect failing"
         if getattr(sender, "is_reconnecting", False):
             return "reconnecting"
-        from .guard import account_key
+        from ._link import account_key
         from .keys import breaker_key
 
         dc = int(getattr(client.session, "dc_id", 0) or 0)

@@ -17,6 +17,7 @@ key                                         what it holds
 ``acct:bot-<h>/method:<m>``                 login flood of a bot token (:func:`login_flood_key`)
 ``acct:phone-<h>/method:<m>``               login flood of a phone number
 ``acct:<a>/slowmode:peer:<id>``             SLOWMODE_WAIT block of one chat (sends only)
+``acct:<a>/writes:peer:<id>``               FLOOD_WAIT block of one chat's writes (sends, edits)
 ``acct:<a>/sends``                          the account's ``send_limits`` windows
 ``acct:<a>/peer:<id>``                      per-chat send limits (bounded: LRU beyond a cap)
 ``acct:<a>/pace:<m>``                       the adaptive pace learned for method m
@@ -105,6 +106,12 @@ def login_flood_key(account: object, method: str, request: object) -> str:
 def slowmode_key(account: object, peer: str) -> str:
     """``acct:<account>/slowmode:<peer>`` (``peer`` is ``"peer:<id>"``): SLOWMODE_WAIT scope."""
     return f"acct:{account}/slowmode:{peer}"
+
+
+def chat_flood_key(account: object, peer: str) -> str:
+    """``acct:<account>/writes:<peer>`` (``peer`` is ``"peer:<id>"``): the FLOOD_WAIT scope of
+    writes (sends, edits) into one chat (:mod:`telethon_guard.flood_scope`)."""
+    return f"acct:{account}/writes:{peer}"
 
 
 def transfers_key(account: object, dc_id: object) -> str:
@@ -224,6 +231,7 @@ __all__ = [
     "Described",
     "account_key",
     "breaker_key",
+    "chat_flood_key",
     "describe",
     "hash_tagged",
     "is_idempotent",

@@ -406,14 +406,13 @@ class RateLimitLayer:
 
     __slots__ = ("_attempt_timeout", "_decide", "_local", "_specs", "_storage", "keys", "limiter")
 
-    def __init__(self, limiter: RateLimiter, keys: LimitKeys,
-                 storage: GuardStorage | None = None) -> None:
+    def __init__(self, limiter: RateLimiter, keys: LimitKeys) -> None:
         self.limiter = limiter
         self.keys = keys
         self._specs = keys.specs
         self._attempt_timeout: float | None = keys.config.attempt_timeout
-        self._decide = limiter.decide_local
-        self._storage = storage if storage is not None else limiter.storage
+        self._decide = limiter.decide_local  # None: shared storage (awaited)
+        self._storage = limiter.storage
         self._local: LocalGuardStorage | None = local_of(self._storage)
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:

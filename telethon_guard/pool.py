@@ -414,8 +414,10 @@ class GuardedClientPool:
         if not isinstance(client, TelegramClient):
             err = TypeError(f"factory returned {type(client).__name__}, not a TelegramClient")
             raise self._broken(entry, err, "session factory returned no client") from err
-        if getattr(client, "_tg_state", None) is None:
-            from .guard import guard
+        from ._link import link_of
+
+        if link_of(client) is None:
+            from ._wrap import guard
 
             guard(client)
         for key in session_keys(client):

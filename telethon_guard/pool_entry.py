@@ -57,7 +57,7 @@ def own_stats(client: Any) -> Any:
     """``client.guard.stats()`` limited to the client's own account: clients sharing one
     storage (``storage=pool.storage``) see every account's breakers and blocks there."""
     from . import keys
-    from .guard import account_key
+    from ._link import account_key
 
     stats = client.guard.stats()
     prefix = keys.account_key(account_key(client, client.guard)) + "/"

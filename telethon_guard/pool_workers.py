@@ -67,7 +67,7 @@ async def seconds_until_free(client: Any, method: str) -> float:
     ``client``: a guarded client (``client.guard``); ``method``: a TL method name such as
     ``"messages.getHistory"``.
     """
-    from .guard import account_key
+    from ._link import account_key
 
     state = client.guard
     reason = state.unavailable_reason

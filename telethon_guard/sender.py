@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -53,31 +52,22 @@ from typing import Any
 
 from telethon import helpers
 from telethon.errors import AuthKeyNotFound, InvalidBufferError, SecurityError, TypeNotFoundError
-from telethon.extensions.messagepacker import MessagePacker
-from telethon.network.connection.connection import Connection, PacketCodec
-from telethon.network.connection.tcpabridged import AbridgedPacketCodec
-from telethon.network.connection.tcpfull import FullPacketCodec
-from telethon.network.connection.tcpintermediate import (
-    IntermediatePacketCodec,
-    RandomizedIntermediatePacketCodec,
-)
-from telethon.network.requeststate import RequestState
+from telethon.network.connection.connection import Connection
 from telethon.tl.functions import PingRequest
 
+from ._send_queue import GuardedPacker, requests_of, retrieve
+from ._sender_errors import copy_error, typed_error
 from ._telethon import (
     SenderSurface,
-    codec_connection,
     connection_codec,
     connection_dc,
-    queued_states,
     reset_connection_queues,
     sender_settings,
     set_connection_codec,
 )
-from ._telethon import (
-    loggers as client_loggers,
-)
+from ._telethon import loggers as client_loggers
 from ._tl import method_name
+from ._transport_codec import TransportErrorCodec, framing_of
 from .budget import note_refused, take_connection_slot
 from .errors import (
     AuthKeyInvalidError,
@@ -105,147 +95,6 @@ from .liveness import (
 from .reconnect import ReconnectPacer
 
 __all__ = ["GuardedMTProtoSender", "client_sender_settings", "framing_of"]
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    """Done-callback: mark the future's exception as retrieved (no "never retrieved" log)."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-def framing_of(connection: Connection | None) -> str | None:
-    """``"full"``, ``"intermediate"``, ``"padded"`` or ``"abridged"`` for a Telethon connection."""
-    if connection is None:
-        return None
-    codec = getattr(connection, "packet_codec", None)
-    if not isinstance(codec, type):
-        return None
-    if issubclass(codec, FullPacketCodec):
-        return "full"
-    if issubclass(codec, RandomizedIntermediatePacketCodec):
-        return "padded"
-    if issubclass(codec, IntermediatePacketCodec):
-        return "intermediate"
-    if issubclass(codec, AbridgedPacketCodec):
-        return "abridged"
-    return codec.__name__
-
-
-class _RecordingReader:
-    """Proxy of a stream reader that counts the bytes read for the current packet and keeps
-    the first four (a transport error is a lone negative int32). One per codec, reused for
-    every packet of its connection (:meth:`start` resets it); nothing is copied past the
-    first four bytes."""
-
-    __slots__ = ("_inner", "head", "size")
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.head = b""
-        self.size = 0
-
-    def start(self) -> None:
-        """Begin a new packet."""
-        self.head = b""
-        self.size = 0
-
-    async def readexactly(self, n: int) -> bytes:
-        try:
-            chunk: bytes = await self._inner.readexactly(n)
-        except asyncio.IncompleteReadError as e:
-            self._note(e.partial)
-            raise
-        if self.size < 4:
-            self.head += chunk[:4]
-        self.size += len(chunk)
-        return chunk
-
-    def _note(self, chunk: bytes) -> None:
-        if self.size < 4:
-            self.head += chunk[:4]
-        self.size += len(chunk)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _TransportErrorCodec(PacketCodec):
-    """Wraps a Telethon packet codec: 4 bytes of a negative int32 followed by the end of the
-    stream (or read as a negative length) raise ``InvalidBufferError`` with that code."""
-
-    def __init__(self, inner: PacketCodec) -> None:
-        self._inner = inner
-        self._conn = codec_connection(inner)  # PacketCodec's attribute, as Telethon sets it
-        self._rec: _RecordingReader | None = None
-
-    def encode_packet(self, data: bytes) -> bytes:
-        return self._inner.encode_packet(data)
-
-    async def read_packet(self, reader: Any) -> bytes:
-        rec = self._rec
-        if rec is None or rec._inner is not reader:
-            rec = self._rec = _RecordingReader(reader)
-        else:
-            rec.start()
-        try:
-            return await self._inner.read_packet(rec)
-        except (asyncio.IncompleteReadError, ValueError) as e:
-            data = rec.head
-            if rec.size == 4 and struct.unpack("<i", data[:4])[0] < 0:
-                raise InvalidBufferError(bytes(data[:4])) from e
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _GuardedPacker(MessagePacker):
-    """Telethon's send queue; every queued state's future gets a retrieving done-callback
-    (except while :attr:`awaited` is set: the one request being queued by
-    :meth:`GuardedMTProtoSender.send_awaited`, whose caller retrieves it), and requests
-    cancelled before they were sent are dropped."""
-
-    awaited = False
-
-    def append(self, state: RequestState) -> None:
-        if self.awaited:
-            self.awaited = False
-        else:
-            state.future.add_done_callback(_retrieve)
-        super().append(state)
-
-    def extend(self, states: Any) -> None:
-        states = list(states)
-        for s in states:
-            s.future.add_done_callback(_retrieve)
-        super().extend(states)
-
-    async def get(self) -> Any:
-        # A request whose caller gave up (cancelled, timed out) before it was ever sent is not
-        # sent at all; Telethon would still send it, e.g. after a reconnect.
-        queued = queued_states(self)
-        if any(s.future.cancelled() for s in queued):
-            kept = [s for s in queued if not s.future.cancelled()]
-            queued.clear()
-            queued.extend(kept)
-        return await super().get()
-
-    def drain_states(self) -> list[RequestState]:
-        """Remove and return every state still waiting to be sent."""
-        queued = queued_states(self)
-        states = list(queued)
-        queued.clear()
-        return states
-
-
-def _requests_of(states: Any) -> list[RequestState]:
-    out: list[RequestState] = []
-    for s in states:
-        if isinstance(s, list):
-            out.extend(s)
-        else:
-            out.append(s)
-    return out
 
 
 client_sender_settings = sender_settings
@@ -343,7 +192,7 @@ class GuardedMTProtoSender(SenderSurface):
         self.account = account
         self._max_reconnect = (None if max_reconnect_seconds is None
                                else float(max_reconnect_seconds))
-        self._send_queue = _GuardedPacker(self._state, loggers=self._loggers)
+        self._send_queue = GuardedPacker(self._state, loggers=self._loggers)
 
         self.transport_errors: Counter[int] = Counter()
         """Transport errors seen, by negative code (``{-429: 2, -404: 1}``)."""
@@ -471,12 +320,12 @@ class GuardedMTProtoSender(SenderSurface):
         """
         if not self._user_connected:
             if self._terminal is not None:
-                raise self._copy(self._terminal)
+                raise copy_error(self._terminal)
             raise GuardConnectionError("Cannot send requests while disconnected")
         if self._given_up:
             raise self._give_up_error(None)
         # Every request's future gets its retrieving done-callback when it is queued
-        # (_GuardedPacker.append / extend), so none is added here.
+        # (GuardedPacker.append / extend), so none is added here.
         return super().send(request, ordered)
 
     def send_awaited(self, request: Any, ordered: bool = False) -> asyncio.Future[Any]:
@@ -495,7 +344,7 @@ class GuardedMTProtoSender(SenderSurface):
     def disconnected(self) -> asyncio.Future[Any]:
         """Future resolved when the sender disconnects for good (its exception is retrieved)."""
         fut: asyncio.Future[Any] = asyncio.shield(self._disconnected)
-        fut.add_done_callback(_retrieve)
+        fut.add_done_callback(retrieve)
         return fut
 
     @property
@@ -503,7 +352,7 @@ class GuardedMTProtoSender(SenderSurface):
         # Telethon's (SenderSurface): each new future gets a retrieving callback.
         fut = self.disconnected_future()
         if fut is not self._watched_disconnected:
-            fut.add_done_callback(_retrieve)
+            fut.add_done_callback(retrieve)
             self._watched_disconnected = fut
         return fut
 
@@ -528,36 +377,6 @@ class GuardedMTProtoSender(SenderSurface):
         task.add_done_callback(self._log_task_failure)
         return task
 
-    def _typed(self, error: BaseException | None) -> GuardError:
-        """The guard's typed error for why the connection ended (``None``: user disconnect)."""
-        if error is None:
-            return GuardConnectionError("the sender was disconnected")
-        if isinstance(error, GuardError):
-            return error
-        if isinstance(error, AuthKeyNotFound) or (
-            isinstance(error, InvalidBufferError) and error.code == 404
-        ):
-            typed: GuardError = AuthKeyInvalidError(self.dc_id, -404)
-        elif isinstance(error, InvalidBufferError) and error.code == 429:
-            typed = TransportFloodError(-429, None)
-        else:
-            typed = GuardConnectionError(str(error) or type(error).__name__)
-        typed.__cause__ = error
-        return typed
-
-    @staticmethod
-    def _copy(error: GuardError) -> GuardError:
-        """A new instance of ``error`` (one exception object per future / raise)."""
-        if isinstance(error, AuthKeyInvalidError):
-            new: GuardError = AuthKeyInvalidError(error.dc_id, error.code)
-        elif isinstance(error, TransportFloodError):
-            new = TransportFloodError(error.code, error.retry_after, str(error))
-        else:
-            new = GuardConnectionError(str(error))
-            new.retry_after = error.retry_after
-        new.__cause__ = error.__cause__
-        return new
-
     def _give_up_error(self, cause: BaseException | None) -> GuardError:
         retry_after = self._pacer.next_turn_in()
         if self._last_code == -429:
@@ -579,8 +398,8 @@ class GuardedMTProtoSender(SenderSurface):
         states = list(self._pending_state.values())
         self._pending_state.clear()
         packer = self._send_queue
-        if isinstance(packer, _GuardedPacker):
-            states.extend(_requests_of(packer.drain_states()))
+        if isinstance(packer, GuardedPacker):
+            states.extend(requests_of(packer.drain_states()))
         n = 0
         for s in states:
             if s.future.done():
@@ -603,8 +422,8 @@ class GuardedMTProtoSender(SenderSurface):
         # Connection.connect() created its receive task but it has not run yet (no await since):
         # wrap the codec before it reads anything.
         codec = connection_codec(conn)
-        if codec is not None and not isinstance(codec, _TransportErrorCodec):
-            set_connection_codec(conn, _TransportErrorCodec(codec))
+        if codec is not None and not isinstance(codec, TransportErrorCodec):
+            set_connection_codec(conn, TransportErrorCodec(codec))
         self._opened_at = self._pacer.now()
         self._pacer.record_success()
 
@@ -778,7 +597,7 @@ class GuardedMTProtoSender(SenderSurface):
             self._log.info("Not disconnecting (already have no connection)")
             return
         # A user disconnect racing a disconnect for good keeps the reason for good.
-        typed = self._typed(error if error is not None else self._terminal)
+        typed = typed_error(error if error is not None else self._terminal, self.dc_id)
         if error is not None and self._terminal is None:
             self._terminal = typed
         self._log.info("Disconnecting from %s...", self._connection)
@@ -786,14 +605,14 @@ class GuardedMTProtoSender(SenderSurface):
         try:
             await self._connection.disconnect()
         finally:
-            self._fail_requests(lambda: self._copy(typed))
+            self._fail_requests(lambda: copy_error(typed))
             await self.cancel_loops()
             self._log.info("Disconnection from %s complete!", self._connection)
             self._connection = None
         fut = self._disconnected
         if not fut.done():
             if error is not None:
-                fut.set_exception(self._copy(typed))
+                fut.set_exception(copy_error(typed))
             else:
                 fut.set_result(None)
 

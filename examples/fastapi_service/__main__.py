@@ -9,7 +9,10 @@ then ``curl localhost:8000/health``, ``/channels``, ``/metrics``, ``/stats``. ``
 scripts Telegram pushing back on the test server, every ``--storm-every`` seconds: a transport
 -429 storm refusing connections for 4 s, then ``channels.getFullChannel`` answering
 FLOOD_WAIT_5 twice. Watch ``/channels`` switch to ``"source": "cache"`` and back, and the
-``telethon_guard_*`` metrics count it.
+``telethon_guard_*`` metrics count it. After a flood ``/channels`` answers from the cache at once
+for the flood's seconds and is live again within ``pace_recover`` (2 s) after them: the pace the
+guard learns from a one-off flood is dropped once the calls run at their old rate again
+(``telethon_guard.pacing``; ``tests/integration/test_example_service_flood_pacing.py``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ Endpoints:
   HTTP 503 only when neither live data nor a cached copy exists.
 * ``GET /metrics``: Prometheus text format (:class:`~telethon_guard.metrics.PrometheusMetrics`).
 * ``GET /stats``: ``client.guard.stats()`` as JSON.
+* ``GET /messages?chat=ID&limit=N``: the newest messages the event handler stored. The
+  service is event-driven too: a ``NewMessage`` handler writes every incoming message into
+  the SQLite cache (once per chat and message id), and keeps doing so through floods and
+  -429 storms (the guard never stalls Telethon's update loop: telethon_guard/update_path.py).
 
 Build it with :func:`create_app` around a :class:`ChannelService`; ``python -m
 examples.fastapi_service`` runs it against the embedded MTProto test server.
@@ -32,6 +36,7 @@ from typing import Any
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from telethon import events
 from telethon.tl import functions
 
 from telethon_guard.health import with_fallback
@@ -55,6 +60,7 @@ class ChannelCache:
             "CREATE TABLE IF NOT EXISTS channels ("
             " username TEXT PRIMARY KEY, data TEXT NOT NULL, updated REAL NOT NULL)")
         self._db.commit()
+        self._has_messages = False
 
     def store(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert or replace ``rows`` (each with a ``username`` key), stamped with wall time."""
@@ -73,6 +79,32 @@ class ChannelCache:
             if row is not None:
                 out.append({**json.loads(row[0]), "cached_at": row[1]})
         return out
+
+    def store_message(self, chat_id: int, msg_id: int, text: str, date: float) -> bool:
+        """Store one incoming message (``date``: unix seconds); ``False`` if that chat's
+        message id was stored already (a duplicate delivery is ignored)."""
+        if not self._has_messages:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS messages (chat_id INTEGER NOT NULL, msg_id INTEGER"
+                " NOT NULL, text TEXT NOT NULL, date REAL NOT NULL, PRIMARY KEY (chat_id,"
+                " msg_id))")
+            self._has_messages = True
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO messages (chat_id, msg_id, text, date) VALUES (?, ?, ?, ?)",
+            (chat_id, msg_id, text, date))
+        self._db.commit()
+        return cur.rowcount == 1
+
+    def messages(self, chat_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` stored messages (of ``chat_id``, or of every chat), newest
+        first."""
+        if not self._has_messages:
+            return []
+        where, args = ("WHERE chat_id = ?", (chat_id,)) if chat_id is not None else ("", ())
+        rows = self._db.execute(
+            f"SELECT chat_id, msg_id, text, date FROM messages {where}"
+            " ORDER BY date DESC, msg_id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [{"chat_id": c, "id": i, "text": t, "date": d} for c, i, t, d in rows]
 
     def close(self) -> None:
         self._db.close()
@@ -109,6 +141,7 @@ class ChannelService:
             self.metrics.watch_loop_lag(self.lag)
         self._unsubscribe = self.metrics.attach(client)
         self.started = False
+        client.add_event_handler(self.on_message, events.NewMessage(incoming=True))
 
     async def start(self) -> None:
         """Start the lag monitor and connect the client (bounded by ``connect_timeout``)."""
@@ -129,6 +162,11 @@ class ChannelService:
         await self.client.disconnect()
         await self.lag.stop()
         self._unsubscribe()
+
+    async def on_message(self, event: Any) -> None:
+        """The event-driven part: store every incoming message in the cache."""
+        self.cache.store_message(event.chat_id, event.id, event.raw_text,
+                                 event.date.timestamp() if event.date else time.time())
 
     async def fetch_live(self) -> list[dict[str, Any]]:
         """Every configured channel from Telegram (concurrently); raises what the guard raises."""
@@ -209,6 +247,10 @@ def create_app(service: ChannelService) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/messages")
+    async def messages(chat: int | None = None, limit: int = 100) -> dict[str, Any]:
+        return {"messages": service.cache.messages(chat, max(1, min(limit, 1000)))}
 
     @app.get("/stats")
     async def stats() -> JSONResponse:

@@ -35,6 +35,9 @@ refused or reset, timeout, loading, read-only replica, out of memory, a wrong da
 (``redis://host:6379/99``: ``DB index is out of range``), or a server on the port that does not
 speak Redis (``InvalidResponse``/``ProtocolError``, e.g. an HTTP server):
 
+The policy (its own object, :class:`~telethon_guard.storage.fallback.OutageFallback`, wrapping
+every operation; ``GuardConfig.storage_fallback`` arrives here as ``on_unavailable``):
+
 * ``on_unavailable="fallback"`` (alias ``"local"``, the default): the operation is served by a
   process-local :class:`~telethon_guard.storage.memory.MemoryStorage`; the switch is logged once
   and emitted once as :class:`~telethon_guard.events.StorageFallback` (``active=True``). Redis is
@@ -58,7 +61,6 @@ import hashlib
 import itertools
 import logging
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -68,8 +70,7 @@ from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..errors import GuardConfigError, StorageUnavailableError
-from ..events import StorageFallback
+from ..errors import GuardConfigError
 from ..keys import hash_tagged
 from . import (
     BreakerDecision,
@@ -78,6 +79,7 @@ from . import (
     Reservation,
 )
 from . import redis_scripts as lua
+from .fallback import BackendUnavailable, OutageFallback
 from .memory import MemoryStorage
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
@@ -102,7 +104,6 @@ DEFAULT_PROBE_INTERVAL = 2.0
 DEFAULT_BREAKER_TTL = 3600.0
 """Seconds a breaker's hash is kept after its last write (and after its OPEN period)."""
 
-_POLICIES = {"fallback": "fallback", "local": "fallback", "fail": "fail"}
 _URL_OPTIONS = ("prefix", "account_namespace", "timeout", "on_unavailable", "probe_interval")
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -204,13 +205,12 @@ class RedisStorage:
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not value > 0 or value == float("inf")):
                 raise GuardConfigError(field, f"must be a finite number > 0, got {value!r}")
-        policy = _POLICIES.get(on_unavailable) if isinstance(on_unavailable, str) else None
-        if policy is None:
-            raise GuardConfigError("on_unavailable",
-                                   f"must be 'fallback', 'local' or 'fail', got {on_unavailable!r}")
+        self.fallback = OutageFallback(self.name, on_unavailable, probe_interval, clock=clock,
+                                       max_peer_keys=max_peer_keys, events=events,
+                                       copy_back=self._copy_blocks)
+        """The fallback policy (:mod:`telethon_guard.storage.fallback`) around every
+        operation."""
         self.timeout = float(timeout)
-        self.on_unavailable = policy
-        self.probe_interval = float(probe_interval)
         self.breaker_ttl = float(breaker_ttl)
         self.prefix = prefix if account_namespace is None else f"{prefix}:{account_namespace}"
         if client is None:
@@ -234,33 +234,43 @@ class RedisStorage:
         self._br_release = _Script(lua.BREAKER_RELEASE_PROBE)
         self._br_state = _Script(lua.BREAKER_STATE)
         self._window_args: dict[Any, bytes] = {}
-        self._now = time.monotonic if clock is None else clock.now  # the guard clock
-        self.local = MemoryStorage(clock, max_peer_keys=max_peer_keys)
-        """The fallback storage (used only while Redis is unavailable and the policy is
-        ``"fallback"``)."""
-        self._buses: list[Any] = [events] if events is not None else []
-        self._down_since: float | None = None
-        self._probe_at = 0.0
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}.".encode()
         self._tokens = itertools.count(1)
         self._keys: dict[str, bytes] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._bugs_logged: set[str] = set()
-        self.fallbacks = 0
-        """Number of times Redis became unavailable (for stats and tests)."""
         self.closed = False
 
     # ------------------------------------------------------------------ plumbing
     def bind_events(self, bus: Any) -> None:
         """Also deliver :class:`~telethon_guard.events.StorageFallback` to ``bus`` (an
         :class:`~telethon_guard.events.EventBus`); the pipeline calls this."""
-        if bus is not None and all(b is not bus for b in self._buses):
-            self._buses.append(bus)
+        self.fallback.bind_events(bus)
 
     @property
     def available(self) -> bool:
         """``False`` while Redis is considered unavailable (between failure and recovery)."""
-        return self._down_since is None
+        return self.fallback.available
+
+    @property
+    def on_unavailable(self) -> str:
+        """The fallback policy: ``"fallback"`` or ``"fail"``."""
+        return self.fallback.policy
+
+    @property
+    def probe_interval(self) -> float:
+        """Seconds between attempts to reach Redis while it is unavailable."""
+        return self.fallback.probe_interval
+
+    @property
+    def local(self) -> MemoryStorage:
+        """The fallback storage (used only while Redis is unavailable and the policy is
+        ``"fallback"``)."""
+        return self.fallback.local
+
+    @property
+    def fallbacks(self) -> int:
+        """Number of times Redis became unavailable (for stats and tests)."""
+        return self.fallback.fallbacks
 
     def _key(self, kind: str, key: str) -> bytes:
         full_key = kind + key
@@ -272,31 +282,12 @@ class RedisStorage:
             self._keys[full_key] = rk
         return rk
 
-    def _emit(self, active: bool, reason: str) -> None:
-        event = StorageFallback(self.name, reason, active)
-        if self._buses:
-            for bus in self._buses:
-                bus.emit(event)  # the bus also logs it
-        elif active:
-            logger.error("%s", event.describe())
-        else:
-            logger.warning("%s", event.describe())
-
-    def _skip_redis(self) -> bool:
-        """``True`` while unavailable and no probe is due (then one caller probes)."""
-        if self._down_since is None:
-            return False
-        now = self._now()
-        if now < self._probe_at:
-            return True
-        self._probe_at = now + self.probe_interval
-        return False
-
-    def _unavailable(self, exc: BaseException | None) -> None:
+    def _reason(self, exc: BaseException) -> str:
+        """Why Redis cannot serve guard state (for the fallback's event); a failing script of
+        ours is also logged once at ERROR (a bug in telethon-guard, not an outage)."""
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, rexc.TimeoutError)):
-            reason = f"no answer within {self.timeout:.3g} s"
-        elif exc is not None and _is_our_bug(exc):
-            reason = f"guard script failed ({type(exc).__name__}: {exc})"
+            return f"no answer within {self.timeout:.3g} s"
+        if _is_our_bug(exc):
             key = f"{type(exc).__name__}: {exc}"
             if key not in self._bugs_logged:
                 if len(self._bugs_logged) >= 64:
@@ -304,71 +295,34 @@ class RedisStorage:
                 self._bugs_logged.add(key)
                 logger.error("telethon-guard's Redis script failed on the server; this is a "
                              "bug in telethon-guard, please report it: %s", key)
-        elif exc is not None:
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            reason = "unavailable"
-        if self._down_since is None:
-            self._down_since = self._now()
-            self._probe_at = self._down_since + self.probe_interval
-            self.fallbacks += 1
-            what = ("using local in-memory state" if self.on_unavailable == "fallback"
-                    else "failing calls")
-            self._emit(True, f"{reason}; {what} until it answers again")
-
-    def _recovered(self) -> None:
-        if self._down_since is None:
-            return
-        down = self._now() - self._down_since
-        self._down_since = None
-        self._emit(False, f"answering again after {down:.1f} s; guard state shared again")
-        if self.on_unavailable == "fallback":
-            blocks = self.local.flood_scopes()
-            if blocks:
-                task = asyncio.get_running_loop().create_task(self._copy_blocks(blocks))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            return f"guard script failed ({type(exc).__name__}: {exc})"
+        return f"{type(exc).__name__}: {exc}"
 
     async def _copy_blocks(self, blocks: dict[str, float]) -> None:
-        """Flood blocks learned while Redis was away are made visible to the other processes."""
-        try:
-            for scope, left in blocks.items():
-                await _within(self._flood_block.run(self.client, (self._key("fl", scope),),
-                                                    (repr(left),)), self.timeout)
-        except Exception:  # best effort: the blocks still hold locally
-            logger.warning("could not copy %d flood block(s) learned during the Redis outage "
-                           "back to Redis (they still hold in this process)", len(blocks),
-                           exc_info=True)
+        """Flood blocks learned while Redis was away are written to Redis (the fallback's
+        ``copy_back``; raises on failure, the fallback logs it)."""
+        for scope, left in blocks.items():
+            await _within(self._flood_block.run(self.client, (self._key("fl", scope),),
+                                                (repr(left),)), self.timeout)
 
-    def _fail(self, exc: BaseException | None) -> StorageUnavailableError:
-        detail = "" if exc is None else f": {type(exc).__name__}: {exc}"
-        return StorageUnavailableError(self.name, f"guard storage redis is unavailable{detail}")
+    async def _remote(self, script: _Script | None, keys: Sequence[bytes],
+                      args: Sequence[Any]) -> Any:
+        """Run ``script`` (``None``: ``DEL keys``) with the overall timeout; raises
+        :class:`~telethon_guard.storage.fallback.BackendUnavailable` when Redis cannot serve."""
+        try:
+            if script is None:
+                return await _within(self.client.delete(*keys), self.timeout)
+            return await _within(script.run(self.client, keys, args), self.timeout)
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(self._reason(exc)) from exc
 
     async def _call(self, script: _Script | None, keys: Sequence[bytes],
                     args: Sequence[Any]) -> Any:
-        """Run ``script`` (``None``: ``DEL keys``) with the overall timeout. Returns ``_LOCAL``
-        when the caller must use the fallback storage; raises ``StorageUnavailableError`` under
-        the ``fail`` policy."""
-        if self._down_since is not None or self.closed:
-            if self.closed:
-                raise RuntimeError("RedisStorage is closed")
-            if self._skip_redis():
-                if self.on_unavailable == "fail":
-                    raise self._fail(None)
-                return _LOCAL
-        try:
-            if script is None:
-                reply = await _within(self.client.delete(*keys), self.timeout)
-            else:
-                reply = await _within(script.run(self.client, keys, args), self.timeout)
-        except _UNAVAILABLE as exc:
-            self._unavailable(exc)
-            if self.on_unavailable == "fail":
-                raise self._fail(exc) from exc
-            return _LOCAL
-        if self._down_since is not None:
-            self._recovered()
-        return reply
+        """One operation through the fallback policy: Redis's reply, or ``_LOCAL`` when the
+        caller must use the local storage (``StorageUnavailableError`` under ``"fail"``)."""
+        if self.closed:
+            raise RuntimeError("RedisStorage is closed")
+        return await self.fallback.run(lambda: self._remote(script, keys, args), _local)
 
     # ------------------------------------------------------------------ limiter
     async def reserve(self, specs: Sequence[LimitSpec], *, observe: bool = False,
@@ -524,6 +478,10 @@ class _LocalMarker:
 
 
 _LOCAL: Any = _LocalMarker()
+
+
+def _local() -> Any:
+    return _LOCAL
 
 
 def _client_from_url(url: str, timeout: float) -> Any:

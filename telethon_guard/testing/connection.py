@@ -378,7 +378,7 @@ class Connection:
                 return True
             if fault.mode == "silence":
                 self.ctx.log_event("silenced", self.conn_id, self.dc_id,
-                                       detail=f"packet of {size} bytes discarded")
+                                   detail=f"packet of {size} bytes discarded")
                 return False
             wait = 0.05 if fault.until is None else min(0.05, fault.until - _monotonic())
             await asyncio.sleep(max(wait, 0.001))

@@ -46,8 +46,8 @@ Connection lifecycle (issue 10; :mod:`~telethon_guard.testing.faults_lifecycle`)
     OnNewConnections("reset", after_packets=0)       # RST on accept
     OnNewConnections("refuse", code=429)             # -429 at once, then close
     OnNewConnections("down", duration=5)             # port closed: connect() gets ECONNREFUSED
-    OnLiveConnections("silence")                     # open connections go half-open (silent
-                                                     # both ways) for ever; new ones work
+    OnLiveConnections("silence", start=plan.now())   # connections open now go half-open
+                                                     # (silent both ways) for ever; new work
     OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
     OnLiveConnections("stall", start=2, duration=5)  # nothing read or sent 5 s, then late
     OnLiveConnections("reset", start=2)              # every open connection reset at t=2 s

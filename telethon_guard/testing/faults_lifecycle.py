@@ -1,9 +1,10 @@
 """Connection lifecycle faults: new and open connections failing, the init request, login
 floods that grow per attempt, and a server clock that is off.
 
-These are the ways a client ends up wedged that issue 10 describes; each rule works for a
-period (a :class:`~telethon_guard.testing.faults_base.TimeWindow`: ``start`` seconds after plan
-start, for ``duration`` seconds, ``None`` = for ever) and can be scoped to one ``dc``::
+These are the ways a client ends up wedged that issue 10 describes; each rule but
+:class:`LoginFlood` works for a period (a :class:`~telethon_guard.testing.faults_base.TimeWindow`:
+``start`` seconds after plan start, for ``duration`` seconds, ``None`` = for ever) and every
+rule can be scoped to one ``dc``::
 
     OnNewConnections("close", duration=3)          # every new connection closed right after
                                                    # its first packet, for 3 s
@@ -11,8 +12,8 @@ start, for ``duration`` seconds, ``None`` = for ever) and can be scoped to one `
     OnNewConnections("reset", after_packets=0)     # RST on accept
     OnNewConnections("refuse", duration=5)         # 4 raw bytes of -429, then close
     OnNewConnections("down", duration=5)           # the port is closed: ECONNREFUSED
-    OnLiveConnections("silence")                   # half-open: open connections go silent
-                                                   # for ever; new connections work
+    OnLiveConnections("silence", start=plan.now()) # half-open: connections open now go
+                                                   # silent for ever; new connections work
     OnLiveConnections("silence", start=plan.now(), duration=10, conn_ids={3})
     OnLiveConnections("stall", start=2, duration=5)   # nothing read or sent for 5 s, then
                                                       # the queued replies are delivered
@@ -181,6 +182,9 @@ class OnLiveConnections(_Windowed):
     * ``"close"`` / ``"reset"``: every open connection closed (FIN) / reset (RST) once, at
       ``start`` (no ``duration``, no ``conn_ids``).
 
+    "Open when the window starts" means opened before ``start``: in a plan given to the server
+    at construction with ``start=0`` no connection is open yet, so give a ``start`` after your
+    clients connect, or add the rule while the server runs with ``start=plan.now()``.
     ``conn_ids``: silence / stall only these connections (the ``conn_id`` of the server log's
     ``"opened"`` entries), whenever they were opened; ``account``: only connections whose
     auth key is logged in as this user id (one client of several). ``fired`` counts the
@@ -413,7 +417,8 @@ class ClockSkew(_Windowed):
     ``future_salts``), so Telethon's checks in ``telethon/network/mtprotostate.py`` apply: a
     message more than 30 s newer than the client's clock is ignored as "very new", one more
     than 300 s older as "very old" (``MSG_TOO_NEW_DELTA`` / ``MSG_TOO_OLD_DELTA``); ten in a row
-    make Telethon raise ``SecurityError`` and reconnect. Telethon learns the offset only from
+    raise ``SecurityError``, which Telethon's receive loop logs and ignores (no reconnect: the
+    calls wait for ever). Telethon learns the offset only from
     ``server_time`` of a new auth key, from a ``bad_msg_notification`` 16 / 17, or from a
     ``bad_server_salt`` that is the first message of a fresh sender (a new client) -- so a
     skew that starts while a client is connected (``start`` > 0, or added at runtime) and

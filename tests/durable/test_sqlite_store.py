@@ -306,3 +306,18 @@ def test_cleanup_deletes_expired_rows_only(tmp_path: Path) -> None:
     assert store.cleanup() == 2
     assert set(store.floods()) == {SCOPE}
     assert store.cleanup() == 0
+
+
+def test_guard_of_an_existing_client_on_a_file_session_is_durable_too(tmp_path: Path) -> None:
+    from telethon import TelegramClient
+
+    from telethon_guard import guard
+
+    client = TelegramClient(str(tmp_path / "old"), 1, "x")
+    try:
+        guard(client)
+        store = client.guard.pipeline.storage.persist  # type: ignore[attr-defined]
+        assert isinstance(store, SQLiteStore)
+        assert store.path == str(tmp_path / "old.guard.sqlite")
+    finally:
+        client.session.close()

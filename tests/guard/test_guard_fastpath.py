@@ -20,7 +20,7 @@ from telethon_guard.errors import DeadlineExceeded, GuardConnectionError
 from telethon_guard.events import OUTCOMES, GuardEvent, RequestFinished
 from telethon_guard.pipeline import Pipeline
 
-guard_mod = importlib.import_module("telethon_guard.guard")
+guard_mod = importlib.import_module("telethon_guard._send_once")
 
 BOUND = 5.0  # seconds: bound of every wait below (far above the timers under test)
 

@@ -203,9 +203,10 @@ async def test_observe_only_does_not_block_locally() -> None:
 
 def test_scopes_of_calls() -> None:
     assert scopes_of(make_call()) == [FloodScope.METHOD]
-    assert scopes_of(send_call(-5)) == [FloodScope.METHOD, FloodScope.PEER]
+    assert scopes_of(send_call(-5)) == [FloodScope.METHOD, FloodScope.PEER, FloodScope.CHAT]
     assert scopes_of(make_call("upload.getFile", transfer=True))[-1] is FloodScope.TRANSFERS
     assert scope_key(send_call(-5), FloodScope.PEER) == "acct:a1/slowmode:peer:-5"
+    assert scope_key(send_call(-5), FloodScope.CHAT) == "acct:a1/writes:peer:-5"
 
 
 class SlidingServer:

@@ -20,7 +20,13 @@ import pytest
 from guardfakes import Recorder, bounded, make_call, make_pipeline
 from telethon import errors as te
 
-from telethon_guard.errors import CircuitOpenError, DeadlineExceeded, FloodWaitBlocked
+from telethon_guard.config import GuardConfig
+from telethon_guard.errors import (
+    CircuitOpenError,
+    DeadlineExceeded,
+    FloodWaitBlocked,
+    GuardConfigError,
+)
 from telethon_guard.events import PaceLearned
 from telethon_guard.fakeclock import FakeClock
 from telethon_guard.pacing import (
@@ -485,3 +491,12 @@ def test_a_burst_holds_at_once_and_late_answers_refine_it() -> None:
     assert refined is not None and refined[0][1] < first[0][1]
     clock.advance(t_f + 4.9 - clock.now())  # past the wait and the ramp a hypothesis would have
     assert pacer.window("a", "m") == refined and pacer.is_held("a", "m")
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "2", None])
+def test_pace_recover_is_validated_at_construction(bad: object) -> None:
+    with pytest.raises(GuardConfigError) as info:
+        GuardConfig(pace_recover=bad)
+    assert "pace_recover" in str(info.value)
+    with pytest.raises(ValueError):
+        AdaptivePacer(FakeClock(), recover=0.0)

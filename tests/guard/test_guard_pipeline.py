@@ -37,7 +37,7 @@ from telethon_guard.pipeline import Pipeline
 from telethon_guard.storage import CLOSED, OPEN
 from telethon_guard.storage.memory import MemoryStorage
 
-guard_mod = importlib.import_module("telethon_guard.guard")
+guard_mod = importlib.import_module("telethon_guard._client_call")
 
 
 async def never() -> str:

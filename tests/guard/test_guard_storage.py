@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
 import pytest
 
-from telethon_guard.errors import GuardConfigError
+from telethon_guard.errors import GuardConfigError, StorageUnavailableError
+from telethon_guard.events import EventBus, StorageFallback
 from telethon_guard.fakeclock import FakeClock
 from telethon_guard.storage import (
     CLOSED,
@@ -14,6 +19,7 @@ from telethon_guard.storage import (
     LocalGuardStorage,
     open_storage,
 )
+from telethon_guard.storage.fallback import BackendUnavailable, OutageFallback
 from telethon_guard.storage.memory import MemoryStorage
 
 POLICY = BreakerPolicy(threshold=2, open_seconds=4.0, growth=2.0, max_open=10.0)
@@ -135,3 +141,60 @@ async def test_async_twins() -> None:
     assert (await st.breaker_state("b")).state == CLOSED
     await st.seed(spec[0], [0.5])
     await st.aclose()
+
+
+# ---- the shared storage's fallback policy (storage.fallback) ---------------------------------
+
+
+async def test_outage_fallback_serves_locally_probes_on_the_clock_and_logs_a_failed_copy_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock(auto_advance=False)
+    events: list[Any] = []
+    copied: list[dict[str, float]] = []
+
+    async def copy_back(blocks: dict[str, float]) -> None:
+        copied.append(blocks)
+        raise ConnectionError("server went away again")
+
+    fb = OutageFallback("test", "local", 5.0, clock=clock, events=EventBus([events.append]),
+                        copy_back=copy_back)
+    calls: list[str] = []
+    up = True
+
+    async def remote() -> str:
+        calls.append("remote")
+        if not up:
+            raise BackendUnavailable("refused")
+        return "shared"
+
+    assert await fb.run(remote, lambda: "local") == "shared" and fb.available
+    up = False
+    assert await fb.run(remote, lambda: "local") == "local" and not fb.available
+    fb.local.flood_block_sync("acct:1/method:m", 30.0)  # learned during the outage
+    up = True
+    assert await fb.run(remote, lambda: "local") == "local"  # no probe before 5 s
+    assert calls == ["remote", "remote"]
+    clock.advance(5.0)
+    caplog.set_level(logging.WARNING, logger="telethon_guard")
+    assert await fb.run(remote, lambda: "local") == "shared" and fb.available
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert copied and "acct:1/method:m" in copied[0]
+    assert any("could not copy 1 flood block" in r.getMessage() and r.exc_info
+               for r in caplog.records)
+    assert [e.active for e in events if isinstance(e, StorageFallback)] == [True, False]
+    assert fb.fallbacks == 1
+
+
+async def test_outage_fallback_fail_policy_raises_storage_unavailable() -> None:
+    fb = OutageFallback("test", "fail", 5.0, clock=FakeClock(auto_advance=False))
+
+    async def remote() -> str:
+        raise BackendUnavailable("refused") from ConnectionError("refused")
+
+    with pytest.raises(StorageUnavailableError):
+        await fb.run(remote, lambda: "local")
+    with pytest.raises(StorageUnavailableError):  # between probes: at once
+        await fb.run(remote, lambda: "local")
+    with pytest.raises(GuardConfigError):
+        OutageFallback("test", "sometimes", 5.0)

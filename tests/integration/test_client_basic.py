@@ -246,5 +246,5 @@ async def test_plain_client_class_is_unaffected() -> None:
     # Sanity: the per-server subclassing leaves TelegramClient itself alone.
     async with TelegramTestServer() as server:
         plain = server.client(cls=TelegramClient)
-        assert not hasattr(plain, "_tg_state")
+        assert not hasattr(plain, "_guard_link")
         assert plain.flood_sleep_threshold != 0

@@ -13,8 +13,7 @@ from telethon import TelegramClient
 from telethon.tl import functions, types
 
 import telethon_guard
-from telethon_guard import GuardConfigError, GuardedTelegramClient, guard
-from telethon_guard.guard import GuardState
+from telethon_guard import GuardConfigError, GuardedTelegramClient, GuardState, guard
 from telethon_guard.loop import current_handler
 from telethon_guard.testing.faults import FaultPlan
 from telethon_guard.testing.faults_calls import ErrorOnCalls
@@ -54,15 +53,15 @@ async def test_guard_wraps_a_plain_client() -> None:
         assert {e.method for e in server.log.requests()} <= methods
         assert server.log.count("help.getNearestDc") == 1
         # the sender was swapped for the guarded one before connecting
-        from telethon_guard.guard import sender_class
+        from telethon_guard.sender import GuardedMTProtoSender
 
-        assert isinstance(plain._sender, sender_class())
+        assert isinstance(plain._sender, GuardedMTProtoSender)
 
 
 async def test_guarded_client_copies_share_the_guard() -> None:
     # What Telethon does for CDN downloads: self.__class__(session, api_id, api_hash, ...)
     # inside _get_cdn_client. Copies made there share the parent's guard.
-    from telethon_guard.guard import _parent_guard
+    from telethon_guard._link import parent_guard as _parent_guard
 
     async with TelegramTestServer() as server:
         parent = server.client(cls=GuardedTelegramClient, deadline=5)
@@ -155,9 +154,9 @@ async def test_guard_on_a_connected_client_maps_disconnect_cancellation() -> Non
             await bounded(task, 5)
         assert not task.cancelled()
         # the next connect() swaps in the guarded sender
-        from telethon_guard.guard import sender_class
+        from telethon_guard.sender import GuardedMTProtoSender
 
         server.faults.clear()
         async with plain:
-            assert isinstance(plain._sender, sender_class())
+            assert isinstance(plain._sender, GuardedMTProtoSender)
             assert (await bounded(plain.get_me())).id > 0

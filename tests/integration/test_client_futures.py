@@ -9,7 +9,7 @@ from typing import Any
 
 from telethon.tl import functions
 
-from telethon_guard.guard import attempt_once  # type: ignore[attr-defined]
+from telethon_guard._send_once import attempt_once
 
 
 async def test_answer_racing_a_cancel_is_retrieved() -> None:

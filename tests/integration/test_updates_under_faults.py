@@ -32,7 +32,7 @@ from telethon.tl import types
 
 from telethon_guard import GuardedTelegramClient
 from telethon_guard.testing import OnPeers, TelegramTestServer
-from telethon_guard.testing.faults import ErrorOnCalls
+from telethon_guard.testing.faults import ErrorOnCalls, FaultPlan, Transport429Storm
 from telethon_guard.update_path import RECOVERY_BASE, RECOVERY_MARGIN
 
 T = 40.0  # bound for every wait, seconds
@@ -211,3 +211,83 @@ async def test_plain_telethon_stalls_every_chat_on_5xx_retries() -> None:
     r = await _fault_on_one_channel(TelegramClient, 500, "RPC_CALL_FAIL", 3, {})
     assert r["p99"] >= 1.5  # Telethon sleeps 2 s per 5xx inside its update loop
     _delivered_once(r, by_itself=False)
+
+
+# ---- a transport -429 storm ------------------------------------------------------------------
+
+STORM = 2.5  # seconds of transport -429 (live connections get it, new ones are refused)
+
+
+async def _storm(cls: type[TelegramClient], kw: dict[str, Any]) -> dict[str, Any]:
+    """bob tracks chat_b and his private chat with alice; alice writes into both every
+    ``PACE`` s before, during and after a -429 storm. Returns what arrived and when."""
+    plan = FaultPlan()
+    async with TelegramTestServer(faults=plan) as server:
+        b, private = marked(server, "chat_b"), server.world.user_id("alice")
+        async with bob(server, cls, **kw) as (client, rec, fatal):
+            loop = asyncio.get_running_loop()
+            rec.push(server, "alice", "chat_b", "b first")
+            rec.push(server, "alice", "bob", "p first")
+            await until(lambda: len(rec.got) == 2)
+            storm = Transport429Storm(start=plan.now() + 1.0, duration=STORM)
+            plan.add(storm)
+            storm_end = loop.time() + 1.0 + STORM
+            i = 0
+            while loop.time() < storm_end + 6.0:
+                rec.push(server, "alice", "chat_b", f"b {i}")
+                rec.push(server, "alice", "bob", f"p {i}")
+                i += 1
+                await asyncio.sleep(PACE)
+            pushed_b = [f"b {k}" for k in range(i)]
+            pushed_p = [f"p {k}" for k in range(i)]
+            try:
+                await until(lambda: set(pushed_b) <= set(rec.texts(b))
+                            and set(pushed_p) <= set(rec.texts(private)), timeout=15.0)
+                all_arrived = True
+            except AssertionError:
+                all_arrived = False
+            await asyncio.sleep(0.5)
+            during = [t for t, at in rec.pushed.items()
+                      if storm_end - STORM <= at < storm_end and t[0] in "bp"]
+            after = [t for t, at in rec.pushed.items() if at >= storm_end + 3.0]
+            arrival = {text: at for _, _, text, at in rec.got}
+            lat_after = [arrival[t] - rec.pushed[t] for t in after if t in arrival]
+            missed_at = [arrival[t] - storm_end for t in during if t in arrival]
+            lat_during = [arrival[t] - rec.pushed[t] for t in during if t in arrival]
+            result = {
+                "all_arrived": all_arrived, "fired": storm.fired,
+                "b_ids": rec.ids(b), "p_ids": rec.ids(private),
+                "during": len(during), "missed_arrived": len(missed_at),
+                "missed_after_end": max(missed_at) if missed_at else None,
+                "during_p50": statistics.median(lat_during) if lat_during else None,
+                "during_p99": p(lat_during, 0.99) if lat_during else None,
+                "after_p50": statistics.median(lat_after) if lat_after else None,
+                "after_p99": p(lat_after, 0.99) if lat_after else None,
+                "connected": client.is_connected(), "fatal": list(fatal.fatal),
+            }
+    print(f"\n{cls.__name__} -429 storm {STORM} s: {result['missed_arrived']}/"
+          f"{result['during']} messages pushed during it arrived (last "
+          f"{result['missed_after_end']} s after its end; latency p50 {result['during_p50']} s"
+          f" p99 {result['during_p99']} s); pushed >= 3 s after: "
+          f"p50 {result['after_p50']} s p99 {result['after_p99']} s")
+    return result
+
+
+async def test_guarded_updates_flow_again_after_a_429_storm_and_missed_ones_arrive_once(
+) -> None:
+    r = await _storm(GuardedTelegramClient, GUARDED)
+    assert r["fired"] > 0 and r["during"] > 0
+    assert r["all_arrived"] and r["missed_arrived"] == r["during"]
+    assert set(r["b_ids"].values()) == {1} and set(r["p_ids"].values()) == {1}
+    assert r["after_p99"] is not None and r["after_p99"] < 1.0
+    assert r["connected"] and not r["fatal"]
+
+
+@pytest.mark.allow_strays
+@pytest.mark.allow_bare_errors
+async def test_plain_telethon_after_the_same_storm() -> None:
+    """Side by side: plain Telethon (TcpFull) reads the -429 as a negative length and its
+    sender disconnects for good (design.md section 2): nothing arrives after the storm."""
+    r = await _storm(TelegramClient, {})
+    assert r["fired"] > 0
+    assert not r["all_arrived"] and r["after_p99"] is None

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from redis_helpers import PrivateRedis, free_port
+from redis_helpers import PrivateRedis
 from telethon.tl import functions, types
 
 from telethon_guard import GuardedTelegramClient
@@ -193,14 +193,3 @@ async def test_the_guard_clock_times_the_probes_during_an_outage(
         assert st.available
     finally:
         await st.aclose()
-
-
-async def test_flood_blocks_that_cannot_be_copied_back_are_logged(
-        caplog: pytest.LogCaptureFixture) -> None:
-    st = from_url(f"redis://127.0.0.1:{free_port()}/0", prefix="copy", timeout=TIMEOUT)
-    caplog.set_level(logging.WARNING, logger="telethon_guard")
-    try:
-        await asyncio.wait_for(st._copy_blocks({"acct:1/method:m": 5.0}), 5)
-    finally:
-        await st.aclose()
-    assert any("could not copy 1 flood block" in r.getMessage() for r in caplog.records)

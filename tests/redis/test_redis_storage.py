@@ -161,7 +161,7 @@ async def test_guard_config_storage_url_builds_a_redis_pipeline(redis_url: str,
     try:
         assert isinstance(st, RedisStorage) and not st.is_local
         assert (st.on_unavailable, st.timeout, st.prefix) == ("fail", 0.75, prefix)
-        assert any(b is pipe.events for b in st._buses)  # StorageFallback reaches on_event
+        assert any(b is pipe.events for b in st.fallback.buses)  # StorageFallback reaches on_event
     finally:
         await st.aclose()
     client = aioredis.Redis.from_url(redis_url)

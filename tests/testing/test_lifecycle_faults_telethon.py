@@ -120,6 +120,43 @@ async def test_connect_fails_while_new_connections_fail_and_works_after(
         assert me is not None and server.log.count("help.getConfig", outcome="ok") == 1
 
 
+async def test_plain_telethon_after_a_cancelled_connect_is_half_initialized() -> None:
+    # Issue 10, case 1: connect() cancelled while new connections are closed after their
+    # first packet. Telethon's sender keeps reconnecting on its own; once the fault is over
+    # calls work, but connect() never got to start the update loop, so the account never
+    # subscribed to updates (no updates.getState) and pushed messages reach nobody.
+    window = 2.0
+    plan = FaultPlan(OnNewConnections("close", duration=window))
+    async with TelegramTestServer(faults=plan) as server:
+        bob_id = server.world.user_id("bob")
+        client: TelegramClient = server.client(session=server.session(bob_id))
+        got: list[str] = []
+
+        async def on_message(event: Any) -> None:
+            got.append(event.raw_text)
+
+        client.add_event_handler(on_message, events.NewMessage())
+        with loop_errors() as caught:
+            try:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(client.connect(), 1.0)
+                assert client.is_connected()  # Telethon says connected
+                await wait_until_plan_time(server, window + 0.2)
+                me = await asyncio.wait_for(client.get_me(), T)  # calls work again
+                assert me is not None and me.id == bob_id
+                assert server.log.count("updates.getState") == 0
+                assert server.push_message("carol", "bob", "lost").pushed == 0
+                await asyncio.sleep(0.5)
+                assert got == []
+            finally:
+                await asyncio.wait_for(client.disconnect(), T)
+            del client
+            gc.collect()
+            await asyncio.sleep(0)
+        strays = [c.get("exception") for c in never_retrieved(caught)]
+        assert all(isinstance(e, ConnectionError) for e in strays), caught
+
+
 async def test_port_down_refuses_tcp_until_the_window_ends_and_spares_open_connections() -> None:
     async with TelegramTestServer() as server:
         old = await connected(server)

@@ -1,0 +1,242 @@
+"""Telethon's ``_call`` through the guard: every request (every element of a batch) is one
+pipeline call whose attempts are single sends; Telethon's loop check, ``resolve``,
+``InvokeWithoutUpdates`` wrapping, entity processing and DC migration are kept."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from telethon import errors as tl_errors
+from telethon import helpers, utils
+from telethon.tl import functions
+from telethon.tl.tlobject import TLRequest
+
+from . import _telethon as tl
+from . import _tl
+from ._link import account_key
+from ._send_once import attempt_once, send_of
+from .call import TRANSFER_METHODS, CallInfo
+from .health import current_deadline
+from .keys import is_idempotent
+from .update_path import update_loop_client
+
+if TYPE_CHECKING:
+    from telethon import TelegramClient
+
+    from ._client_guard import ClientGuard
+
+__all__ = [
+    "guarded_call", "init_through_pipeline", "invoke_one", "is_user_authorized", "make_call",
+]
+
+log = logging.getLogger("telethon_guard")
+
+_MIGRATE_ERRORS = (
+    tl_errors.PhoneMigrateError,
+    tl_errors.NetworkMigrateError,
+    tl_errors.UserMigrateError,
+)
+_MAX_DC_SWITCHES = 3
+
+_NOT_A_REQUEST = "You can only invoke requests, not types!"
+_NO_RESOLVE = TLRequest.resolve  # a no-op coroutine: requests without entities to resolve
+
+
+def make_call(
+    client: TelegramClient,
+    state: ClientGuard,
+    sender: Any,
+    request: TLRequest,
+    max_flood_wait: float | None = None,
+) -> CallInfo:
+    """Describe one request for the pipeline (method, account, DC, peer, deadline)."""
+    method, peer, random_id = _tl.describe(request)
+    deadline = getattr(state.config, "deadline", None)
+    call = CallInfo(  # positional: method, request, account, dc_id, peer, random_id,
+        method, request, account_key(client, state), _dc_of(client, sender), peer,  # transfer,
+        random_id, method in TRANSFER_METHODS, is_idempotent(method, random_id),  # deadline_at
+        (state.now() + deadline) if deadline else None,
+    )
+    scoped = current_deadline()  # health.with_fallback / deadline_scope: only shortens
+    if scoped is not None and (call.deadline_at is None or scoped < call.deadline_at):
+        call.deadline_at = scoped
+    if max_flood_wait is not None:
+        _set_max_flood_wait(call, max_flood_wait)
+    call.update_loop = update_loop_client(client, method)  # never waits: update_path.py
+    return call
+
+
+def _dc_of(client: TelegramClient, sender: Any) -> int:
+    """DC of a call: the session's DC on the main sender (it follows ``_switch_dc``), else the
+    exported sender's ``dc_id``."""
+    if sender is tl.main_sender(client):
+        return int(client.session.dc_id or 0)
+    return int(getattr(sender, "dc_id", None) or client.session.dc_id or 0)
+
+
+def _set_max_flood_wait(call: CallInfo, seconds: float) -> None:
+    call.max_flood_wait = float(seconds)
+    call.tags["max_flood_wait"] = repr(float(seconds))
+
+
+async def invoke_one(
+    client: TelegramClient,
+    state: ClientGuard,
+    sender: Any,
+    request: TLRequest,
+    ordered: bool = False,
+    max_flood_wait: float | None = None,
+) -> Any:
+    """One logical request through the pipeline; each attempt is one ``sender.send``."""
+    call = make_call(client, state, sender, request, max_flood_wait)
+    send = functools.partial(attempt_once, client, send_of(sender), request, ordered)
+    return await state.pipeline.invoke(call, send)
+
+
+# ---- _call -------------------------------------------------------------------------------
+
+
+async def guarded_call(
+    client: TelegramClient,
+    state: ClientGuard,
+    sender: Any,
+    request: Any,
+    ordered: bool = False,
+    flood_sleep_threshold: float | None = None,
+) -> Any:
+    """Telethon's ``_call`` with every attempt run through the guard pipeline.
+
+    Keeps Telethon's semantics: the event-loop check, ``request.resolve``, the
+    ``InvokeWithoutUpdates`` wrapping when updates are off, ``session.process_entities``,
+    a list of results for a list of requests (or ``MultiError(exceptions, results,
+    requests)`` with the partial results when some elements failed), and the DC switch on
+    ``PHONE_MIGRATE`` / ``NETWORK_MIGRATE`` / ``USER_MIGRATE``. ``flood_sleep_threshold``
+    (seconds), when given, is this call's ``max_flood_wait``.
+    """
+    bound = tl.bound_loop(client)
+    if bound is not None and bound != helpers.get_running_loop():
+        raise RuntimeError(
+            "The asyncio event loop must not change after connection (see the FAQ for details)"
+        )
+    single = not utils.is_list_like(request)
+    requests: list[Any] = [request] if single else list(request)
+    to_send: list[Any] = []
+    no_updates = tl.no_updates(client)
+    for r in requests:
+        if not isinstance(r, TLRequest):
+            raise TypeError(_NOT_A_REQUEST)
+        if type(r).resolve is not _NO_RESOLVE:  # the base class's resolve does nothing
+            await r.resolve(client, utils)
+        to_send.append(functions.InvokeWithoutUpdatesRequest(r) if no_updates else r)
+    tl.note_request(client)
+
+    switches = 0
+    while True:
+        try:
+            if single:  # invoke_one, inline
+                r = to_send[0]
+                call = make_call(client, state, sender, r, flood_sleep_threshold)
+                send = functools.partial(attempt_once, client, send_of(sender), r, ordered)
+                result = await state.pipeline.invoke(call, send)
+                entities = client.session.process_entities(result)
+                if inspect.isawaitable(entities):  # async sessions (Telethon warns)
+                    await utils.maybe_async(entities)
+                return result
+            return await _call_list(
+                client, state, sender, requests, to_send, ordered, flood_sleep_threshold
+            )
+        except _MIGRATE_ERRORS as e:
+            switches += 1
+            should_raise = isinstance(
+                e, (tl_errors.PhoneMigrateError, tl_errors.NetworkMigrateError)
+            )
+            if switches > _MAX_DC_SWITCHES or (
+                should_raise and await client.is_user_authorized()
+            ):
+                raise
+            log.info("%s: migrating to DC %d", _tl.method_name(e.request or requests[0]),
+                     e.new_dc)
+            await tl.switch_dc(client, e.new_dc)
+
+
+async def _call_list(
+    client: TelegramClient,
+    state: ClientGuard,
+    sender: Any,
+    requests: list[Any],
+    to_send: list[Any],
+    ordered: bool,
+    max_flood_wait: float | None,
+) -> list[Any]:
+    """A batch: every element its own pipeline call, so a failed element is re-sent alone
+    and the others' results are kept. ``ordered`` sends them one after the other."""
+    outcomes: list[Any]
+    if ordered:
+        outcomes = []
+        for r in to_send:
+            try:
+                outcomes.append(
+                    await invoke_one(client, state, sender, r, False, max_flood_wait)
+                )
+            except Exception as e:
+                outcomes.append(e)
+    else:
+        outcomes = list(
+            await asyncio.gather(
+                *(invoke_one(client, state, sender, r, False, max_flood_wait)
+                  for r in to_send),
+                return_exceptions=True,
+            )
+        )
+    results: list[Any] = []
+    exceptions: list[BaseException | None] = []
+    for outcome in outcomes:
+        if isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception):
+                raise outcome
+            exceptions.append(outcome)
+            results.append(None)
+        else:
+            await utils.maybe_async(client.session.process_entities(outcome))
+            exceptions.append(None)
+            results.append(outcome)
+    if any(e is not None for e in exceptions):
+        from .errors import batch_error  # FloodWaitMultiError when every failure is a flood
+
+        raise batch_error(exceptions, results, requests)
+    return results
+
+
+async def init_through_pipeline(
+    client: TelegramClient, state: ClientGuard, sender: Any, request: TLRequest,
+    send: Callable[..., asyncio.Future[Any]],
+) -> Any:
+    """Send a connection init (``InvokeWithLayer(InitConnection(...))``) on ``sender`` as one
+    pipeline call whose attempts are ``send`` (the sender's own, unpatched ``send``)."""
+    call = make_call(client, state, sender, request)
+
+    async def attempt() -> Any:
+        return await attempt_once(client, send, request)
+
+    return await state.pipeline.invoke(call, attempt)
+
+
+async def is_user_authorized(client: Any) -> bool:
+    """Telethon's ``is_user_authorized`` without its false negative: Telethon caches ``False``
+    on *any* ``RPCError`` from ``updates.getState``, so a flood wait or a server error would
+    make the client believe it is logged out (and ``start()`` ask for a phone again). Here only
+    an authorization error (401) means "no"; other errors propagate, nothing is cached."""
+    if tl.authorized(client) is None:
+        try:
+            await client(functions.updates.GetStateRequest())
+            tl.set_authorized(client, True)
+        except tl_errors.UnauthorizedError:
+            tl.set_authorized(client, False)
+    return bool(tl.authorized(client))
