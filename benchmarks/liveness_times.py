@@ -95,7 +95,7 @@ def _summary(values: list[float]) -> str:
             f"(range {min(values):.2f}-{max(values):.2f})")
 
 
-async def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=2.0, help="liveness_timeout, s")
@@ -107,7 +107,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "silent_bound": policy.silent_bound,
                            "idle_bound": policy.idle_bound, "runs": {}}
     for kind in ("silent+pending", "silent idle", "very old"):
-        times = [await one_run(kind, args.timeout, args.keepalive) for _ in range(args.runs)]
+        times = [asyncio.run(one_run(kind, args.timeout, args.keepalive))
+                 for _ in range(args.runs)]
         out["runs"][kind] = times
         bound = policy.idle_bound if kind == "silent idle" else policy.silent_bound
         print(f"{kind:15} detection {_summary([d for d, _ in times])}, "
@@ -119,4 +120,4 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
