@@ -15,6 +15,7 @@ from . import _telethon as tl
 from ._client_call import init_through_pipeline
 from ._client_tasks import acquire_loop, hook_tasks, release_loop
 from ._link import ClientLink
+from .session_store import connect_checked
 
 __all__ = ["guarded_connect", "guarded_disconnect", "is_init_request"]
 
@@ -54,7 +55,7 @@ async def guarded_connect(
         sender.dc_id = client.session.dc_id  # follows the DC switch (set_dc, then connect)
     acquire_loop(client, link, loop)
     try:
-        await connect()
+        await connect_checked(client.session, connect)  # SessionLockedError naming the file
     except BaseException:
         if sender.is_connected() or tl.sender_is_user_connected(sender):
             try:

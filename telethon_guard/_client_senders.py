@@ -4,6 +4,7 @@ other DCs (downloads), whose ``ImportAuthorization`` init goes through the pipel
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from ._client_call import init_through_pipeline
 from ._link import account_key
 from .loop import retrieve_exception
 from .sender import GuardedMTProtoSender
+from .update_path import resume_updates
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -47,8 +49,11 @@ def make_sender(
 
 def replace_main_sender(client: TelegramClient, state: ClientGuard) -> None:
     """Swap the main sender Telethon built in ``__init__`` for a guarded one (same args)."""
-    tl.set_main_sender(client, make_sender(
-        client, state, client.session.auth_key, None, **tl.sender_settings(client)))
+    settings = tl.sender_settings(client)  # updates resume after a reconnect: update_path.py
+    settings["auto_reconnect_callback"] = functools.partial(
+        resume_updates, client, state.wait_available)
+    tl.set_main_sender(client, make_sender(client, state, client.session.auth_key, None,
+                                           **settings))
 
 
 async def create_exported_sender(

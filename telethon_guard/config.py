@@ -167,6 +167,10 @@ class GuardConfig:
       > 0), or the account was at a ``send_limits`` window; then the method is blocked
       account-wide, until ``flood_narrow_after`` (default 5, >= 1) writes to other chats
       succeed in a row. Our numbers, not Telegram's (it publishes no scope).
+    * ``transfer_concurrency``: file-part calls (``upload.getFile``, ``saveFilePart``...) in
+      flight at once per account and method, across the main and exported senders
+      (:mod:`telethon_guard.transfer_slots`); default 16, Telegram Desktop's
+      ``kMaxFileQueries``; ``None``: unbounded.
     * ``rate_margin``: seconds added to the period of every *configured* window (``rate_limits``,
       ``method_limits``, ``send_limits``, peer limits; not ``reconnect_pacing``), default 0.05.
       The limiter spaces its reservations by the period, but Telegram counts *arrivals*, one
@@ -241,6 +245,7 @@ class GuardConfig:
     flood_widen_chats: int = 3
     flood_widen_window: float = 60.0
     flood_narrow_after: int = 5
+    transfer_concurrency: int | None = 16
     rate_margin: float = 0.05
     adaptive_pacing: bool = True
     pace_relax: float = 5.0
@@ -316,6 +321,9 @@ class GuardConfig:
           _finite("flood_widen_window", self.flood_widen_window, strict=True))
         s(self, "flood_narrow_after", _int("flood_narrow_after", self.flood_narrow_after,
                                            minimum=1))
+        if self.transfer_concurrency is not None:
+            s(self, "transfer_concurrency",
+              _int("transfer_concurrency", self.transfer_concurrency, minimum=1))
         for name in ("adaptive_pacing", "observe_only", "log_peer_ids"):
             if not isinstance(getattr(self, name), bool):
                 raise GuardConfigError(name, f"must be a bool, got {getattr(self, name)!r}")

@@ -7,6 +7,8 @@
       -> CircuitBreaker    (breaker.py)    fail fast while OPEN; one HALF_OPEN probe
       -> FloodLedger       (flood.py)      wait out / fail fast on recorded FLOOD_WAITs; record
                                            server FLOOD_*_WAITs and wait-and-retry when they fit
+      -> TransferSlots     (transfer_slots.py) file parts in flight per (account, method)
+                                           (only when ``transfer_concurrency`` is set)
       -> RateLimitLayer    (limiter.py)    wait for a slot in every window (only when limits or
                                            adaptive pacing are configured)
       -> RetryPolicy       (retry.py)      exponential backoff with full jitter, inside the deadline
@@ -65,6 +67,7 @@ from .flood import FloodLedger
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
 from .retry import RetryPolicy
 from .storage import GuardStorage, local_of, open_storage
+from .transfer_slots import TransferSlots
 from .update_path import UpdatePath
 
 T = TypeVar("T")
@@ -134,14 +137,17 @@ class Pipeline:
         self.rate_layer = RateLimitLayer(self.limiter, self.limit_keys)
         self.retry = RetryPolicy(config, self.clock, self.events, breaker=self.breaker)
         self.attempt = Attempt(self.clock, config.attempt_timeout, self.breaker)
+        self.transfers = TransferSlots(config, self.ledger)
         layers: list[Layer] = [self.deadline, self.breaker, self.ledger]
+        if config.transfer_concurrency is not None:
+            layers.append(self.transfers)  # file parts in flight per (account, method)
         if limits_configured(config):
             layers.append(self.rate_layer)
         layers.append(self.retry)
         self.layers: tuple[Layer, ...] = tuple(layers)
         """The layers, outermost first: the order in which they run (then :attr:`attempt`)."""
         self._chain = self.compose(self.layers)
-        self.update_path = UpdatePath()
+        self.update_path = UpdatePath(self.clock)
         self.update_layers: tuple[Layer, ...] = (
             self.update_path, self.deadline, self.breaker, self.ledger)
         """The layers of a difference request made by Telethon's update loop (no waiting)."""
