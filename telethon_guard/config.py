@@ -220,6 +220,10 @@ class GuardConfig:
       ``None`` (default) is derived: ``2 * attempt_timeout`` within [4, 64] s, else 15 s.
       ``keepalive_interval``: seconds without any message before an idle connection is
       pinged (default 30, Telegram Desktop's; ``None``: never). ``False``: no watchdog.
+    * ``connect_timeout``: seconds ``connect()`` may take in all (TCP, handshake, the init
+      request, paced retries); past it, it fails with ``DeadlineExceeded("connect", s)`` and
+      the client is left as before the call. ``None`` (default): ``deadline`` (no bound when
+      that is ``None`` too).
     * ``seed`` / ``rng``: randomness of the backoff jitter (tests pass a seed).
     * ``log_peer_ids``: include peer ids in events and logs (off: a short hash instead).
     """
@@ -263,6 +267,7 @@ class GuardConfig:
     reconnect_backoff_cap: float = 16.0
     reconnect_jitter: float = 0.25
     max_reconnect_seconds: float | None = 60.0
+    connect_timeout: float | None = None
     seed: int | None = None
     rng: random.Random | None = field(default=None, compare=False)
     log_peer_ids: bool = False
@@ -357,6 +362,8 @@ class GuardConfig:
         s(self, "max_reconnect_seconds",
           _finite("max_reconnect_seconds", self.max_reconnect_seconds, strict=True,
                   allow_none=True))
+        s(self, "connect_timeout",
+          _finite("connect_timeout", self.connect_timeout, strict=True, allow_none=True))
         cbs = self.on_event
         if cbs is None:
             cbs = ()

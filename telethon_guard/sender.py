@@ -220,6 +220,11 @@ class GuardedMTProtoSender(SenderSurface):
         self._watched_disconnected: asyncio.Future[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._callback_task: asyncio.Task[Any] | None = None
+        self.connecting = False
+        """``True`` while the client's ``connect()`` has not completed (set by the guard): a
+        reconnect then does not run Telethon's auto-reconnect callback (``get_me``), since
+        connect() re-sends its init and logs in itself, and a failed connect must leave no
+        request of its own behind."""
         # The paced reconnect loop (our own: Telethon's ``_reconnect_task`` only exists from
         # 1.42 on and is only written by the ``_start_reconnect`` this class overrides).
         self._reconnect_loop: asyncio.Task[Any] | None = None
@@ -290,6 +295,7 @@ class GuardedMTProtoSender(SenderSurface):
                 self.dc_id = dc
             self._terminal = None
             self._given_up = False
+            self._reconnecting = False  # a reconnect cut short by a disconnect left it set
             self._last_code = None
             self._down_since = None
             self._outage_attempts = 0
@@ -304,11 +310,34 @@ class GuardedMTProtoSender(SenderSurface):
     async def disconnect(self) -> None:
         """Disconnect (user action): stops any reconnect loop; calls in flight or queued fail with
         ``GuardConnectionError``; the ``disconnected`` future resolves without error."""
-        task = self._reconnect_loop
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait((task,))  # its CancelledError stays in the task (retrieved)
+        await self._stop_background()
         await super().disconnect()
+
+    async def abort_connect(self) -> None:
+        """Undo a :meth:`connect` that did not complete (failed, or cancelled by its caller):
+        no socket, no send / receive / reconnect / callback task, no queued request; the
+        sender is as it was before ``connect()``. A connected sender is disconnected."""
+        if self._user_connected:
+            await self.disconnect()
+            return
+        await self._stop_background()
+        self._reconnecting = False
+        conn = self._connection
+        if conn is not None:
+            await conn.disconnect()  # closes the socket, cancels the connection's own tasks
+        await self.cancel_loops()
+        self._fail_requests(lambda: GuardConnectionError("connect() did not complete"))
+        self._connection = None
+
+    async def _stop_background(self) -> None:
+        """Cancel and wait for the reconnect loop and Telethon's auto-reconnect callback."""
+        current = asyncio.current_task()
+        tasks = [t for t in (self._reconnect_loop, self._callback_task)
+                 if t is not None and t is not current and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # their CancelledError stays in the tasks (retrieved)
 
     def send(self, request: Any, ordered: bool = False) -> Any:
         """Queue ``request`` (or a list of requests) like Telethon; returns the future(s).
@@ -561,7 +590,8 @@ class GuardedMTProtoSender(SenderSurface):
             # Telethon's callback (``get_me()`` to resume updates): at most one at a time, so a
             # server that keeps refusing does not pile up one request per attempt.
             cb_task = self._callback_task
-            if self._auto_reconnect_callback and (cb_task is None or cb_task.done()):
+            if (self._auto_reconnect_callback and not self.connecting
+                    and (cb_task is None or cb_task.done())):
                 self._callback_task = self._spawn(self._auto_reconnect_callback())
             return
 

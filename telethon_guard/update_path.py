@@ -36,6 +36,10 @@ session: the loop disconnects), ``CancelledError``.
 Exactly once: an ended difference does not advance the pts, so the deferred difference asks
 from the same pts and every missed message is returned once; updates pushed meanwhile are
 dropped by Telethon while the difference is pending (they are in the difference).
+
+After a reconnect, :func:`resume_updates` (the guarded main sender's auto-reconnect callback)
+makes the request that tells Telegram the new connection wants updates until it succeeds, then
+begins the account's difference (what was pushed to the dead connection).
 """
 
 from __future__ import annotations
