@@ -141,9 +141,12 @@ async def guarded_disconnect(
     client: Any, link: ClientLink, disconnect: Callable[[], Awaitable[None]]
 ) -> None:
     """Telethon's disconnect with the client marked offline first (in-flight and later calls
-    fail with ``ClientDisconnectedError``) and its loop reference released after."""
+    fail with ``ClientDisconnectedError``) and its loop reference released after; the main
+    client also closes the connections of a storage the guard opened from a URL."""
     link.offline = True
     try:
         await disconnect()
     finally:
         release_loop(client, link)
+        if link.guard.main_client() is client:  # a storage opened from a URL: its sockets
+            await link.guard.pipeline.close_storage_connections()

@@ -57,6 +57,7 @@ addition, logged once at ERROR with the server's message so the bug is seen.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import logging
@@ -238,6 +239,10 @@ class RedisStorage:
         self._tokens = itertools.count(1)
         self._keys: dict[str, bytes] = {}
         self._bugs_logged: set[str] = set()
+        self._now = self.fallback._now
+        # The stats view: what this process last learned from Redis (or the fallback).
+        self._seen_blocks: dict[str, float] = {}  # scope -> guard-clock time the block ends
+        self._seen_breakers: dict[str, tuple[BreakerDecision, float]] = {}  # key -> (d, at)
         self.closed = False
 
     # ------------------------------------------------------------------ plumbing
@@ -377,42 +382,41 @@ class RedisStorage:
     async def flood_block(self, scope: str, seconds: float) -> float:
         reply = await self._call(self._flood_block, (self._key("fl", scope),),
                                  (repr(float(seconds)),))
-        if reply is _LOCAL:
-            return self.local.flood_block_sync(scope, seconds)
-        return float(reply)
+        left = (self.local.flood_block_sync(scope, seconds) if reply is _LOCAL
+                else float(reply))
+        self._saw_block(scope, left)
+        return left
 
     async def flood_left(self, scope: str) -> float:
         reply = await self._call(self._flood_left, (self._key("fl", scope),), ())
-        if reply is _LOCAL:
-            return self.local.flood_left_sync(scope)
-        return float(reply)
+        left = self.local.flood_left_sync(scope) if reply is _LOCAL else float(reply)
+        self._saw_block(scope, left)
+        return left
 
     async def flood_clear(self, scope: str) -> None:
         self.local.flood_clear_sync(scope)
+        self._seen_blocks.pop(scope, None)
         await self._call(None, (self._key("fl", scope),), ())
 
     # ------------------------------------------------------------------ breaker
     async def breaker_acquire(self, key: str, lease: float) -> BreakerDecision:
         reply = await self._call(self._br_acquire, (self._key("br", key),),
                                  (repr(float(lease)), repr(self.breaker_ttl)))
-        if reply is _LOCAL:
-            return self.local.breaker_acquire_sync(key, lease)
-        return _decision(reply)
+        return self._saw_breaker(key, self.local.breaker_acquire_sync(key, lease) if reply is _LOCAL
+                                 else _decision(reply))
 
     async def breaker_failure(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
         reply = await self._call(
             self._br_failure, (self._key("br", key),),
             (policy.threshold, repr(float(policy.open_seconds)), repr(float(policy.growth)),
              repr(float(policy.max_open)), repr(self.breaker_ttl)))
-        if reply is _LOCAL:
-            return self.local.breaker_failure_sync(key, policy)
-        return _decision(reply)
+        return self._saw_breaker(key, self.local.breaker_failure_sync(key, policy)
+                                 if reply is _LOCAL else _decision(reply))
 
     async def breaker_success(self, key: str) -> BreakerDecision:
         reply = await self._call(self._br_success, (self._key("br", key),), ())
-        if reply is _LOCAL:
-            return self.local.breaker_success_sync(key)
-        return _decision(reply)
+        return self._saw_breaker(key, self.local.breaker_success_sync(key) if reply is _LOCAL
+                                 else _decision(reply))
 
     async def breaker_release_probe(self, key: str) -> None:
         reply = await self._call(self._br_release, (self._key("br", key),), ())
@@ -421,9 +425,83 @@ class RedisStorage:
 
     async def breaker_state(self, key: str) -> BreakerDecision:
         reply = await self._call(self._br_state, (self._key("br", key),), ())
-        if reply is _LOCAL:
-            return self.local.breaker_state_sync(key)
-        return _decision(reply)
+        return self._saw_breaker(key, self.local.breaker_state_sync(key) if reply is _LOCAL
+                                 else _decision(reply))
+
+    # ------------------------------------------------------------------ stats view
+    def _saw_block(self, scope: str, left: float) -> None:
+        if left > 0:
+            if scope not in self._seen_blocks and len(self._seen_blocks) >= 4096:
+                self._sweep_seen()
+            self._seen_blocks[scope] = self._now() + left
+        else:
+            self._seen_blocks.pop(scope, None)
+
+    def _sweep_seen(self) -> None:
+        now = self._now()
+        for scope in [s for s, end in self._seen_blocks.items() if end <= now]:
+            del self._seen_blocks[scope]
+        if len(self._seen_blocks) >= 4096:  # still full of live blocks: forget the oldest
+            self._seen_blocks.pop(next(iter(self._seen_blocks)))
+
+    def _saw_breaker(self, key: str, d: BreakerDecision) -> BreakerDecision:
+        if key in self._seen_breakers or len(self._seen_breakers) < 4096:
+            self._seen_breakers[key] = (d, self._now())
+        return d
+
+    def flood_scopes(self) -> dict[str, float]:
+        """Blocked scopes with seconds left (stats), as this process last learned them from
+        Redis: every block it recorded or checked, and every block :meth:`refresh_view` read
+        (blocks recorded by other processes). Synchronous, no I/O."""
+        now = self._now()
+        return {s: end - now for s, end in self._seen_blocks.items() if end > now}
+
+    def breaker_keys(self) -> list[str]:
+        """Keys of the breakers this process has seen (its own calls, :meth:`refresh_view`)."""
+        return list(self._seen_breakers)
+
+    def breaker_state_sync(self, key: str) -> BreakerDecision:
+        """The state of breaker ``key`` as last seen (``CLOSED`` when never seen); an OPEN
+        breaker's ``retry_after`` counts down on the guard clock. Synchronous, no I/O: the
+        authoritative state is :meth:`breaker_state`."""
+        seen = self._seen_breakers.get(key)
+        if seen is None:
+            return BreakerDecision("", "CLOSED", "CLOSED", 0.0, 0)
+        d, at = seen
+        left = max(0.0, d.retry_after - (self._now() - at)) if d.state == "OPEN" else 0.0
+        return BreakerDecision("", d.state, d.state, left, d.failures)
+
+    async def refresh_view(self) -> None:
+        """Read every flood block and breaker under this storage's prefix from Redis (``SCAN``
+        on every primary of a cluster, then one script per key) into the stats view, so
+        :meth:`flood_scopes` also shows blocks other processes recorded. Bounded by
+        ``timeout`` per round trip; raises ``StorageUnavailableError`` under ``"fail"`` and
+        keeps the view as it was when Redis is unavailable under ``"fallback"``."""
+        for kind, script in (("fl", self._flood_left), ("br", self._br_state)):
+            head = f"{self.prefix}:{kind}:"
+            match = "".join("\\" + c if c in "*?[]\\" else c for c in head) + "*"
+            keys = await self.fallback.run(functools.partial(self._remote_scan, match), _local)
+            if keys is _LOCAL:
+                return
+            for rk in keys:
+                guard_key = _unhash_tag(rk.decode()[len(head):])
+                reply = await self._call(script, (rk,), ())
+                if reply is _LOCAL:
+                    return
+                if kind == "fl":
+                    self._saw_block(guard_key, float(reply))
+                else:
+                    self._saw_breaker(guard_key, _decision(reply))
+
+    async def _remote_scan(self, match: str) -> list[bytes]:
+        """Every key matching ``match`` (every primary of a cluster), bounded in time."""
+        async def scan() -> list[bytes]:
+            return [k async for k in self.client.scan_iter(match=match, count=1000)]
+        try:
+            keys: list[bytes] = await _within(scan(), self.timeout * 8)
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(self._reason(exc)) from exc
+        return keys
 
     # ------------------------------------------------------------------ lifecycle
     async def ping(self) -> bool:
@@ -432,6 +510,17 @@ class RedisStorage:
             return bool(await _within(self.client.ping(), self.timeout))
         except Exception:
             return False
+
+    async def disconnect(self) -> None:
+        """Close the connections of a client this storage built (from a URL); the storage stays
+        usable and connects again on its next operation (a client passed in is left alone).
+        ``disconnect()`` of the guarded client that opened this storage calls it. Never
+        raises; bounded by ``4 * timeout`` seconds."""
+        if self._owns_client and not self.closed:
+            try:
+                await _within(self.client.aclose(), self.timeout * 4)
+            except Exception:  # closing a dead connection must not raise
+                logger.debug("closing the Redis connections failed", exc_info=True)
 
     async def aclose(self) -> None:
         """Close the client if this storage built it (a client passed in stays open)."""
@@ -471,6 +560,14 @@ class _Script:
             await client.script_load(self.source)
             return await client.execute_command("EVALSHA", self.sha, _NUMKEYS[len(keys)],
                                                 *keys, *args)
+
+
+def _unhash_tag(key: str) -> str:
+    """``{acct:42}/dc:2`` -> ``acct:42/dc:2`` (the inverse of :func:`keys.hash_tagged`)."""
+    if key.startswith("{"):
+        head, _, rest = key[1:].partition("}")
+        return head + rest
+    return key
 
 
 class _LocalMarker:
