@@ -77,18 +77,7 @@ from .keys import (
     transfers_key,
 )
 from .limiter import LedgerBlockedWhileQueued
-from .pacing import (
-    PACE_BACKOFF,
-    PACE_DROP,
-    PACE_HORIZON,
-    PACE_MARGIN,
-    PACE_MAX_HOLD_GROWTH,
-    PACE_MAX_STRETCH,
-    PACE_MIN_CALLS,
-    PACE_MIN_WAIT,
-    PACE_RELAX_STEPS,
-    AdaptivePacer,
-)
+from .pacing import AdaptivePacer
 from .storage import GuardStorage, LimitSpec, LocalGuardStorage, local_of
 
 Next = Callable[[CallInfo], Awaitable[Any]]
@@ -302,16 +291,6 @@ class FloodLedger:
 
 
 __all__ = [
-    "PACE_BACKOFF",
-    "PACE_DROP",
-    "PACE_HORIZON",
-    "PACE_MARGIN",
-    "PACE_MAX_HOLD_GROWTH",
-    "PACE_MAX_STRETCH",
-    "PACE_MIN_CALLS",
-    "PACE_MIN_WAIT",
-    "PACE_RELAX_STEPS",
-    "AdaptivePacer",
     "FloodLedger",
     "FloodScopeTracker",
     "scope_key",
