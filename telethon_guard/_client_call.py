@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,10 @@ from . import _tl
 from ._link import account_key
 from ._send_once import attempt_once, send_of
 from .call import TRANSFER_METHODS, CallInfo
+from .errors import EntitiesNotStoredError
 from .health import current_deadline
 from .keys import is_idempotent
+from .session_store import store_entities
 from .update_path import update_loop_client
 
 if TYPE_CHECKING:
@@ -143,9 +144,9 @@ async def guarded_call(
                 call = make_call(client, state, sender, r, flood_sleep_threshold)
                 send = functools.partial(attempt_once, client, send_of(sender), r, ordered)
                 result = await state.pipeline.invoke(call, send)
-                entities = client.session.process_entities(result)
-                if inspect.isawaitable(entities):  # async sessions (Telethon warns)
-                    await utils.maybe_async(entities)
+                stored = store_entities(client.session, call.method, r, result)
+                if stored is not None:  # async sessions (Telethon warns)
+                    await stored
                 return result
             return await _call_list(
                 client, state, sender, requests, to_send, ordered, flood_sleep_threshold
@@ -195,7 +196,7 @@ async def _call_list(
         )
     results: list[Any] = []
     exceptions: list[BaseException | None] = []
-    for outcome in outcomes:
+    for r, outcome in zip(to_send, outcomes, strict=True):
         if isinstance(outcome, asyncio.CancelledError):
             raise outcome
         if isinstance(outcome, BaseException):
@@ -204,7 +205,14 @@ async def _call_list(
             exceptions.append(outcome)
             results.append(None)
         else:
-            await utils.maybe_async(client.session.process_entities(outcome))
+            try:
+                stored = store_entities(client.session, _tl.method_name(r), r, outcome)
+                if stored is not None:
+                    await stored
+            except EntitiesNotStoredError as e:  # it ran: its result is kept beside the error
+                exceptions.append(e)
+                results.append(outcome)
+                continue
             exceptions.append(None)
             results.append(outcome)
     if any(e is not None for e in exceptions):

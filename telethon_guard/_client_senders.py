@@ -4,6 +4,7 @@ other DCs (downloads), whose ``ImportAuthorization`` init goes through the pipel
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from ._client_call import init_through_pipeline
 from ._link import account_key
 from .loop import retrieve_exception
 from .sender import GuardedMTProtoSender
+from .update_path import resume_updates
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -31,7 +33,7 @@ def make_sender(
 ) -> GuardedMTProtoSender:
     """A guarded sender for ``client`` with Telethon's arguments (``kwargs``) plus the
     guard's: its events, the reconnect pacer of DC ``dc_id`` (``None``: the main sender),
-    ``config.max_reconnect_seconds``, the DC id and the account key."""
+    ``config.max_reconnect_seconds``, the DC id, the account key and the config (liveness)."""
     return GuardedMTProtoSender(
         auth_key,
         loggers=tl.loggers(client),
@@ -40,14 +42,18 @@ def make_sender(
         dc_id=dc_id if dc_id is not None else client.session.dc_id,
         account=account_key(client, state),
         max_reconnect_seconds=state.config.max_reconnect_seconds,
+        config=state.config,  # the liveness watchdog's bounds (liveness.py)
         **kwargs,
     )
 
 
 def replace_main_sender(client: TelegramClient, state: ClientGuard) -> None:
     """Swap the main sender Telethon built in ``__init__`` for a guarded one (same args)."""
-    tl.set_main_sender(client, make_sender(
-        client, state, client.session.auth_key, None, **tl.sender_settings(client)))
+    settings = tl.sender_settings(client)  # updates resume after a reconnect: update_path.py
+    settings["auto_reconnect_callback"] = functools.partial(
+        resume_updates, client, state.wait_available)
+    tl.set_main_sender(client, make_sender(client, state, client.session.auth_key, None,
+                                           **settings))
 
 
 async def create_exported_sender(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,6 +37,7 @@ from telethon._updates import messagebox as _messagebox
 from telethon.extensions.messagepacker import MessagePacker
 from telethon.network import MTProtoSender
 from telethon.network.connection.connection import Connection, PacketCodec
+from telethon.sessions import SQLiteSession
 from telethon.tl import types
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ __all__ = [
     "PACKER_ATTRIBUTES",
     "SENDER_ATTRIBUTES",
     "SENDER_METHODS",
+    "SESSION_ATTRIBUTES",
     "TELETHON_FLOOR",
     "SenderSurface",
 ]
@@ -115,6 +118,7 @@ SENDER_ATTRIBUTES: Mapping[str, str] = {
     "_auto_reconnect": "read",
     "_auto_reconnect_callback": "read: run after a reconnect",
     "_connect_timeout": "read: timeout of one connection attempt",
+    "_ping": "written: cleared when the liveness watchdog replaces a silent connection",
 }
 """``MTProtoSender`` instance attributes (the subclass surface of :class:`SenderSurface`)."""
 
@@ -158,10 +162,33 @@ MESSAGE_BOX_ATTRIBUTES: Mapping[str, str] = {
 }
 """``telethon._updates.MessageBox`` members (a private module: public names, private API)."""
 
+SESSION_ATTRIBUTES: Mapping[str, str] = {
+    "_conn": "read: the SQLite session's sqlite3 connection (its busy wait bounded, "
+             "session_store.py); None until first used and after close()",
+}
+"""``telethon.sessions.SQLiteSession`` instance attributes."""
+
 MODULE_FUNCTIONS: Mapping[str, str] = {
     "helpers._cancel": "called: cancel the send/receive tasks",
 }
 """Module-level private functions."""
+
+
+# ---- the session ----------------------------------------------------------------------------
+
+
+def is_sqlite_session(session: Any) -> bool:
+    """Whether ``session`` is a Telethon ``SQLiteSession`` (a file or ``:memory:``)."""
+    return isinstance(session, SQLiteSession)
+
+
+def sqlite_connection(session: Any) -> sqlite3.Connection | None:
+    """The ``sqlite3.Connection`` of a Telethon ``SQLiteSession`` (file or ``:memory:``), or
+    ``None`` (another session type, or not opened yet / closed)."""
+    if not isinstance(session, SQLiteSession):
+        return None
+    conn = session.__dict__.get("_conn")
+    return conn if isinstance(conn, sqlite3.Connection) else None
 
 
 # ---- the client ---------------------------------------------------------------------------
@@ -406,6 +433,7 @@ class SenderSurface(MTProtoSender):
     _auto_reconnect: bool
     _auto_reconnect_callback: Callable[[], Any] | None
     _connect_timeout: float | None
+    _ping: int | None
 
     def disconnected_future(self) -> asyncio.Future[Any]:
         """Telethon's ``disconnected`` future itself (not shielded)."""

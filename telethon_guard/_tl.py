@@ -97,7 +97,8 @@ def known_method_names() -> frozenset[str]:
 def peer_key(request: TLObject) -> str | None:
     """Stable key of the chat a request targets (``"peer:<marked id>"``), or ``None``.
 
-    Uses the request's ``peer`` (or ``channel``) field and Telethon's marked-id convention
+    Uses the request's ``peer`` (or ``to_peer``: the chat a forward goes to, or ``channel``)
+    field and Telethon's marked-id convention
     (users positive, chats negative, channels -100...). Used for slow mode and per-chat send
     limits; never logged unless the user opts in.
     """
@@ -128,14 +129,16 @@ def random_id_of(request: TLObject) -> int | None:
 
 
 def _fields(inner: TLObject) -> tuple[str | None, bool]:
-    """``(peer field, has random_id)`` of ``inner``'s class: ``"peer"``, ``"channel"`` or
-    ``None``, then whether a ``random_id`` field exists. Cached per class: every instance
+    """``(peer field, has random_id)`` of ``inner``'s class: ``"peer"``, ``"to_peer"``
+    (``messages.forwardMessages``), ``"channel"`` or ``None``, then whether a ``random_id``
+    field exists. Cached per class: every instance
     of a TL class carries all of its fields (Telethon's generated ``__init__`` sets them)."""
     cls = type(inner)
     fields = _FIELDS.get(cls)
     if fields is None:
         has_peer = hasattr(inner, "peer")
         peer: str | None = ("peer" if has_peer
+                            else "to_peer" if hasattr(inner, "to_peer")
                             else "channel" if hasattr(inner, "channel") else None)
         fields = (peer, hasattr(inner, "random_id"))
         if len(_FIELDS) < _CACHE_MAX:

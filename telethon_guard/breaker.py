@@ -43,8 +43,9 @@ def breaker_key(call: CallInfo) -> str:
 
 class CircuitBreaker:
     """Pipeline layer (:meth:`handle`) and attempt observer (:meth:`record`) for the per
-    (account, DC) breakers. Local storage (:class:`~telethon_guard.storage.LocalGuardStorage`)
-    is used synchronously, chosen once here at construction; shared storage is awaited."""
+    (account, DC) breakers. The two per-call operations (acquire, record) use local storage
+    (:class:`~telethon_guard.storage.LocalGuardStorage`) synchronously, chosen once here at
+    construction; everything else awaits the storage's async API, whichever it is."""
 
     __slots__ = ("_events", "_keys", "_local", "_observe", "_probe_owner", "_storage", "lease",
                  "policy")
@@ -69,8 +70,6 @@ class CircuitBreaker:
 
     async def state(self, key: str) -> BreakerDecision:
         """Current state of breaker ``key`` (no transition)."""
-        if self._local is not None:
-            return self._local.breaker_state_sync(key)
         return await self._storage.breaker_state(key)
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
@@ -104,11 +103,7 @@ class CircuitBreaker:
         call.task = task
         if task is not None and self._probe_owner.get(key) is task:
             return await call_next(call)  # nested call on the probing task
-        local = self._local
-        if local is not None:
-            d = local.breaker_acquire_sync(key, self.lease)
-        else:
-            d = await self._storage.breaker_acquire(key, self.lease)
+        d = await self._storage.breaker_acquire(key, self.lease)
         if d.decision == "allow" and d.old == d.state:
             return await call_next(call)
         return await self._decided(call, key, d, call_next)
@@ -144,10 +139,7 @@ class CircuitBreaker:
                 del self._probe_owner[key]
             if call.probe:  # no verdict was recorded: let the next caller probe
                 call.probe = False
-                if self._local is not None:
-                    self._local.breaker_release_probe_sync(key)
-                else:
-                    await self._storage.breaker_release_probe(key)
+                await self._storage.breaker_release_probe(key)
 
     def record(self, call: CallInfo, failure: bool) -> Awaitable[None] | None:
         """Record the outcome of one network attempt of ``call`` (``failure``: counts toward

@@ -16,11 +16,15 @@ handshake runs on the connection it was granted) takes a slot first. Two sets of
   Telegram publishes no per-IP connection figure; these are our choice: a burst large enough
   that a service starting a few dozen clients does not notice, a sustained rate (6 per second)
   below what the incident's -429 storm showed (12 per second, issue 12). Configurable.
-* ``storm_windows`` (default :data:`DEFAULT_STORM_WINDOWS` = TDLib's ``ConnectionCreator``
-  per-client flood control, 1 per 1 s, 2 per 4 s, 3 per 8 s,
+* ``storm_windows`` (default :data:`DEFAULT_STORM_WINDOWS`: 1 per 1 s, the first window of
+  TDLib's ``ConnectionCreator`` per-client flood control, ``flood_control.add_limit(1, 1)`` in
   ``td/telegram/net/ConnectionCreator.cpp``) in addition while the target *refuses*: for
-  ``storm_seconds`` (default 10 s) after the last :meth:`ConnectionBudget.record_refused`.
-  While Telegram refuses this IP, the whole process probes it as one TDLib client would.
+  ``storm_seconds`` (default 5 s) after the last :meth:`ConnectionBudget.record_refused`, once
+  two or more clients were refused (one client refused alone is paced by its own pacer).
+  While Telegram refuses this IP, the whole process opens at most one connection per second,
+  as one TDLib client would at most. (TDLib's longer windows, 2 per 4 s and 3 per 8 s, are
+  per client: applied to a whole process they would take minutes to reconnect a few hundred
+  clients after a storm; each client's own pacer still applies them to itself.)
 
 Slots are reserved in the storage's sliding windows (the rate limiter's reservation, see
 :mod:`telethon_guard.storage`): a reservation commits the earliest free slot at once and slots
@@ -39,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from .clock import Clock, MonotonicClock
@@ -64,8 +68,9 @@ log = logging.getLogger("telethon_guard.budget")
 DEFAULT_BUDGET_WINDOWS: Windows = ((10, 1.0), (60, 10.0))
 """New connections per target (DC address) for the whole process: 10 per 1 s, 60 per 10 s."""
 
-DEFAULT_STORM_WINDOWS: Windows = ((1, 1.0), (2, 4.0), (3, 8.0))
-"""While a target refuses (-429): TDLib ``ConnectionCreator`` flood control, for the process."""
+DEFAULT_STORM_WINDOWS: Windows = ((1, 1.0),)
+"""While a target refuses (-429): 1 new connection per second for the whole process (the first
+window of TDLib's ``ConnectionCreator`` flood control)."""
 
 
 class ConnectionBudget:
@@ -74,29 +79,33 @@ class ConnectionBudget:
     :param windows: ``(count, seconds)`` pairs: at most ``count`` new connections to one target
         in any ``seconds``. Default :data:`DEFAULT_BUDGET_WINDOWS`.
     :param storm_windows: windows added while the target refuses; ``()`` for none. Default
-        :data:`DEFAULT_STORM_WINDOWS` (TDLib's per-client schedule).
+        :data:`DEFAULT_STORM_WINDOWS` (1 per second).
     :param storm_seconds: seconds after the last :meth:`record_refused` the storm windows hold.
-        Default 10.0.
+        Default 5.0.
+    :param storm_sources: different clients (refusal sources) refused within ``storm_seconds``
+        that start the storm windows. Default 2: a single client refused alone is paced by
+        its own reconnect pacer only.
     :param storage: where slots and the refusing mark live: a
         :class:`~telethon_guard.storage.GuardStorage` (a ``RedisStorage`` shares the budget
         between processes). Default: a new in-memory storage on ``clock``.
     :param clock: a :class:`~telethon_guard.clock.Clock` (``now()``, ``sleep()``), monotonic
         seconds. Default :class:`~telethon_guard.clock.MonotonicClock`.
     :param prefix: key prefix in the storage. Default ``"conn"``.
-    :raises GuardConfigError: on bad windows, ``storm_seconds``, ``storage`` or ``clock``
-        (naming the field), at construction.
+    :raises GuardConfigError: on bad windows, ``storm_seconds``, ``storm_sources``, ``storage``
+        or ``clock`` (naming the field), at construction.
     """
 
-    __slots__ = ("_clock", "_local", "_prefix", "_specs", "_storage", "_storm_seconds",
-                 "_storm_windows", "_windows", "granted", "max_wait", "refusals", "waited",
-                 "waiting")
+    __slots__ = ("_clock", "_local", "_prefix", "_sources", "_specs", "_storage",
+                 "_storm_seconds", "_storm_sources", "_storm_windows", "_windows", "granted",
+                 "max_wait", "refusals", "waited", "waiting")
 
     def __init__(
         self,
         windows: Sequence[tuple[int, float]] = DEFAULT_BUDGET_WINDOWS,
         *,
         storm_windows: Sequence[tuple[int, float]] = DEFAULT_STORM_WINDOWS,
-        storm_seconds: float = 10.0,
+        storm_seconds: float = 5.0,
+        storm_sources: int = 2,
         storage: GuardStorage | None = None,
         clock: Clock | None = None,
         prefix: str = "conn",
@@ -110,6 +119,11 @@ class ConnectionBudget:
             raise GuardConfigError("storm_seconds",
                                    f"must be a finite number >= 0, got {storm_seconds!r}")
         self._storm_seconds = float(storm_seconds)
+        if (isinstance(storm_sources, bool) or not isinstance(storm_sources, int)
+                or storm_sources < 1):
+            raise GuardConfigError("storm_sources", f"must be an int >= 1, got {storm_sources!r}")
+        self._storm_sources = storm_sources
+        self._sources: dict[str, dict[Hashable, float]] = {}
         if clock is None:
             clock = MonotonicClock()
         if not callable(getattr(clock, "now", None)) or not callable(getattr(clock, "sleep", None)):
@@ -205,31 +219,47 @@ class ConnectionBudget:
         self.granted[target] = self.granted.get(target, 0) + 1
         return max(0.0, delay)
 
-    def note_refused(self, target: str) -> None:
+    def note_refused(self, target: str, source: Hashable = None) -> None:
         """:meth:`record_refused` from synchronous code: at once on local storage, else in a
         background task (held until done; errors logged)."""
+        target = str(target)
         if self._local is not None:
-            self._mark_refused(str(target))
+            self._mark_refused(target, source)
             return
-        task = asyncio.get_running_loop().create_task(self.record_refused(target))
+        task = asyncio.get_running_loop().create_task(self.record_refused(target, source))
         _background.add(task)
         task.add_done_callback(_finished)
 
-    def _mark_refused(self, target: str) -> bool:
+    def _mark_refused(self, target: str, source: Hashable) -> bool:
         """Count the refusal; apply the local mark; ``False`` when the storage must do it."""
         self.refusals[target] = self.refusals.get(target, 0) + 1
         if not self._storm_windows or self._storm_seconds <= 0:
             return True
+        if source is not None:
+            now = self._clock.now()
+            seen = self._sources.setdefault(target, {})
+            seen[source] = now
+            for s, t in list(seen.items()):
+                if now - t > self._storm_seconds:
+                    del seen[s]
+            if len(seen) < self._storm_sources:
+                return True  # one client refused alone: its own pacer paces it
         if self._local is None:
             return False
         self._local.flood_block_sync(self._keys(target)[2], self._storm_seconds)
         return True
 
-    async def record_refused(self, target: str) -> None:
+    async def record_refused(self, target: str, source: Hashable = None) -> None:
         """``target`` refused a connection (transport -429): the storm windows apply to it for
-        the next ``storm_seconds`` seconds, for every client sharing this budget."""
+        the next ``storm_seconds`` seconds, for every client sharing this budget.
+
+        ``source``: who was refused (e.g. the connection object's id). With a source, the
+        storm windows start once ``storm_sources`` different sources were refused within
+        ``storm_seconds`` (one client refused alone is paced by its own
+        :class:`~telethon_guard.reconnect.ReconnectPacer`); ``None`` starts them at once.
+        """
         target = str(target)
-        if not self._mark_refused(target):
+        if not self._mark_refused(target, source):
             await self._storage.flood_block(self._keys(target)[2], self._storm_seconds)
 
     def stats(self) -> dict[str, Any]:
@@ -306,4 +336,4 @@ def note_refused(connection: Any) -> None:
     guarded sender calls on a -429."""
     budget = process_budget()
     if budget is not None:
-        budget.note_refused(connection_target(connection))
+        budget.note_refused(connection_target(connection), id(connection))

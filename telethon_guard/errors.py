@@ -25,6 +25,9 @@ Each error, what else it is an instance of, its attributes, and whether retrying
   No: the session must be recreated.
 - ``StorageUnavailableError`` (``ConnectionError``): ``backend``. Yes, once storage is back.
 - ``GuardConfigError`` (``ValueError``): ``field``. No: fix the configuration.
+- ``SessionStoreError``: ``path``; ``EntitiesNotStoredError`` (the request ran: ``executed``,
+  ``result``, ``request``, ``method``; never retried, do not re-send) and ``SessionLockedError``
+  (at connect, nothing sent; yes, once the other user of the file is gone).
 - ``AlreadyDelivered`` (``telethon.errors.RandomIdDuplicateError``): ``random_id``,
   ``attempts``. No: it was delivered.
 - ``FloodWaitMultiError`` (``telethon.errors.MultiError`` *and* ``telethon.errors.FloodWaitError``):
@@ -252,6 +255,43 @@ class MayHaveRunError(AttemptTimeoutError):
                      "not idempotent, so not sent again (it may have run)",)
 
 
+class SessionStoreError(GuardError):
+    """The session's SQLite file could not be written (``sqlite3.OperationalError`` as
+    ``__cause__``, e.g. ``database is locked`` while another process or thread holds a write
+    lock on it). ``path``: the session file (``None`` when unknown). Subclasses say when it
+    happened: :class:`EntitiesNotStoredError` (after a request ran), :class:`SessionLockedError`
+    (at connect)."""
+
+    def __init__(self, message: str, path: str | None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class EntitiesNotStoredError(SessionStoreError):
+    """The request **ran** at Telegram (``executed`` is ``True``, its answer is ``result``), but
+    Telethon could not store the entities of the answer in the session file ``path``. Never
+    retried by the guard; do not send it again (a message would be sent twice): use
+    ``result``. ``method`` is the TL name of the request, ``request`` the request."""
+
+    executed = True
+
+    def __init__(self, method: str, request: object, result: object, path: str | None,
+                 cause: BaseException) -> None:
+        super().__init__(
+            f"{method} ran at Telegram (its result is attached as .result) but its entities "
+            f"could not be stored in the session file {path!r}: {cause}; do not send it again",
+            path)
+        self.method = method
+        self.request = request
+        self.result = result
+
+
+class SessionLockedError(SessionStoreError):
+    """``connect()`` could not write the session file ``path``: another process or thread
+    holds it locked (or it is read-only). Nothing was sent. Retry once the other user of the
+    file is gone, or give each client its own session file."""
+
+
 class AlreadyDelivered(GuardError, tl_errors.RandomIdDuplicateError):
     """``RANDOM_ID_DUPLICATE``: Telegram already executed this request (same ``random_id``),
     typically by an earlier attempt whose reply was lost. Not re-sent; the result is unknown.
@@ -427,6 +467,7 @@ __all__ = [
     "CircuitOpenError",
     "ClientDisconnectedError",
     "DeadlineExceeded",
+    "EntitiesNotStoredError",
     "FloodPremiumBlocked",
     "FloodWaitBlocked",
     "FloodWaitMultiError",
@@ -439,6 +480,8 @@ __all__ = [
     "PoolError",
     "PoolExhaustedError",
     "SessionInUseError",
+    "SessionLockedError",
+    "SessionStoreError",
     "SlowModeBlocked",
     "StorageUnavailableError",
     "TenantUnavailableError",

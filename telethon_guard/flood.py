@@ -78,18 +78,7 @@ from .keys import (
     transfers_key,
 )
 from .limiter import LedgerBlockedWhileQueued
-from .pacing import (
-    PACE_BACKOFF,
-    PACE_DROP,
-    PACE_HORIZON,
-    PACE_MARGIN,
-    PACE_MAX_HOLD_GROWTH,
-    PACE_MAX_STRETCH,
-    PACE_MIN_CALLS,
-    PACE_MIN_WAIT,
-    PACE_RELAX_STEPS,
-    AdaptivePacer,
-)
+from .pacing import AdaptivePacer
 from .storage import GuardStorage, LimitSpec, LocalGuardStorage, local_of
 
 Next = Callable[[CallInfo], Awaitable[Any]]
@@ -132,8 +121,9 @@ def scopes_of(call: CallInfo) -> list[FloodScope]:
 class FloodLedger:
     """Pipeline layer holding the flood ledger (in ``storage``) and the adaptive pacer.
 
-    Local storage (chosen once here) is read synchronously: while its flood table is empty
-    (nothing blocked anywhere) the check before the network costs one truth test.
+    The check before the network reads local storage synchronously (chosen once here): while
+    its flood table is empty (nothing blocked anywhere) it costs one truth test. Everything
+    else awaits the storage's async API, whichever it is.
     """
 
     __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "_table", "pacer", "redact",
@@ -159,11 +149,6 @@ class FloodLedger:
         """Scope inference of write floods (chat or method, :mod:`~telethon_guard.flood_scope`)."""
 
     # ------------------------------------------------------------------ storage helpers
-    async def _left(self, scope: str) -> float:
-        if self._local is not None:
-            return self._local.flood_left_sync(scope)
-        return await self._storage.flood_left(scope)
-
     async def record_block(self, scope: str, seconds: float) -> float:
         """Record ``scope`` (a ledger key from :mod:`telethon_guard.keys`, e.g.
         ``keys.method_flood_key(account, method)``) blocked for ``seconds`` from now, keeping a
@@ -171,8 +156,6 @@ class FloodLedger:
         fails fast as after a server FLOOD_WAIT (no event is emitted here). Used by the ledger
         itself after a server FLOOD_*_WAIT; also the way to seed a block by hand (tests, a
         wait learned out of band)."""
-        if self._local is not None:
-            return self._local.flood_block_sync(scope, seconds)
         return await self._storage.flood_block(scope, seconds)
 
     async def blocked_for(self, call: CallInfo) -> tuple[FloodScope, str, float] | None:
@@ -180,7 +163,7 @@ class FloodLedger:
         worst: tuple[FloodScope, str, float] | None = None
         for scope in scopes_of(call):
             key = scope_key(call, scope)
-            left = await self._left(key)
+            left = await self._storage.flood_left(key)
             if left > 0 and (worst is None or left > worst[2]):
                 worst = (scope, key, left)
         return worst
@@ -259,10 +242,7 @@ class FloodLedger:
         # Start the new pace window with the calls it was learned from, so the first
         # window after the wait is not a second full burst.
         spec = LimitSpec(pace_key(call.account, call.method), window)
-        if self._local is not None:
-            self._local.seed_sync(spec, pacer.seed_ages)
-        else:
-            await self._storage.seed(spec, pacer.seed_ages)
+        await self._storage.seed(spec, pacer.seed_ages)
 
     async def handle(self, call: CallInfo, call_next: Next) -> Any:
         """Check the ledger, run ``call_next``; on a server FLOOD_*_WAIT record it for everyone
@@ -312,16 +292,6 @@ class FloodLedger:
 
 
 __all__ = [
-    "PACE_BACKOFF",
-    "PACE_DROP",
-    "PACE_HORIZON",
-    "PACE_MARGIN",
-    "PACE_MAX_HOLD_GROWTH",
-    "PACE_MAX_STRETCH",
-    "PACE_MIN_CALLS",
-    "PACE_MIN_WAIT",
-    "PACE_RELAX_STEPS",
-    "AdaptivePacer",
     "FloodLedger",
     "FloodScopeTracker",
     "scope_key",

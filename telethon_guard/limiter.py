@@ -34,8 +34,10 @@ from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
 from .errors import DeadlineExceeded, FloodWaitBlocked
 from .events import EventBus, FloodBlocked, ObservedDelay, RequestLimited, redact_peer
+from .flood_scope import is_chat_write
 from .keys import (
     account_key,
+    chat_flood_key,
     is_private_peer,
     is_send,
     method_flood_key,
@@ -45,7 +47,7 @@ from .keys import (
     sends_key,
 )
 from .network_budget import network_budget
-from .storage import GuardStorage, LimitSpec, LocalGuardStorage, local_of
+from .storage import GuardStorage, LimitSpec, local_of
 
 log = logging.getLogger("telethon_guard.limiter")
 Next = Callable[[CallInfo], Awaitable[Any]]
@@ -200,11 +202,7 @@ class RateLimiter:
 
     async def release_now(self, specs: Sequence[LimitSpec], token: Any) -> None:
         """Give a reservation back and wait until it is gone (no waiter moves up)."""
-        local = self._local
-        if local is not None:
-            local.release_sync(specs, token)
-        else:
-            await self._storage.release(specs, token)
+        await self._storage.release(specs, token)
 
     async def delay_of(self, specs: Sequence[LimitSpec]) -> float:
         """Seconds until every window of ``specs`` has a free slot (0.0: now), reserving
@@ -412,7 +410,7 @@ class RateLimitLayer:
     :class:`LedgerBlockedWhileQueued` for the flood ledger above (never sent into the block).
     """
 
-    __slots__ = ("_attempt_timeout", "_decide", "_local", "_specs", "_storage", "keys", "limiter")
+    __slots__ = ("_attempt_timeout", "_decide", "_specs", "_storage", "keys", "limiter")
 
     def __init__(self, limiter: RateLimiter, keys: LimitKeys) -> None:
         self.limiter = limiter
@@ -421,7 +419,6 @@ class RateLimitLayer:
         self._attempt_timeout: float | None = keys.config.attempt_timeout
         self._decide = limiter.decide_local  # None: shared storage (awaited)
         self._storage = limiter.storage
-        self._local: LocalGuardStorage | None = local_of(self._storage)
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
         """Wait for the call's slot, then run ``call_next``. Raises ``FloodWaitBlocked`` at
@@ -477,13 +474,14 @@ class RateLimitLayer:
 
     async def _flood_left(self, call: CallInfo) -> float:
         """Seconds left of a FLOOD_WAIT recorded on the call's method scope (the flood
-        ledger's ``acct:<a>/method:<m>``; slow mode and transfers scopes are checked by the
-        ledger before the limiter)."""
-        scope = method_flood_key(call.account, call.method)
-        local = self._local
-        if local is not None:
-            return local.flood_left_sync(scope)
-        return await self._storage.flood_left(scope)
+        ledger's ``acct:<a>/method:<m>``) or, for a write to a chat, that chat's writes
+        (``acct:<a>/writes:peer:<id>``); slow mode and transfers scopes are checked by the
+        ledger before the limiter."""
+        left = await self._storage.flood_left(method_flood_key(call.account, call.method))
+        if call.peer is not None and is_chat_write(call):  # a chat's write flood (flood_scope)
+            left = max(left, await self._storage.flood_left(
+                chat_flood_key(call.account, call.peer)))
+        return left
 
     async def _check_pace(self, call: CallInfo, specs: Sequence[LimitSpec],
                           res: tuple[float, Any],

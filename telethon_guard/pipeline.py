@@ -7,6 +7,8 @@
       -> CircuitBreaker    (breaker.py)    fail fast while OPEN; one HALF_OPEN probe
       -> FloodLedger       (flood.py)      wait out / fail fast on recorded FLOOD_WAITs; record
                                            server FLOOD_*_WAITs and wait-and-retry when they fit
+      -> TransferSlots     (transfer_slots.py) file parts in flight per (account, method)
+                                           (only when ``transfer_concurrency`` is set)
       -> RateLimitLayer    (limiter.py)    wait for a slot in every window (only when limits or
                                            adaptive pacing are configured)
       -> RetryPolicy       (retry.py)      exponential backoff with full jitter, inside the deadline
@@ -64,7 +66,8 @@ from .events import EventBus, RequestFinished, redact_peer, request_outcome
 from .flood import FloodLedger
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
 from .retry import RetryPolicy
-from .storage import GuardStorage, local_of, open_storage
+from .storage import GuardStorage, open_storage, stats_view
+from .transfer_slots import TransferSlots
 from .update_path import UpdatePath
 
 T = TypeVar("T")
@@ -113,6 +116,7 @@ class Pipeline:
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.events: EventBus = (events if events is not None
                                  else EventBus(config.on_event, redact=not config.log_peer_ids))
+        self._owns_storage = storage is None
         self.storage: GuardStorage = (
             storage if storage is not None
             else open_storage(config.storage, clock=self.clock,
@@ -134,20 +138,31 @@ class Pipeline:
         self.rate_layer = RateLimitLayer(self.limiter, self.limit_keys)
         self.retry = RetryPolicy(config, self.clock, self.events, breaker=self.breaker)
         self.attempt = Attempt(self.clock, config.attempt_timeout, self.breaker)
+        self.transfers = TransferSlots(config, self.ledger)
         layers: list[Layer] = [self.deadline, self.breaker, self.ledger]
+        if config.transfer_concurrency is not None:
+            layers.append(self.transfers)  # file parts in flight per (account, method)
         if limits_configured(config):
             layers.append(self.rate_layer)
         layers.append(self.retry)
         self.layers: tuple[Layer, ...] = tuple(layers)
         """The layers, outermost first: the order in which they run (then :attr:`attempt`)."""
         self._chain = self.compose(self.layers)
-        self.update_path = UpdatePath()
+        self.update_path = UpdatePath(self.clock)
         self.update_layers: tuple[Layer, ...] = (
             self.update_path, self.deadline, self.breaker, self.ledger)
         """The layers of a difference request made by Telethon's update loop (no waiting)."""
         self._update_chain = self.compose(self.update_layers)
         self._outcomes: dict[str, dict[str, int]] = {}
         self._redact = redact
+
+    async def close_storage_connections(self) -> None:
+        """Close the connections of a storage this pipeline opened itself from
+        ``config.storage`` (e.g. a Redis URL): the main client's ``disconnect()`` calls it. The
+        storage connects again on its next operation; a storage passed in is left alone."""
+        disconnect = getattr(self.storage, "disconnect", None)
+        if self._owns_storage and callable(disconnect):
+            await disconnect()
 
     def compose(self, layers: Sequence[Layer]) -> Next:
         """``layers`` (outermost first) composed around :meth:`Attempt.run`: a function
@@ -165,9 +180,10 @@ class Pipeline:
         (``{key: state}``),
         ``blocked`` (flood scopes with seconds left), ``limiter_queue`` (calls waiting for a
         slot), ``paces`` (``{method: (count, period)}`` learned by adaptive pacing). Peer ids are
-        redacted unless ``log_peer_ids``. Breakers and blocks are read from local storage
-        only (empty for shared storage: ask the storage)."""
-        local = local_of(self.storage)
+        redacted unless ``log_peer_ids``. Breakers and blocks come from the storage's
+        :class:`~telethon_guard.storage.StatsView` (shared storage: as this process last
+        learned them from it)."""
+        local = stats_view(self.storage)
         breakers: dict[str, str] = {}
         blocked: dict[str, float] = {}
         if local is not None:

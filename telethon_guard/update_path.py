@@ -11,6 +11,8 @@ as ``CallInfo.update_loop`` by the client) runs through the pipeline's update-pa
 (:class:`UpdatePath` → deadline → breaker → flood ledger → one network attempt: no rate
 limiter, no retry) with ``max_flood_wait = 0``, so it never waits:
 
+* it is bounded: ``DIFFERENCE_TIMEOUT`` (2 s) doubling per consecutive failure of that entry
+  (a lost reply no longer holds every chat's updates);
 * it fails fast with an error Telethon's loop tolerates (``client/updates.py``: a
   ``ServerError`` / ``TimedOutError`` / ``FloodWaitError`` / other ``RPCError`` ends that
   difference early without advancing its pts). FLOOD_WAITs (``FloodWaitBlocked``) and
@@ -34,6 +36,10 @@ session: the loop disconnects), ``CancelledError``.
 Exactly once: an ended difference does not advance the pts, so the deferred difference asks
 from the same pts and every missed message is returned once; updates pushed meanwhile are
 dropped by Telethon while the difference is pending (they are in the difference).
+
+After a reconnect, :func:`resume_updates` (the guarded main sender's auto-reconnect callback)
+makes the request that tells Telegram the new connection wants updates until it succeeds, then
+begins the account's difference (what was pushed to the dead connection).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from telethon.tl.functions.updates import GetChannelDifferenceRequest
 
 from . import _telethon as tl
 from .call import CallInfo
+from .clock import Clock
 from .errors import ClientDisconnectedError, GuardError
 
 log = logging.getLogger("telethon_guard.update_path")
@@ -68,6 +75,12 @@ RECOVERY_BASE = 1.0
 
 RECOVERY_CAP = 30.0
 """Longest delay, in seconds, between two re-tries of a failing difference (non-flood)."""
+
+DIFFERENCE_TIMEOUT = 2.0
+"""Seconds a difference request of the update loop may take before it is deferred (a lost
+reply would otherwise hold every chat's updates until the call's deadline; plain Telethon waits
+for it forever). Doubles per consecutive failure of that entry, up to ``RECOVERY_CAP``, so a
+slow but working server is still answered."""
 
 _TELETHON_HANDLES = (
     tl_errors.UnauthorizedError, tl_errors.AuthKeyError,
@@ -169,6 +182,12 @@ class DifferenceRecovery:
                  type(exc).__name__)
         return delay
 
+    def timeout(self, client: TelegramClient, entry: Any) -> float:
+        """Seconds the next difference of ``entry`` may take: ``DIFFERENCE_TIMEOUT`` doubled
+        per consecutive failure, at most ``RECOVERY_CAP``."""
+        failures = self._failures.get((id(client), entry), 0)
+        return min(RECOVERY_CAP, DIFFERENCE_TIMEOUT * 2.0 ** min(failures, 32))
+
     def succeeded(self, client: TelegramClient, entry: Any) -> None:
         """``entry``'s difference was answered: forget its failures (its timer, if any, finds
         nothing left to do)."""
@@ -186,14 +205,49 @@ class DifferenceRecovery:
             tl.wake_update_loop(client)
 
 
+async def resume_updates(client: TelegramClient,
+                         wait_available: Callable[[float], Awaitable[bool]]) -> None:
+    """The guard's auto-reconnect callback (Telethon's is ``_handle_auto_reconnect``): after
+    a reconnect, one high-level request (``get_me()``) tells Telegram the new connection wants
+    updates again, and the account's difference is begun to catch up on what was pushed to
+    the dead connection.
+
+    Telethon makes that request once and gives up on any error, so after a -429 storm (the
+    breaker still OPEN, an attempt timeout on the fresh connection) no update was pushed again
+    until the application made a request of its own. Here it is retried while the client is
+    connected: ``wait_available(s)`` (the guard's, returns ``True`` once calls can go out)
+    then ``get_me()``, waiting ``RECOVERY_BASE`` doubling to ``RECOVERY_CAP`` seconds between
+    tries. Stops quietly when the client is disconnected or logged out; never raises."""
+    delay = RECOVERY_BASE
+    while client.is_connected():
+        try:
+            if await wait_available(delay):
+                await client.get_me()
+                break
+        except asyncio.CancelledError:
+            raise
+        except _TELETHON_HANDLES:
+            return  # logged out / banned: Telethon's own paths deal with it
+        except Exception as exc:  # the guard's fail-fast errors, a flood: try again later
+            log.info("update path: resuming updates after a reconnect failed (%s); retry in "
+                     "%.1f s", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+        delay = min(RECOVERY_CAP, delay * 2)
+    if client.is_connected() and tl.begin_difference(
+            client, tl.ACCOUNT_ENTRY, "telethon-guard: catching up after a reconnect"):
+        tl.wake_update_loop(client)
+
+
 class UpdatePath:
     """Pipeline layer, outermost of the update-path chain (calls with ``call.update_loop``
     set): no waiting (``max_flood_wait = 0``), errors made tolerable for Telethon's update
-    loop, and the failed entry's difference re-begun when its wait ends."""
+    loop, the failed entry's difference re-begun when its wait ends, and the call bounded by
+    :meth:`DifferenceRecovery.timeout` (on ``clock``, the guard clock)."""
 
-    __slots__ = ("recovery",)
+    __slots__ = ("_clock", "recovery")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self.recovery = DifferenceRecovery()
 
     async def handle(self, call: CallInfo, call_next: Next) -> Any:
@@ -201,6 +255,10 @@ class UpdatePath:
         client = call.update_loop
         call.max_flood_wait = 0.0
         entry = difference_entry(call.request)
+        if client is not None:
+            limit = self._clock.now() + self.recovery.timeout(client, entry)
+            if call.deadline_at is None or limit < call.deadline_at:
+                call.deadline_at = limit
         try:
             result = await call_next(call)
         except Exception as exc:
@@ -216,6 +274,7 @@ class UpdatePath:
 
 __all__ = [
     "DIFFERENCE_METHODS",
+    "DIFFERENCE_TIMEOUT",
     "RECOVERY_BASE",
     "RECOVERY_CAP",
     "RECOVERY_MARGIN",
@@ -224,6 +283,7 @@ __all__ = [
     "UpdatePath",
     "difference_entry",
     "recovery_delay",
+    "resume_updates",
     "tolerated",
     "update_loop_client",
 ]

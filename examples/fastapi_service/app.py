@@ -6,6 +6,8 @@ Endpoints:
   (``client.guard.available``). Never touches Telegram: it answers in microseconds of handler
   time whatever Telegram does. Always HTTP 200 while the process can answer; ``status`` is
   ``"degraded"`` when Telegram is unavailable.
+* ``GET /channels?user_id=...``: the same through that user's own account, from a pool of
+  per-user clients (:mod:`examples.fastapi_service.tenants`, when the app has one).
 * ``GET /channels``: a few public channels (title, participants, about) fetched live through
   MTProto (``contacts.resolveUsername`` once, then ``channels.getFullChannel``), each live
   answer written to a SQLite cache. When the guard knows Telegram cannot answer within the
@@ -110,6 +112,27 @@ class ChannelCache:
         self._db.close()
 
 
+async def fetch_channels(client: Any, channels: Sequence[str]) -> list[dict[str, Any]]:
+    """Every channel of ``channels`` from Telegram through ``client`` (concurrently); raises
+    what the guard raises (the others are cancelled when one fails)."""
+    async def one(username: str) -> dict[str, Any]:
+        peer = await client.get_input_entity(username)
+        full = await client(functions.channels.GetFullChannelRequest(peer))
+        chat = full.chats[0]
+        return {"username": username, "id": chat.id, "title": chat.title,
+                "participants": full.full_chat.participants_count,
+                "about": full.full_chat.about}
+
+    tasks = [asyncio.ensure_future(one(u)) for u in channels]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:  # one failed (or we were cancelled): stop the others too
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class ChannelService:
     """What the endpoints use: the guarded client, the cache, metrics and the lag monitor.
 
@@ -170,22 +193,7 @@ class ChannelService:
 
     async def fetch_live(self) -> list[dict[str, Any]]:
         """Every configured channel from Telegram (concurrently); raises what the guard raises."""
-        async def one(username: str) -> dict[str, Any]:
-            peer = await self.client.get_input_entity(username)
-            full = await self.client(functions.channels.GetFullChannelRequest(peer))
-            chat = full.chats[0]
-            return {"username": username, "id": chat.id, "title": chat.title,
-                    "participants": full.full_chat.participants_count,
-                    "about": full.full_chat.about}
-
-        tasks = [asyncio.ensure_future(one(u)) for u in self.channels]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:  # one failed (or we were cancelled): stop the others too
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await fetch_channels(self.client, self.channels)
 
     async def channels_payload(self) -> tuple[int, dict[str, Any]]:
         """``(HTTP status, body)`` of ``/channels``: live, or the cache at once."""
@@ -220,9 +228,11 @@ class ChannelService:
         }
 
 
-def create_app(service: ChannelService) -> FastAPI:
+def create_app(service: ChannelService, tenants: Any = None) -> FastAPI:
     """The FastAPI app around ``service``; its lifespan starts and stops the service (an ASGI
-    test transport without lifespan can call ``service.start()`` itself)."""
+    test transport without lifespan can call ``service.start()`` itself). ``tenants``: a
+    :class:`~examples.fastapi_service.tenants.TenantChannels` serving
+    ``/channels?user_id=...`` from a pool of per-user clients (closed with the service)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -231,6 +241,8 @@ def create_app(service: ChannelService) -> FastAPI:
             yield
         finally:
             await service.stop()
+            if tenants is not None:
+                await tenants.close()
 
     app = FastAPI(title="telethon-guard example service", lifespan=lifespan)
     app.state.service = service
@@ -240,8 +252,14 @@ def create_app(service: ChannelService) -> FastAPI:
         return service.health_payload()
 
     @app.get("/channels")
-    async def channels() -> JSONResponse:
-        status, body = await service.channels_payload()
+    async def channels(user_id: str | None = None) -> JSONResponse:
+        if user_id is not None:  # one user's own account, from the pool
+            if tenants is None:
+                return JSONResponse({"source": "none", "reason": "no per-user accounts",
+                                     "channels": []}, status_code=404)
+            status, body = await tenants.channels_payload(user_id)
+        else:
+            status, body = await service.channels_payload()
         return JSONResponse(body, status_code=status)
 
     @app.get("/metrics")
@@ -261,4 +279,4 @@ def create_app(service: ChannelService) -> FastAPI:
     return app
 
 
-__all__ = ["DEFAULT_CHANNELS", "ChannelCache", "ChannelService", "create_app"]
+__all__ = ["DEFAULT_CHANNELS", "ChannelCache", "ChannelService", "create_app", "fetch_channels"]

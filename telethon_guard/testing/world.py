@@ -41,6 +41,7 @@ from .world_auth import AuthHandlers
 from .world_chats import ChatHandlers
 from .world_core import Handler, UpdateSink, WorldCore
 from .world_delivery import Delivered, Delivery, Form, Target, UnknownPeerError
+from .world_edit import EditHandlers
 from .world_files import UploadedPart
 from .world_history import HistoryHandlers
 from .world_send import SendHandlers
@@ -108,8 +109,8 @@ class World:
         }
         self.delivery = Delivery(self.core)
         for group in (self.auth, ChatHandlers(self.core), HistoryHandlers(self.core),
-                      SendHandlers(self.core), TransferHandlers(self.core),
-                      UpdateHandlers(self.core)):
+                      SendHandlers(self.core), EditHandlers(self.core),
+                      TransferHandlers(self.core), UpdateHandlers(self.core)):
             self._handlers.update(group.table())
 
     # ---- public helpers -------------------------------------------------------------------

@@ -6,7 +6,10 @@ Run as ``python restart_child.py '<json>'`` with ``session`` (path without ``.se
 ``"bot"``: ``client.start(bot_token=token)``; ``"record"``: write ``count`` flood blocks through
 a bare store at ``path`` (concurrent writers)) and optional ``guard`` keyword arguments;
 ``string_session`` (``[dc_id, host, port]``, with the server's ``rsa_pem``) replaces the file
-session by an in-memory one on a new auth key.
+session by an in-memory one on a new auth key; ``logged_in_session`` by a logged-in
+``StringSession``; ``wait_for_file``: connect, create ``<file>.ready``, then wait (bounded)
+until ``<file>`` exists before the call (a process already running when another one learns a
+flood).
 Every wait is bounded (``bound`` seconds, default 20).
 """
 
@@ -14,9 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+
+async def until_exists(path: str) -> None:
+    """Return once ``path`` exists, polling every 50 ms (the caller bounds the wait)."""
+    while True:
+        if await asyncio.to_thread(os.path.exists, path):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def run_client(args: dict[str, Any]) -> dict[str, Any]:
@@ -34,6 +47,10 @@ async def run_client(args: dict[str, Any]) -> dict[str, Any]:
         register_public_key(load_rsa_key(args["rsa_pem"]))
         session = StringSession()
         session.set_dc(*args["string_session"])  # (dc_id, host, port), no auth key
+    elif "logged_in_session" in args:  # a StringSession with a key the server knows
+        from telethon.sessions import StringSession
+
+        session = StringSession(args["logged_in_session"])
     client = GuardedTelegramClient(
         session, args["api_id"], args["api_hash"], receive_updates=False,
         request_retries=1, connection_retries=1, retry_delay=0.1, timeout=5,
@@ -46,6 +63,11 @@ async def run_client(args: dict[str, Any]) -> dict[str, Any]:
             await asyncio.wait_for(client.start(bot_token=args["token"]), bound)
         else:
             await asyncio.wait_for(client.connect(), bound)
+            if "wait_for_file" in args:  # running, connected: until the test says "now"
+                trigger = args["wait_for_file"]
+                await asyncio.to_thread(Path(trigger + ".ready").touch)
+                await asyncio.wait_for(until_exists(trigger), bound)
+                out["waited_for_file"] = True
             await asyncio.wait_for(
                 client(functions.contacts.ResolveUsernameRequest(args["username"])), bound)
         out["outcome"] = "ok"

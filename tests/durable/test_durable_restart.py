@@ -20,7 +20,7 @@ from telethon.sessions import SQLiteSession
 
 from telethon_guard import GuardedTelegramClient
 from telethon_guard.errors import FloodWaitBlocked, GuardConfigError, MayHaveRunError
-from telethon_guard.storage.sqlite import SQLiteStore
+from telethon_guard.storage.sqlite import REFRESH_INTERVAL, SQLiteStore
 from telethon_guard.testing import TelegramTestServer
 from telethon_guard.testing.faults import DropReplies, ErrorOnCalls, FaultPlan, LoginFlood
 from tests.integration._client_helpers import TEST_RSA_KEY
@@ -61,6 +61,17 @@ def file_session(server: TelegramTestServer, path: Path, *, logged_in: bool) -> 
     session.save()
     session.close()
     return str(path)
+
+
+async def until_exists(path: Path, child: asyncio.Task[Any]) -> None:
+    """Return once ``path`` exists (polling every 50 ms; the caller bounds the wait); raise
+    the child's outcome if it ended first."""
+    while True:
+        if await asyncio.to_thread(path.exists):
+            return
+        if child.done():
+            raise AssertionError(f"the child ended first: {child.result()}")
+        await asyncio.sleep(0.05)
 
 
 def stored_bytes(path: str) -> bytes:
@@ -192,6 +203,43 @@ async def test_a_restarted_process_keeps_an_open_breaker_until_its_time(tmp_path
         later = await run_child(child_args(
             server, session, action="resolve", username="news", guard={"deadline": BOUND}))
         assert later["outcome"] == "ok", later
+
+
+async def test_a_running_process_learns_another_process_flood_through_the_shared_file(
+        tmp_path: Path) -> None:
+    """Two processes of one account (``account="main"``, a session each) share
+    ``storage_path``: a FLOOD_WAIT one of them gets reaches the other, already running, within
+    the refresh interval, and it refuses locally."""
+    plan = FaultPlan(ErrorOnCalls("contacts.resolveUsername", 420, "FLOOD_WAIT_60", times=1))
+    shared = str(tmp_path / "main.guard.sqlite")
+    trigger = tmp_path / "now"
+    async with TelegramTestServer(faults=plan) as server:
+        user = server.world.register_account(None)
+        other = asyncio.create_task(run_child(child_args(
+            server, "", logged_in_session=server.session(user).save(), action="resolve",
+            username="news", wait_for_file=str(trigger),
+            guard={"account": "main", "storage_path": shared, "max_flood_wait": 0})))
+        client = server.client(GuardedTelegramClient, session=server.session(user),
+                               account="main", storage_path=shared, max_flood_wait=0,
+                               deadline=BOUND)
+        try:
+            async with client:
+                # The other process is running and connected (its state loaded) before the
+                # flood: it can only learn it through the file, while running.
+                await asyncio.wait_for(until_exists(Path(str(trigger) + ".ready"), other), 60)
+                with pytest.raises(FloodWaitBlocked) as info:
+                    await asyncio.wait_for(client.get_entity("news"), BOUND)
+                assert info.value.from_server
+                await asyncio.sleep(REFRESH_INTERVAL + 0.5)  # the other's refresh tick
+                await asyncio.to_thread(trigger.touch)
+                result = await asyncio.wait_for(other, 60.0)
+        finally:
+            if not other.done():
+                other.cancel()
+        assert result.get("waited_for_file") and result["outcome"] == "error", result
+        assert (result["type"], result["from_server"]) == ("FloodWaitBlocked", False)
+        assert 0 < result["retry_after"] < 60
+        assert server.log.count("contacts.resolveUsername") == 1
 
 
 async def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from guardfakes import Script, bounded, make_call, make_pipeline, send_call
 from telethon import errors as te
 from telethon.tl import functions, types
 
+from telethon_guard import _tl
 from telethon_guard.config import GuardConfig
 from telethon_guard.errors import FloodWaitBlocked, GuardConfigError
 from telethon_guard.events import FloodWaitStarted, PaceLearned
@@ -189,3 +190,12 @@ def test_nonsensical_scope_settings_are_refused_naming_the_field(field: str,
     with pytest.raises(GuardConfigError) as e:
         GuardConfig(**{field: value})
     assert field in str(e.value)
+
+
+def test_a_forward_is_a_write_into_the_chat_it_goes_to() -> None:
+    request = functions.messages.ForwardMessagesRequest(
+        types.InputPeerChat(9), [1, 2], types.InputPeerChat(4), random_id=[11, 12])
+    method, peer, random_id = _tl.describe(request)
+    assert (method, peer) == ("messages.forwardMessages", "peer:-4")  # to_peer, not from_peer
+    call = make_call(method, peer=peer, random_id=random_id, request=request)
+    assert is_chat_write(call)

@@ -260,7 +260,7 @@ async def test_storage_defaults_to_memory_on_the_pipeline_clock() -> None:
     assert isinstance(pipe.storage, MemoryStorage)
     await pipe.ledger.record_block("x", 5)
     clock.advance(5)
-    assert await pipe.ledger._left("x") == 0
+    assert await pipe.storage.flood_left("x") == 0
 
 
 async def test_shared_storage_between_pipelines() -> None:

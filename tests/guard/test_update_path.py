@@ -6,6 +6,7 @@ tests/integration/test_updates_under_faults.py."""
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 from telethon import errors as tl_errors
@@ -23,10 +24,12 @@ from telethon_guard.errors import (
     TransportFloodError,
 )
 from telethon_guard.update_path import (
+    DIFFERENCE_TIMEOUT,
     RECOVERY_BASE,
     RECOVERY_CAP,
     RECOVERY_MARGIN,
     DifferenceDeferred,
+    DifferenceRecovery,
     difference_entry,
     recovery_delay,
     tolerated,
@@ -94,3 +97,29 @@ def test_everything_else_becomes_a_server_error_the_loop_tolerates(exc: Exceptio
     assert isinstance(out, tl_errors.ServerError) and not isinstance(out, OSError)
     assert out.retry_after == 2.5 and out.request is CHANNEL_DIFF
     assert type(exc).__name__ in str(out)
+
+
+class _Offline:
+    """Stands for a client that disconnected meanwhile: a due timer does nothing."""
+
+    def is_connected(self) -> bool:
+        return False
+
+
+async def test_recovery_bounds_each_try_doubling_per_failure_and_resets_on_success() -> None:
+    rec = DifferenceRecovery()
+    client: Any = _Offline()
+    err = tl_errors.ServerError(CHANNEL_DIFF, "RPC_CALL_FAIL", 500)
+    assert rec.timeout(client, 77) == DIFFERENCE_TIMEOUT
+    assert rec.failed(client, 77, err) == RECOVERY_BASE
+    assert rec.timeout(client, 77) == 2 * DIFFERENCE_TIMEOUT
+    assert rec.failed(client, 77, err) == 2 * RECOVERY_BASE
+    assert rec.pending() == 1  # one timer per entry: the newer one replaced the older
+    assert rec.timeout(client, tl.ACCOUNT_ENTRY) == DIFFERENCE_TIMEOUT  # other entries free
+    for _ in range(10):
+        rec.failed(client, 77, err)
+    assert rec.timeout(client, 77) == RECOVERY_CAP
+    rec.succeeded(client, 77)
+    assert rec.timeout(client, 77) == DIFFERENCE_TIMEOUT
+    assert rec.failed(client, 78, tl_errors.ChannelPrivateError(None)) is None  # banned
+    assert rec.pending() == 1

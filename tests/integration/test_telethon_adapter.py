@@ -23,6 +23,7 @@ from telethon.network import MTProtoSender
 from telethon.network.connection import ConnectionTcpFull
 from telethon.network.connection.tcpfull import FullPacketCodec
 from telethon.network.mtprotostate import MTProtoState
+from telethon.sessions import SQLiteSession
 
 from telethon_guard import _telethon as tl
 
@@ -37,7 +38,8 @@ def _objects() -> dict[str, object]:
     packer = MessagePacker(MTProtoState(None, loggers=loggers), loggers=loggers)
     conn = ConnectionTcpFull("127.0.0.1", 443, 2, loggers=loggers)
     codec = FullPacketCodec(conn)
-    return {"client": client, "sender": sender, "packer": packer, "conn": conn, "codec": codec}
+    return {"client": client, "sender": sender, "packer": packer, "conn": conn, "codec": codec,
+            "session": SQLiteSession()}
 
 
 def _has(obj: object, name: str) -> bool:
@@ -55,6 +57,7 @@ async def test_every_listed_name_exists_in_the_installed_telethon() -> None:
         ("packer", tl.PACKER_ATTRIBUTES),
         ("conn", tl.CONNECTION_ATTRIBUTES),
         ("codec", tl.CODEC_ATTRIBUTES),
+        ("session", tl.SESSION_ATTRIBUTES),
     ]
     for what, names in checks:
         for name in names:

@@ -57,8 +57,10 @@ async def test_targets_have_separate_budgets() -> None:
 
 async def test_a_refusal_switches_the_target_to_the_storm_pace_for_storm_seconds() -> None:
     clock = FakeClock()
-    budget = ConnectionBudget(((10, 1.0),), storm_seconds=10.0, clock=clock)
-    assert budget.storm_windows == DEFAULT_STORM_WINDOWS
+    assert ConnectionBudget().storm_windows == DEFAULT_STORM_WINDOWS == ((1, 1.0),)
+    tdlib = ((1, 1.0), (2, 4.0), (3, 8.0))  # TDLib's per-client ConnectionCreator schedule
+    budget = ConnectionBudget(((10, 1.0),), storm_windows=tdlib, storm_seconds=10.0,
+                              clock=clock)
     await budget.record_refused("dc1")
     assert await budget.refusing_for("dc1") == pytest.approx(10.0)
     assert await budget.refusing_for("dc2") == 0.0
@@ -110,6 +112,7 @@ async def test_budgets_on_one_storage_share_the_slots() -> None:
     ({"storm_windows": ((1, 0.0),)}, "storm_windows"),
     ({"storm_seconds": -1}, "storm_seconds"),
     ({"storm_seconds": float("nan")}, "storm_seconds"),
+    ({"storm_sources": 0}, "storm_sources"),
     ({"storage": object()}, "storage"),
     ({"clock": object()}, "clock"),
     ({"prefix": ""}, "prefix"),
@@ -158,6 +161,13 @@ async def test_sender_hooks_use_the_process_budget_per_dc_address() -> None:
         assert await take_connection_slot(a) == pytest.approx(1.0)
         note_refused(a)  # synchronous: a -429 seen in the sender's receive loop
         assert mine.refusals == {"127.0.0.1:4001": 1}
+        # One client refused alone: its own pacer paces it, the process is not in storm mode.
+        assert await mine.refusing_for("127.0.0.1:4001") == 0.0
+        note_refused(a)
+        assert await mine.refusing_for("127.0.0.1:4001") == 0.0
+        other = _Conn("127.0.0.1", 4001)  # a second client to the same DC refused too
+        note_refused(other)
+        assert mine.refusals == {"127.0.0.1:4001": 3}
         assert await mine.refusing_for("127.0.0.1:4001") == pytest.approx(10.0)
         assert await take_connection_slot(a) == pytest.approx(5.0)  # storm window now
         set_process_budget(None)
@@ -165,3 +175,18 @@ async def test_sender_hooks_use_the_process_budget_per_dc_address() -> None:
         note_refused(a)
     finally:
         set_process_budget(original)
+
+
+async def test_storm_mode_needs_refusals_from_several_sources_within_storm_seconds() -> None:
+    clock = FakeClock()
+    budget = ConnectionBudget(((10, 1.0),), storm_seconds=5.0, storm_sources=3, clock=clock)
+    for _ in range(4):
+        await budget.record_refused("dc1", source="c1")  # the same client, again and again
+    await budget.record_refused("dc1", source="c2")
+    assert await budget.refusing_for("dc1") == 0.0
+    clock.advance(6.0)  # c1 and c2's refusals are older than storm_seconds now
+    await budget.record_refused("dc1", source="c3")
+    await budget.record_refused("dc1", source="c4")
+    assert await budget.refusing_for("dc1") == 0.0
+    await budget.record_refused("dc1", source="c5")  # 3 sources within 5 s
+    assert await budget.refusing_for("dc1") == pytest.approx(5.0)

@@ -1,0 +1,68 @@
+"""Editing: ``messages.editMessage`` of a message the account sent (its text only).
+
+Checks as Telegram does (core.telegram.org/method/messages.editMessage): the chat must resolve
+(``PEER_ID_INVALID`` & co.), the message must be one the calling account sent into that chat
+(``400 MESSAGE_ID_INVALID``), and the new text must differ from the current one
+(``400 MESSAGE_NOT_MODIFIED``, also for an empty text). The current text is kept per
+(account, chat, message id); the stored message itself is not rewritten (history and
+differences keep the text it was sent with: only the edit's ground truth is needed here).
+Answered with an empty ``Updates`` (no pts consumed). Every edit is counted in
+``server.log`` like any request.
+"""
+
+from __future__ import annotations
+
+from telethon import utils
+from telethon.tl import functions, types
+from telethon.tl.tlobject import TLObject
+
+from ._types import RequestInfo, RpcErrorReply
+from .world_core import Handler, WorldCore
+from .world_messages import ChannelHistory
+from .world_state import ChatRecord, SentMessage, to_datetime
+
+
+class EditHandlers:
+    """``messages.editMessage`` (text only)."""
+
+    def __init__(self, world: WorldCore) -> None:
+        self.w = world
+        self.texts: dict[tuple[int, int, int], str] = {}
+        """Current text of every edited message: ``(account, marked chat id, msg id) -> text``."""
+
+    def table(self) -> dict[type, Handler]:
+        return {functions.messages.EditMessageRequest: self._messages_edit_message}
+
+    def _sent(self, uid: int, target: object, msg_id: int) -> SentMessage | None:
+        """The message ``msg_id`` that account ``uid`` sent into ``target``, or ``None``."""
+        if isinstance(target, ChannelHistory):
+            gen = target.channel.generated
+            if gen < msg_id <= target.top:
+                posted = target.appended[msg_id - gen - 1]
+                return posted if posted.account == uid else None
+            return None
+        boxed = self.w.account(uid).messages.get(msg_id)
+        key = target.marked_id if isinstance(target, ChatRecord) else getattr(target, "id", None)
+        if boxed is None or boxed.incoming or boxed.peer != key:
+            return None
+        return boxed
+
+    def _messages_edit_message(self, info: RequestInfo) -> TLObject:
+        req: functions.messages.EditMessageRequest = info.request
+        acc = self.w.me(info)
+        target = self.w.peer_of(info, req.peer)
+        sent = self._sent(acc.user_id, target, req.id)
+        if sent is None:
+            raise RpcErrorReply(400, "MESSAGE_ID_INVALID")
+        peer = (utils.get_peer_id(target.channel.peer()) if isinstance(target, ChannelHistory)
+                else sent.peer)
+        key = (acc.user_id, peer, req.id)
+        text = req.message
+        if not text or text == self.texts.get(key, sent.text):
+            raise RpcErrorReply(400, "MESSAGE_NOT_MODIFIED")
+        self.texts[key] = text
+        return types.Updates(updates=[], users=[], chats=[], date=to_datetime(self.w.now()),
+                             seq=0)
+
+
+__all__ = ["EditHandlers"]
