@@ -4,6 +4,7 @@ fails after the sender came up, and the offline / loop bookkeeping of the client
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,9 +16,11 @@ from . import _telethon as tl
 from ._client_call import init_through_pipeline
 from ._client_tasks import acquire_loop, hook_tasks, release_loop
 from ._link import ClientLink
+from .errors import DeadlineExceeded
+from .sender import GuardedMTProtoSender
 from .session_store import connect_checked
 
-__all__ = ["guarded_connect", "guarded_disconnect", "is_init_request"]
+__all__ = ["connect_timeout", "guarded_connect", "guarded_disconnect", "is_init_request"]
 
 log = logging.getLogger("telethon_guard")
 
@@ -33,16 +36,35 @@ def is_init_request(request: Any) -> bool:
     return isinstance(inner, functions.InitConnectionRequest)
 
 
+def connect_timeout(config: Any) -> float | None:
+    """Seconds ``connect()`` may take in all: ``config.connect_timeout``, else
+    ``config.deadline`` (``None``: unbounded)."""
+    timeout: float | None = config.connect_timeout
+    if timeout is None:
+        timeout = config.deadline
+    return timeout
+
+
 async def guarded_connect(
     client: Any, link: ClientLink, connect: Callable[[], Awaitable[None]]
 ) -> None:
-    """Run Telethon's ``connect`` with its init request routed through the pipeline,
-    rolling back (disconnect) if it fails after the sender came up, and hooking
-    exception retrieval onto the tasks it creates."""
+    """Run Telethon's ``connect`` with its init request routed through the pipeline, within
+    :func:`connect_timeout` seconds, hooking exception retrieval onto the tasks it creates.
+
+    Atomic: if it fails or is cancelled at any point (TCP, handshake, init request, the
+    caller's timeout), the client is left as before the call: no socket, no sender task, no
+    reconnect or auto-reconnect callback left running, nothing queued, the loop reference
+    released; a later ``connect()`` starts from scratch.
+
+    :raises DeadlineExceeded: ``connect_timeout`` passed (``method == "connect"``).
+    :raises GuardConnectionError: no connection within Telethon's ``connection_retries``.
+    Errors of the init request (``FloodWaitBlocked``, ``CircuitOpenError``...) propagate.
+    """
     state = link.guard
     loop = helpers.get_running_loop()
     sender = tl.main_sender(client)
     original = sender.send
+    was_offline = link.offline
 
     def send(request: Any, ordered: bool = False) -> Any:
         if is_init_request(request):
@@ -53,30 +75,84 @@ async def guarded_connect(
     link.offline = False
     if hasattr(sender, "dc_id") and client.session.dc_id:
         sender.dc_id = client.session.dc_id  # follows the DC switch (set_dc, then connect)
+    guarded_sender = isinstance(sender, GuardedMTProtoSender)
+    if guarded_sender:
+        sender.connecting = True
     acquire_loop(client, link, loop)
+    timeout = connect_timeout(state.config)
     try:
-        await connect_checked(client.session, connect)  # SessionLockedError naming the file
+        # SessionLockedError naming the session file (session_store.connect_checked)
+        if timeout is None:
+            await connect_checked(client.session, connect)
+        else:
+            await _within(lambda: connect_checked(client.session, connect), timeout)
     except BaseException:
-        if sender.is_connected() or tl.sender_is_user_connected(sender):
-            try:
-                await tl.disconnect_internal(client)
-            except Exception:  # pragma: no cover - disconnect is documented never to raise
-                log.exception("rolling back a failed connect")
-        release_loop(client, link)
+        link.offline = was_offline
+        await _roll_back(client, link, sender)
         raise
     finally:
+        if guarded_sender:
+            sender.connecting = False
         if sender.__dict__.get("send") is send:
             del sender.send
     hook_tasks(client, link)
+
+
+async def _within(connect: Callable[[], Awaitable[None]], timeout: float) -> None:
+    """``await connect()`` in the caller's task (Telethon starts its update loop there),
+    cancelled after ``timeout`` seconds: then ``DeadlineExceeded("connect", timeout)``."""
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+
+    def expire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        await connect()
+    except asyncio.CancelledError:
+        if not fired:
+            raise
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+: undo our own cancel
+        if uncancel is not None and uncancel() > 0:
+            raise  # the caller cancelled too
+        raise DeadlineExceeded("connect", timeout) from None
+    else:
+        if fired and hasattr(task, "uncancel"):
+            # the timer fired as connect() finished and its cancel was swallowed on the way:
+            # the connect stands; take our cancel request back (Task.cancelling() is read by
+            # the guard's attempts to tell a caller's cancel from Telethon's)
+            task.uncancel()
+    finally:
+        timer.cancel()
+
+
+async def _roll_back(client: Any, link: ClientLink, sender: Any) -> None:
+    """Undo a connect that did not complete (see :func:`guarded_connect`)."""
+    try:
+        if sender.is_connected() or tl.sender_is_user_connected(sender):
+            await tl.disconnect_internal(client)  # the sender, and the update/keepalive tasks
+        elif isinstance(sender, GuardedMTProtoSender):
+            await sender.abort_connect()
+    except Exception:  # pragma: no cover - disconnect is documented never to raise
+        log.exception("rolling back a failed connect")
+    finally:
+        release_loop(client, link)
 
 
 async def guarded_disconnect(
     client: Any, link: ClientLink, disconnect: Callable[[], Awaitable[None]]
 ) -> None:
     """Telethon's disconnect with the client marked offline first (in-flight and later calls
-    fail with ``ClientDisconnectedError``) and its loop reference released after."""
+    fail with ``ClientDisconnectedError``) and its loop reference released after; the main
+    client also closes the connections of a storage the guard opened from a URL."""
     link.offline = True
     try:
         await disconnect()
     finally:
         release_loop(client, link)
+        if link.guard.main_client() is client:  # a storage opened from a URL: its sockets
+            await link.guard.pipeline.close_storage_connections()

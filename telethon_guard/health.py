@@ -43,6 +43,7 @@ from .errors import (
     StorageUnavailableError,
     TransportFloodError,
 )
+from .storage import stats_view
 
 T = TypeVar("T")
 
@@ -120,8 +121,9 @@ def _breaker_state(state: Any, key: str) -> tuple[str, float]:
     else from the last ``BreakerStateChanged`` this process saw."""
     pipeline = state.pipeline
     storage = getattr(pipeline, "storage", None)
-    if getattr(storage, "is_local", False):
-        d = storage.breaker_state_sync(key)  # type: ignore[union-attr]
+    view = stats_view(storage) if storage is not None else None
+    if view is not None and (storage.is_local or key in view.breaker_keys()):  # type: ignore[union-attr]
+        d = view.breaker_state_sync(key)
         return str(d.state), float(d.retry_after)
     collector = getattr(state, "collector", None)
     seen = collector.breakers.get(key, "CLOSED") if collector is not None else "CLOSED"
@@ -131,8 +133,9 @@ def _breaker_state(state: Any, key: str) -> tuple[str, float]:
 def _breaker_keys(state: Any) -> list[str]:
     storage = getattr(state.pipeline, "storage", None)
     keys: list[str] = []
-    if getattr(storage, "is_local", False):
-        keys = list(getattr(storage, "breaker_keys", list)())
+    view = stats_view(storage) if storage is not None else None
+    if view is not None:
+        keys = list(view.breaker_keys())
     collector = getattr(state, "collector", None)
     if collector is not None:
         keys.extend(k for k in collector.breakers if k not in keys)

@@ -66,7 +66,7 @@ from .events import EventBus, RequestFinished, redact_peer, request_outcome
 from .flood import FloodLedger
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
 from .retry import RetryPolicy
-from .storage import GuardStorage, local_of, open_storage
+from .storage import GuardStorage, open_storage, stats_view
 from .transfer_slots import TransferSlots
 from .update_path import UpdatePath
 
@@ -116,6 +116,7 @@ class Pipeline:
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.events: EventBus = (events if events is not None
                                  else EventBus(config.on_event, redact=not config.log_peer_ids))
+        self._owns_storage = storage is None
         self.storage: GuardStorage = (
             storage if storage is not None
             else open_storage(config.storage, clock=self.clock,
@@ -155,6 +156,14 @@ class Pipeline:
         self._outcomes: dict[str, dict[str, int]] = {}
         self._redact = redact
 
+    async def close_storage_connections(self) -> None:
+        """Close the connections of a storage this pipeline opened itself from
+        ``config.storage`` (e.g. a Redis URL): the main client's ``disconnect()`` calls it. The
+        storage connects again on its next operation; a storage passed in is left alone."""
+        disconnect = getattr(self.storage, "disconnect", None)
+        if self._owns_storage and callable(disconnect):
+            await disconnect()
+
     def compose(self, layers: Sequence[Layer]) -> Next:
         """``layers`` (outermost first) composed around :meth:`Attempt.run`: a function
         ``chain(call)`` returning the awaitable result. :meth:`invoke` runs
@@ -171,9 +180,10 @@ class Pipeline:
         (``{key: state}``),
         ``blocked`` (flood scopes with seconds left), ``limiter_queue`` (calls waiting for a
         slot), ``paces`` (``{method: (count, period)}`` learned by adaptive pacing). Peer ids are
-        redacted unless ``log_peer_ids``. Breakers and blocks are read from local storage
-        only (empty for shared storage: ask the storage)."""
-        local = local_of(self.storage)
+        redacted unless ``log_peer_ids``. Breakers and blocks come from the storage's
+        :class:`~telethon_guard.storage.StatsView` (shared storage: as this process last
+        learned them from it)."""
+        local = stats_view(self.storage)
         breakers: dict[str, str] = {}
         blocked: dict[str, float] = {}
         if local is not None:

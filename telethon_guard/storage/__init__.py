@@ -193,6 +193,32 @@ class LocalGuardStorage(GuardStorage, Protocol):
     def breaker_state_sync(self, key: str) -> BreakerDecision: ...
 
 
+@runtime_checkable
+class StatsView(Protocol):
+    """Synchronous, read-only views for ``client.guard.stats()`` and health, no I/O. Local
+    backends answer from their state; :class:`~telethon_guard.storage.redis.RedisStorage`
+    answers with what this process last learned from Redis (its own calls, and
+    ``refresh_view()`` for blocks recorded by other processes)."""
+
+    def flood_scopes(self) -> dict[str, float]:
+        """Blocked scopes with seconds left."""
+        ...
+
+    def breaker_keys(self) -> list[str]:
+        """Keys of the breakers known."""
+        ...
+
+    def breaker_state_sync(self, key: str) -> BreakerDecision:
+        """State of breaker ``key`` (``decision`` is ``""``)."""
+        ...
+
+
+def stats_view(storage: GuardStorage) -> StatsView | None:
+    """``storage`` when it offers the synchronous :class:`StatsView`, else ``None`` (a
+    storage of your own without it: stats show no breakers or blocks from storage)."""
+    return storage if isinstance(storage, StatsView) else None
+
+
 def local_of(storage: GuardStorage) -> LocalGuardStorage | None:
     """``storage`` when it is local (``is_local``: the layers call its synchronous methods),
     else ``None`` (shared: awaited). Each layer asks once, at construction."""
@@ -247,6 +273,8 @@ __all__ = [
     "LimitSpec",
     "LocalGuardStorage",
     "Reservation",
+    "StatsView",
     "local_of",
     "open_storage",
+    "stats_view",
 ]
