@@ -49,6 +49,7 @@ T = 20.0  # bound of any wait that should succeed, seconds
 TIMEOUT = 2.0  # liveness_timeout in these tests, seconds
 KEEPALIVE = 1.0  # keepalive_interval in these tests, seconds
 POLICY = LivenessPolicy(timeout=TIMEOUT, keepalive=KEEPALIVE)
+LOOP_SLACK = 1.0  # event-loop latency on a loaded shared machine, on top of a bound (s)
 RECONNECT = 3.0  # allowance (s) for the paced reconnect + one round trip on a busy machine
 
 
@@ -104,7 +105,7 @@ async def test_silenced_connection_with_a_call_pending_is_replaced_and_updates_r
             assert me is not None
             assert sender.liveness_replacements == 1
             detected = sender.liveness_replaced_at - sent
-            assert detected <= POLICY.silent_bound + 0.5  # + loop scheduling slack
+            assert detected <= POLICY.silent_bound + LOOP_SLACK
             assert detected >= TIMEOUT - 0.3  # not before the bound (the tick's slack)
             assert answered - sent <= POLICY.silent_bound + RECONNECT
             assert len(rule.hit) == 1 and server.log.connections_opened() == 2
@@ -146,7 +147,7 @@ async def test_idle_silenced_connection_is_replaced_by_the_keepalive_and_updates
             await until(lambda: sender.liveness_replacements == 1,
                         POLICY.idle_bound + RECONNECT)
             detected = sender.liveness_replaced_at - last_message
-            assert detected <= POLICY.idle_bound + 0.5
+            assert detected <= POLICY.idle_bound + LOOP_SLACK
             # the new connection gets pushed updates without any call from us
             await until(lambda: server.log.connections_opened() == 2)
             pushed = 0
@@ -233,7 +234,7 @@ async def test_replies_dropped_as_very_old_are_recovered_within_the_bound() -> N
             assert me is not None
             assert sender.liveness_replacements == 1
             detected = sender.liveness_replaced_at - sent
-            assert detected <= POLICY.silent_bound + 0.5
+            assert detected <= POLICY.silent_bound + LOOP_SLACK
             assert answered - sent <= POLICY.silent_bound + RECONNECT
             print(f"\nvery old: detected {detected:.2f} s, answered {answered - sent:.2f} s")
 
@@ -262,7 +263,7 @@ async def test_reply_dropped_as_very_old_amid_live_traffic_is_recovered(
             assert (await asyncio.wait_for(call, T)) is not None
             assert sender.liveness_replacements == 1
             detected = sender.liveness_replaced_at - sent
-            assert detected <= POLICY.silent_bound + 0.5
+            assert detected <= POLICY.silent_bound + LOOP_SLACK
             assert any("replies ignored" in r.getMessage() for r in caplog.records)
             assert len(got) >= 3  # the traffic really flowed before the replacement
 
