@@ -15,7 +15,8 @@ Real Telethon (guarded, and plain side by side) over real sockets against
 * replies stamped "very old" (``ClockSkew(-400, judge_client=False)``: what a client whose
   event loop stalled for minutes sees) are dropped by Telethon while other traffic flows:
   the guard replaces the connection within the bound and the call succeeds; plain Telethon's
-  call never completes;
+  call never completes; with updates still flowing after the stall (so the connection is never
+  silent), the "replies ignored" rule recovers the call within the same bound;
 * a real blocking stall of the event loop (longer than the liveness timeout) with a reply
   waiting in the socket buffer: the call completes, no connection replaced.
 
@@ -195,6 +196,35 @@ async def test_replies_dropped_as_very_old_are_recovered_within_the_bound() -> N
             assert detected <= POLICY.silent_bound + 0.5
             assert answered - sent <= POLICY.silent_bound + RECONNECT
             print(f"\nvery old: detected {detected:.2f} s, answered {answered - sent:.2f} s")
+
+
+async def test_reply_dropped_as_very_old_amid_live_traffic_is_recovered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Updates keep arriving after the skew ends, so the connection is never silent: only the
+    # "replies ignored" rule can recover the call whose reply Telethon dropped.
+    async with TelegramTestServer() as server:
+        client = guarded(server)
+        got = listen(client)
+        async with client:
+            sender = main_sender(client)
+            await asyncio.wait_for(client.get_me(), T)
+            server.faults.add(ClockSkew(-400, start=server.faults.now(), duration=1.0,
+                                        judge_client=False))
+            sent = time.monotonic()
+            call = asyncio.ensure_future(client.get_me())
+            await asyncio.sleep(1.1)  # the skew is over; its reply was dropped
+            n = 0
+            while not call.done() and time.monotonic() - sent < T:
+                n += 1
+                server.push_message("carol", "bob", f"traffic {n}")  # accepted messages
+                await asyncio.sleep(0.25)
+            assert (await asyncio.wait_for(call, T)) is not None
+            assert sender.liveness_replacements == 1
+            detected = sender.liveness_replaced_at - sent
+            assert detected <= POLICY.silent_bound + 0.5
+            assert any("replies ignored" in r.getMessage() for r in caplog.records)
+            assert len(got) >= 3  # the traffic really flowed before the replacement
 
 
 async def test_plain_telethon_never_recovers_a_reply_dropped_as_very_old() -> None:
