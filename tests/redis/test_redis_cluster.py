@@ -101,7 +101,7 @@ async def test_cluster_recovers_from_noscript(redis_cluster: LocalCluster) -> No
 async def test_cluster_url_on_a_plain_redis_is_a_clear_error(
         private_redis: PrivateRedis) -> None:
     url = f"redis+cluster://127.0.0.1:{private_redis.port}"
-    st = from_url(url, on_unavailable="fail", timeout=1.0)
+    st = from_url(url, on_unavailable="fail", timeout=3.0)
     try:
         with pytest.raises(GuardConfigError, match="not a Redis Cluster"):
             await asyncio.wait_for(st.check(), 10)
@@ -109,7 +109,7 @@ async def test_cluster_url_on_a_plain_redis_is_a_clear_error(
             await asyncio.wait_for(st.flood_left("acct:1/method:x"), 10)
     finally:
         await st.aclose()
-    st = from_url(f"{private_redis.url}?cluster=true", on_unavailable="fail", timeout=1.0)
+    st = from_url(f"{private_redis.url}?cluster=true", on_unavailable="fail", timeout=3.0)
     try:
         with pytest.raises(GuardConfigError, match="not a Redis Cluster"):
             await asyncio.wait_for(st.check(), 10)
@@ -126,7 +126,7 @@ async def test_plain_url_on_a_cluster_node_is_a_clear_error(
         redis_cluster: LocalCluster) -> None:
     port = redis_cluster.ports[0]
     st = from_url(f"redis://127.0.0.1:{port}/0", prefix=_prefix(), on_unavailable="fail",
-                  timeout=1.0)
+                  timeout=3.0)
     try:
         with pytest.raises(GuardConfigError, match="Redis Cluster node"):
             await asyncio.wait_for(st.check(), 10)
