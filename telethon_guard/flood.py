@@ -253,7 +253,11 @@ class FloodLedger:
         while True:
             table = self._table
             if table is None or (table and not self._free_now(call)):  # nothing blocked: go
-                await self._check(call)
+                adm = call.admitted  # shared_admit.py: nothing blocked at admission
+                if adm is not None and adm.flood_clear:
+                    adm.flood_clear = False
+                else:
+                    await self._check(call)
             try:
                 result = await call_next(call)
             except LedgerBlockedWhileQueued:

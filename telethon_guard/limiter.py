@@ -430,7 +430,13 @@ class RateLimitLayer:
             return call_next(call)
         decide = self._decide
         if decide is None:
-            return self._wait_then(call, specs, None, call_next)
+            adm = call.admitted  # shared_admit.py: the slot reserved at admission
+            res = adm.take_reservation() if adm is not None else None
+            if res is None:
+                return self._wait_then(call, specs, None, call_next)
+            if res[0] <= 0:
+                return call_next(call)  # slot free now: reserved and consumed
+            return self._wait_then(call, adm.specs, res, call_next)
         res = decide(specs)
         if res[0] <= 0:
             return call_next(call)  # slot free now: reserved and consumed

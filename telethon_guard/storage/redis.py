@@ -74,6 +74,7 @@ from redis.backoff import NoBackoff
 from ..errors import GuardConfigError
 from ..keys import hash_tagged
 from . import (
+    Admission,
     BreakerDecision,
     BreakerPolicy,
     LimitSpec,
@@ -256,6 +257,7 @@ class RedisStorage:
         self._br_success = _Script(lua.BREAKER_SUCCESS)
         self._br_release = _Script(lua.BREAKER_RELEASE_PROBE)
         self._br_state = _Script(lua.BREAKER_STATE)
+        self._admit = _Script(lua.ADMIT)
         self._window_args: dict[Any, bytes] = {}
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}.".encode()
         self._tokens = itertools.count(1)
@@ -360,6 +362,58 @@ class RedisStorage:
             raise RuntimeError("RedisStorage is closed")
         return await self.fallback.run(lambda: self._remote(script, keys, args), _local)
 
+    # ------------------------------------------------------------------ admission
+    async def admit(self, breaker_key: str, lease: float, scopes: Sequence[str],
+                    specs: Sequence[LimitSpec]) -> Admission:
+        """Breaker acquire, flood check of ``scopes`` and limiter reservation of ``specs`` in
+        ONE script (one round trip); see :class:`~telethon_guard.storage.AdmitStorage`. Every
+        key must carry the same account hash tag (one cluster slot): the caller checks."""
+        token = self._token_base + b"%x" % next(self._tokens)
+        keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes)]
+        args: list[Any] = [repr(float(lease)), repr(self.breaker_ttl), _NUMKEYS[len(scopes)],
+                           token]
+        for spec in specs:
+            keys.append(self._key("rl", spec.key))
+            args.append(self._windows_arg(spec.windows))
+        reply = await self._call(self._admit, keys, args)
+        if reply is _LOCAL:
+            return self._admit_local(breaker_key, lease, scopes, specs)
+        d = self._saw_breaker(breaker_key, _decision(reply))
+        index = int(reply[6]) - 1
+        left = float(reply[5])
+        if index >= 0:
+            self._saw_block(scopes[index], left)
+        delay = _str(reply[7])
+        return Admission(d, left, index, Reservation(float(delay), token) if delay else None)
+
+    def _admit_local(self, breaker_key: str, lease: float, scopes: Sequence[str],
+                     specs: Sequence[LimitSpec]) -> Admission:
+        local = self.local
+        d = self._saw_breaker(breaker_key, local.breaker_acquire_sync(breaker_key, lease))
+        if d.decision == "reject":
+            return Admission(d, 0.0, -1, None)
+        worst, index = 0.0, -1
+        for i, scope in enumerate(scopes):
+            left = local.flood_left_sync(scope)
+            if left > worst:
+                worst, index = left, i
+        if index >= 0:
+            self._saw_block(scopes[index], worst)
+            return Admission(d, worst, index, None)
+        return Admission(d, 0.0, -1, local.reserve_sync(specs) if specs else None)
+
+    def _windows_arg(self, windows: Any) -> bytes:
+        wargs = self._window_args
+        enc = wargs.get(windows)
+        if enc is None:
+            pmax = max((float(p) for _, p in windows), default=0.0)
+            enc = " ".join([repr(pmax), *(f"{int(n)} {float(p)!r}" for n, p in windows)]
+                           ).encode()
+            if len(wargs) >= 4096:
+                wargs.clear()
+            wargs[windows] = enc
+        return enc
+
     # ------------------------------------------------------------------ limiter
     async def reserve(self, specs: Sequence[LimitSpec], *, observe: bool = False,
                       ) -> Reservation:
@@ -370,18 +424,9 @@ class RedisStorage:
         token = self._token_base + b"%x" % next(self._tokens)
         keys = []
         args: list[Any] = [token, b"1" if observe else b"0"]
-        wargs = self._window_args
         for key, windows, _bounded in specs:
             keys.append(self._key("rl", key))
-            enc = wargs.get(windows)
-            if enc is None:
-                pmax = max((float(p) for _, p in windows), default=0.0)
-                enc = " ".join([repr(pmax), *(f"{int(n)} {float(p)!r}" for n, p in windows)]
-                               ).encode()
-                if len(wargs) >= 4096:
-                    wargs.clear()
-                wargs[windows] = enc
-            args.append(enc)
+            args.append(self._windows_arg(windows))
         reply = await self._call(self._reserve, keys, args)
         if reply is _LOCAL:
             return self.local.reserve_sync(specs, observe)

@@ -178,6 +178,8 @@ class LocalCluster:
         except Exception:
             return "down"
         if isinstance(info, dict):  # redis-py parses CLUSTER INFO into a dict
+            if int(info.get("cluster_known_nodes", 0)) < len(self.procs):
+                return "joining"  # gossip has not told this node of every other yet
             return str(info.get("cluster_state", "unknown"))
         text = info.decode() if isinstance(info, bytes) else str(info)
         for line in text.splitlines():
