@@ -120,6 +120,12 @@ async def _within(connect: Callable[[], Awaitable[None]], timeout: float) -> Non
         if uncancel is not None and uncancel() > 0:
             raise  # the caller cancelled too
         raise DeadlineExceeded("connect", timeout) from None
+    else:
+        if fired and hasattr(task, "uncancel"):
+            # the timer fired as connect() finished and its cancel was swallowed on the way:
+            # the connect stands; take our cancel request back (Task.cancelling() is read by
+            # the guard's attempts to tell a caller's cancel from Telethon's)
+            task.uncancel()
     finally:
         timer.cancel()
 

@@ -4,6 +4,9 @@
 
     Pipeline.invoke(call, send)            outcome counts, RequestFinished, DeadlineExceeded event
       -> DeadlineLayer     (deadline.py)   fill call.deadline_at / budget; fail if already passed
+      -> SharedAdmit       (shared_admit.py) Redis only: breaker, ledger and limiter decided in
+                                           ONE round trip, the answer left on call.admitted
+                                           for the three layers below (chosen at construction)
       -> CircuitBreaker    (breaker.py)    fail fast while OPEN; one HALF_OPEN probe
       -> FloodLedger       (flood.py)      wait out / fail fast on recorded FLOOD_WAITs; record
                                            server FLOOD_*_WAITs and wait-and-retry when they fit
@@ -66,7 +69,8 @@ from .events import EventBus, RequestFinished, redact_peer, request_outcome
 from .flood import FloodLedger
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
 from .retry import RetryPolicy
-from .storage import GuardStorage, open_storage, stats_view
+from .shared_admit import SharedAdmit
+from .storage import AdmitStorage, GuardStorage, open_storage, stats_view
 from .transfer_slots import TransferSlots
 from .update_path import UpdatePath
 
@@ -140,6 +144,14 @@ class Pipeline:
         self.attempt = Attempt(self.clock, config.attempt_timeout, self.breaker)
         self.transfers = TransferSlots(config, self.ledger)
         layers: list[Layer] = [self.deadline, self.breaker, self.ledger]
+        self.admit: SharedAdmit | None = None
+        """The shared-storage admission layer (shared_admit.py), or ``None``."""
+        if (not self.storage.is_local and isinstance(self.storage, AdmitStorage)
+                and not config.observe_only):
+            self.admit = SharedAdmit(self.storage, self.breaker.lease,
+                                     self.limit_keys.specs if limits_configured(config)
+                                     else None)
+            layers.insert(1, self.admit)
         if config.transfer_concurrency is not None:
             layers.append(self.transfers)  # file parts in flight per (account, method)
         if limits_configured(config):

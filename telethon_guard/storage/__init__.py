@@ -193,6 +193,32 @@ class LocalGuardStorage(GuardStorage, Protocol):
     def breaker_state_sync(self, key: str) -> BreakerDecision: ...
 
 
+class Admission(NamedTuple):
+    """Answer of :meth:`AdmitStorage.admit`: the breaker's acquire decision; the longest
+    flood block among the scopes asked (``flood_left`` seconds, ``flood_index`` its position,
+    ``-1`` when none is blocked); the limiter reservation, ``None`` when nothing was reserved
+    (the breaker rejected, a scope is blocked, or no limiter keys were asked)."""
+
+    breaker: BreakerDecision
+    flood_left: float
+    flood_index: int
+    reservation: Reservation | None
+
+
+@runtime_checkable
+class AdmitStorage(Protocol):
+    """A shared backend that decides a call's admission (breaker acquire, flood-ledger check,
+    limiter reservation) in one round trip; the pipeline asks it first (see
+    :mod:`telethon_guard.shared_admit`)."""
+
+    async def admit(self, breaker_key: str, lease: float, scopes: Sequence[str],
+                    specs: Sequence[LimitSpec]) -> Admission:
+        """:meth:`GuardStorage.breaker_acquire`, then (unless rejected)
+        :meth:`GuardStorage.flood_left` of every scope, then (unless one is blocked)
+        :meth:`GuardStorage.reserve` of ``specs``: one atomic step."""
+        ...
+
+
 @runtime_checkable
 class StatsView(Protocol):
     """Synchronous, read-only views for ``client.guard.stats()`` and health, no I/O. Local
@@ -267,6 +293,8 @@ __all__ = [
     "CLOSED",
     "HALF_OPEN",
     "OPEN",
+    "Admission",
+    "AdmitStorage",
     "BreakerDecision",
     "BreakerPolicy",
     "GuardStorage",

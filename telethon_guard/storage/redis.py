@@ -74,6 +74,7 @@ from redis.backoff import NoBackoff
 from ..errors import GuardConfigError
 from ..keys import hash_tagged
 from . import (
+    Admission,
     BreakerDecision,
     BreakerPolicy,
     LimitSpec,
@@ -105,7 +106,8 @@ DEFAULT_PROBE_INTERVAL = 2.0
 DEFAULT_BREAKER_TTL = 3600.0
 """Seconds a breaker's hash is kept after its last write (and after its OPEN period)."""
 
-_URL_OPTIONS = ("prefix", "account_namespace", "timeout", "on_unavailable", "probe_interval")
+_URL_OPTIONS = ("prefix", "account_namespace", "timeout", "on_unavailable", "probe_interval",
+                "cluster")
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # Every redis-py error means "this Redis cannot serve guard state now": refused, reset,
@@ -114,6 +116,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # that does not speak RESP at all (``InvalidResponse`` / ``ProtocolError``, e.g. an HTTP
     # server on the port). ``NOSCRIPT`` never gets here: :class:`_Script` reloads and retries.
     rexc.RedisError,
+    rexc.RedisClusterException,  # a cluster client that cannot build its slot table
     TimeoutError,  # asyncio.timeout (builtin TimeoutError on 3.11+)
     asyncio.TimeoutError,
     OSError,
@@ -134,6 +137,26 @@ def _is_our_bug(exc: BaseException) -> bool:
         text = str(exc).lower()
         return any(marker in text for marker in _SCRIPT_ERROR_MARKERS)
     return False
+
+
+_CLUSTER_HINT = ("the server is a Redis Cluster node (it answered MOVED/ASK): use a cluster "
+                 "URL, redis+cluster://host:port, or ?cluster=true")
+_PLAIN_HINT = ("the server is not a Redis Cluster (cluster mode is not enabled on it): use "
+               "redis://host:port/db without +cluster / cluster=true")
+
+
+def _wrong_mode(exc: BaseException) -> str | None:
+    """The clear message of a client/server mismatch (cluster URL on a plain Redis, or a
+    plain URL on a cluster node), else ``None``."""
+    if isinstance(exc, rexc.AskError):  # MovedError too: only a plain client sees these
+        return _CLUSTER_HINT
+    if isinstance(exc, rexc.RedisClusterException) and "not enabled" in str(exc):
+        return _PLAIN_HINT
+    return None
+
+
+def _is_cluster_client(client: Any) -> bool:
+    return type(client).__name__ == "RedisCluster"
 
 
 def _str(value: Any) -> str:
@@ -234,6 +257,7 @@ class RedisStorage:
         self._br_success = _Script(lua.BREAKER_SUCCESS)
         self._br_release = _Script(lua.BREAKER_RELEASE_PROBE)
         self._br_state = _Script(lua.BREAKER_STATE)
+        self._admit = _Script(lua.ADMIT)
         self._window_args: dict[Any, bytes] = {}
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}.".encode()
         self._tokens = itertools.count(1)
@@ -292,6 +316,15 @@ class RedisStorage:
         ours is also logged once at ERROR (a bug in telethon-guard, not an outage)."""
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, rexc.TimeoutError)):
             return f"no answer within {self.timeout:.3g} s"
+        wrong_mode = _wrong_mode(exc)
+        if wrong_mode is not None:
+            if wrong_mode not in self._bugs_logged:
+                self._bugs_logged.add(wrong_mode)
+                logger.error("telethon-guard's Redis storage is misconfigured: %s", wrong_mode)
+            return wrong_mode
+        if isinstance(exc, rexc.ResponseError) and str(exc).startswith("BUSY"):
+            return ("Redis is BUSY running a script (another application's, or SCRIPT KILL / "
+                    "SHUTDOWN NOSAVE needed): " + str(exc))
         if _is_our_bug(exc):
             key = f"{type(exc).__name__}: {exc}"
             if key not in self._bugs_logged:
@@ -329,6 +362,58 @@ class RedisStorage:
             raise RuntimeError("RedisStorage is closed")
         return await self.fallback.run(lambda: self._remote(script, keys, args), _local)
 
+    # ------------------------------------------------------------------ admission
+    async def admit(self, breaker_key: str, lease: float, scopes: Sequence[str],
+                    specs: Sequence[LimitSpec]) -> Admission:
+        """Breaker acquire, flood check of ``scopes`` and limiter reservation of ``specs`` in
+        ONE script (one round trip); see :class:`~telethon_guard.storage.AdmitStorage`. Every
+        key must carry the same account hash tag (one cluster slot): the caller checks."""
+        token = self._token_base + b"%x" % next(self._tokens)
+        keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes)]
+        args: list[Any] = [repr(float(lease)), repr(self.breaker_ttl), _NUMKEYS[len(scopes)],
+                           token]
+        for spec in specs:
+            keys.append(self._key("rl", spec.key))
+            args.append(self._windows_arg(spec.windows))
+        reply = await self._call(self._admit, keys, args)
+        if reply is _LOCAL:
+            return self._admit_local(breaker_key, lease, scopes, specs)
+        d = self._saw_breaker(breaker_key, _decision(reply))
+        index = int(reply[6]) - 1
+        left = float(reply[5])
+        if index >= 0:
+            self._saw_block(scopes[index], left)
+        delay = _str(reply[7])
+        return Admission(d, left, index, Reservation(float(delay), token) if delay else None)
+
+    def _admit_local(self, breaker_key: str, lease: float, scopes: Sequence[str],
+                     specs: Sequence[LimitSpec]) -> Admission:
+        local = self.local
+        d = self._saw_breaker(breaker_key, local.breaker_acquire_sync(breaker_key, lease))
+        if d.decision == "reject":
+            return Admission(d, 0.0, -1, None)
+        worst, index = 0.0, -1
+        for i, scope in enumerate(scopes):
+            left = local.flood_left_sync(scope)
+            if left > worst:
+                worst, index = left, i
+        if index >= 0:
+            self._saw_block(scopes[index], worst)
+            return Admission(d, worst, index, None)
+        return Admission(d, 0.0, -1, local.reserve_sync(specs) if specs else None)
+
+    def _windows_arg(self, windows: Any) -> bytes:
+        wargs = self._window_args
+        enc = wargs.get(windows)
+        if enc is None:
+            pmax = max((float(p) for _, p in windows), default=0.0)
+            enc = " ".join([repr(pmax), *(f"{int(n)} {float(p)!r}" for n, p in windows)]
+                           ).encode()
+            if len(wargs) >= 4096:
+                wargs.clear()
+            wargs[windows] = enc
+        return enc
+
     # ------------------------------------------------------------------ limiter
     async def reserve(self, specs: Sequence[LimitSpec], *, observe: bool = False,
                       ) -> Reservation:
@@ -339,18 +424,9 @@ class RedisStorage:
         token = self._token_base + b"%x" % next(self._tokens)
         keys = []
         args: list[Any] = [token, b"1" if observe else b"0"]
-        wargs = self._window_args
         for key, windows, _bounded in specs:
             keys.append(self._key("rl", key))
-            enc = wargs.get(windows)
-            if enc is None:
-                pmax = max((float(p) for _, p in windows), default=0.0)
-                enc = " ".join([repr(pmax), *(f"{int(n)} {float(p)!r}" for n, p in windows)]
-                               ).encode()
-                if len(wargs) >= 4096:
-                    wargs.clear()
-                wargs[windows] = enc
-            args.append(enc)
+            args.append(self._windows_arg(windows))
         reply = await self._call(self._reserve, keys, args)
         if reply is _LOCAL:
             return self.local.reserve_sync(specs, observe)
@@ -445,7 +521,9 @@ class RedisStorage:
             self._seen_blocks.pop(next(iter(self._seen_blocks)))
 
     def _saw_breaker(self, key: str, d: BreakerDecision) -> BreakerDecision:
-        if key in self._seen_breakers or len(self._seen_breakers) < 4096:
+        if d.state == "CLOSED" and d.failures == 0:  # a healthy DC leaves no state behind
+            self._seen_breakers.pop(key, None)
+        elif key in self._seen_breakers or len(self._seen_breakers) < 4096:
             self._seen_breakers[key] = (d, self._now())
         return d
 
@@ -504,6 +582,25 @@ class RedisStorage:
         return keys
 
     # ------------------------------------------------------------------ lifecycle
+    async def check(self) -> None:
+        """Check the server matches the client (bounded by ``4 * timeout``): raises
+        :class:`~telethon_guard.errors.GuardConfigError` (field ``storage``) for a cluster URL
+        on a plain Redis or a plain URL on a Redis Cluster node, and
+        :class:`~telethon_guard.errors.StorageUnavailableError` when Redis does not answer."""
+        from ..errors import StorageUnavailableError
+
+        try:
+            info = await _within(self.client.info("cluster"), self.timeout * 4)
+        except _UNAVAILABLE as exc:
+            hint = _wrong_mode(exc)
+            if hint is not None:
+                raise GuardConfigError("storage", hint) from exc
+            raise StorageUnavailableError(
+                self.name, f"guard storage redis is unavailable: {self._reason(exc)}") from exc
+        if isinstance(info, dict) and not _is_cluster_client(self.client):
+            if int(info.get("cluster_enabled", 0)):
+                raise GuardConfigError("storage", _CLUSTER_HINT)
+
     async def ping(self) -> bool:
         """``True`` when Redis answers a ``PING`` within ``timeout`` (never raises)."""
         try:
@@ -581,35 +678,53 @@ def _local() -> Any:
     return _LOCAL
 
 
-def _client_from_url(url: str, timeout: float) -> Any:
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def _client_from_url(url: str, timeout: float, cluster: bool = False) -> Any:
+    # Reads are bounded by the per-operation asyncio timeout instead: redis-py's asyncio
+    # socket_timeout wraps every read and write in asyncio.wait_for (a task per command on
+    # Python 3.11), which roughly halves the decision rate. One immediate retry replaces a
+    # pooled connection that died with a restarted Redis (on a cluster: also one refresh of
+    # the slot table after a failover); the overall per-operation timeout bounds everything.
     try:
-        return aioredis.Redis.from_url(
-            url,
-            # Reads are bounded by the per-operation asyncio timeout instead: redis-py's
-            # asyncio socket_timeout wraps every read and write in asyncio.wait_for (a task per
-            # command on Python 3.11), which roughly halves the decision rate.
-            socket_timeout=None,
-            socket_connect_timeout=timeout,
-            # One immediate retry replaces a pooled connection that died with a restarted
-            # Redis; the overall per-operation timeout still bounds everything.
-            retry=Retry(NoBackoff(), 1),
-            retry_on_timeout=False,
-        )
-    except (ValueError, TypeError) as exc:
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return RedisCluster.from_url(url, socket_timeout=None,
+                                         socket_connect_timeout=timeout,
+                                         retry=Retry(NoBackoff(), 1))
+        return aioredis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=timeout,
+                                       retry=Retry(NoBackoff(), 1), retry_on_timeout=False)
+    except (ValueError, TypeError, rexc.RedisError) as exc:
         raise GuardConfigError("storage", f"bad redis url: {exc}") from exc
 
 
 def from_url(url: str, **options: Any) -> RedisStorage:
     """Build a :class:`RedisStorage` from ``url`` (what ``GuardConfig(storage="redis://...")``
     uses). Query parameters ``prefix``, ``account_namespace``, ``timeout``,
-    ``on_unavailable`` and ``probe_interval`` are taken by the guard (e.g.
+    ``on_unavailable``, ``probe_interval`` and ``cluster`` are taken by the guard (e.g.
     ``redis://127.0.0.1:6379/0?prefix=myapp&timeout=0.5``); the rest go to redis-py.
-    Keyword ``options`` are :class:`RedisStorage` arguments; the URL's parameters win over
-    them (``GuardConfig.storage_timeout`` / ``storage_fallback`` arrive as options)."""
+    Keyword ``options`` are :class:`RedisStorage` arguments (and ``cluster=True``); the URL's
+    parameters win over them (``GuardConfig.storage_timeout`` / ``storage_fallback`` arrive
+    as options).
+
+    A Redis Cluster: ``redis+cluster://host:port`` (``rediss+cluster://`` with TLS), or
+    ``?cluster=true``, or ``cluster=True``: served by ``redis.asyncio.cluster.RedisCluster``,
+    which finds the other nodes from the one named. Every key of one account carries the hash
+    tag ``{acct:<account>}``, so every script runs on the one node owning that slot.
+
+    Raises:
+        GuardConfigError: not a str, an unknown scheme, a bad option value, a cluster URL
+            with a database other than 0 or over ``unix://``.
+    """
     if not isinstance(url, str):
         raise GuardConfigError("storage", f"redis url must be a str, got {url!r}")
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    cluster = parts.scheme in _CLUSTER_SCHEMES
+    if cluster:
+        parts = parts._replace(scheme=_CLUSTER_SCHEMES[parts.scheme])
+    elif parts.scheme not in ("redis", "rediss", "unix"):
         raise GuardConfigError("storage", f"not a redis url: {url!r}")
     ours: dict[str, Any] = {}
     rest = []
@@ -624,6 +739,17 @@ def from_url(url: str, **options: Any) -> RedisStorage:
                 ours[name] = float(ours[name])
             except ValueError:
                 raise GuardConfigError(name, f"must be a number, got {ours[name]!r}") from None
+    if "cluster" in ours:
+        flag = str(ours.pop("cluster")).lower()
+        if flag not in ("", "1", "0", "true", "false", "yes", "no"):
+            raise GuardConfigError("cluster", f"must be true or false, got {flag!r}")
+        cluster = cluster or flag in ("", "1", "true", "yes")
+    if options.pop("cluster", None):
+        cluster = True
+    if cluster and parts.scheme == "unix":
+        raise GuardConfigError("storage", "a Redis Cluster is reached over TCP, not unix://")
+    if cluster and parts.path not in ("", "/", "/0"):
+        raise GuardConfigError("storage", f"a Redis Cluster has only database 0: {url!r}")
     for name, value in options.items():
         if value is not None:
             ours.setdefault(name, value)
@@ -631,7 +757,7 @@ def from_url(url: str, **options: Any) -> RedisStorage:
     timeout = ours.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise GuardConfigError("timeout", f"must be a finite number > 0, got {timeout!r}")
-    client = _client_from_url(clean, float(timeout))
+    client = _client_from_url(clean, float(timeout), cluster)
     storage = RedisStorage(client, **ours)
     storage._owns_client = True
     return storage
