@@ -157,7 +157,7 @@ async def test_busy_redis_is_a_clear_error_within_the_timeout(
         private_redis: PrivateRedis) -> None:
     admin = redis.Redis(host="127.0.0.1", port=private_redis.port, socket_timeout=10)
     admin.config_set("lua-time-limit", 100)  # BUSY after 0.1 s of a running script
-    st = from_url(private_redis.url, prefix="busy", on_unavailable="fail", timeout=0.5)
+    st = from_url(private_redis.url, prefix="busy", on_unavailable="fail", timeout=1.0)
     hog = redis.Redis(host="127.0.0.1", port=private_redis.port, socket_timeout=30)
 
     def run_hog() -> None:
@@ -175,7 +175,7 @@ async def test_busy_redis_is_a_clear_error_within_the_timeout(
         t0 = time.monotonic()
         with pytest.raises(StorageUnavailableError, match="BUSY"):
             await asyncio.wait_for(st.flood_left("acct:1/method:x"), 5)
-        assert time.monotonic() - t0 < 0.5 + 0.5
+        assert time.monotonic() - t0 < 1.0 + 1.0  # the storage timeout + a busy machine
     finally:
         try:
             admin.script_kill()
