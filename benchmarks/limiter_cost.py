@@ -111,8 +111,8 @@ def bench_guard_layer(n: int) -> float:
 
     from telethon_guard.call import CallInfo
     from telethon_guard.config import GuardConfig
-    from telethon_guard.flood import AdaptivePacer
     from telethon_guard.limiter import LimitKeys
+    from telethon_guard.pacing import AdaptivePacer
 
     clock = StepClock()
     lim = RateLimiter(MemoryStorage(clock), clock)

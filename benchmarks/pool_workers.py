@@ -29,6 +29,7 @@ import itertools
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from telethon import TelegramClient
@@ -138,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<24} {r['goodput_per_s']:>10.1f} {r['ceiling_per_s']:>10.1f} "
               f"{r['flood_waits']:>12}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 
 

@@ -8,6 +8,12 @@ Public API::
     plain = guard(TelegramClient(...), preset="user")
 
 The client, config and loop helpers are imported lazily on first access.
+
+The public surface is what this module exports (``__all__``) plus the documented modules
+(``config``, ``errors``, ``events``, ``health``, ``sender``, ``reconnect``, ``storage``,
+``metrics``, ``testing``). Modules whose name starts with an underscore (``_client_call``,
+``_link``, ``_telethon``...) are internal: their names may change without notice.
+``client.guard`` is a :class:`ClientGuard` (formerly ``GuardState``, still importable).
 """
 
 from __future__ import annotations

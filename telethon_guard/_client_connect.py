@@ -120,6 +120,12 @@ async def _within(connect: Callable[[], Awaitable[None]], timeout: float) -> Non
         if uncancel is not None and uncancel() > 0:
             raise  # the caller cancelled too
         raise DeadlineExceeded("connect", timeout) from None
+    else:
+        if fired and hasattr(task, "uncancel"):
+            # the timer fired as connect() finished and its cancel was swallowed on the way:
+            # the connect stands; take our cancel request back (Task.cancelling() is read by
+            # the guard's attempts to tell a caller's cancel from Telethon's)
+            task.uncancel()
     finally:
         timer.cancel()
 
@@ -141,9 +147,12 @@ async def guarded_disconnect(
     client: Any, link: ClientLink, disconnect: Callable[[], Awaitable[None]]
 ) -> None:
     """Telethon's disconnect with the client marked offline first (in-flight and later calls
-    fail with ``ClientDisconnectedError``) and its loop reference released after."""
+    fail with ``ClientDisconnectedError``) and its loop reference released after; the main
+    client also closes the connections of a storage the guard opened from a URL."""
     link.offline = True
     try:
         await disconnect()
     finally:
         release_loop(client, link)
+        if link.guard.main_client() is client:  # a storage opened from a URL: its sockets
+            await link.guard.pipeline.close_storage_connections()

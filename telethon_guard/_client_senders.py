@@ -33,7 +33,7 @@ def make_sender(
 ) -> GuardedMTProtoSender:
     """A guarded sender for ``client`` with Telethon's arguments (``kwargs``) plus the
     guard's: its events, the reconnect pacer of DC ``dc_id`` (``None``: the main sender),
-    ``config.max_reconnect_seconds``, the DC id and the account key."""
+    ``config.max_reconnect_seconds``, the DC id, the account key and the config (liveness)."""
     return GuardedMTProtoSender(
         auth_key,
         loggers=tl.loggers(client),
@@ -42,6 +42,7 @@ def make_sender(
         dc_id=dc_id if dc_id is not None else client.session.dc_id,
         account=account_key(client, state),
         max_reconnect_seconds=state.config.max_reconnect_seconds,
+        config=state.config,  # the liveness watchdog's bounds (liveness.py)
         **kwargs,
     )
 

@@ -120,6 +120,7 @@ SENDER_ATTRIBUTES: Mapping[str, str] = {
     "_auto_reconnect": "read",
     "_auto_reconnect_callback": "read: run after a reconnect",
     "_connect_timeout": "read: timeout of one connection attempt",
+    "_ping": "written: cleared when the liveness watchdog replaces a silent connection",
 }
 """``MTProtoSender`` instance attributes (the subclass surface of :class:`SenderSurface`)."""
 
@@ -450,6 +451,7 @@ class SenderSurface(MTProtoSender):
     _auto_reconnect: bool
     _auto_reconnect_callback: Callable[[], Any] | None
     _connect_timeout: float | None
+    _ping: int | None
 
     def disconnected_future(self) -> asyncio.Future[Any]:
         """Telethon's ``disconnected`` future itself (not shielded)."""

@@ -103,7 +103,11 @@ class CircuitBreaker:
         call.task = task
         if task is not None and self._probe_owner.get(key) is task:
             return await call_next(call)  # nested call on the probing task
-        d = await self._storage.breaker_acquire(key, self.lease)
+        adm = call.admitted  # shared_admit.py: decided with the ledger and limiter at once
+        if adm is not None:
+            d = adm.decision
+        else:
+            d = await self._storage.breaker_acquire(key, self.lease)
         if d.decision == "allow" and d.old == d.state:
             return await call_next(call)
         return await self._decided(call, key, d, call_next)
@@ -150,6 +154,13 @@ class CircuitBreaker:
             return None
         local = self._local
         if local is None:
+            adm = call.admitted
+            if adm is not None:
+                if failure:
+                    adm.clean = False
+                elif adm.clean:  # CLOSED without failures at admission: nothing changes
+                    call.probe = False
+                    return None
             return self._record_shared(call, key, failure)
         if failure:
             d = local.breaker_failure_sync(key, self.policy)

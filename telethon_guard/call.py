@@ -64,6 +64,7 @@ class CallInfo:
     breaker_key: str | None = field(default=None, init=False, repr=False)
     probe: bool = field(default=False, init=False, repr=False)
     task: asyncio.Task[Any] | None = field(default=None, init=False, repr=False)
+    admitted: Any = field(default=None, init=False, repr=False)
 
 
 __all__ = ["TRANSFER_METHODS", "CallInfo"]

@@ -215,6 +215,13 @@ class GuardConfig:
       pending calls wait for a reconnect before failing with ``TransportFloodError`` (after
       -429) or ``GuardConnectionError``; new calls then fail fast until a reconnect succeeds
       (a ``ReconnectGaveUp`` event is emitted). ``None``: wait for ever.
+    * ``liveness``: replace a connection that is open but silent (:mod:`telethon_guard.liveness`):
+      requests awaiting a reply and nothing received for ``liveness_timeout`` seconds, a
+      keepalive ping unanswered that long, or a request unanswered that long after Telethon
+      ignored a message ("very old" replies after an event-loop stall). ``liveness_timeout``
+      ``None`` (default) is derived: ``2 * attempt_timeout`` within [4, 64] s, else 15 s.
+      ``keepalive_interval``: seconds without any message before an idle connection is
+      pinged (default 30, Telegram Desktop's; ``None``: never). ``False``: no watchdog.
     * ``connect_timeout``: seconds ``connect()`` may take in all (TCP, handshake, the init
       request, paced retries); past it, it fails with ``DeadlineExceeded("connect", s)`` and
       the client is left as before the call. ``None`` (default): ``deadline`` (no bound when
@@ -266,6 +273,9 @@ class GuardConfig:
     seed: int | None = None
     rng: random.Random | None = field(default=None, compare=False)
     log_peer_ids: bool = False
+    liveness: bool = True
+    liveness_timeout: float | None = None
+    keepalive_interval: float | None = 30.0
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -374,6 +384,12 @@ class GuardConfig:
             raise GuardConfigError("seed", f"must be an int or None, got {self.seed!r}")
         if self.rng is not None and not isinstance(self.rng, random.Random):
             raise GuardConfigError("rng", "must be a random.Random or None")
+        if not isinstance(self.liveness, bool):
+            raise GuardConfigError("liveness", f"must be a bool, got {self.liveness!r}")
+        s(self, "liveness_timeout",
+          _finite("liveness_timeout", self.liveness_timeout, strict=True, allow_none=True))
+        s(self, "keepalive_interval",
+          _finite("keepalive_interval", self.keepalive_interval, strict=True, allow_none=True))
 
     def _check_durable(self) -> None:
         """Validate ``durable_storage`` / ``storage_path`` / ``durable_fallback`` (the file's

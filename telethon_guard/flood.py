@@ -39,10 +39,11 @@ Adaptive pacing (:class:`~telethon_guard.pacing.AdaptivePacer`, in :mod:`teletho
 learns a method's pace from its FLOOD_WAITs.
 
 The rate limiter applies the pace as an extra window ``acct:<a>/pace:<m>``. A wait the pace
-imposes is a flood wait to the caller: when it does not fit ``min(max_flood_wait, X, time left
-until the deadline)`` the limiter raises ``FloodWaitBlocked`` (``from_server=False``, the pace's
-seconds, scope ``acct:<a>/method:<m>``) at once for *that call only* (its slot is given back;
-the next call decides afresh; see :class:`~telethon_guard.limiter.RateLimitLayer`). A call that
+imposes is a flood wait to the caller: when it does not fit ``min(max_flood_wait, time left
+until the deadline)`` (a first flood's pace: as it is scheduled to ramp and be dropped) the
+limiter raises ``FloodWaitBlocked`` (``from_server=False``, the pace's seconds, scope
+``acct:<a>/method:<m>``) at once for *that call only* (its slot is given back; the next call
+decides afresh; see :class:`~telethon_guard.limiter.RateLimitLayer`). A call that
 waited for its slot while a FLOOD_WAIT was recorded comes back here (the limiter raises
 ``LedgerBlockedWhileQueued``) and waits out the block instead of sending into it.
 """
@@ -77,18 +78,7 @@ from .keys import (
     transfers_key,
 )
 from .limiter import LedgerBlockedWhileQueued
-from .pacing import (
-    PACE_BACKOFF,
-    PACE_DROP,
-    PACE_HORIZON,
-    PACE_MARGIN,
-    PACE_MAX_HOLD_GROWTH,
-    PACE_MAX_STRETCH,
-    PACE_MIN_CALLS,
-    PACE_MIN_WAIT,
-    PACE_RELAX_STEPS,
-    AdaptivePacer,
-)
+from .pacing import AdaptivePacer
 from .storage import GuardStorage, LimitSpec, LocalGuardStorage, local_of
 
 Next = Callable[[CallInfo], Awaitable[Any]]
@@ -263,7 +253,11 @@ class FloodLedger:
         while True:
             table = self._table
             if table is None or (table and not self._free_now(call)):  # nothing blocked: go
-                await self._check(call)
+                adm = call.admitted  # shared_admit.py: nothing blocked at admission
+                if adm is not None and adm.flood_clear:
+                    adm.flood_clear = False
+                else:
+                    await self._check(call)
             try:
                 result = await call_next(call)
             except LedgerBlockedWhileQueued:
@@ -302,16 +296,6 @@ class FloodLedger:
 
 
 __all__ = [
-    "PACE_BACKOFF",
-    "PACE_DROP",
-    "PACE_HORIZON",
-    "PACE_MARGIN",
-    "PACE_MAX_HOLD_GROWTH",
-    "PACE_MAX_STRETCH",
-    "PACE_MIN_CALLS",
-    "PACE_MIN_WAIT",
-    "PACE_RELAX_STEPS",
-    "AdaptivePacer",
     "FloodLedger",
     "FloodScopeTracker",
     "scope_key",

@@ -301,19 +301,22 @@ class LimitKeys:
     """
 
     __slots__ = ("_base", "_cfg", "_method", "_pace_of", "_peer_group", "_peer_private",
-                 "_rate", "_send", "_sends", "max_cached", "pace_wait_of")
+                 "_rate", "_send", "_sends", "max_cached", "pace_changes_at", "pace_drain")
 
     def __init__(self, config: GuardConfig,
                  pace_of: Callable[[str, str], Windows | None] | None = None, *,
-                 pace_wait_of: Callable[[str, str], float | None] | None = None,
+                 pace_changes_at: Callable[[str, str], float | None] | None = None,
                  max_cached: int = 8192) -> None:
         self._cfg = config
         self._pace_of = pace_of
-        if pace_wait_of is None:
-            # pace_of is usually AdaptivePacer.window: its pacer also knows the longest wait
-            # a pace may impose (AdaptivePacer.max_wait).
-            pace_wait_of = getattr(getattr(pace_of, "__self__", None), "max_wait", None)
-        self.pace_wait_of = pace_wait_of
+        if pace_changes_at is None:
+            # pace_of is usually AdaptivePacer.window: its pacer also knows when a pace's
+            # window next changes (AdaptivePacer.changes_at).
+            pace_changes_at = getattr(getattr(pace_of, "__self__", None), "changes_at", None)
+        self.pace_changes_at = pace_changes_at
+        # ... and how long a queue of calls takes to pass under its schedule (drain).
+        self.pace_drain: Callable[[str, str, float], float | None] | None = getattr(
+            getattr(pace_of, "__self__", None), "drain", None)
         self._sends = bool(config.send_limits or config.peer_limits_private
                            or config.peer_limits_group)
         # Configured windows with ``rate_margin`` added to each period (see GuardConfig): the
@@ -390,13 +393,18 @@ class RateLimitLayer:
     case) goes straight to ``call_next`` with no coroutine frame of the limiter's own.
 
     A wait imposed by a *learned* pace (adaptive pacing after a FLOOD_WAIT) is a flood wait
-    in the caller's terms: when the pace alone makes the call wait longer than
-    ``min(max_flood_wait, the pace's max_wait (Telegram's X), time left until the deadline)``
-    the call fails at once with :class:`~telethon_guard.errors.FloodWaitBlocked`
-    (``from_server=False``, ``seconds`` = the pace's wait, scope ``acct:<a>/method:<m>``), like
-    a FLOOD_WAIT recorded in the ledger; only that call: the next one decides afresh. A wait
-    imposed by configured limits that cannot fit the deadline raises ``DeadlineExceeded`` at
-    once. Either way nothing is waited and the reserved slot is given back.
+    in the caller's terms, bounded like one by ``min(max_flood_wait, time left until the
+    deadline)``. A first flood's pace (a hypothesis) holds its window only until it next
+    changes (``AdaptivePacer.changes_at``: the end of the server's wait, a ramp step, the
+    drop): a call whose slot lies beyond that change gives the slot back, waits until the
+    change and decides again; its expected wait is the time the calls ahead of it take to
+    pass under the pace's schedule (``AdaptivePacer.drain``). The call fails at once with
+    :class:`~telethon_guard.errors.FloodWaitBlocked` (``from_server=False``, ``seconds`` = the
+    pace's expected wait, scope ``acct:<a>/method:<m>``), like a FLOOD_WAIT recorded in the
+    ledger, only when the guard knows it cannot make it: that wait does not fit the deadline
+    (or ``max_flood_wait``); only that call: the next one decides afresh. A wait imposed by
+    configured limits that cannot fit the deadline raises ``DeadlineExceeded`` at once.
+    Either way nothing is waited and the reserved slot is given back.
 
     After a wait, a FLOOD_WAIT recorded on the method meanwhile raises
     :class:`LedgerBlockedWhileQueued` for the flood ledger above (never sent into the block).
@@ -422,7 +430,13 @@ class RateLimitLayer:
             return call_next(call)
         decide = self._decide
         if decide is None:
-            return self._wait_then(call, specs, None, call_next)
+            adm = call.admitted  # shared_admit.py: the slot reserved at admission
+            res = adm.take_reservation() if adm is not None else None
+            if res is None:
+                return self._wait_then(call, specs, None, call_next)
+            if res[0] <= 0:
+                return call_next(call)  # slot free now: reserved and consumed
+            return self._wait_then(call, adm.specs, res, call_next)
         res = decide(specs)
         if res[0] <= 0:
             return call_next(call)  # slot free now: reserved and consumed
@@ -431,12 +445,26 @@ class RateLimitLayer:
     async def _wait_then(self, call: CallInfo, specs: Sequence[LimitSpec],
                          res: tuple[float, Any] | None, call_next: Next) -> Any:
         lim = self.limiter
-        if res is None:
-            res = await lim.reserve(specs)
-        if res[0] > 0:
+        while True:
+            if res is None:
+                res = await lim.reserve(specs)
+            if res[0] <= 0:
+                break
             call.stage = "limiter"
             if not lim.observe:
-                res = await self._check_pace(call, specs, res)
+                slot, until = await self._check_pace(call, specs, res)
+                if slot is None:
+                    # The pace changes before this call's slot: its wait is not known yet.
+                    # Nothing is held while waiting for the change; then decide again.
+                    await lim.clock.sleep(max(0.0, (until or 0.0) - lim.clock.now()))
+                    if await self._flood_left(call) > 0:
+                        raise LedgerBlockedWhileQueued(call.method)
+                    specs = self._specs(call)
+                    if not specs:
+                        break
+                    res = None
+                    continue
+                res = slot
             dl = call.deadline_at
             if dl is not None:
                 # A slot that leaves the attempt less than its network budget fails now.
@@ -447,6 +475,7 @@ class RateLimitLayer:
                 # into it. The slot is spent; the ledger layer above waits (or raises) and
                 # sends the call through the limiter again.
                 raise LedgerBlockedWhileQueued(call.method)
+            break
         return await call_next(call)
 
     async def _flood_left(self, call: CallInfo) -> float:
@@ -461,36 +490,56 @@ class RateLimitLayer:
         return left
 
     async def _check_pace(self, call: CallInfo, specs: Sequence[LimitSpec],
-                          res: tuple[float, Any]) -> tuple[float, Any]:
-        """Slow path (the call must wait): fail with ``FloodWaitBlocked`` when a learned pace
-        alone imposes a wait that does not fit; else return the reservation to wait for."""
+                          res: tuple[float, Any],
+                          ) -> tuple[tuple[float, Any] | None, float | None]:
+        """Slow path (the call must wait). Returns ``(reservation, None)`` to wait for, or
+        ``(None, at)``: the reservation was given back because the learned pace changes at
+        clock time ``at``, before the call's slot; the call waits until then and decides
+        again. Raises ``FloodWaitBlocked`` when the pace's wait does not fit
+        ``min(max_flood_wait, the deadline)`` and the pace does not change before that."""
         delay = res[0]
         keys = self.keys
         pace = keys.pace_spec(call, specs)
         if pace is None:
-            return res
+            return res, None
         lim = self.limiter
         cap = call.max_flood_wait
         if cap is None:
             cap = keys.config.max_flood_wait
-        wait_of = keys.pace_wait_of
-        if wait_of is not None:
-            most = wait_of(call.account, call.method)
-            if most is not None and most < cap:
-                cap = most  # a pace never holds a call longer than Telegram's own wait
+        changes_at = keys.pace_changes_at
+        change = changes_at(call.account, call.method) if changes_at is not None else None
         dl = call.deadline_at
         now = lim.clock.now()
-        if delay <= cap and (dl is None or now + delay < dl):
-            return res  # the whole wait fits: so does the pace's share of it
+        if change is not None and change <= now:
+            change = None  # never "wait until now": no zero-time loop
+        if (delay <= cap and (dl is None or now + delay < dl)
+                and (change is None or now + delay <= change)):
+            return res, None  # the whole wait fits and the pace holds until the slot
         # Give the slot back, then measure the pace's own wait (nothing else is committed).
         await lim.release_now(specs, res[1])
         own = delay if len(specs) == 1 else await lim.delay_of((pace,))
         now = lim.clock.now()
+        if change is not None and now + own > change:
+            # The slot lies beyond the pace's next change (a ramp or relax step, its drop):
+            # estimate the wait under the pace's schedule (the calls ahead of this one leave
+            # at each step's spacing; none once it is dropped). If even that does not fit,
+            # the call cannot make it: refuse now; else hold it until the change and decide
+            # again (the estimate assumes no new FLOOD_WAIT).
+            expect = own
+            drain = keys.pace_drain
+            spacing = pace.windows[0][1] / pace.windows[0][0]
+            if drain is not None and spacing > 0:
+                est = drain(call.account, call.method, own / spacing)
+                if est is not None:
+                    expect = est
+            if expect > cap or (dl is not None and now + expect >= dl):
+                raise lim.pace_blocked(call, expect)
+            return None, change
         if own > cap or (dl is not None and now + own >= dl):
             raise lim.pace_blocked(call, own)
         # The configured limits, not the pace, make the call wait: reserve again (local
         # storage hands out the same slot: nothing ran in between) and wait or fail as usual.
-        return await lim.reserve(specs)
+        return await lim.reserve(specs), None
 
 
 __all__ = [

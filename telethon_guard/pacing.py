@@ -28,9 +28,8 @@ behind the wait leave evenly spaced); from the wait's end the allowed rate rises
 estimate to ``max(r0, estimate)``, and at ``X + pace_recover`` seconds after the flood the pace
 is dropped. So a one-off FLOOD_WAIT_X never holds a method below the rate at which it was
 succeeding before the flood for longer than ``X + pace_recover`` seconds
-(``GuardConfig.pace_recover``, default 2 s); a single call reserved at the very start of the
-ramp may still wait one learned spacing, never more than ``X``
-(:meth:`AdaptivePacer.max_wait`).
+(``GuardConfig.pace_recover``, default 2 s): a call queued behind it waits at most until
+its next ramp step, and those still queued at the drop go then.
 
 **A burst shorter than the wait holds at once.** When those calls span less than ``X`` seconds
 there is no sustained rate to return to: the server's window is at least ``X`` long (its
@@ -75,10 +74,16 @@ Other rules:
   nothing more, an answer that arrives during a new pace's wait was accepted before the refusal
   and refines the estimate (with latency, the refusal can overtake the answers of accepted
   calls).
-* A pace never holds one call longer than the wait Telegram asked for when it was set
-  (:meth:`AdaptivePacer.max_wait`, ``X``): a longer wait (a queue of callers above the limit)
-  fails that call at once with ``FloodWaitBlocked`` (``from_server=False``), as the server
-  would have answered ``FLOOD_WAIT_X``.
+* A pace's wait is a flood wait to the caller, bounded like one: the limiter refuses a call
+  (``FloodWaitBlocked``, ``from_server=False``) only when the wait does not fit
+  ``min(max_flood_wait, time left until the deadline)`` *and* the pace holds unchanged until
+  then. A slot that lies beyond the pace's next change (:meth:`AdaptivePacer.changes_at`: a
+  ramp step, the end of a hold, a relax step, the drop) is not a verdict: the call is held
+  until that change and decides again under the new window, so a queue built behind a pace
+  drains as the pace relaxes and goes when it is dropped (issue 13: the demo's calls queued
+  behind a wave's pace were refused at once with 4.6 to 14 s of deadline left, because the
+  old rule capped a pace's wait at Telegram's ``X``; a caller whose deadline allows the wait
+  is served, as it would be by the ledger for a FLOOD_WAIT_X).
 
 Sources and how the constants relate to them:
 
@@ -273,6 +278,8 @@ class AdaptivePacer:
             return window
         step = p.hold / PACE_RELAX_STEPS
         k = int((now - hold_end) / step) + 1
+        while hold_end + k * step <= now:  # rounding: the next step is always in the future
+            k += 1
         if k >= _DROP_STEP:
             self._drop(key, p, hold_end + (_DROP_STEP - 1) * step)
             return None
@@ -293,6 +300,8 @@ class AdaptivePacer:
             return window
         step = self.recover / PACE_RAMP_STEPS
         j = int((now - start) / step)
+        while start + (j + 1) * step <= now:  # rounding: the next step is always in the future
+            j += 1
         if j >= PACE_RAMP_STEPS:
             self._drop(key, p, start + self.recover)
             return None
@@ -314,12 +323,73 @@ class AdaptivePacer:
         if self._events is not None:
             self._events.emit(PaceLearned(key[1], 0, 0.0, key[0]))
 
+    def changes_at(self, account: str, method: str) -> float | None:
+        """Clock time (seconds, monotonic) at which a first flood's pace (a hypothesis) of
+        ``method`` next changes: the end of the server's wait, its next ramp step or its drop
+        (``X + pace_recover`` after the flood); ``None`` without one (no pace, or a held pace:
+        repeated floods showed a real limit, and its window is the wait a call can expect).
+        A hypothesis's window holds only until then, so it cannot say that a call whose slot
+        lies later will miss its deadline: the limiter holds such a call until the change and
+        decides again (:class:`~telethon_guard.limiter.RateLimitLayer`)."""
+        if not self._learned or self.window(account, method) is None:
+            return None
+        entry = self._learned.get((account, method))
+        return entry[1] if entry is not None else None
+
+    def _spacing_at(self, p: _Pace, t: float) -> tuple[float | None, float]:
+        """``(seconds between calls, or None once dropped; clock time of the next change)``
+        of ``p``'s pace at clock time ``t`` if no FLOOD_WAIT changes it (pure: no state)."""
+        inf = math.inf
+        if not p.held:
+            start = p.since
+            if t < start:
+                return p.base / p.count, start
+            step = self.recover / PACE_RAMP_STEPS
+            j = int((t - start) / step)
+            while start + (j + 1) * step <= t:
+                j += 1
+            if j >= PACE_RAMP_STEPS:
+                return None, inf
+            learned = p.count / p.base
+            rate = learned + (max(p.pre, learned) - learned) * j / PACE_RAMP_STEPS
+            return 1.0 / rate, start + (j + 1) * step
+        hold_end = p.flood_at + p.hold
+        if t < hold_end:
+            return p.base / p.count, hold_end
+        step = p.hold / PACE_RELAX_STEPS
+        k = int((t - hold_end) / step) + 1
+        while hold_end + k * step <= t:
+            k += 1
+        if k >= _DROP_STEP:
+            return None, inf
+        return p.base * 2.0 ** (-k / PACE_RELAX_STEPS) / p.count, hold_end + k * step
+
+    def drain(self, account: str, method: str, slots: float) -> float | None:
+        """Seconds from now until ``slots`` more evenly spaced calls have passed under the pace
+        of ``method`` as it is scheduled to ramp, relax or be dropped (if no FLOOD_WAIT changes
+        it; ``0.0`` once it is dropped); ``None`` without a pace. The limiter's estimate of a
+        queued call's wait when its slot lies beyond the pace's next change."""
+        if not self._learned or self.window(account, method) is None:
+            return None
+        p = self._paces[(account, method)]
+        now = t = self._clock.now()
+        left = max(0.0, slots)
+        for _ in range(4 * (PACE_RAMP_STEPS + _DROP_STEP)):
+            spacing, change = self._spacing_at(p, t)
+            if spacing is None:
+                return t - now
+            n = (change - t) / spacing
+            if n >= left:
+                return t + left * spacing - now
+            left -= n
+            t = change
+        return t - now  # pragma: no cover (a schedule is dropped within its steps)
+
     def max_wait(self, account: str, method: str) -> float | None:
-        """Longest wait (seconds) the pace of ``method`` may impose on one call: the wait
-        Telegram asked for when the pace was set (``X``), or two spacings if longer;
-        ``None`` without a pace. A longer pace wait fails that call with ``FloodWaitBlocked``
-        (``from_server=False``) instead of queueing it: the server would have answered the
-        same with ``FLOOD_WAIT_X``."""
+        """The wait (seconds) Telegram asked for when the pace of ``method`` was set (``X``),
+        or two spacings if longer; ``None`` without a pace. Informational: the limiter bounds
+        a pace's wait by the call's deadline and ``max_flood_wait`` (as the flood ledger does
+        for a FLOOD_WAIT), not by ``X``."""
         if not self._learned:
             return None
         p = self._paces.get((account, method))

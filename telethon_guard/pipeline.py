@@ -4,6 +4,9 @@
 
     Pipeline.invoke(call, send)            outcome counts, RequestFinished, DeadlineExceeded event
       -> DeadlineLayer     (deadline.py)   fill call.deadline_at / budget; fail if already passed
+      -> SharedAdmit       (shared_admit.py) Redis only: breaker, ledger and limiter decided in
+                                           ONE round trip, the answer left on call.admitted
+                                           for the three layers below (chosen at construction)
       -> CircuitBreaker    (breaker.py)    fail fast while OPEN; one HALF_OPEN probe
       -> FloodLedger       (flood.py)      wait out / fail fast on recorded FLOOD_WAITs; record
                                            server FLOOD_*_WAITs and wait-and-retry when they fit
@@ -66,7 +69,8 @@ from .events import EventBus, RequestFinished, redact_peer, request_outcome
 from .flood import FloodLedger
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
 from .retry import RetryPolicy
-from .storage import GuardStorage, local_of, open_storage
+from .shared_admit import SharedAdmit
+from .storage import AdmitStorage, GuardStorage, open_storage, stats_view
 from .transfer_slots import TransferSlots
 from .update_path import UpdatePath
 
@@ -116,6 +120,7 @@ class Pipeline:
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.events: EventBus = (events if events is not None
                                  else EventBus(config.on_event, redact=not config.log_peer_ids))
+        self._owns_storage = storage is None
         self.storage: GuardStorage = (
             storage if storage is not None
             else open_storage(config.storage, clock=self.clock,
@@ -139,6 +144,14 @@ class Pipeline:
         self.attempt = Attempt(self.clock, config.attempt_timeout, self.breaker)
         self.transfers = TransferSlots(config, self.ledger)
         layers: list[Layer] = [self.deadline, self.breaker, self.ledger]
+        self.admit: SharedAdmit | None = None
+        """The shared-storage admission layer (shared_admit.py), or ``None``."""
+        if (not self.storage.is_local and isinstance(self.storage, AdmitStorage)
+                and not config.observe_only):
+            self.admit = SharedAdmit(self.storage, self.breaker.lease,
+                                     self.limit_keys.specs if limits_configured(config)
+                                     else None)
+            layers.insert(1, self.admit)
         if config.transfer_concurrency is not None:
             layers.append(self.transfers)  # file parts in flight per (account, method)
         if limits_configured(config):
@@ -154,6 +167,14 @@ class Pipeline:
         self._update_chain = self.compose(self.update_layers)
         self._outcomes: dict[str, dict[str, int]] = {}
         self._redact = redact
+
+    async def close_storage_connections(self) -> None:
+        """Close the connections of a storage this pipeline opened itself from
+        ``config.storage`` (e.g. a Redis URL): the main client's ``disconnect()`` calls it. The
+        storage connects again on its next operation; a storage passed in is left alone."""
+        disconnect = getattr(self.storage, "disconnect", None)
+        if self._owns_storage and callable(disconnect):
+            await disconnect()
 
     def compose(self, layers: Sequence[Layer]) -> Next:
         """``layers`` (outermost first) composed around :meth:`Attempt.run`: a function
@@ -171,9 +192,10 @@ class Pipeline:
         (``{key: state}``),
         ``blocked`` (flood scopes with seconds left), ``limiter_queue`` (calls waiting for a
         slot), ``paces`` (``{method: (count, period)}`` learned by adaptive pacing). Peer ids are
-        redacted unless ``log_peer_ids``. Breakers and blocks are read from local storage
-        only (empty for shared storage: ask the storage)."""
-        local = local_of(self.storage)
+        redacted unless ``log_peer_ids``. Breakers and blocks come from the storage's
+        :class:`~telethon_guard.storage.StatsView` (shared storage: as this process last
+        learned them from it)."""
+        local = stats_view(self.storage)
         breakers: dict[str, str] = {}
         blocked: dict[str, float] = {}
         if local is not None:

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -51,6 +53,7 @@ from typing import Any
 from telethon import helpers
 from telethon.errors import AuthKeyNotFound, InvalidBufferError, SecurityError, TypeNotFoundError
 from telethon.network.connection.connection import Connection
+from telethon.tl.functions import PingRequest
 
 from ._send_queue import GuardedPacker, requests_of, retrieve
 from ._sender_errors import copy_error, typed_error
@@ -63,6 +66,7 @@ from ._telethon import (
     set_connection_codec,
 )
 from ._telethon import loggers as client_loggers
+from ._tl import method_name
 from ._transport_codec import TransportErrorCodec, framing_of
 from .budget import note_refused, take_connection_slot
 from .errors import (
@@ -78,6 +82,15 @@ from .events import (
     ReconnectGaveUp,
     ReconnectSucceeded,
     TransportErrorEvent,
+)
+from .liveness import (
+    LivenessVerdict,
+    LivenessWatchdog,
+    SilentConnectionError,
+    SilentConnectionMayHaveRun,
+    liveness_policy,
+    resend_is_safe,
+    run_watchdog,
 )
 from .reconnect import ReconnectPacer
 
@@ -112,6 +125,12 @@ class GuardedMTProtoSender(SenderSurface):
         with :class:`TransportFloodError` (after -429) or :class:`GuardConnectionError`, and new
         calls fail fast with the same error until a reconnect succeeds; reconnect attempts go
         on at the pacer's pace. ``None``: wait for ever. Default 60.0.
+    :param config: a :class:`~telethon_guard.config.GuardConfig` (or ``None``: the defaults)
+        for the liveness watchdog (:mod:`telethon_guard.liveness`): a connection that is open
+        but silent while replies are awaited, whose keepalive ping goes unanswered, or whose
+        replies Telethon ignored ("very old" after a loop stall), is replaced through the paced
+        reconnect; requests safe to send again are re-sent, the others fail with
+        :class:`~telethon_guard.liveness.SilentConnectionMayHaveRun`.
     :raises GuardConfigError: on a bad ``max_reconnect_seconds`` or ``pacer``.
 
     Telethon's ``retries`` still bounds the attempts of one ``connect()``; reconnects are
@@ -143,6 +162,7 @@ class GuardedMTProtoSender(SenderSurface):
         dc_id: int | None = None,
         account: str | None = None,
         max_reconnect_seconds: float | None = 60.0,
+        config: Any = None,
     ) -> None:
         super().__init__(
             auth_key,
@@ -190,6 +210,13 @@ class GuardedMTProtoSender(SenderSurface):
         self._down_since: float | None = None  # pacer clock: first failure of this outage
         self._outage_attempts = 0  # reconnect attempts in this outage
         self._awaiting_confirm = False  # reconnected; waiting for the server's first message
+        # liveness (liveness.py): a watchdog per connection replaces one that went silent
+        self._liveness = liveness_policy(config)
+        self._watchdog: LivenessWatchdog | None = None
+        self.liveness_replacements = 0
+        """Connections replaced because they went silent or their replies were ignored."""
+        self.liveness_replaced_at: float | None = None
+        """``time.monotonic()`` of the last such replacement (``None``: none yet)."""
         self._watched_disconnected: asyncio.Future[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._callback_task: asyncio.Task[Any] | None = None
@@ -624,11 +651,66 @@ class GuardedMTProtoSender(SenderSurface):
         with contextlib.suppress(GuardError):
             super()._keepalive_ping(rnd_id)
 
+    # ---- liveness (the watchdog's logic is telethon_guard/liveness.py) -------------------------
+
+    def _start_watchdog(self) -> None:
+        """Called by each new receive loop: a watchdog for its connection, stopped with it."""
+        policy = self._liveness
+        recv = asyncio.current_task()
+        if policy is None or recv is None:
+            return
+        dog = self._watchdog = LivenessWatchdog(policy, time.monotonic())
+        watch = self._spawn(run_watchdog(
+            dog, now=time.monotonic, pending=self._awaited_replies, ping=self._liveness_ping,
+            replace=self._replace_silent))
+        recv.add_done_callback(lambda _t: watch.cancel())
+
+    def _note_liveness(self, accepted: bool) -> None:
+        dog = self._watchdog
+        if dog is not None:
+            if accepted:
+                dog.received(time.monotonic())
+            else:
+                dog.ignored()
+
+    def _awaited_replies(self) -> list[tuple[int, bool]]:
+        return [(msg_id, not s.future.done()) for msg_id, s in self._pending_state.items()]
+
+    def _liveness_ping(self) -> bool:
+        if not self._user_connected or self._reconnecting or self._given_up:
+            return False
+        try:
+            self.send(PingRequest(int.from_bytes(os.urandom(8), "big", signed=True)))
+        except GuardError:
+            return False
+        return True
+
+    def _replace_silent(self, verdict: LivenessVerdict) -> None:
+        """The watchdog's REPLACE: fail what may not be sent again, then a paced reconnect
+        (which re-sends the rest on the new connection)."""
+        if not self._user_connected or self._reconnecting or self.is_reconnecting:
+            return
+        timeout = self._liveness.timeout if self._liveness is not None else 0.0
+        failed = 0
+        for s in self._pending_state.values():
+            if not s.future.done() and not resend_is_safe(s.request):
+                s.future.set_exception(SilentConnectionMayHaveRun(method_name(s.request),
+                                                                  timeout))
+                failed += 1
+        self.liveness_replacements += 1
+        self.liveness_replaced_at = time.monotonic()
+        self._ping = None  # Telethon's keepalive would reconnect again on its lost ping
+        self._log.warning("DC %s: replacing the connection (%s); %d call(s) not safe to send "
+                          "again failed", self.dc_id, verdict.reason, failed)
+        self._start_reconnect(SilentConnectionError(f"connection to DC {self.dc_id} "
+                                                    f"replaced: {verdict.reason}"))
+
     # ---- receive loop -------------------------------------------------------------------------
 
     async def _recv_loop(self) -> None:
         """Telethon's receive loop with every transport failure routed to
         :meth:`_on_connection_failure` (no disconnect for good on -429)."""
+        self._start_watchdog()
         while self._user_connected and not self._reconnecting:
             try:
                 body = await self._connection.recv()
@@ -650,6 +732,7 @@ class GuardedMTProtoSender(SenderSurface):
             try:
                 message = self._state.decrypt_message_data(body)
                 if message is None:
+                    self._note_liveness(False)  # ignored: "very old" / "very new" / resent
                     continue
             except TypeNotFoundError as e:
                 self._log.info("Type %08x not found, remaining data %r",
@@ -657,6 +740,7 @@ class GuardedMTProtoSender(SenderSurface):
                 continue
             except SecurityError as e:
                 self._log.warning("Security error while unpacking a received message: %s", e)
+                self._note_liveness(False)
                 continue
             except InvalidBufferError as e:
                 self._log.warning("Transport error from DC %s: %s", self.dc_id, e)
@@ -667,6 +751,7 @@ class GuardedMTProtoSender(SenderSurface):
                 self._on_connection_failure(e)
                 return
 
+            self._note_liveness(True)
             if self._awaiting_confirm:
                 self._confirm_reconnect()
             try:

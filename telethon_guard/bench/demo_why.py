@@ -72,11 +72,12 @@ def _explain(exc: BaseException, deadline: float | None, after: float,
         elif max_flood_wait is not None and wait > max_flood_wait:
             budget = f"> max_flood_wait {max_flood_wait:g} s"
         else:
-            # Within the deadline and max_flood_wait: the guard's remaining rule is that a pace
-            # learned from a FLOOD_WAIT never holds a call longer than Telegram's own wait.
-            budget = "> the FLOOD_WAIT Telegram itself asked (a learned pace's cap)"
+            # Within the deadline and max_flood_wait as the demo measures them: the wait would
+            # have left the attempt less than its network budget (min(attempt_timeout or 1 s,
+            # 10 % of the deadline)) before the deadline, as the guard measured it.
+            budget = "+ the attempt's network budget > the deadline left"
             if left is not None:
-                budget += ", deadline left {left}"
+                budget += " {left}"
                 figures.append(("left", left))
         if exc.from_server:
             text = (f"Telegram answered FLOOD_WAIT for {exc.method}: {{wait}} {budget}; "

@@ -193,6 +193,58 @@ class LocalGuardStorage(GuardStorage, Protocol):
     def breaker_state_sync(self, key: str) -> BreakerDecision: ...
 
 
+class Admission(NamedTuple):
+    """Answer of :meth:`AdmitStorage.admit`: the breaker's acquire decision; the longest
+    flood block among the scopes asked (``flood_left`` seconds, ``flood_index`` its position,
+    ``-1`` when none is blocked); the limiter reservation, ``None`` when nothing was reserved
+    (the breaker rejected, a scope is blocked, or no limiter keys were asked)."""
+
+    breaker: BreakerDecision
+    flood_left: float
+    flood_index: int
+    reservation: Reservation | None
+
+
+@runtime_checkable
+class AdmitStorage(Protocol):
+    """A shared backend that decides a call's admission (breaker acquire, flood-ledger check,
+    limiter reservation) in one round trip; the pipeline asks it first (see
+    :mod:`telethon_guard.shared_admit`)."""
+
+    async def admit(self, breaker_key: str, lease: float, scopes: Sequence[str],
+                    specs: Sequence[LimitSpec]) -> Admission:
+        """:meth:`GuardStorage.breaker_acquire`, then (unless rejected)
+        :meth:`GuardStorage.flood_left` of every scope, then (unless one is blocked)
+        :meth:`GuardStorage.reserve` of ``specs``: one atomic step."""
+        ...
+
+
+@runtime_checkable
+class StatsView(Protocol):
+    """Synchronous, read-only views for ``client.guard.stats()`` and health, no I/O. Local
+    backends answer from their state; :class:`~telethon_guard.storage.redis.RedisStorage`
+    answers with what this process last learned from Redis (its own calls, and
+    ``refresh_view()`` for blocks recorded by other processes)."""
+
+    def flood_scopes(self) -> dict[str, float]:
+        """Blocked scopes with seconds left."""
+        ...
+
+    def breaker_keys(self) -> list[str]:
+        """Keys of the breakers known."""
+        ...
+
+    def breaker_state_sync(self, key: str) -> BreakerDecision:
+        """State of breaker ``key`` (``decision`` is ``""``)."""
+        ...
+
+
+def stats_view(storage: GuardStorage) -> StatsView | None:
+    """``storage`` when it offers the synchronous :class:`StatsView`, else ``None`` (a
+    storage of your own without it: stats show no breakers or blocks from storage)."""
+    return storage if isinstance(storage, StatsView) else None
+
+
 def local_of(storage: GuardStorage) -> LocalGuardStorage | None:
     """``storage`` when it is local (``is_local``: the layers call its synchronous methods),
     else ``None`` (shared: awaited). Each layer asks once, at construction."""
@@ -241,12 +293,16 @@ __all__ = [
     "CLOSED",
     "HALF_OPEN",
     "OPEN",
+    "Admission",
+    "AdmitStorage",
     "BreakerDecision",
     "BreakerPolicy",
     "GuardStorage",
     "LimitSpec",
     "LocalGuardStorage",
     "Reservation",
+    "StatsView",
     "local_of",
     "open_storage",
+    "stats_view",
 ]

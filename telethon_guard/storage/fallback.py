@@ -79,6 +79,9 @@ class OutageFallback:
         self.copy_back = copy_back
         self._buses: list[Any] = [events] if events is not None else []
         self._down_since: float | None = None
+        self.reason = ""
+        """Why the server last could not serve (``""`` before any failure); the text of every
+        ``StorageUnavailableError`` raised under ``"fail"``."""
         self._probe_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self.fallbacks = 0
@@ -105,14 +108,15 @@ class OutageFallback:
         ``StorageUnavailableError``."""
         if self._down_since is not None and self._skip():
             if self.policy == "fail":
-                raise self._fail(None)
+                raise self._fail(self.reason)
             return local()
         try:
             reply = await remote()
         except BackendUnavailable as exc:
             self._unavailable(exc.reason)
+            self.reason = exc.reason
             if self.policy == "fail":
-                raise self._fail(exc.__cause__ or exc) from (exc.__cause__ or exc)
+                raise self._fail(exc.reason) from (exc.__cause__ or exc)
             return local()
         if self._down_since is not None:
             self._recovered()
@@ -126,8 +130,8 @@ class OutageFallback:
         self._probe_at = now + self.probe_interval
         return False
 
-    def _fail(self, exc: BaseException | None) -> StorageUnavailableError:
-        detail = "" if exc is None else f": {type(exc).__name__}: {exc}"
+    def _fail(self, reason: str) -> StorageUnavailableError:
+        detail = f": {reason}" if reason else ""
         return StorageUnavailableError(self.name,
                                        f"guard storage {self.name} is unavailable{detail}")
 
@@ -156,12 +160,11 @@ class OutageFallback:
         down = self._now() - self._down_since
         self._down_since = None
         self._emit(False, f"answering again after {down:.1f} s; guard state shared again")
-        if self.policy == "fallback" and self.copy_back is not None:
-            blocks = self.local.flood_scopes()
-            if blocks:
-                task = asyncio.get_running_loop().create_task(self._copy(blocks))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        if self.copy_back is not None:  # it may add blocks it knows of its own
+            blocks = self.local.flood_scopes() if self.policy == "fallback" else {}
+            task = asyncio.get_running_loop().create_task(self._copy(blocks))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _copy(self, blocks: dict[str, float]) -> None:
         """Flood blocks learned while the server was away are made visible to the others."""

@@ -57,6 +57,7 @@ addition, logged once at ERROR with the server's message so the bug is seen.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import logging
@@ -73,6 +74,7 @@ from redis.backoff import NoBackoff
 from ..errors import GuardConfigError
 from ..keys import hash_tagged
 from . import (
+    Admission,
     BreakerDecision,
     BreakerPolicy,
     LimitSpec,
@@ -104,7 +106,8 @@ DEFAULT_PROBE_INTERVAL = 2.0
 DEFAULT_BREAKER_TTL = 3600.0
 """Seconds a breaker's hash is kept after its last write (and after its OPEN period)."""
 
-_URL_OPTIONS = ("prefix", "account_namespace", "timeout", "on_unavailable", "probe_interval")
+_URL_OPTIONS = ("prefix", "account_namespace", "timeout", "on_unavailable", "probe_interval",
+                "cluster")
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # Every redis-py error means "this Redis cannot serve guard state now": refused, reset,
@@ -113,6 +116,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # that does not speak RESP at all (``InvalidResponse`` / ``ProtocolError``, e.g. an HTTP
     # server on the port). ``NOSCRIPT`` never gets here: :class:`_Script` reloads and retries.
     rexc.RedisError,
+    rexc.RedisClusterException,  # a cluster client that cannot build its slot table
     TimeoutError,  # asyncio.timeout (builtin TimeoutError on 3.11+)
     asyncio.TimeoutError,
     OSError,
@@ -133,6 +137,26 @@ def _is_our_bug(exc: BaseException) -> bool:
         text = str(exc).lower()
         return any(marker in text for marker in _SCRIPT_ERROR_MARKERS)
     return False
+
+
+_CLUSTER_HINT = ("the server is a Redis Cluster node (it answered MOVED/ASK): use a cluster "
+                 "URL, redis+cluster://host:port, or ?cluster=true")
+_PLAIN_HINT = ("the server is not a Redis Cluster (cluster mode is not enabled on it): use "
+               "redis://host:port/db without +cluster / cluster=true")
+
+
+def _wrong_mode(exc: BaseException) -> str | None:
+    """The clear message of a client/server mismatch (cluster URL on a plain Redis, or a
+    plain URL on a cluster node), else ``None``."""
+    if isinstance(exc, rexc.AskError):  # MovedError too: only a plain client sees these
+        return _CLUSTER_HINT
+    if isinstance(exc, rexc.RedisClusterException) and "not enabled" in str(exc):
+        return _PLAIN_HINT
+    return None
+
+
+def _is_cluster_client(client: Any) -> bool:
+    return type(client).__name__ == "RedisCluster"
 
 
 def _str(value: Any) -> str:
@@ -233,11 +257,16 @@ class RedisStorage:
         self._br_success = _Script(lua.BREAKER_SUCCESS)
         self._br_release = _Script(lua.BREAKER_RELEASE_PROBE)
         self._br_state = _Script(lua.BREAKER_STATE)
+        self._admit = _Script(lua.ADMIT)
         self._window_args: dict[Any, bytes] = {}
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}.".encode()
         self._tokens = itertools.count(1)
         self._keys: dict[str, bytes] = {}
         self._bugs_logged: set[str] = set()
+        self._now = self.fallback._now
+        # The stats view: what this process last learned from Redis (or the fallback).
+        self._seen_blocks: dict[str, float] = {}  # scope -> guard-clock time the block ends
+        self._seen_breakers: dict[str, tuple[BreakerDecision, float]] = {}  # key -> (d, at)
         self.closed = False
 
     # ------------------------------------------------------------------ plumbing
@@ -287,6 +316,15 @@ class RedisStorage:
         ours is also logged once at ERROR (a bug in telethon-guard, not an outage)."""
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, rexc.TimeoutError)):
             return f"no answer within {self.timeout:.3g} s"
+        wrong_mode = _wrong_mode(exc)
+        if wrong_mode is not None:
+            if wrong_mode not in self._bugs_logged:
+                self._bugs_logged.add(wrong_mode)
+                logger.error("telethon-guard's Redis storage is misconfigured: %s", wrong_mode)
+            return wrong_mode
+        if isinstance(exc, rexc.ResponseError) and str(exc).startswith("BUSY"):
+            return ("Redis is BUSY running a script (another application's, or SCRIPT KILL / "
+                    "SHUTDOWN NOSAVE needed): " + str(exc))
         if _is_our_bug(exc):
             key = f"{type(exc).__name__}: {exc}"
             if key not in self._bugs_logged:
@@ -299,11 +337,34 @@ class RedisStorage:
         return f"{type(exc).__name__}: {exc}"
 
     async def _copy_blocks(self, blocks: dict[str, float]) -> None:
-        """Flood blocks learned while Redis was away are written to Redis (the fallback's
+        """When Redis answers again: flood blocks learned while it was away, and every live
+        block this process had learned from it before (a restarted Redis without persistence
+        lost them), are written to Redis, keeping a later end already there (the fallback's
         ``copy_back``; raises on failure, the fallback logs it)."""
+        merged = self.flood_scopes()
         for scope, left in blocks.items():
+            merged[scope] = max(left, merged.get(scope, 0.0))
+        for scope, left in merged.items():
             await _within(self._flood_block.run(self.client, (self._key("fl", scope),),
                                                 (repr(left),)), self.timeout)
+
+    def _local_flood_left(self, scope: str) -> float:
+        """Seconds left of ``scope`` while Redis is away: the fallback storage's block, or a
+        block learned from Redis before the outage (the view), whichever ends later."""
+        return max(self.local.flood_left_sync(scope), self._view_left(scope))
+
+    async def _write_back(self, scope: str, left: float) -> None:
+        """Redis lost a block this process knows (see :meth:`_view_left`): write it again so
+        the other processes see it too (one more round trip, only then)."""
+        await self._call(self._flood_block, (self._key("fl", scope),), (repr(left),))
+
+    def _view_left(self, scope: str) -> float:
+        """Seconds left of ``scope`` as this process last learned it (0.0: none known). A
+        FLOOD_WAIT never ends early, so a Redis that answers "free" while the view says
+        "blocked" has lost it (restarted without persistence, failed over before the write
+        reached the replica): the view wins until the copy-back has written it again."""
+        end = self._seen_blocks.get(scope)
+        return 0.0 if end is None else max(0.0, end - self._now())
 
     async def _remote(self, script: _Script | None, keys: Sequence[bytes],
                       args: Sequence[Any]) -> Any:
@@ -324,6 +385,69 @@ class RedisStorage:
             raise RuntimeError("RedisStorage is closed")
         return await self.fallback.run(lambda: self._remote(script, keys, args), _local)
 
+    # ------------------------------------------------------------------ admission
+    async def admit(self, breaker_key: str, lease: float, scopes: Sequence[str],
+                    specs: Sequence[LimitSpec]) -> Admission:
+        """Breaker acquire, flood check of ``scopes`` and limiter reservation of ``specs`` in
+        ONE script (one round trip); see :class:`~telethon_guard.storage.AdmitStorage`. Every
+        key must carry the same account hash tag (one cluster slot): the caller checks."""
+        token = self._token_base + b"%x" % next(self._tokens)
+        keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes)]
+        args: list[Any] = [repr(float(lease)), repr(self.breaker_ttl), _NUMKEYS[len(scopes)],
+                           token]
+        for spec in specs:
+            keys.append(self._key("rl", spec.key))
+            args.append(self._windows_arg(spec.windows))
+        reply = await self._call(self._admit, keys, args)
+        if reply is _LOCAL:
+            return self._admit_local(breaker_key, lease, scopes, specs)
+        d = self._saw_breaker(breaker_key, _decision(reply))
+        index = int(reply[6]) - 1
+        left = float(reply[5])
+        delay = _str(reply[7])
+        res = Reservation(float(delay), token) if delay else None
+        if index < 0 and self._seen_blocks and d.decision != "reject":
+            for i, scope in enumerate(scopes):  # a block Redis lost (see _view_left)
+                view = self._view_left(scope)
+                if view > left:
+                    left, index = view, i
+            if index >= 0:
+                await self._write_back(scopes[index], left)
+                if res is not None:
+                    await self.release(specs, token)  # the call waits or fails: not this slot
+                    res = None
+        if index >= 0:
+            self._saw_block(scopes[index], left)
+        return Admission(d, left, index, res)
+
+    def _admit_local(self, breaker_key: str, lease: float, scopes: Sequence[str],
+                     specs: Sequence[LimitSpec]) -> Admission:
+        local = self.local
+        d = self._saw_breaker(breaker_key, local.breaker_acquire_sync(breaker_key, lease))
+        if d.decision == "reject":
+            return Admission(d, 0.0, -1, None)
+        worst, index = 0.0, -1
+        for i, scope in enumerate(scopes):
+            left = self._local_flood_left(scope)
+            if left > worst:
+                worst, index = left, i
+        if index >= 0:
+            self._saw_block(scopes[index], worst)
+            return Admission(d, worst, index, None)
+        return Admission(d, 0.0, -1, local.reserve_sync(specs) if specs else None)
+
+    def _windows_arg(self, windows: Any) -> bytes:
+        wargs = self._window_args
+        enc = wargs.get(windows)
+        if enc is None:
+            pmax = max((float(p) for _, p in windows), default=0.0)
+            enc = " ".join([repr(pmax), *(f"{int(n)} {float(p)!r}" for n, p in windows)]
+                           ).encode()
+            if len(wargs) >= 4096:
+                wargs.clear()
+            wargs[windows] = enc
+        return enc
+
     # ------------------------------------------------------------------ limiter
     async def reserve(self, specs: Sequence[LimitSpec], *, observe: bool = False,
                       ) -> Reservation:
@@ -334,18 +458,9 @@ class RedisStorage:
         token = self._token_base + b"%x" % next(self._tokens)
         keys = []
         args: list[Any] = [token, b"1" if observe else b"0"]
-        wargs = self._window_args
         for key, windows, _bounded in specs:
             keys.append(self._key("rl", key))
-            enc = wargs.get(windows)
-            if enc is None:
-                pmax = max((float(p) for _, p in windows), default=0.0)
-                enc = " ".join([repr(pmax), *(f"{int(n)} {float(p)!r}" for n, p in windows)]
-                               ).encode()
-                if len(wargs) >= 4096:
-                    wargs.clear()
-                wargs[windows] = enc
-            args.append(enc)
+            args.append(self._windows_arg(windows))
         reply = await self._call(self._reserve, keys, args)
         if reply is _LOCAL:
             return self.local.reserve_sync(specs, observe)
@@ -377,42 +492,48 @@ class RedisStorage:
     async def flood_block(self, scope: str, seconds: float) -> float:
         reply = await self._call(self._flood_block, (self._key("fl", scope),),
                                  (repr(float(seconds)),))
-        if reply is _LOCAL:
-            return self.local.flood_block_sync(scope, seconds)
-        return float(reply)
+        left = (self.local.flood_block_sync(scope, seconds) if reply is _LOCAL
+                else float(reply))
+        self._saw_block(scope, left)
+        return left
 
     async def flood_left(self, scope: str) -> float:
         reply = await self._call(self._flood_left, (self._key("fl", scope),), ())
         if reply is _LOCAL:
-            return self.local.flood_left_sync(scope)
-        return float(reply)
+            left = self._local_flood_left(scope)
+        else:
+            left = float(reply)
+            if left <= 0 and self._seen_blocks:
+                left = self._view_left(scope)
+                if left > 0:
+                    await self._write_back(scope, left)
+        self._saw_block(scope, left)
+        return left
 
     async def flood_clear(self, scope: str) -> None:
         self.local.flood_clear_sync(scope)
+        self._seen_blocks.pop(scope, None)
         await self._call(None, (self._key("fl", scope),), ())
 
     # ------------------------------------------------------------------ breaker
     async def breaker_acquire(self, key: str, lease: float) -> BreakerDecision:
         reply = await self._call(self._br_acquire, (self._key("br", key),),
                                  (repr(float(lease)), repr(self.breaker_ttl)))
-        if reply is _LOCAL:
-            return self.local.breaker_acquire_sync(key, lease)
-        return _decision(reply)
+        return self._saw_breaker(key, self.local.breaker_acquire_sync(key, lease) if reply is _LOCAL
+                                 else _decision(reply))
 
     async def breaker_failure(self, key: str, policy: BreakerPolicy) -> BreakerDecision:
         reply = await self._call(
             self._br_failure, (self._key("br", key),),
             (policy.threshold, repr(float(policy.open_seconds)), repr(float(policy.growth)),
              repr(float(policy.max_open)), repr(self.breaker_ttl)))
-        if reply is _LOCAL:
-            return self.local.breaker_failure_sync(key, policy)
-        return _decision(reply)
+        return self._saw_breaker(key, self.local.breaker_failure_sync(key, policy)
+                                 if reply is _LOCAL else _decision(reply))
 
     async def breaker_success(self, key: str) -> BreakerDecision:
         reply = await self._call(self._br_success, (self._key("br", key),), ())
-        if reply is _LOCAL:
-            return self.local.breaker_success_sync(key)
-        return _decision(reply)
+        return self._saw_breaker(key, self.local.breaker_success_sync(key) if reply is _LOCAL
+                                 else _decision(reply))
 
     async def breaker_release_probe(self, key: str) -> None:
         reply = await self._call(self._br_release, (self._key("br", key),), ())
@@ -421,17 +542,123 @@ class RedisStorage:
 
     async def breaker_state(self, key: str) -> BreakerDecision:
         reply = await self._call(self._br_state, (self._key("br", key),), ())
-        if reply is _LOCAL:
-            return self.local.breaker_state_sync(key)
-        return _decision(reply)
+        return self._saw_breaker(key, self.local.breaker_state_sync(key) if reply is _LOCAL
+                                 else _decision(reply))
+
+    # ------------------------------------------------------------------ stats view
+    def _saw_block(self, scope: str, left: float) -> None:
+        if left > 0:
+            if scope not in self._seen_blocks and len(self._seen_blocks) >= 4096:
+                self._sweep_seen()
+            self._seen_blocks[scope] = self._now() + left
+        else:
+            self._seen_blocks.pop(scope, None)
+
+    def _sweep_seen(self) -> None:
+        now = self._now()
+        for scope in [s for s, end in self._seen_blocks.items() if end <= now]:
+            del self._seen_blocks[scope]
+        if len(self._seen_blocks) >= 4096:  # still full of live blocks: forget the oldest
+            self._seen_blocks.pop(next(iter(self._seen_blocks)))
+
+    def _saw_breaker(self, key: str, d: BreakerDecision) -> BreakerDecision:
+        if d.state == "CLOSED" and d.failures == 0:  # a healthy DC leaves no state behind
+            self._seen_breakers.pop(key, None)
+        elif key in self._seen_breakers or len(self._seen_breakers) < 4096:
+            self._seen_breakers[key] = (d, self._now())
+        return d
+
+    def flood_scopes(self) -> dict[str, float]:
+        """Blocked scopes with seconds left (stats), as this process last learned them from
+        Redis: every block it recorded or checked, and every block :meth:`refresh_view` read
+        (blocks recorded by other processes). Synchronous, no I/O."""
+        now = self._now()
+        return {s: end - now for s, end in self._seen_blocks.items() if end > now}
+
+    def breaker_keys(self) -> list[str]:
+        """Keys of the breakers this process has seen (its own calls, :meth:`refresh_view`)."""
+        return list(self._seen_breakers)
+
+    def breaker_state_sync(self, key: str) -> BreakerDecision:
+        """The state of breaker ``key`` as last seen (``CLOSED`` when never seen); an OPEN
+        breaker's ``retry_after`` counts down on the guard clock. Synchronous, no I/O: the
+        authoritative state is :meth:`breaker_state`."""
+        seen = self._seen_breakers.get(key)
+        if seen is None:
+            return BreakerDecision("", "CLOSED", "CLOSED", 0.0, 0)
+        d, at = seen
+        left = max(0.0, d.retry_after - (self._now() - at)) if d.state == "OPEN" else 0.0
+        return BreakerDecision("", d.state, d.state, left, d.failures)
+
+    async def refresh_view(self) -> None:
+        """Read every flood block and breaker under this storage's prefix from Redis (``SCAN``
+        on every primary of a cluster, then one script per key) into the stats view, so
+        :meth:`flood_scopes` also shows blocks other processes recorded. Bounded by
+        ``timeout`` per round trip; raises ``StorageUnavailableError`` under ``"fail"`` and
+        keeps the view as it was when Redis is unavailable under ``"fallback"``."""
+        for kind, script in (("fl", self._flood_left), ("br", self._br_state)):
+            head = f"{self.prefix}:{kind}:"
+            match = "".join("\\" + c if c in "*?[]\\" else c for c in head) + "*"
+            keys = await self.fallback.run(functools.partial(self._remote_scan, match), _local)
+            if keys is _LOCAL:
+                return
+            for rk in keys:
+                guard_key = _unhash_tag(rk.decode()[len(head):])
+                reply = await self._call(script, (rk,), ())
+                if reply is _LOCAL:
+                    return
+                if kind == "fl":
+                    self._saw_block(guard_key, float(reply))
+                else:
+                    self._saw_breaker(guard_key, _decision(reply))
+
+    async def _remote_scan(self, match: str) -> list[bytes]:
+        """Every key matching ``match`` (every primary of a cluster), bounded in time."""
+        async def scan() -> list[bytes]:
+            return [k async for k in self.client.scan_iter(match=match, count=1000)]
+        try:
+            keys: list[bytes] = await _within(scan(), self.timeout * 8)
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(self._reason(exc)) from exc
+        return keys
 
     # ------------------------------------------------------------------ lifecycle
+    async def check(self) -> None:
+        """Check the server matches the client (bounded by ``4 * timeout``): raises
+        :class:`~telethon_guard.errors.GuardConfigError` (field ``storage``) for a cluster URL
+        on a plain Redis or a plain URL on a Redis Cluster node, and
+        :class:`~telethon_guard.errors.StorageUnavailableError` when Redis does not answer."""
+        from ..errors import StorageUnavailableError
+
+        try:
+            info = await _within(self.client.info("cluster"), self.timeout * 4)
+        except _UNAVAILABLE as exc:
+            hint = _wrong_mode(exc)
+            if hint is not None:
+                raise GuardConfigError("storage", hint) from exc
+            raise StorageUnavailableError(
+                self.name, f"guard storage redis is unavailable: {self._reason(exc)}") from exc
+        if isinstance(info, dict) and not _is_cluster_client(self.client):
+            if int(info.get("cluster_enabled", 0)):
+                raise GuardConfigError("storage", _CLUSTER_HINT)
+
     async def ping(self) -> bool:
         """``True`` when Redis answers a ``PING`` within ``timeout`` (never raises)."""
         try:
             return bool(await _within(self.client.ping(), self.timeout))
         except Exception:
             return False
+
+    async def disconnect(self) -> None:
+        """Close the connections of a client this storage built (from a URL); the storage stays
+        usable and connects again on its next operation (a client passed in is left alone).
+        ``disconnect()`` of the guarded client that opened this storage calls it. Never
+        raises; bounded by ``4 * timeout`` seconds."""
+        if self._owns_client and not self.closed:
+            try:
+                await _within(self.client.aclose(), self.timeout * 4)
+            except Exception:  # closing a dead connection must not raise
+                logger.debug("closing the Redis connections failed", exc_info=True)
 
     async def aclose(self) -> None:
         """Close the client if this storage built it (a client passed in stays open)."""
@@ -473,6 +700,14 @@ class _Script:
                                                 *keys, *args)
 
 
+def _unhash_tag(key: str) -> str:
+    """``{acct:42}/dc:2`` -> ``acct:42/dc:2`` (the inverse of :func:`keys.hash_tagged`)."""
+    if key.startswith("{"):
+        head, _, rest = key[1:].partition("}")
+        return head + rest
+    return key
+
+
 class _LocalMarker:
     __slots__ = ()
 
@@ -484,35 +719,53 @@ def _local() -> Any:
     return _LOCAL
 
 
-def _client_from_url(url: str, timeout: float) -> Any:
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def _client_from_url(url: str, timeout: float, cluster: bool = False) -> Any:
+    # Reads are bounded by the per-operation asyncio timeout instead: redis-py's asyncio
+    # socket_timeout wraps every read and write in asyncio.wait_for (a task per command on
+    # Python 3.11), which roughly halves the decision rate. One immediate retry replaces a
+    # pooled connection that died with a restarted Redis (on a cluster: also one refresh of
+    # the slot table after a failover); the overall per-operation timeout bounds everything.
     try:
-        return aioredis.Redis.from_url(
-            url,
-            # Reads are bounded by the per-operation asyncio timeout instead: redis-py's
-            # asyncio socket_timeout wraps every read and write in asyncio.wait_for (a task per
-            # command on Python 3.11), which roughly halves the decision rate.
-            socket_timeout=None,
-            socket_connect_timeout=timeout,
-            # One immediate retry replaces a pooled connection that died with a restarted
-            # Redis; the overall per-operation timeout still bounds everything.
-            retry=Retry(NoBackoff(), 1),
-            retry_on_timeout=False,
-        )
-    except (ValueError, TypeError) as exc:
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return RedisCluster.from_url(url, socket_timeout=None,
+                                         socket_connect_timeout=timeout,
+                                         retry=Retry(NoBackoff(), 1))
+        return aioredis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=timeout,
+                                       retry=Retry(NoBackoff(), 1), retry_on_timeout=False)
+    except (ValueError, TypeError, rexc.RedisError) as exc:
         raise GuardConfigError("storage", f"bad redis url: {exc}") from exc
 
 
 def from_url(url: str, **options: Any) -> RedisStorage:
     """Build a :class:`RedisStorage` from ``url`` (what ``GuardConfig(storage="redis://...")``
     uses). Query parameters ``prefix``, ``account_namespace``, ``timeout``,
-    ``on_unavailable`` and ``probe_interval`` are taken by the guard (e.g.
+    ``on_unavailable``, ``probe_interval`` and ``cluster`` are taken by the guard (e.g.
     ``redis://127.0.0.1:6379/0?prefix=myapp&timeout=0.5``); the rest go to redis-py.
-    Keyword ``options`` are :class:`RedisStorage` arguments; the URL's parameters win over
-    them (``GuardConfig.storage_timeout`` / ``storage_fallback`` arrive as options)."""
+    Keyword ``options`` are :class:`RedisStorage` arguments (and ``cluster=True``); the URL's
+    parameters win over them (``GuardConfig.storage_timeout`` / ``storage_fallback`` arrive
+    as options).
+
+    A Redis Cluster: ``redis+cluster://host:port`` (``rediss+cluster://`` with TLS), or
+    ``?cluster=true``, or ``cluster=True``: served by ``redis.asyncio.cluster.RedisCluster``,
+    which finds the other nodes from the one named. Every key of one account carries the hash
+    tag ``{acct:<account>}``, so every script runs on the one node owning that slot.
+
+    Raises:
+        GuardConfigError: not a str, an unknown scheme, a bad option value, a cluster URL
+            with a database other than 0 or over ``unix://``.
+    """
     if not isinstance(url, str):
         raise GuardConfigError("storage", f"redis url must be a str, got {url!r}")
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    cluster = parts.scheme in _CLUSTER_SCHEMES
+    if cluster:
+        parts = parts._replace(scheme=_CLUSTER_SCHEMES[parts.scheme])
+    elif parts.scheme not in ("redis", "rediss", "unix"):
         raise GuardConfigError("storage", f"not a redis url: {url!r}")
     ours: dict[str, Any] = {}
     rest = []
@@ -527,6 +780,17 @@ def from_url(url: str, **options: Any) -> RedisStorage:
                 ours[name] = float(ours[name])
             except ValueError:
                 raise GuardConfigError(name, f"must be a number, got {ours[name]!r}") from None
+    if "cluster" in ours:
+        flag = str(ours.pop("cluster")).lower()
+        if flag not in ("", "1", "0", "true", "false", "yes", "no"):
+            raise GuardConfigError("cluster", f"must be true or false, got {flag!r}")
+        cluster = cluster or flag in ("", "1", "true", "yes")
+    if options.pop("cluster", None):
+        cluster = True
+    if cluster and parts.scheme == "unix":
+        raise GuardConfigError("storage", "a Redis Cluster is reached over TCP, not unix://")
+    if cluster and parts.path not in ("", "/", "/0"):
+        raise GuardConfigError("storage", f"a Redis Cluster has only database 0: {url!r}")
     for name, value in options.items():
         if value is not None:
             ours.setdefault(name, value)
@@ -534,7 +798,7 @@ def from_url(url: str, **options: Any) -> RedisStorage:
     timeout = ours.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise GuardConfigError("timeout", f"must be a finite number > 0, got {timeout!r}")
-    client = _client_from_url(clean, float(timeout))
+    client = _client_from_url(clean, float(timeout), cluster)
     storage = RedisStorage(client, **ours)
     storage._owns_client = True
     return storage

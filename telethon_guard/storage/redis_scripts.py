@@ -16,22 +16,19 @@ local _t = redis.call('TIME')
 local now = tonumber(_t[1]) + tonumber(_t[2]) / 1000000
 """
 
-RESERVE = _NOW + """
--- KEYS: one sorted set per limiter key (member = reservation token, score = slot time).
--- ARGV: token, observe ('1'/'0'), then one string per key: "pmax n1 p1 n2 p2 ..." (its longest
--- period, then each window's count and period in seconds).
-local token = ARGV[1]
-local observe = ARGV[2] == '1'
+_RESERVE_INTO = """
+-- Reserve over KEYS[first .. #KEYS] (one sorted set per limiter key: member = token, score =
+-- slot time); the window string of KEYS[i] is ARGV[warg + i - first]: "pmax n1 p1 n2 p2 ..."
+-- (its longest period, then each window's count and period in seconds). Sets t, the slot.
 local t = now
 local pmaxs = {}
-for i = 1, #KEYS do
+for i = first, #KEYS do
   local k = KEYS[i]
   local w = {}
-  for x in string.gmatch(ARGV[2 + i], '%S+') do w[#w + 1] = tonumber(x) end
-  local pmax = w[1]
-  pmaxs[i] = pmax
+  for x in string.gmatch(ARGV[warg + i - first], '%S+') do w[#w + 1] = tonumber(x) end
+  pmaxs[i] = w[1]
   -- trim: slots at or before now - longest period can never matter again
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', now - pmax)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now - w[1])
   local count = redis.call('ZCARD', k)
   for j = 2, #w, 2 do
     local n = w[j]
@@ -45,13 +42,21 @@ for i = 1, #KEYS do
 end
 local slot = t
 if observe then slot = now end
-for i = 1, #KEYS do
+for i = first, #KEYS do
   local k = KEYS[i]
   redis.call('ZADD', k, slot, token)
   local last = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2])
   -- the key matters until its latest slot is older than its longest period
   redis.call('PEXPIRE', k, math.ceil((last - now + pmaxs[i]) * 1000) + 1000)
 end
+"""
+
+RESERVE = _NOW + """
+-- KEYS: the limiter keys. ARGV: token, observe ('1'/'0'), then one window string per key.
+local token = ARGV[1]
+local observe = ARGV[2] == '1'
+local first, warg = 1, 3
+""" + _RESERVE_INTO + """
 return tostring(t - now)
 """
 
@@ -209,7 +214,63 @@ if left < 0 then left = 0 end
 return {'', state, state, tostring(left), tostring(f)}
 """
 
+ADMIT = _BREAKER_LOAD + _NOW + """
+-- One call's admission in one round trip: breaker acquire, flood-ledger check, limiter
+-- reservation (each exactly as BREAKER_ACQUIRE, FLOOD_LEFT and RESERVE; later steps are
+-- skipped once one refuses). KEYS[1]: the breaker; KEYS[2 .. 1+nf]: flood scopes; the rest:
+-- limiter keys. ARGV: lease, ttl, nf, token, then one window string per limiter key.
+-- Reply: {decision, state, old, retry_after, failures, flood left, flood index (1-based, 0:
+-- none), delay ('' when nothing was reserved)}.
+local lease = tonumber(ARGV[1])
+local nf = tonumber(ARGV[3])
+local d = {'allow', state, state, '0', tostring(f)}
+if state == 'OPEN' then
+  if now < ou then
+    d = {'reject', 'OPEN', 'OPEN', tostring(ou - now), tostring(f)}
+  else
+    redis.call('HSET', KEYS[1], 's', 'HALF_OPEN', 'pu', string.format('%.17g', now + lease))
+    keep(now, math.max(lease, tonumber(ARGV[2])))
+    d = {'probe', 'HALF_OPEN', 'OPEN', '0', tostring(f)}
+  end
+elseif state == 'HALF_OPEN' then
+  if pu > now then
+    d = {'reject', 'HALF_OPEN', 'HALF_OPEN', tostring(pu - now), tostring(f)}
+  else
+    redis.call('HSET', KEYS[1], 'pu', string.format('%.17g', now + lease))
+    keep(now, math.max(lease, tonumber(ARGV[2])))
+    d = {'probe', 'HALF_OPEN', 'HALF_OPEN', '0', tostring(f)}
+  end
+end
+d[6] = '0'
+d[7] = '0'
+d[8] = ''
+if d[1] == 'reject' then return d end
+local worst = 0
+for i = 1, nf do
+  local v = redis.call('GET', KEYS[1 + i])
+  if v then
+    local left = tonumber(v) - now
+    if left > worst then
+      worst = left
+      d[7] = tostring(i)
+    end
+  end
+end
+if worst > 0 then
+  d[6] = tostring(worst)
+  return d
+end
+local first, warg = 2 + nf, 5
+if first > #KEYS then return d end
+local token = ARGV[4]
+local observe = false
+""" + _RESERVE_INTO + """
+d[8] = tostring(t - now)
+return d
+"""
+
 __all__ = [
+    "ADMIT",
     "BREAKER_ACQUIRE",
     "BREAKER_FAILURE",
     "BREAKER_RELEASE_PROBE",

@@ -34,9 +34,13 @@ def test_flood_blocked_longer_than_the_deadline_left_says_so() -> None:
     assert dict(why.figures) == {"wait": 5.0, "left": 3.0}
 
 
-def test_flood_blocked_within_the_deadline_names_the_pace_cap_or_max_flood_wait() -> None:
-    pace = explain(_blocked(2.1), deadline=14.0, after=1.0, max_flood_wait=60.0)
-    assert "Telegram itself asked" in pace.reason
+def test_flood_blocked_within_the_deadline_names_the_network_budget_or_max_flood_wait(
+        ) -> None:
+    # A learned pace's wait is bounded by the deadline (issue 13), not by Telegram's X: a
+    # refusal with the wait inside the deadline left is the attempt's network budget.
+    pace = explain(_blocked(2.1), deadline=14.0, after=11.5, max_flood_wait=60.0)
+    assert "network budget > the deadline left" in pace.reason
+    assert dict(pace.figures) == {"wait": 2.1, "left": 2.5}
     over = explain(_blocked(30.0, from_server=True), deadline=None, after=0.2,
                    max_flood_wait=10.0)
     assert "> max_flood_wait 10 s" in over.reason

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,21 +22,9 @@ from telethon_guard import DeadlineExceeded, GuardConfigError, GuardedTelegramCl
 from telethon_guard.testing import TelegramTestServer
 from telethon_guard.testing._types import Stall
 from telethon_guard.testing.faults import FaultPlan, OnInit, OnNewConnections
+from tests.testing.test_lifecycle_faults_telethon import T, until, wait_until_plan_time
 
-T = 10.0  # bound for a wait that should succeed, seconds
 QUIET = 0.6  # how long nothing may happen after a failed connect, seconds
-
-
-async def until(cond: Callable[[], bool], bound: float = T) -> None:
-    for _ in range(int(bound / 0.02)):
-        if cond():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"not within {bound} s")
-
-
-async def wait_until_plan_time(server: TelegramTestServer, seconds: float) -> None:
-    await asyncio.sleep(max(0.0, seconds - server.faults.now()))
 
 
 def assert_left_as_before(client: GuardedTelegramClient) -> None:
@@ -91,43 +78,31 @@ def guarded(server: TelegramTestServer, account: int, got: list[str],
     return client
 
 
-async def test_cancelled_connect_leaves_nothing_and_the_next_connect_is_whole() -> None:
-    # Issue 10 case 1: every new connection closed right after its first packet for 2 s;
-    # the caller gives up after 1 s.
-    window = 2.0
-    plan = FaultPlan(OnNewConnections("close", duration=window))
-    async with TelegramTestServer(faults=plan) as server:
-        bob = server.world.user_id("bob")
-        got: list[str] = []
-        client = guarded(server, bob, got, deadline=5)
-        try:
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(client.connect(), 1.0)
-            assert server.faults.now() < window
-            assert_left_as_before(client)
-            await wait_until_plan_time(server, window + 0.1)
-            await assert_nothing_behind_the_callers_back(server)
-            assert server.log.executed() == []  # no leftover get_me got through
-            await assert_whole_after_connect(server, client, got, bob)
-        finally:
-            await asyncio.wait_for(client.disconnect(), T)
-
-
-async def test_connect_failing_on_its_own_deadline_is_typed_and_leaves_nothing() -> None:
-    # The same fault, no caller timeout: connect() ends on connect_timeout.
+@pytest.mark.parametrize("ended_by", ["caller_timeout", "connect_timeout"])
+async def test_failed_connect_leaves_nothing_and_the_next_connect_is_whole(ended_by: str) -> None:
+    # Issue 10 case 1: every new connection closed right after its first packet for 2.5 s.
+    # The connect ends after 1 s: the caller's asyncio.wait_for cancels it, or its own
+    # connect_timeout raises DeadlineExceeded("connect", 1.0).
     window = 2.5
     plan = FaultPlan(OnNewConnections("close", duration=window))
     async with TelegramTestServer(faults=plan) as server:
         bob = server.world.user_id("bob")
         got: list[str] = []
-        client = guarded(server, bob, got, deadline=5, connect_timeout=1.0)
+        own = ended_by == "connect_timeout"
+        client = guarded(server, bob, got, deadline=5, **({"connect_timeout": 1.0} if own else {}))
         try:
-            with pytest.raises(DeadlineExceeded) as caught:
-                await asyncio.wait_for(client.connect(), T)
-            assert caught.value.method == "connect" and caught.value.deadline == 1.0
+            if own:
+                with pytest.raises(DeadlineExceeded) as caught:
+                    await asyncio.wait_for(client.connect(), T)
+                assert caught.value.method == "connect" and caught.value.deadline == 1.0
+            else:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(client.connect(), 1.0)
+            assert server.faults.now() < window
             assert_left_as_before(client)
             await wait_until_plan_time(server, window + 0.1)
             await assert_nothing_behind_the_callers_back(server)
+            assert server.log.executed() == []  # no leftover get_me got through
             await assert_whole_after_connect(server, client, got, bob)
         finally:
             await asyncio.wait_for(client.disconnect(), T)

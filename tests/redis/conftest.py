@@ -3,6 +3,9 @@
 * ``redis_url``: the machine's Redis at 127.0.0.1:6379 (db 0). When it does not answer the tests
   skip with the reason, except under ``CI=true``, where a missing Redis is a failure.
 * ``prefix``: a unique key prefix per test; every key under it is deleted afterwards.
+* ``redis_cluster``: a real 3-primary Redis Cluster on free ports, started once per session
+  from here (``redis-server --cluster-enabled yes`` and ``redis-cli --cluster create``), killed
+  at the end; bounded to 30 s to come up.
 * ``private_redis``: a throw-away ``redis-server`` on a free port (``--save '' --appendonly no``)
   that tests may stop and restart; the machine's Redis on 6379 is never touched.
 """
@@ -11,11 +14,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from redis_helpers import PrivateRedis, delete_prefix, free_port, reachable
+from redis_helpers import LocalCluster, PrivateRedis, delete_prefix, free_port, reachable
 
 REDIS_URL = os.environ.get("TG_GUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -50,3 +54,22 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+def _need_redis_binaries() -> None:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("redis-server/redis-cli are not installed and CI=true")
+        pytest.skip("redis-server/redis-cli are not installed")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    _need_redis_binaries()
+    with tempfile.TemporaryDirectory(prefix="tg-guard-cluster-") as workdir:
+        cluster = LocalCluster(workdir)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()

@@ -1,0 +1,269 @@
+"""The liveness watchdog (telethon_guard/liveness.py): pure logic on a fake clock.
+
+Each test drives :class:`LivenessWatchdog` with explicit ``now`` values (seconds) and the
+msg_ids the sender still awaits, and checks the verdict: replace a silent connection at the
+bound (not before), ping an idle one, replace when a ping goes unanswered, replace when a
+request stays unanswered after a message was ignored ("very old"), never while messages
+keep arriving for a request still in time. Also: the policy's validation and derivation, the
+re-send rule, and the async runner with a fake sleep.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from telethon.tl import functions, types
+
+from telethon_guard.config import GuardConfig
+from telethon_guard.errors import GuardConfigError, MayHaveRunError
+from telethon_guard.liveness import (
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_LIVENESS_TIMEOUT,
+    LivenessPolicy,
+    LivenessVerdict,
+    LivenessWatchdog,
+    SilentConnectionMayHaveRun,
+    Verdict,
+    liveness_policy,
+    resend_is_safe,
+    run_watchdog,
+)
+
+POLICY = LivenessPolicy(timeout=10.0, keepalive=30.0)  # tick 1.0 s
+
+
+def ticks(dog: LivenessWatchdog, start: float, end: float,
+          pending: list[tuple[Any, bool]]) -> LivenessVerdict:
+    """Check every tick from ``start`` (exclusive) up to ``end`` (inclusive), as the runner
+    does; return the first verdict that is not OK, else the last one."""
+    step = dog.policy.tick
+    t = start
+    verdict = LivenessVerdict(Verdict.OK)
+    while t < end - 1e-9:
+        t = min(end, t + step)
+        verdict = dog.check(t, pending)
+        if verdict.verdict is not Verdict.OK:
+            return verdict
+    return verdict
+
+
+def test_silent_connection_is_replaced_at_the_bound_not_before() -> None:
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    dog.received(5.0)
+    assert ticks(dog, 0.0, 6.0, []).verdict is Verdict.OK
+    assert dog.check(6.0, [(1, True)]).verdict is Verdict.OK  # request 1 first seen at 6
+    assert ticks(dog, 6.0, 15.9, [(1, True)]).verdict is Verdict.OK
+    v = dog.check(16.0, [(1, True)])
+    assert v.verdict is Verdict.REPLACE and v.reason.startswith("silent")
+    assert v.silent_for == pytest.approx(10.0)
+    assert dog.stalls == 0
+
+
+def test_a_message_received_restarts_the_silence_count() -> None:
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    assert dog.check(1.0, [(1, True)]).verdict is Verdict.OK
+    assert ticks(dog, 1.0, 9.0, [(1, True)]).verdict is Verdict.OK
+    dog.received(9.0)  # e.g. an update or another reply: the connection is alive
+    assert ticks(dog, 9.0, 18.9, [(1, True)]).verdict is Verdict.OK
+    assert ticks(dog, 18.9, 19.0, [(1, True)]).verdict is Verdict.REPLACE
+
+
+def test_requests_given_up_still_count_for_silence() -> None:
+    # Telegram answers a request even when the caller stopped waiting: no answer is silence.
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    dog.check(1.0, [(1, False)])
+    assert ticks(dog, 1.0, 10.9, [(1, False)]).verdict is Verdict.OK
+    assert ticks(dog, 10.9, 11.0, [(1, False)]).verdict is Verdict.REPLACE
+
+
+def test_answered_requests_are_forgotten() -> None:
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    dog.check(1.0, [(1, True)])
+    dog.received(2.0)
+    assert ticks(dog, 1.0, 20.0, []).verdict is Verdict.OK
+    # request 2 is new at 20: counted from then, not from request 1's time
+    assert dog.check(20.5, [(2, True)]).verdict is Verdict.OK
+    assert ticks(dog, 20.5, 30.4, [(2, True)]).verdict is Verdict.OK
+    assert ticks(dog, 30.4, 30.5, [(2, True)]).verdict is Verdict.REPLACE
+
+
+def test_idle_connection_is_pinged_then_replaced_when_the_ping_is_unanswered() -> None:
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    assert ticks(dog, 0.0, 29.0, []).verdict is Verdict.OK
+    v = dog.check(30.0, [])
+    assert v.verdict is Verdict.PING
+    dog.pinged(30.0)
+    assert dog.check(31.0, []).verdict is Verdict.OK  # no second ping while one is out
+    # the ping never became a pending request (stuck before the wire): the ping rule fires
+    assert ticks(dog, 31.0, 39.5, []).verdict is Verdict.OK
+    v = ticks(dog, 39.5, 40.0, [])
+    assert v.verdict is Verdict.REPLACE and "ping" in v.reason
+
+
+def test_ping_as_pending_request_is_replaced_by_the_silence_rule() -> None:
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    assert ticks(dog, 0.0, 30.0, []).verdict is Verdict.PING
+    dog.pinged(30.0)
+    dog.received(30.5)  # something else arrived: the ping counts from when it was seen
+    assert dog.check(31.0, [(7, True)]).verdict is Verdict.OK
+    assert ticks(dog, 31.0, 40.9, [(7, True)]).verdict is Verdict.OK
+    v = ticks(dog, 40.9, 41.0, [(7, True)])
+    assert v.verdict is Verdict.REPLACE and v.reason.startswith("silent")
+
+
+def test_answered_ping_keeps_an_idle_connection() -> None:
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    assert ticks(dog, 0.0, 30.0, []).verdict is Verdict.PING
+    dog.pinged(30.0)
+    dog.check(31.0, [(7, True)])
+    dog.received(31.5)  # pong
+    assert ticks(dog, 31.0, 61.0, []).verdict is Verdict.OK
+    assert ticks(dog, 61.0, 62.0, []).verdict is Verdict.PING  # 30 s after the pong
+
+
+def test_no_keepalive_means_an_idle_connection_is_never_pinged() -> None:
+    dog = LivenessWatchdog(LivenessPolicy(timeout=10.0, keepalive=None), now=0.0)
+    assert ticks(dog, 0.0, 1000.0, []).verdict is Verdict.OK
+
+
+def test_a_check_after_an_event_loop_stall_is_not_a_verdict() -> None:
+    # The loop was blocked 20 s with a request pending: its reply may be in the socket
+    # buffer, unread. The first check after the stall says OK; the receive loop runs next.
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    dog.check(1.0, [(1, True)])
+    assert dog.check(21.0, [(1, True)]).verdict is Verdict.OK
+    assert dog.stalls == 1
+    dog.received(21.1)  # the buffered reply
+    assert ticks(dog, 21.0, 30.0, []).verdict is Verdict.OK
+    # a connection really silent through the stall is replaced one tick later
+    dog2 = LivenessWatchdog(POLICY, now=0.0)
+    dog2.check(1.0, [(1, True)])
+    assert dog2.check(21.0, [(1, True)]).verdict is Verdict.OK
+    assert dog2.check(22.0, [(1, True)]).verdict is Verdict.REPLACE
+
+
+def test_request_unanswered_after_an_ignored_message_is_replaced_despite_traffic() -> None:
+    # The loop-stall case: request 1's reply arrives "very old" and is ignored; other
+    # messages keep arriving, so the connection is not silent, but request 1 is lost.
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    dog.check(1.0, [(1, True)])
+    dog.ignored()
+    dog.received(1.5)
+    assert dog.check(2.0, [(1, True), (2, True)]).verdict is Verdict.OK
+    t = 2.0
+    while t < 10.5:  # request 2 answered; updates keep coming (last check at 10.5)
+        t += 0.5
+        dog.received(t)
+        assert dog.check(t, [(1, True)]).verdict is Verdict.OK, t
+    dog.received(11.0)
+    v = dog.check(11.0, [(1, True)])
+    assert v.verdict is Verdict.REPLACE and v.reason.startswith("replies ignored")
+
+
+def test_ignored_message_does_not_condemn_requests_the_caller_gave_up() -> None:
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    dog.check(1.0, [(1, False)])
+    dog.ignored()
+    t = 1.0
+    while t < 15.0:
+        t += 0.5
+        dog.received(t)
+        assert dog.check(t, [(1, False)]).verdict is Verdict.OK
+
+
+def test_without_an_ignored_message_a_slow_reply_amid_traffic_is_not_replaced() -> None:
+    dog = LivenessWatchdog(POLICY, now=0.0)
+    dog.check(1.0, [(1, True)])
+    t = 1.0
+    while t < 15.0:
+        t += 0.5
+        dog.received(t)
+        assert dog.check(t, [(1, True)]).verdict is Verdict.OK
+
+
+# ---- the policy --------------------------------------------------------------------------
+
+
+def test_policy_defaults_and_bounds() -> None:
+    p = LivenessPolicy()
+    assert (p.timeout, p.keepalive) == (DEFAULT_LIVENESS_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL)
+    assert p.tick == 1.0
+    assert p.silent_bound == 16.0 and p.idle_bound == 47.0
+    small = LivenessPolicy(timeout=2.0, keepalive=1.0)
+    assert small.tick == pytest.approx(0.2)
+    assert LivenessPolicy(keepalive=None).idle_bound is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.inf, math.nan, "5", True, None])
+def test_policy_rejects_a_bad_timeout(bad: Any) -> None:
+    with pytest.raises(GuardConfigError, match="liveness_timeout"):
+        LivenessPolicy(timeout=bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.inf, "5", True])
+def test_policy_rejects_a_bad_keepalive(bad: Any) -> None:
+    with pytest.raises(GuardConfigError, match="keepalive_interval"):
+        LivenessPolicy(keepalive=bad)
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [("liveness_timeout", 0), ("liveness_timeout", -3), ("liveness_timeout", math.nan),
+     ("keepalive_interval", 0), ("keepalive_interval", math.inf), ("liveness", "yes")],
+)
+def test_guard_config_rejects_bad_liveness_settings_naming_the_field(field: str,
+                                                                   bad: Any) -> None:
+    with pytest.raises(GuardConfigError) as info:
+        GuardConfig(**{field: bad})
+    assert field in str(info.value)
+
+
+def test_policy_derived_from_the_config() -> None:
+    assert liveness_policy(GuardConfig()) == LivenessPolicy(15.0, 30.0)
+    assert liveness_policy(GuardConfig(attempt_timeout=5)) == LivenessPolicy(10.0, 30.0)
+    assert liveness_policy(GuardConfig(attempt_timeout=0.5)).timeout == 4.0  # type: ignore[union-attr]
+    assert liveness_policy(GuardConfig(attempt_timeout=50)).timeout == 64.0  # type: ignore[union-attr]
+    assert liveness_policy(GuardConfig(liveness_timeout=2, attempt_timeout=50,
+                                       keepalive_interval=None)) == LivenessPolicy(2.0, None)
+    assert liveness_policy(GuardConfig(liveness=False)) is None
+    assert liveness_policy(None) == LivenessPolicy()
+
+
+def test_resend_rule() -> None:
+    peer = types.InputPeerSelf()
+    assert resend_is_safe(functions.users.GetUsersRequest([types.InputUserSelf()]))
+    assert resend_is_safe(functions.messages.SendMessageRequest(peer, "hi", random_id=7))
+    assert not resend_is_safe(functions.channels.CreateChannelRequest("t", "a"))
+    err = SilentConnectionMayHaveRun("channels.createChannel", 2.0)
+    assert isinstance(err, MayHaveRunError) and "silent" in str(err)
+
+
+# ---- the runner ----------------------------------------------------------------------------
+
+
+async def test_runner_pings_then_replaces_on_a_fake_clock() -> None:
+    clock = [0.0]
+    policy = LivenessPolicy(timeout=2.0, keepalive=1.0)
+    dog = LivenessWatchdog(policy, now=0.0)
+    pending: list[tuple[Any, bool]] = []
+    pings: list[float] = []
+    replaced: list[LivenessVerdict] = []
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    def ping() -> bool:
+        pings.append(clock[0])
+        pending.append((99, True))  # the ping is now a request awaiting its pong
+        return True
+
+    verdict = await run_watchdog(dog, now=lambda: clock[0], pending=lambda: pending,
+                                 ping=ping, replace=replaced.append, sleep=sleep)
+    assert pings == [pytest.approx(1.0)]
+    assert replaced == [verdict] and verdict.verdict is Verdict.REPLACE
+    # pinged at 1.0, replaced when the ping is 2 s (the timeout) old
+    assert clock[0] == pytest.approx(3.0)
+    assert "ping" in verdict.reason
+    assert clock[0] <= policy.idle_bound  # type: ignore[operator]

@@ -1,0 +1,230 @@
+"""RedisStorage on a real local Redis Cluster (3 primaries, started by the ``redis_cluster``
+fixture) and the bad inputs around it: the guard's semantics hold on the cluster, every key of
+one account lives in one slot (so a multi-key script runs on one node) while accounts spread
+over the nodes, the stats view reads every node, NOSCRIPT after a script flush recovers, a
+cluster URL on a plain Redis and a plain URL on a cluster node give clear errors, BUSY gives a
+clear error within the timeout, and another application's keys are never touched or read."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+from redis_helpers import LocalCluster, PrivateRedis
+
+from telethon_guard.errors import GuardConfigError, StorageUnavailableError
+from telethon_guard.storage import OPEN, BreakerPolicy, LimitSpec
+from telethon_guard.storage.redis import RedisStorage, from_url
+
+TOL = 0.15  # one round trip and scheduling on a busy machine; the period is 0.4 s
+POLICY = BreakerPolicy(threshold=1, open_seconds=30.0, growth=2.0, max_open=300.0)
+
+
+def _prefix() -> str:
+    return f"tg-guard-cl-{uuid.uuid4().hex[:10]}"
+
+
+def _node_keys(cluster: LocalCluster, match: str) -> dict[int, list[bytes]]:
+    found: dict[int, list[bytes]] = {}
+    for port in cluster.procs:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+        try:
+            keys = list(client.scan_iter(match=match, count=1000))
+        finally:
+            client.close()
+        if keys:
+            found[port] = keys
+    return found
+
+
+async def test_cluster_semantics_and_one_slot_per_account(redis_cluster: LocalCluster) -> None:
+    prefix = _prefix()
+    st = from_url(f"{redis_cluster.url}?prefix={prefix}", on_unavailable="fail", timeout=2.0)
+    try:
+        accounts = [f"a{i}" for i in range(12)]
+        for a in accounts:
+            specs = [LimitSpec(f"acct:{a}/dc:2/method:m", ((3, 0.4),)),
+                     LimitSpec(f"acct:{a}/dc:2", ((100, 1.0),))]
+            delays = [(await st.reserve(specs)).delay for _ in range(4)]
+            assert delays[:3] == [0.0] * 3 and 0.4 - TOL <= delays[3] <= 0.4 + TOL, delays
+            assert 9.9 <= await st.flood_block(f"acct:{a}/method:x", 10.0) <= 10.0
+            assert (await st.breaker_failure(f"acct:{a}/dc:2", POLICY)).state == OPEN
+        # a second process (its own client) sees the same state
+        other = from_url(f"{redis_cluster.url}?prefix={prefix}", on_unavailable="fail")
+        try:
+            assert 9.0 < await other.flood_left("acct:a3/method:x") <= 10.0
+            assert (await other.breaker_acquire("acct:a3/dc:2", 1.0)).decision == "reject"
+            await other.refresh_view()  # SCAN on every primary
+            assert set(other.flood_scopes()) == {f"acct:{a}/method:x" for a in accounts}
+            assert set(other.breaker_keys()) == {f"acct:{a}/dc:2" for a in accounts}
+        finally:
+            await other.aclose()
+        per_node = _node_keys(redis_cluster, f"{prefix}:*")
+        assert len(per_node) >= 2, per_node  # accounts spread over the primaries
+        for a in accounts:
+            tag = f"{{acct:{a}}}".encode()
+            nodes = {port for port, keys in per_node.items() for k in keys if tag in k}
+            assert len(nodes) == 1, (a, nodes)  # rl (2 keys), fl, br of one account: one node
+            port = nodes.pop()
+            client = redis.Redis(host="127.0.0.1", port=port)
+            try:
+                slots = {client.execute_command("CLUSTER KEYSLOT", k)
+                         for k in per_node[port] if tag in k}
+            finally:
+                client.close()
+            assert len(slots) == 1, (a, slots)
+    finally:
+        await st.aclose()
+        for port, keys in _node_keys(redis_cluster, f"{prefix}:*").items():
+            node = redis.Redis(host="127.0.0.1", port=port)
+            for k in keys:  # one by one: keys of several slots
+                node.delete(k)
+            node.close()
+
+
+async def test_cluster_recovers_from_noscript(redis_cluster: LocalCluster) -> None:
+    st = from_url(redis_cluster.url, prefix=_prefix(), on_unavailable="fail", timeout=2.0)
+    try:
+        assert await st.flood_block("acct:n1/method:x", 5.0) > 4.9
+        for port in redis_cluster.procs:
+            redis.Redis(host="127.0.0.1", port=port).script_flush()
+        assert await st.flood_left("acct:n1/method:x") > 4.0  # NOSCRIPT -> loaded, run again
+        assert st.available and st.fallbacks == 0
+    finally:
+        await st.aclose()
+
+
+async def test_cluster_url_on_a_plain_redis_is_a_clear_error(
+        private_redis: PrivateRedis) -> None:
+    url = f"redis+cluster://127.0.0.1:{private_redis.port}"
+    st = from_url(url, on_unavailable="fail", timeout=3.0)
+    try:
+        with pytest.raises(GuardConfigError, match="not a Redis Cluster"):
+            await asyncio.wait_for(st.check(), 10)
+        with pytest.raises(StorageUnavailableError, match="not a Redis Cluster"):
+            await asyncio.wait_for(st.flood_left("acct:1/method:x"), 10)
+    finally:
+        await st.aclose()
+    st = from_url(f"{private_redis.url}?cluster=true", on_unavailable="fail", timeout=3.0)
+    try:
+        with pytest.raises(GuardConfigError, match="not a Redis Cluster"):
+            await asyncio.wait_for(st.check(), 10)
+    finally:
+        await st.aclose()
+    plain = from_url(private_redis.url, on_unavailable="fail")
+    try:
+        await plain.check()  # the right URL passes
+    finally:
+        await plain.aclose()
+
+
+async def test_plain_url_on_a_cluster_node_is_a_clear_error(
+        redis_cluster: LocalCluster) -> None:
+    port = redis_cluster.ports[0]
+    st = from_url(f"redis://127.0.0.1:{port}/0", prefix=_prefix(), on_unavailable="fail",
+                  timeout=3.0)
+    try:
+        with pytest.raises(GuardConfigError, match="Redis Cluster node"):
+            await asyncio.wait_for(st.check(), 10)
+        # an account whose slot lives on another node: MOVED, told as such
+        moved = next(f"acct:m{i}/method:x" for i in range(100)
+                     if redis_cluster.primary_of(f"{{acct:m{i}}}") != port)
+        with pytest.raises(StorageUnavailableError, match="Redis Cluster node"):
+            await asyncio.wait_for(st.flood_left(moved), 10)
+    finally:
+        await st.aclose()
+    good = from_url(redis_cluster.url, on_unavailable="fail")
+    try:
+        await good.check()
+    finally:
+        await good.aclose()
+
+
+def test_cluster_url_bad_input() -> None:
+    with pytest.raises(GuardConfigError, match="only database 0"):
+        from_url("redis+cluster://127.0.0.1:7000/3")
+    with pytest.raises(GuardConfigError, match="cluster"):
+        from_url("redis://127.0.0.1:7000/0?cluster=maybe")
+    with pytest.raises(GuardConfigError, match="not a redis url"):
+        from_url("http+cluster://127.0.0.1:7000")
+
+
+async def test_busy_redis_is_a_clear_error_within_the_timeout(
+        private_redis: PrivateRedis) -> None:
+    admin = redis.Redis(host="127.0.0.1", port=private_redis.port, socket_timeout=10)
+    admin.config_set("lua-time-limit", 100)  # BUSY after 0.1 s of a running script
+    st = from_url(private_redis.url, prefix="busy", on_unavailable="fail", timeout=1.0)
+    hog = redis.Redis(host="127.0.0.1", port=private_redis.port, socket_timeout=30)
+
+    def run_hog() -> None:
+        try:
+            hog.eval("local t = redis.call('TIME')[1] + 20 "
+                     "while tonumber(redis.call('TIME')[1]) < t do end", 0)
+        except redis.RedisError:
+            pass  # killed below
+
+    thread = threading.Thread(target=run_hog, daemon=True)
+    try:
+        assert await st.flood_left("acct:1/method:x") == 0.0
+        thread.start()
+        await asyncio.sleep(0.4)
+        t0 = time.monotonic()
+        with pytest.raises(StorageUnavailableError, match="BUSY"):
+            await asyncio.wait_for(st.flood_left("acct:1/method:x"), 5)
+        assert time.monotonic() - t0 < 1.0 + 1.0  # the storage timeout + a busy machine
+    finally:
+        try:
+            admin.script_kill()
+        except redis.RedisError:
+            pass
+        thread.join(10)
+        admin.close()
+        hog.close()
+        await st.aclose()
+
+
+async def test_other_applications_keys_are_never_touched_or_read(
+        redis_url: str, prefix: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+    # keys of other applications next to ours: same names under another prefix, a prefix
+    # that starts with ours, and a bare key with our account's hash tag
+    others = {f"{prefix}x:fl:{{acct:1}}/method:x": b"9999999999",
+              "other-app:fl:{acct:1}/method:x": b"not a number",
+              "{acct:1}/method:x": b"other",
+              f"{prefix}x:br:{{acct:1}}/dc:2": b"OPEN"}
+    for k, v in others.items():
+        admin.set(k, v, ex=300)
+    try:
+        st = from_url(redis_url, prefix=prefix, on_unavailable="fail")
+        try:
+            assert await st.flood_left("acct:1/method:x") == 0.0
+            assert (await st.breaker_state("acct:1/dc:2")).state == "CLOSED"
+            assert (await st.reserve([LimitSpec("acct:1/method:x", ((1, 1.0),))])).delay == 0
+            await st.flood_block("acct:1/method:x", 3.0)
+            await st.flood_clear("acct:1/method:x")
+            await st.refresh_view()
+            assert st.flood_scopes() == {} and st.breaker_keys() == []
+        finally:
+            await st.aclose()
+        for k, v in others.items():
+            assert admin.get(k) == v and admin.ttl(k) > 250, k
+    finally:
+        admin.delete(*others)
+        admin.close()
+
+
+async def test_storage_accepts_a_cluster_client(redis_cluster: LocalCluster) -> None:
+    from redis.asyncio.cluster import RedisCluster
+
+    client = RedisCluster(host="127.0.0.1", port=redis_cluster.ports[1])
+    st = RedisStorage(client, prefix=_prefix(), on_unavailable="fail", timeout=2.0)
+    try:
+        assert await st.flood_block("acct:c1/method:x", 2.0) > 1.9
+        await st.check()
+    finally:
+        await st.aclose()
+        await client.aclose()

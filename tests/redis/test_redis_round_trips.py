@@ -1,0 +1,78 @@
+"""Round trips to Redis per guarded call, counted on the redis client (its
+``execute_command`` wrapped), through a real Telethon client and the test server: an admitted
+call costs ONE round trip (breaker, flood ledger and limiter decided by one script, no
+success write while the breaker is CLOSED without failures); a call that must wait for its
+limiter slot, a failure and the first success after it cost more, and only they do."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import telethon.errors as te
+from telethon.tl import functions, types
+
+from telethon_guard import GuardedTelegramClient
+from telethon_guard.storage.redis import RedisStorage
+from telethon_guard.testing.faults_calls import ErrorOnCalls
+from telethon_guard.testing.server import TelegramTestServer
+
+ME = functions.users.GetUsersRequest([types.InputUserSelf()])
+STATE = functions.updates.GetStateRequest()
+
+
+def count_round_trips(storage: RedisStorage) -> Callable[[], int]:
+    client = storage.client
+    real = client.execute_command
+    seen: list[Any] = []
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        seen.append(args[0])
+        return await real(*args, **kwargs)
+
+    client.execute_command = counted
+
+    def take() -> int:
+        n = len(seen)
+        seen.clear()
+        return n
+
+    return take
+
+
+async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str) -> None:
+    storage = RedisStorage(url=redis_url, prefix=prefix, on_unavailable="fail", timeout=2.0)
+    async with TelegramTestServer() as server:
+        client = server.client(
+            cls=GuardedTelegramClient, storage=storage, account="acct-rt",
+            rate_limits=((1000, 1.0),), method_limits={"updates.getState": ((2, 1.0),)},
+            breaker_failure_threshold=3, retry_max_attempts=1, deadline=10.0,
+            adaptive_pacing=False)
+        async with client:
+            await asyncio.wait_for(client(ME), 5)  # scripts loaded, connection pooled
+            take = count_round_trips(storage)
+            for _ in range(20):
+                await asyncio.wait_for(client(ME), 5)
+            assert take() == 20
+
+            # must wait for its slot (2 per second on updates.getState): one more round trip
+            # after the wait (was a FLOOD_WAIT recorded meanwhile?)
+            await asyncio.sleep(1.2)  # the window forgets Telethon's own getState at connect
+            for _ in range(2):
+                await asyncio.wait_for(client(STATE), 5)  # 1st, 2nd in the window: at once
+                assert take() == 1
+            await asyncio.wait_for(client(STATE), 5)  # 3rd: waits
+            assert take() == 2
+
+            # a failure changes the breaker's state: admission + the failure write
+            server.faults.add(ErrorOnCalls("users.getUsers", 500, "INTERNAL", times=1))
+            with pytest.raises(te.ServerError):
+                await asyncio.wait_for(client(ME), 5)
+            assert take() == 2
+            await asyncio.wait_for(client(ME), 5)  # success after a failure: reset written
+            assert take() == 2
+            await asyncio.wait_for(client(ME), 5)  # CLOSED without failures again
+            assert take() == 1
+        await storage.aclose()
