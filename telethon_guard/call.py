@@ -22,7 +22,8 @@ class CallInfo:
 
     Described by the client (constructor arguments): ``method`` (TL name), ``request``,
     ``account`` (the guard's account key: ``GuardConfig.account``, else ``user:<id>`` of
-    the logged-in user, else ``key:<auth key id>`` before login), ``dc_id``, ``peer`` (:func:`telethon_guard._tl.peer_key`), ``random_id``,
+    the logged-in user, else ``key:<auth key id>`` before login),
+    ``dc_id``, ``peer`` (:func:`telethon_guard._tl.peer_key`), ``random_id``,
     ``transfer`` (a file transfer, which FLOOD_PREMIUM_WAIT scopes to), ``idempotent``
     (re-sending after an attempt that may have run is safe: :func:`telethon_guard.keys.
     is_idempotent`; a call that is not is never re-sent after an attempt timeout),

@@ -30,7 +30,8 @@ What the pool does:
   object, file or auth key) is refused with :class:`~telethon_guard.errors.SessionInUseError`.
 * **Shared state.** :attr:`GuardedClientPool.storage` is one guard storage the factory may pass
   to every client (``storage=pool.storage``): floods, limits and breakers (keyed by account:
-  ``GuardConfig.account``, else the logged-in user's id, ``user:<id>``) then outlive a client dropped when idle, and cost one table instead of one per client.
+  ``GuardConfig.account``, else the logged-in user's id, ``user:<id>``)
+  then outlive a client dropped when idle, and cost one table instead of one per client.
 * **Close.** :meth:`GuardedClientPool.close` (or leaving ``async with``) refuses new leases
   (:class:`~telethon_guard.errors.PoolClosedError`), waits up to ``close_timeout`` seconds for
   leases to end, then disconnects every client; a call still running gets ``PoolClosedError``
