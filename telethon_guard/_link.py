@@ -95,13 +95,14 @@ def account_key(client: Any, guard: Any) -> str:
 
     The user id is Telethon's own (:func:`telethon_guard._telethon.self_user_id`), set by a
     login (``sign_in``, ``start(bot_token=...)``), by ``get_me()``, and in ``connect()``:
-    Telethon (1.43-1.45) loads the self row a file session (``SQLiteSession``) stored at its
-    last disconnect before any request, so a restarted client on the same file uses
-    ``user:<id>`` from its first request; a session without that row (``StringSession``, a
-    new file) is keyed by its auth key for the connect's own two requests (``help.getConfig``
-    init, then the ``get_me()`` Telethon's ``connect()`` makes when it has no update state),
-    and by ``user:<id>`` from then on. Set ``GuardConfig.account`` for a fixed key from the
-    first request.
+    Telethon (1.43-1.45) loads the self row a file session (``SQLiteSession``) stored (at
+    ``disconnect()`` and from its update loop) before any request, so a client restarted on
+    the same file uses ``user:<id>`` from its first request. A session without that row
+    (``StringSession``, a new file, a process that died before Telethon saved the row) is
+    keyed by its auth key for the connect's own two requests (the ``help.getConfig`` init,
+    then the ``get_me()`` Telethon's ``connect()`` makes when it has no update state) and by
+    ``user:<id>`` from then on. Set ``GuardConfig.account`` for a fixed key from the first
+    request.
 
     State recorded under ``key:<...>`` before the id was known stays there (not migrated, not
     mirrored): before login Telegram scopes limits to the auth key / IP, and a user does not
