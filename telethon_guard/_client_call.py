@@ -63,7 +63,7 @@ def make_call(
         random_id, method in TRANSFER_METHODS, is_idempotent(method, random_id),  # deadline_at
         (state.now() + deadline) if deadline else None,
     )
-    scoped = current_deadline()  # health.with_fallback / deadline_scope: only shortens
+    scoped = current_deadline(state.now)  # with_fallback / deadline_scope: only shortens
     if scoped is not None and (call.deadline_at is None or scoped < call.deadline_at):
         call.deadline_at = scoped
     if max_flood_wait is not None:

@@ -34,6 +34,7 @@ guard's monotonic clock.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict, deque
 
 from .call import CallInfo
@@ -56,6 +57,8 @@ WRITE_METHODS = frozenset(
     }
 )
 """Writes into one chat whose FLOOD_WAIT is first scoped to that chat (with the chat known)."""
+
+log = logging.getLogger("telethon_guard")
 
 MAX_TRACKED = 1024
 """Most (account, method) flood histories kept (least recently flooded dropped first)."""
@@ -131,6 +134,9 @@ class FloodScopeTracker:
         if not m.wide and (len(chats) >= self._widen_chats or self._at_send_limit(call, now)):
             m.wide = True
             m.flooded = set(chats)
+            log.warning("FLOOD_WAIT on %s widened to the account %s (floods from %d chat(s) in "
+                        "%.0f s, or at the configured send limit)", call.method, call.account,
+                        len(chats), self._widen_window)
         if m.wide:
             m.flooded.add(call.peer)
         return m.wide
@@ -167,6 +173,8 @@ class FloodScopeTracker:
             return
         m.ok_run += 1
         if m.ok_run >= self._narrow_after:
+            log.info("FLOOD_WAIT on %s narrowed to per chat for account %s (%d writes to "
+                     "other chats succeeded)", call.method, call.account, m.ok_run)
             m.wide = False
             m.ok_run = 0
             m.flooded = set()

@@ -160,12 +160,11 @@ class OutageFallback:
         down = self._now() - self._down_since
         self._down_since = None
         self._emit(False, f"answering again after {down:.1f} s; guard state shared again")
-        if self.policy == "fallback" and self.copy_back is not None:
-            blocks = self.local.flood_scopes()
-            if blocks:
-                task = asyncio.get_running_loop().create_task(self._copy(blocks))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        if self.copy_back is not None:  # it may add blocks it knows of its own
+            blocks = self.local.flood_scopes() if self.policy == "fallback" else {}
+            task = asyncio.get_running_loop().create_task(self._copy(blocks))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _copy(self, blocks: dict[str, float]) -> None:
         """Flood blocks learned while the server was away are made visible to the others."""

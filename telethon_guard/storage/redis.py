@@ -337,11 +337,34 @@ class RedisStorage:
         return f"{type(exc).__name__}: {exc}"
 
     async def _copy_blocks(self, blocks: dict[str, float]) -> None:
-        """Flood blocks learned while Redis was away are written to Redis (the fallback's
+        """When Redis answers again: flood blocks learned while it was away, and every live
+        block this process had learned from it before (a restarted Redis without persistence
+        lost them), are written to Redis, keeping a later end already there (the fallback's
         ``copy_back``; raises on failure, the fallback logs it)."""
+        merged = self.flood_scopes()
         for scope, left in blocks.items():
+            merged[scope] = max(left, merged.get(scope, 0.0))
+        for scope, left in merged.items():
             await _within(self._flood_block.run(self.client, (self._key("fl", scope),),
                                                 (repr(left),)), self.timeout)
+
+    def _local_flood_left(self, scope: str) -> float:
+        """Seconds left of ``scope`` while Redis is away: the fallback storage's block, or a
+        block learned from Redis before the outage (the view), whichever ends later."""
+        return max(self.local.flood_left_sync(scope), self._view_left(scope))
+
+    async def _write_back(self, scope: str, left: float) -> None:
+        """Redis lost a block this process knows (see :meth:`_view_left`): write it again so
+        the other processes see it too (one more round trip, only then)."""
+        await self._call(self._flood_block, (self._key("fl", scope),), (repr(left),))
+
+    def _view_left(self, scope: str) -> float:
+        """Seconds left of ``scope`` as this process last learned it (0.0: none known). A
+        FLOOD_WAIT never ends early, so a Redis that answers "free" while the view says
+        "blocked" has lost it (restarted without persistence, failed over before the write
+        reached the replica): the view wins until the copy-back has written it again."""
+        end = self._seen_blocks.get(scope)
+        return 0.0 if end is None else max(0.0, end - self._now())
 
     async def _remote(self, script: _Script | None, keys: Sequence[bytes],
                       args: Sequence[Any]) -> Any:
@@ -381,10 +404,21 @@ class RedisStorage:
         d = self._saw_breaker(breaker_key, _decision(reply))
         index = int(reply[6]) - 1
         left = float(reply[5])
+        delay = _str(reply[7])
+        res = Reservation(float(delay), token) if delay else None
+        if index < 0 and self._seen_blocks and d.decision != "reject":
+            for i, scope in enumerate(scopes):  # a block Redis lost (see _view_left)
+                view = self._view_left(scope)
+                if view > left:
+                    left, index = view, i
+            if index >= 0:
+                await self._write_back(scopes[index], left)
+                if res is not None:
+                    await self.release(specs, token)  # the call waits or fails: not this slot
+                    res = None
         if index >= 0:
             self._saw_block(scopes[index], left)
-        delay = _str(reply[7])
-        return Admission(d, left, index, Reservation(float(delay), token) if delay else None)
+        return Admission(d, left, index, res)
 
     def _admit_local(self, breaker_key: str, lease: float, scopes: Sequence[str],
                      specs: Sequence[LimitSpec]) -> Admission:
@@ -394,7 +428,7 @@ class RedisStorage:
             return Admission(d, 0.0, -1, None)
         worst, index = 0.0, -1
         for i, scope in enumerate(scopes):
-            left = local.flood_left_sync(scope)
+            left = self._local_flood_left(scope)
             if left > worst:
                 worst, index = left, i
         if index >= 0:
@@ -465,7 +499,14 @@ class RedisStorage:
 
     async def flood_left(self, scope: str) -> float:
         reply = await self._call(self._flood_left, (self._key("fl", scope),), ())
-        left = self.local.flood_left_sync(scope) if reply is _LOCAL else float(reply)
+        if reply is _LOCAL:
+            left = self._local_flood_left(scope)
+        else:
+            left = float(reply)
+            if left <= 0 and self._seen_blocks:
+                left = self._view_left(scope)
+                if left > 0:
+                    await self._write_back(scope, left)
         self._saw_block(scope, left)
         return left
 
