@@ -98,7 +98,7 @@ def make_call(
         method, request, account_key(client, state), _dc_of(client, sender), peer,  # transfer,
         random_id, transfer, idempotent,  # idempotent
     )
-    scoped = current_deadline()  # health.with_fallback / deadline_scope: only shortens
+    scoped = current_deadline(state.now)  # with_fallback / deadline_scope: only shortens
     if scoped is not None:
         deadline = state.config.deadline
         if deadline:

@@ -190,34 +190,57 @@ class ConnectionBudget:
     async def acquire(self, target: str) -> float:
         """Wait for a connection slot to ``target`` and take it; return the seconds waited.
 
-        ``target``: the DC's address (``"host:port"``) or any stable DC name. Cancellation
-        while waiting gives the slot back and propagates. Raises whatever a shared storage
-        raises when unreachable (``StorageUnavailableError`` with ``storage_fallback="fail"``).
+        ``target``: the DC's address (``"host:port"``) or any stable DC name. Outside a storm
+        the slot is reserved at once (first come, first served). While the target refuses,
+        no future slot is held: the caller waits for the next free one (or the end of the
+        storm) and asks again, so no queue of storm-paced slots outlives the storm.
+        Cancellation while waiting gives the slot back and propagates. Raises whatever a
+        shared storage raises when unreachable (``StorageUnavailableError`` with
+        ``storage_fallback="fail"``).
         """
         target = str(target)
         normal, storm, _ = self._keys(target)
-        specs = storm if await self.refusing_for(target) > 0 else normal
-        if self._local is not None:
-            delay, token = self._local.reserve_sync(specs)
-        else:
-            delay, token = await self._storage.reserve(specs)
-        if delay > 0:
-            self.waiting += 1
-            try:
-                await self._clock.sleep(delay)
-            except asyncio.CancelledError:
+        waited = 0.0
+        self.waiting += 1
+        try:
+            while True:
+                refusing = await self.refusing_for(target)
+                specs = storm if refusing > 0 else normal
                 if self._local is not None:
-                    self._local.release_sync(specs, token)
+                    delay, token = self._local.reserve_sync(specs)
                 else:
-                    await asyncio.shield(self._storage.release(specs, token))
-                raise
-            finally:
-                self.waiting -= 1
-            self.waited += delay
-            if delay > self.max_wait:
-                self.max_wait = delay
+                    delay, token = await self._storage.reserve(specs)
+                if delay <= 0:
+                    break
+                if refusing > 0:
+                    # Storm pace: hold no future slot (a queue of them would outlive the
+                    # storm); wait for the next free one, or the end of the storm, and ask
+                    # again.
+                    await self._release(specs, token)
+                    nap = min(delay, refusing)
+                    await self._clock.sleep(nap)
+                    waited += nap
+                    continue
+                try:
+                    await self._clock.sleep(delay)
+                except asyncio.CancelledError:
+                    await self._release(specs, token)
+                    raise
+                waited += delay
+                break
+        finally:
+            self.waiting -= 1
+        self.waited += waited
+        if waited > self.max_wait:
+            self.max_wait = waited
         self.granted[target] = self.granted.get(target, 0) + 1
-        return max(0.0, delay)
+        return waited
+
+    async def _release(self, specs: tuple[LimitSpec, ...], token: Any) -> None:
+        if self._local is not None:
+            self._local.release_sync(specs, token)
+        else:
+            await asyncio.shield(self._storage.release(specs, token))
 
     def note_refused(self, target: str, source: Hashable = None) -> None:
         """:meth:`record_refused` from synchronous code: at once on local storage, else in a

@@ -64,29 +64,73 @@ FALLBACK_ERRORS: tuple[type[BaseException], ...] = (
 returns the fallback for these. Anything else (a 4xx such as ``CHANNEL_PRIVATE``, a bug)
 propagates: a cache must not hide a wrong request."""
 
-_scope_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+class _Scope:
+    """A deadline scope: the absolute deadline ``at`` on the clock whose ``now`` measured it."""
+
+    __slots__ = ("at", "now")
+
+    def __init__(self, at: float, now: Callable[[], float]) -> None:
+        self.at = at
+        self.now = now
+
+    def on(self, now: Callable[[], float] | None) -> float:
+        """The deadline on the clock ``now`` (``None``: the scope's own clock). On another
+        clock the time left is carried over: ``now() + (at - own now())``."""
+        if now is None or now == self.now:
+            return self.at
+        return now() + (self.at - self.now())
+
+
+_scope_deadline: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
     "telethon_guard_scope_deadline", default=None)
 
 
-def current_deadline() -> float | None:
-    """Absolute deadline (monotonic seconds, the guard clock) of the innermost
-    :func:`deadline_scope`, or ``None``. The client applies it to every call made inside."""
-    return _scope_deadline.get()
+def current_deadline(now: Callable[[], float] | None = None) -> float | None:
+    """Absolute deadline (seconds) of the innermost :func:`deadline_scope`, or ``None``.
+
+    ``now``: the clock to express it on (a guarded client passes its guard clock's ``now``, so
+    a scope opened on ``time.monotonic()`` bounds calls timed on a fake or offset clock by the
+    same time left); ``None`` returns it on the clock the scope was opened with. The client
+    applies it to every call made inside."""
+    scope = _scope_deadline.get()
+    return None if scope is None else scope.on(now)
+
+
+def _clock_now(clock: Any, guard: Any) -> Callable[[], float]:
+    """The ``now`` function of ``clock`` (an object with ``now()``), else of ``guard`` (a
+    ``ClientGuard``, a guarded client or a callable returning either), else ``time.monotonic``."""
+    if clock is not None:
+        return cast(Callable[[], float], clock.now)
+    state = _resolve_guard(guard)
+    if state is not None and hasattr(state, "now"):
+        return cast(Callable[[], float], state.now)
+    return time.monotonic
 
 
 @contextlib.contextmanager
-def deadline_scope(seconds: float, *, now: float | None = None) -> Iterator[float]:
-    """Within the ``with`` block, every guarded call gets at most ``seconds`` (from ``now``,
-    default ``time.monotonic()``) of total budget; nested scopes only shorten it.
-    Yields the absolute deadline. Raises ``ValueError`` for a non-positive or non-finite
-    ``seconds``."""
+def deadline_scope(
+    seconds: float, *, now: float | None = None, clock: Any = None, guard: Any = None,
+) -> Iterator[float]:
+    """Within the ``with`` block, every guarded call gets at most ``seconds`` of total budget;
+    nested scopes only shorten it. Yields the absolute deadline on the scope's clock.
+
+    * ``clock``: the clock (anything with ``now()`` in monotonic seconds, e.g. a
+      :class:`~telethon_guard.fakeclock.FakeClock`) the scope is measured on; else ``guard``'s
+      clock (``client.guard``, the client, or a callable returning either: the guard clock,
+      ``GuardedTelegramClient(clock=...)``); else ``time.monotonic()``. A call timed on
+      another clock gets the same time left (:func:`current_deadline`).
+    * ``now``: the start, on that clock (default: its ``now()``).
+
+    Raises ``ValueError`` for a non-positive or non-finite ``seconds``. (No randomness is
+    involved, so the guard's ``seed`` / ``rng`` play no part here.)"""
     _check_timeout(seconds)
-    start = time.monotonic() if now is None else now
+    clock_now = _clock_now(clock, guard)
+    start = clock_now() if now is None else now
     at = start + seconds
     outer = _scope_deadline.get()
-    if outer is not None and outer < at:
-        at = outer
-    token = _scope_deadline.set(at)
+    if outer is not None:
+        at = min(at, outer.on(clock_now))
+    token = _scope_deadline.set(_Scope(at, clock_now))
     try:
         yield at
     finally:
@@ -254,9 +298,8 @@ async def with_fallback(
         if on_fallback is not None:
             on_fallback(None)
         return cast(T, await _value_of(fallback))
-    now = state.now() if state is not None and hasattr(state, "now") else time.monotonic()
     try:
-        with deadline_scope(timeout, now=now):
+        with deadline_scope(timeout, guard=state):
             return await asyncio.wait_for(call(), timeout)
     except errors as exc:
         if on_fallback is not None:

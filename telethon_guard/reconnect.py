@@ -9,6 +9,14 @@ apply at once and the later one wins:
   ``add_limit(4, 2)``, ``add_limit(8, 3)`` in ``td/telegram/net/ConnectionCreator.cpp``):
   1 connection per second, 2 per 4 seconds, 3 per 8 seconds. In steady state that is one
   attempt every ~2.7 s, so a server refusing connections for 10 s sees at most 5 attempts.
+  The same windows apply, separately, to the *failures of established connections* (a
+  transport -429 read from the server, a live connection lost): TDLib's
+  ``mtproto_error_flood_control``, with the same three limits, counts every -429 it reads
+  (``ConnectionCreator::on_mtproto_error``). So the -429 that ends a live connection opens the
+  windows, not the connection's own opening seconds earlier: in the demo's 3 s storm (issue 13)
+  counting only openings put the second reconnect at 3.9 s, 0.1 s before the storm ended,
+  and the 3-per-8-s window then held the third until 7.9 s; counting the -429s as TDLib does
+  gives 2 s, then 5 s, back 1 s after the storm. Both sets of windows must allow an attempt.
 * **Exponential backoff with jitter** after consecutive failures: after the ``n``-th failure
   the next attempt waits ``c * uniform(1 - jitter, 1)`` seconds from that failure, where
   ``c = min(backoff_cap, backoff_base * 2 ** (n - 1))``. The defaults (base 1 s, cap 16 s) are
@@ -99,6 +107,8 @@ class ReconnectPacer:
         "_backoff_cap",
         "_backoff_until",
         "_clock",
+        "_connected",
+        "_errors",
         "_failing_since",
         "_failures",
         "_jitter",
@@ -141,6 +151,9 @@ class ReconnectPacer:
         # One process-wide RNG unless one is injected: a Random holds 2.5 KiB of state.
         self._rng = rng if rng is not None else _SHARED_RNG
         self._attempts: deque[float] = deque(maxlen=max(c for c, _ in self._windows))
+        # Failures of established connections (TDLib's mtproto_error_flood_control events).
+        self._errors: deque[float] = deque(maxlen=max(c for c, _ in self._windows))
+        self._connected = False  # record_success since the last failure
         self._failures = 0
         self._backoff_until = -math.inf
         self._success_at: float | None = None
@@ -208,6 +221,8 @@ class ReconnectPacer:
         for count, seconds in self._windows:
             if len(self._attempts) >= count:
                 earliest = max(earliest, self._attempts[-count] + seconds)
+            if len(self._errors) >= count:
+                earliest = max(earliest, self._errors[-count] + seconds)
         return earliest
 
     def next_turn_in(self) -> float:
@@ -256,10 +271,16 @@ class ReconnectPacer:
 
     def record_failure(self) -> float:
         """Record a failed connection (refused, transport error, dropped before it was stable).
+        The failure of a connection that was established (:meth:`record_success` since the
+        last failure: a -429 read from the server, a live connection lost) also counts in the
+        windows, as TDLib's ``mtproto_error_flood_control`` counts -429s.
 
         :returns: the backoff in seconds drawn for the next attempt.
         """
         now = self._clock()
+        if self._connected:
+            self._connected = False
+            self._errors.append(now)
         self._settle(now)
         self._success_at = None
         self._failures += 1
@@ -277,6 +298,7 @@ class ReconnectPacer:
         The failure history is wiped once ``stable_after`` seconds pass without a new failure.
         """
         now = self._clock()
+        self._connected = True
         self._settle(now)
         if self._success_at is None:
             self._success_at = now

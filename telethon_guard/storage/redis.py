@@ -353,6 +353,11 @@ class RedisStorage:
         block learned from Redis before the outage (the view), whichever ends later."""
         return max(self.local.flood_left_sync(scope), self._view_left(scope))
 
+    async def _write_back(self, scope: str, left: float) -> None:
+        """Redis lost a block this process knows (see :meth:`_view_left`): write it again so
+        the other processes see it too (one more round trip, only then)."""
+        await self._call(self._flood_block, (self._key("fl", scope),), (repr(left),))
+
     def _view_left(self, scope: str) -> float:
         """Seconds left of ``scope`` as this process last learned it (0.0: none known). A
         FLOOD_WAIT never ends early, so a Redis that answers "free" while the view says
@@ -406,9 +411,11 @@ class RedisStorage:
                 view = self._view_left(scope)
                 if view > left:
                     left, index = view, i
-            if index >= 0 and res is not None:
-                await self.release(specs, token)  # the call waits or fails: not this slot
-                res = None
+            if index >= 0:
+                await self._write_back(scopes[index], left)
+                if res is not None:
+                    await self.release(specs, token)  # the call waits or fails: not this slot
+                    res = None
         if index >= 0:
             self._saw_block(scopes[index], left)
         return Admission(d, left, index, res)
@@ -498,6 +505,8 @@ class RedisStorage:
             left = float(reply)
             if left <= 0 and self._seen_blocks:
                 left = self._view_left(scope)
+                if left > 0:
+                    await self._write_back(scope, left)
         self._saw_block(scope, left)
         return left
 

@@ -27,12 +27,15 @@ N_CLIENTS = 40
 STORM = 2.0  # seconds every connection is refused with -429
 NORMAL = ((20, 1.0),)  # the budget: 20 new connections per second...
 STORM_PACE = ((3, 1.0),)  # ...3 per second while the DC refuses...
-STORM_HOLD = 1.0  # ...until 1 s after the last refusal
+STORM_HOLD = 2.0  # ...until 2 s after the last refusal (longer than the pace period)
 
 
 @pytest.fixture
 def budget() -> Iterator[ConnectionBudget]:
-    mine = ConnectionBudget(NORMAL, storm_windows=STORM_PACE, storm_seconds=STORM_HOLD)
+    # storm_sources=1: every refusal renews the storm pace (the default needs two clients
+    # refused within the hold).
+    mine = ConnectionBudget(NORMAL, storm_windows=STORM_PACE, storm_seconds=STORM_HOLD,
+                            storm_sources=1)
     previous = set_process_budget(mine)
     try:
         yield mine
@@ -98,8 +101,12 @@ async def test_a_429_storm_on_40_clients_reconnects_them_within_the_budget(
         refused = server.log.connections_refused()
         # The budget held at the server: never more than the storm pace within any second
         # while refusing (3 + a grant in flight at the boundary), never more than NORMAL.
+        # While the server refuses (the storm): every refusal the client reads as -429 renews
+        # the storm pace for STORM_HOLD s. (Afterwards the hold may end earlier than
+        # STORM_HOLD after the server's last refusal: a refused connection can also surface
+        # as a plain EOF, which marks nothing; so only the storm itself is checked.)
         storm_end = plan.started_at + storm_start + STORM
-        during = [t for t in times if t < storm_end + STORM_HOLD]
+        during = [t for t in times if t < storm_end]
         assert max_in_window(during, 0.95) <= STORM_PACE[0][0] + 1, during
         assert max_in_window(times, 0.95) <= NORMAL[0][0] + 1
         assert refused <= (STORM + 1) * STORM_PACE[0][0] + 1, refused

@@ -190,3 +190,17 @@ async def test_storm_mode_needs_refusals_from_several_sources_within_storm_secon
     assert await budget.refusing_for("dc1") == 0.0
     await budget.record_refused("dc1", source="c5")  # 3 sources within 5 s
     assert await budget.refusing_for("dc1") == pytest.approx(5.0)
+
+
+async def test_a_queue_built_during_a_storm_drains_at_the_normal_pace_after_it() -> None:
+    clock = FakeClock()
+    budget = ConnectionBudget(((10, 1.0),), storm_windows=((1, 1.0),), storm_seconds=2.0,
+                              clock=clock)
+    await budget.record_refused("dc1")  # refusing for 2 s: 1 per second
+    out = await grant_times(budget, clock, [f"c{i}" for i in range(8)])
+    times = [t for _, t in out]
+    # 1 per second while refusing (0, 1 s), then the rest right after the mark expired
+    # (2 s), not one per second up to 7 s as reserved at the start.
+    assert times[:2] == [0.0, 1.0], times
+    assert all(t <= 2.0 + 1e-6 for t in times[2:]), times
+    assert len(out) == 8 and budget.waiting == 0

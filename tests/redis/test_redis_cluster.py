@@ -101,7 +101,7 @@ async def test_cluster_recovers_from_noscript(redis_cluster: LocalCluster) -> No
 async def test_cluster_url_on_a_plain_redis_is_a_clear_error(
         private_redis: PrivateRedis) -> None:
     url = f"redis+cluster://127.0.0.1:{private_redis.port}"
-    st = from_url(url, on_unavailable="fail", timeout=1.0)
+    st = from_url(url, on_unavailable="fail", timeout=3.0)
     try:
         with pytest.raises(GuardConfigError, match="not a Redis Cluster"):
             await asyncio.wait_for(st.check(), 10)
@@ -109,7 +109,7 @@ async def test_cluster_url_on_a_plain_redis_is_a_clear_error(
             await asyncio.wait_for(st.flood_left("acct:1/method:x"), 10)
     finally:
         await st.aclose()
-    st = from_url(f"{private_redis.url}?cluster=true", on_unavailable="fail", timeout=1.0)
+    st = from_url(f"{private_redis.url}?cluster=true", on_unavailable="fail", timeout=3.0)
     try:
         with pytest.raises(GuardConfigError, match="not a Redis Cluster"):
             await asyncio.wait_for(st.check(), 10)
@@ -126,7 +126,7 @@ async def test_plain_url_on_a_cluster_node_is_a_clear_error(
         redis_cluster: LocalCluster) -> None:
     port = redis_cluster.ports[0]
     st = from_url(f"redis://127.0.0.1:{port}/0", prefix=_prefix(), on_unavailable="fail",
-                  timeout=1.0)
+                  timeout=3.0)
     try:
         with pytest.raises(GuardConfigError, match="Redis Cluster node"):
             await asyncio.wait_for(st.check(), 10)
@@ -157,7 +157,7 @@ async def test_busy_redis_is_a_clear_error_within_the_timeout(
         private_redis: PrivateRedis) -> None:
     admin = redis.Redis(host="127.0.0.1", port=private_redis.port, socket_timeout=10)
     admin.config_set("lua-time-limit", 100)  # BUSY after 0.1 s of a running script
-    st = from_url(private_redis.url, prefix="busy", on_unavailable="fail", timeout=0.5)
+    st = from_url(private_redis.url, prefix="busy", on_unavailable="fail", timeout=1.0)
     hog = redis.Redis(host="127.0.0.1", port=private_redis.port, socket_timeout=30)
 
     def run_hog() -> None:
@@ -175,7 +175,7 @@ async def test_busy_redis_is_a_clear_error_within_the_timeout(
         t0 = time.monotonic()
         with pytest.raises(StorageUnavailableError, match="BUSY"):
             await asyncio.wait_for(st.flood_left("acct:1/method:x"), 5)
-        assert time.monotonic() - t0 < 0.5 + 0.5
+        assert time.monotonic() - t0 < 1.0 + 1.0  # the storage timeout + a busy machine
     finally:
         try:
             admin.script_kill()

@@ -95,3 +95,27 @@ async def test_redis_restart_during_a_flood_block(private_redis: PrivateRedis) -
             finally:
                 await other.aclose()
         await storage.aclose()
+
+
+async def test_a_block_lost_in_a_quick_restart_is_written_back(
+        private_redis: PrivateRedis) -> None:
+    """Redis restarted between two operations (no operation failed, no outage noticed): the
+    process that knew the block still refuses, and writes it back for the others."""
+    st = from_url(private_redis.url, prefix="quick", timeout=TIMEOUT, probe_interval=PROBE)
+    other = from_url(private_redis.url, prefix="quick", on_unavailable="fail")
+    scope = "acct:q/method:messages.sendMessage"
+    try:
+        assert 59 < await st.flood_block(scope, 60.0) <= 60
+        await private_redis.astop()
+        await private_redis.astart()  # empty
+        assert await other.flood_left(scope) == 0.0  # lost with the restart
+        assert 58 < await st.flood_left(scope) <= 60  # this process still knows it
+        assert 58 < await other.flood_left(scope) <= 60  # ... and wrote it back
+        await private_redis.astop()
+        await private_redis.astart()
+        a = await st.admit("acct:q/dc:2", 60.0, [scope], [])  # the admission does the same
+        assert a.flood_index == 0 and 57 < a.flood_left <= 60
+        assert 57 < await other.flood_left(scope) <= 60
+    finally:
+        await st.aclose()
+        await other.aclose()
