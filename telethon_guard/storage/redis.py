@@ -18,9 +18,21 @@ What lives in Redis (see :mod:`telethon_guard.storage` for the operations' meani
 * circuit breakers: one hash per (account, DC), expiring ``breaker_ttl`` seconds after the last
   write (and never before an OPEN period ends).
 
-Each operation is ONE Lua script run with ``EVALSHA`` (reloaded on ``NOSCRIPT`` by redis-py's
+A guarded call's admission (:meth:`RedisStorage.admit`: breaker acquire, flood check, limiter
+reservation; see :mod:`telethon_guard.shared_admit`) is one script too. Each operation is ONE
+Lua script run with ``EVALSHA`` (reloaded on ``NOSCRIPT`` by redis-py's
 ``register_script``): exactly one round trip per decision, atomic on the server, timed by the
 server's ``TIME`` so hosts with skewed clocks agree. Only relative seconds cross the wire.
+
+Redis Cluster: ``redis+cluster://host:port`` (or ``?cluster=true``, or a ``RedisCluster``
+client); see :func:`from_url`. A mismatch of client and server (cluster URL on a plain Redis,
+plain URL on a cluster node) is named in the fallback reason and by :meth:`RedisStorage.check`.
+
+Stats view: the flood blocks and breaker states this process last learned from Redis are kept
+(bounded) for ``client.guard.stats()`` and health (:class:`~telethon_guard.storage.StatsView`);
+:meth:`RedisStorage.refresh_view` reads other processes' too. A block in the view also wins
+over a Redis that lost it (restart without persistence, failover before replication) and is
+written back; on recovery from an outage every live block known is written back.
 
 Key layout: ``<prefix>:[<account_namespace>:]<kind>:{acct:<a>}<rest>`` where ``kind`` is ``rl``
 (limiter), ``fl`` (flood ledger) or ``br`` (breaker) and ``acct:<a><rest>`` is the guard's own
