@@ -301,8 +301,7 @@ class LimitKeys:
     """
 
     __slots__ = ("_base", "_cfg", "_method", "_pace_of", "_peer_group", "_peer_private",
-                 "_rate", "_send", "_sends", "max_cached", "pace_changes_at", "pace_drain",
-                 "pace_held_wait")
+                 "_rate", "_send", "_sends", "max_cached", "pace_changes_at", "pace_drain")
 
     def __init__(self, config: GuardConfig,
                  pace_of: Callable[[str, str], Windows | None] | None = None, *,
@@ -315,13 +314,9 @@ class LimitKeys:
             # window next changes (AdaptivePacer.changes_at).
             pace_changes_at = getattr(getattr(pace_of, "__self__", None), "changes_at", None)
         self.pace_changes_at = pace_changes_at
-        # ... how long a queue of calls takes to pass under its schedule (drain), and the
-        # longest wait a held pace imposes (held_wait: Telegram's X).
-        pacer = getattr(pace_of, "__self__", None)
+        # ... and how long a queue of calls takes to pass under its schedule (drain).
         self.pace_drain: Callable[[str, str, float], float | None] | None = getattr(
-            pacer, "drain", None)
-        self.pace_held_wait: Callable[[str, str], float | None] | None = getattr(
-            pacer, "held_wait", None)
+            getattr(pace_of, "__self__", None), "drain", None)
         self._sends = bool(config.send_limits or config.peer_limits_private
                            or config.peer_limits_group)
         # Configured windows with ``rate_margin`` added to each period (see GuardConfig): the
@@ -399,13 +394,11 @@ class RateLimitLayer:
 
     A wait imposed by a *learned* pace (adaptive pacing after a FLOOD_WAIT) is a flood wait
     in the caller's terms, bounded like one by ``min(max_flood_wait, time left until the
-    deadline)``, and for a *held* pace (repeated floods) also by Telegram's ``X``
-    (``AdaptivePacer.held_wait``). A first flood's pace (a hypothesis) holds its window
-    only until it next changes (``AdaptivePacer.changes_at``: the end of the server's wait,
-    a ramp step, the drop): a call whose slot lies beyond that change gives the slot back,
-    waits until the change and decides again; its expected wait is the time the calls ahead
-    of it take to pass under the pace's schedule (``AdaptivePacer.drain``).
-    The call fails at once with
+    deadline)``. A first flood's pace (a hypothesis) holds its window only until it next
+    changes (``AdaptivePacer.changes_at``: the end of the server's wait, a ramp step, the
+    drop): a call whose slot lies beyond that change gives the slot back, waits until the
+    change and decides again; its expected wait is the time the calls ahead of it take to
+    pass under the pace's schedule (``AdaptivePacer.drain``). The call fails at once with
     :class:`~telethon_guard.errors.FloodWaitBlocked` (``from_server=False``, ``seconds`` = the
     pace's expected wait, scope ``acct:<a>/method:<m>``), like a FLOOD_WAIT recorded in the
     ledger, only when the guard knows it cannot make it: that wait does not fit the deadline
@@ -513,11 +506,6 @@ class RateLimitLayer:
         cap = call.max_flood_wait
         if cap is None:
             cap = keys.config.max_flood_wait
-        held_wait = keys.pace_held_wait
-        if held_wait is not None:
-            most = held_wait(call.account, call.method)
-            if most is not None and most < cap:
-                cap = most  # a held pace: beyond Telegram's own wait the excess is refused
         changes_at = keys.pace_changes_at
         change = changes_at(call.account, call.method) if changes_at is not None else None
         dl = call.deadline_at

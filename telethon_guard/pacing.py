@@ -74,17 +74,18 @@ Other rules:
   nothing more, an answer that arrives during a new pace's wait was accepted before the refusal
   and refines the estimate (with latency, the refusal can overtake the answers of accepted
   calls).
-* A pace's wait is a flood wait to the caller. A first flood's pace (a hypothesis) is bounded
-  like a ledger wait, by ``min(max_flood_wait, time left until the deadline)``: a slot beyond
-  its next change (:meth:`AdaptivePacer.changes_at`: the end of the wait, a ramp step, the
-  drop) is not a verdict, the call is held until that change and decides again, and it is
-  refused (``FloodWaitBlocked``, ``from_server=False``) at once only when its expected wait
-  under the pace's schedule (:meth:`AdaptivePacer.drain`) misses the deadline. So a backlog
-  queued behind a wave's first pace goes when the pace is dropped (issue 13: the demo's calls
-  were refused at once with 4.6 to 14 s of deadline left, under the old rule that capped
-  every pace's wait at Telegram's ``X``). A *held* pace (repeated floods: a sustained limit
-  below the demand) keeps that cap (:meth:`AdaptivePacer.held_wait`): beyond ``X`` the
-  excess is refused at once, with ``retry_after``, as Telegram would answer ``FLOOD_WAIT_X``.
+* A pace's wait is a flood wait to the caller, bounded like one (as the ledger bounds a
+  FLOOD_WAIT_X) by ``min(max_flood_wait, time left until the deadline)``, not by ``X``: the
+  limiter refuses a call (``FloodWaitBlocked``, ``from_server=False``) at once only when its
+  expected wait does not fit. A slot that lies beyond the pace's next change
+  (:meth:`AdaptivePacer.changes_at`: a ramp step, the end of a hold, a relax step, the drop)
+  is not a verdict: the expected wait is the time the calls ahead take to pass under the
+  pace's schedule (:meth:`AdaptivePacer.drain`); if that fits, the call is held until the
+  change and decides again under the new window, so a queue built behind a pace drains as it
+  relaxes and goes when it is dropped. (Issue 13: the demo's calls queued behind a wave's pace
+  were refused at once with 4.6 to 14 s of deadline left under the old cap of ``X``. The
+  schedule assumes no new FLOOD_WAIT: one that restores or tightens the pace can still fail a
+  held call later, when it decides again.)
 
 Sources and how the constants relate to them:
 
@@ -325,34 +326,17 @@ class AdaptivePacer:
             self._events.emit(PaceLearned(key[1], 0, 0.0, key[0]))
 
     def changes_at(self, account: str, method: str) -> float | None:
-        """Clock time (seconds, monotonic) at which a first flood's pace (a hypothesis) of
-        ``method`` next changes: the end of the server's wait, its next ramp step or its drop
-        (``X + pace_recover`` after the flood); ``None`` without one (no pace, or a held pace:
-        see :meth:`held_wait`).
-        A hypothesis's window holds only until then, so it cannot say that a call whose slot
-        lies later will miss its deadline: the limiter holds such a call until the change and
-        decides again (:class:`~telethon_guard.limiter.RateLimitLayer`)."""
+        """Clock time (seconds, monotonic) at which the pace of ``method`` next changes: the
+        end of the server's wait or the next step of a hypothesis's ramp, the end of a held
+        pace's hold or its next relax step, or the moment either is dropped; ``None`` without
+        a pace. The current window holds only until then, so it cannot say that a call whose
+        slot lies later will miss its deadline: the limiter holds such a call until then
+        (if its expected wait under the schedule, :meth:`drain`, fits) and decides again
+        (:class:`~telethon_guard.limiter.RateLimitLayer`)."""
         if not self._learned or self.window(account, method) is None:
             return None
-        p = self._paces.get((account, method))
         entry = self._learned.get((account, method))
-        if p is None or p.held or entry is None:
-            return None
-        return entry[1]
-
-    def held_wait(self, account: str, method: str) -> float | None:
-        """The longest wait (seconds) a *held* pace of ``method`` imposes on one call: the
-        wait Telegram asked for when it was set (``X``, :meth:`max_wait`); ``None`` without
-        a held pace. Repeated FLOOD_WAITs showed a sustained limit below the demand: the
-        throughput is the limit's whatever the queue, and a queue deeper than the server's
-        own wait only turns every queued call's latency into a deadline-long wait (measured in
-        the demo: calls queued to their 14 s deadline behind a held pace failed there), so the
-        limiter refuses the excess at once with ``retry_after``, as Telegram would answer
-        ``FLOOD_WAIT_X``. A first flood's pace (a hypothesis) has no such cap: it may be gone
-        within ``X + pace_recover``, so a queued call is held while its deadline allows."""
-        if not self.is_held(account, method):
-            return None
-        return self.max_wait(account, method)
+        return entry[1] if entry is not None else None
 
     def _spacing_at(self, p: _Pace, t: float) -> tuple[float | None, float]:
         """``(seconds between calls, or None once dropped; clock time of the next change)``
