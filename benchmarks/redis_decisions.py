@@ -77,7 +77,7 @@ SPECS = [
 
 async def _run(url: str, prefix: str, start_at: float, seconds: float,
                concurrency: int, mode: str = "reserve") -> dict[str, Any]:
-    st = from_url(url, prefix=prefix, on_unavailable="fail", timeout=2.0)
+    st = from_url(url, prefix=prefix, storage_fallback="fail", timeout=2.0)
     sent = 0
     original = st.client.execute_command
 
