@@ -76,7 +76,7 @@ async def test_failover_during_a_flood_block(cluster_with_replicas: LocalCluster
             assert 50 < await asyncio.wait_for(st.flood_left(SCOPE), 5) <= 60
             await asyncio.sleep(0.05)
         assert st.available, "not shared again within probe_interval + timeout"
-        other = from_url(cluster.url, prefix="fo", on_unavailable="fail", timeout=2.0)
+        other = from_url(cluster.url, prefix="fo", storage_fallback="fail", timeout=2.0)
         try:
             assert 50 < await other.flood_left(SCOPE) <= 60
         finally:
