@@ -23,7 +23,8 @@ key                                         what it holds
 ``acct:<a>/pace:<m>``                       the adaptive pace learned for method m
 =========================================== ==============================================
 
-``<a>`` is the guard's account key (``GuardConfig.account``, else the session's auth key id),
+``<a>`` is the guard's account key (``GuardConfig.account``, else ``user:<id>`` of the logged-in
+user, else ``key:<auth key id>`` before login: :func:`telethon_guard._link.account_key`),
 ``<d>`` a DC id, ``<m>`` a TL method name (:func:`telethon_guard._tl.method_name`), ``peer:<id>``
 Telethon's marked peer id (:func:`telethon_guard._tl.peer_key`; users positive, chats and
 channels negative).
