@@ -1,6 +1,6 @@
 """``GuardedMTProtoSender``: Telethon's ``MTProtoSender`` that survives transport -429.
 
-What Telethon 1.45 does (design.md §2) and what this sender does instead:
+What Telethon 1.45 does (design-notes §2) and what this sender does instead:
 
 * **-429 on TcpFull** (negative length): Telethon disconnects for good; in-flight calls get
   ``InvalidBufferError``, later calls ``ConnectionError``. Here: a paced reconnect (the
