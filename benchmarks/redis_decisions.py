@@ -77,7 +77,7 @@ SPECS = [
 
 async def _run(url: str, prefix: str, start_at: float, seconds: float,
                concurrency: int, mode: str = "reserve") -> dict[str, Any]:
-    st = from_url(url, prefix=prefix, on_unavailable="fail", timeout=2.0)
+    st = from_url(url, prefix=prefix, storage_fallback="fail", timeout=2.0)
     sent = 0
     original = st.client.execute_command
 
@@ -154,10 +154,18 @@ def _admin(url: str) -> Any:
 async def _evalsha_calls(url: str) -> int:
     admin = _admin(url)
     try:
+        if isinstance(admin, RedisCluster):  # every primary's count, summed
+            await admin.initialize()
+            total = 0
+            for node in admin.get_primaries():
+                one = aioredis.Redis(host=node.host, port=node.port)
+                try:
+                    info = await one.info("commandstats")
+                finally:
+                    await one.aclose()
+                total += int(info.get("cmdstat_evalsha", {}).get("calls", 0))
+            return total
         info = await admin.info("commandstats")
-        if isinstance(admin, RedisCluster):  # {node: {...}} from every node: summed
-            return sum(int(v.get("cmdstat_evalsha", {}).get("calls", 0))
-                       for v in info.values() if isinstance(v, dict))
         return int(info.get("cmdstat_evalsha", {}).get("calls", 0))
     finally:
         await admin.aclose()

@@ -24,7 +24,7 @@ from .errors import EntitiesNotStoredError
 from .health import current_deadline
 from .keys import is_idempotent
 from .session_store import store_entities
-from .update_path import update_loop_client
+from .update_path import DIFFERENCE_METHODS, update_loop_client
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
@@ -48,6 +48,29 @@ _NOT_A_REQUEST = "You can only invoke requests, not types!"
 _NO_RESOLVE = TLRequest.resolve  # a no-op coroutine: requests without entities to resolve
 
 
+# Per request class, what its description does not take from the instance: ``(method,
+# needs_instance, transfer, idempotent, difference)``; ``needs_instance``: the class has a peer
+# or ``random_id`` field, read per call by :func:`telethon_guard._tl.describe`. Wrapper classes
+# (``InvokeWithLayer``...) are never cached: their method is the inner request's. Bounded (the
+# TL schema has ~700 functions).
+_Kind = tuple[str, bool, bool, bool, bool]
+_DESCRIBED_FIELDS = ("peer", "to_peer", "channel", "random_id")  # what _tl.describe reads
+_KINDS: dict[type, _Kind] = {}
+
+
+def _kind_of(request: TLRequest) -> _Kind | None:
+    cls = type(request)
+    kind = _KINDS.get(cls)
+    if kind is None and _tl.unwrap(request) is request:
+        method = _tl.method_name(request)
+        needs = any(hasattr(request, name) for name in _DESCRIBED_FIELDS)
+        kind = (method, needs, method in TRANSFER_METHODS, is_idempotent(method),
+                method in DIFFERENCE_METHODS)
+        if len(_KINDS) < 4096:
+            _KINDS[cls] = kind
+    return kind
+
+
 def make_call(
     client: TelegramClient,
     state: ClientGuard,
@@ -55,20 +78,39 @@ def make_call(
     request: TLRequest,
     max_flood_wait: float | None = None,
 ) -> CallInfo:
-    """Describe one request for the pipeline (method, account, DC, peer, deadline)."""
-    method, peer, random_id = _tl.describe(request)
-    deadline = getattr(state.config, "deadline", None)
+    """Describe one request for the pipeline (method, account, DC, peer, deadline).
+
+    What depends only on the request's class (method name, transfer, idempotent, difference
+    request) is computed once per class; the peer and ``random_id`` only for classes that
+    have those fields. ``call.deadline_at`` is left to the deadline layer (which fills it
+    from ``GuardConfig.deadline``) unless a ``deadline_scope`` shortens it.
+    """
+    kind = _kind_of(request)
+    if kind is None or kind[1]:
+        method, peer, random_id = _tl.describe(request)
+        transfer = method in TRANSFER_METHODS
+        idempotent = is_idempotent(method, random_id)
+        difference = method in DIFFERENCE_METHODS
+    else:
+        method, _, transfer, idempotent, difference = kind
+        peer = random_id = None
     call = CallInfo(  # positional: method, request, account, dc_id, peer, random_id,
         method, request, account_key(client, state), _dc_of(client, sender), peer,  # transfer,
-        random_id, method in TRANSFER_METHODS, is_idempotent(method, random_id),  # deadline_at
-        (state.now() + deadline) if deadline else None,
+        random_id, transfer, idempotent,  # idempotent
     )
     scoped = current_deadline(state.now)  # with_fallback / deadline_scope: only shortens
-    if scoped is not None and (call.deadline_at is None or scoped < call.deadline_at):
+    if scoped is not None:
+        deadline = state.config.deadline
+        if deadline:
+            scoped = min(scoped, state.now() + deadline)
         call.deadline_at = scoped
     if max_flood_wait is not None:
         _set_max_flood_wait(call, max_flood_wait)
-    call.update_loop = update_loop_client(client, method)  # never waits: update_path.py
+    if difference:
+        call.update_loop = update_loop_client(client, method)  # never waits: update_path.py
+        deadline = state.config.deadline
+        if call.update_loop is not None and call.deadline_at is None and deadline:
+            call.deadline_at = state.now() + deadline  # before UpdatePath bounds it further
     return call
 
 
@@ -124,16 +166,26 @@ async def guarded_call(
         raise RuntimeError(
             "The asyncio event loop must not change after connection (see the FAQ for details)"
         )
-    single = not utils.is_list_like(request)
-    requests: list[Any] = [request] if single else list(request)
-    to_send: list[Any] = []
     no_updates = tl.no_updates(client)
-    for r in requests:
-        if not isinstance(r, TLRequest):
+    single = isinstance(request, TLRequest)  # else a list of them (or not a request)
+    requests: list[Any]
+    to_send: list[Any]
+    if single:  # the common case: no lists built
+        if type(request).resolve is not _NO_RESOLVE:  # the base class's resolve does nothing
+            await request.resolve(client, utils)
+        requests = to_send = [functions.InvokeWithoutUpdatesRequest(request) if no_updates
+                              else request]
+    else:
+        if not utils.is_list_like(request):
             raise TypeError(_NOT_A_REQUEST)
-        if type(r).resolve is not _NO_RESOLVE:  # the base class's resolve does nothing
-            await r.resolve(client, utils)
-        to_send.append(functions.InvokeWithoutUpdatesRequest(r) if no_updates else r)
+        requests = list(request)
+        to_send = []
+        for r in requests:
+            if not isinstance(r, TLRequest):
+                raise TypeError(_NOT_A_REQUEST)
+            if type(r).resolve is not _NO_RESOLVE:
+                await r.resolve(client, utils)
+            to_send.append(functions.InvokeWithoutUpdatesRequest(r) if no_updates else r)
     tl.note_request(client)
 
     switches = 0

@@ -48,6 +48,7 @@ __all__ = [
     "CLIENT_METHODS",
     "CODEC_ATTRIBUTES",
     "CONNECTION_ATTRIBUTES",
+    "ENTITY_CACHE_ATTRIBUTES",
     "MESSAGE_BOX_ATTRIBUTES",
     "MODULE_FUNCTIONS",
     "PACKER_ATTRIBUTES",
@@ -89,6 +90,7 @@ CLIENT_ATTRIBUTES: Mapping[str, str] = {
                        "getDifference / getChannelDifference comes from)",
     "_message_box": "read/written: a deferred difference is begun again (update_path.py)",
     "_keepalive_handle": "read: the keepalive task (exception retrieval)",
+    "_mb_entity_cache": "read: its self_id, the logged-in user's id (the default account key)",
 }
 """``TelegramClient`` instance attributes."""
 
@@ -162,6 +164,12 @@ MESSAGE_BOX_ATTRIBUTES: Mapping[str, str] = {
 }
 """``telethon._updates.MessageBox`` members (a private module: public names, private API)."""
 
+ENTITY_CACHE_ATTRIBUTES: Mapping[str, str] = {
+    "self_id": "read: the logged-in user's id; Telethon sets it at login (_on_login), in "
+               "get_me() and at connect() from a file session's stored self row (1.43+)",
+}
+"""``telethon._updates.EntityCache`` members (``client._mb_entity_cache``)."""
+
 SESSION_ATTRIBUTES: Mapping[str, str] = {
     "_conn": "read: the SQLite session's sqlite3 connection (its busy wait bounded, "
              "session_store.py); None until first used and after close()",
@@ -229,6 +237,16 @@ def authorized(client: TelegramClient) -> bool | None:
 
 def set_authorized(client: TelegramClient, value: bool | None) -> None:
     client._authorized = value
+
+
+def self_user_id(client: TelegramClient) -> int | None:
+    """The logged-in user's Telegram id as Telethon knows it (``None``: not known yet).
+
+    Telethon (1.43 to 1.45) sets ``client._mb_entity_cache.self_id`` at login, in
+    ``get_me()``, and at ``connect()`` from the self row a file session stores; no request is
+    made here (two attribute reads)."""
+    value = getattr(getattr(client, "_mb_entity_cache", None), "self_id", None)
+    return value if isinstance(value, int) and value else None
 
 
 def bound_loop(client: TelegramClient) -> asyncio.AbstractEventLoop | None:

@@ -21,6 +21,35 @@ _WRAPPERS: tuple[type[TLRequest], ...] = (
 )
 
 
+TRANSFER_METHODS: frozenset[str] = frozenset(
+    {"upload.getFile", "upload.saveFilePart", "upload.saveBigFilePart", "upload.getCdnFile"}
+)
+"""File-transfer methods: FLOOD_PREMIUM_WAIT scopes to them, per DC (design notes §3). The
+guard's transfer classification and the test server's ``FloodPremium`` default."""
+
+POST_METHODS: frozenset[str] = frozenset(
+    {
+        "messages.sendMessage",
+        "messages.sendMedia",
+        "messages.sendMultiMedia",
+        "messages.forwardMessages",
+    }
+)
+"""Methods that post a message into a chat: what slow mode (``SLOWMODE_WAIT_X``) and
+``PEER_FLOOD`` limit on Telegram, and the test server's default for those rules."""
+
+SEND_METHODS: frozenset[str] = POST_METHODS | frozenset(
+    {
+        "messages.sendInlineBotResult",
+        "messages.sendScreenshotNotification",
+        "messages.sendReaction",
+        "messages.sendVote",
+    }
+)
+"""Methods the guard counts as message sends (send limits, per-peer limits, send
+classification): the posts of :data:`POST_METHODS` and the other writes addressed to a chat."""
+
+
 # Per-class caches (bounded: the TL schema has ~2,000 classes): a class's method name and which
 # of the fields read below its instances carry (Telethon's generated ``__init__`` sets every
 # field) are computed once per class.

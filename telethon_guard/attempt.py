@@ -38,7 +38,7 @@ from telethon import errors as tl_errors
 
 from .call import CallInfo
 from .classify import Action, Verdict, classify
-from .clock import Clock, LoopDeadlines, MonotonicClock
+from .clock import Clock, LoopDeadline, LoopDeadlines, MonotonicClock
 from .errors import (
     AlreadyDelivered,
     AttemptTimeoutError,
@@ -60,8 +60,10 @@ _LOOP_TIME = asyncio.BaseEventLoop.time  # time.monotonic(): the MonotonicClock'
 
 
 class _AttemptTimer:
-    """The attempt deadline timer's callback: cancels the attempt's task and remembers that it
-    did (``fired``), so the attempt tells its own timeout from a caller's cancel."""
+    """The attempt deadline timer's callback on a clock's own timers (``Clock.call_at``, e.g.
+    a fake clock): cancels the attempt's task and remembers that it did. On the monotonic
+    clock the attempt files ``task.cancel`` in :class:`~telethon_guard.clock.LoopDeadlines`
+    instead (no object of its own); both answer :meth:`stop`."""
 
     __slots__ = ("fired", "handle", "task")
 
@@ -73,6 +75,11 @@ class _AttemptTimer:
     def __call__(self) -> None:
         self.fired = True
         self.task.cancel()
+
+    def stop(self) -> bool:
+        """Cancel the timer; ``True`` when it had already fired."""
+        self.handle.cancel()
+        return self.fired
 
 
 def _uncancel(task: asyncio.Task[Any]) -> int:
@@ -130,13 +137,15 @@ class Attempt:
         if when is not None and when <= now:
             raise DeadlineExceeded(call.method, call.budget or 0.0)
         call.attempt += 1
-        timer: _AttemptTimer | None = None
+        # The attempt's timer: a LoopDeadline (monotonic clock) or an _AttemptTimer; either
+        # answers stop() -> whether it fired (then it cancelled ``task``).
+        timer: LoopDeadline | _AttemptTimer | None = None
+        task: asyncio.Task[Any] | None = None
         if when is not None:
             task = call.task
             if task is None:
                 task = asyncio.current_task()
             if task is not None:
-                timer = _AttemptTimer(task)
                 if self._loop_timers:  # one loop timer for every attempt (LoopDeadlines)
                     loop = task.get_loop()
                     deadlines = self._deadlines
@@ -145,43 +154,39 @@ class Attempt:
                     at = when
                     if type(loop).time is not _LOOP_TIME:  # uvloop...: its own clock
                         at = loop.time() + (when - now)
-                    timer.handle = deadlines.add(at, timer)
+                    timer = deadlines.add(at, task.cancel)
                 else:
+                    timer = _AttemptTimer(task)
                     timer.handle = self._clock.call_at(when, timer)
         send = call.send
         assert send is not None
         try:
             result = await send()
         except asyncio.CancelledError as exc:
-            if timer is not None:
-                timer.handle.cancel()
-                if timer.fired:
-                    if _uncancel(timer.task) > 0:
-                        raise  # the caller cancelled as well: propagate unchanged
-                    assert when is not None
-                    if not by_deadline or when - now >= floor:
-                        # A timeout counts for the breaker, a deadline timeout only when the
-                        # attempt had its network budget.
-                        await self._record(call, True)
-                    call.verdict = None  # final unless retryable below
-                    if by_deadline:  # the budget is spent: nothing to retry
-                        raise DeadlineExceeded(call.method, call.budget or 0.0) from None
-                    if not call.idempotent:  # sent, may have run: never sent again
-                        raise MayHaveRunError(call.method, timeout or 0.0) from None
-                    call.verdict = _TIMEOUT
-                    raise AttemptTimeoutError(call.method, timeout or 0.0) from None
-            task = timer.task if timer is not None else asyncio.current_task()
-            if _caller_cancelled(task):
+            if timer is not None and task is not None and timer.stop():
+                if _uncancel(task) > 0:
+                    raise  # the caller cancelled as well: propagate unchanged
+                assert when is not None
+                if not by_deadline or when - now >= floor:
+                    # A timeout counts for the breaker, a deadline timeout only when the
+                    # attempt had its network budget.
+                    await self._record(call, True)
+                call.verdict = None  # final unless retryable below
+                if by_deadline:  # the budget is spent: nothing to retry
+                    raise DeadlineExceeded(call.method, call.budget or 0.0) from None
+                if not call.idempotent:  # sent, may have run: never sent again
+                    raise MayHaveRunError(call.method, timeout or 0.0) from None
+                call.verdict = _TIMEOUT
+                raise AttemptTimeoutError(call.method, timeout or 0.0) from None
+            if _caller_cancelled(task if task is not None else asyncio.current_task()):
                 raise
             call.verdict = _DISCONNECT
             await self._record(call, True)
             raise GuardConnectionError(f"{call.method}: connection closed while "
                                        "waiting for the answer") from exc
         except Exception as exc:
-            if timer is not None:
-                timer.handle.cancel()
-                if timer.fired:
-                    _uncancel(timer.task)  # send() swallowed our cancel: raised another
+            if timer is not None and task is not None and timer.stop():
+                _uncancel(task)  # send() swallowed our cancel: raised another
             verdict = classify(exc)
             call.verdict = verdict
             if verdict.breaker_failure or not isinstance(exc, GuardError):
@@ -192,12 +197,10 @@ class Attempt:
             raise
         except BaseException:  # KeyboardInterrupt, SystemExit, GeneratorExit
             if timer is not None:
-                timer.handle.cancel()
+                timer.stop()
             raise
-        if timer is not None:
-            timer.handle.cancel()
-            if timer.fired:
-                _uncancel(timer.task)
+        if timer is not None and task is not None and timer.stop():
+            _uncancel(task)
         breaker = self._breaker
         if breaker is not None:
             pending = breaker.record(call, False)

@@ -21,8 +21,9 @@ class CallInfo:
     """One logical MTProto call going through the guard pipeline.
 
     Described by the client (constructor arguments): ``method`` (TL name), ``request``,
-    ``account`` (the guard's account key: ``GuardConfig.account`` or the session's auth key
-    id), ``dc_id``, ``peer`` (:func:`telethon_guard._tl.peer_key`), ``random_id``,
+    ``account`` (the guard's account key: ``GuardConfig.account``, else ``user:<id>`` of
+    the logged-in user, else ``key:<auth key id>`` before login),
+    ``dc_id``, ``peer`` (:func:`telethon_guard._tl.peer_key`), ``random_id``,
     ``transfer`` (a file transfer, which FLOOD_PREMIUM_WAIT scopes to), ``idempotent``
     (re-sending after an attempt that may have run is safe: :func:`telethon_guard.keys.
     is_idempotent`; a call that is not is never re-sent after an attempt timeout),

@@ -10,6 +10,7 @@ the request path; ``telethon_guard.clock.FakeClock`` still finds it).
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import time
@@ -60,18 +61,22 @@ class LoopDeadlines:
     """Many deadlines on one asyncio loop served by ONE loop timer (for the per-attempt
     deadline of every in-flight call; a ``TimerHandle`` per attempt costs ~3 us).
 
-    :meth:`add` puts ``(when, callback)`` in a heap (``when``: ``loop.time()`` seconds) and
-    (re)arms the loop timer when it is the earliest; the timer runs every due callback
-    (``when <= loop.time()``, or up to the ``when`` it was armed for, as the loop's own timers
-    do) and re-arms for the next one. :meth:`LoopDeadline.cancel` only marks the entry; the
-    heap drops cancelled entries when they reach its top or, once they are the majority of
+    :meth:`add` files ``(when, callback)`` (``when``: ``loop.time()`` seconds) and (re)arms the
+    loop timer when it is the earliest; the timer runs every due callback (``when <=
+    loop.time()``, or up to the ``when`` it was armed for, as the loop's own timers do) and
+    re-arms for the next one. Deadlines of one attempt timeout arrive in order, so an entry
+    not earlier than the last one filed is appended to a FIFO (O(1)); an earlier one (a
+    shorter call deadline) goes to a heap. :meth:`LoopDeadline.cancel` only marks the entry;
+    cancelled entries are dropped when they reach the front or, once they are the majority of
     more than 64 entries, in one sweep (asyncio's rule for its own timer heap).
     """
 
-    __slots__ = ("_armed", "_armed_at", "_dead", "_heap", "_seq", "loop")
+    __slots__ = ("_armed", "_armed_at", "_dead", "_fifo", "_heap", "_last", "_seq", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self._fifo: collections.deque[LoopDeadline] = collections.deque()
+        self._last = float("-inf")  # ``when`` of the FIFO's last entry
         self._heap: list[tuple[float, int, LoopDeadline]] = []
         self._seq = itertools.count()
         self._armed: asyncio.TimerHandle | None = None
@@ -80,8 +85,12 @@ class LoopDeadlines:
 
     def add(self, when: float, callback: Callable[[], Any]) -> LoopDeadline:
         """Run ``callback()`` at loop time ``when``; returns the cancellable entry."""
-        entry = LoopDeadline(self, callback)
-        heapq.heappush(self._heap, (when, next(self._seq), entry))
+        entry = LoopDeadline(self, callback, when)
+        if when >= self._last:
+            self._fifo.append(entry)
+            self._last = when
+        else:
+            heapq.heappush(self._heap, (when, next(self._seq), entry))
         if when < self._armed_at:
             if self._armed is not None:
                 self._armed.cancel()
@@ -90,17 +99,23 @@ class LoopDeadlines:
         return entry
 
     def __len__(self) -> int:
-        """Entries in the heap, cancelled ones not swept yet included."""
-        return len(self._heap)
+        """Entries filed, cancelled ones not swept yet included."""
+        return len(self._fifo) + len(self._heap)
 
     def _discard(self) -> None:
         self._dead += 1
-        heap = self._heap
-        if self._dead > 64 and self._dead * 2 > len(heap):
+        if self._dead > 64 and self._dead * 2 > len(self):
+            fifo = self._fifo
+            live = [e for e in fifo if e.callback is not None]
+            fifo.clear()
+            fifo.extend(live)
+            if not fifo:
+                self._last = float("-inf")
+            heap = self._heap
             heap[:] = [e for e in heap if e[2].callback is not None]
             heapq.heapify(heap)
             self._dead = 0
-            if not heap and self._armed is not None:
+            if not heap and not fifo and self._armed is not None:
                 self._armed.cancel()
                 self._armed = None
                 self._armed_at = float("inf")
@@ -109,20 +124,22 @@ class LoopDeadlines:
         limit = max(self.loop.time(), self._armed_at)
         self._armed = None
         self._armed_at = float("inf")
-        heap = self._heap
         due: list[Callable[[], Any]] = []
+        fifo = self._fifo
+        while fifo and fifo[0].when <= limit:
+            self._take(fifo.popleft(), due)
+        while fifo and fifo[0].callback is None:  # cancelled ones at the front
+            fifo.popleft()
+            self._dead -= 1
+        if not fifo:
+            self._last = float("-inf")
+        heap = self._heap
         while heap and heap[0][0] <= limit:
-            entry = heapq.heappop(heap)[2]
-            callback = entry.callback
-            if callback is None:
-                self._dead -= 1
-                continue
-            entry.callback = None
-            due.append(callback)
-        if heap:
-            when = heap[0][0]
-            self._armed_at = when
-            self._armed = self.loop.call_at(when, self._fire)
+            self._take(heapq.heappop(heap)[2], due)
+        nxt = min(fifo[0].when if fifo else float("inf"), heap[0][0] if heap else float("inf"))
+        if nxt != float("inf"):
+            self._armed_at = nxt
+            self._armed = self.loop.call_at(nxt, self._fire)
         for callback in due:
             try:
                 callback()
@@ -132,20 +149,39 @@ class LoopDeadlines:
                     "exception": exc,
                 })
 
+    def _take(self, entry: LoopDeadline, due: list[Callable[[], Any]]) -> None:
+        callback = entry.callback
+        if callback is None:
+            self._dead -= 1
+            return
+        entry.callback = None
+        due.append(callback)
+
 
 class LoopDeadline:
-    """One entry of :class:`LoopDeadlines` (``cancel()`` before it is due: never runs)."""
+    """One entry of :class:`LoopDeadlines` (``cancel()`` before it is due: never runs;
+    ``when``: its loop time)."""
 
-    __slots__ = ("_owner", "callback")
+    __slots__ = ("_owner", "callback", "when")
 
-    def __init__(self, owner: LoopDeadlines, callback: Callable[[], Any]) -> None:
+    def __init__(self, owner: LoopDeadlines, callback: Callable[[], Any], when: float) -> None:
         self._owner = owner
         self.callback: Callable[[], Any] | None = callback
+        self.when = when
 
     def cancel(self) -> None:
         if self.callback is not None:
             self.callback = None
             self._owner._discard()
+
+    def stop(self) -> bool:
+        """Cancel the entry; ``True`` when its callback had already run (or it had already
+        been cancelled), i.e. when nothing was left to cancel."""
+        if self.callback is None:
+            return True
+        self.callback = None
+        self._owner._discard()
+        return False
 
 
 def __getattr__(name: str) -> Any:

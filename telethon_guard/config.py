@@ -141,7 +141,9 @@ class GuardConfig:
     Attributes (durations in seconds on the monotonic guard clock):
 
     * ``account``: key of the account in flood scopes, limiter keys and shared storage
-      (``None``: the client fills in the user id / auth-key fingerprint). Never a phone number.
+      (``None``: the client fills in ``user:<id>``, the logged-in user's Telegram id, so every
+      session of one user shares it; ``key:<auth key id>`` before the id is known, i.e. before
+      login; see :func:`telethon_guard._link.account_key`). Never a phone number.
     * ``deadline``: total budget of one call (limiter waits, flood waits, backoff and network);
       ``None`` for no deadline. Exceeding it raises ``DeadlineExceeded``.
     * ``attempt_timeout``: optional timeout of one network attempt (``None``: only the deadline).

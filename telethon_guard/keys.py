@@ -23,7 +23,8 @@ key                                         what it holds
 ``acct:<a>/pace:<m>``                       the adaptive pace learned for method m
 =========================================== ==============================================
 
-``<a>`` is the guard's account key (``GuardConfig.account``, else the session's auth key id),
+``<a>`` is the guard's account key (``GuardConfig.account``, else ``user:<id>`` of the logged-in
+user, else ``key:<auth key id>`` before login: :func:`telethon_guard._link.account_key`),
 ``<d>`` a DC id, ``<m>`` a TL method name (:func:`telethon_guard._tl.method_name`), ``peer:<id>``
 Telethon's marked peer id (:func:`telethon_guard._tl.peer_key`; users positive, chats and
 channels negative).
@@ -38,26 +39,9 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol
 
-from ._tl import describe, unwrap
-
-TRANSFER_METHODS = frozenset(
-    {"upload.getFile", "upload.saveFilePart", "upload.saveBigFilePart", "upload.getCdnFile"}
-)
-"""File-transfer methods (FLOOD_PREMIUM_WAIT scopes to them, per DC)."""
-
-SEND_METHODS = frozenset(
-    {
-        "messages.sendMessage",
-        "messages.sendMedia",
-        "messages.sendMultiMedia",
-        "messages.forwardMessages",
-        "messages.sendInlineBotResult",
-        "messages.sendScreenshotNotification",
-        "messages.sendReaction",
-        "messages.sendVote",
-    }
-)
-"""Methods counted as message sends (send limits, per-peer limits, slow mode)."""
+# ``SEND_METHODS`` / ``TRANSFER_METHODS`` (which methods are sends, which are file transfers)
+# live in ``_tl``, the one list shared with the test server, and are re-exported here.
+from ._tl import SEND_METHODS, TRANSFER_METHODS, describe, unwrap
 
 
 class Described(Protocol):

@@ -92,6 +92,9 @@ STALL_GAP = 3.0
 """A check more than this many ticks after the previous one follows an event-loop stall."""
 
 
+_PINGS = frozenset({"ping", "pingDelayDisconnect"})
+
+
 class SilentConnectionError(GuardConnectionError):
     """The connection was open but silent (or its replies were ignored) and was replaced.
     The cause of the paced reconnect; callers see it only as a ``__cause__``."""
@@ -190,8 +193,9 @@ def liveness_policy(config: Any) -> LivenessPolicy | None:
 def resend_is_safe(request: Any) -> bool:
     """``True`` when ``request`` may be sent again on a new connection although it may have
     run: it carries a ``random_id`` (Telegram de-duplicates it) or is idempotent
-    (:func:`telethon_guard.keys.is_idempotent`)."""
-    return is_idempotent(method_name(request), random_id_of(request))
+    (:func:`telethon_guard.keys.is_idempotent`), or is a ping (harmless twice)."""
+    method = method_name(request)
+    return method in _PINGS or is_idempotent(method, random_id_of(request))
 
 
 class Verdict(enum.Enum):

@@ -74,16 +74,18 @@ Other rules:
   nothing more, an answer that arrives during a new pace's wait was accepted before the refusal
   and refines the estimate (with latency, the refusal can overtake the answers of accepted
   calls).
-* A pace's wait is a flood wait to the caller, bounded like one: the limiter refuses a call
-  (``FloodWaitBlocked``, ``from_server=False``) only when the wait does not fit
-  ``min(max_flood_wait, time left until the deadline)`` *and* the pace holds unchanged until
-  then. A slot that lies beyond the pace's next change (:meth:`AdaptivePacer.changes_at`: a
-  ramp step, the end of a hold, a relax step, the drop) is not a verdict: the call is held
-  until that change and decides again under the new window, so a queue built behind a pace
-  drains as the pace relaxes and goes when it is dropped (issue 13: the demo's calls queued
-  behind a wave's pace were refused at once with 4.6 to 14 s of deadline left, because the
-  old rule capped a pace's wait at Telegram's ``X``; a caller whose deadline allows the wait
-  is served, as it would be by the ledger for a FLOOD_WAIT_X).
+* A pace's wait is a flood wait to the caller, bounded like one (as the ledger bounds a
+  FLOOD_WAIT_X) by ``min(max_flood_wait, time left until the deadline)``, not by ``X``: the
+  limiter refuses a call (``FloodWaitBlocked``, ``from_server=False``) at once only when its
+  expected wait does not fit. A slot that lies beyond the pace's next change
+  (:meth:`AdaptivePacer.changes_at`: a ramp step, the end of a hold, a relax step, the drop)
+  is not a verdict: the expected wait is the time the calls ahead take to pass under the
+  pace's schedule (:meth:`AdaptivePacer.drain`); if that fits, the call is held until the
+  change and decides again under the new window, so a queue built behind a pace drains as it
+  relaxes and goes when it is dropped. (Issue 13: the demo's calls queued behind a wave's pace
+  were refused at once with 4.6 to 14 s of deadline left under the old cap of ``X``. The
+  schedule assumes no new FLOOD_WAIT: one that restores or tightens the pace can still fail a
+  held call later, when it decides again.)
 
 Sources and how the constants relate to them:
 
@@ -324,13 +326,13 @@ class AdaptivePacer:
             self._events.emit(PaceLearned(key[1], 0, 0.0, key[0]))
 
     def changes_at(self, account: str, method: str) -> float | None:
-        """Clock time (seconds, monotonic) at which a first flood's pace (a hypothesis) of
-        ``method`` next changes: the end of the server's wait, its next ramp step or its drop
-        (``X + pace_recover`` after the flood); ``None`` without one (no pace, or a held pace:
-        repeated floods showed a real limit, and its window is the wait a call can expect).
-        A hypothesis's window holds only until then, so it cannot say that a call whose slot
-        lies later will miss its deadline: the limiter holds such a call until the change and
-        decides again (:class:`~telethon_guard.limiter.RateLimitLayer`)."""
+        """Clock time (seconds, monotonic) at which the pace of ``method`` next changes: the
+        end of the server's wait or the next step of a hypothesis's ramp, the end of a held
+        pace's hold or its next relax step, or the moment either is dropped; ``None`` without
+        a pace. The current window holds only until then, so it cannot say that a call whose
+        slot lies later will miss its deadline: the limiter holds such a call until then
+        (if its expected wait under the schedule, :meth:`drain`, fits) and decides again
+        (:class:`~telethon_guard.limiter.RateLimitLayer`)."""
         if not self._learned or self.window(account, method) is None:
             return None
         entry = self._learned.get((account, method))

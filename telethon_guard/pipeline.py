@@ -125,7 +125,7 @@ class Pipeline:
             storage if storage is not None
             else open_storage(config.storage, clock=self.clock,
                               max_peer_keys=config.max_peer_keys,
-                              on_unavailable=config.storage_fallback,
+                              storage_fallback=config.storage_fallback,
                               timeout=config.storage_timeout)
         )
         bind_events = getattr(self.storage, "bind_events", None)

@@ -29,7 +29,8 @@ What the pool does:
   connect slot from the others. A session already held by another tenant's client (same
   object, file or auth key) is refused with :class:`~telethon_guard.errors.SessionInUseError`.
 * **Shared state.** :attr:`GuardedClientPool.storage` is one guard storage the factory may pass
-  to every client (``storage=pool.storage``): floods, limits and breakers (keyed by account)
+  to every client (``storage=pool.storage``): floods, limits and breakers (keyed by account:
+  ``GuardConfig.account``, else the logged-in user's id, ``user:<id>``)
   then outlive a client dropped when idle, and cost one table instead of one per client.
 * **Close.** :meth:`GuardedClientPool.close` (or leaving ``async with``) refuses new leases
   (:class:`~telethon_guard.errors.PoolClosedError`), waits up to ``close_timeout`` seconds for

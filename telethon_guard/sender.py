@@ -74,6 +74,7 @@ from .errors import (
     GuardConfigError,
     GuardConnectionError,
     GuardError,
+    MayHaveRunError,
     TransportFloodError,
 )
 from .events import (
@@ -94,7 +95,21 @@ from .liveness import (
 )
 from .reconnect import ReconnectPacer
 
-__all__ = ["GuardedMTProtoSender", "client_sender_settings", "framing_of"]
+__all__ = ["ConnectionLostMayHaveRun", "GuardedMTProtoSender", "client_sender_settings",
+           "framing_of"]
+
+
+class ConnectionLostMayHaveRun(MayHaveRunError):
+    """A request that is not safe to send again (no ``random_id``, not a read: see
+    :func:`telethon_guard.liveness.resend_is_safe`) had been sent on a connection lost to a
+    transport error (reset, closed, -429...). The server may have run it (e.g. a second
+    ``auth.sendCode`` would send a second code), so the reconnect does not send it again.
+    Final (never retried by the guard). ``timeout`` is ``0.0``: no attempt timeout ran out."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(method, 0.0)
+        self.args = (f"{method}: the connection was lost after the request was sent; not "
+                     "idempotent, so not sent again (it may have run)",)
 
 
 client_sender_settings = sender_settings
@@ -521,7 +536,22 @@ class GuardedMTProtoSender(SenderSurface):
             if error is not None:
                 self._last_code = None
         self._reconnecting = True
+        failed = self._fail_sent_unsafe()
+        if failed:
+            self._log.warning("DC %s: connection lost; %d sent call(s) not safe to send again "
+                              "failed", self.dc_id, failed)
         self._reconnect_loop = self._spawn(self._reconnect(error))
+
+    def _fail_sent_unsafe(self) -> int:
+        """Fail, with :class:`ConnectionLostMayHaveRun`, each request already sent on the lost
+        connection (Telethon's ``_pending_state``) that is not safe to send again; the
+        reconnect re-sends the rest, and still sends what was queued but never sent."""
+        failed = 0
+        for s in self._pending_state.values():
+            if not s.future.done() and not resend_is_safe(s.request):
+                s.future.set_exception(ConnectionLostMayHaveRun(method_name(s.request)))
+                failed += 1
+        return failed
 
     async def _close_transport(self) -> None:
         if self._connection is not None:

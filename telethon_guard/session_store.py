@@ -130,7 +130,7 @@ def store_entities(session: Any, method: str, request: object, result: object
     spent = time.monotonic() - started
     if spent > SLOW_STORE:
         log.warning("session store after %s blocked the event loop for %.3f s", method, spent)
-    return out if inspect.isawaitable(out) else None
+    return out if out is not None and inspect.isawaitable(out) else None  # None: sync
 
 
 async def connect_checked(session: Any, connect: Callable[[], Awaitable[None]]) -> None:

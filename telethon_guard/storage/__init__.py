@@ -263,7 +263,7 @@ def open_storage(spec: Any, *, clock: Any = None, max_peer_keys: int = 10_000,
     :class:`GuardStorage` is returned as is; ``"redis://..."`` (``rediss://``, ``unix://``) and a
     ``redis.asyncio`` client instance are served by ``telethon_guard.storage.redis`` (raises
     ``GuardConfigError`` when not installed). ``options`` (e.g. ``timeout``,
-    ``on_unavailable``, ``events``) go to :class:`~telethon_guard.storage.redis.RedisStorage`;
+    ``storage_fallback``, ``events``) go to :class:`~telethon_guard.storage.redis.RedisStorage`;
     ``None`` values are ignored."""
     from ..errors import GuardConfigError
 

@@ -36,8 +36,8 @@ T = TypeVar("T")
 logger = logging.getLogger("telethon_guard.storage")
 
 POLICIES = {"fallback": "fallback", "local": "fallback", "fail": "fail"}
-"""Accepted spellings of the policy: ``"local"`` (``GuardConfig.storage_fallback``'s name) is
-``"fallback"``."""
+"""Accepted spellings of the policy (``storage_fallback``): ``"local"`` (the documented value) is
+``"fallback"`` internally."""
 
 
 class BackendUnavailable(Exception):
@@ -53,10 +53,12 @@ class BackendUnavailable(Exception):
 class OutageFallback:
     """The fallback policy of one shared storage named ``name`` (see the module docstring).
 
-    ``policy``: ``"fallback"`` (alias ``"local"``) or ``"fail"`` (raises
-    ``GuardConfigError("on_unavailable")`` otherwise); ``probe_interval``: seconds between
-    attempts to reach the server while unavailable; ``clock``: the guard clock (``now()``,
-    monotonic seconds; ``None``: ``time.monotonic``), also the local storage's; ``events``: an
+    ``policy``: ``"local"`` (alias ``"fallback"``) or ``"fail"`` (raises
+    ``GuardConfigError(setting)`` otherwise; ``setting`` is the name the caller was given it
+    under, ``"storage_fallback"`` or its deprecated alias ``"on_unavailable"``);
+    ``probe_interval``: seconds between attempts to reach the server while unavailable;
+    ``clock``: the guard clock (``now()``, monotonic seconds; ``None``: ``time.monotonic``), also
+    the local storage's; ``events``: an
     :class:`~telethon_guard.events.EventBus` for ``StorageFallback`` (more via
     :meth:`bind_events`; with none, the switch is logged).
     """
@@ -64,11 +66,12 @@ class OutageFallback:
     def __init__(self, name: str, policy: str, probe_interval: float, *, clock: Any = None,
                  max_peer_keys: int = 10_000, events: Any = None,
                  copy_back: Callable[[dict[str, float]], Awaitable[None]] | None = None,
+                 setting: str = "storage_fallback",
                  ) -> None:
         checked = POLICIES.get(policy) if isinstance(policy, str) else None
         if checked is None:
-            raise GuardConfigError("on_unavailable",
-                                   f"must be 'fallback', 'local' or 'fail', got {policy!r}")
+            raise GuardConfigError(setting,
+                                   f"must be 'local' (or 'fallback') or 'fail', got {policy!r}")
         self.name = name
         self.policy = checked
         self.probe_interval = float(probe_interval)

@@ -18,9 +18,21 @@ What lives in Redis (see :mod:`telethon_guard.storage` for the operations' meani
 * circuit breakers: one hash per (account, DC), expiring ``breaker_ttl`` seconds after the last
   write (and never before an OPEN period ends).
 
-Each operation is ONE Lua script run with ``EVALSHA`` (reloaded on ``NOSCRIPT`` by redis-py's
+A guarded call's admission (:meth:`RedisStorage.admit`: breaker acquire, flood check, limiter
+reservation; see :mod:`telethon_guard.shared_admit`) is one script too. Each operation is ONE
+Lua script run with ``EVALSHA`` (reloaded on ``NOSCRIPT`` by redis-py's
 ``register_script``): exactly one round trip per decision, atomic on the server, timed by the
 server's ``TIME`` so hosts with skewed clocks agree. Only relative seconds cross the wire.
+
+Redis Cluster: ``redis+cluster://host:port`` (or ``?cluster=true``, or a ``RedisCluster``
+client); see :func:`from_url`. A mismatch of client and server (cluster URL on a plain Redis,
+plain URL on a cluster node) is named in the fallback reason and by :meth:`RedisStorage.check`.
+
+Stats view: the flood blocks and breaker states this process last learned from Redis are kept
+(bounded) for ``client.guard.stats()`` and health (:class:`~telethon_guard.storage.StatsView`);
+:meth:`RedisStorage.refresh_view` reads other processes' too. A block in the view also wins
+over a Redis that lost it (restart without persistence, failover before replication) and is
+written back; on recovery from an outage every live block known is written back.
 
 Key layout: ``<prefix>:[<account_namespace>:]<kind>:{acct:<a>}<rest>`` where ``kind`` is ``rl``
 (limiter), ``fl`` (flood ledger) or ``br`` (breaker) and ``acct:<a><rest>`` is the guard's own
@@ -35,15 +47,17 @@ refused or reset, timeout, loading, read-only replica, out of memory, a wrong da
 (``redis://host:6379/99``: ``DB index is out of range``), or a server on the port that does not
 speak Redis (``InvalidResponse``/``ProtocolError``, e.g. an HTTP server):
 
-The policy (its own object, :class:`~telethon_guard.storage.fallback.OutageFallback`, wrapping
-every operation; ``GuardConfig.storage_fallback`` arrives here as ``on_unavailable``):
+The policy, ``storage_fallback`` (the one public name: ``GuardConfig.storage_fallback``,
+``RedisStorage(storage_fallback=...)``, ``?storage_fallback=`` in a URL; ``on_unavailable`` is
+its deprecated alias and still works), is its own object,
+:class:`~telethon_guard.storage.fallback.OutageFallback`, wrapping every operation:
 
-* ``on_unavailable="fallback"`` (alias ``"local"``, the default): the operation is served by a
+* ``storage_fallback="local"`` (alias ``"fallback"``, the default): the operation is served by a
   process-local :class:`~telethon_guard.storage.memory.MemoryStorage`; the switch is logged once
   and emitted once as :class:`~telethon_guard.events.StorageFallback` (``active=True``). Redis is
   tried again at most every ``probe_interval`` seconds; when it answers, state is shared again
   (``StorageFallback(active=False)``) and flood blocks learned meanwhile are copied to Redis.
-* ``on_unavailable="fail"``: :class:`~telethon_guard.errors.StorageUnavailableError` (a
+* ``storage_fallback="fail"``: :class:`~telethon_guard.errors.StorageUnavailableError` (a
   ``ConnectionError``) is raised ``from`` the redis-py error; between probes it is raised at
   once, without a network attempt.
 
@@ -62,6 +76,7 @@ import hashlib
 import itertools
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -81,7 +96,7 @@ from . import (
     Reservation,
 )
 from . import redis_scripts as lua
-from .fallback import BackendUnavailable, OutageFallback
+from .fallback import POLICIES, BackendUnavailable, OutageFallback
 from .memory import MemoryStorage
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
@@ -106,8 +121,26 @@ DEFAULT_PROBE_INTERVAL = 2.0
 DEFAULT_BREAKER_TTL = 3600.0
 """Seconds a breaker's hash is kept after its last write (and after its OPEN period)."""
 
-_URL_OPTIONS = ("prefix", "account_namespace", "timeout", "on_unavailable", "probe_interval",
-                "cluster")
+_URL_OPTIONS = ("prefix", "account_namespace", "timeout", "storage_fallback", "on_unavailable",
+                "probe_interval", "cluster")
+_FALLBACK_NAMES = ("storage_fallback", "on_unavailable")  # the setting and its deprecated alias
+
+
+def _fallback_setting(storage_fallback: str | None, on_unavailable: str | None) -> tuple[str, str]:
+    """``(policy, the name it was given under)`` from ``storage_fallback`` and its deprecated
+    alias ``on_unavailable`` (a ``DeprecationWarning`` when used). Raises ``GuardConfigError``
+    when both are given with different policies."""
+    if on_unavailable is None:
+        return ("local" if storage_fallback is None else storage_fallback), "storage_fallback"
+    warnings.warn("RedisStorage(on_unavailable=...) is a deprecated alias of storage_fallback=",
+                  DeprecationWarning, stacklevel=3)
+    if storage_fallback is not None and (
+            POLICIES.get(storage_fallback, storage_fallback)
+            != POLICIES.get(on_unavailable, on_unavailable)):
+        raise GuardConfigError("storage_fallback", "give storage_fallback or its deprecated "
+                               f"alias on_unavailable, not both ({storage_fallback!r} vs "
+                               f"{on_unavailable!r})")
+    return on_unavailable, "on_unavailable"
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     # Every redis-py error means "this Redis cannot serve guard state now": refused, reset,
@@ -183,7 +216,8 @@ class RedisStorage:
             applications' guard state apart on one Redis. The account itself is already part of
             every key (``{acct:<account>}``, from ``GuardConfig.account``).
         timeout: seconds one operation may take in total (default 0.25); must be > 0.
-        on_unavailable: ``"fallback"`` (or ``"local"``) or ``"fail"``; see the module docstring.
+        storage_fallback: ``"local"`` (default; alias ``"fallback"``) or ``"fail"``; see the
+            module docstring. ``on_unavailable``: its deprecated alias (a ``DeprecationWarning``).
         probe_interval: seconds between attempts to reach Redis while unavailable (default 2).
         breaker_ttl: seconds a breaker's state is kept after its last write (default 3600).
         events: an :class:`~telethon_guard.events.EventBus` for ``StorageFallback``; pipelines
@@ -209,13 +243,15 @@ class RedisStorage:
         prefix: str = DEFAULT_PREFIX,
         account_namespace: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        on_unavailable: str = "fallback",
+        storage_fallback: str | None = None,
         probe_interval: float = DEFAULT_PROBE_INTERVAL,
         breaker_ttl: float = DEFAULT_BREAKER_TTL,
         events: Any = None,
         clock: Any = None,
         max_peer_keys: int = 10_000,
+        on_unavailable: str | None = None,
     ) -> None:
+        policy, setting = _fallback_setting(storage_fallback, on_unavailable)
         if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} \n"):
             raise GuardConfigError("prefix", f"must be a non-empty str without braces/spaces, "
                                    f"got {prefix!r}")
@@ -229,9 +265,9 @@ class RedisStorage:
             if (isinstance(value, bool) or not isinstance(value, (int, float))
                     or not value > 0 or value == float("inf")):
                 raise GuardConfigError(field, f"must be a finite number > 0, got {value!r}")
-        self.fallback = OutageFallback(self.name, on_unavailable, probe_interval, clock=clock,
+        self.fallback = OutageFallback(self.name, policy, probe_interval, clock=clock,
                                        max_peer_keys=max_peer_keys, events=events,
-                                       copy_back=self._copy_blocks)
+                                       copy_back=self._copy_blocks, setting=setting)
         """The fallback policy (:mod:`telethon_guard.storage.fallback`) around every
         operation."""
         self.timeout = float(timeout)
@@ -281,8 +317,13 @@ class RedisStorage:
         return self.fallback.available
 
     @property
+    def storage_fallback(self) -> str:
+        """The fallback policy: ``"local"`` or ``"fail"``."""
+        return "fail" if self.fallback.policy == "fail" else "local"
+
+    @property
     def on_unavailable(self) -> str:
-        """The fallback policy: ``"fallback"`` or ``"fail"``."""
+        """Deprecated spelling of :attr:`storage_fallback`: ``"fallback"`` or ``"fail"``."""
         return self.fallback.policy
 
     @property
@@ -749,7 +790,8 @@ def _client_from_url(url: str, timeout: float, cluster: bool = False) -> Any:
 def from_url(url: str, **options: Any) -> RedisStorage:
     """Build a :class:`RedisStorage` from ``url`` (what ``GuardConfig(storage="redis://...")``
     uses). Query parameters ``prefix``, ``account_namespace``, ``timeout``,
-    ``on_unavailable``, ``probe_interval`` and ``cluster`` are taken by the guard (e.g.
+    ``storage_fallback`` (or its deprecated alias ``on_unavailable``), ``probe_interval`` and
+    ``cluster`` are taken by the guard (e.g.
     ``redis://127.0.0.1:6379/0?prefix=myapp&timeout=0.5``); the rest go to redis-py.
     Keyword ``options`` are :class:`RedisStorage` arguments (and ``cluster=True``); the URL's
     parameters win over them (``GuardConfig.storage_timeout`` / ``storage_fallback`` arrive
@@ -790,6 +832,9 @@ def from_url(url: str, **options: Any) -> RedisStorage:
         if flag not in ("", "1", "0", "true", "false", "yes", "no"):
             raise GuardConfigError("cluster", f"must be true or false, got {flag!r}")
         cluster = cluster or flag in ("", "1", "true", "yes")
+    if any(name in ours for name in _FALLBACK_NAMES):  # the URL's policy wins over options'
+        for name in _FALLBACK_NAMES:
+            options.pop(name, None)
     if options.pop("cluster", None):
         cluster = True
     if cluster and parts.scheme == "unix":

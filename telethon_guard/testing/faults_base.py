@@ -46,20 +46,12 @@ from telethon_guard.testing._types import (
 # admitted, and ``ceil`` never rounds 3.0000000001 up to 4.
 EPS = 1e-6
 
-SEND_METHODS: frozenset[str] = frozenset(
-    {
-        "messages.sendMessage",
-        "messages.sendMedia",
-        "messages.sendMultiMedia",
-        "messages.forwardMessages",
-    }
-)
-"""Requests that post a message into a chat (slow mode, PEER_FLOOD)."""
+SEND_METHODS: frozenset[str] = _tl.POST_METHODS
+"""Requests that post a message into a chat (slow mode, PEER_FLOOD): ``_tl.POST_METHODS``, the
+one list the guard shares (its own wider ``SEND_METHODS`` adds reactions, votes...)."""
 
-TRANSFER_METHODS: frozenset[str] = frozenset(
-    {"upload.getFile", "upload.saveFilePart", "upload.saveBigFilePart"}
-)
-"""File-transfer requests (FLOOD_PREMIUM_WAIT scope, design.md §3)."""
+TRANSFER_METHODS: frozenset[str] = _tl.TRANSFER_METHODS
+"""File-transfer requests (FLOOD_PREMIUM_WAIT scope, design.md §3): ``_tl.TRANSFER_METHODS``."""
 
 SERVICE_METHODS: frozenset[str] = frozenset(
     {"ping", "pingDelayDisconnect", "destroySession", "getFutureSalts", "rpcDropAnswer"}

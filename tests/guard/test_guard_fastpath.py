@@ -67,6 +67,22 @@ async def test_loop_deadlines_sweep_keeps_the_heap_bounded() -> None:
     assert await asyncio.wait_for(fired, BOUND) is True
 
 
+async def test_loop_deadlines_in_order_entries_behind_a_live_one_stay_bounded() -> None:
+    # Deadlines of one attempt timeout arrive in order (the FIFO): a slow call's entry at the
+    # front must not keep every later, cancelled entry alive, and it still fires on time.
+    loop = asyncio.get_running_loop()
+    timers = LoopDeadlines(loop)
+    fired = loop.create_future()
+    timers.add(loop.time() + 0.05, lambda: fired.set_result("slow"))
+    for i in range(10_000):
+        timers.add(loop.time() + 60 + i, lambda: None).cancel()
+    assert len(timers) <= 130
+    assert await asyncio.wait_for(fired, BOUND) == "slow"
+    later = loop.create_future()
+    timers.add(loop.time() + 0.01, lambda: later.set_result(True))  # after the sweep
+    assert await asyncio.wait_for(later, BOUND) is True
+
+
 async def test_loop_deadline_callback_error_goes_to_the_loop_handler() -> None:
     loop = asyncio.get_running_loop()
     timers = LoopDeadlines(loop)

@@ -236,6 +236,7 @@ def test_resend_rule() -> None:
     assert resend_is_safe(functions.users.GetUsersRequest([types.InputUserSelf()]))
     assert resend_is_safe(functions.messages.SendMessageRequest(peer, "hi", random_id=7))
     assert not resend_is_safe(functions.channels.CreateChannelRequest("t", "a"))
+    assert resend_is_safe(functions.PingRequest(1))
     err = SilentConnectionMayHaveRun("channels.createChannel", 2.0)
     assert isinstance(err, MayHaveRunError) and "silent" in str(err)
 

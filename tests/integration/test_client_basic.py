@@ -49,7 +49,10 @@ async def test_calls_and_connect_init_pass_the_pipeline() -> None:
         # every request the server saw went through the pipeline
         server_methods = {e.method for e in server.log.requests()}
         assert server_methods <= set(rec.methods())
-        assert all(c.account.startswith("key:") for c in rec.calls)
+        # the account key: the auth key's until the user id is known, then the user's (issue 12)
+        accounts = [c.account for c in rec.calls]
+        assert accounts[0].startswith("key:") and accounts[-1] == f"user:{me.id}"
+        assert set(accounts) == {accounts[0], f"user:{me.id}"}
         assert {c.dc_id for c in rec.calls} == {1}
         # Telethon's own flood handling is off underneath
         assert client.flood_sleep_threshold == 0

@@ -18,10 +18,15 @@ from typing import Any
 import pytest
 from telethon import events
 
-from telethon_guard import DeadlineExceeded, GuardConfigError, GuardedTelegramClient
+from telethon_guard import (
+    DeadlineExceeded,
+    FloodWaitBlocked,
+    GuardConfigError,
+    GuardedTelegramClient,
+)
 from telethon_guard.testing import TelegramTestServer
 from telethon_guard.testing._types import Stall
-from telethon_guard.testing.faults import FaultPlan, OnInit, OnNewConnections
+from telethon_guard.testing.faults import FaultPlan, OnInit, OnNewConnections, flood_wait
 from tests.testing.test_lifecycle_faults_telethon import T, until, wait_until_plan_time
 
 QUIET = 0.6  # how long nothing may happen after a failed connect, seconds
@@ -121,6 +126,39 @@ async def test_stalled_init_fails_typed_and_the_next_connect_is_whole() -> None:
             assert_left_as_before(client)
             await assert_nothing_behind_the_callers_back(server)
             await assert_whole_after_connect(server, client, got, bob)
+        finally:
+            await asyncio.wait_for(client.disconnect(), T)
+
+
+async def test_init_flood_wait_fails_typed_and_the_connect_after_the_wait_is_whole() -> None:
+    # The init request answered FLOOD_WAIT_3 once; the client's deadline (1.5 s) cannot hold
+    # the wait, so connect() raises FloodWaitBlocked with Telegram's seconds and rolls back.
+    # A connect inside the wait is refused locally (nothing sent); after it, connect is whole.
+    wait = 3
+    plan = FaultPlan(OnInit(flood_wait(wait), times=1))
+    async with TelegramTestServer(faults=plan) as server:
+        bob = server.world.user_id("bob")
+        got: list[str] = []
+        client = guarded(server, bob, got, deadline=1.5)
+        try:
+            with pytest.raises(FloodWaitBlocked) as caught:
+                await asyncio.wait_for(client.connect(), T)
+            flooded_at = time.monotonic()
+            assert caught.value.seconds == wait and caught.value.from_server
+            assert caught.value.method == "help.getConfig"
+            assert [e.error_message for e in server.log.requests("help.getConfig")] == [
+                f"FLOOD_WAIT_{wait}"]
+            assert_left_as_before(client)
+            await assert_nothing_behind_the_callers_back(server)
+            assert all(state == "CLOSED" for state in client.guard.stats().breakers.values())
+            with pytest.raises(FloodWaitBlocked) as inside:  # the ledger answers, rolled back
+                await asyncio.wait_for(client.connect(), T)
+            assert not inside.value.from_server and 0 < inside.value.retry_after <= wait
+            assert_left_as_before(client)
+            await asyncio.sleep(max(0.0, flooded_at + wait + 0.1 - time.monotonic()))
+            await assert_whole_after_connect(server, client, got, bob)
+            assert [e.error_message for e in server.log.requests("help.getConfig")] == [
+                f"FLOOD_WAIT_{wait}", None]
         finally:
             await asyncio.wait_for(client.disconnect(), T)
 

@@ -67,6 +67,10 @@ async def test_every_listed_name_exists_in_the_installed_telethon() -> None:
     for name in tl.MESSAGE_BOX_ATTRIBUTES:  # __slots__: the names are on the class
         if not any(name in vars(k) for k in type(box).__mro__):
             missing.append(f"message_box.{name}")
+    cache = objs["client"]._mb_entity_cache  # type: ignore[attr-defined]
+    for name in tl.ENTITY_CACHE_ATTRIBUTES:
+        if not _has(cache, name):
+            missing.append(f"entity_cache.{name}")
     for dotted in tl.MODULE_FUNCTIONS:
         module, name = dotted.split(".")
         assert module == "helpers"

@@ -162,7 +162,7 @@ class LocalCluster:
         """Until every running node reports ``cluster_state:ok`` (bounded by ``timeout``)."""
         deadline = time.monotonic() + self.timeout
         while True:
-            if all(self.state(p) == "ok" for p in self.procs):
+            if all(self.state(p) == "ok" for p in self.procs) and self._slots_served():
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError("the local Redis Cluster did not become ok")
@@ -186,6 +186,21 @@ class LocalCluster:
             if line.startswith("cluster_state:"):
                 return line.split(":", 1)[1].strip()
         return "unknown"
+
+    def _slots_served(self) -> bool:
+        """Every slot's primary (as every running node sees it) is a running node."""
+        for port in self.procs:
+            try:
+                client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+                try:
+                    slots = client.execute_command("CLUSTER SLOTS")
+                finally:
+                    client.close()
+            except redis.RedisError:
+                return False
+            if any(int(primary[1]) not in self.procs for _s, _e, primary, *_ in slots):
+                return False
+        return True
 
     def primary_of(self, key: str) -> int:
         """Port of the node serving ``key``'s slot now."""

@@ -27,7 +27,7 @@ async def storage(request: pytest.FixtureRequest) -> AsyncIterator[RedisStorage]
     else:
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")
         url, prefix = cluster.url, f"tg-guard-ad-{uuid.uuid4().hex[:10]}"
-    st = from_url(url, prefix=prefix, on_unavailable="fail", timeout=2.0)
+    st = from_url(url, prefix=prefix, storage_fallback="fail", timeout=2.0)
     try:
         yield st
     finally:

@@ -43,7 +43,7 @@ def _node_keys(cluster: LocalCluster, match: str) -> dict[int, list[bytes]]:
 
 async def test_cluster_semantics_and_one_slot_per_account(redis_cluster: LocalCluster) -> None:
     prefix = _prefix()
-    st = from_url(f"{redis_cluster.url}?prefix={prefix}", on_unavailable="fail", timeout=2.0)
+    st = from_url(f"{redis_cluster.url}?prefix={prefix}", storage_fallback="fail", timeout=2.0)
     try:
         accounts = [f"a{i}" for i in range(12)]
         for a in accounts:
@@ -54,7 +54,7 @@ async def test_cluster_semantics_and_one_slot_per_account(redis_cluster: LocalCl
             assert 9.9 <= await st.flood_block(f"acct:{a}/method:x", 10.0) <= 10.0
             assert (await st.breaker_failure(f"acct:{a}/dc:2", POLICY)).state == OPEN
         # a second process (its own client) sees the same state
-        other = from_url(f"{redis_cluster.url}?prefix={prefix}", on_unavailable="fail")
+        other = from_url(f"{redis_cluster.url}?prefix={prefix}", storage_fallback="fail")
         try:
             assert 9.0 < await other.flood_left("acct:a3/method:x") <= 10.0
             assert (await other.breaker_acquire("acct:a3/dc:2", 1.0)).decision == "reject"
@@ -87,7 +87,7 @@ async def test_cluster_semantics_and_one_slot_per_account(redis_cluster: LocalCl
 
 
 async def test_cluster_recovers_from_noscript(redis_cluster: LocalCluster) -> None:
-    st = from_url(redis_cluster.url, prefix=_prefix(), on_unavailable="fail", timeout=2.0)
+    st = from_url(redis_cluster.url, prefix=_prefix(), storage_fallback="fail", timeout=2.0)
     try:
         assert await st.flood_block("acct:n1/method:x", 5.0) > 4.9
         for port in redis_cluster.procs:
@@ -101,7 +101,7 @@ async def test_cluster_recovers_from_noscript(redis_cluster: LocalCluster) -> No
 async def test_cluster_url_on_a_plain_redis_is_a_clear_error(
         private_redis: PrivateRedis) -> None:
     url = f"redis+cluster://127.0.0.1:{private_redis.port}"
-    st = from_url(url, on_unavailable="fail", timeout=3.0)
+    st = from_url(url, storage_fallback="fail", timeout=3.0)
     try:
         with pytest.raises(GuardConfigError, match="not a Redis Cluster"):
             await asyncio.wait_for(st.check(), 10)
@@ -109,13 +109,13 @@ async def test_cluster_url_on_a_plain_redis_is_a_clear_error(
             await asyncio.wait_for(st.flood_left("acct:1/method:x"), 10)
     finally:
         await st.aclose()
-    st = from_url(f"{private_redis.url}?cluster=true", on_unavailable="fail", timeout=3.0)
+    st = from_url(f"{private_redis.url}?cluster=true", storage_fallback="fail", timeout=3.0)
     try:
         with pytest.raises(GuardConfigError, match="not a Redis Cluster"):
             await asyncio.wait_for(st.check(), 10)
     finally:
         await st.aclose()
-    plain = from_url(private_redis.url, on_unavailable="fail")
+    plain = from_url(private_redis.url, storage_fallback="fail")
     try:
         await plain.check()  # the right URL passes
     finally:
@@ -125,7 +125,7 @@ async def test_cluster_url_on_a_plain_redis_is_a_clear_error(
 async def test_plain_url_on_a_cluster_node_is_a_clear_error(
         redis_cluster: LocalCluster) -> None:
     port = redis_cluster.ports[0]
-    st = from_url(f"redis://127.0.0.1:{port}/0", prefix=_prefix(), on_unavailable="fail",
+    st = from_url(f"redis://127.0.0.1:{port}/0", prefix=_prefix(), storage_fallback="fail",
                   timeout=3.0)
     try:
         with pytest.raises(GuardConfigError, match="Redis Cluster node"):
@@ -137,7 +137,7 @@ async def test_plain_url_on_a_cluster_node_is_a_clear_error(
             await asyncio.wait_for(st.flood_left(moved), 10)
     finally:
         await st.aclose()
-    good = from_url(redis_cluster.url, on_unavailable="fail")
+    good = from_url(redis_cluster.url, storage_fallback="fail")
     try:
         await good.check()
     finally:
@@ -157,7 +157,7 @@ async def test_busy_redis_is_a_clear_error_within_the_timeout(
         private_redis: PrivateRedis) -> None:
     admin = redis.Redis(host="127.0.0.1", port=private_redis.port, socket_timeout=10)
     admin.config_set("lua-time-limit", 100)  # BUSY after 0.1 s of a running script
-    st = from_url(private_redis.url, prefix="busy", on_unavailable="fail", timeout=1.0)
+    st = from_url(private_redis.url, prefix="busy", storage_fallback="fail", timeout=1.0)
     hog = redis.Redis(host="127.0.0.1", port=private_redis.port, socket_timeout=30)
 
     def run_hog() -> None:
@@ -199,7 +199,7 @@ async def test_other_applications_keys_are_never_touched_or_read(
     for k, v in others.items():
         admin.set(k, v, ex=300)
     try:
-        st = from_url(redis_url, prefix=prefix, on_unavailable="fail")
+        st = from_url(redis_url, prefix=prefix, storage_fallback="fail")
         try:
             assert await st.flood_left("acct:1/method:x") == 0.0
             assert (await st.breaker_state("acct:1/dc:2")).state == "CLOSED"
@@ -221,7 +221,7 @@ async def test_storage_accepts_a_cluster_client(redis_cluster: LocalCluster) -> 
     from redis.asyncio.cluster import RedisCluster
 
     client = RedisCluster(host="127.0.0.1", port=redis_cluster.ports[1])
-    st = RedisStorage(client, prefix=_prefix(), on_unavailable="fail", timeout=2.0)
+    st = RedisStorage(client, prefix=_prefix(), storage_fallback="fail", timeout=2.0)
     try:
         assert await st.flood_block("acct:c1/method:x", 2.0) > 1.9
         await st.check()

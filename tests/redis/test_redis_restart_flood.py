@@ -80,7 +80,7 @@ async def test_redis_restart_during_a_flood_block(private_redis: PrivateRedis) -
             with pytest.raises(FloodWaitBlocked):
                 await asyncio.wait_for(client(ME), DEADLINE + 2)  # the probe: Redis answers
             assert storage.available
-            other = from_url(private_redis.url, prefix="restart", on_unavailable="fail")
+            other = from_url(private_redis.url, prefix="restart", storage_fallback="fail")
             try:
                 deadline = time.monotonic() + TIMEOUT + 1.0  # the copy-back runs in background
                 while True:
@@ -102,7 +102,7 @@ async def test_a_block_lost_in_a_quick_restart_is_written_back(
     """Redis restarted between two operations (no operation failed, no outage noticed): the
     process that knew the block still refuses, and writes it back for the others."""
     st = from_url(private_redis.url, prefix="quick", timeout=TIMEOUT, probe_interval=PROBE)
-    other = from_url(private_redis.url, prefix="quick", on_unavailable="fail")
+    other = from_url(private_redis.url, prefix="quick", storage_fallback="fail")
     scope = "acct:q/method:messages.sendMessage"
     try:
         assert 59 < await st.flood_block(scope, 60.0) <= 60

@@ -43,7 +43,7 @@ def count_round_trips(storage: RedisStorage) -> Callable[[], int]:
 
 
 async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str) -> None:
-    storage = RedisStorage(url=redis_url, prefix=prefix, on_unavailable="fail", timeout=2.0)
+    storage = RedisStorage(url=redis_url, prefix=prefix, storage_fallback="fail", timeout=2.0)
     async with TelegramTestServer() as server:
         client = server.client(
             cls=GuardedTelegramClient, storage=storage, account="acct-rt",

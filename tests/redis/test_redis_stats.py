@@ -52,7 +52,7 @@ async def test_stats_show_redis_blocks_and_breakers_and_disconnect_closes_the_ur
                 await asyncio.wait_for(client(ME), 5)
 
             # another process (its own storage on the same prefix) sees it after a refresh
-            other = from_url(f"{redis_url}?prefix={prefix}", on_unavailable="fail")
+            other = from_url(f"{redis_url}?prefix={prefix}", storage_fallback="fail")
             try:
                 assert other.flood_scopes() == {}
                 await asyncio.wait_for(other.refresh_view(), 5)
