@@ -46,8 +46,18 @@ def assert_left_as_before(client: GuardedTelegramClient) -> None:
         assert handle is None or handle.done()
 
 
-async def assert_nothing_behind_the_callers_back(server: TelegramTestServer) -> None:
-    """For QUIET seconds after the failed connect: no new connection, no request."""
+def open_sockets(server: TelegramTestServer) -> int:
+    """TCP connections the server has open (opened and not yet closed)."""
+    return server.log.connections_opened() - server.log.connections_closed()
+
+
+async def assert_nothing_behind_the_callers_back(server: TelegramTestServer,
+                                                 sockets_closed: bool = True) -> None:
+    """No socket left open (``sockets_closed``: a stalled server connection never reads, so
+    it does not see the client close it); for QUIET seconds after the failed connect: no new
+    connection, no request."""
+    if sockets_closed:
+        await until(lambda: open_sockets(server) == 0)
     opened, requests = server.log.connections_opened(), server.log.count()
     await asyncio.sleep(QUIET)
     assert server.log.connections_opened() == opened
@@ -58,6 +68,7 @@ async def assert_whole_after_connect(server: TelegramTestServer, client: Guarded
                                      got: list[str], account: int) -> None:
     """connect() works: init sent, one update loop delivering, calls succeed, breaker closed."""
     inits = server.log.count("help.getConfig", outcome="ok")
+    sockets = open_sockets(server)
     await asyncio.wait_for(client.connect(), T)
     assert server.log.count("help.getConfig", outcome="ok") == inits + 1
     me = await asyncio.wait_for(client.get_me(), T)
@@ -69,6 +80,7 @@ async def assert_whole_after_connect(server: TelegramTestServer, client: Guarded
     assert server.push_message("carol", "bob", "after").pushed == 1
     await until(lambda: got == ["after"])
     assert client.guard.available, client.guard.unavailable_reason
+    assert open_sockets(server) == sockets + 1  # one new connection, nothing else
     assert all(state == "CLOSED" for state in client.guard.stats().breakers.values())
 
 
@@ -113,18 +125,29 @@ async def test_failed_connect_leaves_nothing_and_the_next_connect_is_whole(ended
             await asyncio.wait_for(client.disconnect(), T)
 
 
-async def test_stalled_init_fails_typed_and_the_next_connect_is_whole() -> None:
+@pytest.mark.parametrize("ended_by", ["deadline", "caller_cancel"])
+async def test_stalled_init_fails_typed_and_the_next_connect_is_whole(ended_by: str) -> None:
     # The init request (invokeWithLayer(initConnection(help.getConfig))) never answered once.
+    # The connect ends on its own bound (DeadlineExceeded), or the caller cancels it while
+    # the init is in flight (connected, handshake done: the rollback has a live sender).
     plan = FaultPlan(OnInit(Stall(), times=1))
     async with TelegramTestServer(faults=plan) as server:
         bob = server.world.user_id("bob")
         got: list[str] = []
-        client = guarded(server, bob, got, deadline=1.5)
+        own = ended_by == "deadline"
+        client = guarded(server, bob, got, deadline=1.5 if own else 8)
         try:
-            with pytest.raises(DeadlineExceeded):
-                await asyncio.wait_for(client.connect(), T)
+            if own:
+                with pytest.raises(DeadlineExceeded):
+                    await asyncio.wait_for(client.connect(), T)
+            else:
+                task = asyncio.ensure_future(client.connect())
+                await until(lambda: server.log.count("help.getConfig", outcome="stalled") == 1)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(task, T)
             assert_left_as_before(client)
-            await assert_nothing_behind_the_callers_back(server)
+            await assert_nothing_behind_the_callers_back(server, sockets_closed=False)
             await assert_whole_after_connect(server, client, got, bob)
         finally:
             await asyncio.wait_for(client.disconnect(), T)
@@ -185,6 +208,7 @@ async def test_connect_to_an_unreachable_dc_ends_within_connect_timeout() -> Non
             assert took < 1.5 + 2.0, took  # its bound, plus scheduling slack on a busy machine
             assert server.faults.now() < ends
             assert_left_as_before(client)
+            assert open_sockets(server) == 0
             await wait_until_plan_time(server, ends + 0.2)
             await assert_whole_after_connect(server, client, got, bob)
         finally:
