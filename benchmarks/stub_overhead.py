@@ -200,9 +200,11 @@ def compare(base: str, new: str, rounds: int, bench_rounds: int = 0) -> dict[str
         vals = {n: [r[key] for r in runs[n] if key in r] for n in runs}
         if vals["before"] and vals["after"]:
             table[key] = vals
-    layers = [r.get("layers_us") for r in runs["after"] if r.get("layers_us")]
-    if layers:
-        table["layers_us"] = {k: [lay[k] for lay in layers] for k in layers[0]}
+    for name in ("after", "before"):  # "layers_us": the after tree's (as before), then both
+        layers = [r.get("layers_us") for r in runs[name] if r.get("layers_us")]
+        if layers:
+            key = "layers_us" if name == "after" else "layers_us_before"
+            table[key] = {k: [lay.get(k, 0.0) for lay in layers] for k in layers[0]}
     return table
 
 
@@ -226,8 +228,11 @@ def main() -> None:
                 continue
             b, a = table[key]["before"], table[key]["after"]
             print(f"{key:28} {_summary(b):>22} {_summary(a):>22}")
+        before_layers = table.get("layers_us_before", {})
         for name, vals in table.get("layers_us", {}).items():
-            print(f"  layer {name:20} {'':>22} {_summary(vals):>22}")
+            b_vals = before_layers.get(name)
+            b_txt = _summary(b_vals) if b_vals else ""
+            print(f"  layer {name:20} {b_txt:>22} {_summary(vals):>22}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(table, f, indent=1)
