@@ -58,8 +58,10 @@ class CircuitBreaker:
         self._observe = config.observe_only
         self.policy = BreakerPolicy(config.breaker_failure_threshold, config.breaker_open_seconds,
                                     config.breaker_open_growth, config.breaker_max_open_seconds)
-        # A probe lease longer than any call: a crashed prober frees it eventually.
-        self.lease = max(config.deadline or 60.0, config.breaker_max_open_seconds)
+        # The probe lease (seconds): a probe that ends without a verdict frees it at once
+        # (``_decided``); a lost release (a crashed process on shared storage) frees it when
+        # the lease ends. No call outlives its deadline, so deadline + 1 s (60 s without one).
+        self.lease = (config.deadline or 59.0) + 1.0
         self._probe_owner: dict[str, asyncio.Task[Any]] = {}
         self._keys: dict[tuple[str, int], str] = {}  # (account, DC) -> breaker key, bounded
 
@@ -67,6 +69,11 @@ class CircuitBreaker:
         if d.old != d.state and self._events is not None:
             self._events.emit(BreakerStateChanged(
                 key, d.old, d.state, d.retry_after if d.state == OPEN else None, account))
+
+    def probing(self, key: str) -> bool:
+        """``True`` while a task of this process holds the HALF_OPEN probe of ``key``
+        (synchronous, no I/O: health reads it)."""
+        return key in self._probe_owner
 
     async def state(self, key: str) -> BreakerDecision:
         """Current state of breaker ``key`` (no transition)."""

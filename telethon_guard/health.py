@@ -162,16 +162,25 @@ def _resolve_guard(guard: Any) -> Any:
 
 def _breaker_state(state: Any, key: str) -> tuple[str, float]:
     """``(state, seconds until a probe may be tried)`` of breaker ``key`` from local storage,
-    else from the last ``BreakerStateChanged`` this process saw."""
+    else from the last ``BreakerStateChanged`` this process saw. HALF_OPEN: the probe lease
+    left (0 when no probe is out: the next call is the probe); a probe held by a task of this
+    process counts as out whatever the storage says."""
     pipeline = state.pipeline
     storage = getattr(pipeline, "storage", None)
     view = stats_view(storage) if storage is not None else None
     if view is not None and (storage.is_local or key in view.breaker_keys()):  # type: ignore[union-attr]
         d = view.breaker_state_sync(key)
-        return str(d.state), float(d.retry_after)
-    collector = getattr(state, "collector", None)
-    seen = collector.breakers.get(key, "CLOSED") if collector is not None else "CLOSED"
-    return seen, 0.0
+        st, left = str(d.state), float(d.retry_after)
+    else:
+        collector = getattr(state, "collector", None)
+        st = collector.breakers.get(key, "CLOSED") if collector is not None else "CLOSED"
+        left = 0.0
+    if st == "HALF_OPEN" and left <= 0:
+        breaker = getattr(pipeline, "breaker", None)
+        probing = getattr(breaker, "probing", None)
+        if callable(probing) and probing(key):
+            left = math.inf
+    return st, left
 
 
 def _breaker_keys(state: Any) -> list[str]:
@@ -196,8 +205,11 @@ def unavailable_reason(state: Any) -> str | None:
       passed) and fails calls fast;
     * ``"reconnecting"``: the main sender's paced reconnect loop is running;
     * ``"breaker OPEN"`` / ``"breaker HALF_OPEN"``: the breaker of the main DC (account + DC
-      of the client's session) is OPEN with time left, or HALF_OPEN with its one probe out.
-      An OPEN breaker whose time is up counts as available: the next call is the probe.
+      of the client's session) is OPEN with time left, or HALF_OPEN with its one probe out
+      (held by a task of this process, or leased in storage). An OPEN breaker whose time is up,
+      and a HALF_OPEN one whose probe ended without a verdict (cancelled, deadline before
+      send: the probe is released) or whose lease ran out, count as available: the next
+      call is the probe.
 
     Without a bound client (a bare ``ClientGuard``), every known breaker is checked instead.
     Synchronous, no I/O: with shared (Redis) storage the breaker state is the last one this
@@ -226,7 +238,7 @@ def unavailable_reason(state: Any) -> str | None:
         st, left = _breaker_state(state, key)
         if st == "OPEN" and left > 0:
             return "breaker OPEN"
-        if st == "HALF_OPEN":
+        if st == "HALF_OPEN" and left > 0:
             return "breaker HALF_OPEN"
     return None
 

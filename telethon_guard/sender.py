@@ -1,11 +1,11 @@
 """``GuardedMTProtoSender``: Telethon's ``MTProtoSender`` that survives transport -429.
 
-What Telethon 1.45 does (design.md §2) and what this sender does instead:
+What Telethon 1.45 does (design-notes §2) and what this sender does instead:
 
 * **-429 on TcpFull** (negative length): Telethon disconnects for good; in-flight calls get
   ``InvalidBufferError``, later calls ``ConnectionError``. Here: a paced reconnect (the
-  :class:`~telethon_guard.reconnect.ReconnectPacer` schedule); in-flight and new calls are sent
-  after it.
+  :class:`~telethon_guard.reconnect.ReconnectPacer` schedule); queued and new calls are sent
+  after it, and so are in-flight calls that are safe to send again (see below).
 * **-429 on Intermediate / Abridged** (a 4-byte packet, or 4 raw bytes): Telethon reconnects at
   once with no backoff, a reconnect storm. Here: the same paced reconnect.
 * **Connection lost**: Telethon makes ``retries`` attempts ``delay`` s apart. Here: paced.
@@ -20,6 +20,12 @@ What Telethon 1.45 does (design.md §2) and what this sender does instead:
 * **disconnect() with calls in flight**: their futures fail with ``GuardConnectionError``
   instead of being cancelled (Telethon makes callers that were never cancelled see
   ``CancelledError``).
+* **Calls in flight when the connection is lost** (reset, closed, -429): Telethon re-sends
+  every one. Here only those safe to send again although they may have run
+  (:func:`~telethon_guard.liveness.resend_is_safe`: a ``random_id``, an idempotent read, a
+  ping); any other call already sent fails with :class:`ConnectionLostMayHaveRun` (a
+  ``MayHaveRunError``), e.g. no second ``auth.sendCode`` (a second code). The liveness
+  replacement applies the same rule (``SilentConnectionMayHaveRun``).
 * **Requests whose callers gave up** (cancelled, timed out) before they were sent, or before
   a reconnect re-sends them: not sent (Telethon sends them anyway).
 * **Futures nobody awaits** (pings, the rest of a batch, the ``disconnected`` future): each gets
@@ -549,20 +555,20 @@ class GuardedMTProtoSender(SenderSurface):
             if error is not None:
                 self._last_code = None
         self._reconnecting = True
-        failed = self._fail_sent_unsafe()
+        failed = self._fail_sent_unsafe(ConnectionLostMayHaveRun)
         if failed:
             self._log.warning("DC %s: connection lost; %d sent call(s) not safe to send again "
                               "failed", self.dc_id, failed)
         self._reconnect_loop = self._spawn(self._reconnect(error))
 
-    def _fail_sent_unsafe(self) -> int:
-        """Fail, with :class:`ConnectionLostMayHaveRun`, each request already sent on the lost
-        connection (Telethon's ``_pending_state``) that is not safe to send again; the
-        reconnect re-sends the rest, and still sends what was queued but never sent."""
+    def _fail_sent_unsafe(self, make_error: Callable[[str], BaseException]) -> int:
+        """Fail, with ``make_error(method)``, each request already sent on the lost connection
+        (Telethon's ``_pending_state``) that is not safe to send again; the reconnect re-sends
+        the rest, and still sends what was queued but never sent. Returns how many failed."""
         failed = 0
         for s in self._pending_state.values():
             if not s.future.done() and not resend_is_safe(s.request):
-                s.future.set_exception(ConnectionLostMayHaveRun(method_name(s.request)))
+                s.future.set_exception(make_error(method_name(s.request)))
                 failed += 1
         return failed
 
@@ -734,12 +740,8 @@ class GuardedMTProtoSender(SenderSurface):
         if not self._user_connected or self._reconnecting or self.is_reconnecting:
             return
         timeout = self._liveness.timeout if self._liveness is not None else 0.0
-        failed = 0
-        for s in self._pending_state.values():
-            if not s.future.done() and not resend_is_safe(s.request):
-                s.future.set_exception(SilentConnectionMayHaveRun(method_name(s.request),
-                                                                  timeout))
-                failed += 1
+        failed = self._fail_sent_unsafe(
+            lambda method: SilentConnectionMayHaveRun(method, timeout))
         self.liveness_replacements += 1
         self.liveness_replaced_at = time.monotonic()
         self._ping = None  # Telethon's keepalive would reconnect again on its lost ping

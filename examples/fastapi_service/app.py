@@ -41,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from telethon import events
 from telethon.tl import functions
 
+from telethon_guard.errors import CircuitOpenError
 from telethon_guard.health import with_fallback
 from telethon_guard.loop import LoopLagMonitor
 from telethon_guard.metrics.prometheus import PrometheusMetrics
@@ -114,7 +115,11 @@ class ChannelCache:
 
 async def fetch_channels(client: Any, channels: Sequence[str]) -> list[dict[str, Any]]:
     """Every channel of ``channels`` from Telegram through ``client`` (concurrently); raises
-    what the guard raises (the others are cancelled when one fails)."""
+    what the guard raises. When one fails the others are cancelled, except when it failed
+    with ``CircuitOpenError``: then one of the others may be the breaker's HALF_OPEN probe
+    (the one call let through), and cancelling it would throw its verdict away every time
+    (the breaker stays HALF_OPEN); the others run on to their end, bounded by the caller's
+    timeout."""
     async def one(username: str) -> dict[str, Any]:
         peer = await client.get_input_entity(username)
         full = await client(functions.channels.GetFullChannelRequest(peer))
@@ -126,6 +131,9 @@ async def fetch_channels(client: Any, channels: Sequence[str]) -> list[dict[str,
     tasks = [asyncio.ensure_future(one(u)) for u in channels]
     try:
         return list(await asyncio.gather(*tasks))
+    except CircuitOpenError:
+        await asyncio.gather(*tasks, return_exceptions=True)  # let a HALF_OPEN probe finish
+        raise
     except BaseException:
         for t in tasks:  # one failed (or we were cancelled): stop the others too
             t.cancel()

@@ -134,7 +134,9 @@ class GuardStorage(Protocol):
         ...
 
     async def breaker_state(self, key: str) -> BreakerDecision:
-        """Current state of ``key`` without changing it (``decision`` is ``""``)."""
+        """Current state of ``key`` without changing it (``decision`` is ``""``);
+        ``retry_after``: seconds until a probe may be sent (OPEN: the open time left;
+        HALF_OPEN: the probe lease left, 0 when no probe is out)."""
         ...
 
     async def aclose(self) -> None:

@@ -458,7 +458,14 @@ class MemoryStorage:
         b = self._breakers.get(key)
         if b is None:
             return BreakerDecision("", CLOSED, CLOSED, 0.0, 0)
-        left = max(0.0, b.open_until - self._now()) if b.state == OPEN else 0.0
+        # OPEN: seconds until a probe may be sent; HALF_OPEN: seconds left on the probe
+        # lease (0: no probe out, the next call is the probe).
+        if b.state == OPEN:
+            left = max(0.0, b.open_until - self._now())
+        elif b.state == HALF_OPEN:
+            left = max(0.0, b.probe_until - self._now())
+        else:
+            left = 0.0
         return BreakerDecision("", b.state, b.state, left, b.failures)
 
     def breaker_keys(self) -> list[str]:

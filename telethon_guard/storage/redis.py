@@ -580,6 +580,9 @@ class RedisStorage:
         reply = await self._call(self._br_release, (self._key("br", key),), ())
         if reply is _LOCAL:
             self.local.breaker_release_probe_sync(key)
+        seen = self._seen_breakers.get(key)
+        if seen is not None and seen[0].state == "HALF_OPEN":  # the view: no probe out now
+            self._seen_breakers[key] = (seen[0]._replace(retry_after=0.0), self._now())
 
     async def breaker_state(self, key: str) -> BreakerDecision:
         reply = await self._call(self._br_state, (self._key("br", key),), ())
@@ -622,13 +625,15 @@ class RedisStorage:
 
     def breaker_state_sync(self, key: str) -> BreakerDecision:
         """The state of breaker ``key`` as last seen (``CLOSED`` when never seen); an OPEN
-        breaker's ``retry_after`` counts down on the guard clock. Synchronous, no I/O: the
-        authoritative state is :meth:`breaker_state`."""
+        breaker's ``retry_after`` (a HALF_OPEN one's: its probe lease left, as last seen)
+        counts down on the guard clock. Synchronous, no I/O: the authoritative state is
+        :meth:`breaker_state`."""
         seen = self._seen_breakers.get(key)
         if seen is None:
             return BreakerDecision("", "CLOSED", "CLOSED", 0.0, 0)
         d, at = seen
-        left = max(0.0, d.retry_after - (self._now() - at)) if d.state == "OPEN" else 0.0
+        left = (max(0.0, d.retry_after - (self._now() - at)) if d.state != "CLOSED"
+                else 0.0)
         return BreakerDecision("", d.state, d.state, left, d.failures)
 
     async def refresh_view(self) -> None:

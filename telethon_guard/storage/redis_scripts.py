@@ -205,11 +205,13 @@ return 0
 """
 
 BREAKER_STATE = _BREAKER_LOAD + """
-if state ~= 'OPEN' then
+if state == 'CLOSED' then
   return {'', state, state, '0', tostring(f)}
 end
 """ + _NOW + """
+-- OPEN: open time left; HALF_OPEN: probe lease left (0: the next call is the probe)
 local left = ou - now
+if state == 'HALF_OPEN' then left = pu - now end
 if left < 0 then left = 0 end
 return {'', state, state, tostring(left), tostring(f)}
 """
