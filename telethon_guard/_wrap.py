@@ -1,7 +1,7 @@
 """``guard(client)``: the guard's protection for a ``TelegramClient`` someone else created
 (:class:`~telethon_guard.GuardedTelegramClient` is the subclass form of the same hooks).
 
-Hook points (Telethon 1.45, see docs design.md §2):
+Hook points (Telethon 1.45, see docs design-notes §2):
 
 * ``_call(sender, request, ordered, flood_sleep_threshold)``: every request of the client,
   on the main sender and on exported other-DC senders (downloads), and batched lists. Each

@@ -5,7 +5,7 @@ Telegram answers transport ``-429`` when one IP opens too many connections
 :class:`~telethon_guard.reconnect.ReconnectPacer` paces *one* client; a process with hundreds
 of clients behind one IP needs one budget shared by all of them, which TDLib's per-client
 ``ConnectionCreator`` flood control does not give and which telegram-bot-api (many TDLib
-clients in one process) adds on top as a per-IP limit (design.md §6).
+clients in one process) adds on top as a per-IP limit (design-notes §9).
 
 :class:`ConnectionBudget` grants *connection slots* per target (a DC address ``"host:port"``;
 one process has one IP, so one target is "this IP to that DC"). Every new connection, connect

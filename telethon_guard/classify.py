@@ -1,4 +1,4 @@
-"""Telegram / Telethon errors -> what the guard does about them (design.md section 3).
+"""Telegram / Telethon errors -> what the guard does about them (design-notes section 3).
 
 =======================================================  ============  ======  ===========
 Error                                                    Action        Scope   Breaker
@@ -53,7 +53,7 @@ class Action(enum.Enum):
 
 
 class FloodScope(enum.Enum):
-    """What a flood wait blocks (design.md section 3)."""
+    """What a flood wait blocks (design-notes section 3)."""
 
     METHOD = "method"  # FLOOD_WAIT: account + method
     PEER = "peer"  # SLOWMODE_WAIT: account + chat

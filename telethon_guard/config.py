@@ -19,7 +19,7 @@ Sources of the defaults:
   reconnecting for ever): it matches the default ``deadline`` (TDLib ``NetQueryDelayer``'s 60 s
   per user query), so a pending call is not kept waiting for a reconnect past its budget.
 * :data:`COMMUNITY_USER_LIMITS` / :data:`COMMUNITY_BOT_LIMITS`: observed community limits, not
-  official (design.md section 3): about 30 ``messages.getHistory`` per 30 s per account, about
+  official (design-notes section 3): about 30 ``messages.getHistory`` per 30 s per account, about
   1 message per second into one private chat, about 20 messages per minute into one group,
   bots about 30 messages per second overall. Opt-in only.
 """

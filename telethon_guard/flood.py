@@ -1,6 +1,6 @@
 """The flood ledger: "scope S is blocked until T", checked before every network call.
 
-Scopes (design.md section 3):
+Scopes (design-notes section 3):
 
 * ``FLOOD_WAIT_X``: scope ``acct:<a>/method:<m>`` (all DCs, all peers), raised as
   ``FloodWaitBlocked``. On a write to a chat (:func:`~telethon_guard.flood_scope.is_chat_write`:

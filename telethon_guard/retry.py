@@ -1,6 +1,6 @@
 """Retry of transient errors with exponential backoff and full jitter, inside the deadline.
 
-Retried (design.md section 3): 500 / ``RPC_CALL_FAIL`` / ``RPC_MCGET_FAIL`` /
+Retried (design-notes section 3): 500 / ``RPC_CALL_FAIL`` / ``RPC_MCGET_FAIL`` /
 ``WORKER_BUSY_TOO_LONG_RETRY`` / -503 ``Timeout``, attempt timeouts and disconnects
 (``ConnectionError``, transport ``InvalidBufferError`` 429, ``CancelledError`` from Telethon's
 disconnect). Never retried: ``PEER_FLOOD`` and every other 4xx, ``*_MIGRATE`` (Telethon handles

@@ -67,7 +67,7 @@ def _full_user() -> TLRequest:
     return functions.users.GetFullUserRequest(types.InputUserSelf())
 
 
-# Scaled-down versions of the community-observed ~30 getHistory per 30 s (design.md §3): short
+# Scaled-down versions of the community-observed ~30 getHistory per 30 s (design-notes §3): short
 # windows so a run covers many of them.
 LIMITS = (
     MethodLimit("messages.getHistory", 20, 2.0, _history),

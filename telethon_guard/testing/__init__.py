@@ -33,7 +33,7 @@ from telethon_guard.testing.server import (
     TelegramTestServer,
     clear_config_cache,
 )
-from telethon_guard.testing.world import Delivered, UnknownPeerError, World
+from telethon_guard.testing.world import Delivered, UnknownPeerError, World, WorldConfig
 
 __all__ = [
     "API_HASH",
@@ -58,6 +58,7 @@ __all__ = [
     "TransportError",
     "UnknownPeerError",
     "World",
+    "WorldConfig",
     "clear_config_cache",
     "register_public_key",
 ]

@@ -125,6 +125,7 @@ from telethon_guard.testing.faults_limits import (
     PremiumFlood,
     SlowMode,
 )
+from telethon_guard.testing.faults_peers import OnPeers
 from telethon_guard.testing.faults_script import At, parse_script
 from telethon_guard.testing.faults_transport import (
     AlwaysTransportError,
@@ -165,6 +166,7 @@ __all__ = [
     "OnInit",
     "OnLiveConnections",
     "OnNewConnections",
+    "OnPeers",
     "PeerFlood",
     "PremiumFlood",
     "ReplyError",

@@ -51,7 +51,7 @@ SEND_METHODS: frozenset[str] = _tl.POST_METHODS
 one list the guard shares (its own wider ``SEND_METHODS`` adds reactions, votes...)."""
 
 TRANSFER_METHODS: frozenset[str] = _tl.TRANSFER_METHODS
-"""File-transfer requests (FLOOD_PREMIUM_WAIT scope, design.md §3): ``_tl.TRANSFER_METHODS``."""
+"""File-transfer requests (FLOOD_PREMIUM_WAIT scope, design-notes §3): ``_tl.TRANSFER_METHODS``."""
 
 SERVICE_METHODS: frozenset[str] = frozenset(
     {"ping", "pingDelayDisconnect", "destroySession", "getFutureSalts", "rpcDropAnswer"}
@@ -81,17 +81,17 @@ def wait_seconds(remaining: float) -> int:
 
 
 def flood_wait(seconds: int) -> ReplyError:
-    """``420 FLOOD_WAIT_<seconds>`` (Telegram's per account+method flood error, design.md §3)."""
+    """``420 FLOOD_WAIT_<seconds>`` (Telegram's per account+method flood error, design-notes §3)."""
     return ReplyError(420, f"FLOOD_WAIT_{_nonneg_int(seconds, 'seconds')}")
 
 
 def slowmode_wait(seconds: int) -> ReplyError:
-    """``420 SLOWMODE_WAIT_<seconds>`` (per account+chat, design.md §3)."""
+    """``420 SLOWMODE_WAIT_<seconds>`` (per account+chat, design-notes §3)."""
     return ReplyError(420, f"SLOWMODE_WAIT_{_nonneg_int(seconds, 'seconds')}")
 
 
 def premium_wait(seconds: int) -> ReplyError:
-    """``420 FLOOD_PREMIUM_WAIT_<seconds>`` (per account+DC file transfers, design.md §3)."""
+    """``420 FLOOD_PREMIUM_WAIT_<seconds>`` (per account+DC file transfers, design-notes §3)."""
     return ReplyError(420, f"FLOOD_PREMIUM_WAIT_{_nonneg_int(seconds, 'seconds')}")
 
 

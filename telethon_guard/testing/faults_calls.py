@@ -104,7 +104,7 @@ class OnCalls(Rule):
 class ErrorOnCalls(OnCalls):
     """Answer chosen calls with ``rpc_error`` ``code`` / ``message`` (the call is not executed).
 
-    Imitates Telegram's transient and flood errors (design.md §3): ``500 INTERNAL``,
+    Imitates Telegram's transient and flood errors (design-notes §3): ``500 INTERNAL``,
     ``500 RPC_CALL_FAIL`` / ``RPC_MCGET_FAIL``, ``-503 "Timeout"`` (Telegram's rpc_error when a
     backend times out), ``420 FLOOD_WAIT_X`` as a fixed answer. Examples::
 

@@ -98,7 +98,7 @@ class OnNewConnections(_Windowed):
     * ``"stall"``: accepted, then never a byte read or sent on it, for ever (a SYN-accepting
       but dead server); the client only notices through its own timeout;
     * ``"refuse"``: the transport error ``-code`` (4 raw bytes with ``mode="raw"``, or in the
-      connection's framing) at once, then closed (Telegram refusing under load, design.md §3);
+      connection's framing) at once, then closed (Telegram refusing under load, design-notes §3);
     * ``"down"``: the DC's port stops listening, so the OS refuses the TCP connection
       (``ECONNREFUSED``: a DC that is down or unreachable); open connections are untouched.
       The server applies it on its next tick (within ~10 ms of ``start``) and listens on the

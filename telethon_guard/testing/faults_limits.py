@@ -136,7 +136,7 @@ class _SlidingWindow(Rule):
 class FloodWindow(_SlidingWindow):
     """``420 FLOOD_WAIT_X`` per (account, method): ``limit`` accepted calls per ``window`` s.
 
-    Imitates Telegram's per-account, per-method flood control (design.md §3: "FLOOD_WAIT_X,
+    Imitates Telegram's per-account, per-method flood control (design-notes §3: "FLOOD_WAIT_X,
     scope account + method (some are per peer)"). The call that would exceed the window gets
     ``FLOOD_WAIT_X`` with X the true seconds (rounded up) until the sliding window admits a call,
     or the fixed ``seconds`` if given; the method stays flooded until then, and every call
@@ -144,7 +144,7 @@ class FloodWindow(_SlidingWindow):
 
     ``method``: a TL name (``"messages.getHistory"``), a Telethon request class, or several
     (each with its own window). ``per_peer``: one window per (account, method, chat), for the
-    per-chat send limits. Community-observed numbers (design.md §3, not official): about 30
+    per-chat send limits. Community-observed numbers (design-notes §3, not official): about 30
     ``messages.getHistory`` per 30 s per account -> ``FloodWindow("messages.getHistory", 30, 30)``;
     about 1 message per second into one private chat -> ``FloodWindow("messages.sendMessage", 1,
     1, per_peer=True)``; about 20 messages per minute into one group -> ``(..., 20, 60,
@@ -190,7 +190,7 @@ class FloodWindow(_SlidingWindow):
 class GlobalRate(_SlidingWindow):
     """``420 FLOOD_WAIT_X`` per account, every method: ``limit`` accepted calls per ``window`` s.
 
-    Imitates Telegram's account-wide flood control (design.md §3, FLOOD_WAIT row; e.g. the
+    Imitates Telegram's account-wide flood control (design-notes §3, FLOOD_WAIT row; e.g. the
     community-observed "bots about 30 messages per second overall" -> ``GlobalRate(30, 1)``).
     Same arithmetic and staying-blocked behaviour as :class:`FloodWindow`, but one window (and
     one block) per account for every method. MTProto service calls (``exclude``, by default
@@ -223,7 +223,7 @@ class GlobalRate(_SlidingWindow):
 class PremiumFlood(_SlidingWindow):
     """``420 FLOOD_PREMIUM_WAIT_X`` on file transfers per (account, DC) above ``rate`` parts/s.
 
-    Imitates Telegram's transfer throttling of non-premium accounts (design.md §3: scope
+    Imitates Telegram's transfer throttling of non-premium accounts (design-notes §3: scope
     "account + DC + file transfer"): accepted ``upload.getFile`` / ``upload.saveFilePart`` /
     ``upload.saveBigFilePart`` calls are counted per (account, DC) in a sliding ``window``
     (default 1 s, so at most ``floor(rate * window)`` parts per window); the part above it gets
@@ -269,7 +269,7 @@ class PremiumFlood(_SlidingWindow):
 class SlowMode(Rule):
     """``420 SLOWMODE_WAIT_X`` per (account, chat): one message every ``seconds`` per chat.
 
-    Imitates a supergroup's slow mode (design.md §3: "SLOWMODE_WAIT_X, scope account + chat;
+    Imitates a supergroup's slow mode (design-notes §3: "SLOWMODE_WAIT_X, scope account + chat;
     other chats unaffected"). The first accepted send (``messages.sendMessage`` /
     ``sendMedia`` / ``sendMultiMedia`` / ``forwardMessages``, into ``to_peer`` for forwards)
     into a chat is executed; a send into the same chat within ``seconds`` of it gets
@@ -331,7 +331,7 @@ class SlowMode(Rule):
 class PeerFlood(Rule):
     """``400 PEER_FLOOD`` for every send of an account after its first ``after`` accepted sends.
 
-    Imitates Telegram's spam limit on an account that messages too many people (design.md §3:
+    Imitates Telegram's spam limit on an account that messages too many people (design-notes §3:
     "PEER_FLOOD (400), scope account, sending: never retry"). It does not expire (Telegram's
     lasts hours to days); :meth:`FaultPlan.clear` removes it.
     """

@@ -156,7 +156,7 @@ def error_code(message: str) -> int:
 
     ``*_WAIT_X`` -> 420 (FLOOD), ``*_MIGRATE_X`` -> 303, ``PEER_FLOOD`` -> 400, ``INTERNAL`` /
     ``RPC_CALL_FAIL`` / ``RPC_MCGET_FAIL`` / ``WORKER_BUSY_TOO_LONG_RETRY`` -> 500,
-    ``Timeout`` -> -503 (Telegram's API error reference; design.md §3). Others raise
+    ``Timeout`` -> -503 (Telegram's API error reference; design-notes §3). Others raise
     ``ValueError``: write ``"<code> <message>"``.
     """
     if re.fullmatch(r"[A-Z0-9_]+_WAIT_\d+", message):

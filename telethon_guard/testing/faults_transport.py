@@ -1,8 +1,8 @@
 """Transport errors (-429, -404) on connections: on a request rate, as a storm, or always.
 
 Telegram answers transport-level flooding with the 4 bytes of ``-429`` instead of a packet, and
-an unknown auth key with ``-404`` (design.md §3). Telethon reacts differently per framing
-(design.md §2): on TcpFull a negative length makes the sender disconnect for good; on
+an unknown auth key with ``-404`` (design-notes §3). Telethon reacts differently per framing
+(design-notes §2): on TcpFull a negative length makes the sender disconnect for good; on
 Intermediate / Abridged it reconnects at once, with no backoff. The rules here only decide
 *when*; :class:`~telethon_guard.testing._types.TransportError` says how (``mode="framed"`` in the
 connection's framing, ``mode="raw"`` 4 raw bytes then close) and the server writes the bytes.
@@ -49,7 +49,7 @@ def transport_error(
 class Transport429OnRate(Rule):
     """Transport ``-429`` on a connection that sends more than ``limit`` requests in ``window`` s.
 
-    Imitates Telegram's per-connection transport flood control (design.md §3, "transport -429,
+    Imitates Telegram's per-connection transport flood control (design-notes §3, "transport -429,
     scope connection / IP"). Every request that arrives counts (refused ones too: the transport
     sees packets, not outcomes). The request that exceeds the rate gets the transport error
     instead of an answer and the server closes the connection. ``once=True``: only the first
@@ -123,7 +123,7 @@ class Transport429Storm(Rule):
     """A transport-error storm: from ``start`` s after plan start (or the ``after_requests``-th
     request) for ``duration`` s.
 
-    Imitates Telegram shedding load at the transport level (design.md §2 and §3, "transport
+    Imitates Telegram shedding load at the transport level (design-notes §2 and §3, "transport
     -429"): when the storm begins, every live connection (of ``dc``, or all DCs) gets the
     transport error (via :meth:`FaultPlan.due`; the request that triggers an ``after_requests``
     storm gets it at once); during the storm every request gets it, and with ``refuse=True``
@@ -223,8 +223,8 @@ class Transport429Storm(Rule):
 class AlwaysTransportError(Transport429Storm):
     """Every connection gets a transport error: "4 raw bytes of -429 then close, for 30 s".
 
-    Imitates a Telegram DC that refuses us outright: ``code=429`` (transport flood, design.md
-    §3), or ``code=404`` (the auth key is unknown to the server: permanent, design.md §3).
+    Imitates a Telegram DC that refuses us outright: ``code=429`` (transport flood, design-notes
+    §3), or ``code=404`` (the auth key is unknown to the server: permanent, design-notes §3).
     Defaults: ``mode="raw"``, from plan start (``start=0``) for ever (``duration=None``).
     Every live connection is hit at ``start``, every request and every new connection during
     the window. Same options as :class:`Transport429Storm`.

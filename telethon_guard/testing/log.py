@@ -33,7 +33,9 @@ import bisect
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
+
+from telethon_guard.testing.faults_base import known_methods
 
 Outcome = Literal["ok", "rpc_error", "dropped", "reset", "transport_error", "stalled"]
 Kind = Literal["request", "opened", "closed", "refused", "silenced"]
@@ -90,7 +92,14 @@ class ServerLog:
         account: int | None = None,
         dc_id: int | None = None,
     ) -> list[LogEntry]:
-        """Request entries matching every given filter (``None`` matches anything)."""
+        """Request entries matching every given filter (``None`` matches anything).
+
+        Raises:
+            ValueError: ``method`` is neither a TL method name nor a name in this log, or
+                ``outcome`` is not an :data:`Outcome` (a typo would otherwise match nothing
+                and make a check such as ``max_in_window(...) <= 5`` pass vacuously).
+        """
+        self._check_filters(method, outcome)
         return [
             e
             for e in self.entries
@@ -100,6 +109,16 @@ class ServerLog:
             and (account is None or e.account == account)
             and (dc_id is None or e.dc_id == dc_id)
         ]
+
+    def _check_filters(self, method: str | None, outcome: str | None) -> None:
+        if outcome is not None and outcome not in get_args(Outcome):
+            raise ValueError(f"unknown outcome {outcome!r}: one of {', '.join(get_args(Outcome))}")
+        if method is None or any(e.method == method for e in self.entries):
+            return
+        if method not in known_methods():
+            raise ValueError(
+                f"unknown TL method {method!r}: use the TL name, e.g. 'messages.getHistory'"
+            )
 
     def count(
         self,
