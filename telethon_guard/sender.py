@@ -461,13 +461,26 @@ class GuardedMTProtoSender(SenderSurface):
             n += 1
         return n
 
-    async def _open_connection(self) -> None:
-        """One TCP connection attempt (the caller took a pacer turn)."""
+    async def _open_connection(self, give_up_at: float | None = None,
+                               cause: BaseException | None = None) -> None:
+        """One TCP connection attempt (the caller took a pacer turn). ``give_up_at``: the
+        reconnect give-up time (pacer clock, seconds): a budget slot wait past it gives up
+        (fails the pending calls) and keeps waiting for the slot."""
         conn: Any = self._connection
         # A dead Connection object may hold a stale (None, error) item in its queues; a reused
         # object would hand it to the new receive loop, which would reconnect again at once.
         reset_connection_queues(conn)
-        await take_connection_slot(conn)  # the process-wide budget of this DC (budget.py)
+        # The process-wide budget of this DC (budget.py); its wait counts toward the give-up.
+        slot = asyncio.ensure_future(take_connection_slot(conn))
+        try:
+            if give_up_at is not None and not slot.done():
+                await asyncio.wait({slot}, timeout=max(0.0, give_up_at - self._pacer.now()))
+                if not slot.done():
+                    self._give_up(cause)
+            await slot
+        except BaseException:
+            slot.cancel()
+            raise
         await conn.connect(timeout=self._connect_timeout)
         # Connection.connect() created its receive task but it has not run yet (no await since):
         # wrap the codec before it reads anything.
@@ -598,7 +611,7 @@ class GuardedMTProtoSender(SenderSurface):
                                         delay=max(0.0, pacer.now() - before),
                                         account=self.account))
             try:
-                await self._open_connection()
+                await self._open_connection(deadline, last_error)
             except (OSError, asyncio.TimeoutError) as e:
                 last_error = e
                 pacer.record_failure()
