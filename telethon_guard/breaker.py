@@ -11,7 +11,10 @@
 * HALF_OPEN: exactly one call (the probe) goes through; every other call fails fast. A probe
   success closes the breaker; a probe failure re-opens it for ``open_seconds * growth**k``
   (capped at ``breaker_max_open_seconds``). A probe that ends without a verdict (cancelled,
-  blocked locally) frees the probe slot for the next caller.
+  blocked locally, a deadline before send) frees the probe slot for the next caller, and
+  health then reports the breaker available (the next call is the probe). The slot is a lease
+  in storage (:attr:`CircuitBreaker.lease`: ``deadline`` + 1 s, 60 s without a deadline), so
+  a release that never comes (a process crashed holding it on shared storage) ends with it.
 
 Re-entrant per task: calls nested on the probing task (Telethon resolving an entity or exporting
 an authorization inside the request) pass without taking a second probe, so they never deadlock

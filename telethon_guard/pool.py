@@ -84,6 +84,20 @@ Factory = Callable[[Any], Any]
 """``factory(tenant) -> TelegramClient | None`` (or an awaitable of it)."""
 
 
+MAX_FAILED_TENANTS = 1000
+"""Most tenants the pool remembers that failed (factory or connect) without ever having been
+leased; each is kept at most ``broken_retry_after`` seconds (see ``_note_failed``)."""
+
+
+def _check_hashable(tenant: Any) -> None:
+    """:raises TypeError: ``tenant`` is not hashable (a tenant id must be a dict key)."""
+    try:
+        hash(tenant)
+    except TypeError:
+        raise TypeError(f"tenant id must be hashable (e.g. an int or str), got "
+                        f"{type(tenant).__name__} {tenant!r}") from None
+
+
 def _number(field: str, value: Any, *, minimum: float = 0.0, allow_none: bool = False,
             integer: bool = False) -> Any:
     if value is None and allow_none:
@@ -156,6 +170,7 @@ class GuardedClientPool:
         self._entries: dict[Any, PoolEntry] = {}
         self._connected: OrderedDict[Any, PoolEntry] = OrderedDict()  # least recent first
         self._owners: dict[tuple[str, Any], Any] = {}  # session key -> tenant
+        self._failed: OrderedDict[Any, None] = OrderedDict()  # never-used, broken; oldest first
         self._connect_slots: asyncio.Semaphore | None = None
         self._room: asyncio.Event | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -182,9 +197,11 @@ class GuardedClientPool:
         """``async with pool.lease(tenant) as client:`` the tenant's connected client, which
         is not disconnected (idle, cap) while leased.
 
+        :raises TypeError: ``tenant`` is not hashable.
         :raises UnknownTenantError: the factory knows no such tenant.
         :raises TenantUnavailableError: the factory or connect failed (now or within
-            ``broken_retry_after`` s).
+            ``broken_retry_after`` s). A tenant that failed before ever being leased is
+            kept only for that cool-down, and at most :data:`MAX_FAILED_TENANTS` of them.
         :raises SessionInUseError: the session is held by another tenant's client.
         :raises PoolExhaustedError: ``max_connected`` clients are all leased.
         :raises PoolClosedError: the pool is closed, or was closed while the block ran.
@@ -258,8 +275,50 @@ class GuardedClientPool:
 
     def workers(self, tenants: Iterable[Hashable]) -> WorkerRouter:
         """A :class:`~telethon_guard.pool_workers.WorkerRouter` spreading one workload over
-        the accounts of ``tenants`` (routes each call to an account free for its method)."""
-        return WorkerRouter(self, tenants)
+        the accounts of ``tenants`` (routes each call to an account free for its method).
+
+        With a plain (not ``async``) factory, each tenant without an entry is checked now by
+        calling the factory (the client it returns is kept for the first lease).
+
+        :raises GuardConfigError: ``tenants`` is empty or a ``str``, or the factory knows
+            no such tenant (returned ``None`` or raised ``KeyError``), naming them.
+        :raises TypeError: a tenant id is not hashable.
+        """
+        router = WorkerRouter(self, tenants)
+        unknown = [t for t in router.tenants if not self._probe(t)]
+        if unknown:
+            raise GuardConfigError("tenants", f"unknown tenant(s) {unknown!r}: the factory "
+                                   "returned None or raised KeyError")
+        return router
+
+    def _probe(self, tenant: Any) -> bool:
+        """``False`` if a plain factory says ``tenant`` is unknown; a client it returns is
+        kept in a new entry. An async factory, or one that raises, is not judged here."""
+        _check_hashable(tenant)
+        if tenant in self._entries or inspect.iscoroutinefunction(self._factory):
+            return True
+        try:
+            client = self._factory(tenant)
+        except KeyError:
+            return False
+        except Exception:
+            return True  # the lease breaks the tenant (TenantUnavailableError, rerouted)
+        if inspect.isawaitable(client):
+            if inspect.iscoroutine(client):
+                client.close()
+            return True
+        if client is None:
+            return False
+        from telethon import TelegramClient
+
+        if isinstance(client, TelegramClient):
+            entry = PoolEntry(tenant)
+            try:
+                self._adopt(entry, client)
+            except SessionInUseError:
+                return True  # the lease reports it
+            self._entries[tenant] = entry
+        return True
 
     async def remove(self, tenant: Hashable) -> None:
         """Disconnect and forget ``tenant`` (its counters too); no-op if unknown. Calls of a
@@ -325,10 +384,8 @@ class GuardedClientPool:
 
     async def _checkout(self, tenant: Any) -> PoolEntry:
         self._check_open(tenant)
-        try:
-            hash(tenant)
-        except TypeError:
-            raise UnknownTenantError(tenant) from None
+        _check_hashable(tenant)
+        self._prune_failed()
         entry = self._entries.get(tenant)
         if entry is None:
             entry = self._entries[tenant] = PoolEntry(tenant)
@@ -349,6 +406,8 @@ class GuardedClientPool:
             if entry.state == NEW and entry.client is None and not entry.leases_total \
                     and not entry.failures:
                 self._entries.pop(tenant, None)  # nothing worth keeping
+            elif entry.state == BROKEN and not entry.leases_total and entry.client is None:
+                self._note_failed(entry)
             self._notify_room()
             raise
         entry.leases_total += 1
@@ -415,6 +474,12 @@ class GuardedClientPool:
         if not isinstance(client, TelegramClient):
             err = TypeError(f"factory returned {type(client).__name__}, not a TelegramClient")
             raise self._broken(entry, err, "session factory returned no client") from err
+        self._adopt(entry, client)
+
+    def _adopt(self, entry: PoolEntry, client: Any) -> None:
+        """Guard ``client`` if needed and make it ``entry``'s, refusing a session held by
+        another tenant (:class:`SessionInUseError`)."""
+        tenant = entry.tenant
         from ._link import link_of
 
         if link_of(client) is None:
@@ -445,6 +510,32 @@ class GuardedClientPool:
                     self.broken_retry_after)
         return TenantUnavailableError(entry.tenant, f"tenant {entry.tenant!r}: {what}: "
                                       f"{error!r}", self.broken_retry_after)
+
+    def _note_failed(self, entry: PoolEntry) -> None:
+        """Keep a never-used tenant whose factory or connect failed only for its cool-down
+        (``broken_retry_after``), and at most :data:`MAX_FAILED_TENANTS` of them (the oldest
+        failure is forgotten first), so that ids taken from requests cannot grow the pool."""
+        self._failed[entry.tenant] = None
+        self._failed.move_to_end(entry.tenant)
+        while len(self._failed) > MAX_FAILED_TENANTS:
+            self._forget_failed(next(iter(self._failed)))
+
+    def _prune_failed(self) -> None:
+        """Forget failed never-used tenants whose cool-down is over (oldest first)."""
+        now = time.monotonic()
+        while self._failed:
+            tenant = next(iter(self._failed))
+            entry = self._entries.get(tenant)
+            if entry is not None and entry.state == BROKEN and entry.broken_until > now:
+                break
+            self._forget_failed(tenant)
+
+    def _forget_failed(self, tenant: Any) -> None:
+        self._failed.pop(tenant, None)
+        entry = self._entries.get(tenant)
+        if entry is not None and entry.client is None and not entry.leases \
+                and not entry.leases_total:
+            del self._entries[tenant]
 
     async def _make_room(self, entry: PoolEntry) -> None:
         """Return once fewer than ``max_connected`` clients are connected (disconnecting the

@@ -6,7 +6,8 @@ the method (the flood ledger, :meth:`~telethon_guard.flood.FloodLedger.blocked_f
 free now in its configured limits and learned pace (the rate limiter's read-only
 :meth:`~telethon_guard.limiter.RateLimiter.delay_of`), its breaker not OPEN or HALF_OPEN, its
 connection not reconnecting, and the tenant not broken in the pool. An account with no client
-yet (never used, or dropped when idle) counts as free: the lease connects it.
+yet (never used, or dropped when idle), or whose client was never connected, counts as
+free: the lease connects it.
 
 :meth:`WorkerRouter.lease` takes the next free account in round-robin order;
 :meth:`WorkerRouter.call` also moves on to the next account when the call itself is refused
@@ -24,6 +25,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from typing import Any, Protocol, TypeVar, cast
 
+from ._tl import known_method_names
 from .breaker import breaker_key
 from .call import CallInfo
 from .errors import (
@@ -51,6 +53,8 @@ class ClientPool(Protocol):
     def broken_for(self, tenant: Hashable) -> float: ...
 
     def client_of(self, tenant: Hashable) -> Any: ...
+
+    def state_of(self, tenant: Hashable) -> str: ...
 
     def lease(self, tenant: Hashable) -> contextlib.AbstractAsyncContextManager[Any]: ...
 
@@ -94,7 +98,7 @@ async def seconds_until_free(client: Any, method: str) -> float:
 class WorkerRouter:
     """Routes calls over the accounts of ``tenants`` in ``pool`` (see the module docstring).
 
-    :raises GuardConfigError: ``tenants`` is empty (field ``tenants``).
+    :raises GuardConfigError: ``tenants`` is empty or a ``str`` (field ``tenants``).
 
     ``routed``: ``{tenant: calls routed to it}``; ``rerouted``: calls moved on to another
     account after a refusal.
@@ -102,6 +106,9 @@ class WorkerRouter:
 
     def __init__(self, pool: ClientPool, tenants: Iterable[Hashable]) -> None:
         self._pool = pool
+        if isinstance(tenants, (str, bytes)):
+            raise GuardConfigError("tenants", f"expected a collection of tenant ids, got the "
+                                   f"{type(tenants).__name__} {tenants!r} (use [{tenants!r}])")
         self._tenants = list(dict.fromkeys(tenants))
         if not self._tenants:
             raise GuardConfigError("tenants", "worker mode needs at least one tenant")
@@ -119,8 +126,8 @@ class WorkerRouter:
         if broken > 0:
             return broken
         client = self._pool.client_of(tenant)
-        if client is None:
-            return 0.0
+        if client is None or self._pool.state_of(tenant) == "new":
+            return 0.0  # not connected yet: the lease connects it
         return await seconds_until_free(client, method)
 
     async def pick(self, method: str, exclude: frozenset[Any] = frozenset()) -> Any:
@@ -129,7 +136,11 @@ class WorkerRouter:
         :raises NoAccountAvailableError: none is free; ``retry_after`` is the earliest time
             any of them (``exclude`` included) is, ``None`` if unknown.
         :raises PoolClosedError: the pool is closed.
+        :raises ValueError: ``method`` is not a TL method name (``_tl.known_method_names``).
         """
+        if method not in known_method_names():
+            raise ValueError(f"method: {method!r} is not a TL method of the installed Telethon "
+                             "(e.g. 'messages.getHistory')")
         if self._pool.closed:
             raise PoolClosedError()
         n = len(self._tenants)

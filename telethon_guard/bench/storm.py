@@ -7,7 +7,7 @@ transport error -429 and, for the storm's length, every new connection is refuse
 Each call is bounded (it may fail; it may not hang). The health ticker's lag p99 is measured
 from the start of the storm until every call has resolved (at least the storm plus 2 s), once
 with plain Telethon and once with telethon-guard (separate server processes, same script).
-Target (issue 4): guarded lag p99 <= 5 ms.
+Target (issue 4): guarded lag p99 <= 5 ms and every guarded call ok (``met`` needs both).
 """
 
 from __future__ import annotations
@@ -115,9 +115,16 @@ async def _phase(ctx: WorkloadContext, name: str, cls: type[TelegramClient],
 def _row(plain: StormOutcome | None, guard: StormOutcome | None, n_clients: int,
          n_calls: int, idle: LagStats, complete: bool) -> Row:
     p99 = guard.lag.p99_ms if guard else float("nan")
-    met = (p99 <= TARGET_MS) if guard else None
+    # Met: a responsive loop AND every guarded call answered (a quiet loop while calls are
+    # stuck waiting to reconnect is not "still serving").
+    lag_met = guard is not None and p99 <= TARGET_MS
+    guard_total = guard.ok + sum(guard.failed.values()) if guard else 0
+    calls_met = guard is not None and guard.ok == n_calls and guard_total == n_calls
+    met = (lag_met and calls_met) if guard else None
     notes = []
-    if guard and not met:
+    if guard and not calls_met:
+        notes.append(f"guarded {guard.ok}/{n_calls} calls ok (target: every call ok)")
+    if guard and not lag_met:
         notes.append(f"lag p99 {p99:.1f} ms is {p99 - TARGET_MS:.1f} ms over {TARGET_MS:g} ms; "
                      f"the idle loop's own p99 on this machine was {idle.p99_ms:.1f} ms "
                      f"(client / transport recovery layers keep the loop busy)")
@@ -149,8 +156,8 @@ def _row(plain: StormOutcome | None, guard: StormOutcome | None, n_clients: int,
         label=f"storm ({n_clients} clients, {n_calls:,} calls)",
         plain=plain.cell() if plain else "-",
         guarded=guard.cell() if guard else "-",
-        result=f"lag p99 {p99:.1f} ms" if guard else "-",
-        target=f"<= {TARGET_MS:g} ms",
+        result=f"lag p99 {p99:.1f} ms, {guard.ok}/{n_calls} ok" if guard else "-",
+        target=f"<= {TARGET_MS:g} ms, every call ok",
         met=met,
         figures=figures,
         note="; ".join(notes),

@@ -6,10 +6,8 @@ truth of what it sent. Every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from telethon_guard.errors import FloodWaitBlocked, GuardConfigError, MayHaveRun
 from telethon_guard.storage.sqlite import REFRESH_INTERVAL, SQLiteStore
 from telethon_guard.testing import TelegramTestServer
 from telethon_guard.testing.faults import DropReplies, ErrorOnCalls, FaultPlan, LoginFlood
+from tests._child import run_json_child
 from tests.integration._client_helpers import TEST_RSA_KEY
 
 CHILD = Path(__file__).with_name("restart_child.py")
@@ -36,18 +35,7 @@ async def run_child(args: dict[str, Any], timeout: float = 60.0) -> dict[str, An
     """Run ``restart_child.py`` in a new interpreter (bounded); its JSON answer."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(CHILD), json.dumps(args), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, err.decode()[-3000:]
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+    return await run_json_child(CHILD, args, env, timeout)
 
 
 def file_session(server: TelegramTestServer, path: Path, *, logged_in: bool) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -105,3 +106,32 @@ async def bounded(aw: Any, timeout: float = 10.0) -> Any:
 
 
 Factory = Callable[[], Any]
+
+
+class MaxRandom(random.Random):
+    """Full jitter always drawing the ceiling (the worst case)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class ZeroRandom(random.Random):
+    """Full jitter always drawing the floor (the shortest wait)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+async def start_hanging_call(pipe: Pipeline) -> asyncio.Task[Any]:
+    """A call through ``pipe`` whose attempt never returns, started and inside its attempt
+    (bounded wait); the caller cancels the task."""
+    started = asyncio.Event()
+
+    async def hang() -> str:
+        started.set()
+        await asyncio.get_running_loop().create_future()
+        return "never"
+
+    task = asyncio.create_task(pipe.invoke(make_call(), hang))
+    await bounded(started.wait())
+    return task

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from guardfakes import Script, bounded, make_call, make_pipeline
+from guardfakes import Script, bounded, make_call, make_pipeline, start_hanging_call
 from telethon import errors as te
 
 from telethon_guard._client_guard import ClientGuard
@@ -29,15 +29,7 @@ async def test_cancelled_probe_leaves_the_breaker_available_and_the_next_call_pr
     assert unavailable_reason(guard) == "breaker OPEN"
     clock.advance(5)
     assert unavailable_reason(guard) is None  # the next call is the probe
-    started = asyncio.Event()
-
-    async def hang() -> str:
-        started.set()
-        await asyncio.get_running_loop().create_future()
-        return "never"
-
-    probe = asyncio.create_task(pipe.invoke(make_call(), hang))
-    await bounded(started.wait())
+    probe = await start_hanging_call(pipe)
     assert unavailable_reason(guard) == "breaker HALF_OPEN"  # its one probe is out
     probe.cancel()
     with pytest.raises(asyncio.CancelledError):

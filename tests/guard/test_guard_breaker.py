@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from guardfakes import Script, bounded, make_call, make_pipeline
+from guardfakes import Script, bounded, make_call, make_pipeline, start_hanging_call
 from telethon import errors as te
 
 from telethon_guard.errors import CircuitOpenError
@@ -110,15 +110,7 @@ async def test_cancelled_probe_frees_the_probe() -> None:
                                    breaker_open_seconds=5)
     await fail_n(pipe, clock, 1)
     clock.advance(5)
-    started = asyncio.Event()
-
-    async def hang() -> str:
-        started.set()
-        await asyncio.get_running_loop().create_future()
-        return "never"
-
-    probe = asyncio.create_task(pipe.invoke(make_call(), hang))
-    await bounded(started.wait())
+    probe = await start_hanging_call(pipe)
     probe.cancel()
     with pytest.raises(asyncio.CancelledError):
         await probe

@@ -6,24 +6,13 @@ import asyncio
 import random
 
 import pytest
+from guardfakes import MaxRandom, ZeroRandom
 
 from telethon_guard.errors import GuardConfigError
 from telethon_guard.fakeclock import FakeClock
 from telethon_guard.reconnect import DEFAULT_WINDOWS, ReconnectPacer
 
 T0 = 1000.0
-
-
-class MaxRandom(random.Random):
-    """Full jitter always drawing the ceiling (the worst case)."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
-
-
-class ZeroRandom(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return a
 
 
 def make(clock: FakeClock, **kw: object) -> ReconnectPacer:

@@ -12,21 +12,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from guardfakes import MaxRandom, ZeroRandom
 
 from telethon_guard.fakeclock import FakeClock
 from telethon_guard.reconnect import ReconnectPacer
 
 T0 = 1000.0
-
-
-class MaxRandom(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return b
-
-
-class ZeroRandom(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return a
 
 
 async def _storm(rng: random.Random, lost_at: float, end: float) -> list[float]:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from typing import Any
 
 import redis
 
@@ -30,6 +31,16 @@ def delete_prefix(url: str, value: str) -> int:
         if keys:
             client.delete(*keys)
         return len(keys)
+    finally:
+        client.close()
+
+
+def node_command(port: int, *args: str) -> Any:
+    """One command to the Redis node at 127.0.0.1:``port`` on a fresh connection (1 s socket
+    timeout), closed afterwards; redis-py's errors propagate."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    try:
+        return client.execute_command(*args)
     finally:
         client.close()
 
@@ -170,11 +181,7 @@ class LocalCluster:
 
     def state(self, port: int) -> str:
         try:
-            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-            try:
-                info = client.execute_command("CLUSTER INFO")
-            finally:
-                client.close()
+            info = node_command(port, "CLUSTER INFO")
         except Exception:
             return "down"
         if isinstance(info, dict):  # redis-py parses CLUSTER INFO into a dict
@@ -191,11 +198,7 @@ class LocalCluster:
         """Every slot's primary (as every running node sees it) is a running node."""
         for port in self.procs:
             try:
-                client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-                try:
-                    slots = client.execute_command("CLUSTER SLOTS")
-                finally:
-                    client.close()
+                slots = node_command(port, "CLUSTER SLOTS")
             except redis.RedisError:
                 return False
             if any(int(primary[1]) not in self.procs for _s, _e, primary, *_ in slots):

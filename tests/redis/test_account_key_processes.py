@@ -8,7 +8,6 @@ deleted afterwards: ``conftest.py``). Neither process sets ``account``."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from telethon_guard._link import account_key
 from telethon_guard.errors import FloodWaitBlocked
 from telethon_guard.testing.faults_calls import ErrorOnCalls
 from telethon_guard.testing.server import TelegramTestServer
+from tests._child import run_json_child
 
 CHILD = Path(__file__).with_name("account_child.py")
 HISTORY = "messages.getHistory"
@@ -30,18 +30,7 @@ BOUND = 20.0
 
 async def run_child(args: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(CHILD), json.dumps(args), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, err.decode()[-3000:]
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+    return await run_json_child(CHILD, args, env, timeout)
 
 
 async def flood_in_this_process_then_ask_another(storage: dict[str, Any]) -> None:
