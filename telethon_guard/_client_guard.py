@@ -176,7 +176,8 @@ class ClientGuard:
 
     @property
     def available(self) -> bool:
-        """``False`` while the main DC's breaker is OPEN (time left) or HALF_OPEN, the main
+        """``False`` while the main DC's breaker is OPEN (time left) or HALF_OPEN with its probe
+        out (the probe's lease has time left), the main
         sender is reconnecting or gave up, or the client is disconnected; see
         :func:`telethon_guard.health.unavailable_reason`. Synchronous, no I/O."""
         return unavailable_reason(self) is None

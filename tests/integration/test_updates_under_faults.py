@@ -350,7 +350,7 @@ async def test_guarded_updates_flow_again_after_a_429_storm_and_missed_ones_arri
 @pytest.mark.allow_bare_errors
 async def test_plain_telethon_after_the_same_storm() -> None:
     """Side by side: plain Telethon (TcpFull) reads the -429 as a negative length and its
-    sender disconnects for good (design.md section 2): nothing arrives after the storm."""
+    sender disconnects for good (design-notes section 2): nothing arrives after the storm."""
     r = await _storm(TelegramClient, {})
     assert r["fired"] > 0
     assert not r["all_arrived"] and r["after_p99"] is None

@@ -1,7 +1,7 @@
 """Plain ``telethon.TelegramClient`` against the fault plan: Telethon's own failures, pinned.
 
 These are regression fixtures of what *unmodified* Telethon 1.45 does under Telegram's
-pushback (design.md §2), produced by the fault rules over real TCP. If Telethon changes its
+pushback (design-notes §2), produced by the fault rules over real TCP. If Telethon changes its
 behaviour, these tests say so. Every wait is bounded.
 """
 
@@ -110,7 +110,7 @@ async def test_fixed_flood_wait_seconds_and_other_methods_flowing() -> None:
 
 async def test_small_flood_wait_is_slept_silently_by_telethon() -> None:
     # Telethon sleeps FLOOD_WAITs up to flood_sleep_threshold (default 60 s) and re-sends:
-    # the caller only sees a slow success (design.md §2).
+    # the caller only sees a slow success (design-notes §2).
     plan = FaultPlan(ErrorOnCalls(HISTORY, 420, "FLOOD_WAIT_1", calls={1}))
     async with TelegramTestServer(faults=plan) as server:
         client: TelegramClient = server.client()
@@ -127,7 +127,7 @@ async def test_small_flood_wait_is_slept_silently_by_telethon() -> None:
 
 async def test_server_error_ends_in_telethons_value_error() -> None:
     # Telethon retries 500s with a flat 2 s sleep request_retries times, then raises
-    # ValueError('Request was unsuccessful N time(s)'), losing the real error (design.md §2).
+    # ValueError('Request was unsuccessful N time(s)'), losing the real error (design-notes §2).
     plan = FaultPlan(ErrorOnCalls(HISTORY, 500, "RPC_CALL_FAIL", times=7))
     async with TelegramTestServer(faults=plan) as server:
         client: TelegramClient = server.client(request_retries=0)  # still one attempt (force_retry)
