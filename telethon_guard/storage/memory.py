@@ -315,15 +315,19 @@ class MemoryStorage:
     def flood_block_sync(self, scope: str, seconds: float) -> float:
         now = self._now()
         until = now + seconds
+        # Exactly ``seconds`` when this block wins: ``(now + seconds) - now`` can be off by an
+        # ulp (FLOOD_WAIT_1658 came back as 1658.0000000000005, i.e. ``seconds`` 1659).
+        left = float(seconds)
         old = self._flood.get(scope, 0.0)
         if old > until:
             until = old
+            left = until - now
         self._flood[scope] = until
         if len(self._flood) > 1024:
             self._sweep(now)
         if self.persist is not None:
-            self.persist.flood_saved(scope, until - now)
-        return until - now
+            self.persist.flood_saved(scope, left)
+        return left
 
     def restore_flood(self, scope: str, seconds: float) -> None:
         """Merge a block of ``seconds`` from now loaded from durable storage (keeps a later

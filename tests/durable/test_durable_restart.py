@@ -18,6 +18,8 @@ from telethon.sessions import SQLiteSession
 
 from telethon_guard import GuardedTelegramClient
 from telethon_guard.errors import FloodWaitBlocked, GuardConfigError, MayHaveRunError
+from telethon_guard.fakeclock import FakeClock
+from telethon_guard.storage.memory import MemoryStorage
 from telethon_guard.storage.sqlite import REFRESH_INTERVAL, SQLiteStore
 from telethon_guard.testing import TelegramTestServer
 from telethon_guard.testing.faults import DropReplies, ErrorOnCalls, FaultPlan, LoginFlood
@@ -86,6 +88,7 @@ async def test_a_restarted_process_refuses_a_blocked_method_until_the_block_ends
             with pytest.raises(FloodWaitBlocked) as info:
                 await asyncio.wait_for(first.get_entity("news"), BOUND)
         assert info.value.from_server and info.value.retry_after == pytest.approx(20)
+        assert info.value.seconds == 20  # Telegram's figure, not one more (float noise)
         blocked_at = server.log.requests("contacts.resolveUsername")[0].time
         # The first process is gone; a new one starts on the same session file.
         refused = await run_child(child_args(
@@ -105,6 +108,23 @@ async def test_a_restarted_process_refuses_a_blocked_method_until_the_block_ends
         assert sent[1].time >= blocked_at + 20 - 0.5  # not before the block ended
 
 
+def test_a_server_flood_wait_keeps_its_exact_seconds_whatever_the_clock_reads() -> None:
+    """The ledger hands back Telegram's FLOOD_WAIT seconds exactly: ``(now + 1658) - now`` is
+    1658.0000000000005 when the monotonic clock reads 3324.984, which made ``seconds`` 1659
+    (ceil) in ~2 % of runs of the test below, depending on the clock's value."""
+    now = 3324.984
+    assert (now + 1658.0) - now > 1658.0  # the float noise in question
+    storage = MemoryStorage(FakeClock(now))
+    scope = "acct:1/method:auth.importBotAuthorization"
+    left = storage.flood_block_sync(scope, 1658.0)
+    assert left == 1658.0
+    err = FloodWaitBlocked(None, left, method="auth.importBotAuthorization", scope=scope,
+                           from_server=True)
+    assert err.seconds == 1658
+    # A longer block already there still wins, and is told as what is left of it.
+    assert storage.flood_block_sync(scope, 10.0) == pytest.approx(1658.0)
+
+
 async def test_a_bot_login_flood_is_raised_at_once_and_not_resent_after_a_restart(
         tmp_path: Path) -> None:
     rule = LoginFlood(1658, factor=2)
@@ -118,6 +138,7 @@ async def test_a_bot_login_flood_is_raised_at_once_and_not_resent_after_a_restar
             await asyncio.wait_for(first.start(bot_token=BOT_TOKEN), BOUND)
         assert time.monotonic() - started < AT_ONCE
         assert info.value.from_server and info.value.retry_after == pytest.approx(1658)
+        assert info.value.seconds == 1658  # Telegram's figure, not one more (float noise)
         assert isinstance(info.value, tl_errors.FloodWaitError)
         await asyncio.wait_for(first.disconnect(), BOUND)
         # The supervisor restarts the bot: a new process, the same session file.
@@ -154,6 +175,7 @@ async def test_a_login_flood_holds_for_a_new_auth_key_with_an_explicit_storage_p
         with pytest.raises(FloodWaitBlocked) as info:
             await asyncio.wait_for(first.start(bot_token=BOT_TOKEN), BOUND)
         assert info.value.from_server and info.value.retry_after == pytest.approx(1658)
+        assert info.value.seconds == 1658  # Telegram's figure, not one more (float noise)
         assert BOT_TOKEN not in str(info.value.scope)  # hashed, never in clear
         await asyncio.wait_for(first.disconnect(), BOUND)
         again = await run_child(child_args(
