@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from telethon import TelegramClient
@@ -45,6 +45,31 @@ async def make_clients(
     """``n`` not-yet-connected clients of ``cls``, each on its own new account."""
     sessions = await srv.sessions(n)
     return [srv.client(cls, s, **kwargs) for s, _ in sessions], [a for _, a in sessions]
+
+
+ClientSpec = tuple[str, type[TelegramClient], dict[str, Any]]
+"""A named client of one workload: (name, client class, extra constructor keywords)."""
+
+
+async def make_named_clients(
+    srv: ServerProcess, specs: Sequence[ClientSpec]
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """One not-yet-connected client per spec, each on its own new account: the clients and
+    their account ids, both keyed by the spec's name (in the specs' order)."""
+    clients: dict[str, Any] = {}
+    accounts: dict[str, int] = {}
+    for name, cls, kwargs in specs:
+        (client,), (account,) = await make_clients(srv, cls, 1, **kwargs)
+        clients[name], accounts[name] = client, account
+    return clients, accounts
+
+
+async def cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them to end (their results and errors are dropped)."""
+    tasks = list(tasks)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def bounded(aw: Awaitable[T], seconds: float) -> T:

@@ -30,12 +30,14 @@ from telethon.tl.tlobject import TLRequest
 
 from telethon_guard.bench.common import (
     BenchTimeout,
+    ClientSpec,
     bounded,
+    cancel_all,
     connect,
     disconnect_all,
     error_name,
     guarded_class,
-    make_clients,
+    make_named_clients,
 )
 from telethon_guard.bench.context import BenchSettings, WorkloadContext
 from telethon_guard.bench.results import Chart, Row
@@ -169,17 +171,13 @@ async def measure(ctx: WorkloadContext, known: bool, unknown: bool) -> GoodputRu
     method_limits = {m.method: ((m.limit, m.window),) for m in LIMITS}
     async with ServerProcess() as srv:
         await srv.add_rules(*rules)
-        specs: list[tuple[str, type[TelegramClient], dict[str, Any]]] = [
+        specs: list[ClientSpec] = [
             ("plain", TelegramClient, {})]
         if known:
             specs.append(("known", guarded_class(), {"method_limits": method_limits}))
         if unknown:
             specs.append(("unknown", guarded_class(), {}))
-        clients: dict[str, Any] = {}
-        accounts: dict[str, int] = {}
-        for name, cls, kwargs in specs:
-            (client,), (account,) = await make_clients(srv, cls, 1, **kwargs)
-            clients[name], accounts[name] = client, account
+        clients, accounts = await make_named_clients(srv, specs)
         errors: dict[str, Counter[str]] = {name: Counter() for name in clients}
         try:
             await asyncio.gather(*(connect(c) for c in clients.values()))
@@ -193,9 +191,7 @@ async def measure(ctx: WorkloadContext, known: bool, unknown: bool) -> GoodputRu
             try:
                 await _wait_with_progress(ctx, tasks, stop_at + 5.0)
             finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await cancel_all(tasks)
             summary = await srv.summary(since=start, accounts=list(accounts.values()),
                                         times_for=[m.method for m in LIMITS])
         finally:

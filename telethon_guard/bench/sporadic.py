@@ -40,12 +40,14 @@ from telethon import TelegramClient, functions, types
 from telethon.tl.tlobject import TLRequest
 
 from telethon_guard.bench.common import (
+    ClientSpec,
     bounded,
+    cancel_all,
     connect,
     disconnect_all,
     error_name,
     guarded_class,
-    make_clients,
+    make_named_clients,
 )
 from telethon_guard.bench.context import BenchSettings, WorkloadContext
 from telethon_guard.bench.results import Chart, Row
@@ -152,18 +154,14 @@ class SporadicRun:
 async def measure(ctx: WorkloadContext) -> SporadicRun:
     """Run the four clients at once; see the module docstring."""
     run, floods = plan_for(ctx.settings)
-    specs: list[tuple[str, type[TelegramClient], dict[str, Any]]] = [
+    specs: list[ClientSpec] = [
         ("plain", TelegramClient, {}),
         ("guard", guarded_class(), {"deadline": BUDGET}),
         ("plain, no floods", TelegramClient, {}),
         ("guard, no floods", guarded_class(), {"deadline": BUDGET}),
     ]
     async with ServerProcess() as srv:
-        clients: dict[str, Any] = {}
-        accounts: dict[str, int] = {}
-        for name, cls, kwargs in specs:
-            (client,), (account,) = await make_clients(srv, cls, 1, **kwargs)
-            clients[name], accounts[name] = client, account
+        clients, accounts = await make_named_clients(srv, specs)
         calls = {name: Calls(name) for name in clients}
         try:
             await asyncio.gather(*(connect(c) for c in clients.values()))
@@ -189,9 +187,7 @@ async def measure(ctx: WorkloadContext) -> SporadicRun:
                     await srv.clear_rules()
                 await bounded(asyncio.gather(*loads), run + BUDGET + SLACK + 5.0)
             finally:
-                for t in loads:
-                    t.cancel()
-                await asyncio.gather(*loads, return_exceptions=True)
+                await cancel_all(loads)
             summary = await srv.summary(since=start, accounts=list(accounts.values()),
                                         times_for=[METHOD])
         finally:

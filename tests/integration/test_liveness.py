@@ -78,6 +78,17 @@ def listen(client: TelegramClient) -> list[str]:
     return got
 
 
+async def first_update_received(server: TelegramTestServer, client: TelegramClient,
+                                got: list[str]) -> Any:
+    """``get_me`` answered, then one pushed message ("before") received (bounded waits);
+    returns the client's main sender."""
+    sender = main_sender(client)
+    await asyncio.wait_for(client.get_me(), T)
+    assert server.push_message("carol", "bob", "before").pushed == 1
+    await until(lambda: got == ["before"])
+    return sender
+
+
 def last_conn(server: TelegramTestServer) -> int:
     return server.log.events("opened")[-1].conn_id
 
@@ -93,10 +104,7 @@ async def test_silenced_connection_with_a_call_pending_is_replaced_and_updates_r
         client = guarded(server)
         got = listen(client)
         async with client:
-            sender = main_sender(client)
-            await asyncio.wait_for(client.get_me(), T)
-            assert server.push_message("carol", "bob", "before").pushed == 1
-            await until(lambda: got == ["before"])
+            sender = await first_update_received(server, client, got)
             rule = silence(server, last_conn(server))
             assert server.push_message("carol", "bob", "lost 1").pushed == 0
             sent = time.monotonic()
@@ -136,10 +144,7 @@ async def test_idle_silenced_connection_is_replaced_by_the_keepalive_and_updates
         client = guarded(server)
         got = listen(client)
         async with client:
-            sender = main_sender(client)
-            await asyncio.wait_for(client.get_me(), T)
-            assert server.push_message("carol", "bob", "before").pushed == 1
-            await until(lambda: got == ["before"])
+            sender = await first_update_received(server, client, got)
             last_message = time.monotonic()
             silence(server, last_conn(server))
             assert server.push_message("carol", "bob", "lost").pushed == 0
