@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -93,6 +94,19 @@ async def _bot_run(server: TelegramTestServer, client: Any) -> dict[str, Any]:
     }
 
 
+async def _plain_run(method: str, run: Callable[[TelegramTestServer, Any],
+                                               Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """``run`` with plain Telethon (``request_retries=5``) on a fresh server whose chat_a has a
+    ``FloodWindow`` on ``method`` (LIMIT calls per WINDOW)."""
+    plain_server = TelegramTestServer()
+    plain_server.faults.add(OnPeers(_channel(plain_server, "chat_a"),
+                                    FloodWindow(method, LIMIT, WINDOW)))
+    async with plain_server:
+        plain_client = plain_server.client(request_retries=5)
+        async with plain_client:
+            return await run(plain_server, plain_client)
+
+
 async def test_a_groups_send_flood_leaves_30_private_answers_undelayed_and_delivered() -> None:
     events: list[GuardEvent] = []
     server = TelegramTestServer()
@@ -114,13 +128,7 @@ async def test_a_groups_send_flood_leaves_30_private_answers_undelayed_and_deliv
     assert all(isinstance(e, FloodWaitBlocked) for e in guard["group_errors"])
     assert [e.from_server for e in guard["group_errors"]] == [True, False, False]
 
-    plain_server = TelegramTestServer()
-    plain_server.faults.add(OnPeers(_channel(plain_server, "chat_a"),
-                                    FloodWindow("messages.sendMessage", LIMIT, WINDOW)))
-    async with plain_server:
-        plain_client = plain_server.client(request_retries=5)
-        async with plain_client:
-            plain = await _bot_run(plain_server, plain_client)
+    plain = await _plain_run("messages.sendMessage", _bot_run)
     measured("group_flood_30_private_answers",
              guard_private_delivered=guard["private_delivered"],
              guard_private_failed=guard["private_failed"],
@@ -190,13 +198,7 @@ async def test_one_chats_edit_flood_leaves_other_chats_edits_on_time_and_draws_o
     # avoided wait is ~12 s).
     assert guard["b_edits"] == 8 and guard["b_max_late"] < AT_ONCE
 
-    plain_server = TelegramTestServer()
-    plain_server.faults.add(OnPeers(_channel(plain_server, "chat_a"),
-                                    FloodWindow("messages.editMessage", LIMIT, WINDOW)))
-    async with plain_server:
-        plain_client = plain_server.client(request_retries=5)
-        async with plain_client:
-            plain = await _edit_run(plain_server, plain_client)
+    plain = await _plain_run("messages.editMessage", _edit_run)
     measured("edit_flood_in_one_chat",
              guard_b_max_late=guard["b_max_late"], guard_floods_drawn=guard["floods_drawn"],
              guard_edits_at_server=guard["edits_at_server"],

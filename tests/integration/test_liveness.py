@@ -89,6 +89,13 @@ async def first_update_received(server: TelegramTestServer, client: TelegramClie
     return sender
 
 
+def skew_replies(server: TelegramTestServer, seconds: float) -> None:
+    """For ``seconds`` from now, what the server sends is 400 s old (Telethon drops such
+    replies as "very old"); the client's messages are not judged."""
+    server.faults.add(ClockSkew(-400, start=server.faults.now(), duration=seconds,
+                                judge_client=False))
+
+
 def last_conn(server: TelegramTestServer) -> int:
     return server.log.events("opened")[-1].conn_id
 
@@ -198,8 +205,7 @@ async def test_send_in_flight_is_resent_with_the_same_random_id_and_delivered_on
             if fault == "silence":
                 silence(server, last_conn(server))
             else:
-                server.faults.add(ClockSkew(-400, start=server.faults.now(), duration=1.0,
-                                            judge_client=False))
+                skew_replies(server, 1.0)
             request = functions.messages.SendMessageRequest(peer, "once", random_id=4242)
             try:
                 await asyncio.wait_for(client(request), T)
@@ -227,8 +233,7 @@ async def test_replies_dropped_as_very_old_are_recovered_within_the_bound() -> N
             sender = main_sender(client)
             await asyncio.wait_for(client.get_me(), T)
             ok_before = server.log.count("users.getUsers", outcome="ok")
-            server.faults.add(ClockSkew(-400, start=server.faults.now(), duration=1.5,
-                                        judge_client=False))
+            skew_replies(server, 1.5)
             sent = time.monotonic()
             call = asyncio.ensure_future(client.get_me())
             # the server runs it and answers; Telethon drops the answer as "very old"
@@ -255,8 +260,7 @@ async def test_reply_dropped_as_very_old_amid_live_traffic_is_recovered(
         async with client:
             sender = main_sender(client)
             await asyncio.wait_for(client.get_me(), T)
-            server.faults.add(ClockSkew(-400, start=server.faults.now(), duration=1.0,
-                                        judge_client=False))
+            skew_replies(server, 1.0)
             sent = time.monotonic()
             call = asyncio.ensure_future(client.get_me())
             await asyncio.sleep(1.1)  # the skew is over; its reply was dropped
@@ -279,8 +283,7 @@ async def test_plain_telethon_never_recovers_a_reply_dropped_as_very_old() -> No
         await asyncio.wait_for(plain.connect(), T)
         async with plain:
             await asyncio.wait_for(plain.get_me(), T)
-            server.faults.add(ClockSkew(-400, start=server.faults.now(), duration=1.5,
-                                        judge_client=False))
+            skew_replies(server, 1.5)
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(plain.get_me(), POLICY.silent_bound + RECONNECT)
 

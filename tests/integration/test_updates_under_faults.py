@@ -39,6 +39,7 @@ from telethon_guard.testing.faults import (
     Transport429Storm,
 )
 from telethon_guard.update_path import DIFFERENCE_TIMEOUT, RECOVERY_BASE, RECOVERY_MARGIN
+from tests._waits import poll_until
 
 T = 40.0  # bound for every wait, seconds
 PACE = 0.25  # seconds between two messages into chat_b
@@ -86,12 +87,7 @@ def marked(server: TelegramTestServer, name: str) -> int:
 
 
 async def until(cond: Any, timeout: float = T) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
+    await poll_until(cond, timeout)
 
 
 class FatalLog(logging.Handler):

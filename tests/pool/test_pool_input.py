@@ -3,7 +3,6 @@ factories that fail or know no tenant; no sockets are opened)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -39,14 +38,31 @@ async def test_failed_tenants_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
         assert calls.count(299) == 1
 
 
-async def test_failed_tenants_are_forgotten_after_the_cool_down() -> None:
-    async with GuardedClientPool(failing, broken_retry_after=0.05) as pool:
+class FakeTime:
+    """Stands in for the pool module's ``time`` (its monotonic clock), moved by hand."""
+
+    now = 1000.0
+
+    @classmethod
+    def monotonic(cls) -> float:
+        return cls.now
+
+
+async def test_failed_tenants_are_forgotten_after_the_cool_down(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_module, "time", FakeTime)
+    async with GuardedClientPool(failing, broken_retry_after=30) as pool:
         for tenant in range(20):
             with pytest.raises(TenantUnavailableError):
                 async with pool.lease(tenant):
                     pass
         assert len(pool) == 20
-        await asyncio.sleep(0.1)
+        FakeTime.now += 29.9
+        with pytest.raises(TenantUnavailableError):
+            async with pool.lease(0):  # still cooling down: kept and refused
+                pass
+        assert len(pool) == 20
+        FakeTime.now += 0.2
         with pytest.raises(TenantUnavailableError):
             async with pool.lease("late"):
                 pass

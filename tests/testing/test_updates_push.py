@@ -16,6 +16,7 @@ from telethon.tl import types
 
 from telethon_guard.testing import TelegramTestServer
 from telethon_guard.testing.world import UnknownPeerError
+from tests._waits import poll_until
 
 T = 20.0  # bound for every wait, seconds
 
@@ -37,12 +38,7 @@ async def tracked(server: TelegramTestServer, got: list[Any], from_user: str, pe
 
 async def until(cond: Callable[[], bool], timeout: float = T) -> None:
     """Wait until ``cond()`` holds; ``AssertionError`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
+    await poll_until(cond, timeout)
 
 
 @asynccontextmanager
