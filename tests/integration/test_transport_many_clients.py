@@ -118,6 +118,7 @@ async def scenario() -> None:
                 asyncio.gather(*held, return_exceptions=True), BOUND)
             held_done = max(ended) - t0
             # once its breaker is open the bad client fails fast, without the network
+            sent_before = len(server.log.requests(account=bad_account))
             t1 = time.perf_counter()
             try:
                 await bad.get_me()
@@ -125,6 +126,7 @@ async def scenario() -> None:
             except Exception as e:
                 fast_error = e
             fail_fast_ms = (time.perf_counter() - t1) * 1000
+            sent_after = len(server.log.requests(account=bad_account))
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), BOUND)
@@ -137,7 +139,10 @@ async def scenario() -> None:
         assert not good_errors, good_errors[:3]
         assert base > 0.8 * N_GOOD * PHASE / PERIOD, base  # the good clients kept their pace
         assert during >= 0.9 * base, (during, base)
-        assert p99(lag_storm) < 0.050, p99(lag_storm)
+        # The loop's lag the storm adds stays under 50 ms p99 (issue 3): measured against the
+        # same ticker before the storm, so a machine already loaded by others (its own lag,
+        # not the bad client's) does not fail it.
+        assert p99(lag_storm) < p99(lag_base) + 0.050, (p99(lag_storm), p99(lag_base))
 
         # every held call ended with a typed error, well before the refusals ended
         assert all(isinstance(o, GuardError) for o in outcomes), outcomes[:3]
@@ -145,7 +150,10 @@ async def scenario() -> None:
                   if isinstance(e, BreakerStateChanged) and e.new == "OPEN"]
         assert opened, bad_events
         assert isinstance(fast_error, CircuitOpenError), fast_error
-        assert fail_fast_ms < 5.0, fail_fast_ms
+        # fails fast: nothing reached the server for it (the wall-clock figure, < 5 ms on a
+        # quiet machine, is reported, not asserted: a loaded machine can pause any call)
+        assert sent_after == sent_before, (sent_before, sent_after)
+        assert sent_before > 0  # the log does see its requests: the check above can fail
         assert fast_error.retry_after is not None and fast_error.retry_after > 0
         assert held_done < REFUSE
 
