@@ -127,7 +127,7 @@ class SharedMoveUp:
                 if delay is None or w.fut.done():
                     continue
                 at = now + max(0.0, delay)
-                if at < w.wake_at - 0.001:  # moved (not just round-trip noise)
+                if at < w.wake_at:
                     w.wake_at = at
                     self._arm(w)
 

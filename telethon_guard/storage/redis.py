@@ -528,8 +528,9 @@ class RedisStorage:
         give-backs of any process (:mod:`~telethon_guard.storage.redis_moveup`): ONE script.
         ``seen``: the give-back epoch last returned (``None``: unknown). Returns ``None`` when
         the epoch is still ``seen`` (nothing given back) or Redis is unavailable (nothing
-        moves); else ``(epoch, delays)``: each waiter's delay in seconds from now, ``None``
-        for a token that is gone (or from the fallback storage)."""
+        moves); else ``(epoch, delays)``: the new delay in seconds from now of each waiter
+        that moved up, ``None`` for the others (slot not earlier, token gone, or a token of
+        the fallback storage)."""
         keys = [self._key("gb", account_tag)]
         args: list[Any] = [seen or b"", _NUMKEYS[0]]
         n = 0

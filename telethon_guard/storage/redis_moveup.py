@@ -54,7 +54,7 @@ MOVE_UP = """
 -- ARGV[1]: the epoch last seen ('' none); ARGV[2]: the number of waiters; then per waiter:
 -- its token, its key count k, then k window strings ("pmax n1 p1 n2 p2 ...").
 -- Reply: {epoch} when it is the one seen (nothing given back since), else {epoch, then per
--- waiter its delay in seconds from now ('' when the token is gone)}.
+-- waiter its new delay in seconds from now when it moved up, else '' (not earlier, or gone)}.
 local ep = redis.call('GET', KEYS[1]) or '0'
 if ep == ARGV[1] then return {ep} end
 local _t = redis.call('TIME')
@@ -87,9 +87,8 @@ for _ = 1, tonumber(ARGV[2]) do
       for i = 0, nk - 1 do
         redis.call('ZADD', KEYS[ki + i], 'XX', t, token)
       end
-      old = t
+      res = tostring(t - now)
     end
-    res = tostring(old - now)
   end
   out[#out + 1] = res
   ki = ki + nk
