@@ -280,7 +280,10 @@ class OnInit(_Windowed):
         if action is None:
             action = Stall()
         if not isinstance(action, ACTION_TYPES):
-            raise ValueError(f"not a fault action: {action!r}")
+            raise ValueError(
+                f"not a fault action: {action!r}; pass an action object such as Stall(), "
+                "flood_wait(5), Delay(1.0), ResetConnection() or CloseConnection() "
+                "(from telethon_guard.testing.faults)")
         self.action: Action = action
         self.selector = CallSelector(times=times)
         self.window = TimeWindow(start, duration)
