@@ -30,9 +30,11 @@ plain URL on a cluster node) is named in the fallback reason and by :meth:`Redis
 
 Stats view: the flood blocks and breaker states this process last learned from Redis are kept
 (bounded) for ``client.guard.stats()`` and health (:class:`~telethon_guard.storage.StatsView`);
-:meth:`RedisStorage.refresh_view` reads other processes' too. A block in the view also wins
-over a Redis that lost it (restart without persistence, failover before replication) and is
-written back; on recovery from an outage every live block known is written back.
+:meth:`RedisStorage.refresh_view` reads other processes' too, and ``stats()`` starts it in the
+background when the view is older than 1 s (:mod:`~telethon_guard.storage.redis_view`). A
+block in the view also wins over a Redis that lost it (restart without persistence, failover
+before replication) and is written back; on recovery from an outage every live block known is
+written back.
 
 Key layout: ``<prefix>:[<account_namespace>:]<kind>:{acct:<a>}<rest>`` where ``kind`` is ``rl``
 (limiter), ``fl`` (flood ledger) or ``br`` (breaker) and ``acct:<a><rest>`` is the guard's own
@@ -99,6 +101,7 @@ from . import redis_moveup as moveup
 from . import redis_scripts as lua
 from .fallback import POLICIES, BackendUnavailable, OutageFallback
 from .memory import MemoryStorage
+from .redis_view import ViewRefresher
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
 
@@ -305,6 +308,9 @@ class RedisStorage:
         # The stats view: what this process last learned from Redis (or the fallback).
         self._seen_blocks: dict[str, float] = {}  # scope -> guard-clock time the block ends
         self._seen_breakers: dict[str, tuple[BreakerDecision, float]] = {}  # key -> (d, at)
+        self.view_refresher = ViewRefresher(self.refresh_view, self._now)
+        """Refreshes the stats view in the background when ``client.guard.stats()`` finds it
+        older than ``view_refresher.max_age`` seconds (:mod:`~.redis_view`)."""
         self.closed = False
 
     # ------------------------------------------------------------------ plumbing
@@ -752,6 +758,7 @@ class RedisStorage:
         if self.closed:
             return
         self.closed = True
+        self.view_refresher.cancel()
         if self._owns_client:
             try:
                 await _within(self.client.aclose(), self.timeout * 4)
