@@ -58,7 +58,37 @@ from .events import (
 from .liveness import resend_is_safe
 from .reconnect import ReconnectPacer
 
-__all__ = ["ReconnectingSender"]
+__all__ = ["ReconnectingSender", "await_slot"]
+
+
+async def await_slot(
+    slot: asyncio.Future[float],
+    pacer: ReconnectPacer,
+    turn: float | None,
+    give_up_at: float | None,
+    give_up: Callable[[], None],
+) -> None:
+    """Wait for ``slot`` (a connection slot of the process budget, :mod:`telethon_guard.budget`)
+    for the attempt whose pacer turn was recorded at ``turn``, then tell the pacer the attempt
+    starts now (:meth:`~telethon_guard.reconnect.ReconnectPacer.attempt_started`): its windows
+    count connections, not the turns that preceded a budget wait.
+
+    ``give_up_at``: pacer clock time (seconds) after which ``give_up()`` is called once (the
+    pending calls fail) while the wait for the slot goes on; ``None``: never. Cancellation
+    cancels the slot's wait (the budget gives the slot back) and propagates, as does any error
+    of the slot.
+    """
+    try:
+        if give_up_at is not None and not slot.done():
+            await asyncio.wait({slot}, timeout=max(0.0, give_up_at - pacer.now()))
+            if not slot.done():
+                give_up()
+        await slot
+    except BaseException:
+        slot.cancel()
+        raise
+    if turn is not None:
+        pacer.attempt_started(turn)
 
 
 class ReconnectingSender(SenderSurface):
@@ -217,25 +247,18 @@ class ReconnectingSender(SenderSurface):
         return n
 
     async def _open_connection(self, give_up_at: float | None = None,
-                               cause: BaseException | None = None) -> None:
-        """One TCP connection attempt (the caller took a pacer turn). ``give_up_at``: the
-        reconnect give-up time (pacer clock, seconds): a budget slot wait past it gives up
-        (fails the pending calls) and keeps waiting for the slot."""
+                               cause: BaseException | None = None,
+                               turn: float | None = None) -> None:
+        """One TCP connection attempt (the caller took a pacer turn, recorded at ``turn``).
+        ``give_up_at``: the reconnect give-up time (pacer clock, seconds): a budget slot wait
+        past it gives up (fails the pending calls) and keeps waiting for the slot."""
         conn: Any = self._connection
         # A dead Connection object may hold a stale (None, error) item in its queues; a reused
         # object would hand it to the new receive loop, which would reconnect again at once.
         reset_connection_queues(conn)
         # The process-wide budget of this DC (budget.py); its wait counts toward the give-up.
-        slot = asyncio.ensure_future(take_connection_slot(conn))
-        try:
-            if give_up_at is not None and not slot.done():
-                await asyncio.wait({slot}, timeout=max(0.0, give_up_at - self._pacer.now()))
-                if not slot.done():
-                    self._give_up(cause)
-            await slot
-        except BaseException:
-            slot.cancel()
-            raise
+        await await_slot(asyncio.ensure_future(take_connection_slot(conn)), self._pacer, turn,
+                         give_up_at, lambda: self._give_up(cause))
         await conn.connect(timeout=self._connect_timeout)
         # Connection.connect() created its receive task but it has not run yet (no await since):
         # wrap the codec before it reads anything.
@@ -248,13 +271,11 @@ class ReconnectingSender(SenderSurface):
     async def _try_connect(self, attempt: int) -> bool:
         # Telethon's connect loop: with failures on record, take a pacer turn instead of
         # sleeping ``delay``; a clean first connect (or a DC switch) goes at once.
-        if self._pacer.failures:
-            await self._pacer.wait_turn()
-        else:
-            self._pacer.record_attempt()
+        turn = (await self._pacer.take_turn() if self._pacer.failures
+                else self._pacer.record_attempt())
         try:
             self._log.debug("Connection attempt %d...", attempt)
-            await self._open_connection()
+            await self._open_connection(turn=turn)
             return True
         except (OSError, asyncio.TimeoutError) as e:
             self._pacer.record_failure()
@@ -354,7 +375,8 @@ class ReconnectingSender(SenderSurface):
                 since = pacer.failing_since
                 deadline = (since if since is not None else down_since) + self._max_reconnect
             before = pacer.now()
-            if not await pacer.wait_turn(deadline=deadline):
+            turn = await pacer.take_turn(deadline=deadline)
+            if turn is None:
                 self._give_up(last_error)
                 continue
             if not self._user_connected:
@@ -366,7 +388,7 @@ class ReconnectingSender(SenderSurface):
                                         delay=max(0.0, pacer.now() - before),
                                         account=self.account))
             try:
-                await self._open_connection(deadline, last_error)
+                await self._open_connection(deadline, last_error, turn)
             except (OSError, asyncio.TimeoutError) as e:
                 last_error = e
                 pacer.record_failure()
