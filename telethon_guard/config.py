@@ -130,7 +130,7 @@ def _windows(name: str, value: Any) -> Windows:
     return tuple(sorted(set(out), key=lambda w: (w[1], w[0])))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GuardConfig:
     """All guard settings, validated once at construction.
 

@@ -109,7 +109,6 @@ Sources and how the constants relate to them:
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +118,8 @@ from .events import EventBus, PaceLearned
 
 PACE_HORIZON = 120.0
 """Seconds of call history considered when learning a first pace."""
+PACE_HISTORY = 512
+"""Success times kept per (account, method) (the most recent ones)."""
 PACE_MARGIN = 1.0
 """Factor on a learned period. 1.0: the server's ``X`` is rounded up to whole seconds, so
 ``span + X`` already errs long (by up to 1 s) against the latency jitter between our success
@@ -201,7 +202,9 @@ class _Pace:
                  "widest")
 
     def __init__(self) -> None:
-        self.history: deque[float] = deque(maxlen=512)  # success times (clock seconds)
+        # Success times (clock seconds); the last PACE_HISTORY are used. A list, not a
+        # deque(maxlen=...), which allocates a 64-slot block (~0.7 KiB) per method up front.
+        self.history: list[float] = []
         self.since = float("-inf")  # end of the last server wait learned from
         self.announced: tuple[int, float] | None = None  # last (count, period) emitted
         self.count = 0  # learned count (0: no pace in force)
@@ -439,7 +442,10 @@ class AdaptivePacer:
         if p is None:
             p = self._pace(account, method)
         now = self._clock.now()
-        p.history.append(now)
+        history = p.history
+        history.append(now)
+        if len(history) >= PACE_HISTORY + 64:  # trimmed 64 at a time (amortized O(1))
+            del history[:64]
         if p.evidence is not None:
             if now < p.since and p.count:
                 p.late += 1
@@ -501,7 +507,7 @@ class AdaptivePacer:
         fresh = bool(p.history) and p.history[-1] >= p.since
         probation = not active and p.last is not None and now < p.probation_until
         start = max(p.since, now - PACE_HORIZON)
-        calls = [t for t in p.history if t > start]
+        calls = [t for t in p.history[-PACE_HISTORY:] if t > start]
         prev_since = p.since
         p.since = now + seconds
         cand: tuple[int, float] | None = None
