@@ -201,6 +201,9 @@ def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_ALLOW_CLOSED = BreakerDecision("allow", "CLOSED", "CLOSED", 0.0, 0)
+
+
 def _decision(reply: Sequence[Any]) -> BreakerDecision:
     return BreakerDecision(_str(reply[0]), _str(reply[1]), _str(reply[2]), float(reply[3]),
                            int(reply[4]))
@@ -463,15 +466,22 @@ class RedisStorage:
         if reply is _LOCAL:
             return self._admit_local(breaker_key, lease, scopes, specs)
         paced: str | None = None
-        if pace is not None:
-            paced = _str(reply[-1])
-            if paced == "=":
-                paced = None
-        d = self._saw_breaker(breaker_key, _decision(reply))
-        index = int(reply[6]) - 1
-        left = float(reply[5])
-        delay = _str(reply[7])
-        res = Reservation(float(delay), token) if delay else None
+        if pace is not None and isinstance(reply, list) and len(reply) > 8:
+            paced = _str(reply[8])  # the pace record changed (see redis_pace.admit_paced)
+        if isinstance(reply, (bytes, str)):
+            # the script's fast path: no breaker state, no scope blocked; reply = the delay
+            if self._seen_breakers:
+                self._seen_breakers.pop(breaker_key, None)
+            d = _ALLOW_CLOSED
+            index = -1
+            left = 0.0
+            res = Reservation(float(reply), token) if reply else None
+        else:
+            d = self._saw_breaker(breaker_key, _decision(reply))
+            index = int(reply[6]) - 1
+            left = float(reply[5])
+            delay = _str(reply[7])
+            res = Reservation(float(delay), token) if delay else None
         if index < 0 and self._seen_blocks and d.decision != "reject":
             for i, scope in enumerate(scopes):  # a block Redis lost (see _view_left)
                 view = self._view_left(scope)
