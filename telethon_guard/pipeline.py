@@ -153,7 +153,7 @@ class Pipeline:
                 and not config.observe_only):
             self.admit = SharedAdmit(self.storage, self.breaker.lease,
                                      self.limit_keys.specs if limits_configured(config)
-                                     else None)
+                                     else None, pacer)
             layers.insert(1, self.admit)
         if config.transfer_concurrency is not None:
             layers.append(self.transfers)  # file parts in flight per (account, method)
