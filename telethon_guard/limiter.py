@@ -7,7 +7,9 @@ FLOOD_WAIT (:mod:`telethon_guard.flood`). One storage call reserves the earliest
 *all* of them and commits it in the same step, so two coroutines can never both see "room" and
 both go (no check-then-sleep race). Slots are handed out in arrival order (FIFO). A waiter that is
 cancelled or cannot make its deadline gives its slot back, and the waiters queued behind it on
-the same keys move up (local storage).
+the same keys move up: at once with local storage; on shared storage (Redis) in every process
+within ``limiter_moveup.MOVE_UP_INTERVAL`` (0.1 s) plus one round trip
+(:mod:`telethon_guard.limiter_moveup`).
 
 Why sliding windows rather than a GCRA with a burst: "10 per second" must mean at most 10 in *any*
 second (issue 5 measures exactly that); a GCRA / token bucket with burst ``N`` lets up to
@@ -48,6 +50,7 @@ from .keys import (
     peer_limit_key,
     sends_key,
 )
+from .limiter_moveup import MoveUpStorage, SharedMoveUp
 from .network_budget import network_budget
 from .storage import GuardStorage, LimitSpec, local_of
 
@@ -89,7 +92,7 @@ class RateLimiter:
     """
 
     __slots__ = ("_clock", "_events", "_local", "_storage", "_tasks", "_waiters", "decide",
-                 "decide_local", "observe", "redact")
+                 "decide_local", "mover", "observe", "redact")
 
     def __init__(self, storage: GuardStorage, clock: Clock, events: EventBus | None = None, *,
                  observe: bool = False, redact: bool = True) -> None:
@@ -111,6 +114,10 @@ class RateLimiter:
             self.decide_local = local.decider()
         self.decide: Callable[[Sequence[LimitSpec]], tuple[float, Any]] = (
             self.decide_local if self.decide_local is not None else self._no_local_decide)
+        # Shared storage: waiters move up to slots given back by any process.
+        self.mover: SharedMoveUp | None = (
+            SharedMoveUp(storage, clock, self._waiters, self._arm)
+            if local is None and not observe and isinstance(storage, MoveUpStorage) else None)
 
     @property
     def storage(self) -> GuardStorage:
@@ -187,6 +194,8 @@ class RateLimiter:
         w = _Waiter(specs, token, wake_at, fut)
         self._waiters[w] = None
         self._arm(w)
+        if self.mover is not None:
+            self.mover.watch(w)
         try:
             await fut
         except asyncio.CancelledError:
@@ -244,8 +253,9 @@ class RateLimiter:
         local = self._local
         if local is None:
             # Shared storage: release in the background (bounded by the storage's own
-            # timeouts) so cancellation is not delayed by a network round trip.
-            self._background(self._storage.release(specs, token))
+            # timeouts) so cancellation is not delayed by a network round trip; then this
+            # process's waiters move up (other processes' at their next move-up round).
+            self._background(self._release_shared(specs, token))
             return
         local.release_sync(specs, token)
         if gone is not None:
@@ -268,6 +278,11 @@ class RateLimiter:
             local.release_sync(w.specs, w.token)
             w.fut.set_result(None)
         return len(woken)
+
+    async def _release_shared(self, specs: Sequence[LimitSpec], token: Any) -> None:
+        await self._storage.release(specs, token)
+        if self.mover is not None:
+            await self.mover.kick()
 
     def _move_up(self, gone: _Waiter) -> None:
         """Re-reserve, in FIFO order, the waiters queued behind ``gone`` on shared keys.

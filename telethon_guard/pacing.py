@@ -128,8 +128,8 @@ Sources and how the constants relate to them:
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from .clock import Clock
 from .config import Windows
@@ -137,6 +137,8 @@ from .events import EventBus, PaceLearned
 
 PACE_HORIZON = 120.0
 """Seconds of call history considered when learning a first pace."""
+PACE_HISTORY = 512
+"""Success times kept per (account, method) (the most recent ones)."""
 PACE_MARGIN = 1.0
 """Factor on a learned period. 1.0: the server's ``X`` is rounded up to whole seconds, so
 ``span + X`` already errs long (by up to 1 s) against the latency jitter between our success
@@ -222,7 +224,9 @@ class _Pace:
                  "since", "span", "wait", "widest")
 
     def __init__(self) -> None:
-        self.history: deque[float] = deque(maxlen=512)  # success times (clock seconds)
+        # Success times (clock seconds); the last PACE_HISTORY are used. A list, not a
+        # deque(maxlen=...), which allocates a 64-slot block (~0.7 KiB) per method up front.
+        self.history: list[float] = []
         self.since = float("-inf")  # end of the last server wait learned from
         self.announced: tuple[int, float] | None = None  # last (count, period) emitted
         self.count = 0  # learned count (0: no pace in force)
@@ -260,7 +264,7 @@ class AdaptivePacer:
     """
 
     __slots__ = ("_clock", "_events", "_learned", "_paces", "listeners", "max_methods",
-                 "recover", "relax", "seed_ages")
+                 "on_change", "recover", "relax", "seed_ages")
 
     def __init__(self, clock: Clock, events: EventBus | None = None, *, relax: float = 5.0,
                  recover: float = 2.0, max_methods: int = 4096) -> None:
@@ -278,10 +282,13 @@ class AdaptivePacer:
         self.recover = recover
         self.max_methods = max_methods
         self.seed_ages: list[float] = []  # ages (s) of the calls a new pace was learned from
-        self.listeners: list[Callable[[str, str], None]] = []
+        self.on_change: Callable[[str, str], None] | None = None
         """Called with ``(account, method)`` after a FLOOD_WAIT set or changed that method's
-        pace (outside its schedule: :meth:`changes_at` moved); the rate limiter lets the calls
-        it holds for the pace decide again (``RateLimitLayer.pace_changed``)."""
+        pace (shared storage publishes it: :mod:`telethon_guard.shared_pace`)."""
+        self.listeners: list[Callable[[str, str], None]] = []
+        """Also called with ``(account, method)`` after a FLOOD_WAIT set or changed that
+        method's pace (outside its schedule: :meth:`changes_at` moved); the rate limiter lets
+        the calls it holds for the pace decide again (``RateLimitLayer.pace_changed``)."""
 
     def window(self, account: str, method: str) -> Windows | None:
         """The limiter window of ``method``'s pace now, ``((1, period / count),)`` (evenly
@@ -469,7 +476,10 @@ class AdaptivePacer:
         if p is None:
             p = self._pace(account, method)
         now = self._clock.now()
-        p.history.append(now)
+        history = p.history
+        history.append(now)
+        if len(history) >= PACE_HISTORY + 64:  # trimmed 64 at a time (amortized O(1))
+            del history[:64]
         if p.evidence is not None:
             if now < p.since and p.count:
                 p.late += 1
@@ -510,10 +520,12 @@ class AdaptivePacer:
     def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
         """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the pace window now in
         force (``None``: nothing learned). Sets :attr:`seed_ages` when a *new* pace should start
-        with the calls it was learned from (empty otherwise). Calls :attr:`listeners` when a
-        window is returned."""
+        with the calls it was learned from (empty otherwise); calls :attr:`on_change` and
+        :attr:`listeners` when a pace is in force."""
         window = self._on_flood(account, method, seconds)
         if window is not None:
+            if self.on_change is not None:
+                self.on_change(account, method)
             for listener in self.listeners:
                 listener(account, method)
         return window
@@ -532,7 +544,7 @@ class AdaptivePacer:
         fresh = bool(p.history) and p.history[-1] >= p.since
         probation = not active and p.last is not None and now < p.probation_until
         start = max(p.since, now - PACE_HORIZON)
-        calls = [t for t in p.history if t > start]
+        calls = [t for t in p.history[-PACE_HISTORY:] if t > start]
         prev_since = p.since
         p.since = now + seconds
         cand: tuple[int, float] | None = None
@@ -690,6 +702,64 @@ class AdaptivePacer:
         self._learned[key] = (_spacing(p.count, p.period), p.flood_at + p.hold)
         self._relax(key)
         return True
+
+    # ------------------------------------------------------------------ sharing (storage)
+    def export(self, account: str, method: str) -> dict[str, Any] | None:
+        """The state of ``method``'s pace in force as plain data (JSON-safe), every time
+        relative to now (seconds; negative: in the past), for other processes on shared
+        storage (:mod:`telethon_guard.shared_pace`); ``None`` without a pace in force. Also
+        ``"ttl"``: seconds the state matters (until the pace is dropped, plus its probation).
+        The evidence (call history) stays local."""
+        if self.window(account, method) is None:
+            return None
+        p = self._paces[(account, method)]
+        now = self._clock.now()
+        probation = max(self.relax, PACE_PROBATION * p.wait)
+        if p.held:
+            end = p.flood_at + p.hold + p.span
+        else:
+            end = p.since + self.recover
+        return {"count": p.count, "base": p.base, "held": p.held, "pre": p.pre,
+                "flood_at": p.flood_at - now, "since": p.since - now, "hold": p.hold,
+                "grow": p.grow, "widest": p.widest, "wait": p.wait, "span": p.span,
+                "short": p.short, "quick": p.quick,
+                "ttl": max(1.0, end + probation - now)}
+
+    def adopt(self, account: str, method: str, state: dict[str, Any]) -> bool:
+        """Apply a pace another process learned (``state`` from :meth:`export` there, its
+        relative times taken as relative to now here): it replaces this process's pace of
+        ``method`` unless that one was set by a later FLOOD_WAIT. Returns ``True`` when
+        adopted. Emits no ``PaceLearned`` (the learning process did). Raises ``KeyError`` /
+        ``TypeError`` / ``ValueError`` on malformed state."""
+        key = (account, method)
+        now = self._clock.now()
+        flood_at = now + float(state["flood_at"])
+        count = int(state["count"])
+        base = float(state["base"])
+        if count < 1 or not base > 0:
+            raise ValueError(f"not a pace: {state!r}")
+        p = self._pace(account, method)
+        if p.count and self.window(account, method) is not None and p.flood_at > flood_at:
+            return False  # ours is newer: it will be published and adopted by the others
+        p.count, p.base, p.period = count, base, base
+        p.held = bool(state["held"])
+        p.pre = float(state["pre"])
+        p.flood_at = flood_at
+        p.since = now + float(state["since"])
+        p.hold = float(state["hold"])
+        # The relaxation span and probe schedule (issue 13); a process that does not send
+        # them relaxes over twice its hold, with the pace_relax schedule.
+        p.span = float(state.get("span", 2.0 * p.hold))
+        p.short = bool(state.get("short", False))
+        p.quick = float(state.get("quick", 1.0))
+        p.grow = float(state["grow"])
+        p.widest = max(p.widest, float(state["widest"]))
+        p.wait = float(state["wait"])
+        p.evidence = None
+        p.late = 0
+        p.announced = (count, base)
+        self._learned[key] = (_spacing(count, base), now)  # recomputed by _relax
+        return self._relax(key) is not None
 
     def _announce(self, key: tuple[str, str], p: _Pace) -> None:
         """Emit ``PaceLearned`` when the learned ``(count, period)`` changed (a restore of the

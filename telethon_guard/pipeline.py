@@ -10,7 +10,8 @@
       -> CircuitBreaker    (breaker.py)    fail fast while OPEN; one HALF_OPEN probe
       -> FloodLedger       (flood.py)      wait out / fail fast on recorded FLOOD_WAITs; record
                                            server FLOOD_*_WAITs and wait-and-retry when they fit
-      -> TransferSlots     (transfer_slots.py) file parts in flight per (account, method)
+      -> TransferSlots     (transfer_slots.py) file parts in flight per (account, method),
+                                           an AIMD window (slow start, halved on a flood)
                                            (only when ``transfer_concurrency`` is set)
       -> RateLimitLayer    (limiter.py)    wait for a slot in every window (only when limits or
                                            adaptive pacing are configured)
@@ -55,6 +56,7 @@ sleeping/retrying, which is switched off underneath.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -99,7 +101,8 @@ def _link(handle: Callable[[CallInfo, Next], Awaitable[Any]], call_next: Next) -
     closure: about half the cost of a ``functools.partial`` with a keyword per call)."""
     def link(call: CallInfo) -> Awaitable[Any]:
         return handle(call, call_next)
-    link.__qualname__ = f"link({getattr(handle, '__qualname__', handle)!s})"
+    # Interned: one string per layer class, not one per client (~75 bytes a link).
+    link.__qualname__ = sys.intern(f"link({getattr(handle, '__qualname__', handle)!s})")
     return link
 
 
@@ -142,7 +145,7 @@ class Pipeline:
         self.rate_layer = RateLimitLayer(self.limiter, self.limit_keys)
         self.retry = RetryPolicy(config, self.clock, self.events, breaker=self.breaker)
         self.attempt = Attempt(self.clock, config.attempt_timeout, self.breaker)
-        self.transfers = TransferSlots(config, self.ledger)
+        self.transfers = TransferSlots(config, self.ledger, self.clock)
         layers: list[Layer] = [self.deadline, self.breaker, self.ledger]
         self.admit: SharedAdmit | None = None
         """The shared-storage admission layer (shared_admit.py), or ``None``."""
@@ -150,7 +153,7 @@ class Pipeline:
                 and not config.observe_only):
             self.admit = SharedAdmit(self.storage, self.breaker.lease,
                                      self.limit_keys.specs if limits_configured(config)
-                                     else None)
+                                     else None, pacer)
             layers.insert(1, self.admit)
         if config.transfer_concurrency is not None:
             layers.append(self.transfers)  # file parts in flight per (account, method)
@@ -164,7 +167,9 @@ class Pipeline:
         self.update_layers: tuple[Layer, ...] = (
             self.update_path, self.deadline, self.breaker, self.ledger)
         """The layers of a difference request made by Telethon's update loop (no waiting)."""
-        self._update_chain = self.compose(self.update_layers)
+        # Composed on the first difference request (a client without updates never makes
+        # one: four links, ~1.4 KiB, saved per client).
+        self._update_chain: Next | None = None
         self._outcomes: dict[str, dict[str, int]] = {}
         self._redact = redact
 
@@ -183,6 +188,10 @@ class Pipeline:
         chain: Next = self.attempt.run
         for layer in reversed(layers):
             chain = _link(layer.handle, chain)
+        return chain
+
+    def _compose_update_chain(self) -> Next:
+        chain = self._update_chain = self.compose(self.update_layers)
         return chain
 
     def stats(self) -> dict[str, Any]:
@@ -241,7 +250,10 @@ class Pipeline:
         call.send = send
         started = self.clock.now() if self.events.wants_request_events else None
         try:
-            chain = self._chain if call.update_loop is None else self._update_chain
+            if call.update_loop is None:
+                chain = self._chain
+            else:
+                chain = self._update_chain or self._compose_update_chain()
             result: T = await chain(call)
         except BaseException as exc:
             if isinstance(exc, DeadlineExceeded):
