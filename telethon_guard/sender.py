@@ -429,8 +429,8 @@ class GuardedMTProtoSender(ReconnectingSender):
                 return
 
             self._note_liveness(True)
-            if self._awaiting_confirm:
-                self._confirm_reconnect()
+            if self._unanswered:
+                self._first_message()
             try:
                 await self._process_message(message)
             except Exception:
