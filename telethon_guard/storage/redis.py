@@ -80,7 +80,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -102,6 +102,7 @@ from . import redis_scripts as lua
 from .fallback import POLICIES, BackendUnavailable, OutageFallback
 from .memory import MemoryStorage
 from .redis_view import ViewRefresher
+from .redis_wire import AdmitWire
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
 
@@ -302,6 +303,11 @@ class RedisStorage:
         self._br_release = _Script(lua.BREAKER_RELEASE_PROBE)
         self._br_state = _Script(lua.BREAKER_STATE)
         self._admit = _Script(lua.ADMIT)
+        self._wire = AdmitWire.for_client(client, self._admit.source, self._admit.sha,
+                                          self.timeout)
+        """The admission's own wire path on a plain Redis client (``None``: a cluster client
+        or Python < 3.11, ``execute_command`` then); see :mod:`.redis_wire`."""
+        self._plans: dict[Any, _AdmitPlan] = {}
         self._window_args: dict[Any, bytes] = {}
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}.".encode()
         self._tokens = itertools.count(1)
@@ -443,14 +449,18 @@ class RedisStorage:
         """Breaker acquire, flood check of ``scopes`` and limiter reservation of ``specs`` in
         ONE script (one round trip); see :class:`~telethon_guard.storage.AdmitStorage`. Every
         key must carry the same account hash tag (one cluster slot): the caller checks."""
+        if self.closed:
+            raise RuntimeError("RedisStorage is closed")
         token = self._token_base + b"%x" % next(self._tokens)
-        keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes)]
-        args: list[Any] = [repr(float(lease)), repr(self.breaker_ttl), _NUMKEYS[len(scopes)],
-                           token]
-        for spec in specs:
-            keys.append(self._key("rl", spec.key))
-            args.append(self._windows_arg(spec.windows))
-        reply = await self._call(self._admit, keys, args)
+        plan_key = (breaker_key, lease, tuple(scopes), tuple(specs))
+        plan = self._plans.get(plan_key)
+        if plan is None:
+            plan = self._admit_plan(plan_key)
+        if self._wire is not None:
+            reply = await self.fallback.run(
+                functools.partial(self._wire_admit, plan, token), _local)
+        else:
+            reply = await self._call(self._admit, plan.keys, [*plan.before, token, *plan.after])
         if reply is _LOCAL:
             return self._admit_local(breaker_key, lease, scopes, specs)
         if isinstance(reply, (bytes, str)):
@@ -480,6 +490,33 @@ class RedisStorage:
         if index >= 0:
             self._saw_block(scopes[index], left)
         return Admission(d, left, index, res)
+
+    def _admit_plan(self, plan_key: tuple[str, float, tuple[str, ...],
+                                          tuple[LimitSpec, ...]]) -> _AdmitPlan:
+        """The admission's keys and arguments for one (breaker, lease, scopes, specs), packed
+        once (cached, bounded): only the token changes from call to call."""
+        breaker_key, lease, scopes, specs = plan_key
+        keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes),
+                *(self._key("rl", spec.key) for spec in specs)]
+        before = [repr(float(lease)).encode(), repr(self.breaker_ttl).encode(),
+                  b"%d" % len(scopes)]
+        after = [self._windows_arg(spec.windows) for spec in specs]
+        head, tail = (self._wire.packer(keys, before, after) if self._wire is not None
+                      else (b"", b""))
+        plan = _AdmitPlan(keys, before, after, head, tail)
+        if len(self._plans) >= 4096:
+            self._plans.clear()
+        self._plans[plan_key] = plan
+        return plan
+
+    async def _wire_admit(self, plan: _AdmitPlan, token: bytes) -> Any:
+        """The admission on :class:`~.redis_wire.AdmitWire` (bounded by ``timeout``); raises
+        :class:`~telethon_guard.storage.fallback.BackendUnavailable` when Redis cannot serve."""
+        assert self._wire is not None
+        try:
+            return await self._wire.call(plan.head, token, plan.tail)
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(self._reason(exc)) from exc
 
     def _admit_local(self, breaker_key: str, lease: float, scopes: Sequence[str],
                      specs: Sequence[LimitSpec]) -> Admission:
@@ -758,19 +795,32 @@ class RedisStorage:
         """Close the connections of a client this storage built (from a URL); the storage stays
         usable and connects again on its next operation (a client passed in is left alone).
         ``disconnect()`` of the guarded client that opened this storage calls it. Never
-        raises; bounded by ``4 * timeout`` seconds."""
-        if self._owns_client and not self.closed:
+        raises; bounded by ``4 * timeout`` seconds. The admission's own connections
+        (:mod:`.redis_wire`) are closed in either case."""
+        if self.closed:
+            return
+        await self._close_wire()
+        if self._owns_client:
             try:
                 await _within(self.client.aclose(), self.timeout * 4)
             except Exception:  # closing a dead connection must not raise
                 logger.debug("closing the Redis connections failed", exc_info=True)
 
+    async def _close_wire(self) -> None:
+        if self._wire is not None:
+            try:
+                await _within(self._wire.close(), self.timeout * 4)
+            except Exception:  # closing a dead connection must not raise
+                logger.debug("closing the admission's connections failed", exc_info=True)
+
     async def aclose(self) -> None:
-        """Close the client if this storage built it (a client passed in stays open)."""
+        """Close the client if this storage built it (a client passed in stays open), and the
+        admission's own connections."""
         if self.closed:
             return
         self.closed = True
         self.view_refresher.cancel()
+        await self._close_wire()
         if self._owns_client:
             try:
                 await _within(self.client.aclose(), self.timeout * 4)
@@ -783,6 +833,17 @@ class RedisStorage:
 
 
 _NUMKEYS = [str(i).encode() for i in range(64)]
+
+
+class _AdmitPlan(NamedTuple):
+    """One admission's keys and arguments but the token (``before`` it, ``after`` it), and
+    the same packed for :class:`~.redis_wire.AdmitWire` (``head``, ``tail``)."""
+
+    keys: list[bytes]
+    before: list[bytes]
+    after: list[bytes]
+    head: bytes
+    tail: bytes
 
 
 class _Script:

@@ -1,5 +1,5 @@
-"""Round trips to Redis per guarded call, counted on the redis client (its
-``execute_command`` wrapped), through a real Telethon client and the test server: an admitted
+"""Round trips to Redis per guarded call, counted on the redis client (every command its
+connections write), through a real Telethon client and the test server: an admitted
 call costs ONE round trip (breaker, flood ledger and limiter decided by one script, no
 success write while the breaker is CLOSED without failures); a call that must wait for its
 limiter slot, a failure and the first success after it cost more, and only they do."""
@@ -23,23 +23,36 @@ ME = functions.users.GetUsersRequest([types.InputUserSelf()])
 STATE = functions.updates.GetStateRequest()
 
 
-def count_round_trips(storage: RedisStorage) -> Callable[[], int]:
-    """Counts the round trips of guarded calls; the move-up rounds (one per account per
-    ``MOVE_UP_INTERVAL`` while the process has waiters, shared by all of them: see
-    ``limiter_moveup``) are not per call and are counted apart, in ``take.move_ups``."""
-    client = storage.client
-    real = client.execute_command
+SETUP = {b"HELLO", b"CLIENT", b"AUTH", b"SELECT", b"READONLY"}
+"""Commands redis-py sends once when a socket connects (not counted)."""
+
+
+def count_round_trips(storage: RedisStorage,
+                      monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Counts the round trips of guarded calls: every command written on a socket of the
+    storage's client (its pool's connection class, ``send_packed_command``: the
+    ``execute_command`` path and the admission's own connections, ``redis_wire``, alike; a new
+    socket's handshake, ``SETUP``, is not counted); the
+    move-up rounds (one per account per ``MOVE_UP_INTERVAL`` while the process has waiters,
+    shared by all of them: see ``limiter_moveup``) are not per call and are counted apart, in
+    ``take.move_ups``."""
+    cls = storage.client.connection_pool.connection_class
+    real = cls.send_packed_command
     seen: list[Any] = []
     move_up_sha = storage._move_up.sha
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        if len(args) > 1 and args[1] == move_up_sha:
+    async def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        packed = command if isinstance(command, bytes) else b"".join(command)
+        name = packed.split(b"\r\n", 3)[2].upper()
+        if name in SETUP:
+            pass  # a new socket's handshake, not a decision
+        elif move_up_sha in packed:
             take.move_ups += 1  # type: ignore[attr-defined]
         else:
-            seen.append(args[0])
-        return await real(*args, **kwargs)
+            seen.append(packed)
+        return await real(self, command, *args, **kwargs)
 
-    client.execute_command = counted
+    monkeypatch.setattr(cls, "send_packed_command", counted)
 
     def take() -> int:
         n = len(seen)
@@ -51,7 +64,8 @@ def count_round_trips(storage: RedisStorage) -> Callable[[], int]:
     return take
 
 
-async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str) -> None:
+async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     storage = RedisStorage(url=redis_url, prefix=prefix, storage_fallback="fail", timeout=2.0)
     async with TelegramTestServer() as server:
         client = server.client(
@@ -61,7 +75,7 @@ async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str) -> 
             adaptive_pacing=False)
         async with client:
             await asyncio.wait_for(client(ME), 5)  # scripts loaded, connection pooled
-            take = count_round_trips(storage)
+            take = count_round_trips(storage, monkeypatch)
             for _ in range(20):
                 await asyncio.wait_for(client(ME), 5)
             assert take() == 20
