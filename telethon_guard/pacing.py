@@ -109,6 +109,8 @@ Sources and how the constants relate to them:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from .clock import Clock
 from .config import Windows
@@ -233,8 +235,8 @@ class AdaptivePacer:
     times are on ``clock`` (monotonic). Raises ``ValueError`` when either is not > 0.
     """
 
-    __slots__ = ("_clock", "_events", "_learned", "_paces", "max_methods", "recover", "relax",
-                 "seed_ages")
+    __slots__ = ("_clock", "_events", "_learned", "_paces", "max_methods", "on_change",
+                 "recover", "relax", "seed_ages")
 
     def __init__(self, clock: Clock, events: EventBus | None = None, *, relax: float = 5.0,
                  recover: float = 2.0, max_methods: int = 4096) -> None:
@@ -252,6 +254,9 @@ class AdaptivePacer:
         self.recover = recover
         self.max_methods = max_methods
         self.seed_ages: list[float] = []  # ages (s) of the calls a new pace was learned from
+        self.on_change: Callable[[str, str], None] | None = None
+        """Called with ``(account, method)`` after a FLOOD_WAIT set or changed that method's
+        pace (shared storage publishes it: :mod:`telethon_guard.shared_pace`)."""
 
     def window(self, account: str, method: str) -> Windows | None:
         """The limiter window of ``method``'s pace now, ``((1, period / count),)`` (evenly
@@ -481,7 +486,14 @@ class AdaptivePacer:
     def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
         """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the pace window now in
         force (``None``: nothing learned). Sets :attr:`seed_ages` when a *new* pace should start
-        with the calls it was learned from (empty otherwise)."""
+        with the calls it was learned from (empty otherwise); calls :attr:`on_change` when a
+        pace is in force."""
+        window = self._on_flood(account, method, seconds)
+        if window is not None and self.on_change is not None:
+            self.on_change(account, method)
+        return window
+
+    def _on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
         self.seed_ages = []
         now = self._clock.now()
         key = (account, method)
@@ -579,6 +591,58 @@ class AdaptivePacer:
             self._learned[key] = (window, p.since)
         self._announce(key, p)
         return window
+
+    # ------------------------------------------------------------------ sharing (storage)
+    def export(self, account: str, method: str) -> dict[str, Any] | None:
+        """The state of ``method``'s pace in force as plain data (JSON-safe), every time
+        relative to now (seconds; negative: in the past), for other processes on shared
+        storage (:mod:`telethon_guard.shared_pace`); ``None`` without a pace in force. Also
+        ``"ttl"``: seconds the state matters (until the pace is dropped, plus its probation).
+        The evidence (call history) stays local."""
+        if self.window(account, method) is None:
+            return None
+        p = self._paces[(account, method)]
+        now = self._clock.now()
+        probation = max(self.relax, PACE_PROBATION * p.wait)
+        if p.held:
+            end = p.flood_at + p.hold * (1.0 + _DROP_STEP / PACE_RELAX_STEPS)
+        else:
+            end = p.since + self.recover
+        return {"count": p.count, "base": p.base, "held": p.held, "pre": p.pre,
+                "flood_at": p.flood_at - now, "since": p.since - now, "hold": p.hold,
+                "grow": p.grow, "widest": p.widest, "wait": p.wait,
+                "ttl": max(1.0, end + probation - now)}
+
+    def adopt(self, account: str, method: str, state: dict[str, Any]) -> bool:
+        """Apply a pace another process learned (``state`` from :meth:`export` there, its
+        relative times taken as relative to now here): it replaces this process's pace of
+        ``method`` unless that one was set by a later FLOOD_WAIT. Returns ``True`` when
+        adopted. Emits no ``PaceLearned`` (the learning process did). Raises ``KeyError`` /
+        ``TypeError`` / ``ValueError`` on malformed state."""
+        key = (account, method)
+        now = self._clock.now()
+        flood_at = now + float(state["flood_at"])
+        count = int(state["count"])
+        base = float(state["base"])
+        if count < 1 or not base > 0:
+            raise ValueError(f"not a pace: {state!r}")
+        p = self._pace(account, method)
+        if p.count and self.window(account, method) is not None and p.flood_at > flood_at:
+            return False  # ours is newer: it will be published and adopted by the others
+        p.count, p.base, p.period = count, base, base
+        p.held = bool(state["held"])
+        p.pre = float(state["pre"])
+        p.flood_at = flood_at
+        p.since = now + float(state["since"])
+        p.hold = float(state["hold"])
+        p.grow = float(state["grow"])
+        p.widest = max(p.widest, float(state["widest"]))
+        p.wait = float(state["wait"])
+        p.evidence = None
+        p.late = 0
+        p.announced = (count, base)
+        self._learned[key] = (_spacing(count, base), now)  # recomputed by _relax
+        return self._relax(key) is not None
 
     def _announce(self, key: tuple[str, str], p: _Pace) -> None:
         """Emit ``PaceLearned`` when the learned ``(count, period)`` changed (a restore of the

@@ -10,7 +10,8 @@
       -> CircuitBreaker    (breaker.py)    fail fast while OPEN; one HALF_OPEN probe
       -> FloodLedger       (flood.py)      wait out / fail fast on recorded FLOOD_WAITs; record
                                            server FLOOD_*_WAITs and wait-and-retry when they fit
-      -> TransferSlots     (transfer_slots.py) file parts in flight per (account, method)
+      -> TransferSlots     (transfer_slots.py) file parts in flight per (account, method),
+                                           an AIMD window (slow start, halved on a flood)
                                            (only when ``transfer_concurrency`` is set)
       -> RateLimitLayer    (limiter.py)    wait for a slot in every window (only when limits or
                                            adaptive pacing are configured)
@@ -144,7 +145,7 @@ class Pipeline:
         self.rate_layer = RateLimitLayer(self.limiter, self.limit_keys)
         self.retry = RetryPolicy(config, self.clock, self.events, breaker=self.breaker)
         self.attempt = Attempt(self.clock, config.attempt_timeout, self.breaker)
-        self.transfers = TransferSlots(config, self.ledger)
+        self.transfers = TransferSlots(config, self.ledger, self.clock)
         layers: list[Layer] = [self.deadline, self.breaker, self.ledger]
         self.admit: SharedAdmit | None = None
         """The shared-storage admission layer (shared_admit.py), or ``None``."""
@@ -152,7 +153,7 @@ class Pipeline:
                 and not config.observe_only):
             self.admit = SharedAdmit(self.storage, self.breaker.lease,
                                      self.limit_keys.specs if limits_configured(config)
-                                     else None)
+                                     else None, pacer)
             layers.insert(1, self.admit)
         if config.transfer_concurrency is not None:
             layers.append(self.transfers)  # file parts in flight per (account, method)

@@ -98,6 +98,7 @@ from . import (
     Reservation,
 )
 from . import redis_moveup as moveup
+from . import redis_pace as pace_lua
 from . import redis_scripts as lua
 from .fallback import POLICIES, BackendUnavailable, OutageFallback
 from .memory import MemoryStorage
@@ -303,8 +304,9 @@ class RedisStorage:
         self._br_release = _Script(lua.BREAKER_RELEASE_PROBE)
         self._br_state = _Script(lua.BREAKER_STATE)
         self._admit = _Script(lua.ADMIT)
-        self._wire = AdmitWire.for_client(client, self._admit.source, self._admit.sha,
-                                          self.timeout)
+        self._admit_paced = _Script(pace_lua.admit_paced(lua.ADMIT))  # + the shared pace
+        self._pace_publish = _Script(pace_lua.PUBLISH)
+        self._wire = AdmitWire.for_client(client, self.timeout)
         """The admission's own wire path on a plain Redis client (``None``: a cluster client
         or Python < 3.11, ``execute_command`` then); see :mod:`.redis_wire`."""
         self._plans: dict[Any, _AdmitPlan] = {}
@@ -445,14 +447,18 @@ class RedisStorage:
 
     # ------------------------------------------------------------------ admission
     async def admit(self, breaker_key: str, lease: float, scopes: Sequence[str],
-                    specs: Sequence[LimitSpec]) -> Admission:
+                    specs: Sequence[LimitSpec], pace: tuple[str, bytes] | None = None,
+                    ) -> Admission:
         """Breaker acquire, flood check of ``scopes`` and limiter reservation of ``specs`` in
         ONE script (one round trip); see :class:`~telethon_guard.storage.AdmitStorage`. Every
-        key must carry the same account hash tag (one cluster slot): the caller checks."""
+        key must carry the same account hash tag (one cluster slot): the caller checks.
+        ``pace``: ``(pace key, version seen)``: also read the shared pace record in the same
+        script (:mod:`~telethon_guard.storage.redis_pace`), returned in ``Admission.pace``
+        when its version is not the one seen."""
         if self.closed:
             raise RuntimeError("RedisStorage is closed")
         token = self._token_base + b"%x" % next(self._tokens)
-        plan_key = (breaker_key, lease, tuple(scopes), tuple(specs))
+        plan_key = (breaker_key, lease, tuple(scopes), tuple(specs), pace)
         plan = self._plans.get(plan_key)
         if plan is None:
             plan = self._admit_plan(plan_key)
@@ -460,9 +466,13 @@ class RedisStorage:
             reply = await self.fallback.run(
                 functools.partial(self._wire_admit, plan, token), _local)
         else:
-            reply = await self._call(self._admit, plan.keys, [*plan.before, token, *plan.after])
+            reply = await self._call(plan.script, plan.keys,
+                                     [*plan.before, token, *plan.after])
         if reply is _LOCAL:
             return self._admit_local(breaker_key, lease, scopes, specs)
+        paced: str | None = None
+        if pace is not None and isinstance(reply, list) and len(reply) > 8:
+            paced = _str(reply[8])  # the pace record changed (see redis_pace.admit_paced)
         if isinstance(reply, (bytes, str)):
             # the script's fast path: no breaker state, no scope blocked; reply = the delay
             if self._seen_breakers:
@@ -489,21 +499,33 @@ class RedisStorage:
                     res = None
         if index >= 0:
             self._saw_block(scopes[index], left)
-        return Admission(d, left, index, res)
+        return Admission(d, left, index, res, paced)
 
-    def _admit_plan(self, plan_key: tuple[str, float, tuple[str, ...],
-                                          tuple[LimitSpec, ...]]) -> _AdmitPlan:
-        """The admission's keys and arguments for one (breaker, lease, scopes, specs), packed
-        once (cached, bounded): only the token changes from call to call."""
-        breaker_key, lease, scopes, specs = plan_key
+    async def pace_publish(self, key: str, record: bytes, ttl: float) -> None:
+        """Store the shared pace record of ``key`` (``acct:<a>/pace:<m>``) for ``ttl``
+        seconds (one round trip; :mod:`~telethon_guard.shared_pace`). While Redis is
+        unavailable nothing is stored (each process keeps its own pace)."""
+        await self._call(self._pace_publish, (self._key("pc", key),),
+                         (record, str(max(1, int(ttl * 1000)))))
+
+    def _admit_plan(self, plan_key: tuple[str, float, tuple[str, ...], tuple[LimitSpec, ...],
+                                          tuple[str, bytes] | None]) -> _AdmitPlan:
+        """The admission's script, keys and arguments for one (breaker, lease, scopes, specs,
+        pace), packed once (cached, bounded): only the token changes from call to call."""
+        breaker_key, lease, scopes, specs, pace = plan_key
         keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes),
                 *(self._key("rl", spec.key) for spec in specs)]
         before = [repr(float(lease)).encode(), repr(self.breaker_ttl).encode(),
                   b"%d" % len(scopes)]
         after = [self._windows_arg(spec.windows) for spec in specs]
-        head, tail = (self._wire.packer(keys, before, after) if self._wire is not None
-                      else (b"", b""))
-        plan = _AdmitPlan(keys, before, after, head, tail)
+        script = self._admit
+        if pace is not None:  # the pace key and the version seen go last (redis_pace)
+            keys.append(self._key("pc", pace[0]))
+            after.append(pace[1])
+            script = self._admit_paced
+        head, tail = (self._wire.packer(script.sha, keys, before, after)
+                      if self._wire is not None else (b"", b""))
+        plan = _AdmitPlan(script, keys, before, after, head, tail)
         if len(self._plans) >= 4096:
             self._plans.clear()
         self._plans[plan_key] = plan
@@ -514,7 +536,7 @@ class RedisStorage:
         :class:`~telethon_guard.storage.fallback.BackendUnavailable` when Redis cannot serve."""
         assert self._wire is not None
         try:
-            return await self._wire.call(plan.head, token, plan.tail)
+            return await self._wire.call(plan.script.source, plan.head, token, plan.tail)
         except _UNAVAILABLE as exc:
             raise BackendUnavailable(self._reason(exc)) from exc
 
@@ -836,9 +858,10 @@ _NUMKEYS = [str(i).encode() for i in range(64)]
 
 
 class _AdmitPlan(NamedTuple):
-    """One admission's keys and arguments but the token (``before`` it, ``after`` it), and
-    the same packed for :class:`~.redis_wire.AdmitWire` (``head``, ``tail``)."""
+    """One admission's script, its keys and arguments but the token (``before`` it, ``after``
+    it), and the same packed for :class:`~.redis_wire.AdmitWire` (``head``, ``tail``)."""
 
+    script: _Script
     keys: list[bytes]
     before: list[bytes]
     after: list[bytes]

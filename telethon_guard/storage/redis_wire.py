@@ -42,19 +42,17 @@ def _bulk(args: Sequence[bytes]) -> bytes:
 
 
 class AdmitWire:
-    """Sends one script's ``EVALSHA`` (source ``source``, digest ``sha``) on connections made
-    from ``client``'s pool, each call bounded by ``timeout`` seconds (``TimeoutError``).
+    """Sends pre-packed ``EVALSHA`` commands (:meth:`packer`) on connections made from
+    ``client``'s pool, each call bounded by ``timeout`` seconds (``TimeoutError``).
     Build it with :meth:`for_client`; :meth:`close` disconnects its connections (it stays
     usable: the next call connects again)."""
 
     __slots__ = ("_client", "_conns", "_expired", "_free", "_loop", "_pool", "_running",
-                 "_tasks", "_timer", "sha", "source", "timeout")
+                 "_tasks", "_timer", "timeout")
 
-    def __init__(self, client: Any, source: str, sha: bytes, timeout: float) -> None:
+    def __init__(self, client: Any, timeout: float) -> None:
         self._client = client
         self._pool = client.connection_pool
-        self.source = source
-        self.sha = sha
         self.timeout = timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._free: list[Any] = []
@@ -65,8 +63,7 @@ class AdmitWire:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
-    def for_client(cls, client: Any, source: str, sha: bytes,
-                   timeout: float) -> AdmitWire | None:
+    def for_client(cls, client: Any, timeout: float) -> AdmitWire | None:
         """An :class:`AdmitWire` for a plain ``redis.asyncio.Redis`` client on Python 3.11+,
         else ``None`` (the caller keeps ``execute_command``)."""
         import redis.asyncio as aioredis
@@ -75,20 +72,21 @@ class AdmitWire:
             return None
         if not hasattr(getattr(client, "connection_pool", None), "make_connection"):
             return None
-        return cls(client, source, sha, timeout)
+        return cls(client, timeout)
 
-    def packer(self, keys: Sequence[bytes], before: Sequence[bytes],
+    @staticmethod
+    def packer(sha: bytes, keys: Sequence[bytes], before: Sequence[bytes],
                after: Sequence[bytes]) -> tuple[bytes, bytes]:
         """``EVALSHA sha len(keys) *keys *before <token> *after`` packed (RESP), split at the
         token: ``(head, tail)`` for :meth:`call`."""
         n = 3 + len(keys) + len(before) + 1 + len(after)
-        head = b"*%d\r\n" % n + _bulk([b"EVALSHA", self.sha, b"%d" % len(keys), *keys,
-                                       *before])
+        head = b"*%d\r\n" % n + _bulk([b"EVALSHA", sha, b"%d" % len(keys), *keys, *before])
         return head, _bulk(after)
 
-    async def call(self, head: bytes, token: bytes, tail: bytes) -> Any:
-        """Run the script with ``token`` between ``head`` and ``tail``; its reply. Raises
-        ``TimeoutError`` after ``timeout`` seconds, redis-py's errors otherwise."""
+    async def call(self, source: str, head: bytes, token: bytes, tail: bytes) -> Any:
+        """Run the script packed in ``head`` (Lua ``source``, loaded on ``NOSCRIPT``) with
+        ``token`` between ``head`` and ``tail``; its reply. Raises ``TimeoutError`` after
+        ``timeout`` seconds, redis-py's errors otherwise."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._rebind(loop)
@@ -99,7 +97,7 @@ class AdmitWire:
             self._timer = loop.call_at(self._running[task], self._fire)
         packed = b"%s$%d\r\n%s\r\n%s" % (head, len(token), token, tail)
         try:
-            return await self._send(packed)
+            return await self._send(source, packed)
         except asyncio.CancelledError:
             if task in self._expired:
                 self._expired.discard(task)
@@ -128,14 +126,14 @@ class AdmitWire:
             self._expired.add(task)
             task.cancel()
 
-    async def _send(self, packed: bytes) -> Any:
+    async def _send(self, source: str, packed: bytes) -> Any:
         conn = self._free.pop() if self._free else self._new()
         in_step = False
         try:
             try:
                 reply = await self._once(conn, packed)
             except rexc.NoScriptError:  # Redis restarted, SCRIPT FLUSH, failover
-                await self._client.script_load(self.source)
+                await self._client.script_load(source)
                 reply = await self._once(conn, packed)
             in_step = True
             return reply

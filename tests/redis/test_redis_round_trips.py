@@ -27,32 +27,40 @@ SETUP = {b"HELLO", b"CLIENT", b"AUTH", b"SELECT", b"READONLY"}
 """Commands redis-py sends once when a socket connects (not counted)."""
 
 
-def count_round_trips(storage: RedisStorage,
-                      monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
-    """Counts the round trips of guarded calls: every command written on a socket of the
-    storage's client (its pool's connection class, ``send_packed_command``: the
-    ``execute_command`` path and the admission's own connections, ``redis_wire``, alike; a new
-    socket's handshake, ``SETUP``, is not counted); the
-    move-up rounds (one per account per ``MOVE_UP_INTERVAL`` while the process has waiters,
-    shared by all of them: see ``limiter_moveup``) are not per call and are counted apart, in
-    ``take.move_ups``."""
-    cls = storage.client.connection_pool.connection_class
-    real = cls.send_packed_command
+def count_round_trips(storage: RedisStorage) -> Callable[[], int]:
+    """Counts the round trips of guarded calls: every command written on a socket of this
+    storage (``send_packed_command`` of each connection of its client's pool and of the
+    admission's own connections, ``redis_wire``, the ones made later too; a new socket's
+    handshake, ``SETUP``, is not counted); the move-up rounds (one per account per
+    ``MOVE_UP_INTERVAL`` while the process has waiters, shared by all of them: see
+    ``limiter_moveup``) are not per call and are counted apart, in ``take.move_ups``."""
+    pool = storage.client.connection_pool
     seen: list[Any] = []
     move_up_sha = storage._move_up.sha
 
-    async def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        packed = command if isinstance(command, bytes) else b"".join(command)
-        name = packed.split(b"\r\n", 3)[2].upper()
-        if name in SETUP:
-            pass  # a new socket's handshake, not a decision
-        elif move_up_sha in packed:
-            take.move_ups += 1  # type: ignore[attr-defined]
-        else:
-            seen.append(packed)
-        return await real(self, command, *args, **kwargs)
+    def instrument(conn: Any) -> Any:
+        real = conn.send_packed_command
 
-    monkeypatch.setattr(cls, "send_packed_command", counted)
+        async def counted(command: Any, *args: Any, **kwargs: Any) -> Any:
+            packed = command if isinstance(command, bytes) else b"".join(command)
+            name = packed.split(b"\r\n", 3)[2].upper()
+            if name in SETUP:
+                pass  # a new socket's handshake, not a decision
+            elif move_up_sha in packed:
+                take.move_ups += 1  # type: ignore[attr-defined]
+            else:
+                seen.append(packed)
+            return await real(command, *args, **kwargs)
+
+        conn.send_packed_command = counted
+        return conn
+
+    wire = storage._wire
+    for conn in [*pool._available_connections, *pool._in_use_connections,
+                 *(wire._conns if wire is not None else ())]:
+        instrument(conn)
+    make = pool.make_connection
+    pool.make_connection = lambda: instrument(make())  # the pool's and the wire's new ones
 
     def take() -> int:
         n = len(seen)
@@ -64,8 +72,7 @@ def count_round_trips(storage: RedisStorage,
     return take
 
 
-async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str) -> None:
     storage = RedisStorage(url=redis_url, prefix=prefix, storage_fallback="fail", timeout=2.0)
     async with TelegramTestServer() as server:
         client = server.client(
@@ -75,7 +82,7 @@ async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str,
             adaptive_pacing=False)
         async with client:
             await asyncio.wait_for(client(ME), 5)  # scripts loaded, connection pooled
-            take = count_round_trips(storage, monkeypatch)
+            take = count_round_trips(storage)
             for _ in range(20):
                 await asyncio.wait_for(client(ME), 5)
             assert take() == 20
