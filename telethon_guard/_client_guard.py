@@ -64,7 +64,22 @@ def build_config(
         else:
             raise GuardConfigError("preset", f"must be 'user' or 'bot', not {preset!r}")
         return dataclasses.replace(base, **fields) if fields else base
+    if not fields:
+        return _default_config()
     return GuardConfig(**fields)
+
+
+_DEFAULT: list[GuardConfig] = []
+
+
+def _default_config() -> GuardConfig:
+    """The one ``GuardConfig()`` shared by every client built without guard keywords (it is
+    frozen and holds no per-client state: a config per client would cost ~0.7 KiB each)."""
+    if not _DEFAULT:
+        from .config import GuardConfig
+
+        _DEFAULT.append(GuardConfig())
+    return _DEFAULT[0]
 
 
 class ClientGuard:

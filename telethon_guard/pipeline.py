@@ -10,7 +10,8 @@
       -> CircuitBreaker    (breaker.py)    fail fast while OPEN; one HALF_OPEN probe
       -> FloodLedger       (flood.py)      wait out / fail fast on recorded FLOOD_WAITs; record
                                            server FLOOD_*_WAITs and wait-and-retry when they fit
-      -> TransferSlots     (transfer_slots.py) file parts in flight per (account, method)
+      -> TransferSlots     (transfer_slots.py) file parts in flight per (account, method),
+                                           an AIMD window (slow start, halved on a flood)
                                            (only when ``transfer_concurrency`` is set)
       -> RateLimitLayer    (limiter.py)    wait for a slot in every window (only when limits or
                                            adaptive pacing are configured)
@@ -77,6 +78,7 @@ sleeping/retrying, which is switched off underneath.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -112,43 +114,39 @@ class Layer(Protocol):
 
 
 Enter = Callable[[CallInfo, Next], "Awaitable[Any] | None"]
-Recover = Callable[[CallInfo, Exception, Next], Awaitable[Any]]
 
 
 class FastPath:
     """The fast path of a layer list (:meth:`Pipeline.fuse`), read by :meth:`Pipeline.invoke`.
 
-    ``entries``: ``(enter, rest)`` per layer, in order (``rest``: the composed chain of the
-    layers after it). ``attempt``: the terminal step. Indexed by depth ``d`` (the number of
-    layers whose ``enter`` passed): ``outer[d]``, the ``(recover, rest)`` of the layers
-    before ``d`` that have one, innermost first; ``succeed[d]``, their ``on_success``,
-    innermost first; ``unwind_succeed[d][k]``: the ``on_success`` of the layers outside
-    ``outer[d][k]``."""
+    ``layers``: the layers, outermost first; ``rests[i]``: the composed chain of the layers
+    after ``layers[i]`` (links shared with :meth:`Pipeline.compose`'s chain, nothing built
+    twice); ``entries``: ``(enter, rest)`` per layer, in order; ``attempt``: the terminal
+    step; ``succeed``: the ``on_success`` of every layer that has one, innermost first (what
+    runs after an attempt that every ``enter`` let through)."""
 
-    __slots__ = ("attempt", "entries", "outer", "succeed", "unwind_succeed")
+    __slots__ = ("attempt", "entries", "layers", "rests", "succeed")
 
     def __init__(self, layers: Sequence[Layer], rests: Sequence[Next], attempt: Next) -> None:
+        self.layers = tuple(layers)
+        self.rests = tuple(rests)
         self.attempt = attempt
         self.entries: tuple[tuple[Enter, Next], ...] = tuple(
             (_enter_of(layer), rest) for layer, rest in zip(layers, rests, strict=True))
-        outer: list[tuple[tuple[Recover, Next], ...]] = []
-        succeed: list[tuple[Callable[[CallInfo], None], ...]] = []
-        unwind: list[tuple[tuple[Callable[[CallInfo], None], ...], ...]] = []
-        for depth in range(len(layers) + 1):
-            # depth d: the layers before d passed their enter; the innermost comes first
-            inside = [(layers[i], rests[i]) for i in reversed(range(depth))]
-            outer.append(tuple((lay.recover, rest) for lay, rest in inside
-                               if hasattr(lay, "recover")))
-            ok = [lay for lay, _ in inside if hasattr(lay, "on_success")]
-            succeed.append(tuple(lay.on_success for lay in ok))
-            rec = [k for k, (lay, _) in enumerate(inside) if hasattr(lay, "recover")]
-            unwind.append(tuple(
-                tuple(lay.on_success for lay, _ in inside[k + 1:]
-                      if hasattr(lay, "on_success"))
-                for k in rec))
-        self.outer = tuple(outer)
-        self.succeed = tuple(succeed)
-        self.unwind_succeed = tuple(unwind)
+        self.succeed = self.on_success_of(len(self.layers))
+
+    def on_success_of(self, depth: int) -> tuple[Callable[[CallInfo], None], ...]:
+        """The ``on_success`` of the layers before ``depth`` that have one, innermost
+        first."""
+        return tuple(lay.on_success for lay in reversed(self.layers[:depth])
+                     if hasattr(lay, "on_success"))
+
+    def around(self, depth: int) -> list[tuple[Layer, Next]]:
+        """``(layer, rest)`` of the layers before ``depth`` that have a ``recover``,
+        innermost first (the ``handle`` frames an exception raised at ``depth`` travels
+        out through)."""
+        return [(self.layers[i], self.rests[i]) for i in reversed(range(depth))
+                if hasattr(self.layers[i], "recover")]
 
 
 def _enter_of(layer: Layer) -> Enter:
@@ -171,7 +169,8 @@ def _link(handle: Callable[[CallInfo, Next], Awaitable[Any]], call_next: Next) -
     closure: about half the cost of a ``functools.partial`` with a keyword per call)."""
     def link(call: CallInfo) -> Awaitable[Any]:
         return handle(call, call_next)
-    link.__qualname__ = f"link({getattr(handle, '__qualname__', handle)!s})"
+    # Interned: one string per layer class, not one per client (~75 bytes a link).
+    link.__qualname__ = sys.intern(f"link({getattr(handle, '__qualname__', handle)!s})")
     return link
 
 
@@ -214,7 +213,7 @@ class Pipeline:
         self.rate_layer = RateLimitLayer(self.limiter, self.limit_keys)
         self.retry = RetryPolicy(config, self.clock, self.events, breaker=self.breaker)
         self.attempt = Attempt(self.clock, config.attempt_timeout, self.breaker)
-        self.transfers = TransferSlots(config, self.ledger)
+        self.transfers = TransferSlots(config, self.ledger, self.clock)
         layers: list[Layer] = [self.deadline, self.breaker, self.ledger]
         self.admit: SharedAdmit | None = None
         """The shared-storage admission layer (shared_admit.py), or ``None``."""
@@ -222,7 +221,7 @@ class Pipeline:
                 and not config.observe_only):
             self.admit = SharedAdmit(self.storage, self.breaker.lease,
                                      self.limit_keys.specs if limits_configured(config)
-                                     else None)
+                                     else None, pacer)
             layers.insert(1, self.admit)
         if config.transfer_concurrency is not None:
             layers.append(self.transfers)  # file parts in flight per (account, method)
@@ -231,14 +230,17 @@ class Pipeline:
         layers.append(self.retry)
         self.layers: tuple[Layer, ...] = tuple(layers)
         """The layers, outermost first: the order in which they run (then :attr:`attempt`)."""
-        self._chain = self.compose(self.layers)
         self._fast: FastPath | None = self.fuse(self.layers)
+        self._chain = (self.compose(self.layers) if self._fast is None or not self.layers
+                       else _link(self.layers[0].handle, self._fast.rests[0]))
         """What :meth:`invoke` runs (the same layers; ``None``: the composed chain)."""
         self.update_path = UpdatePath(self.clock)
         self.update_layers: tuple[Layer, ...] = (
             self.update_path, self.deadline, self.breaker, self.ledger)
         """The layers of a difference request made by Telethon's update loop (no waiting)."""
-        self._update_chain = self.compose(self.update_layers)
+        # Composed on the first difference request (a client without updates never makes
+        # one: four links, ~1.4 KiB, saved per client).
+        self._update_chain: Next | None = None
         self._outcomes: dict[str, dict[str, int]] = {}
         self._redact = redact
 
@@ -253,11 +255,17 @@ class Pipeline:
     def compose(self, layers: Sequence[Layer]) -> Next:
         """``layers`` (outermost first) composed around :meth:`Attempt.run`: a function
         ``chain(call)`` returning the awaitable result. :meth:`invoke` runs
-        ``compose(self.layers)``, built once at construction."""
-        chain: Next = self.attempt.run
+        ``compose(self.layers)`` (built once at construction) when the fast path hands over
+        or there is none."""
+        return self._suffixes(layers)[0]
+
+    def _suffixes(self, layers: Sequence[Layer]) -> list[Next]:
+        """``[compose(layers[i:]) for i in 0..len(layers)]``, sharing their links."""
+        chains: list[Next] = [self.attempt.run]
         for layer in reversed(layers):
-            chain = _link(layer.handle, chain)
-        return chain
+            chains.append(_link(layer.handle, chains[-1]))
+        chains.reverse()
+        return chains
 
     def fuse(self, layers: Sequence[Layer]) -> FastPath | None:
         """The fast path of ``layers`` (outermost first) around :meth:`Attempt.run`: the same
@@ -266,8 +274,11 @@ class Pipeline:
         ``enter`` (nothing to flatten: :meth:`invoke` runs the composed chain)."""
         if layers and not hasattr(layers[0], "enter"):
             return None
-        rests = [self.compose(layers[i + 1:]) for i in range(len(layers))]
-        return FastPath(layers, rests, self.attempt.run)
+        return FastPath(layers, self._suffixes(layers)[1:], self.attempt.run)
+
+    def _compose_update_chain(self) -> Next:
+        chain = self._update_chain = self.compose(self.update_layers)
+        return chain
 
     def stats(self) -> dict[str, Any]:
         """A snapshot for ``client.guard.stats()``: ``calls`` (``{method: {outcome: count}}``,
@@ -328,7 +339,10 @@ class Pipeline:
         try:
             fast = self._fast
             if fast is None or call.update_loop is not None:
-                chain = self._chain if call.update_loop is None else self._update_chain
+                if call.update_loop is None:
+                    chain = self._chain
+                else:
+                    chain = self._update_chain or self._compose_update_chain()
                 result = await chain(call)
             else:  # the fast path (module docstring): enter each layer, one attempt
                 depth = 0
@@ -344,7 +358,8 @@ class Pipeline:
                 except Exception as exc:  # as it travels out through the layers' handle
                     result = await self._unwind(call, exc, fast, depth)
                 else:
-                    for on_success in fast.succeed[depth]:
+                    for on_success in (fast.succeed if depth == len(fast.entries)
+                                       else fast.on_success_of(depth)):
                         on_success(call)
         except BaseException as exc:
             if isinstance(exc, DeadlineExceeded):
@@ -363,14 +378,13 @@ class Pipeline:
         their ``enter``. Each of them with a ``recover`` (innermost first) gets it, as its
         ``handle`` frame would: it retries / waits and goes on (then the ``on_success`` of
         the layers outside it), or raises, and the next one out gets that."""
-        for (recover, rest), succeed in zip(fast.outer[depth], fast.unwind_succeed[depth],
-                                            strict=True):
+        for layer, rest in fast.around(depth):
             try:
-                result = await recover(call, exc, rest)
+                result = await layer.recover(call, exc, rest)  # type: ignore[attr-defined]
             except Exception as e:
                 exc = e
                 continue
-            for on_success in succeed:
+            for on_success in fast.on_success_of(fast.layers.index(layer)):
                 on_success(call)
             return result
         raise exc

@@ -24,12 +24,19 @@ STATE = functions.updates.GetStateRequest()
 
 
 def count_round_trips(storage: RedisStorage) -> Callable[[], int]:
+    """Counts the round trips of guarded calls; the move-up rounds (one per account per
+    ``MOVE_UP_INTERVAL`` while the process has waiters, shared by all of them: see
+    ``limiter_moveup``) are not per call and are counted apart, in ``take.move_ups``."""
     client = storage.client
     real = client.execute_command
     seen: list[Any] = []
+    move_up_sha = storage._move_up.sha
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
-        seen.append(args[0])
+        if len(args) > 1 and args[1] == move_up_sha:
+            take.move_ups += 1  # type: ignore[attr-defined]
+        else:
+            seen.append(args[0])
         return await real(*args, **kwargs)
 
     client.execute_command = counted
@@ -38,6 +45,8 @@ def count_round_trips(storage: RedisStorage) -> Callable[[], int]:
         n = len(seen)
         seen.clear()
         return n
+
+    take.move_ups = 0  # type: ignore[attr-defined]
 
     return take
 
@@ -63,8 +72,13 @@ async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str) -> 
             for _ in range(2):
                 await asyncio.wait_for(client(STATE), 5)  # 1st, 2nd in the window: at once
                 assert take() == 1
+            t0 = asyncio.get_running_loop().time()
             await asyncio.wait_for(client(STATE), 5)  # 3rd: waits
+            waited = asyncio.get_running_loop().time() - t0
             assert take() == 2
+            # while it waited: one move-up round per 0.1 s (they would serve any number of
+            # waiters of this process)
+            assert take.move_ups <= waited / 0.1 + 2, (take.move_ups, waited)  # type: ignore
 
             # a failure changes the breaker's state: admission + the failure write
             server.faults.add(ErrorOnCalls("users.getUsers", 500, "INTERNAL", times=1))
