@@ -40,7 +40,7 @@ from ._telethon import (
 )
 from ._tl import method_name
 from ._transport_codec import TransportErrorCodec, framing_of
-from .budget import note_refused, take_connection_slot
+from .budget import note_connected, note_refused, take_connection_slot
 from .errors import (
     AuthKeyInvalidError,
     GuardConfigError,
@@ -145,6 +145,7 @@ class ReconnectingSender(SenderSurface):
         self._down_since: float | None = None  # pacer clock: first failure of this outage
         self._outage_attempts = 0  # reconnect attempts in this outage
         self._awaiting_confirm = False  # reconnected; waiting for the server's first message
+        self._unanswered = False  # a new connection on which nothing was received yet
         self._tasks: set[asyncio.Task[Any]] = set()
         self._callback_task: asyncio.Task[Any] | None = None
         self.connecting = False
@@ -267,6 +268,7 @@ class ReconnectingSender(SenderSurface):
             set_connection_codec(conn, TransportErrorCodec(codec))
         self._opened_at = self._pacer.now()
         self._pacer.record_success()
+        self._unanswered = True
 
     async def _try_connect(self, attempt: int) -> bool:
         # Telethon's connect loop: with failures on record, take a pacer turn instead of
@@ -420,6 +422,15 @@ class ReconnectingSender(SenderSurface):
                     and (cb_task is None or cb_task.done())):
                 self._callback_task = self._spawn(self._auto_reconnect_callback())
             return
+
+    def _first_message(self) -> None:
+        """The receive loop got the first message on a new connection: the DC answers again
+        (the process budget lifts its storm pace, budget.py); after a reconnect, the outage
+        is over."""
+        self._unanswered = False
+        note_connected(self._connection)
+        if self._awaiting_confirm:
+            self._confirm_reconnect()
 
     def _confirm_reconnect(self) -> None:
         """The server answered on the new connection: the outage is over."""
