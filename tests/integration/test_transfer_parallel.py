@@ -77,6 +77,7 @@ async def test_a_fasttelethon_download_opens_without_a_burst_of_floods() -> None
     # every attempt the server saw went through the pipeline (one call per part, retried
     # there after a flood), so the window covered all 8 senders
     assert len(through_guard) == PARTS
+    assert {c.dc_id for c in through_guard} == {2}  # the DC of the caller's senders
     assert sum(c.attempt for c in through_guard) == guarded["accepted"] + guarded["floods"]
 
     async with _server() as server:
