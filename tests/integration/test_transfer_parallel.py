@@ -23,7 +23,7 @@ from telethon import TelegramClient
 from telethon.tl import types
 
 from telethon_guard import GuardedTelegramClient
-from telethon_guard.testing.faults_limits import FloodWindow
+from telethon_guard.testing.faults_limits import FloodWindow, PremiumFlood
 from telethon_guard.testing.server import TelegramTestServer
 from telethon_guard.testing.world_state import WorldConfig
 
@@ -34,11 +34,26 @@ PARTS, PART, LIMIT, SENDERS = 64, 4096, 20, 8
 START = 4  # GuardConfig.transfer_start_parts default
 
 
-def _server() -> TelegramTestServer:
+def _server(premium: bool = False) -> TelegramTestServer:
     server = TelegramTestServer(world_config=WorldConfig(file_dc=2, file_size=PARTS * PART),
                                 rsa_key=TEST_RSA_KEY)
-    server.faults.add(FloodWindow("upload.getFile", LIMIT, 1.0))
+    if premium:  # FLOOD_PREMIUM_WAIT_2 above 20 parts per second per (account, DC)
+        server.faults.add(PremiumFlood(LIMIT, 2))
+    else:
+        server.faults.add(FloodWindow("upload.getFile", LIMIT, 1.0))
     return server
+
+
+def _bursts(times: list[float]) -> list[int]:
+    """Floods per burst (floods less than 0.5 s after the burst's first)."""
+    out: list[int] = []
+    first = None
+    for t in times:
+        if first is None or t >= first + 0.5:
+            first = t
+            out.append(0)
+        out[-1] += 1
+    return out
 
 
 async def _download(server: TelegramTestServer, client: TelegramClient) -> dict[str, Any]:
@@ -54,6 +69,7 @@ async def _download(server: TelegramTestServer, client: TelegramClient) -> dict[
     floods = sorted(e.time for e in entries if (e.error_message or "").startswith("FLOOD"))
     accepted = sorted(e.time for e in entries if e.outcome == "ok")
     return {
+        "bursts": _bursts(floods),
         "correct": got.correct(server.world.file_bytes(), PART),
         "failed": got.failed(),
         "floods": len(floods),
@@ -90,6 +106,27 @@ async def test_a_fasttelethon_download_opens_without_a_burst_of_floods() -> None
              guard_correct=guarded["correct"], guard_seconds=guarded["seconds"],
              plain_opening_floods=plain["opening_floods"], plain_floods=plain["floods"],
              plain_correct=plain["correct"], plain_failed=len(plain["failed"]),
+             plain_seconds=plain["seconds"])
+
+
+async def test_a_fasttelethon_download_under_premium_floods_draws_a_few_per_block() -> None:
+    # FLOOD_PREMIUM_WAIT_2 (non-premium transfer throttling, per account and DC): every 2 s
+    # block ends with the download meeting the limit again; the window keeps each such burst
+    # at the parts it has in flight (4), where plain Telethon draws one per sender (8).
+    async with _server(premium=True) as server:
+        client = server.client(cls=GuardedTelegramClient, deadline=30, max_flood_wait=10)
+        async with client:
+            guarded = await _download(server, client)
+    assert guarded["correct"] == PARTS and not guarded["failed"], guarded["failed"][:3]
+    assert guarded["bursts"] and max(guarded["bursts"]) <= START, guarded["bursts"]
+    async with _server(premium=True) as server:
+        plain_client = server.client(request_retries=5)
+        async with plain_client:
+            plain = await _download(server, plain_client)
+    measured("fasttelethon_premium_flood_2s_20_per_s",
+             guard_bursts=guarded["bursts"], guard_floods=guarded["floods"],
+             guard_seconds=guarded["seconds"], plain_bursts=plain["bursts"],
+             plain_floods=plain["floods"], plain_correct=plain["correct"],
              plain_seconds=plain["seconds"])
 
 
