@@ -121,10 +121,10 @@ class TransferSlots:
     """Pipeline layer: the parts in flight per (account, method) within an AIMD window.
 
     ``config.transfer_concurrency``: the largest window (``None``, or ``config.observe_only``:
-    the layer passes every call through); ``config.transfer_start_parts``: the window a transfer opens with (``None``: the
-    largest, no slow start). ``ledger``: the flood ledger, asked after a queued wait whether
-    the call's scopes were blocked meanwhile. ``clock``: the guard clock (rounds, idle reset).
-    Local state (one process).
+    the layer passes every call through); ``config.transfer_start_parts``: the window a
+    transfer opens with (``None``: the largest, no slow start). ``ledger``: the flood ledger,
+    asked after a queued wait whether the call's scopes were blocked meanwhile. ``clock``: the
+    guard clock (rounds, idle reset). Local state (one process).
     """
 
     __slots__ = ("_clock", "_ledger", "_windows", "limit", "start")
