@@ -160,7 +160,7 @@ class TransferSlots:
     def enter(self, call: CallInfo, call_next: Next) -> Awaitable[Any] | None:
         """``None`` when ``call`` needs no slot (not a transfer; :meth:`Pipeline.invoke
         <telethon_guard.pipeline.Pipeline.invoke>`'s fast path goes on); else :meth:`handle`."""
-        if not call.transfer or self.limit is None:
+        if not call.transfer or self.start is None:
             return None
         return self._bounded(call, call_next)
 
