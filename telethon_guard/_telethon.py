@@ -530,6 +530,12 @@ def connection_dc(conn: Any) -> int | None:
     return None
 
 
+def sender_dc(sender: Any) -> int | None:
+    """The DC id of a sender's current connection (``None`` if unknown): a sender the caller
+    built itself (FastTelethon's own ``MTProtoSender``) has no ``dc_id`` of its own."""
+    return connection_dc(getattr(sender, "_connection", None))
+
+
 def connection_address(conn: Any) -> tuple[str, int] | None:
     """``(host, port)`` a connection object connects to (``None`` if unknown)."""
     ip = getattr(conn, "_ip", None)

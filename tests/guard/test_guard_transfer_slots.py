@@ -200,6 +200,15 @@ async def test_local_flood_refusals_do_not_halve_the_window() -> None:
     assert pipe.transfers.window("a1", "upload.getFile") == 4
 
 
+async def test_a_premium_flood_halves_the_window_too() -> None:
+    pipe, clock, _ = make_pipeline(transfer_concurrency=16, max_flood_wait=10)
+    await _grown_to(pipe, clock, 8)
+    premium = te.FloodPremiumWaitError(None, 50)
+    with pytest.raises(te.FloodPremiumWaitError):
+        await bounded(pipe.invoke(part_call(), Parts(clock, latency=0.1, floods=[premium])))
+    assert pipe.transfers.window("a1", "upload.getFile") == 4
+
+
 async def test_an_idle_window_opens_afresh_after_15_seconds() -> None:
     pipe, clock, _ = make_pipeline(transfer_concurrency=16)
     parts = Parts(clock, latency=0.25)
