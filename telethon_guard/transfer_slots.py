@@ -160,15 +160,15 @@ class TransferSlots:
     def enter(self, call: CallInfo, call_next: Next) -> Awaitable[Any] | None:
         """``None`` when ``call`` needs no slot (not a transfer; :meth:`Pipeline.invoke
         <telethon_guard.pipeline.Pipeline.invoke>`'s fast path goes on); else :meth:`handle`."""
-        if not call.transfer or self.limit is None:
+        if not call.transfer or self.start is None:
             return None
         return self._bounded(call, call_next)
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
-        """Run ``call_next`` holding a slot when ``call`` is a file transfer; else pass it on."""
-        if not call.transfer or self.start is None:
-            return call_next(call)
-        return self._bounded(call, call_next)
+        """Run ``call_next`` holding a slot when ``call`` is a file transfer; else pass it on
+        (:meth:`enter` decides)."""
+        slow = self.enter(call, call_next)
+        return call_next(call) if slow is None else slow
 
     # ---- the window ----------------------------------------------------------------------
 
