@@ -536,10 +536,18 @@ class RateLimitLayer:
         """Wait for the call's slot, then run ``call_next``. Raises ``FloodWaitBlocked`` at
         once when a learned pace's wait does not fit ``max_flood_wait`` or the deadline,
         ``DeadlineExceeded`` at once when the slot lies beyond ``call.deadline_at``;
-        cancellation gives the slot back."""
+        cancellation gives the slot back. :meth:`enter`, then ``call_next(call)`` when the
+        slot was free now."""
+        slow = self.enter(call, call_next)
+        return call_next(call) if slow is None else slow
+
+    def enter(self, call: CallInfo, call_next: Next) -> Awaitable[Any] | None:
+        """The synchronous decision (:meth:`Pipeline.invoke`'s fast path calls it): ``None``
+        when no window applies or the call's slot is free now (reserved and consumed); else
+        the awaitable that waits for the slot (or fails) and then runs ``call_next``."""
         specs = self._specs(call)
         if not specs:
-            return call_next(call)
+            return None
         decide = self._decide
         if decide is None:
             adm = call.admitted  # shared_admit.py: the slot reserved at admission
@@ -547,11 +555,11 @@ class RateLimitLayer:
             if res is None:
                 return self._wait_then(call, specs, None, call_next)
             if res[0] <= 0:
-                return call_next(call)  # slot free now: reserved and consumed
+                return None  # slot free now: reserved and consumed
             return self._wait_then(call, adm.specs, res, call_next)
         res = decide(specs)
         if res[0] <= 0:
-            return call_next(call)  # slot free now: reserved and consumed
+            return None  # slot free now: reserved and consumed
         return self._wait_then(call, specs, res, call_next)
 
     async def _wait_then(self, call: CallInfo, specs: Sequence[LimitSpec],
