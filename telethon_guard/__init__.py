@@ -14,6 +14,10 @@ The public surface is what this module exports (``__all__``) plus the documented
 ``metrics``, ``testing``). Modules whose name starts with an underscore (``_client_call``,
 ``_link``, ``_telethon``...) are internal: their names may change without notice.
 ``client.guard`` is a :class:`ClientGuard` (formerly ``GuardState``, still importable).
+Every typed error of :mod:`telethon_guard.errors` is exported here, as are the two
+re-send errors (:class:`ConnectionLostMayHaveRun`, :class:`SilentConnectionMayHaveRun`, both
+:class:`MayHaveRunError`), the update loop's :class:`DifferenceDeferred`, the pool and the
+edit coalescer.
 """
 
 from __future__ import annotations
@@ -24,18 +28,31 @@ from typing import TYPE_CHECKING, Any
 from ._wrap import guard  # the function (no module of that name)
 from .errors import (
     AlreadyDelivered,
+    AttemptTimeoutError,
     AuthKeyInvalidError,
     CircuitOpenError,
     ClientDisconnectedError,
     DeadlineExceeded,
+    EntitiesNotStoredError,
     FloodPremiumBlocked,
     FloodWaitBlocked,
+    FloodWaitMultiError,
     GuardConfigError,
     GuardConnectionError,
     GuardError,
+    MayHaveRunError,
+    NoAccountAvailableError,
+    PoolClosedError,
+    PoolError,
+    PoolExhaustedError,
+    SessionInUseError,
+    SessionLockedError,
+    SessionStoreError,
     SlowModeBlocked,
     StorageUnavailableError,
+    TenantUnavailableError,
     TransportFloodError,
+    UnknownTenantError,
 )
 
 __version__ = "0.1.0"
@@ -51,16 +68,26 @@ _LAZY = {
     "with_fallback": ".health",
     "fallback": ".health",
     "GuardStats": ".stats",
+    "GuardedClientPool": ".pool",
+    "EditCoalescer": ".edits",
+    "ConnectionLostMayHaveRun": ".sender",
+    "SilentConnectionMayHaveRun": ".liveness",
+    "DifferenceDeferred": ".update_path",
 }
 
 if TYPE_CHECKING:
     from ._client_guard import ClientGuard, GuardState
     from .client import GuardedTelegramClient
     from .config import GuardConfig
+    from .edits import EditCoalescer
     from .health import fallback, with_fallback
+    from .liveness import SilentConnectionMayHaveRun
     from .loop import LoopLagMonitor, install_exception_handler
     from .pipeline import Pipeline
+    from .pool import GuardedClientPool
+    from .sender import ConnectionLostMayHaveRun
     from .stats import GuardStats
+    from .update_path import DifferenceDeferred
 
 
 def __getattr__(name: str) -> Any:
@@ -78,25 +105,43 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AlreadyDelivered",
+    "AttemptTimeoutError",
     "AuthKeyInvalidError",
     "CircuitOpenError",
     "ClientDisconnectedError",
     "ClientGuard",
+    "ConnectionLostMayHaveRun",
     "DeadlineExceeded",
+    "DifferenceDeferred",
+    "EditCoalescer",
+    "EntitiesNotStoredError",
     "FloodPremiumBlocked",
     "FloodWaitBlocked",
+    "FloodWaitMultiError",
     "GuardConfig",
     "GuardConfigError",
     "GuardConnectionError",
     "GuardError",
     "GuardState",
     "GuardStats",
+    "GuardedClientPool",
     "GuardedTelegramClient",
     "LoopLagMonitor",
+    "MayHaveRunError",
+    "NoAccountAvailableError",
     "Pipeline",
+    "PoolClosedError",
+    "PoolError",
+    "PoolExhaustedError",
+    "SessionInUseError",
+    "SessionLockedError",
+    "SessionStoreError",
+    "SilentConnectionMayHaveRun",
     "SlowModeBlocked",
     "StorageUnavailableError",
+    "TenantUnavailableError",
     "TransportFloodError",
+    "UnknownTenantError",
     "__version__",
     "fallback",
     "guard",

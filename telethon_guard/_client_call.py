@@ -116,10 +116,12 @@ def make_call(
 
 def _dc_of(client: TelegramClient, sender: Any) -> int:
     """DC of a call: the session's DC on the main sender (it follows ``_switch_dc``), else the
-    exported sender's ``dc_id``."""
+    exported sender's ``dc_id``, else (a sender the caller built, FastTelethon-style) the DC of
+    its connection."""
     if sender is tl.main_sender(client):
         return int(client.session.dc_id or 0)
-    return int(getattr(sender, "dc_id", None) or client.session.dc_id or 0)
+    return int(getattr(sender, "dc_id", None) or tl.sender_dc(sender)
+               or client.session.dc_id or 0)
 
 
 def _set_max_flood_wait(call: CallInfo, seconds: float) -> None:

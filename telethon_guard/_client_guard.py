@@ -64,7 +64,22 @@ def build_config(
         else:
             raise GuardConfigError("preset", f"must be 'user' or 'bot', not {preset!r}")
         return dataclasses.replace(base, **fields) if fields else base
+    if not fields:
+        return _default_config()
     return GuardConfig(**fields)
+
+
+_DEFAULT: list[GuardConfig] = []
+
+
+def _default_config() -> GuardConfig:
+    """The one ``GuardConfig()`` shared by every client built without guard keywords (it is
+    frozen and holds no per-client state: a config per client would cost ~0.7 KiB each)."""
+    if not _DEFAULT:
+        from .config import GuardConfig
+
+        _DEFAULT.append(GuardConfig())
+    return _DEFAULT[0]
 
 
 class ClientGuard:
@@ -76,6 +91,9 @@ class ClientGuard:
     Not state of its own: a facade over the pipeline (which owns the flood ledger, limiter
     and breaker), the stats collector and the per-DC reconnect pacers. Formerly
     ``GuardState`` (still importable under that name)."""
+
+    __slots__ = ("__weakref__", "_client_ref", "_now", "_pacers", "collector", "config",
+                 "events", "pipeline")
 
     def __init__(self, config: GuardConfig, pipeline: Pipeline) -> None:
         self.config = config

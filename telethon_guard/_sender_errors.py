@@ -6,9 +6,28 @@ from __future__ import annotations
 
 from telethon.errors import AuthKeyNotFound, InvalidBufferError
 
-from .errors import AuthKeyInvalidError, GuardConnectionError, GuardError, TransportFloodError
+from .errors import (
+    AuthKeyInvalidError,
+    GuardConnectionError,
+    GuardError,
+    MayHaveRunError,
+    TransportFloodError,
+)
 
-__all__ = ["copy_error", "typed_error"]
+__all__ = ["ConnectionLostMayHaveRun", "copy_error", "typed_error"]
+
+
+class ConnectionLostMayHaveRun(MayHaveRunError):
+    """A request that is not safe to send again (no ``random_id``, not a read: see
+    :func:`telethon_guard.liveness.resend_is_safe`) had been sent on a connection lost to a
+    transport error (reset, closed, -429...). The server may have run it (e.g. a second
+    ``auth.sendCode`` would send a second code), so the reconnect does not send it again.
+    Final (never retried by the guard). ``timeout`` is ``0.0``: no attempt timeout ran out."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(method, 0.0)
+        self.args = (f"{method}: the connection was lost after the request was sent; not "
+                     "idempotent, so not sent again (it may have run)",)
 
 
 def typed_error(error: BaseException | None, dc_id: int | None) -> GuardError:

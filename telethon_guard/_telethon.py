@@ -95,7 +95,8 @@ CLIENT_ATTRIBUTES: Mapping[str, str] = {
 """``TelegramClient`` instance attributes."""
 
 CLIENT_METHODS: Mapping[str, str] = {
-    "_call": "overridden / wrapped: every request goes through the guard pipeline",
+    "_call": "overridden / wrapped: every request goes through the guard pipeline; called "
+             "by call_on_sender, FastTelethon-style code's entry point",
     "_create_exported_sender": "overridden / wrapped: guarded senders for other DCs",
     "_get_cdn_client": "overridden / wrapped: CDN clients share the guard",
     "_disconnect_coro": "overridden / wrapped: marks the client offline, releases the loop",
@@ -288,6 +289,15 @@ async def get_dc(client: TelegramClient, dc_id: int) -> Any:
 async def disconnect_internal(client: TelegramClient) -> None:
     """Telethon's internal disconnect (sender and tasks; no ``disconnect()`` bookkeeping)."""
     await client._disconnect()
+
+
+def call_on_sender(client: TelegramClient, sender: Any, request: Any) -> Awaitable[Any]:
+    """``client._call(sender, request)``: a request on a sender of the caller's own, the way
+    parallel-transfer code (FastTelethon, mautrix-telegram's ``parallel_file_transfer``) sends
+    ``upload.getFile`` / ``saveFilePart`` on the exported senders it builds; on a guarded client
+    it goes through the guard pipeline."""
+    result: Awaitable[Any] = client._call(sender, request)
+    return result
 
 
 def new_connection(client: TelegramClient, dc: Any) -> Connection:
@@ -498,6 +508,12 @@ def connection_dc(conn: Any) -> int | None:
     if isinstance(dc, int) and not isinstance(dc, bool) and dc > 0:
         return dc
     return None
+
+
+def sender_dc(sender: Any) -> int | None:
+    """The DC id of a sender's current connection (``None`` if unknown): a sender the caller
+    built itself (FastTelethon's own ``MTProtoSender``) has no ``dc_id`` of its own."""
+    return connection_dc(getattr(sender, "_connection", None))
 
 
 def connection_address(conn: Any) -> tuple[str, int] | None:

@@ -94,6 +94,12 @@ def _caller_cancelled(task: asyncio.Task[Any] | None) -> bool:
     return True if cancelling is None else bool(cancelling())
 
 
+_LOOP_DEADLINES: weakref.WeakValueDictionary[int, LoopDeadlines] = weakref.WeakValueDictionary()
+"""``id(loop)`` -> that loop's :class:`LoopDeadlines`, shared by every :class:`Attempt` (one
+per client) on it: kept alive by the attempts that use it (and by its armed timer), so a
+closed loop is not kept alive by this table; an id reused by a new loop gets a new entry."""
+
+
 class Attempt:
     """The pipeline's terminal step: ``await attempt.run(call)`` makes one network attempt.
 
@@ -102,8 +108,7 @@ class Attempt:
     attempt that reached the network (``None``: nobody is told).
     """
 
-    __slots__ = ("_breaker", "_clock", "_deadlines", "_deadlines_by_loop", "_loop_timers",
-                 "_now", "_timeout")
+    __slots__ = ("_breaker", "_clock", "_deadlines", "_loop_timers", "_now", "_timeout")
 
     def __init__(self, clock: Clock, attempt_timeout: float | None,
                  breaker: CircuitBreaker | None) -> None:
@@ -113,9 +118,7 @@ class Attempt:
         self._breaker = breaker
         # MonotonicClock: attempt deadlines share one loop timer per loop (LoopDeadlines).
         self._loop_timers = type(clock) is MonotonicClock
-        self._deadlines: LoopDeadlines | None = None
-        self._deadlines_by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, LoopDeadlines] = weakref.WeakKeyDictionary()
+        self._deadlines: LoopDeadlines | None = None  # the loop's (_LOOP_DEADLINES)
 
     async def run(self, call: CallInfo) -> Any:
         """Run ``call.send()`` once; return its answer or raise (see the module docstring)."""
@@ -209,9 +212,9 @@ class Attempt:
         return result
 
     def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> LoopDeadlines:
-        deadlines = self._deadlines_by_loop.get(loop)
-        if deadlines is None:
-            deadlines = self._deadlines_by_loop[loop] = LoopDeadlines(loop)
+        deadlines = _LOOP_DEADLINES.get(id(loop))
+        if deadlines is None or deadlines.loop is not loop:  # none yet, or an id reused
+            deadlines = _LOOP_DEADLINES[id(loop)] = LoopDeadlines(loop)
         self._deadlines = deadlines
         return deadlines
 

@@ -20,7 +20,11 @@ handshake runs on the connection it was granted) takes a slot first. Two sets of
   TDLib's ``ConnectionCreator`` per-client flood control, ``flood_control.add_limit(1, 1)`` in
   ``td/telegram/net/ConnectionCreator.cpp``) in addition while the target *refuses*: for
   ``storm_seconds`` (default 5 s) after the last :meth:`ConnectionBudget.record_refused`, once
-  two or more clients were refused (one client refused alone is paced by its own pacer).
+  two or more clients were refused (one client refused alone is paced by its own pacer), and
+  only until a new connection to the target is answered again
+  (:meth:`ConnectionBudget.record_connected`: the storm is over, so the process goes back to
+  the normal windows at once instead of holding the storm pace ``storm_seconds`` longer; a
+  later refusal puts the storm windows back).
   While Telegram refuses this IP, the whole process opens at most one connection per second,
   as one TDLib client would at most. (TDLib's longer windows, 2 per 4 s and 3 per 8 s, are
   per client: applied to a whole process they would take minutes to reconnect a few hundred
@@ -57,6 +61,7 @@ __all__ = [
     "DEFAULT_STORM_WINDOWS",
     "ConnectionBudget",
     "connection_target",
+    "note_connected",
     "note_refused",
     "process_budget",
     "set_process_budget",
@@ -95,9 +100,9 @@ class ConnectionBudget:
         or ``clock`` (naming the field), at construction.
     """
 
-    __slots__ = ("_clock", "_local", "_prefix", "_sources", "_specs", "_storage",
-                 "_storm_seconds", "_storm_sources", "_storm_windows", "_windows", "granted",
-                 "max_wait", "refusals", "waited", "waiting")
+    __slots__ = ("_clock", "_local", "_prefix", "_refusing_seen", "_sources", "_specs",
+                 "_storage", "_storm_seconds", "_storm_sources", "_storm_windows", "_wakers",
+                 "_windows", "granted", "lifted", "max_wait", "refusals", "waited", "waiting")
 
     def __init__(
         self,
@@ -124,6 +129,10 @@ class ConnectionBudget:
             raise GuardConfigError("storm_sources", f"must be an int >= 1, got {storm_sources!r}")
         self._storm_sources = storm_sources
         self._sources: dict[str, dict[Hashable, float]] = {}
+        # Targets this process saw refusing (a shared storage is asked to lift only for these).
+        self._refusing_seen: set[str] = set()
+        # Storm-paced waiters per target, in the order they started waiting (woken on a lift).
+        self._wakers: dict[str, dict[asyncio.Future[None], None]] = {}
         if clock is None:
             clock = MonotonicClock()
         if not callable(getattr(clock, "now", None)) or not callable(getattr(clock, "sleep", None)):
@@ -145,6 +154,9 @@ class ConnectionBudget:
         """Slots granted per target (lifetime)."""
         self.refusals: dict[str, int] = {}
         """:meth:`record_refused` calls per target (lifetime)."""
+        self.lifted: dict[str, int] = {}
+        """Storm windows lifted by :meth:`record_connected` before they expired, per target
+        (lifetime)."""
         self.waited = 0.0
         """Seconds waited for slots, summed over every grant."""
         self.max_wait = 0.0
@@ -205,6 +217,8 @@ class ConnectionBudget:
         try:
             while True:
                 refusing = await self.refusing_for(target)
+                if refusing > 0:
+                    self._refusing_seen.add(target)
                 specs = storm if refusing > 0 else normal
                 if self._local is not None:
                     delay, token = self._local.reserve_sync(specs)
@@ -214,12 +228,10 @@ class ConnectionBudget:
                     break
                 if refusing > 0:
                     # Storm pace: hold no future slot (a queue of them would outlive the
-                    # storm); wait for the next free one, or the end of the storm, and ask
-                    # again.
+                    # storm); wait for the next free one, the end of the storm or its lift
+                    # (record_connected), and ask again.
                     await self._release(specs, token)
-                    nap = min(delay, refusing)
-                    await self._clock.sleep(nap)
-                    waited += nap
+                    waited += await self._storm_nap(target, min(delay, refusing))
                     continue
                 try:
                     await self._clock.sleep(delay)
@@ -235,6 +247,34 @@ class ConnectionBudget:
             self.max_wait = waited
         self.granted[target] = self.granted.get(target, 0) + 1
         return waited
+
+    async def _storm_nap(self, target: str, seconds: float) -> float:
+        """Sleep ``seconds`` or until the target's storm is lifted in this process, whichever
+        comes first; returns the seconds slept. Waiters woken by a lift resume in the order
+        they started waiting (first come, first served)."""
+        waker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        wakers = self._wakers.setdefault(target, {})
+        wakers[waker] = None
+        start = self._clock.now()
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            wakers.pop(waker, None)
+            if not wakers and self._wakers.get(target) is wakers:
+                del self._wakers[target]
+        return max(0.0, self._clock.now() - start)
+
+    def _wake(self, target: str) -> None:
+        """Wake the target's storm-paced waiters, oldest first."""
+        for waker in list(self._wakers.get(target, ())):
+            if not waker.done():
+                try:
+                    waker.set_result(None)
+                except RuntimeError:  # its loop is closed: its waiter is gone with it
+                    pass
 
     async def _release(self, specs: tuple[LimitSpec, ...], token: Any) -> None:
         if self._local is not None:
@@ -267,6 +307,7 @@ class ConnectionBudget:
                     del seen[s]
             if len(seen) < self._storm_sources:
                 return True  # one client refused alone: its own pacer paces it
+        self._refusing_seen.add(target)
         if self._local is None:
             return False
         self._local.flood_block_sync(self._keys(target)[2], self._storm_seconds)
@@ -285,11 +326,58 @@ class ConnectionBudget:
         if not self._mark_refused(target, source):
             await self._storage.flood_block(self._keys(target)[2], self._storm_seconds)
 
+    def note_connected(self, target: str) -> None:
+        """:meth:`record_connected` from synchronous code: at once on local storage (a dict
+        lookup when the target is not refusing), else in a background task, and only for a
+        target this process saw refusing."""
+        target = str(target)
+        if self._local is not None:
+            scope = self._keys(target)[2]
+            if self._local.flood_left_sync(scope) > 0:
+                self._local.flood_clear_sync(scope)
+                self._lifted(target)
+            return
+        if target not in self._refusing_seen:
+            return
+        task = asyncio.get_running_loop().create_task(self.record_connected(target))
+        _background.add(task)
+        task.add_done_callback(_finished)
+
+    async def record_connected(self, target: str) -> None:
+        """A new connection to ``target`` was answered (the server sent a message on it): the
+        target no longer refuses, so its storm windows are lifted now, for every client
+        sharing this budget (on a shared storage: every process), instead of
+        ``storm_seconds`` after the last refusal. Storm-paced waiters of this process ask
+        again at once, oldest first, and are served at the normal windows. A later
+        :meth:`record_refused` puts the storm windows back (the refusal sources seen within
+        ``storm_seconds`` still count)."""
+        target = str(target)
+        scope = self._keys(target)[2]
+        if self._local is not None:
+            left = self._local.flood_left_sync(scope)
+        else:
+            left = await self._storage.flood_left(scope)
+        if left <= 0:
+            self._refusing_seen.discard(target)
+            return
+        if self._local is not None:
+            self._local.flood_clear_sync(scope)
+        else:
+            await self._storage.flood_clear(scope)
+        self._lifted(target)
+
+    def _lifted(self, target: str) -> None:
+        self._refusing_seen.discard(target)
+        self.lifted[target] = self.lifted.get(target, 0) + 1
+        log.info("connection budget: %s answers again; storm pace lifted", target)
+        self._wake(target)
+
     def stats(self) -> dict[str, Any]:
-        """``{"granted": {target: n}, "refusals": {target: n}, "waited": s, "max_wait": s,
-        "waiting": n}`` (seconds)."""
+        """``{"granted": {target: n}, "refusals": {target: n}, "lifted": {target: n},
+        "waited": s, "max_wait": s, "waiting": n}`` (seconds)."""
         return {"granted": dict(self.granted), "refusals": dict(self.refusals),
-                "waited": self.waited, "max_wait": self.max_wait, "waiting": self.waiting}
+                "lifted": dict(self.lifted), "waited": self.waited, "max_wait": self.max_wait,
+                "waiting": self.waiting}
 
     def __repr__(self) -> str:
         return (f"ConnectionBudget(windows={self._windows!r}, "
@@ -360,3 +448,13 @@ def note_refused(connection: Any) -> None:
     budget = process_budget()
     if budget is not None:
         budget.note_refused(connection_target(connection), id(connection))
+
+
+def note_connected(connection: Any) -> None:
+    """A new connection (``connection``, a Telethon ``Connection``) was answered by its DC:
+    the process budget lifts the DC's storm windows if they hold (no-op with budgeting
+    switched off). Synchronous; the hook the guarded sender calls on the first message it
+    receives on each new connection."""
+    budget = process_budget()
+    if budget is not None:
+        budget.note_connected(connection_target(connection))

@@ -71,7 +71,8 @@ class LoopDeadlines:
     more than 64 entries, in one sweep (asyncio's rule for its own timer heap).
     """
 
-    __slots__ = ("_armed", "_armed_at", "_dead", "_fifo", "_heap", "_last", "_seq", "loop")
+    __slots__ = ("__weakref__", "_armed", "_armed_at", "_dead", "_fifo", "_heap", "_last",
+                 "_seq", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop

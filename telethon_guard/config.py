@@ -130,7 +130,7 @@ def _windows(name: str, value: Any) -> Windows:
     return tuple(sorted(set(out), key=lambda w: (w[1], w[0])))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GuardConfig:
     """All guard settings, validated once at construction.
 
@@ -172,7 +172,13 @@ class GuardConfig:
     * ``transfer_concurrency``: file-part calls (``upload.getFile``, ``saveFilePart``...) in
       flight at once per account and method, across the main and exported senders
       (:mod:`telethon_guard.transfer_slots`); default 16, Telegram Desktop's
-      ``kMaxFileQueries``; ``None``: unbounded.
+      ``kMaxFileQueries``; ``None``: unbounded (the layer is off).
+      ``transfer_start_parts``: the window of parts in flight a transfer opens with, per
+      account and method (default 4, Telegram Desktop's ``kStartWaitedInSession``); it doubles
+      each second it is full until the first flood, then grows by one part per second, up to
+      ``transfer_concurrency``, and halves on a ``FLOOD_WAIT`` (AIMD), so the opening second
+      draws at most this many floods. Above ``transfer_concurrency`` it is that; ``None``: no
+      slow start (a fixed bound of ``transfer_concurrency``).
     * ``rate_margin``: seconds added to the period of every *configured* window (``rate_limits``,
       ``method_limits``, ``send_limits``, peer limits; not ``reconnect_pacing``), default 0.05.
       The limiter spaces its reservations by the period, but Telegram counts *arrivals*, one
@@ -252,6 +258,7 @@ class GuardConfig:
     flood_widen_window: float = 60.0
     flood_narrow_after: int = 5
     transfer_concurrency: int | None = 16
+    transfer_start_parts: int | None = 4
     rate_margin: float = 0.05
     adaptive_pacing: bool = True
     pace_relax: float = 5.0
@@ -331,6 +338,9 @@ class GuardConfig:
         if self.transfer_concurrency is not None:
             s(self, "transfer_concurrency",
               _int("transfer_concurrency", self.transfer_concurrency, minimum=1))
+        if self.transfer_start_parts is not None:
+            s(self, "transfer_start_parts",
+              _int("transfer_start_parts", self.transfer_start_parts, minimum=1))
         for name in ("adaptive_pacing", "observe_only", "log_peer_ids"):
             if not isinstance(getattr(self, name), bool):
                 raise GuardConfigError(name, f"must be a bool, got {getattr(self, name)!r}")

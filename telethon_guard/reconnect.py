@@ -240,11 +240,16 @@ class ReconnectPacer:
         self.attempts_total += 1
         return True
 
-    def record_attempt(self) -> None:
+    def record_attempt(self) -> float:
         """Record an attempt made without asking (e.g. a first connect with no failure on
-        record); it still counts in the windows for the attempts that follow."""
-        self._attempts.append(self._clock())
+        record); it still counts in the windows for the attempts that follow.
+
+        :returns: the clock time recorded (seconds), for :meth:`attempt_started`.
+        """
+        now = self._clock()
+        self._attempts.append(now)
         self.attempts_total += 1
+        return now
 
     async def wait_turn(self, deadline: float | None = None) -> bool:
         """Wait until a new connection attempt is allowed, then record it and return ``True``.
@@ -256,16 +261,42 @@ class ReconnectPacer:
         Safe with several waiters sharing one pacer: each re-checks after sleeping, so a turn
         is never handed out twice. Cancellation while waiting records nothing.
         """
+        return await self.take_turn(deadline) is not None
+
+    async def take_turn(self, deadline: float | None = None) -> float | None:
+        """:meth:`wait_turn`, returning the clock time (seconds) the turn was recorded at, or
+        ``None`` where :meth:`wait_turn` returns ``False``. A caller that waits for something
+        else (a slot of the process connection budget) before it really opens the connection
+        passes that time to :meth:`attempt_started` when it does."""
         while True:
             at = self.next_turn_at()
             if deadline is not None and at > deadline:
-                return False
-            delay = at - self._clock()
-            if delay <= 0:
-                self._attempts.append(self._clock())
+                return None
+            now = self._clock()
+            if at - now <= 0:
+                self._attempts.append(now)
                 self.attempts_total += 1
-                return True
-            await self._sleep(delay)
+                return now
+            await self._sleep(at - now)
+
+    def attempt_started(self, turn: float) -> None:
+        """The attempt whose turn was recorded at ``turn`` (:meth:`take_turn`,
+        :meth:`record_attempt`) starts its connection now: the windows count it from now.
+
+        A turn holds its place in the windows from the moment it is granted (so several
+        senders sharing the pacer never get the same turn), but the windows are TDLib's limits
+        on *connections*: an attempt that then waited seconds for a budget slot must count
+        from when it connected, or the next turns come that much too early.
+        """
+        now = self._clock()
+        if now <= turn:
+            return
+        attempts = self._attempts
+        for i in range(len(attempts) - 1, -1, -1):
+            if attempts[i] == turn:
+                del attempts[i]
+                break
+        attempts.append(now)  # every recorded time is <= now: the log stays in order
 
     # ---- outcomes ---------------------------------------------------------------------------
 

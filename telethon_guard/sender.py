@@ -37,6 +37,11 @@ valid frame; Telethon would see a ``ValueError`` or a short read. The sender wra
 connection's packet codec so that such 4 bytes surface as ``InvalidBufferError`` with their
 code, in every framing (needed to tell a permanent -404 from a -429).
 
+The reconnect path (failure handling, the paced reconnect loop, give-up, connection attempts
+through the pacer and the process budget) is :class:`~telethon_guard._sender_reconnect.
+ReconnectingSender`, this sender's base class; this module keeps sending, receiving, liveness
+and the user's connect / disconnect.
+
 Usage with a plain ``TelegramClient`` (``GuardedTelegramClient`` does this for you): replace its
 sender right after construction, before ``connect()``::
 
@@ -52,52 +57,27 @@ import asyncio
 import contextlib
 import os
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from telethon import helpers
-from telethon.errors import AuthKeyNotFound, InvalidBufferError, SecurityError, TypeNotFoundError
+from telethon.errors import InvalidBufferError, SecurityError, TypeNotFoundError
 from telethon.network.connection.connection import Connection
 from telethon.tl.functions import PingRequest
 
-from ._send_queue import GuardedPacker, requests_of, retrieve
-from ._sender_errors import copy_error, typed_error
-from ._telethon import (
-    SenderSurface,
-    connection_codec,
-    connection_dc,
-    reset_connection_queues,
-    sender_settings,
-    set_connection_codec,
-)
+from ._send_queue import GuardedPacker, retrieve
+from ._sender_errors import ConnectionLostMayHaveRun, copy_error, typed_error
+from ._sender_reconnect import ReconnectingSender
+from ._telethon import connection_dc, sender_settings
 from ._telethon import loggers as client_loggers
-from ._tl import method_name
-from ._transport_codec import TransportErrorCodec, framing_of
-from .budget import note_refused, take_connection_slot
-from .errors import (
-    AuthKeyInvalidError,
-    GuardConfigError,
-    GuardConnectionError,
-    GuardError,
-    MayHaveRunError,
-    TransportFloodError,
-)
-from .events import (
-    GuardEvent,
-    ReconnectAttempt,
-    ReconnectGaveUp,
-    ReconnectSucceeded,
-    TransportErrorEvent,
-)
+from ._transport_codec import framing_of
+from .errors import GuardConnectionError, GuardError
 from .liveness import (
     LivenessVerdict,
     LivenessWatchdog,
     SilentConnectionError,
     SilentConnectionMayHaveRun,
     liveness_policy,
-    resend_is_safe,
-    run_watchdog,
+    watch_liveness,
 )
 from .reconnect import ReconnectPacer
 
@@ -105,25 +85,12 @@ __all__ = ["ConnectionLostMayHaveRun", "GuardedMTProtoSender", "client_sender_se
            "framing_of"]
 
 
-class ConnectionLostMayHaveRun(MayHaveRunError):
-    """A request that is not safe to send again (no ``random_id``, not a read: see
-    :func:`telethon_guard.liveness.resend_is_safe`) had been sent on a connection lost to a
-    transport error (reset, closed, -429...). The server may have run it (e.g. a second
-    ``auth.sendCode`` would send a second code), so the reconnect does not send it again.
-    Final (never retried by the guard). ``timeout`` is ``0.0``: no attempt timeout ran out."""
-
-    def __init__(self, method: str) -> None:
-        super().__init__(method, 0.0)
-        self.args = (f"{method}: the connection was lost after the request was sent; not "
-                     "idempotent, so not sent again (it may have run)",)
-
-
 client_sender_settings = sender_settings
 """The sender arguments Telethon takes from a ``TelegramClient``'s settings (see
 :func:`telethon_guard._telethon.sender_settings`)."""
 
 
-class GuardedMTProtoSender(SenderSurface):
+class GuardedMTProtoSender(ReconnectingSender):
     """An ``MTProtoSender`` with paced recovery from transport errors and no stray futures.
 
     Same constructor as Telethon's ``MTProtoSender`` (``auth_key, *, loggers, retries, delay,
@@ -196,41 +163,10 @@ class GuardedMTProtoSender(SenderSurface):
             updates_queue=updates_queue,
             auto_reconnect_callback=auto_reconnect_callback,
         )
-        if max_reconnect_seconds is not None and (
-            isinstance(max_reconnect_seconds, bool)
-            or not isinstance(max_reconnect_seconds, (int, float))
-            or not max_reconnect_seconds > 0
-        ):
-            raise GuardConfigError("max_reconnect_seconds",
-                                   f"must be a number > 0 or None, got {max_reconnect_seconds!r}")
-        if pacer is not None and not isinstance(pacer, ReconnectPacer):
-            raise GuardConfigError("pacer", f"must be a ReconnectPacer, got {type(pacer).__name__}")
-        if events is not None and not callable(getattr(events, "emit", None)):
-            raise GuardConfigError("events", "must have an emit(event) method")
-        self._pacer = pacer if pacer is not None else ReconnectPacer()
-        self._events = events
-        self.dc_id = dc_id
-        self.account = account
-        self._max_reconnect = (None if max_reconnect_seconds is None
-                               else float(max_reconnect_seconds))
+        self._init_reconnect(pacer=pacer, events=events, dc_id=dc_id, account=account,
+                             max_reconnect_seconds=max_reconnect_seconds)
         self._send_queue = GuardedPacker(self._state, loggers=self._loggers)
 
-        self.transport_errors: Counter[int] = Counter()
-        """Transport errors seen, by negative code (``{-429: 2, -404: 1}``)."""
-        self.connection_losses = 0
-        """Connections lost without a transport error code (reset, EOF, bad data)."""
-        self.reconnect_attempts = 0
-        """Connection attempts made by the reconnect loop."""
-        self.reconnects = 0
-        """Reconnects that the server answered on (the outage ended)."""
-
-        self._last_code: int | None = None  # negative code of the last transport error
-        self._given_up = False  # pending calls failed; new calls fail fast until reconnected
-        self._terminal: GuardError | None = None  # why we disconnected for good, if we did
-        self._opened_at: float | None = None  # pacer clock: when the current connection opened
-        self._down_since: float | None = None  # pacer clock: first failure of this outage
-        self._outage_attempts = 0  # reconnect attempts in this outage
-        self._awaiting_confirm = False  # reconnected; waiting for the server's first message
         # liveness (liveness.py): a watchdog per connection replaces one that went silent
         self._liveness = liveness_policy(config)
         self._watchdog: LivenessWatchdog | None = None
@@ -239,16 +175,6 @@ class GuardedMTProtoSender(SenderSurface):
         self.liveness_replaced_at: float | None = None
         """``time.monotonic()`` of the last such replacement (``None``: none yet)."""
         self._watched_disconnected: asyncio.Future[Any] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._callback_task: asyncio.Task[Any] | None = None
-        self.connecting = False
-        """``True`` while the client's ``connect()`` has not completed (set by the guard): a
-        reconnect then does not run Telethon's auto-reconnect callback (``get_me``), since
-        connect() re-sends its init and logs in itself, and a failed connect must leave no
-        request of its own behind."""
-        # The paced reconnect loop (our own: Telethon's ``_reconnect_task`` only exists from
-        # 1.42 on and is only written by the ``_start_reconnect`` this class overrides).
-        self._reconnect_loop: asyncio.Task[Any] | None = None
 
     @classmethod
     def for_client(
@@ -284,28 +210,6 @@ class GuardedMTProtoSender(SenderSurface):
         )
 
     # ---- public surface ---------------------------------------------------------------------
-
-    @property
-    def pacer(self) -> ReconnectPacer:
-        """The :class:`ReconnectPacer` of this sender (settable, e.g. a scaled one in tests)."""
-        return self._pacer
-
-    @pacer.setter
-    def pacer(self, pacer: ReconnectPacer) -> None:
-        if not isinstance(pacer, ReconnectPacer):
-            raise GuardConfigError("pacer", f"must be a ReconnectPacer, got {type(pacer).__name__}")
-        self._pacer = pacer
-
-    @property
-    def is_reconnecting(self) -> bool:
-        """``True`` while a reconnect loop runs."""
-        task = self._reconnect_loop
-        return task is not None and not task.done()
-
-    @property
-    def given_up(self) -> bool:
-        """``True`` when reconnecting took over ``max_reconnect_seconds``: calls fail fast."""
-        return self._given_up
 
     async def connect(self, connection: Connection) -> bool:
         """Connect (paced); Telethon's bare ``ConnectionError`` becomes ``GuardConnectionError``."""
@@ -349,16 +253,6 @@ class GuardedMTProtoSender(SenderSurface):
         await self.cancel_loops()
         self._fail_requests(lambda: GuardConnectionError("connect() did not complete"))
         self._connection = None
-
-    async def _stop_background(self) -> None:
-        """Cancel and wait for the reconnect loop and Telethon's auto-reconnect callback."""
-        current = asyncio.current_task()
-        tasks = [t for t in (self._reconnect_loop, self._callback_task)
-                 if t is not None and t is not current and not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)  # their CancelledError stays in the tasks (retrieved)
 
     def send(self, request: Any, ordered: bool = False) -> Any:
         """Queue ``request`` (or a list of requests) like Telethon; returns the future(s).
@@ -406,268 +300,6 @@ class GuardedMTProtoSender(SenderSurface):
             self._watched_disconnected = fut
         return fut
 
-    # ---- helpers ----------------------------------------------------------------------------
-
-    def _emit(self, event: GuardEvent) -> None:
-        if self._events is not None:
-            try:
-                self._events.emit(event)
-            except Exception:  # an EventBus never raises; a foreign emitter might
-                self._log.exception("event emitter failed on %s", type(event).__name__)
-
-    def _log_task_failure(self, task: asyncio.Task[Any]) -> None:
-        """Done-callback: retrieve a task's exception and log it (never "never retrieved")."""
-        if not task.cancelled() and task.exception() is not None:
-            self._log.error("sender task %s failed: %r", task.get_name(), task.exception())
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = helpers.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(self._log_task_failure)
-        return task
-
-    def _give_up_error(self, cause: BaseException | None) -> GuardError:
-        retry_after = self._pacer.next_turn_in()
-        if self._last_code == -429:
-            msg = (f"transport error -429 on DC {self.dc_id}: not reconnected within "
-                   f"{self._max_reconnect} s; next attempt in {retry_after:.1f} s")
-            err: GuardError = TransportFloodError(-429, retry_after, msg)
-        else:
-            err = GuardConnectionError(
-                f"connection to DC {self.dc_id} lost and not re-established within "
-                f"{self._max_reconnect} s"
-            )
-            err.retry_after = retry_after
-        if cause is not None:
-            err.__cause__ = cause
-        return err
-
-    def _fail_requests(self, make_error: Callable[[], BaseException] | None) -> int:
-        """Fail (or cancel, when ``make_error`` is ``None``) every pending and queued request."""
-        states = list(self._pending_state.values())
-        self._pending_state.clear()
-        packer = self._send_queue
-        if isinstance(packer, GuardedPacker):
-            states.extend(requests_of(packer.drain_states()))
-        n = 0
-        for s in states:
-            if s.future.done():
-                continue
-            if make_error is None:
-                s.future.cancel()
-            else:
-                s.future.set_exception(make_error())
-            n += 1
-        return n
-
-    async def _open_connection(self, give_up_at: float | None = None,
-                               cause: BaseException | None = None) -> None:
-        """One TCP connection attempt (the caller took a pacer turn). ``give_up_at``: the
-        reconnect give-up time (pacer clock, seconds): a budget slot wait past it gives up
-        (fails the pending calls) and keeps waiting for the slot."""
-        conn: Any = self._connection
-        # A dead Connection object may hold a stale (None, error) item in its queues; a reused
-        # object would hand it to the new receive loop, which would reconnect again at once.
-        reset_connection_queues(conn)
-        # The process-wide budget of this DC (budget.py); its wait counts toward the give-up.
-        slot = asyncio.ensure_future(take_connection_slot(conn))
-        try:
-            if give_up_at is not None and not slot.done():
-                await asyncio.wait({slot}, timeout=max(0.0, give_up_at - self._pacer.now()))
-                if not slot.done():
-                    self._give_up(cause)
-            await slot
-        except BaseException:
-            slot.cancel()
-            raise
-        await conn.connect(timeout=self._connect_timeout)
-        # Connection.connect() created its receive task but it has not run yet (no await since):
-        # wrap the codec before it reads anything.
-        codec = connection_codec(conn)
-        if codec is not None and not isinstance(codec, TransportErrorCodec):
-            set_connection_codec(conn, TransportErrorCodec(codec))
-        self._opened_at = self._pacer.now()
-        self._pacer.record_success()
-
-    async def _try_connect(self, attempt: int) -> bool:
-        # Telethon's connect loop: with failures on record, take a pacer turn instead of
-        # sleeping ``delay``; a clean first connect (or a DC switch) goes at once.
-        if self._pacer.failures:
-            await self._pacer.wait_turn()
-        else:
-            self._pacer.record_attempt()
-        try:
-            self._log.debug("Connection attempt %d...", attempt)
-            await self._open_connection()
-            return True
-        except (OSError, asyncio.TimeoutError) as e:
-            self._pacer.record_failure()
-            self._log.warning("Attempt %d at connecting failed: %s: %s",
-                              attempt, type(e).__name__, e)
-            return False
-
-    # ---- failure handling -------------------------------------------------------------------
-
-    def _on_connection_failure(self, error: BaseException | None) -> None:
-        """Called by the receive loop (and via ``_start_reconnect``) when the connection broke."""
-        code: int | None = None
-        if isinstance(error, InvalidBufferError) and error.code is not None:
-            code = -abs(error.code)
-        if code == -429:
-            note_refused(self._connection)  # the process budget paces this DC (budget.py)
-        if code is not None:
-            self.transport_errors[code] += 1
-            self._last_code = code
-            self._emit(TransportErrorEvent(code=code, framing=framing_of(self._connection),
-                                           dc_id=self.dc_id, account=self.account))
-        if code == -404 or isinstance(error, AuthKeyNotFound):
-            self._log.warning("DC %s does not know the auth key (transport -404): the session "
-                              "must be recreated; not reconnecting", self.dc_id)
-            self._end_for_good(AuthKeyInvalidError(self.dc_id, -404))
-            return
-        if not self._auto_reconnect:
-            if code == -429:
-                err: GuardError = TransportFloodError(-429, None)
-            else:
-                err = GuardConnectionError(f"connection to DC {self.dc_id} lost "
-                                           "(auto_reconnect is off)")
-            err.__cause__ = error
-            self._end_for_good(err)
-            return
-        self._start_reconnect(error)
-
-    def _end_for_good(self, error: GuardError) -> None:
-        if self._terminal is not None or not self._user_connected:
-            return
-        self._terminal = error
-        self._reconnecting = True  # stop the loops
-        self._spawn(self._disconnect(error=error))
-
-    def _start_reconnect(self, error: BaseException | None) -> None:
-        """Start the paced reconnect loop unless one runs (never two at once)."""
-        if not self._user_connected or self._terminal is not None:
-            return
-        if self._reconnecting or self.is_reconnecting:
-            return
-        if getattr(error, "code", None) is None:
-            self.connection_losses += 1
-            if error is not None:
-                self._last_code = None
-        self._reconnecting = True
-        failed = self._fail_sent_unsafe(ConnectionLostMayHaveRun)
-        if failed:
-            self._log.warning("DC %s: connection lost; %d sent call(s) not safe to send again "
-                              "failed", self.dc_id, failed)
-        self._reconnect_loop = self._spawn(self._reconnect(error))
-
-    def _fail_sent_unsafe(self, make_error: Callable[[str], BaseException]) -> int:
-        """Fail, with ``make_error(method)``, each request already sent on the lost connection
-        (Telethon's ``_pending_state``) that is not safe to send again; the reconnect re-sends
-        the rest, and still sends what was queued but never sent. Returns how many failed."""
-        failed = 0
-        for s in self._pending_state.values():
-            if not s.future.done() and not resend_is_safe(s.request):
-                s.future.set_exception(make_error(method_name(s.request)))
-                failed += 1
-        return failed
-
-    async def _close_transport(self) -> None:
-        if self._connection is not None:
-            await self._connection.disconnect()
-        await self.cancel_loops()
-
-    async def _reconnect(self, last_error: BaseException | None) -> None:
-        """The paced reconnect loop (replaces Telethon's ``retries`` x ``delay`` loop)."""
-        pacer = self._pacer
-        # The connection that just failed recorded a success when it opened: if it lived for
-        # ``stable_after`` s the pacer forgets older failures here, else this one adds up.
-        pacer.record_failure()
-        self._opened_at = None
-        self._awaiting_confirm = False
-        if self._down_since is None:
-            self._down_since = pacer.now()
-        down_since = self._down_since
-        self._log.info("Closing current connection to begin a paced reconnect (%s)",
-                       type(last_error).__name__ if last_error else "no error")
-        await self._close_transport()
-        self._state.reset()  # a new session id, as Telethon does
-
-        while self._user_connected:
-            deadline = None
-            if self._max_reconnect is not None and not self._given_up:
-                since = pacer.failing_since
-                deadline = (since if since is not None else down_since) + self._max_reconnect
-            before = pacer.now()
-            if not await pacer.wait_turn(deadline=deadline):
-                self._give_up(last_error)
-                continue
-            if not self._user_connected:
-                break
-            self._outage_attempts += 1
-            attempts = self._outage_attempts
-            self.reconnect_attempts += 1
-            self._emit(ReconnectAttempt(dc_id=self.dc_id, attempt=attempts,
-                                        delay=max(0.0, pacer.now() - before),
-                                        account=self.account))
-            try:
-                await self._open_connection(deadline, last_error)
-            except (OSError, asyncio.TimeoutError) as e:
-                last_error = e
-                pacer.record_failure()
-                self._log.info("Reconnect attempt %d to DC %s failed: %s: %s",
-                               attempts, self.dc_id, type(e).__name__, e)
-                continue
-            except Exception as e:
-                last_error = e
-                pacer.record_failure()
-                self._log.exception("Unexpected error on reconnect attempt %d", attempts)
-                continue
-
-            self._reconnecting = False
-            loop = helpers.get_running_loop()
-            self._send_loop_handle = loop.create_task(self._send_loop())
-            self._recv_loop_handle = loop.create_task(self._recv_loop())
-            for task in (self._send_loop_handle, self._recv_loop_handle):
-                task.add_done_callback(self._log_task_failure)
-            # Re-send what was in flight, except requests whose callers already gave up.
-            again = [s for s in self._pending_state.values() if not s.future.done()]
-            self._pending_state.clear()
-            self._send_queue.extend(again)
-            self._given_up = False
-            self._awaiting_confirm = True  # ReconnectSucceeded once the server answers on it
-            # Telethon's callback (``get_me()`` to resume updates): at most one at a time, so a
-            # server that keeps refusing does not pile up one request per attempt.
-            cb_task = self._callback_task
-            if (self._auto_reconnect_callback and not self.connecting
-                    and (cb_task is None or cb_task.done())):
-                self._callback_task = self._spawn(self._auto_reconnect_callback())
-            return
-
-    def _confirm_reconnect(self) -> None:
-        """The server answered on the new connection: the outage is over."""
-        self._awaiting_confirm = False
-        self.reconnects += 1
-        down = self._down_since
-        self._emit(ReconnectSucceeded(
-            dc_id=self.dc_id, attempts=self._outage_attempts,
-            downtime=0.0 if down is None else max(0.0, self._pacer.now() - down),
-            account=self.account))
-        self._down_since = None
-        self._outage_attempts = 0
-
-    def _give_up(self, cause: BaseException | None) -> None:
-        if self._given_up:
-            return
-        self._given_up = True
-        n = self._fail_requests(lambda: self._give_up_error(cause))
-        if self._events is None:
-            self._log.warning("DC %s: no reconnect within %s s; failed %d pending call(s), new "
-                              "calls fail fast until reconnected", self.dc_id,
-                              self._max_reconnect, n)
-        self._emit(ReconnectGaveUp(dc_id=self.dc_id, seconds=self._max_reconnect,
-                                   failed_calls=n, code=self._last_code, account=self.account))
-
     async def _disconnect(self, error: BaseException | None = None) -> None:
         """End the connection for good. In-flight and queued calls fail with the typed error
         (``GuardConnectionError`` on a user disconnect, instead of Telethon's cancellation);
@@ -709,10 +341,11 @@ class GuardedMTProtoSender(SenderSurface):
         if policy is None or recv is None:
             return
         dog = self._watchdog = LivenessWatchdog(policy, time.monotonic())
-        watch = self._spawn(run_watchdog(
+        # One loop timer checks every connection's watchdog (no task per connection).
+        watch = watch_liveness(
             dog, now=time.monotonic, pending=self._awaited_replies, ping=self._liveness_ping,
-            replace=self._replace_silent))
-        recv.add_done_callback(lambda _t: watch.cancel())
+            replace=self._replace_silent)
+        recv.add_done_callback(watch.cancel)
 
     def _note_liveness(self, accepted: bool) -> None:
         dog = self._watchdog
@@ -797,8 +430,8 @@ class GuardedMTProtoSender(SenderSurface):
                 return
 
             self._note_liveness(True)
-            if self._awaiting_confirm:
-                self._confirm_reconnect()
+            if self._unanswered:
+                self._first_message()
             try:
                 await self._process_message(message)
             except Exception:

@@ -34,6 +34,8 @@ from typing import Any
 from .call import CallInfo
 from .flood import scope_key, scopes_of
 from .keys import breaker_key
+from .pacing import AdaptivePacer
+from .shared_pace import PaceStorage, SharedPaces
 from .storage import Admission, AdmitStorage, LimitSpec
 
 Next = Callable[[CallInfo], Awaitable[Any]]
@@ -74,18 +76,30 @@ class SharedAdmit:
     """Pipeline layer (first after the deadline) on storage that implements
     :class:`~telethon_guard.storage.AdmitStorage`: one ``admit()`` per call, its answer left
     on ``call.admitted`` for the breaker, ledger and limiter layers. ``specs``: the limiter's
-    ``LimitKeys.specs`` (``None``: no limiter layer); ``lease``: the breaker's probe lease."""
+    ``LimitKeys.specs`` (``None``: no limiter layer); ``lease``: the breaker's probe lease;
+    ``pacer``: the adaptive pacer whose paces are shared through the storage
+    (:mod:`telethon_guard.shared_pace`; the admission also reads the method's pace)."""
 
-    __slots__ = ("_lease", "_specs", "_storage")
+    __slots__ = ("_lease", "_specs", "_storage", "paces")
 
     def __init__(self, storage: AdmitStorage, lease: float,
-                 specs: Callable[[CallInfo], Sequence[LimitSpec]] | None) -> None:
+                 specs: Callable[[CallInfo], Sequence[LimitSpec]] | None,
+                 pacer: AdaptivePacer | None = None) -> None:
         self._storage = storage
         self._lease = lease
         self._specs = specs
+        self.paces: SharedPaces | None = (
+            SharedPaces(pacer, storage)
+            if pacer is not None and specs is not None and isinstance(storage, PaceStorage)
+            else None)
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
         return self._admit(call, call_next)
+
+    async def _release(self, specs: Sequence[LimitSpec], token: Any) -> None:
+        release = getattr(self._storage, "release", None)  # a GuardStorage
+        if release is not None:
+            await release(specs, token)
 
     async def _admit(self, call: CallInfo, call_next: Next) -> Any:
         key = breaker_key(call.account, call.dc_id)
@@ -94,7 +108,19 @@ class SharedAdmit:
             self._specs(call) if self._specs is not None and not call.transfer else ())
         tag = _tag(key)
         if all(_tag(s) == tag for s in scopes) and all(_tag(s.key) == tag for s in specs):
-            a = await self._storage.admit(key, self._lease, scopes, specs)
+            paces = self.paces
+            if paces is None or call.transfer:
+                a = await self._storage.admit(key, self._lease, scopes, specs)
+            else:
+                a = await self._storage.admit(key, self._lease, scopes, specs,
+                                              paces.pace(call.account, call.method))
+                if a.pace is not None and paces.take(call.account, call.method, a.pace):
+                    # Another process's pace, new here: this slot was reserved without it;
+                    # give it back, the limiter reserves again with the pace.
+                    res = a.reservation
+                    if res is not None:
+                        await self._release(specs, res.token)
+                        a = a._replace(reservation=None)
             call.admitted = Admitted(a, specs)
         return await call_next(call)
 

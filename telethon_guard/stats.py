@@ -11,6 +11,12 @@ Two sources, no polling:
 * read-only accessors of the pipeline (:meth:`Pipeline.stats`): outcomes per method,
   breaker states and flood blocks from local storage, the limiter queue, learned paces.
 
+With shared storage (Redis) breakers and blocks come from the storage's view: what this
+process last learned from Redis. :func:`snapshot` pokes it
+(:mod:`telethon_guard.storage.redis_view`): when it is older than 1 s a refresh starts in the
+background, so blocks recorded by other processes show within about a second of regular
+reads, and ``stats()`` itself stays synchronous with no I/O.
+
 :func:`snapshot` merges both into a :class:`GuardStats` (a frozen dataclass; ``as_dict()``
 gives plain dicts, and ``stats["calls"]`` works like a mapping). Every counter is bounded:
 keys are TL method names, transport error codes and breaker keys, never peer ids (flood scopes
@@ -40,6 +46,7 @@ from .events import (
     StrayFutureRetrieved,
     TransportErrorEvent,
 )
+from .storage.redis_view import poke_view
 
 _MAX_KEYS = 1024
 """Bound of every per-method / per-key table (TL has about 700 methods)."""
@@ -195,6 +202,7 @@ def snapshot(pipeline: Any, collector: StatsCollector | None,
     Breaker states from local storage win; for shared storage (where the pipeline reports
     none) the last state this process saw in ``BreakerStateChanged`` events is used.
     """
+    poke_view(getattr(pipeline, "storage", None))  # shared storage: a stale view refreshes
     get = getattr(pipeline, "stats", None)
     base: dict[str, Any] = get() if callable(get) else {}
     c = collector if collector is not None else StatsCollector()

@@ -199,12 +199,16 @@ class Admission(NamedTuple):
     """Answer of :meth:`AdmitStorage.admit`: the breaker's acquire decision; the longest
     flood block among the scopes asked (``flood_left`` seconds, ``flood_index`` its position,
     ``-1`` when none is blocked); the limiter reservation, ``None`` when nothing was reserved
-    (the breaker rejected, a scope is blocked, or no limiter keys were asked)."""
+    (the breaker rejected, a scope is blocked, or no limiter keys were asked); ``pace``: when
+    a pace was asked (``admit(..., pace=...)``), the shared pace record if it changed since
+    the version given (``""``: none), ``None`` when unchanged or not asked
+    (:mod:`telethon_guard.shared_pace`)."""
 
     breaker: BreakerDecision
     flood_left: float
     flood_index: int
     reservation: Reservation | None
+    pace: str | None = None
 
 
 @runtime_checkable
@@ -214,10 +218,12 @@ class AdmitStorage(Protocol):
     :mod:`telethon_guard.shared_admit`)."""
 
     async def admit(self, breaker_key: str, lease: float, scopes: Sequence[str],
-                    specs: Sequence[LimitSpec]) -> Admission:
+                    specs: Sequence[LimitSpec], pace: tuple[str, bytes] | None = None,
+                    ) -> Admission:
         """:meth:`GuardStorage.breaker_acquire`, then (unless rejected)
         :meth:`GuardStorage.flood_left` of every scope, then (unless one is blocked)
-        :meth:`GuardStorage.reserve` of ``specs``: one atomic step."""
+        :meth:`GuardStorage.reserve` of ``specs``: one atomic step. ``pace``: ``(pace key,
+        version seen)``: also read that shared pace record (``Admission.pace``)."""
         ...
 
 

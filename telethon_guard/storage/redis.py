@@ -30,9 +30,11 @@ plain URL on a cluster node) is named in the fallback reason and by :meth:`Redis
 
 Stats view: the flood blocks and breaker states this process last learned from Redis are kept
 (bounded) for ``client.guard.stats()`` and health (:class:`~telethon_guard.storage.StatsView`);
-:meth:`RedisStorage.refresh_view` reads other processes' too. A block in the view also wins
-over a Redis that lost it (restart without persistence, failover before replication) and is
-written back; on recovery from an outage every live block known is written back.
+:meth:`RedisStorage.refresh_view` reads other processes' too, and ``stats()`` starts it in the
+background when the view is older than 1 s (:mod:`~telethon_guard.storage.redis_view`). A
+block in the view also wins over a Redis that lost it (restart without persistence, failover
+before replication) and is written back; on recovery from an outage every live block known is
+written back.
 
 Key layout: ``<prefix>:[<account_namespace>:]<kind>:{acct:<a>}<rest>`` where ``kind`` is ``rl``
 (limiter), ``fl`` (flood ledger) or ``br`` (breaker) and ``acct:<a><rest>`` is the guard's own
@@ -78,7 +80,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -95,9 +97,13 @@ from . import (
     LimitSpec,
     Reservation,
 )
+from . import redis_moveup as moveup
+from . import redis_pace as pace_lua
 from . import redis_scripts as lua
 from .fallback import POLICIES, BackendUnavailable, OutageFallback
 from .memory import MemoryStorage
+from .redis_view import ViewRefresher
+from .redis_wire import AdmitWire
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
 
@@ -196,6 +202,9 @@ def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_ALLOW_CLOSED = BreakerDecision("allow", "CLOSED", "CLOSED", 0.0, 0)
+
+
 def _decision(reply: Sequence[Any]) -> BreakerDecision:
     return BreakerDecision(_str(reply[0]), _str(reply[1]), _str(reply[2]), float(reply[3]),
                            int(reply[4]))
@@ -284,7 +293,8 @@ class RedisStorage:
             self._owns_client = False
         self.client = client
         self._reserve = _Script(lua.RESERVE)
-        self._release = _Script(lua.RELEASE)
+        self._release = _Script(moveup.RELEASE)  # also bumps the give-back epoch
+        self._move_up = _Script(moveup.MOVE_UP)
         self._seed = _Script(lua.SEED)
         self._flood_block = _Script(lua.FLOOD_BLOCK)
         self._flood_left = _Script(lua.FLOOD_LEFT)
@@ -294,6 +304,12 @@ class RedisStorage:
         self._br_release = _Script(lua.BREAKER_RELEASE_PROBE)
         self._br_state = _Script(lua.BREAKER_STATE)
         self._admit = _Script(lua.ADMIT)
+        self._admit_paced = _Script(pace_lua.admit_paced(lua.ADMIT))  # + the shared pace
+        self._pace_publish = _Script(pace_lua.PUBLISH)
+        self._wire = AdmitWire.for_client(client, self.timeout)
+        """The admission's own wire path on a plain Redis client (``None``: a cluster client
+        or Python < 3.11, ``execute_command`` then); see :mod:`.redis_wire`."""
+        self._plans: dict[Any, _AdmitPlan] = {}
         self._window_args: dict[Any, bytes] = {}
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}.".encode()
         self._tokens = itertools.count(1)
@@ -303,6 +319,9 @@ class RedisStorage:
         # The stats view: what this process last learned from Redis (or the fallback).
         self._seen_blocks: dict[str, float] = {}  # scope -> guard-clock time the block ends
         self._seen_breakers: dict[str, tuple[BreakerDecision, float]] = {}  # key -> (d, at)
+        self.view_refresher = ViewRefresher(self.refresh_view, self._now)
+        """Refreshes the stats view in the background when ``client.guard.stats()`` finds it
+        older than ``view_refresher.max_age`` seconds (:mod:`~.redis_view`)."""
         self.closed = False
 
     # ------------------------------------------------------------------ plumbing
@@ -428,25 +447,46 @@ class RedisStorage:
 
     # ------------------------------------------------------------------ admission
     async def admit(self, breaker_key: str, lease: float, scopes: Sequence[str],
-                    specs: Sequence[LimitSpec]) -> Admission:
+                    specs: Sequence[LimitSpec], pace: tuple[str, bytes] | None = None,
+                    ) -> Admission:
         """Breaker acquire, flood check of ``scopes`` and limiter reservation of ``specs`` in
         ONE script (one round trip); see :class:`~telethon_guard.storage.AdmitStorage`. Every
-        key must carry the same account hash tag (one cluster slot): the caller checks."""
+        key must carry the same account hash tag (one cluster slot): the caller checks.
+        ``pace``: ``(pace key, version seen)``: also read the shared pace record in the same
+        script (:mod:`~telethon_guard.storage.redis_pace`), returned in ``Admission.pace``
+        when its version is not the one seen."""
+        if self.closed:
+            raise RuntimeError("RedisStorage is closed")
         token = self._token_base + b"%x" % next(self._tokens)
-        keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes)]
-        args: list[Any] = [repr(float(lease)), repr(self.breaker_ttl), _NUMKEYS[len(scopes)],
-                           token]
-        for spec in specs:
-            keys.append(self._key("rl", spec.key))
-            args.append(self._windows_arg(spec.windows))
-        reply = await self._call(self._admit, keys, args)
+        plan_key = (breaker_key, lease, tuple(scopes), tuple(specs), pace)
+        plan = self._plans.get(plan_key)
+        if plan is None:
+            plan = self._admit_plan(plan_key)
+        if self._wire is not None:
+            reply = await self.fallback.run(
+                functools.partial(self._wire_admit, plan, token), _local)
+        else:
+            reply = await self._call(plan.script, plan.keys,
+                                     [*plan.before, token, *plan.after])
         if reply is _LOCAL:
             return self._admit_local(breaker_key, lease, scopes, specs)
-        d = self._saw_breaker(breaker_key, _decision(reply))
-        index = int(reply[6]) - 1
-        left = float(reply[5])
-        delay = _str(reply[7])
-        res = Reservation(float(delay), token) if delay else None
+        paced: str | None = None
+        if pace is not None and isinstance(reply, list) and len(reply) > 8:
+            paced = _str(reply[8])  # the pace record changed (see redis_pace.admit_paced)
+        if isinstance(reply, (bytes, str)):
+            # the script's fast path: no breaker state, no scope blocked; reply = the delay
+            if self._seen_breakers:
+                self._seen_breakers.pop(breaker_key, None)
+            d = _ALLOW_CLOSED
+            index = -1
+            left = 0.0
+            res = Reservation(float(reply), token) if reply else None
+        else:
+            d = self._saw_breaker(breaker_key, _decision(reply))
+            index = int(reply[6]) - 1
+            left = float(reply[5])
+            delay = _str(reply[7])
+            res = Reservation(float(delay), token) if delay else None
         if index < 0 and self._seen_blocks and d.decision != "reject":
             for i, scope in enumerate(scopes):  # a block Redis lost (see _view_left)
                 view = self._view_left(scope)
@@ -459,7 +499,46 @@ class RedisStorage:
                     res = None
         if index >= 0:
             self._saw_block(scopes[index], left)
-        return Admission(d, left, index, res)
+        return Admission(d, left, index, res, paced)
+
+    async def pace_publish(self, key: str, record: bytes, ttl: float) -> None:
+        """Store the shared pace record of ``key`` (``acct:<a>/pace:<m>``) for ``ttl``
+        seconds (one round trip; :mod:`~telethon_guard.shared_pace`). While Redis is
+        unavailable nothing is stored (each process keeps its own pace)."""
+        await self._call(self._pace_publish, (self._key("pc", key),),
+                         (record, str(max(1, int(ttl * 1000)))))
+
+    def _admit_plan(self, plan_key: tuple[str, float, tuple[str, ...], tuple[LimitSpec, ...],
+                                          tuple[str, bytes] | None]) -> _AdmitPlan:
+        """The admission's script, keys and arguments for one (breaker, lease, scopes, specs,
+        pace), packed once (cached, bounded): only the token changes from call to call."""
+        breaker_key, lease, scopes, specs, pace = plan_key
+        keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes),
+                *(self._key("rl", spec.key) for spec in specs)]
+        before = [repr(float(lease)).encode(), repr(self.breaker_ttl).encode(),
+                  b"%d" % len(scopes)]
+        after = [self._windows_arg(spec.windows) for spec in specs]
+        script = self._admit
+        if pace is not None:  # the pace key and the version seen go last (redis_pace)
+            keys.append(self._key("pc", pace[0]))
+            after.append(pace[1])
+            script = self._admit_paced
+        head, tail = (self._wire.packer(script.sha, keys, before, after)
+                      if self._wire is not None else (b"", b""))
+        plan = _AdmitPlan(script, keys, before, after, head, tail)
+        if len(self._plans) >= 4096:
+            self._plans.clear()
+        self._plans[plan_key] = plan
+        return plan
+
+    async def _wire_admit(self, plan: _AdmitPlan, token: bytes) -> Any:
+        """The admission on :class:`~.redis_wire.AdmitWire` (bounded by ``timeout``); raises
+        :class:`~telethon_guard.storage.fallback.BackendUnavailable` when Redis cannot serve."""
+        assert self._wire is not None
+        try:
+            return await self._wire.call(plan.script.source, plan.head, token, plan.tail)
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(self._reason(exc)) from exc
 
     def _admit_local(self, breaker_key: str, lease: float, scopes: Sequence[str],
                      specs: Sequence[LimitSpec]) -> Admission:
@@ -512,10 +591,49 @@ class RedisStorage:
         Tokens of the fallback storage (floats) are released there."""
         if isinstance(token, bytes):
             if specs:
-                await self._call(self._release, [self._key("rl", s.key) for s in specs],
-                                 (token,))
+                keys = [self._key("rl", s.key) for s in specs]
+                keys.append(self._key("gb", specs[0].key.partition("/")[0]))
+                await self._call(self._release, keys, (token,))
         elif token is not None:
             self.local.release_sync(specs, token)
+
+    async def move_up(self, account_tag: str, seen: bytes | None,
+                      waiting: Sequence[tuple[Sequence[LimitSpec], Any]],
+                      ) -> tuple[bytes, list[float | None]] | None:
+        """Move the reservations ``waiting`` (``(specs, token)`` of this process's waiters on
+        account ``account_tag`` = ``"acct:<a>"``, FIFO order) up to earlier slots freed by
+        give-backs of any process (:mod:`~telethon_guard.storage.redis_moveup`): ONE script.
+        ``seen``: the give-back epoch last returned (``None``: unknown). Returns ``None`` when
+        the epoch is still ``seen`` (nothing given back) or Redis is unavailable (nothing
+        moves); else ``(epoch, delays)``: the new delay in seconds from now of each waiter
+        that moved up, ``None`` for the others (slot not earlier, token gone, or a token of
+        the fallback storage)."""
+        keys = [self._key("gb", account_tag)]
+        args: list[Any] = [seen or b"", _NUMKEYS[0]]
+        n = 0
+        for specs, token in waiting:
+            if not isinstance(token, bytes) or not specs or len(specs) >= len(_NUMKEYS):
+                continue
+            n += 1
+            args.append(token)
+            args.append(_NUMKEYS[len(specs)])
+            for spec in specs:
+                keys.append(self._key("rl", spec.key))
+                args.append(self._windows_arg(spec.windows))
+        args[1] = str(n).encode()
+        reply = await self._call(self._move_up, keys, args)
+        if reply is _LOCAL or len(reply) == 1:
+            return None
+        epoch = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
+        out: list[float | None] = []
+        it = iter(reply[1:])
+        for specs, token in waiting:
+            if not isinstance(token, bytes) or not specs or len(specs) >= len(_NUMKEYS):
+                out.append(None)
+                continue
+            value = _str(next(it))
+            out.append(float(value) if value else None)
+        return epoch, out
 
     async def seed(self, spec: LimitSpec, ages: Sequence[float]) -> None:
         """Record past slots on ``spec.key``, ``ages`` seconds ago each (server clock); ages
@@ -699,18 +817,32 @@ class RedisStorage:
         """Close the connections of a client this storage built (from a URL); the storage stays
         usable and connects again on its next operation (a client passed in is left alone).
         ``disconnect()`` of the guarded client that opened this storage calls it. Never
-        raises; bounded by ``4 * timeout`` seconds."""
-        if self._owns_client and not self.closed:
+        raises; bounded by ``4 * timeout`` seconds. The admission's own connections
+        (:mod:`.redis_wire`) are closed in either case."""
+        if self.closed:
+            return
+        await self._close_wire()
+        if self._owns_client:
             try:
                 await _within(self.client.aclose(), self.timeout * 4)
             except Exception:  # closing a dead connection must not raise
                 logger.debug("closing the Redis connections failed", exc_info=True)
 
+    async def _close_wire(self) -> None:
+        if self._wire is not None:
+            try:
+                await _within(self._wire.close(), self.timeout * 4)
+            except Exception:  # closing a dead connection must not raise
+                logger.debug("closing the admission's connections failed", exc_info=True)
+
     async def aclose(self) -> None:
-        """Close the client if this storage built it (a client passed in stays open)."""
+        """Close the client if this storage built it (a client passed in stays open), and the
+        admission's own connections."""
         if self.closed:
             return
         self.closed = True
+        self.view_refresher.cancel()
+        await self._close_wire()
         if self._owns_client:
             try:
                 await _within(self.client.aclose(), self.timeout * 4)
@@ -723,6 +855,18 @@ class RedisStorage:
 
 
 _NUMKEYS = [str(i).encode() for i in range(64)]
+
+
+class _AdmitPlan(NamedTuple):
+    """One admission's script, its keys and arguments but the token (``before`` it, ``after``
+    it), and the same packed for :class:`~.redis_wire.AdmitWire` (``head``, ``tail``)."""
+
+    script: _Script
+    keys: list[bytes]
+    before: list[bytes]
+    after: list[bytes]
+    head: bytes
+    tail: bytes
 
 
 class _Script:

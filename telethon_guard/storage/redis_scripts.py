@@ -20,16 +20,26 @@ _RESERVE_INTO = """
 -- Reserve over KEYS[first .. #KEYS] (one sorted set per limiter key: member = token, score =
 -- slot time); the window string of KEYS[i] is ARGV[warg + i - first]: "pmax n1 p1 n2 p2 ..."
 -- (its longest period, then each window's count and period in seconds). Sets t, the slot.
+-- Trimming is lazy (as MemoryStorage's log): a slot at or before now - longest period can
+-- never delay a reservation (s + p <= now for every window), so stale slots are cut only once
+-- a set holds more than 2 * (its largest count) + 64 of them: a set stays bounded, and most
+-- reservations save the ZREMRANGEBYSCORE.
 local t = now
-local pmaxs = {}
+local pmaxs, counts = {}, {}
 for i = first, #KEYS do
   local k = KEYS[i]
   local w = {}
   for x in string.gmatch(ARGV[warg + i - first], '%S+') do w[#w + 1] = tonumber(x) end
   pmaxs[i] = w[1]
-  -- trim: slots at or before now - longest period can never matter again
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', now - w[1])
   local count = redis.call('ZCARD', k)
+  local nmax = 0
+  for j = 2, #w, 2 do
+    if w[j] > nmax then nmax = w[j] end
+  end
+  if count > 2 * nmax + 64 then
+    count = count - redis.call('ZREMRANGEBYSCORE', k, '-inf', now - w[1])
+  end
+  counts[i] = count
   for j = 2, #w, 2 do
     local n = w[j]
     if count >= n then
@@ -45,9 +55,15 @@ if observe then slot = now end
 for i = first, #KEYS do
   local k = KEYS[i]
   redis.call('ZADD', k, slot, token)
-  local last = tonumber(redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2])
-  -- the key matters until its latest slot is older than its longest period
-  redis.call('PEXPIRE', k, math.ceil((last - now + pmaxs[i]) * 1000) + 1000)
+  -- the key matters until its latest slot is older than its longest period: the expiry is
+  -- (this slot + longest period + 1 s), never shortened (GT) below the one an earlier, later
+  -- slot set; a new key (count 0: ZADD just created it, no expiry yet) gets it plainly
+  local ms = math.ceil((slot - now + pmaxs[i]) * 1000) + 1000
+  if counts[i] > 0 then
+    redis.call('PEXPIRE', k, ms, 'GT')
+  else
+    redis.call('PEXPIRE', k, ms)
+  end
 end
 """
 
@@ -216,59 +232,71 @@ if left < 0 then left = 0 end
 return {'', state, state, tostring(left), tostring(f)}
 """
 
-ADMIT = _BREAKER_LOAD + _NOW + """
+ADMIT = _NOW + """
 -- One call's admission in one round trip: breaker acquire, flood-ledger check, limiter
 -- reservation (each exactly as BREAKER_ACQUIRE, FLOOD_LEFT and RESERVE; later steps are
 -- skipped once one refuses). KEYS[1]: the breaker; KEYS[2 .. 1+nf]: flood scopes; the rest:
 -- limiter keys. ARGV: lease, ttl, nf, token, then one window string per limiter key.
--- Reply: {decision, state, old, retry_after, failures, flood left, flood index (1-based, 0:
--- none), delay ('' when nothing was reserved)}.
-local lease = tonumber(ARGV[1])
+-- Fast path: when neither the breaker nor any scope has a key (CLOSED without failures,
+-- nothing blocked: one EXISTS), the reply is just the delay as a string ('' when nothing was
+-- reserved). Otherwise: {decision, state, old, retry_after, failures, flood left, flood index
+-- (1-based, 0: none), delay ('' when nothing was reserved)}.
 local nf = tonumber(ARGV[3])
-local d = {'allow', state, state, '0', tostring(f)}
-if state == 'OPEN' then
-  if now < ou then
-    d = {'reject', 'OPEN', 'OPEN', tostring(ou - now), tostring(f)}
-  else
-    redis.call('HSET', KEYS[1], 's', 'HALF_OPEN', 'pu', string.format('%.17g', now + lease))
-    keep(now, math.max(lease, tonumber(ARGV[2])))
-    d = {'probe', 'HALF_OPEN', 'OPEN', '0', tostring(f)}
-  end
-elseif state == 'HALF_OPEN' then
-  if pu > now then
-    d = {'reject', 'HALF_OPEN', 'HALF_OPEN', tostring(pu - now), tostring(f)}
-  else
-    redis.call('HSET', KEYS[1], 'pu', string.format('%.17g', now + lease))
-    keep(now, math.max(lease, tonumber(ARGV[2])))
-    d = {'probe', 'HALF_OPEN', 'HALF_OPEN', '0', tostring(f)}
-  end
-end
-d[6] = '0'
-d[7] = '0'
-d[8] = ''
-if d[1] == 'reject' then return d end
-local worst = 0
-for i = 1, nf do
-  local v = redis.call('GET', KEYS[1 + i])
-  if v then
-    local left = tonumber(v) - now
-    if left > worst then
-      worst = left
-      d[7] = tostring(i)
+local d = false
+if redis.call('EXISTS', unpack(KEYS, 1, 1 + nf)) > 0 then
+""" + _BREAKER_LOAD + """
+  local lease = tonumber(ARGV[1])
+  d = {'allow', state, state, '0', tostring(f)}
+  if state == 'OPEN' then
+    if now < ou then
+      d = {'reject', 'OPEN', 'OPEN', tostring(ou - now), tostring(f)}
+    else
+      redis.call('HSET', KEYS[1], 's', 'HALF_OPEN', 'pu', string.format('%.17g', now + lease))
+      keep(now, math.max(lease, tonumber(ARGV[2])))
+      d = {'probe', 'HALF_OPEN', 'OPEN', '0', tostring(f)}
+    end
+  elseif state == 'HALF_OPEN' then
+    if pu > now then
+      d = {'reject', 'HALF_OPEN', 'HALF_OPEN', tostring(pu - now), tostring(f)}
+    else
+      redis.call('HSET', KEYS[1], 'pu', string.format('%.17g', now + lease))
+      keep(now, math.max(lease, tonumber(ARGV[2])))
+      d = {'probe', 'HALF_OPEN', 'HALF_OPEN', '0', tostring(f)}
     end
   end
-end
-if worst > 0 then
-  d[6] = tostring(worst)
-  return d
+  d[6] = '0'
+  d[7] = '0'
+  d[8] = ''
+  if d[1] == 'reject' then return d end
+  local worst = 0
+  for i = 1, nf do
+    local v = redis.call('GET', KEYS[1 + i])
+    if v then
+      local left = tonumber(v) - now
+      if left > worst then
+        worst = left
+        d[7] = tostring(i)
+      end
+    end
+  end
+  if worst > 0 then
+    d[6] = tostring(worst)
+    return d
+  end
 end
 local first, warg = 2 + nf, 5
-if first > #KEYS then return d end
-local token = ARGV[4]
-local observe = false
+local delay = ''
+if first <= #KEYS then
+  local token = ARGV[4]
+  local observe = false
 """ + _RESERVE_INTO + """
-d[8] = tostring(t - now)
-return d
+  delay = tostring(t - now)
+end
+if d then
+  d[8] = delay
+  return d
+end
+return delay
 """
 
 __all__ = [

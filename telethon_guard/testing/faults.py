@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from telethon_guard.testing._types import (
     Action,
@@ -212,6 +213,7 @@ class FaultPlan:
         """True if some rule may move the server's clock (:meth:`clock_offset`)."""
         self._link_rules: tuple[Rule, ...] = ()
         self._skew_rules: tuple[Rule, ...] = ()
+        self._on_change: Callable[[], None] | None = None
         self.add(*rules)
 
     @classmethod
@@ -237,6 +239,14 @@ class FaultPlan:
             rule.bind(self.rng, self._t0 if self._t0 is not None else 0.0)
             self._rules.append(rule)
         self._index()
+        if rules and self._on_change is not None:
+            self._on_change()  # a running server applies timed actions now due (e.g. "down")
+
+    def watch(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` after every :meth:`add` (the server uses it to apply a timed
+        action that is due at once, such as ``OnNewConnections("down")``, before the next
+        connection is accepted). ``None`` stops watching."""
+        self._on_change = callback
 
     def clear(self) -> None:
         """Remove every rule (the server then runs every request normally)."""

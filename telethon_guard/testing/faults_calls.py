@@ -71,7 +71,10 @@ class OnCalls(Rule):
     ) -> None:
         super().__init__(account=account, dc=dc)
         if not isinstance(action, ACTION_TYPES):
-            raise ValueError(f"not a fault action: {action!r}")
+            raise ValueError(
+                f"not a fault action: {action!r}; pass an action object such as Stall(), "
+                "flood_wait(5), Delay(1.0), ResetConnection() or CloseConnection() "
+                "(from telethon_guard.testing.faults)")
         self.methods = methods_of(method)
         self.selector = CallSelector(calls, every, probability, times)
         self.action: Action = action
@@ -126,8 +129,13 @@ class ErrorOnCalls(OnCalls):
         account: int | None = None,
         dc: int | None = None,
     ) -> None:
-        if isinstance(code, bool) or not isinstance(code, int) or code == 0:
-            raise ValueError(f"code must be a non-zero int (e.g. 420, 500, -503), got {code!r}")
+        if (isinstance(code, bool) or not isinstance(code, int)
+                or not (code < 0 or 300 <= code <= 599)):
+            # rpc_error codes are 303 (migrate), 400-420 (caller), 500 (server) and Telegram's
+            # negative ones (-503 "Timeout"); a 2xx code is not an error reply.
+            raise ValueError(
+                f"code must be an rpc_error code: 300-599 or negative (e.g. 420, 500, -503), "
+                f"got {code!r}")
         if not isinstance(message, str) or not message or message.strip() != message:
             raise ValueError(f"message must be a non-empty error name, got {message!r}")
         super().__init__(

@@ -101,8 +101,9 @@ class OnNewConnections(_Windowed):
       connection's framing) at once, then closed (Telegram refusing under load, design-notes §3);
     * ``"down"``: the DC's port stops listening, so the OS refuses the TCP connection
       (``ECONNREFUSED``: a DC that is down or unreachable); open connections are untouched.
-      The server applies it on its next tick (within ~10 ms of ``start``) and listens on the
-      same port again when the window ends (``duration=None``: never).
+      Added to a running server with a ``start`` already passed, the port is closed before
+      ``faults.add(...)`` returns; a later ``start`` is applied on the server's next tick
+      (within ~10 ms). The port listens again when the window ends (``duration=None``: never).
 
     Connections opened before or after the window are served normally. ``fired`` counts the
     connections failed (for ``"down"``: 1 when the port closes; the OS refuses the rest, the
@@ -280,7 +281,10 @@ class OnInit(_Windowed):
         if action is None:
             action = Stall()
         if not isinstance(action, ACTION_TYPES):
-            raise ValueError(f"not a fault action: {action!r}")
+            raise ValueError(
+                f"not a fault action: {action!r}; pass an action object such as Stall(), "
+                "flood_wait(5), Delay(1.0), ResetConnection() or CloseConnection() "
+                "(from telethon_guard.testing.faults)")
         self.action: Action = action
         self.selector = CallSelector(times=times)
         self.window = TimeWindow(start, duration)

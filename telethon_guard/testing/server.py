@@ -306,6 +306,7 @@ class TelegramTestServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._handlers: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._client_classes: dict[type, type] = {}
         self._pusher = UpdatePusher(ctx)
         self._started = False
@@ -343,11 +344,15 @@ class TelegramTestServer:
         now = time.monotonic()
         if self.faults is not None and hasattr(self.faults, "start"):
             self.faults.start(now)
-        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        self._loop = asyncio.get_running_loop()
+        self._ticker = self._loop.create_task(self._tick())
+        self._watch(self.faults)
         return self
 
     async def stop(self) -> None:
         """Close listeners and every connection; cancel in-flight request tasks."""
+        if callable(getattr(self.faults, "watch", None)):
+            self.faults.watch(None)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -577,7 +582,34 @@ class TelegramTestServer:
 
     @faults.setter
     def faults(self, plan: Any) -> None:
+        old = self._ctx.faults
+        if old is not plan and callable(getattr(old, "watch", None)):
+            old.watch(None)
         self._ctx.faults = plan
+        if self._ticker is not None:
+            self._watch(plan)
+            self._apply_due_soon()
+
+    def _watch(self, plan: Any) -> None:
+        if callable(getattr(plan, "watch", None)):
+            plan.watch(self._apply_due_soon)
+
+    def _apply_due_soon(self) -> None:
+        """A rule was added at runtime: apply timed actions due now (``"down"`` closes the
+        port) at once rather than at the next tick, so a connection opened right after
+        ``faults.add(...)`` already meets the fault. From another thread: on the loop's next
+        turn."""
+        loop = self._loop
+        if self._ticker is None or loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._apply_due()
+        else:
+            loop.call_soon_threadsafe(self._apply_due)
 
     @property
     def _sync_handle(self) -> Callable[[Any], Any] | None:
@@ -646,16 +678,23 @@ class TelegramTestServer:
                 await asyncio.sleep(0.1)
                 continue
             await asyncio.sleep(TICK_SECONDS)
-            try:
-                due = faults.due(time.monotonic())
-                for dc_id, action in due:
-                    if isinstance(action, ListenerDown):
-                        self._listener_down(dc_id, action.seconds)
-                        continue
-                    if isinstance(action, TransportError) and action.refuse_seconds > 0:
-                        self._ctx.start_refusing(dc_id, action)
-                    for conn in list(self._conns.values()):
-                        if dc_id is None or conn.dc_id == dc_id:
-                            conn.apply(action)
-            except Exception as e:
-                self._ctx.internal_error(e)
+            self._apply_due()
+
+    def _apply_due(self) -> None:
+        """Apply the plan's timed actions due now to the listeners and live connections."""
+        faults = self.faults
+        if self._ticker is None or faults is None or not getattr(faults, "has_timed", False):
+            return
+        try:
+            due = faults.due(time.monotonic())
+            for dc_id, action in due:
+                if isinstance(action, ListenerDown):
+                    self._listener_down(dc_id, action.seconds)
+                    continue
+                if isinstance(action, TransportError) and action.refuse_seconds > 0:
+                    self._ctx.start_refusing(dc_id, action)
+                for conn in list(self._conns.values()):
+                    if dc_id is None or conn.dc_id == dc_id:
+                        conn.apply(action)
+        except Exception as e:
+            self._ctx.internal_error(e)

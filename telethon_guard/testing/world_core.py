@@ -138,19 +138,24 @@ class WorldCore:
 
     def user_id(self, username: str) -> int:
         """Id of directory user ``username`` (``alice``, ``bob``, ``carol``); ``KeyError`` else."""
-        kind, eid = self.usernames[username.lower().lstrip("@")]
-        if kind != "user":
-            raise KeyError(username)
-        return eid
+        return self._directory_id(username, "user")
 
     def channel_id(self, username: str) -> int:
         """Bare id of channel ``username`` (``news``, ``chat_a``..``chat_d``); ``KeyError`` else.
 
         Telethon's marked id is ``-1000000000000 - id``."""
-        kind, eid = self.usernames[username.lower().lstrip("@")]
-        if kind != "channel":
-            raise KeyError(username)
-        return eid
+        return self._directory_id(username, "channel")
+
+    def _directory_id(self, username: str, kind: str) -> int:
+        """Id of ``username`` if it names a ``kind`` ("user" / "channel"); a ``KeyError`` that
+        lists the known names of that kind otherwise."""
+        if not isinstance(username, str):
+            raise TypeError(f"username must be a str, got {type(username).__name__}")
+        found = self.usernames.get(username.lower().lstrip("@"))
+        if found is None or found[0] != kind:
+            known = ", ".join(sorted(n for n, (k, _) in self.usernames.items() if k == kind))
+            raise KeyError(f"no {kind} named {username!r} in the test world (known: {known})")
+        return found[1]
 
     @property
     def file_message_id(self) -> int:

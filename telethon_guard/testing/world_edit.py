@@ -6,8 +6,12 @@ Checks as Telegram does (core.telegram.org/method/messages.editMessage): the cha
 (``400 MESSAGE_NOT_MODIFIED``, also for an empty text). The current text is kept per
 (account, chat, message id); the stored message itself is not rewritten (history and
 differences keep the text it was sent with: only the edit's ground truth is needed here).
-Answered with an empty ``Updates`` (no pts consumed). Every edit is counted in
-``server.log`` like any request.
+Answered like Telegram with ``Updates`` carrying ``updateEditMessage`` (private chats, basic
+groups) or ``updateEditChannelMessage`` (channels) with the edited message (new text,
+``edit_date``), so Telethon's ``client.edit_message`` returns that ``Message``. One
+simplification: the edit takes no pts (``pts_count=0`` at the box's current pts; Telegram's takes
+one), so other members get no update of the edit and a client already at that pts sees no gap.
+Every edit is counted in ``server.log`` like any request.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from telethon.tl.tlobject import TLObject
 
 from ._types import RequestInfo, RpcErrorReply
 from .world_core import Handler, WorldCore
-from .world_messages import ChannelHistory
+from .world_messages import ChannelHistory, private_message, thaw_copy
 from .world_state import ChatRecord, SentMessage, to_datetime
 
 
@@ -61,8 +65,22 @@ class EditHandlers:
         if not text or text == self.texts.get(key, sent.text):
             raise RpcErrorReply(400, "MESSAGE_NOT_MODIFIED")
         self.texts[key] = text
-        return types.Updates(updates=[], users=[], chats=[], date=to_datetime(self.w.now()),
-                             seq=0)
+        date = to_datetime(self.w.now())
+        update: TLObject
+        chats: list[TLObject]
+        if isinstance(target, ChannelHistory):
+            msg = thaw_copy(self.w.view(target, req.id, acc.user_id))
+            msg.message, msg.edit_date = text, date
+            update = types.UpdateEditChannelMessage(message=msg, pts=target.top, pts_count=0)
+            chats = [target.channel.to_tl()]
+        else:
+            msg = private_message(sent)
+            msg.message, msg.edit_date = text, date
+            update = types.UpdateEditMessage(message=msg, pts=acc.pts, pts_count=0)
+            group = self.w.groups.get(-sent.peer) if sent.peer < 0 else None
+            chats = [group.to_tl(len(self.w.members()))] if group is not None else []
+        return types.Updates(updates=[update], users=self.w.users_of([msg], acc.user_id),
+                             chats=chats, date=date, seq=0)
 
 
 __all__ = ["EditHandlers"]

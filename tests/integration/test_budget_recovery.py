@@ -116,3 +116,49 @@ async def test_a_client_waiting_for_a_budget_slot_gives_up_after_max_reconnect_s
         finally:
             await asyncio.wait_for(asyncio.gather(*(c.disconnect() for c in clients),
                                                   return_exceptions=True), 30)
+
+
+async def test_the_storm_pace_ends_when_a_connection_is_answered_again() -> None:
+    """The storm pace (1 new connection per second for the whole process) holds only while
+    the DC refuses: the first new connection it answers after the storm lifts it, although
+    the refusal mark would hold for ``storm_seconds`` more (120 s here; the default is 5 s,
+    which made recovery take storm + 5 s + N/10 s). Every call succeeds; the mark is gone
+    when they are done, and the lift was counted."""
+    n_clients, storm = 20, 1.0
+    mine = ConnectionBudget(storm_seconds=120.0)
+    previous = set_process_budget(mine)
+    try:
+        async with TelegramTestServer() as server:
+            clients = [server.client(GuardedTelegramClient, deadline=90.0)
+                       for _ in range(n_clients)]
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.connect() for c in clients)), 30)
+                server.faults.add(Latency(METHOD, HOLD))
+                outcome: Counter[str] = Counter()
+
+                async def call(client: GuardedTelegramClient) -> None:
+                    try:
+                        await client(functions.help.GetNearestDcRequest())
+                        outcome["ok"] += 1
+                    except Exception as e:  # counted and asserted below
+                        outcome[type(e).__name__] += 1
+
+                tasks = [asyncio.ensure_future(call(c)) for c in clients]
+                await asyncio.sleep(0.3)
+                server.faults.add(Transport429Storm(start=server.faults.now(), duration=storm))
+                _, pending = await asyncio.wait(tasks, timeout=100.0)
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                assert not pending, dict(outcome)
+                assert outcome == Counter(ok=n_clients), dict(outcome)
+                assert len(mine.refusals) == 1, mine.refusals
+                (target,) = mine.refusals
+                assert mine.refusals[target] >= 2  # the storm reached the budget ...
+                assert mine.lifted.get(target, 0) >= 1, mine.stats()  # ... and was lifted
+                assert await mine.refusing_for(target) == 0.0  # not held for 120 s
+            finally:
+                await asyncio.wait_for(asyncio.gather(*(c.disconnect() for c in clients),
+                                                      return_exceptions=True), 30)
+    finally:
+        set_process_budget(previous)

@@ -133,6 +133,23 @@ def test_package_exports() -> None:
     assert types.InputUserSelf  # keep the import used
 
 
+def test_every_public_error_is_exported_at_the_top() -> None:
+    # A caller writes `from telethon_guard import MayHaveRunError`, not the module path: every
+    # typed error and every lazily imported name in __all__ resolves, and each error is a
+    # GuardError.
+    from telethon_guard import errors
+
+    missing = set(errors.__all__) - set(telethon_guard.__all__)
+    assert not missing, missing
+    for name in telethon_guard.__all__:
+        assert getattr(telethon_guard, name) is not None, name
+    for name in ("MayHaveRunError", "ConnectionLostMayHaveRun", "SilentConnectionMayHaveRun",
+                 "NoAccountAvailableError", "UnknownTenantError", "EntitiesNotStoredError",
+                 "DifferenceDeferred"):
+        assert issubclass(getattr(telethon_guard, name), telethon_guard.GuardError), name
+    assert issubclass(telethon_guard.ConnectionLostMayHaveRun, telethon_guard.MayHaveRunError)
+
+
 async def test_guard_on_a_connected_client_maps_disconnect_cancellation() -> None:
     # guard() after connect keeps Telethon's own sender; its disconnect() cancels in-flight
     # futures, which the caller (not cancelled itself) sees as a typed, final error.

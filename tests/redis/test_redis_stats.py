@@ -71,3 +71,42 @@ async def test_stats_show_redis_blocks_and_breakers_and_disconnect_closes_the_ur
         finally:
             await asyncio.wait_for(client.disconnect(), 10)
         assert await _connections_named(redis_url, name) == 0
+
+
+async def test_stats_show_another_process_block_without_a_manual_refresh(
+        redis_url: str, prefix: str) -> None:
+    """Two guarded clients, each with its own Redis storage (its own connections) on one
+    prefix, as two processes would be: a FLOOD_WAIT recorded by the first shows in the
+    second's ``stats()["blocked"]`` by reading stats alone; reading stats in a tight loop
+    starts at most one refresh per second (``stats()`` itself does no I/O)."""
+    url = f"{redis_url}?prefix={prefix}"
+    async with TelegramTestServer() as server:
+        opts: dict[str, object] = dict(
+            cls=GuardedTelegramClient, storage_fallback="fail", account="acct-view",
+            max_flood_wait=1.0, retry_max_attempts=1, deadline=10.0, adaptive_pacing=False)
+        first = server.client(storage=url, **opts)
+        second = server.client(storage=url, **opts)
+        await asyncio.wait_for(first.connect(), 10)
+        await asyncio.wait_for(second.connect(), 10)
+        try:
+            assert second.guard.stats()["blocked"] == {}
+            server.faults.add(ErrorOnCalls("users.getUsers", 420, "FLOOD_WAIT_60", times=1))
+            with pytest.raises((te.FloodWaitError, FloodWaitBlocked)):
+                await asyncio.wait_for(first(ME), 5)
+            refresher = second.guard.pipeline.storage.view_refresher
+            before = refresher.refreshes
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            blocked: dict[str, float] = {}
+            while not blocked:
+                assert loop.time() - start < 5, "the other client's block never showed"
+                blocked = second.guard.stats()["blocked"]
+                await asyncio.sleep(0.01)
+            took = loop.time() - start
+            assert len(blocked) == 1 and 50 < next(iter(blocked.values())) <= 60, blocked
+            # ~100 stats() calls per second: at most one refresh per second of reading
+            assert refresher.refreshes - before <= took / refresher.max_age + 1, (
+                refresher.refreshes - before, took)
+        finally:
+            await asyncio.wait_for(first.disconnect(), 10)
+            await asyncio.wait_for(second.disconnect(), 10)

@@ -122,6 +122,12 @@ def test_rules_and_seed_are_validated() -> None:
         FloodWindow(GET_HISTORY, 1, 1, seconds=-3)
     with pytest.raises(ValueError):
         ErrorOnCalls(GET_HISTORY, 0, "X")
+    for not_an_error in (200, 299, 600, 1):
+        with pytest.raises(ValueError, match="rpc_error code"):
+            ErrorOnCalls(GET_HISTORY, not_an_error, "X")
+    from telethon_guard.testing.faults_lifecycle import OnInit
+    with pytest.raises(ValueError, match=r"not a fault action: 'stall'; pass .*Stall\(\)"):
+        OnInit("stall")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         ErrorOnCalls(GET_HISTORY, 500, "INTERNAL", calls=[0])
     with pytest.raises(ValueError):

@@ -132,8 +132,12 @@ def test_ids_are_deterministic_per_seed() -> None:
     assert a.user_id("alice") == b.user_id("alice") != a.user_id("bob")
     assert a.channel_id("news") == b.channel_id("news") != c.channel_id("news")
     assert a.file_bytes() == b.file_bytes() != c.file_bytes()
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"no user named 'news'.*known: alice, bob, carol"):
         a.user_id("news")
+    with pytest.raises(KeyError, match=r"no channel named 'nobody'.*known: .*news"):
+        a.channel_id("nobody")
+    with pytest.raises(TypeError, match="username must be a str"):
+        a.user_id(42)  # type: ignore[arg-type]
 
 
 # ---- connect sequence, users, unauthorized --------------------------------------------------

@@ -30,13 +30,21 @@ async def test_edit_own_message_then_not_modified_then_invalid_ids(chat: str) ->
                     peer=peer, id=msg_id, message=text))
 
             await asyncio.wait_for(edit(sent.id, "v2"), T)
+            # Telethon's own edit_message returns the edited Message (from updateEdit*Message).
+            edited = await asyncio.wait_for(client.edit_message(peer, sent.id, "v3"), T)
+            assert isinstance(edited, types.Message)
+            assert (edited.id, edited.message) == (sent.id, "v3")
+            assert edited.edit_date is not None and edited.out
+            with pytest.raises(tl_errors.MessageNotModifiedError):
+                await asyncio.wait_for(edit(sent.id, "v3"), T)  # same text as now
+            await asyncio.wait_for(edit(sent.id, "v2"), T)
             with pytest.raises(tl_errors.MessageNotModifiedError):
                 await asyncio.wait_for(edit(sent.id, "v2"), T)  # same text as now
             await asyncio.wait_for(edit(sent.id, "v1"), T)  # back to the first text: a change
             with pytest.raises(tl_errors.MessageIdInvalidError):
                 await asyncio.wait_for(edit(sent.id + 1000, "x"), T)
-        assert server.log.count("messages.editMessage", outcome="ok") == 2
-        assert server.log.count("messages.editMessage", outcome="rpc_error") == 2
+        assert server.log.count("messages.editMessage", outcome="ok") == 4
+        assert server.log.count("messages.editMessage", outcome="rpc_error") == 3
         assert server.internal_errors == []
 
 
