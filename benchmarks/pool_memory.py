@@ -17,7 +17,11 @@ not counted per client):
   disconnected as idle (the entries keep counters only).
 
 The guard's own cost per connected client is ``guarded - plain`` (and ``guarded_shared -
-plain``). Also printed: seconds to connect all N under the process connection budget
+plain``), taken within each round and reported as the median (min..max) over ``--rounds``
+rounds; the kinds alternate their order from round to round (plain first, then last...), so
+neither side always runs on a fresher heap. Both sides count the same things: the client
+process's own allocations, the server's in neither. Also printed: asyncio tasks per connected
+client, seconds to connect all N under the process connection budget
 (:mod:`telethon_guard.budget`, default windows), and the event loop's lag p99 (a 10 ms
 ticker) with all connected and then all idle.
 """
@@ -26,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
+import statistics
 import sys
 import time
 import tracemalloc
@@ -93,14 +99,17 @@ async def connected_clients(srv: ServerProcess, sessions: list[str], kind: str,
         await client.connect()
         await client.get_me()
 
+    tasks_before = len(asyncio.all_tasks())
     started = time.monotonic()
-    await asyncio.wait_for(gather_bounded([lambda c=c: up(c) for c in clients], 20), 600)
+    await asyncio.wait_for(gather_bounded([functools.partial(up, c) for c in clients], 20), 600)
     connect_s = time.monotonic() - started
     lag = await lag_p99(settle)
     per = (allocated() - base) / len(clients) / KIB
+    tasks = (len(asyncio.all_tasks()) - tasks_before) / len(clients)
     await asyncio.wait_for(asyncio.gather(*(c.disconnect() for c in clients)), 60)
     del clients
-    return {"kib_per_client": per, "connect_all_s": connect_s, "lag_p99_ms": lag * 1000}
+    return {"kib_per_client": per, "tasks_per_client": tasks, "connect_all_s": connect_s,
+            "lag_p99_ms": lag * 1000}
 
 
 async def idle_pool(srv: ServerProcess, sessions: list[str], settle: float = 2.0,
@@ -133,45 +142,77 @@ async def idle_pool(srv: ServerProcess, sessions: list[str], settle: float = 2.0
     return {"kib_per_entry": per, "lag_p99_ms": lag * 1000}
 
 
-async def run(n: int) -> dict[str, Any]:
+KINDS = ("plain", "guarded", "guarded_shared")
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median, min and max of one figure over the rounds."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+async def run(n: int, rounds: int = 1) -> dict[str, Any]:
     tracemalloc.start()
-    out: dict[str, Any] = {"clients": n}
+    out: dict[str, Any] = {"clients": n, "rounds": rounds}
+    per_round: list[dict[str, Any]] = []
     async with ServerProcess() as srv:
-        for kind in ("plain", "guarded", "guarded_shared"):  # warm-up: imports, caches
+        for kind in KINDS:  # warm-up: imports, caches
             await connected_clients(srv, [s for s, _ in await srv.sessions(2)], kind, 0.1)
         await idle_pool(srv, [s for s, _ in await srv.sessions(2)], settle=0.1)
-        for kind in ("plain", "guarded", "guarded_shared"):
+        for r in range(rounds):
+            one: dict[str, Any] = {}
+            for kind in (KINDS if r % 2 == 0 else KINDS[::-1]):
+                sessions = [s for s, _ in await srv.sessions(n)]
+                one[kind] = await connected_clients(srv, sessions, kind)
             sessions = [s for s, _ in await srv.sessions(n)]
-            out[kind] = await connected_clients(srv, sessions, kind)
-        sessions = [s for s, _ in await srv.sessions(n)]
-        out["pool_idle"] = await idle_pool(srv, sessions)
+            one["pool_idle"] = await idle_pool(srv, sessions)
+            plain = one["plain"]["kib_per_client"]
+            one["guard_cost_kib"] = one["guarded"]["kib_per_client"] - plain
+            one["guard_cost_shared_kib"] = one["guarded_shared"]["kib_per_client"] - plain
+            per_round.append(one)
     tracemalloc.stop()
-    plain = out["plain"]["kib_per_client"]
-    out["guard_cost_kib"] = out["guarded"]["kib_per_client"] - plain
-    out["guard_cost_shared_kib"] = out["guarded_shared"]["kib_per_client"] - plain
+    out["per_round"] = per_round
+    for kind in KINDS:
+        out[kind] = {k: summary([r[kind][k] for r in per_round]) for k in per_round[0][kind]}
+    out["pool_idle"] = {k: summary([r["pool_idle"][k] for r in per_round])
+                        for k in per_round[0]["pool_idle"]}
+    for k in ("guard_cost_kib", "guard_cost_shared_kib"):
+        out[k] = summary([r[k] for r in per_round])
     return out
+
+
+def fmt(s: dict[str, float], digits: int = 1) -> str:
+    """``median (min..max)``, or the value alone when every round gave the same."""
+    if s["min"] == s["max"]:
+        return f"{s['median']:.{digits}f}"
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}..{s['max']:.{digits}f})"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100, help="clients per kind (100)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds, the kinds' order alternating (1)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.clients < 1:
         parser.error("--clients must be >= 1")
-    out = asyncio.run(run(args.clients))
-    print(f"{'kind':<16} {'KiB/client':>10} {'connect all s':>14} {'lag p99 ms':>11}")
-    for kind in ("plain", "guarded", "guarded_shared"):
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    out = asyncio.run(run(args.clients, args.rounds))
+    print(f"{args.clients} clients per kind, {args.rounds} round(s): median (min..max)")
+    print(f"{'kind':<16} {'KiB/client':>20} {'tasks':>6} {'connect all s':>20} "
+          f"{'lag p99 ms':>20}")
+    for kind in KINDS:
         r = out[kind]
-        print(f"{kind:<16} {r['kib_per_client']:>10.1f} {r['connect_all_s']:>14.2f} "
-              f"{r['lag_p99_ms']:>11.2f}")
+        print(f"{kind:<16} {fmt(r['kib_per_client']):>20} "
+              f"{r['tasks_per_client']['median']:>6.1f} {fmt(r['connect_all_s'], 2):>20} "
+              f"{fmt(r['lag_p99_ms'], 2):>20}")
     idle = out["pool_idle"]
-    print(f"{'pool_idle':<16} {idle['kib_per_entry']:>10.2f} {'':>14} "
-          f"{idle['lag_p99_ms']:>11.2f}")
-    print(f"guard's own cost per connected client: {out['guard_cost_kib']:.1f} KiB "
-          f"(own storage), {out['guard_cost_shared_kib']:.1f} KiB (shared storage); "
-          f"per idle pool entry: {idle['kib_per_entry']:.2f} KiB "
-          f"({args.clients} clients, one run)")
+    print(f"{'pool_idle':<16} {fmt(idle['kib_per_entry'], 2):>20} {'':>6} {'':>20} "
+          f"{fmt(idle['lag_p99_ms'], 2):>20}")
+    print(f"guard's own cost per connected client: {fmt(out['guard_cost_kib'])} KiB "
+          f"(own storage), {fmt(out['guard_cost_shared_kib'])} KiB (shared storage); "
+          f"per idle pool entry: {fmt(idle['kib_per_entry'], 2)} KiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

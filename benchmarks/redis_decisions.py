@@ -23,10 +23,17 @@ budgets large enough that nobody waits: what is measured is the cost of deciding
 limit. ``--concurrency`` callers per process share one connection pool (c=1: one decision at a
 time, latency bound; c=16: concurrent decisions, as many guarded calls in one process make).
 
-Round trips per decision are counted twice: commands sent by each process's client
-(``execute_command`` calls; one command = one request/response round trip, nothing is
-pipelined), and ``EVALSHA`` calls seen by the server (``INFO commandstats`` delta; on a Redis
-shared with other work that delta includes their commands, so the client count is the exact one).
+Round trips per decision are counted twice: commands each process writes on its sockets
+(redis-py's ``Connection.send_packed_command``, which both the ``execute_command`` path and the
+admission's own connections use, a new socket's handshake excluded; one command = one
+request/response round trip, nothing is pipelined), and ``EVALSHA`` calls seen by the server
+(``INFO commandstats`` delta; on a Redis shared with other work that delta includes their
+commands, so the client count is the exact one).
+
+Cost per decision, less sensitive to the machine's load than the rates: the server's
+microseconds per ``EVALSHA`` (``commandstats`` usec delta / calls: time inside Redis, script
+included) and each process's client CPU per decision (``time.process_time``; mean over the
+processes).
 Target (issues 5, 14): >= 5,000 decisions/s per process with 4 processes on a quiet machine,
 exactly 1 round trip per decision (``admit``: per admitted guarded call). The load average is
 printed with every row: on a shared machine the figures are lower bounds.
@@ -47,6 +54,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection as AsyncConnection
 
 from telethon_guard.storage import LimitSpec
 from telethon_guard.storage.redis import from_url
@@ -79,14 +87,19 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
                concurrency: int, mode: str = "reserve") -> dict[str, Any]:
     st = from_url(url, prefix=prefix, storage_fallback="fail", timeout=2.0)
     sent = 0
-    original = st.client.execute_command
+    # Every command written on a socket (redis-py's execute_command path and the admission's
+    # own connections alike), except a new socket's handshake.
+    conn_cls = AsyncConnection
+    original = conn_cls.send_packed_command
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
+    async def counted(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal sent
-        sent += 1
-        return await original(*args, **kwargs)
+        packed = command if isinstance(command, bytes) else b"".join(command)
+        if packed.split(b"\r\n", 3)[2].upper() not in SETUP:
+            sent += 1
+        return await original(self, command, *args, **kwargs)
 
-    st.client.execute_command = counted
+    conn_cls.send_packed_command = counted  # type: ignore[method-assign]
     gcra = st.client.register_script(GCRA)
     gcra_key = f"{prefix}:gcra:{{acct:bench}}"
     await st.reserve(SPECS)  # connect + load the scripts before timing
@@ -118,8 +131,10 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
             decisions += 1
 
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     sent_at_end = sent
     # Floor: bare PINGs on the same client for a third of the time (what redis-py's asyncio
     # client can do at all on this machine right now, with no script and no guard code).
@@ -137,7 +152,8 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
     ping_rate = pings / (time.perf_counter() - t1)
     await st.aclose()
     return {"decisions": decisions, "seconds": elapsed, "round_trips": sent_at_end,
-            "per_second": decisions / elapsed, "ping_per_second": ping_rate}
+            "per_second": decisions / elapsed, "ping_per_second": ping_rate,
+            "client_cpu_us": 1e6 * cpu / max(1, decisions)}
 
 
 def _child(url: str, prefix: str, start_at: float, seconds: float, concurrency: int,
@@ -151,22 +167,25 @@ def _admin(url: str) -> Any:
     return aioredis.Redis.from_url(url)
 
 
-async def _evalsha_calls(url: str) -> int:
+async def _evalsha_calls(url: str) -> tuple[int, int]:
+    """``(calls, usec)`` of ``EVALSHA`` on the server (every primary of a cluster, summed)."""
     admin = _admin(url)
     try:
         if isinstance(admin, RedisCluster):  # every primary's count, summed
             await admin.initialize()
-            total = 0
+            calls = usec = 0
             for node in admin.get_primaries():
                 one = aioredis.Redis(host=node.host, port=node.port)
                 try:
                     info = await one.info("commandstats")
                 finally:
                     await one.aclose()
-                total += int(info.get("cmdstat_evalsha", {}).get("calls", 0))
-            return total
+                calls += int(info.get("cmdstat_evalsha", {}).get("calls", 0))
+                usec += int(info.get("cmdstat_evalsha", {}).get("usec", 0))
+            return calls, usec
         info = await admin.info("commandstats")
-        return int(info.get("cmdstat_evalsha", {}).get("calls", 0))
+        stat = info.get("cmdstat_evalsha", {})
+        return int(stat.get("calls", 0)), int(stat.get("usec", 0))
     finally:
         await admin.aclose()
 
@@ -183,6 +202,9 @@ def _cleanup(url: str, prefix: str) -> None:
 
     asyncio.run(run())
 
+
+SETUP = {b"HELLO", b"CLIENT", b"AUTH", b"SELECT", b"READONLY"}
+"""Commands redis-py sends once when a socket connects (not decisions: not counted)."""
 
 ROUND_TRIPS = {"reserve": 1.0, "admit": 1.0, "separate": 4.0, "gcra": 1.0}
 """Round trips per unit of each mode (what the client count must show)."""
@@ -208,6 +230,7 @@ def measure(url: str, procs: int, concurrency: int, seconds: float,
     _cleanup(url, prefix)
     decisions = sum(r["decisions"] for r in results)
     warmups = procs * 5  # EVALSHA per process before timing (the GCRA's goes via EVALSHA too)
+    calls = server_after[0] - server_before[0]
     return {
         "mode": mode,
         "unit": "decision",
@@ -221,7 +244,10 @@ def measure(url: str, procs: int, concurrency: int, seconds: float,
         "load_average": os.getloadavg()[0],
         "cpus": os.cpu_count(),
         "round_trips_per_decision_client": sum(r["round_trips"] for r in results) / decisions,
-        "evalsha_per_decision_server": (server_after - server_before) / (decisions + warmups),
+        "evalsha_per_decision_server": calls / (decisions + warmups),
+        "server_us_per_evalsha": (server_after[1] - server_before[1]) / max(1, calls),
+        "client_cpu_us_per_decision": round(statistics.mean(r["client_cpu_us"]
+                                                            for r in results), 1),
     }
 
 
@@ -250,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"[bare PING {row['ping_per_second_mean']}/s], "
                       f"round trips each: client "
                       f"{row['round_trips_per_decision_client']:.3f}"
-                      f", server EVALSHA {row['evalsha_per_decision_server']:.3f}"
+                      f", server EVALSHA {row['evalsha_per_decision_server']:.3f}; "
+                      f"cost: server {row['server_us_per_evalsha']:.1f} us per EVALSHA, "
+                      f"client CPU {row['client_cpu_us_per_decision']:.1f} us per decision"
                       f" (load average {row['load_average']:.1f}, {row['cpus']} CPUs)",
                       flush=True)
     ok = all(r["round_trips_per_decision_client"] == ROUND_TRIPS[r["mode"]] for r in rows)

@@ -92,6 +92,9 @@ class ClientGuard:
     and breaker), the stats collector and the per-DC reconnect pacers. Formerly
     ``GuardState`` (still importable under that name)."""
 
+    __slots__ = ("__weakref__", "_client_ref", "_now", "_pacers", "collector", "config",
+                 "events", "pipeline")
+
     def __init__(self, config: GuardConfig, pipeline: Pipeline) -> None:
         self.config = config
         self.pipeline = pipeline

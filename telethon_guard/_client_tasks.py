@@ -62,8 +62,8 @@ def hook_tasks(client: Any, link: ClientLink) -> None:
     for name, task in tl.background_tasks(client).items():
         if isinstance(task, asyncio.Future):
             task.add_done_callback(retrieving(f"{name}_handle", sink))
-    try:
-        disconnected = tl.main_sender(client).disconnected
+    try:  # the future itself, not a shield of it (a shield costs ~0.9 KiB until disconnect)
+        disconnected = tl.SenderSurface.disconnected_future(tl.main_sender(client))
     except Exception:
         disconnected = None
     if isinstance(disconnected, asyncio.Future):

@@ -86,9 +86,16 @@ class CircuitBreaker:
         """Fail fast with ``CircuitOpenError`` while OPEN (or HALF_OPEN with the probe taken);
         otherwise run ``call_next``, as the probe when HALF_OPEN (freed if no verdict).
 
-        Synchronous check on local storage when no probe is held anywhere (so the call cannot
-        be nested on a probing task): an allowed call returns ``call_next(call)`` directly.
-        """
+        :meth:`enter`; an allowed call returns ``call_next(call)`` directly (no coroutine
+        frame of the breaker's own)."""
+        slow = self.enter(call, call_next)
+        return call_next(call) if slow is None else slow
+
+    def enter(self, call: CallInfo, call_next: Next) -> Awaitable[Any] | None:
+        """The synchronous check (:meth:`Pipeline.invoke`'s fast path calls it): ``None``
+        when the call is allowed now with no transition (local storage, no probe held
+        anywhere, so the call cannot be nested on a probing task); else the awaitable of the
+        rest of :meth:`handle` around ``call_next`` (fail fast, the probe, shared storage)."""
         key = self._keys.get((call.account, call.dc_id))
         if key is None:
             key = self._key(call)
@@ -98,7 +105,7 @@ class CircuitBreaker:
             return self._handle_slow(call, key, call_next)
         d = local.breaker_acquire_sync(key, self.lease)
         if d.decision == "allow" and d.old == d.state:
-            return call_next(call)
+            return None
         return self._decided(call, key, d, call_next)
 
     def _key(self, call: CallInfo) -> str:

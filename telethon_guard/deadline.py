@@ -32,14 +32,15 @@ class DeadlineLayer:
         self._now = clock.now
         self._events = events
 
-    def handle(self, call: CallInfo,
-               call_next: Callable[[CallInfo], Awaitable[Any]]) -> Awaitable[Any]:
-        """Fill ``call.deadline_at`` and ``call.budget``, return ``call_next(call)``; raises
-        ``DeadlineExceeded`` when the deadline has already passed."""
+    def enter(self, call: CallInfo,
+              call_next: Callable[[CallInfo], Awaitable[Any]]) -> Awaitable[Any] | None:
+        """The layer's whole work, synchronous (:meth:`Pipeline.invoke`'s fast path calls it):
+        fill ``call.deadline_at`` and ``call.budget``; return ``None`` (the call goes on);
+        raises ``DeadlineExceeded`` when the deadline has already passed."""
         deadline_at = call.deadline_at
         if deadline_at is None:
             if self._deadline is None:
-                return call_next(call)
+                return None
             now = self._now()
             deadline_at = call.deadline_at = now + self._deadline
         else:
@@ -49,6 +50,12 @@ class DeadlineLayer:
         if deadline_at <= now:
             call.stage = "start"
             raise DeadlineExceeded(call.method, call.budget)
+        return None
+
+    def handle(self, call: CallInfo,
+               call_next: Callable[[CallInfo], Awaitable[Any]]) -> Awaitable[Any]:
+        """:meth:`enter`, then return ``call_next(call)``."""
+        self.enter(call, call_next)
         return call_next(call)
 
     def report(self, call: CallInfo) -> None:

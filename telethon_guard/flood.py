@@ -244,12 +244,39 @@ class FloodLedger:
         spec = LimitSpec(pace_key(call.account, call.method), window)
         await self._storage.seed(spec, pacer.seed_ages)
 
-    async def handle(self, call: CallInfo, call_next: Next) -> Any:
+    def enter(self, call: CallInfo, call_next: Next) -> Awaitable[Any] | None:
+        """The synchronous check (:meth:`Pipeline.invoke`'s fast path calls it): ``None``
+        when nothing blocks the call now (then the fast path runs ``call_next`` itself and
+        this layer's :meth:`on_success` / :meth:`recover` after it); else :meth:`handle`."""
+        table = self._table
+        if table is None or (table and not self._free_now(call)):
+            return self.handle(call, call_next)
+        return None
+
+    def on_success(self, call: CallInfo) -> None:
+        """After ``call_next`` returned: the pacer's and the scope tracker's success record."""
+        pacer = self.pacer
+        if pacer is not None:
+            pacer.on_success(call.account, call.method)
+        if call.peer is not None:
+            self.scopes.on_success(call)
+
+    async def recover(self, call: CallInfo, exc: Exception, call_next: Next) -> Any:
+        """What :meth:`handle` does once its first ``call_next`` (entered through
+        :meth:`enter`) raised ``exc``: check again after ``LedgerBlockedWhileQueued``; record a
+        server flood wait and wait it out (or raise the typed error); raise anything else."""
+        retries = 0
+        if not isinstance(exc, LedgerBlockedWhileQueued):
+            await self._flooded(call, exc, 0)
+            retries = 1
+        return await self.handle(call, call_next, retries)
+
+    async def handle(self, call: CallInfo, call_next: Next, retries: int = 0) -> Any:
         """Check the ledger, run ``call_next``; on a server FLOOD_*_WAIT record it for everyone
         and wait-and-retry when it fits (at most ``flood_max_retries`` times), else raise
         ``FloodWaitBlocked`` / ``SlowModeBlocked`` / ``FloodPremiumBlocked``
-        (``from_server=True``) from Telethon's error."""
-        retries = 0
+        (``from_server=True``) from Telethon's error. ``retries``: server flood waits
+        already waited out for this call (:meth:`recover`)."""
         while True:
             table = self._table
             if table is None or (table and not self._free_now(call)):  # nothing blocked: go
@@ -266,11 +293,7 @@ class FloodLedger:
                 await self._flooded(call, exc, retries)
                 retries += 1
                 continue
-            pacer = self.pacer
-            if pacer is not None:
-                pacer.on_success(call.account, call.method)
-            if call.peer is not None:
-                self.scopes.on_success(call)
+            self.on_success(call)
             return result
 
     async def _flooded(self, call: CallInfo, exc: Exception, retries: int) -> None:

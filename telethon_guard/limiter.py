@@ -26,8 +26,10 @@ specialises one key with one or two windows. ``benchmarks/limiter_cost.py`` meas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -259,6 +261,24 @@ class RateLimiter:
         if gone is not None:
             self._move_up(gone)
 
+    def interrupt(self, key: str, until: float) -> int:
+        """Wake now the waiters (local storage) whose slot on ``key`` lies before clock time
+        ``until`` and give their slots back: a FLOOD_WAIT recorded meanwhile blocks the key's
+        method until then, so none of them could go at its slot; they return from
+        :meth:`wait` at once and the layer sends them back to the flood ledger, which waits
+        out the block or refuses them now. Returns how many were woken."""
+        local = self._local
+        if local is None:
+            return 0
+        woken = [w for w in self._waiters
+                 if key in w.keys and w.wake_at < until and not w.fut.done()]
+        for w in woken:
+            if w.timer is not None:
+                w.timer.cancel()
+            local.release_sync(w.specs, w.token)
+            w.fut.set_result(None)
+        return len(woken)
+
     async def _release_shared(self, specs: Sequence[LimitSpec], token: Any) -> None:
         await self._storage.release(specs, token)
         if self.mover is not None:
@@ -316,7 +336,8 @@ class LimitKeys:
     """
 
     __slots__ = ("_base", "_cfg", "_method", "_pace_of", "_peer_group", "_peer_private",
-                 "_rate", "_send", "_sends", "max_cached", "pace_changes_at", "pace_drain")
+                 "_rate", "_send", "_sends", "max_cached", "pace_changes_at", "pace_drain",
+                 "pace_expedite", "pace_source")
 
     def __init__(self, config: GuardConfig,
                  pace_of: Callable[[str, str], Windows | None] | None = None, *,
@@ -332,6 +353,11 @@ class LimitKeys:
         # ... and how long a queue of calls takes to pass under its schedule (drain).
         self.pace_drain: Callable[[str, str, float], float | None] | None = getattr(
             getattr(pace_of, "__self__", None), "drain", None)
+        self.pace_source: Any = getattr(pace_of, "__self__", None)
+        self.pace_expedite: Callable[[str, str, float], float | None] | None = getattr(
+            self.pace_source, "expedite", None)
+        """The object whose method ``pace_of`` is (the :class:`~telethon_guard.pacing.
+        AdaptivePacer`), or ``None``."""
         self._sends = bool(config.send_limits or config.peer_limits_private
                            or config.peer_limits_group)
         # Configured windows with ``rate_margin`` added to each period (see GuardConfig): the
@@ -401,6 +427,20 @@ class LedgerBlockedWhileQueued(Exception):
     (the layer above) catches it and checks the ledger again. Never reaches a caller."""
 
 
+class _PaceGate:
+    """Calls held until a learned pace's next change (one gate per (account, method)), in
+    arrival order: released together by one timer, in that order, so the call that waited
+    longest decides first under the new window (separate sleeps ending at the same instant
+    wake in no guaranteed order on an asyncio loop)."""
+
+    __slots__ = ("at", "held", "timer")
+
+    def __init__(self) -> None:
+        self.held: deque[asyncio.Future[None]] = deque()
+        self.timer: TimerHandle | None = None
+        self.at = 0.0
+
+
 class RateLimitLayer:
     """Pipeline layer: wait for the call's slot (within its deadline), then ``call_next``.
 
@@ -425,7 +465,8 @@ class RateLimitLayer:
     :class:`LedgerBlockedWhileQueued` for the flood ledger above (never sent into the block).
     """
 
-    __slots__ = ("_attempt_timeout", "_decide", "_specs", "_storage", "keys", "limiter")
+    __slots__ = ("_attempt_timeout", "_decide", "_gates", "_specs", "_storage", "keys",
+                 "limiter")
 
     def __init__(self, limiter: RateLimiter, keys: LimitKeys) -> None:
         self.limiter = limiter
@@ -434,15 +475,79 @@ class RateLimitLayer:
         self._attempt_timeout: float | None = keys.config.attempt_timeout
         self._decide = limiter.decide_local  # None: shared storage (awaited)
         self._storage = limiter.storage
+        self._gates: dict[tuple[str, str], _PaceGate] = {}
+        # A FLOOD_WAIT that changes a pace opens its gate at once (AdaptivePacer.listeners).
+        listeners = getattr(keys.pace_source, "listeners", None)
+        if isinstance(listeners, list):
+            listeners.append(self.pace_changed)
+
+    def pace_changed(self, account: str, method: str) -> None:
+        """The pace of ``method`` changed outside its schedule (a FLOOD_WAIT): the calls held
+        for it decide again now, and so do those waiting for a slot that the FLOOD_WAIT's block
+        covers (local storage: :meth:`RateLimiter.interrupt`); each goes back to the flood
+        ledger, which waits the block out or refuses it at once."""
+        self._open((account, method))
+        local = local_of(self._storage)
+        if local is not None:
+            left = local.flood_left_sync(method_flood_key(account, method))
+            if left > 0:
+                self.limiter.interrupt(pace_key(account, method),
+                                       self.limiter.clock.now() + left)
+
+    def _open(self, key: tuple[str, str]) -> None:
+        gate = self._gates.pop(key, None)
+        if gate is None:
+            return
+        if gate.timer is not None:
+            gate.timer.cancel()
+        for fut in gate.held:  # in arrival order: their tasks resume in this order
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _hold(self, call: CallInfo, until: float) -> None:
+        """Wait, behind the calls held before it, until the pace's change at clock time
+        ``until`` (or until a FLOOD_WAIT changes the pace)."""
+        key = (call.account, call.method)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = _PaceGate()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        gate.held.append(fut)
+        if gate.timer is None or until < gate.at:
+            if gate.timer is not None:
+                gate.timer.cancel()
+            gate.at = until
+            gate.timer = self.limiter.clock.call_at(until, functools.partial(self._open, key))
+        try:
+            await fut
+        finally:
+            if not fut.done() or fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    gate.held.remove(fut)
+                if not gate.held and self._gates.get(key) is gate:
+                    self._open(key)
+
+    def held_ahead(self, call: CallInfo) -> int:
+        """Calls of ``call``'s (account, method) held for its pace's next change."""
+        gate = self._gates.get((call.account, call.method))
+        return len(gate.held) if gate is not None else 0
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
         """Wait for the call's slot, then run ``call_next``. Raises ``FloodWaitBlocked`` at
         once when a learned pace's wait does not fit ``max_flood_wait`` or the deadline,
         ``DeadlineExceeded`` at once when the slot lies beyond ``call.deadline_at``;
-        cancellation gives the slot back."""
+        cancellation gives the slot back. :meth:`enter`, then ``call_next(call)`` when the
+        slot was free now."""
+        slow = self.enter(call, call_next)
+        return call_next(call) if slow is None else slow
+
+    def enter(self, call: CallInfo, call_next: Next) -> Awaitable[Any] | None:
+        """The synchronous decision (:meth:`Pipeline.invoke`'s fast path calls it): ``None``
+        when no window applies or the call's slot is free now (reserved and consumed); else
+        the awaitable that waits for the slot (or fails) and then runs ``call_next``."""
         specs = self._specs(call)
         if not specs:
-            return call_next(call)
+            return None
         decide = self._decide
         if decide is None:
             adm = call.admitted  # shared_admit.py: the slot reserved at admission
@@ -450,11 +555,11 @@ class RateLimitLayer:
             if res is None:
                 return self._wait_then(call, specs, None, call_next)
             if res[0] <= 0:
-                return call_next(call)  # slot free now: reserved and consumed
+                return None  # slot free now: reserved and consumed
             return self._wait_then(call, adm.specs, res, call_next)
         res = decide(specs)
         if res[0] <= 0:
-            return call_next(call)  # slot free now: reserved and consumed
+            return None  # slot free now: reserved and consumed
         return self._wait_then(call, specs, res, call_next)
 
     async def _wait_then(self, call: CallInfo, specs: Sequence[LimitSpec],
@@ -470,8 +575,9 @@ class RateLimitLayer:
                 slot, until = await self._check_pace(call, specs, res)
                 if slot is None:
                     # The pace changes before this call's slot: its wait is not known yet.
-                    # Nothing is held while waiting for the change; then decide again.
-                    await lim.clock.sleep(max(0.0, (until or 0.0) - lim.clock.now()))
+                    # No slot is held while waiting for the change (behind the calls held
+                    # before it); then decide again.
+                    await self._hold(call, until or lim.clock.now())
                     if await self._flood_left(call) > 0:
                         raise LedgerBlockedWhileQueued(call.method)
                     specs = self._specs(call)
@@ -534,24 +640,46 @@ class RateLimitLayer:
         await lim.release_now(specs, res[1])
         own = delay if len(specs) == 1 else await lim.delay_of((pace,))
         now = lim.clock.now()
-        if change is not None and now + own > change:
-            # The slot lies beyond the pace's next change (a ramp or relax step, its drop):
-            # estimate the wait under the pace's schedule (the calls ahead of this one leave
-            # at each step's spacing; none once it is dropped). If even that does not fit,
-            # the call cannot make it: refuse now; else hold it until the change and decide
-            # again (the estimate assumes no new FLOOD_WAIT).
-            expect = own
-            drain = keys.pace_drain
+        # Held for a change, the call must still leave its attempt the network budget (as a
+        # slot must, RateLimiter.wait); a slot that does not is refused there.
+        dl_net = (None if dl is None else
+                  dl - network_budget(call.budget or 0.0, self._attempt_timeout))
+        expedite = keys.pace_expedite
+        while True:
+            if change is not None and now + own > change:
+                # The slot lies beyond the pace's next change (a ramp or relax step, its
+                # drop): estimate the wait under the pace's schedule (the calls ahead of this
+                # one leave at each step's spacing; none once it is dropped). If even that
+                # does not fit, the call cannot make it: refuse now; else hold it until the
+                # change and decide again (the estimate assumes no new FLOOD_WAIT).
+                expect = own
+                drain = keys.pace_drain
+                spacing = pace.windows[0][1] / pace.windows[0][0]
+                if drain is not None and spacing > 0:
+                    # The calls in the window, then those held for the change, then this one.
+                    est = drain(call.account, call.method,
+                                own / spacing + self.held_ahead(call))
+                    if est is not None:
+                        expect = est
+                if not (expect > cap or (dl_net is not None and now + expect >= dl_net)):
+                    return None, change
+            else:
+                expect = own
+                if not (own > cap or (dl is not None and now + own >= dl)):
+                    break
+            # It does not fit. If a held pace's probe schedule would serve this call in time,
+            # the pace probes sooner (AdaptivePacer.expedite); then estimate again, once.
+            source = keys.pace_source
             spacing = pace.windows[0][1] / pace.windows[0][0]
-            if drain is not None and spacing > 0:
-                est = drain(call.account, call.method, own / spacing)
-                if est is not None:
-                    expect = est
-            if expect > cap or (dl is not None and now + expect >= dl):
+            probe = (None if expedite is None or spacing <= 0 else
+                     expedite(call.account, call.method, own / spacing + self.held_ahead(call)))
+            if (probe is None or probe > cap or (dl_net is not None and now + probe >= dl_net)
+                    or not source.commit_expedite(call.account, call.method)):
                 raise lim.pace_blocked(call, expect)
-            return None, change
-        if own > cap or (dl is not None and now + own >= dl):
-            raise lim.pace_blocked(call, own)
+            expedite = None
+            change = changes_at(call.account, call.method) if changes_at is not None else None
+            if change is not None and change <= now:
+                change = None
         # The configured limits, not the pace, make the call wait: reserve again (local
         # storage hands out the same slot: nothing ran in between) and wait or fail as usual.
         return await lim.reserve(specs), None

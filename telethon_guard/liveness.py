@@ -46,7 +46,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
+import logging
 import math
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -62,6 +65,7 @@ __all__ = [
     "MIN_DERIVED_TIMEOUT",
     "LivenessPolicy",
     "LivenessVerdict",
+    "LivenessWatch",
     "LivenessWatchdog",
     "SilentConnectionError",
     "SilentConnectionMayHaveRun",
@@ -69,7 +73,10 @@ __all__ = [
     "liveness_policy",
     "resend_is_safe",
     "run_watchdog",
+    "watch_liveness",
 ]
+
+log = logging.getLogger("telethon_guard")
 
 DEFAULT_LIVENESS_TIMEOUT = 15.0
 """Seconds of silence while a reply is awaited, without an ``attempt_timeout`` (Telegram
@@ -187,6 +194,12 @@ def liveness_policy(config: Any) -> LivenessPolicy | None:
         else:
             timeout = min(MAX_DERIVED_TIMEOUT, max(MIN_DERIVED_TIMEOUT, 2 * float(attempt)))
     keepalive = getattr(config, "keepalive_interval", DEFAULT_KEEPALIVE_INTERVAL)
+    return _policy(timeout, keepalive)
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(timeout: float, keepalive: float | None) -> LivenessPolicy:
+    """One (frozen) policy per distinct bounds, shared by every sender that has them."""
     return LivenessPolicy(timeout=timeout, keepalive=keepalive)
 
 
@@ -232,7 +245,8 @@ class LivenessWatchdog:
         self.policy = policy
         self._last_received = now
         self._first_seen: dict[Any, float] = {}  # pending msg_id -> first check that saw it
-        self._maybe_lost: set[Any] = set()  # pending when a message was ignored
+        # pending when a message was ignored (None: empty; an empty set costs 216 bytes)
+        self._maybe_lost: set[Any] | None = None
         self._ignored_since_check = False
         self._ping_sent_at: float | None = None
         self._last_check = now
@@ -277,13 +291,17 @@ class LivenessWatchdog:
         current: dict[Any, bool] = dict(pending)
         for key in [k for k in seen if k not in current]:
             del seen[key]
-        self._maybe_lost.intersection_update(current)
+        maybe_lost = self._maybe_lost
+        if maybe_lost is not None:
+            maybe_lost.intersection_update(current)
         for key in current:
             if key not in seen:
                 seen[key] = now
         if self._ignored_since_check:
             self._ignored_since_check = False
-            self._maybe_lost.update(current)
+            if maybe_lost is None:
+                maybe_lost = self._maybe_lost = set()
+            maybe_lost.update(current)
         if stalled:
             self.stalls += 1
             return _OK
@@ -301,7 +319,8 @@ class LivenessWatchdog:
                     Verdict.REPLACE,
                     f"silent: nothing received for {now - since:.1f} s while "
                     f"{len(seen)} request(s) awaited a reply", now - since)
-            lost = [seen[k] for k in self._maybe_lost if current.get(k)]
+            lost = ([seen[k] for k in maybe_lost if current.get(k)]
+                    if maybe_lost else [])
             if lost and now - min(lost) >= timeout:
                 return LivenessVerdict(
                     Verdict.REPLACE,
@@ -339,3 +358,129 @@ async def run_watchdog(
         elif verdict.verdict is Verdict.REPLACE:
             replace(verdict)
             return verdict
+
+
+# ---- one loop timer for every watchdog of a loop ---------------------------------------------
+
+
+class LivenessWatch:
+    """One connection's watchdog filed with its loop's :class:`_LoopWatchdogs` (returned by
+    :func:`watch_liveness`): checked every ``tick`` seconds until it says ``REPLACE`` or
+    :meth:`cancel` is called. Costs a small object per connection instead of a task, its
+    coroutine frame and its sleep timer."""
+
+    __slots__ = ("dog", "now", "pending", "ping", "replace", "verdict", "watchdogs")
+
+    def __init__(self, dog: LivenessWatchdog, now: Callable[[], float],
+                 pending: Callable[[], Iterable[tuple[Any, bool]]], ping: Callable[[], bool],
+                 replace: Callable[[LivenessVerdict], None]) -> None:
+        self.dog = dog
+        self.now = now
+        self.pending = pending
+        self.ping = ping
+        self.replace = replace
+        self.verdict: LivenessVerdict | None = None
+        """The ``REPLACE`` verdict that ended the watch (``None``: not ended by one)."""
+        self.watchdogs: _LoopWatchdogs | None = None
+
+    @property
+    def active(self) -> bool:
+        """``True`` until it said ``REPLACE`` or was cancelled."""
+        return self.watchdogs is not None
+
+    def cancel(self, _task: Any = None) -> None:
+        """Stop checking (idempotent). Usable as a done-callback (``_task`` is ignored)."""
+        watchdogs = self.watchdogs
+        if watchdogs is not None:
+            self.watchdogs = None
+            watchdogs.discard(self)
+
+    def check(self) -> bool:
+        """One check, as :func:`run_watchdog` makes it; ``True`` when it said ``REPLACE``
+        (``replace`` was called)."""
+        dog = self.dog
+        t = self.now()
+        verdict = dog.check(t, self.pending())
+        if verdict.verdict is Verdict.PING:
+            if self.ping():
+                dog.pinged(t)
+        elif verdict.verdict is Verdict.REPLACE:
+            self.verdict = verdict
+            self.replace(verdict)
+            return True
+        return False
+
+
+class _LoopWatchdogs:
+    """Every :class:`LivenessWatch` of one event loop with one tick length, checked by ONE loop
+    timer every ``tick`` seconds (re-armed after each round; none armed while empty)."""
+
+    __slots__ = ("__weakref__", "_handle", "_watches", "loop", "tick")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
+        self.loop = loop
+        self.tick = tick
+        self._watches: dict[LivenessWatch, None] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def add(self, watch: LivenessWatch) -> None:
+        self._watches[watch] = None
+        watch.watchdogs = self
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.tick, self._fire)
+
+    def discard(self, watch: LivenessWatch) -> None:
+        self._watches.pop(watch, None)
+        if not self._watches and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        for watch in list(self._watches):
+            if watch.watchdogs is not self:  # cancelled by an earlier check of this round
+                continue
+            try:
+                done = watch.check()
+            except Exception:
+                log.exception("liveness check failed; the connection is no longer watched")
+                done = True
+            if done:
+                watch.cancel()
+        if self._watches and self._handle is None and not self.loop.is_closed():
+            self._handle = self.loop.call_later(self.tick, self._fire)
+
+
+_WATCHDOGS: weakref.WeakValueDictionary[tuple[int, float], _LoopWatchdogs] = (
+    weakref.WeakValueDictionary())
+"""``(id(loop), tick)`` -> its :class:`_LoopWatchdogs`, kept alive by its watches (and its
+armed timer), so a closed loop is not kept alive by this table."""
+
+
+def watch_liveness(
+    dog: LivenessWatchdog,
+    *,
+    now: Callable[[], float],
+    pending: Callable[[], Iterable[tuple[Any, bool]]],
+    ping: Callable[[], bool],
+    replace: Callable[[LivenessVerdict], None],
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> LivenessWatch:
+    """Check ``dog`` every ``dog.policy.tick`` seconds on ``loop`` (default: the running
+    loop) until it says ``REPLACE`` (then ``replace`` is called once) or the returned watch
+    is cancelled: :func:`run_watchdog`'s behaviour without a task per connection (the
+    checks of every connection of the loop share one loop timer). The first check comes
+    at most one tick after the call. Must be called on the loop's thread."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    tick = dog.policy.tick
+    key = (id(loop), tick)
+    watchdogs = _WATCHDOGS.get(key)
+    if watchdogs is None or watchdogs.loop is not loop:
+        watchdogs = _WATCHDOGS[key] = _LoopWatchdogs(loop, tick)
+    watch = LivenessWatch(dog, now, pending, ping, replace)
+    watchdogs.add(watch)
+    return watch

@@ -64,6 +64,21 @@ rate was too high: the hypothesis is kept and its ramp restarts after the new wa
   that held and doubles that method's hold (at most ``PACE_MAX_HOLD_GROWTH``, 8x): at a steady
   limit the probes get rarer (at most about one per ``8 * hold``), after a limit went away the
   full rate is back within ``3 * hold`` seconds.
+* **The probe schedule** (calls waiting that the schedule above would refuse). When the rate
+  limiter is about to refuse a call queued behind a held pace because its deadline comes
+  first, and the probe schedule would serve it in time (:meth:`AdaptivePacer.expedite`), the
+  pace goes on it: held for ``X * quick`` seconds after its last FLOOD_WAIT (until now, if
+  that is past), then relaxed (the same steps) over ``max(pace_recover, period) * quick``
+  seconds and dropped -- the first flood's bound, ``X + pace_recover``, with the period as
+  the least time in which a relaxed rate is tested against a window of that length. A
+  FLOOD_WAIT on it (or in its probation) says the limit is still there: the held pace is
+  restored with the schedule above (its hold doubled) and ``quick`` grows by
+  ``PACE_PROBE_BACKOFF`` (4x): probes back off exponentially at a limit that stays. A
+  method with no call its deadline would lose (the bench's unknown-limit callers, with the
+  default 60 s ``max_flood_wait``) never probes sooner. (Issue 13: in the demo the wave's
+  last FLOOD_WAIT_1 came at ~9.3 s and the wave ended at 10 s; the held pace held until
+  ~14.4 s and relaxed until ~24 s, and ~75 calls queued behind it were refused at their
+  deadline; on the probe schedule it is gone by ~12.5 s and every call is served.)
 
 Other rules:
 
@@ -83,9 +98,13 @@ Other rules:
   pace's schedule (:meth:`AdaptivePacer.drain`); if that fits, the call is held until the
   change and decides again under the new window, so a queue built behind a pace drains as it
   relaxes and goes when it is dropped. (Issue 13: the demo's calls queued behind a wave's pace
-  were refused at once with 4.6 to 14 s of deadline left under the old cap of ``X``. The
-  schedule assumes no new FLOOD_WAIT: one that restores or tightens the pace can still fail a
-  held call later, when it decides again.)
+  were refused at once with 4.6 to 14 s of deadline left under the old cap of ``X``.) Held
+  calls wait in arrival order and the expected wait counts those held ahead, so a call
+  admitted on it is not overtaken (the limiter's ``_PaceGate``). The schedule assumes no new
+  FLOOD_WAIT: one that sets or changes the pace tells :attr:`AdaptivePacer.listeners`, and
+  the limiter lets the calls held for the pace (and those whose slot the FLOOD_WAIT's block
+  covers) decide again at once, so the ledger waits out the block or refuses them then --
+  not later, at the pace's next change.
 
 Sources and how the constants relate to them:
 
@@ -158,6 +177,9 @@ window from below (the oldest accepted call leaves it ``X`` s later): a real lim
 pre-flood rate refills its window and refuses again within about that time."""
 
 _DROP_STEP = math.ceil(math.log2(PACE_DROP) * PACE_RELAX_STEPS)  # relax step that drops (16)
+PACE_PROBE_BACKOFF = 4.0
+"""Factor by which a method's probe hold and span (``X * quick``, ``max(pace_recover, period)
+* quick``) grow each time a probe schedule (:meth:`AdaptivePacer.expedite`) is refused."""
 
 
 def _spacing(count: int, period: float) -> Windows:
@@ -198,8 +220,8 @@ def pre_flood_rate(calls: list[float], now: float, seconds: float) -> float | No
 
 class _Pace:
     __slots__ = ("announced", "base", "count", "evidence", "flood_at", "grow", "held", "history",
-                 "hold", "last", "late", "period", "pre", "probation_until", "since", "wait",
-                 "widest")
+                 "hold", "last", "late", "period", "pre", "probation_until", "quick", "short",
+                 "since", "span", "wait", "widest")
 
     def __init__(self) -> None:
         # Success times (clock seconds); the last PACE_HISTORY are used. A list, not a
@@ -215,6 +237,12 @@ class _Pace:
         self.flood_at = 0.0  # time of the last FLOOD_WAIT that set or kept the pace
         self.hold = 0.0  # seconds a held pace holds unchanged after flood_at
         self.grow = 1.0  # hold multiplier (doubles on a flood while relaxing)
+        self.span = 0.0  # seconds a held pace takes to relax from its hold's end to its drop
+        # True: a held pace on the probe schedule (calls queued behind it could not wait for
+        # the pace_relax schedule, AdaptivePacer.expedite): held X * quick, relaxed over
+        # max(pace_recover, period) * quick. False: the pace_relax schedule.
+        self.short = False
+        self.quick = 1.0  # probe multiplier (x PACE_PROBE_BACKOFF per refused probe)
         self.widest = 0.0  # largest window estimate span + X seen (seconds)
         self.wait = 0.0  # X of the FLOOD_WAIT the pace was last set from (seconds)
         self.last: tuple[int, float] | None = None  # (count, base) of the last dropped pace
@@ -235,8 +263,8 @@ class AdaptivePacer:
     times are on ``clock`` (monotonic). Raises ``ValueError`` when either is not > 0.
     """
 
-    __slots__ = ("_clock", "_events", "_learned", "_paces", "max_methods", "on_change",
-                 "recover", "relax", "seed_ages")
+    __slots__ = ("_clock", "_events", "_learned", "_paces", "listeners", "max_methods",
+                 "on_change", "recover", "relax", "seed_ages")
 
     def __init__(self, clock: Clock, events: EventBus | None = None, *, relax: float = 5.0,
                  recover: float = 2.0, max_methods: int = 4096) -> None:
@@ -257,6 +285,10 @@ class AdaptivePacer:
         self.on_change: Callable[[str, str], None] | None = None
         """Called with ``(account, method)`` after a FLOOD_WAIT set or changed that method's
         pace (shared storage publishes it: :mod:`telethon_guard.shared_pace`)."""
+        self.listeners: list[Callable[[str, str], None]] = []
+        """Also called with ``(account, method)`` after a FLOOD_WAIT set or changed that
+        method's pace (outside its schedule: :meth:`changes_at` moved); the rate limiter lets
+        the calls it holds for the pace decide again (``RateLimitLayer.pace_changed``)."""
 
     def window(self, account: str, method: str) -> Windows | None:
         """The limiter window of ``method``'s pace now, ``((1, period / count),)`` (evenly
@@ -286,7 +318,7 @@ class AdaptivePacer:
             window = _spacing(p.count, p.period)
             self._learned[key] = (window, hold_end)
             return window
-        step = p.hold / PACE_RELAX_STEPS
+        step = p.span / _DROP_STEP
         k = int((now - hold_end) / step) + 1
         while hold_end + k * step <= now:  # rounding: the next step is always in the future
             k += 1
@@ -366,7 +398,7 @@ class AdaptivePacer:
         hold_end = p.flood_at + p.hold
         if t < hold_end:
             return p.base / p.count, hold_end
-        step = p.hold / PACE_RELAX_STEPS
+        step = p.span / _DROP_STEP
         k = int((t - hold_end) / step) + 1
         while hold_end + k * step <= t:
             k += 1
@@ -381,8 +413,10 @@ class AdaptivePacer:
         queued call's wait when its slot lies beyond the pace's next change."""
         if not self._learned or self.window(account, method) is None:
             return None
-        p = self._paces[(account, method)]
-        now = t = self._clock.now()
+        return self._drain(self._paces[(account, method)], self._clock.now(), slots)
+
+    def _drain(self, p: _Pace, now: float, slots: float) -> float:
+        t = now
         left = max(0.0, slots)
         for _ in range(4 * (PACE_RAMP_STEPS + _DROP_STEP)):
             spacing, change = self._spacing_at(p, t)
@@ -477,7 +511,7 @@ class AdaptivePacer:
         p.period = p.base
         window = _spacing(p.count, p.base)
         if p.held:  # learned from a burst: it holds from the flood on
-            p.hold = max(self.relax, 2.0 * p.base) * p.grow
+            self._set_hold(p)
             self._learned[key] = (window, p.flood_at + p.hold)
         else:  # a hypothesis: unchanged until its wait's end
             self._learned[key] = (window, p.since)
@@ -486,11 +520,14 @@ class AdaptivePacer:
     def on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
         """Learn from a FLOOD_WAIT of ``seconds`` on ``method``; return the pace window now in
         force (``None``: nothing learned). Sets :attr:`seed_ages` when a *new* pace should start
-        with the calls it was learned from (empty otherwise); calls :attr:`on_change` when a
-        pace is in force."""
+        with the calls it was learned from (empty otherwise); calls :attr:`on_change` and
+        :attr:`listeners` when a pace is in force."""
         window = self._on_flood(account, method, seconds)
-        if window is not None and self.on_change is not None:
-            self.on_change(account, method)
+        if window is not None:
+            if self.on_change is not None:
+                self.on_change(account, method)
+            for listener in self.listeners:
+                listener(account, method)
         return window
 
     def _on_flood(self, account: str, method: str, seconds: float) -> Windows | None:
@@ -527,12 +564,14 @@ class AdaptivePacer:
                 # start from an empty server window overstate the rate: nothing more learned.)
                 count, period = p.count, p.base
                 p.grow = min(PACE_MAX_HOLD_GROWTH, p.grow * 2.0)
+                self._probe_refused(p)
             else:
                 # Too fast while holding: slow down to what this cycle's accepted calls
                 # teach, or stretch (bounded) when they teach nothing slower.
                 count, period = p.count, p.period * PACE_BACKOFF
                 if cand is not None and cand[0] / cand[1] < p.count / p.period:
                     count, period = cand
+                self._probe_refused(p)
         elif (active or probation) and fresh:
             # A repeated flood: the hypothesis (or a dropped held pace) failed its test.
             p.evidence = None
@@ -541,6 +580,7 @@ class AdaptivePacer:
             if p.held:  # in the probation of a held pace: restore it, hold longer
                 count, period = ref
                 p.grow = min(PACE_MAX_HOLD_GROWTH, p.grow * 2.0)
+                self._probe_refused(p)
             else:
                 p.grow = 1.0
                 count, period = ref
@@ -573,6 +613,8 @@ class AdaptivePacer:
             p.grow = 1.0
             rate = pre_flood_rate(calls, now, seconds)
             p.held = rate is None
+            p.short = False
+            p.quick = 1.0
             p.pre = rate if rate is not None else count / period
             self.seed_ages = [now - t for t in calls]
             p.evidence = calls
@@ -584,13 +626,82 @@ class AdaptivePacer:
         p.wait = seconds
         window = _spacing(count, period)
         if p.held:
-            p.hold = max(self.relax, 2.0 * period) * p.grow
+            self._set_hold(p)
             self._learned[key] = (window, now + p.hold)
         else:
             p.hold = 0.0
             self._learned[key] = (window, p.since)
         self._announce(key, p)
         return window
+
+    def _set_hold(self, p: _Pace) -> None:
+        """A held pace's hold and relaxation span (seconds) after a FLOOD_WAIT: ``max(pace_relax,
+        2 * period) * grow`` and twice that (see the module docstring)."""
+        p.hold = max(self.relax, 2.0 * p.base) * p.grow
+        p.span = 2.0 * p.hold
+
+    @staticmethod
+    def _probe_refused(p: _Pace) -> None:
+        """A FLOOD_WAIT on a held pace: if it was on the probe schedule, that probe was refused
+        (the limit is still there): back to the pace_relax schedule, next probe later."""
+        if p.short:
+            p.short = False
+            p.quick *= PACE_PROBE_BACKOFF
+
+    def _probe_hold(self, p: _Pace, now: float) -> tuple[float, float] | None:
+        """``(hold, span)`` of ``p`` on the probe schedule from ``now``, or ``None`` when it
+        cannot be put on it (not a held pace in its hold, on it already, not shorter)."""
+        if not p.count or not p.held or p.short or now >= p.flood_at + p.hold:
+            return None
+        hold = max(p.wait * p.quick, now - p.flood_at)
+        if hold >= p.hold:
+            return None
+        return hold, min(max(self.recover, p.base) * p.quick, p.span)
+
+    def expedite(self, account: str, method: str, slots: float) -> float | None:
+        """Calls queued behind the *held* pace of ``method`` cannot wait for its pace_relax
+        schedule: the rate limiter is about to refuse one whose expected wait (``slots``
+        calls to pass, itself included) does not fit its deadline. If the *probe schedule*
+        serves it sooner, put the pace on it and return that wait (seconds, as
+        :meth:`drain`); else change nothing and return ``None``.
+
+        The probe schedule: held for ``X * quick`` seconds after the last FLOOD_WAIT (until
+        now, if that is past), then relaxed over ``max(pace_recover, period) * quick`` seconds
+        and dropped, as a first flood's hypothesis is: a limit that went away (a wave) stops
+        costing calls within about ``X + max(pace_recover, period)`` seconds of its last
+        flood. A FLOOD_WAIT on the probe schedule restores the pace that held, with the
+        pace_relax schedule, and multiplies ``quick`` by ``PACE_PROBE_BACKOFF`` (4): at a
+        limit that stays, probes get rarer. Only a call the probe can serve triggers it (a
+        call whose deadline is shorter than one spacing does not)."""
+        key = (account, method)
+        p = self._paces.get(key)
+        if p is None or self.window(account, method) is None:
+            return None
+        now = self._clock.now()
+        probe = self._probe_hold(p, now)
+        if probe is None:
+            return None
+        saved = (p.hold, p.span)
+        p.hold, p.span = probe
+        wait = self._drain(p, now, slots)
+        p.hold, p.span = saved
+        return wait
+
+    def commit_expedite(self, account: str, method: str) -> bool:
+        """Put the held pace of ``method`` on the probe schedule (see :meth:`expedite`, which
+        says whether it would serve a call); ``True`` when the schedule changed."""
+        key = (account, method)
+        p = self._paces.get(key)
+        if p is None or self.window(account, method) is None:
+            return False
+        probe = self._probe_hold(p, self._clock.now())
+        if probe is None:
+            return False
+        p.short = True
+        p.hold, p.span = probe
+        self._learned[key] = (_spacing(p.count, p.period), p.flood_at + p.hold)
+        self._relax(key)
+        return True
 
     # ------------------------------------------------------------------ sharing (storage)
     def export(self, account: str, method: str) -> dict[str, Any] | None:
@@ -605,12 +716,13 @@ class AdaptivePacer:
         now = self._clock.now()
         probation = max(self.relax, PACE_PROBATION * p.wait)
         if p.held:
-            end = p.flood_at + p.hold * (1.0 + _DROP_STEP / PACE_RELAX_STEPS)
+            end = p.flood_at + p.hold + p.span
         else:
             end = p.since + self.recover
         return {"count": p.count, "base": p.base, "held": p.held, "pre": p.pre,
                 "flood_at": p.flood_at - now, "since": p.since - now, "hold": p.hold,
-                "grow": p.grow, "widest": p.widest, "wait": p.wait,
+                "grow": p.grow, "widest": p.widest, "wait": p.wait, "span": p.span,
+                "short": p.short, "quick": p.quick,
                 "ttl": max(1.0, end + probation - now)}
 
     def adopt(self, account: str, method: str, state: dict[str, Any]) -> bool:
@@ -635,6 +747,11 @@ class AdaptivePacer:
         p.flood_at = flood_at
         p.since = now + float(state["since"])
         p.hold = float(state["hold"])
+        # The relaxation span and probe schedule (issue 13); a process that does not send
+        # them relaxes over twice its hold, with the pace_relax schedule.
+        p.span = float(state.get("span", 2.0 * p.hold))
+        p.short = bool(state.get("short", False))
+        p.quick = float(state.get("quick", 1.0))
         p.grow = float(state["grow"])
         p.widest = max(p.widest, float(state["widest"]))
         p.wait = float(state["wait"])

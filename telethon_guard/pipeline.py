@@ -25,13 +25,35 @@ loop tolerates; the channel's difference re-begun when the wait ends) -> deadlin
 flood ledger -> one attempt. No limiter wait, no retry backoff: sleeping there stalls every chat.
 
 :attr:`Pipeline.layers` is that list, in that order, and it is what runs: the layers are
-composed ONCE at construction (:meth:`Pipeline.compose`) and :meth:`Pipeline.invoke` calls the
-composed chain. Each layer has one entry point, ``handle(call, call_next)`` (like gotd's
-middlewares / mtcute's network middlewares), returning an awaitable. A layer whose cheap check
-passes synchronously returns ``call_next(call)`` itself (no coroutine frame of its own: the
-deadline, the breaker on local storage, the limiter when the slot is free now); otherwise it
-returns its own coroutine, which waits, fails fast or retries. The per-call object is
-:class:`~telethon_guard.call.CallInfo`.
+composed ONCE at construction (:meth:`Pipeline.compose`). Each layer has one entry point,
+``handle(call, call_next)`` (like gotd's middlewares / mtcute's network middlewares), returning
+an awaitable. A layer whose cheap check passes synchronously returns ``call_next(call)`` itself
+(no coroutine frame of its own: the deadline, the breaker on local storage, the limiter when
+the slot is free now); otherwise it returns its own coroutine, which waits, fails fast or
+retries. The per-call object is :class:`~telethon_guard.call.CallInfo`.
+
+The fast path (:meth:`Pipeline.fuse`, run by :meth:`Pipeline.invoke`) is the same layers,
+in the same order, with the nesting flattened into one coroutine. Each layer's ``handle`` is
+split into the pieces it is made of (``handle`` itself runs them):
+
+* ``enter(call, rest)``: the layer's synchronous check; ``None`` = "passes now, nothing to
+  wait for" (deadline filled, breaker CLOSED, nothing blocked in the flood ledger, the
+  limiter's slot free now and taken, no verdict yet for the retry policy); otherwise the
+  awaitable ``handle`` would return (it waits, probes or fails fast) around ``rest``, the
+  composed chain of the layers after it. May raise (fail fast).
+* ``on_success(call)`` (the flood ledger): the bookkeeping ``handle`` does after
+  ``call_next`` returned.
+* ``recover(call, exc, rest)`` (the flood ledger, the retry policy): what ``handle`` does
+  after its first ``call_next`` raised ``exc``: wait and go on with ``handle`` (a flood wait
+  that fits, a retry after backoff), or raise.
+
+So a call that passes every check runs ``enter`` of each layer in order, ONE attempt
+(:meth:`Attempt.run`) and the ``on_success`` of the layers around it, inside
+:meth:`Pipeline.invoke`'s own frame; the first ``enter`` that does not pass hands the call to
+that layer's own coroutine and the composed chain after it; an error of the attempt is given
+to the ``recover`` of the layers around it, innermost first, as the exception would travel
+through their ``handle`` frames. tests/guard/test_guard_pipeline.py checks that both give the
+same results, events, breaker and ledger state, and which layers run.
 
 Cancellation: a caller cancelling its task gets ``CancelledError`` unchanged and everything the
 call held is released (limiter slot given back, breaker probe freed). Telethon cancelling the
@@ -83,9 +105,56 @@ Next = Callable[[CallInfo], Awaitable[Any]]
 
 class Layer(Protocol):
     """One pipeline layer: ``handle(call, call_next)`` returns an awaitable of the call's
-    result; ``call_next(call)`` runs the rest of the pipeline."""
+    result; ``call_next(call)`` runs the rest of the pipeline. Optional, for the fast path
+    (:meth:`Pipeline.fuse`): ``enter(call, call_next) -> Awaitable | None``,
+    ``on_success(call)``, ``recover(call, exc, call_next) -> Awaitable`` (module docstring).
+    A layer without ``enter`` always runs its ``handle`` (the fast path ends there)."""
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]: ...
+
+
+Enter = Callable[[CallInfo, Next], "Awaitable[Any] | None"]
+
+
+class FastPath:
+    """The fast path of a layer list (:meth:`Pipeline.fuse`), read by :meth:`Pipeline.invoke`.
+
+    ``layers``: the layers, outermost first; ``rests[i]``: the composed chain of the layers
+    after ``layers[i]`` (links shared with :meth:`Pipeline.compose`'s chain, nothing built
+    twice); ``entries``: ``(enter, rest)`` per layer, in order; ``attempt``: the terminal
+    step; ``depth``: the number of layers; ``succeed``: the ``on_success`` of every layer that
+    has one, innermost first (what runs after an attempt that every ``enter`` let through)."""
+
+    __slots__ = ("attempt", "depth", "entries", "layers", "rests", "succeed")
+
+    def __init__(self, layers: Sequence[Layer], rests: Sequence[Next], attempt: Next) -> None:
+        self.layers = tuple(layers)
+        self.rests = tuple(rests)
+        self.attempt = attempt
+        self.entries: tuple[tuple[Enter, Next], ...] = tuple(
+            (_enter_of(layer), rest) for layer, rest in zip(layers, rests, strict=True))
+        self.depth = len(self.layers)  # every enter passed
+        self.succeed = self.on_success_of(self.depth)
+
+    def on_success_of(self, depth: int) -> tuple[Callable[[CallInfo], None], ...]:
+        """The ``on_success`` of the layers before ``depth`` that have one, innermost
+        first."""
+        return tuple(lay.on_success for lay in reversed(self.layers[:depth])
+                     if hasattr(lay, "on_success"))
+
+    def around(self, depth: int) -> list[tuple[Layer, Next]]:
+        """``(layer, rest)`` of the layers before ``depth`` that have a ``recover``,
+        innermost first (the ``handle`` frames an exception raised at ``depth`` travels
+        out through)."""
+        return [(self.layers[i], self.rests[i]) for i in reversed(range(depth))
+                if hasattr(self.layers[i], "recover")]
+
+
+def _enter_of(layer: Layer) -> Enter:
+    enter = getattr(layer, "enter", None)
+    if enter is not None:
+        return enter
+    return layer.handle  # no synchronous check: its handle is the rest of the call
 
 
 def limits_configured(config: GuardConfig) -> bool:
@@ -162,7 +231,10 @@ class Pipeline:
         layers.append(self.retry)
         self.layers: tuple[Layer, ...] = tuple(layers)
         """The layers, outermost first: the order in which they run (then :attr:`attempt`)."""
-        self._chain = self.compose(self.layers)
+        self._fast: FastPath | None = self.fuse(self.layers)
+        self._chain = (self.compose(self.layers) if self._fast is None or not self.layers
+                       else _link(self.layers[0].handle, self._fast.rests[0]))
+        """What :meth:`invoke` runs (the same layers; ``None``: the composed chain)."""
         self.update_path = UpdatePath(self.clock)
         self.update_layers: tuple[Layer, ...] = (
             self.update_path, self.deadline, self.breaker, self.ledger)
@@ -184,11 +256,26 @@ class Pipeline:
     def compose(self, layers: Sequence[Layer]) -> Next:
         """``layers`` (outermost first) composed around :meth:`Attempt.run`: a function
         ``chain(call)`` returning the awaitable result. :meth:`invoke` runs
-        ``compose(self.layers)``, built once at construction."""
-        chain: Next = self.attempt.run
+        ``compose(self.layers)`` (built once at construction) when the fast path hands over
+        or there is none."""
+        return self._suffixes(layers)[0]
+
+    def _suffixes(self, layers: Sequence[Layer]) -> list[Next]:
+        """``[compose(layers[i:]) for i in 0..len(layers)]``, sharing their links."""
+        chains: list[Next] = [self.attempt.run]
         for layer in reversed(layers):
-            chain = _link(layer.handle, chain)
-        return chain
+            chains.append(_link(layer.handle, chains[-1]))
+        chains.reverse()
+        return chains
+
+    def fuse(self, layers: Sequence[Layer]) -> FastPath | None:
+        """The fast path of ``layers`` (outermost first) around :meth:`Attempt.run`: the same
+        layer objects' ``enter`` / ``on_success`` / ``recover`` (module docstring), each
+        ``rest`` being ``compose(layers[i + 1:])``. ``None`` when the first layer has no
+        ``enter`` (nothing to flatten: :meth:`invoke` runs the composed chain)."""
+        if layers and not hasattr(layers[0], "enter"):
+            return None
+        return FastPath(layers, self._suffixes(layers)[1:], self.attempt.run)
 
     def _compose_update_chain(self) -> Next:
         chain = self._update_chain = self.compose(self.update_layers)
@@ -249,12 +336,32 @@ class Pipeline:
         """
         call.send = send
         started = self.clock.now() if self.events.wants_request_events else None
+        result: T
         try:
-            if call.update_loop is None:
-                chain = self._chain
-            else:
-                chain = self._update_chain or self._compose_update_chain()
-            result: T = await chain(call)
+            fast = self._fast
+            if fast is None or call.update_loop is not None:
+                if call.update_loop is None:
+                    chain = self._chain
+                else:
+                    chain = self._update_chain or self._compose_update_chain()
+                result = await chain(call)
+            else:  # the fast path (module docstring): enter each layer, one attempt
+                depth = 0
+                try:
+                    for enter, rest in fast.entries:
+                        inner = enter(call, rest)
+                        if inner is not None:  # this layer waits / probes / fails: its own
+                            break
+                        depth += 1
+                    else:
+                        inner = fast.attempt(call)
+                    result = await inner
+                except Exception as exc:  # as it travels out through the layers' handle
+                    result = await self._unwind(call, exc, fast, depth)
+                else:
+                    for on_success in (fast.succeed if depth == fast.depth
+                                       else fast.on_success_of(depth)):
+                        on_success(call)
         except BaseException as exc:
             if isinstance(exc, DeadlineExceeded):
                 self.deadline.report(call)
@@ -262,10 +369,30 @@ class Pipeline:
             if started is not None:
                 self._finished(call, started, exc)
             raise
-        self._count(call.method, "ok")
+        per = self._outcomes.get(call.method)  # _count(call.method, "ok"), inline
+        if per is not None:
+            per["ok"] = per.get("ok", 0) + 1
+        else:
+            self._count(call.method, "ok")
         if started is not None:
             self._finished(call, started, None)
         return result
+
+    async def _unwind(self, call: CallInfo, exc: Exception, fast: FastPath, depth: int) -> Any:
+        """The fast path's error: ``exc`` raised inside the ``depth`` layers that passed
+        their ``enter``. Each of them with a ``recover`` (innermost first) gets it, as its
+        ``handle`` frame would: it retries / waits and goes on (then the ``on_success`` of
+        the layers outside it), or raises, and the next one out gets that."""
+        for layer, rest in fast.around(depth):
+            try:
+                result = await layer.recover(call, exc, rest)  # type: ignore[attr-defined]
+            except Exception as e:
+                exc = e
+                continue
+            for on_success in fast.on_success_of(fast.layers.index(layer)):
+                on_success(call)
+            return result
+        raise exc
 
     def _finished(self, call: CallInfo, started: float, exc: BaseException | None) -> None:
         self.events.emit(RequestFinished(
@@ -273,4 +400,4 @@ class Pipeline:
             "" if exc is None else type(exc).__name__, call.attempt, call.account))
 
 
-__all__ = ["DeadlineLayer", "Layer", "Pipeline", "limits_configured"]
+__all__ = ["DeadlineLayer", "FastPath", "Layer", "Pipeline", "limits_configured"]

@@ -75,11 +75,27 @@ class RetryPolicy:
         self.breaker = breaker
         self._attempt_timeout = config.attempt_timeout
 
+    def enter(self, call: CallInfo, call_next: Callable[[CallInfo], Awaitable[Any]],
+              ) -> Awaitable[Any] | None:
+        """Before the first attempt (:meth:`Pipeline.invoke`'s fast path calls it): no verdict
+        yet; ``None`` (the fast path runs the attempt itself and :meth:`recover` if it
+        raises)."""
+        call.verdict = None
+        return None
+
+    async def recover(self, call: CallInfo, exc: Exception,
+                      call_next: Callable[[CallInfo], Awaitable[Any]]) -> Any:
+        """What :meth:`handle` does once its first attempt (entered through :meth:`enter`)
+        raised ``exc``: back off and try again, or raise ``exc`` unchanged when it is final."""
+        if not await self._again(call, exc, 1):
+            raise exc
+        return await self.handle(call, call_next, 1)
+
     async def handle(self, call: CallInfo, call_next: Callable[[CallInfo], Awaitable[Any]],
-                     ) -> Any:
+                     attempt: int = 0) -> Any:
         """Run ``call_next`` (one attempt) until it succeeds, raises a non-retryable error, or
-        the budget ends; then the real last error propagates unchanged."""
-        attempt = 0
+        the budget ends; then the real last error propagates unchanged. ``attempt``: attempts
+        already made (:meth:`recover`)."""
         while True:
             attempt += 1
             call.verdict = None

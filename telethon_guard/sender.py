@@ -77,7 +77,7 @@ from .liveness import (
     SilentConnectionError,
     SilentConnectionMayHaveRun,
     liveness_policy,
-    run_watchdog,
+    watch_liveness,
 )
 from .reconnect import ReconnectPacer
 
@@ -341,10 +341,11 @@ class GuardedMTProtoSender(ReconnectingSender):
         if policy is None or recv is None:
             return
         dog = self._watchdog = LivenessWatchdog(policy, time.monotonic())
-        watch = self._spawn(run_watchdog(
+        # One loop timer checks every connection's watchdog (no task per connection).
+        watch = watch_liveness(
             dog, now=time.monotonic, pending=self._awaited_replies, ping=self._liveness_ping,
-            replace=self._replace_silent))
-        recv.add_done_callback(lambda _t: watch.cancel())
+            replace=self._replace_silent)
+        recv.add_done_callback(watch.cancel)
 
     def _note_liveness(self, accepted: bool) -> None:
         dog = self._watchdog

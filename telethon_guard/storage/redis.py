@@ -80,7 +80,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -103,6 +103,7 @@ from . import redis_scripts as lua
 from .fallback import POLICIES, BackendUnavailable, OutageFallback
 from .memory import MemoryStorage
 from .redis_view import ViewRefresher
+from .redis_wire import AdmitWire
 
 _timeout: Any = getattr(asyncio, "timeout", None)  # Python 3.11+
 
@@ -305,6 +306,10 @@ class RedisStorage:
         self._admit = _Script(lua.ADMIT)
         self._admit_paced = _Script(pace_lua.admit_paced(lua.ADMIT))  # + the shared pace
         self._pace_publish = _Script(pace_lua.PUBLISH)
+        self._wire = AdmitWire.for_client(client, self.timeout)
+        """The admission's own wire path on a plain Redis client (``None``: a cluster client
+        or Python < 3.11, ``execute_command`` then); see :mod:`.redis_wire`."""
+        self._plans: dict[Any, _AdmitPlan] = {}
         self._window_args: dict[Any, bytes] = {}
         self._token_base = f"{os.getpid():x}.{os.urandom(4).hex()}.".encode()
         self._tokens = itertools.count(1)
@@ -450,19 +455,19 @@ class RedisStorage:
         ``pace``: ``(pace key, version seen)``: also read the shared pace record in the same
         script (:mod:`~telethon_guard.storage.redis_pace`), returned in ``Admission.pace``
         when its version is not the one seen."""
+        if self.closed:
+            raise RuntimeError("RedisStorage is closed")
         token = self._token_base + b"%x" % next(self._tokens)
-        keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes)]
-        args: list[Any] = [repr(float(lease)), repr(self.breaker_ttl), _NUMKEYS[len(scopes)],
-                           token]
-        for spec in specs:
-            keys.append(self._key("rl", spec.key))
-            args.append(self._windows_arg(spec.windows))
-        script = self._admit
-        if pace is not None:
-            keys.append(self._key("pc", pace[0]))
-            args.append(pace[1])
-            script = self._admit_paced
-        reply = await self._call(script, keys, args)
+        plan_key = (breaker_key, lease, tuple(scopes), tuple(specs), pace)
+        plan = self._plans.get(plan_key)
+        if plan is None:
+            plan = self._admit_plan(plan_key)
+        if self._wire is not None:
+            reply = await self.fallback.run(
+                functools.partial(self._wire_admit, plan, token), _local)
+        else:
+            reply = await self._call(plan.script, plan.keys,
+                                     [*plan.before, token, *plan.after])
         if reply is _LOCAL:
             return self._admit_local(breaker_key, lease, scopes, specs)
         paced: str | None = None
@@ -502,6 +507,38 @@ class RedisStorage:
         unavailable nothing is stored (each process keeps its own pace)."""
         await self._call(self._pace_publish, (self._key("pc", key),),
                          (record, str(max(1, int(ttl * 1000)))))
+
+    def _admit_plan(self, plan_key: tuple[str, float, tuple[str, ...], tuple[LimitSpec, ...],
+                                          tuple[str, bytes] | None]) -> _AdmitPlan:
+        """The admission's script, keys and arguments for one (breaker, lease, scopes, specs,
+        pace), packed once (cached, bounded): only the token changes from call to call."""
+        breaker_key, lease, scopes, specs, pace = plan_key
+        keys = [self._key("br", breaker_key), *(self._key("fl", s) for s in scopes),
+                *(self._key("rl", spec.key) for spec in specs)]
+        before = [repr(float(lease)).encode(), repr(self.breaker_ttl).encode(),
+                  b"%d" % len(scopes)]
+        after = [self._windows_arg(spec.windows) for spec in specs]
+        script = self._admit
+        if pace is not None:  # the pace key and the version seen go last (redis_pace)
+            keys.append(self._key("pc", pace[0]))
+            after.append(pace[1])
+            script = self._admit_paced
+        head, tail = (self._wire.packer(script.sha, keys, before, after)
+                      if self._wire is not None else (b"", b""))
+        plan = _AdmitPlan(script, keys, before, after, head, tail)
+        if len(self._plans) >= 4096:
+            self._plans.clear()
+        self._plans[plan_key] = plan
+        return plan
+
+    async def _wire_admit(self, plan: _AdmitPlan, token: bytes) -> Any:
+        """The admission on :class:`~.redis_wire.AdmitWire` (bounded by ``timeout``); raises
+        :class:`~telethon_guard.storage.fallback.BackendUnavailable` when Redis cannot serve."""
+        assert self._wire is not None
+        try:
+            return await self._wire.call(plan.script.source, plan.head, token, plan.tail)
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(self._reason(exc)) from exc
 
     def _admit_local(self, breaker_key: str, lease: float, scopes: Sequence[str],
                      specs: Sequence[LimitSpec]) -> Admission:
@@ -780,19 +817,32 @@ class RedisStorage:
         """Close the connections of a client this storage built (from a URL); the storage stays
         usable and connects again on its next operation (a client passed in is left alone).
         ``disconnect()`` of the guarded client that opened this storage calls it. Never
-        raises; bounded by ``4 * timeout`` seconds."""
-        if self._owns_client and not self.closed:
+        raises; bounded by ``4 * timeout`` seconds. The admission's own connections
+        (:mod:`.redis_wire`) are closed in either case."""
+        if self.closed:
+            return
+        await self._close_wire()
+        if self._owns_client:
             try:
                 await _within(self.client.aclose(), self.timeout * 4)
             except Exception:  # closing a dead connection must not raise
                 logger.debug("closing the Redis connections failed", exc_info=True)
 
+    async def _close_wire(self) -> None:
+        if self._wire is not None:
+            try:
+                await _within(self._wire.close(), self.timeout * 4)
+            except Exception:  # closing a dead connection must not raise
+                logger.debug("closing the admission's connections failed", exc_info=True)
+
     async def aclose(self) -> None:
-        """Close the client if this storage built it (a client passed in stays open)."""
+        """Close the client if this storage built it (a client passed in stays open), and the
+        admission's own connections."""
         if self.closed:
             return
         self.closed = True
         self.view_refresher.cancel()
+        await self._close_wire()
         if self._owns_client:
             try:
                 await _within(self.client.aclose(), self.timeout * 4)
@@ -805,6 +855,18 @@ class RedisStorage:
 
 
 _NUMKEYS = [str(i).encode() for i in range(64)]
+
+
+class _AdmitPlan(NamedTuple):
+    """One admission's script, its keys and arguments but the token (``before`` it, ``after``
+    it), and the same packed for :class:`~.redis_wire.AdmitWire` (``head``, ``tail``)."""
+
+    script: _Script
+    keys: list[bytes]
+    before: list[bytes]
+    after: list[bytes]
+    head: bytes
+    tail: bytes
 
 
 class _Script:

@@ -17,9 +17,11 @@ is the earliest at which every window of every key has room counting only the re
 Why moving earlier is safe for every reservation behind it: for a window ``(n, p)``, any
 interval of length ``p`` containing the new slot and some later reservation also contained the
 old slot (the old slot lies between them), so its count is unchanged; an interval with only
-reservations ahead holds at most ``n - 1`` of them by construction. And it keeps FIFO on a key:
-with a later reservation still in place ahead in time, "the n-th latest ahead of me, plus p"
-can never put a waiter before one that has not moved up yet.
+reservations ahead holds at most ``n - 1`` of them by construction. Order: a process's own
+waiters are re-placed in FIFO order; with one-call windows (``n == 1``, e.g. a pace) "the
+latest ahead of me, plus p" can never put a waiter before one that has not moved up yet, so
+the queue keeps its order across processes; with larger counts a waiter may move ahead of
+another process's waiter that has not re-checked yet (windows hold either way).
 """
 
 from __future__ import annotations

@@ -493,6 +493,69 @@ def test_a_burst_holds_at_once_and_late_answers_refine_it() -> None:
     assert pacer.window("a", "m") == refined and pacer.is_held("a", "m")
 
 
+def test_a_held_pace_probes_sooner_only_for_calls_it_would_refuse() -> None:
+    """Issue 13 item 1 for a repeated flood (the demo's wave: the first flood's pace, dropped
+    while the wave still refused, is refuted by the next FLOOD_WAIT_X and holds for
+    max(pace_relax, 2 * period), then relaxes over twice that). When calls queued behind it
+    would be refused (their deadline comes before the schedule serves them) and the *probe
+    schedule* serves them in time, the pace goes on it: held for that X only, then relaxed
+    -- never below the estimate, the rate doubling every half of max(pace_recover, period)
+    -- and dropped X + max(pace_recover, period) after the flood. A flood on the probe
+    schedule restores the held pace with its pace_relax schedule and makes the next probe
+    wait 4 x X. Nothing changes for a call the probe cannot serve either."""
+    clock = FakeClock(auto_advance=False)
+    pacer = AdaptivePacer(clock, relax=5.0, recover=RECOVER)
+    for _ in range(50):  # 10 calls/s for 5 s: a sustained rate
+        pacer.on_success("a", "m")
+        clock.advance(0.1)
+    assert pacer.on_flood("a", "m", 2.0) is not None
+    assert not pacer.is_held("a", "m")  # a hypothesis, gone at X + pace_recover
+    assert pacer.expedite("a", "m", 10) is None  # not a held pace: nothing to expedite
+    clock.advance(2.0 + RECOVER + 0.01)
+    assert pacer.window("a", "m") is None
+    for _ in range(5):  # calls answered again, then a FLOOD_WAIT_1 in the probation
+        pacer.on_success("a", "m")
+        clock.advance(0.05)
+    t_r = clock.now()
+    held = pacer.on_flood("a", "m", 1.0)
+    assert held is not None and pacer.is_held("a", "m")
+    estimate = 1.0 / held[0][1]
+    _, period = pacer.learned()["a/m"]
+    hold = max(5.0, 2 * period)
+    assert pacer.changes_at("a", "m") == pytest.approx(t_r + hold)
+    # 40 calls queued: the pace_relax schedule takes longer than the probe schedule would.
+    clock.advance(0.5)
+    slow = pacer.drain("a", "m", 40)
+    fast = pacer.expedite("a", "m", 40)
+    assert slow is not None and fast is not None and fast < slow
+    assert pacer.changes_at("a", "m") == pytest.approx(t_r + hold)  # a question: no change
+    assert pacer.commit_expedite("a", "m")
+    assert pacer.drain("a", "m", 40) == pytest.approx(fast)
+    assert pacer.expedite("a", "m", 40) is None  # on the probe schedule already
+    span = max(RECOVER, period)
+    rates: list[float] = []
+    while (w := pacer.window("a", "m")) is not None:
+        rates.append(1.0 / w[0][1])
+        if clock.now() < t_r + 1.0 - 1e-9:
+            assert rates[-1] == pytest.approx(estimate)  # held for X
+        clock.advance(span / 64)
+    # Dropped at its last relax step, within X + span of the flood.
+    assert t_r + 1.0 + span * 15 / 16 - span / 64 <= clock.now() <= t_r + 1.0 + span + 1e-9
+    assert rates == sorted(rates) and min(rates) == pytest.approx(estimate)
+    assert rates[-1] >= 3.0 * estimate  # relaxed towards 4x (dropped there)
+    # Refused again (a flood in its probation, after calls were answered): the limit is real.
+    pacer.on_success("a", "m")
+    clock.advance(0.1)
+    t_again = clock.now()
+    assert pacer.on_flood("a", "m", 1.0) == held
+    assert pacer.changes_at("a", "m") == pytest.approx(t_again + 2 * hold)  # grow x 2
+    clock.advance(1.5)  # past X, but a probe now waits 4 x X
+    fast = pacer.expedite("a", "m", 40)
+    assert fast is not None and fast >= 4.0 - 1.5 - 1e-9
+    assert pacer.commit_expedite("a", "m")
+    assert pacer.changes_at("a", "m") == pytest.approx(t_again + 4.0)
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "2", None])
 def test_pace_recover_is_validated_at_construction(bad: object) -> None:
     with pytest.raises(GuardConfigError) as info:

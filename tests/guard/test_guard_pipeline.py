@@ -45,36 +45,89 @@ async def never() -> str:
     return "never"
 
 
-def _executed(pipe: Pipeline) -> tuple[list[object], Callable[..., Any]]:
-    """A profile function recording, in order, each layer (and the attempt) whose entry point
-    ran: what actually runs, whatever ``Pipeline.layers`` says."""
-    ran: list[object] = []
+_ENTRY_POINTS = ("handle", "enter", "run", "on_success", "recover")
+
+
+def _executed(pipe: Pipeline) -> tuple[list[tuple[object, str]], Callable[..., Any]]:
+    """A profile function recording, in order, each entry point of a layer (or the attempt)
+    that ran, as ``(layer, name)``: what actually runs, whatever ``Pipeline.layers`` says."""
+    ran: list[tuple[object, str]] = []
     members = {id(x): x for x in (*pipe.layers, pipe.rate_layer, pipe.attempt)}
 
     def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code.co_name in ("handle", "run"):
+        name = frame.f_code.co_name
+        if event == "call" and name in _ENTRY_POINTS:
             obj = frame.f_locals.get("self")
-            if obj is not None and id(obj) in members and all(obj is not r for r in ran):
-                ran.append(obj)
+            if obj is not None and id(obj) in members:
+                ran.append((obj, name))
 
     return ran, profile
+
+
+def _layers_in_order(ran: list[tuple[object, str]]) -> list[object]:
+    out: list[object] = []
+    for obj, _ in ran:
+        if all(obj is not r for r in out):
+            out.append(obj)
+    return out
+
+
+async def _run_profiled(pipe: Pipeline, call: CallInfo, send: Any,
+                        ) -> tuple[Any, list[tuple[object, str]]]:
+    ran, profile = _executed(pipe)
+    sys.setprofile(profile)
+    try:
+        result = await bounded(pipe.invoke(call, send))
+    finally:
+        sys.setprofile(None)
+    return result, ran
 
 
 @pytest.mark.parametrize("cfg", [{}, {"rate_limits": ((100, 1.0),)}, {"adaptive_pacing": False}])
 async def test_the_layers_run_in_the_order_pipeline_layers_lists(cfg: dict[str, Any]) -> None:
     pipe, clock, _ = make_pipeline(**cfg)
-    ran, profile = _executed(pipe)
-    sys.setprofile(profile)
-    try:
-        assert await bounded(pipe.invoke(make_call(), Script(clock))) == "ok"
-    finally:
-        sys.setprofile(None)
-    assert ran == [*pipe.layers, pipe.attempt]
-    assert [type(x).__name__ for x in ran[:3]] == ["DeadlineLayer", "CircuitBreaker",
-                                                    "FloodLedger"]
+    assert pipe._fast is not None
+    result, ran = await _run_profiled(pipe, make_call(), Script(clock))
+    assert result == "ok"
+    assert _layers_in_order(ran) == [*pipe.layers, pipe.attempt]
+    assert [type(x).__name__ for x in pipe.layers[:3]] == ["DeadlineLayer", "CircuitBreaker",
+                                                          "FloodLedger"]
+    # The fast path: each layer's synchronous enter, in order, ONE attempt, then the success
+    # bookkeeping of the layers around it, nothing else (no handle frame).
+    assert ran == [*((layer, "enter") for layer in pipe.layers), (pipe.attempt, "run"),
+                   (pipe.ledger, "on_success")]
     # The limiter is in the chain only when a window can apply (limits or adaptive pacing).
     assert (pipe.rate_layer in pipe.layers) == (cfg.get("adaptive_pacing", True)
                                                 or "rate_limits" in cfg)
+    # The composed chain (what the fast path hands over to) runs the same layers' handle.
+    pipe._fast = None
+    result, ran = await _run_profiled(pipe, make_call(), Script(clock))
+    assert result == "ok"
+    assert _layers_in_order(ran) == [*pipe.layers, pipe.attempt]
+    assert [name for obj, name in ran if name == "handle"] == ["handle"] * len(pipe.layers)
+
+
+async def test_the_fast_path_hands_a_waiting_call_to_the_layer_and_the_chain_after_it() -> None:
+    pipe, clock, _ = make_pipeline(rate_limits=((1, 1.0),))
+    assert await bounded(pipe.invoke(make_call(), Script(clock))) == "ok"  # takes the slot
+    send = Script(clock)
+    result, ran = await _run_profiled(pipe, make_call(), send)
+    assert result == "ok" and send.count == 1
+    assert _layers_in_order(ran) == [*pipe.layers, pipe.attempt]
+    i = pipe.layers.index(pipe.rate_layer)
+    # Entered up to the limiter, which waits in its own coroutine; the layers after it run
+    # through the composed chain (handle), the ledger around it records the success.
+    assert ran[:i + 1] == [(layer, "enter") for layer in pipe.layers[:i + 1]]
+    assert (pipe.retry, "handle") in ran and (pipe.retry, "enter") not in ran
+    assert ran[-1] == (pipe.ledger, "on_success")
+    # A retried attempt: the retry policy's recover, then handle for the next attempt.
+    pipe2, clock2, _ = make_pipeline(retry_base_delay=0.01)
+    send2 = Script(clock2, [te.RpcCallFailError(None)])
+    result, ran = await _run_profiled(pipe2, make_call(), send2)
+    assert result == "ok" and send2.count == 2
+    names = [(type(o).__name__, n) for o, n in ran]
+    assert names[-4:] == [("RetryPolicy", "recover"), ("RetryPolicy", "handle"),
+                          ("Attempt", "run"), ("FloodLedger", "on_success")]
 
 
 async def test_deadline_covers_limiter_flood_and_network() -> None:
@@ -348,3 +401,70 @@ async def test_nested_call_under_a_tight_rate_limit_waits_its_slot_no_deadlock()
         return inner
 
     assert await bounded(pipe.invoke(make_call(), outer_send)) == "ok"
+
+
+# ---- the fast path and the composed chain give the same results ---------------------------
+
+async def _hang() -> str:
+    await asyncio.get_running_loop().create_future()
+    return "never"
+
+
+# Each scenario: config, then steps (a call's send outcomes); every step is one call.
+_SCENARIOS: dict[str, tuple[dict[str, Any], list[list[Any]]]] = {
+    "success": ({"rate_limits": ((100, 1.0),)}, [["ok"], ["ok"]]),
+    "flood_wait_fits": ({"max_flood_wait": 10}, [[te.FloodWaitError(None, capture=3)], ["ok"]]),
+    "flood_wait_too_long": ({"max_flood_wait": 10},
+                            [[te.FloodWaitError(None, capture=100)], ["ok"]]),
+    "transport_error_retried": ({"retry_base_delay": 0.5},
+                                [[ConnectionError("reset"), "ok"]]),
+    "transport_errors_exhausted": ({"retry_max_attempts": 2, "retry_base_delay": 0.5},
+                                   [[ConnectionError("a"), ConnectionError("b")], ["ok"]]),
+    "server_error_then_flood": ({"retry_base_delay": 0.5, "max_flood_wait": 10},
+                                [[te.RpcCallFailError(None), te.FloodWaitError(None, capture=2),
+                                  "ok"]]),
+    "deadline_in_network": ({"deadline": 5}, [[_hang], ["ok"]]),
+    "breaker_opens": ({"breaker_failure_threshold": 2, "retry_max_attempts": 1},
+                      [[ConnectionError("a")], [ConnectionError("b")], ["ok"]]),
+    "limiter_waits": ({"rate_limits": ((1, 2.0),)}, [["ok"], ["ok"], ["ok"]]),
+    "not_a_flood_4xx": ({}, [[te.BadRequestError(None, "PEER_ID_INVALID")], ["ok"]]),
+    # the pace learned from a flood counts the successes recorded before it
+    "pace_learned": ({"max_flood_wait": 10},
+                     [*(["ok"] for _ in range(12)), [te.FloodWaitError(None, capture=2), "ok"],
+                      ["ok"]]),
+}
+
+
+async def _play(fast: bool, cfg: dict[str, Any], steps: list[list[Any]]) -> dict[str, Any]:
+    pipe, clock, rec = make_pipeline(**cfg)
+    if not fast:
+        pipe._fast = None
+    outcomes: list[str] = []
+    sends: list[float] = []
+    for outcomes_of_call in steps:
+        send = Script(clock, list(outcomes_of_call))
+        call = make_call()
+        try:
+            outcomes.append(repr(await bounded(pipe.invoke(call, send))))
+        except Exception as exc:
+            outcomes.append(f"{type(exc).__name__} {type(exc.__cause__).__name__}")
+        sends.extend(send.times)
+        outcomes.append(f"attempts={call.attempt} stage={call.stage}")
+    return {
+        "outcomes": outcomes,
+        "sends": sends,
+        "events": [repr(e) for e in rec.events],
+        "stats": pipe.stats(),
+        "breaker": (await pipe.breaker.state("acct:a1/dc:2")),
+        "blocked": await pipe.ledger.blocked_for(make_call()),
+        "now": clock.now(),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_SCENARIOS))
+async def test_the_fast_path_gives_what_the_composed_chain_gives(name: str) -> None:
+    cfg, steps = _SCENARIOS[name]
+    fast = await _play(True, cfg, steps)
+    chain = await _play(False, cfg, steps)
+    assert fast == chain
+    assert fast["events"] or name == "success"  # the scenarios do reach the layers

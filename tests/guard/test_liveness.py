@@ -10,7 +10,9 @@ re-send rule, and the async runner with a fake sleep.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from typing import Any
 
 import pytest
@@ -29,6 +31,7 @@ from telethon_guard.liveness import (
     liveness_policy,
     resend_is_safe,
     run_watchdog,
+    watch_liveness,
 )
 
 POLICY = LivenessPolicy(timeout=10.0, keepalive=30.0)  # tick 1.0 s
@@ -269,3 +272,78 @@ async def test_runner_pings_then_replaces_on_a_fake_clock() -> None:
     assert clock[0] == pytest.approx(3.0)
     assert "ping" in verdict.reason
     assert clock[0] <= policy.idle_bound  # type: ignore[operator]
+
+
+async def test_watches_share_one_loop_timer_ping_replace_and_cancel() -> None:
+    # The sender's form: no task per connection; every watch of the loop is checked by one
+    # loop timer every tick (0.01 s here), as run_watchdog would check it.
+    policy = LivenessPolicy(timeout=0.1, keepalive=0.05)  # tick 0.01 s
+    loop = asyncio.get_running_loop()
+    tasks_before = len(asyncio.all_tasks())
+    replaced: dict[str, list[LivenessVerdict]] = {"a": [], "b": [], "c": []}
+    pings: dict[str, int] = {"a": 0, "b": 0, "c": 0}
+    checks = {"c": 0}
+    done = asyncio.Event()
+
+    def make(name: str) -> Any:
+        pending: list[tuple[Any, bool]] = []
+
+        def ping() -> bool:
+            pings[name] += 1
+            pending.append((name, True))  # the ping awaits its pong, which never comes
+            return True
+
+        def replace(v: LivenessVerdict) -> None:
+            replaced[name].append(v)
+            if replaced["a"] and replaced["b"]:
+                done.set()
+
+        def pend() -> list[tuple[Any, bool]]:
+            if name == "c":
+                checks["c"] += 1
+            return pending
+
+        return watch_liveness(LivenessWatchdog(policy, time.monotonic()), now=time.monotonic,
+                              pending=pend, ping=ping, replace=replace)
+
+    a, b, c = make("a"), make("b"), make("c")
+    assert a.watchdogs is b.watchdogs is c.watchdogs  # one timer for the loop and tick
+    assert len(asyncio.all_tasks()) == tasks_before  # no task per watch
+    await asyncio.sleep(0)
+    c.cancel()
+    c.cancel()  # idempotent
+    seen_c = checks["c"]
+    await asyncio.wait_for(done.wait(), 10)
+    for name, watch in (("a", a), ("b", b)):
+        assert pings[name] == 1
+        assert len(replaced[name]) == 1 and replaced[name][0].verdict is Verdict.REPLACE
+        assert "ping" in replaced[name][0].reason
+        assert watch.verdict is replaced[name][0] and not watch.active
+    assert checks["c"] == seen_c and not replaced["c"] and not c.active
+    watchdogs = a.watchdogs or b.watchdogs
+    assert watchdogs is None  # every watch ended: none left filed, no timer armed
+    assert loop is asyncio.get_running_loop()
+
+
+async def test_a_failing_check_is_logged_and_stops_only_its_watch(
+        caplog: pytest.LogCaptureFixture) -> None:
+    policy = LivenessPolicy(timeout=0.1, keepalive=0.05)
+    replaced: list[LivenessVerdict] = []
+    good_replaced = asyncio.Event()
+
+    def boom() -> list[tuple[Any, bool]]:
+        raise RuntimeError("pending() failed")
+
+    def replace(v: LivenessVerdict) -> None:
+        replaced.append(v)
+        good_replaced.set()
+
+    pending: list[tuple[Any, bool]] = [(1, True)]
+    bad = watch_liveness(LivenessWatchdog(policy, time.monotonic()), now=time.monotonic,
+                         pending=boom, ping=lambda: True, replace=replace)
+    good = watch_liveness(LivenessWatchdog(policy, time.monotonic()), now=time.monotonic,
+                          pending=lambda: pending, ping=lambda: True, replace=replace)
+    await asyncio.wait_for(good_replaced.wait(), 10)
+    assert not bad.active and bad.verdict is None
+    assert not good.active and len(replaced) == 1 and "silent" in replaced[0].reason
+    assert "liveness check failed" in caplog.text

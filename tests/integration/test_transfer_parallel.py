@@ -12,33 +12,61 @@ across the 8 senders): the download opens with at most 4 parts in flight (the st
 and so draws at most 4 floods when it meets the limit, every part arrives with the right bytes,
 and nothing hangs. Plain Telethon opens with one part per sender in flight and sleeps its
 floods itself; its figures are printed beside the guard's (``pytest -s``).
+
+Also: the same under ``FLOOD_PREMIUM_WAIT`` (non-premium throttling per account and DC),
+FastTelethon's upload (8 senders of its own on the client's DC, ``upload.saveBigFilePart``,
+every stored part's SHA-256 checked), and 8 ``download_media`` at once through Telethon's own
+borrowed sender.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from telethon import TelegramClient
 from telethon.tl import types
 
 from telethon_guard import GuardedTelegramClient
-from telethon_guard.testing.faults_limits import FloodWindow
+from telethon_guard.testing.faults_limits import FloodWindow, PremiumFlood
 from telethon_guard.testing.server import TelegramTestServer
 from telethon_guard.testing.world_state import WorldConfig
 
 from ._client_helpers import TEST_RSA_KEY, InvokeRecorder, bounded, measured
-from ._fast_transfer import close_senders, document_location, exported_senders, parallel_download
+from ._fast_transfer import (
+    close_senders,
+    document_location,
+    exported_senders,
+    parallel_download,
+    parallel_upload,
+)
 
 PARTS, PART, LIMIT, SENDERS = 64, 4096, 20, 8
+UPLOAD_ID = 6161
 START = 4  # GuardConfig.transfer_start_parts default
 
 
-def _server() -> TelegramTestServer:
+def _server(premium: bool = False) -> TelegramTestServer:
     server = TelegramTestServer(world_config=WorldConfig(file_dc=2, file_size=PARTS * PART),
                                 rsa_key=TEST_RSA_KEY)
-    server.faults.add(FloodWindow("upload.getFile", LIMIT, 1.0))
+    if premium:  # FLOOD_PREMIUM_WAIT_2 above 20 parts per second per (account, DC)
+        server.faults.add(PremiumFlood(LIMIT, 2))
+    else:
+        server.faults.add(FloodWindow("upload.getFile", LIMIT, 1.0))
     return server
+
+
+def _bursts(times: list[float]) -> list[int]:
+    """Floods per burst (floods less than 0.5 s after the burst's first)."""
+    out: list[int] = []
+    first = None
+    for t in times:
+        if first is None or t >= first + 0.5:
+            first = t
+            out.append(0)
+        out[-1] += 1
+    return out
 
 
 async def _download(server: TelegramTestServer, client: TelegramClient) -> dict[str, Any]:
@@ -54,6 +82,7 @@ async def _download(server: TelegramTestServer, client: TelegramClient) -> dict[
     floods = sorted(e.time for e in entries if (e.error_message or "").startswith("FLOOD"))
     accepted = sorted(e.time for e in entries if e.outcome == "ok")
     return {
+        "bursts": _bursts(floods),
         "correct": got.correct(server.world.file_bytes(), PART),
         "failed": got.failed(),
         "floods": len(floods),
@@ -77,6 +106,7 @@ async def test_a_fasttelethon_download_opens_without_a_burst_of_floods() -> None
     # every attempt the server saw went through the pipeline (one call per part, retried
     # there after a flood), so the window covered all 8 senders
     assert len(through_guard) == PARTS
+    assert {c.dc_id for c in through_guard} == {2}  # the DC of the caller's senders
     assert sum(c.attempt for c in through_guard) == guarded["accepted"] + guarded["floods"]
 
     async with _server() as server:
@@ -90,6 +120,70 @@ async def test_a_fasttelethon_download_opens_without_a_burst_of_floods() -> None
              plain_opening_floods=plain["opening_floods"], plain_floods=plain["floods"],
              plain_correct=plain["correct"], plain_failed=len(plain["failed"]),
              plain_seconds=plain["seconds"])
+
+
+async def test_a_fasttelethon_download_under_premium_floods_draws_a_few_per_block() -> None:
+    # FLOOD_PREMIUM_WAIT_2 (non-premium transfer throttling, per account and DC): every 2 s
+    # block ends with the download meeting the limit again; the window keeps each such burst
+    # at the parts it has in flight (4), where plain Telethon draws one per sender (8).
+    async with _server(premium=True) as server:
+        client = server.client(cls=GuardedTelegramClient, deadline=30, max_flood_wait=10)
+        async with client:
+            guarded = await _download(server, client)
+    assert guarded["correct"] == PARTS and not guarded["failed"], guarded["failed"][:3]
+    assert guarded["bursts"] and max(guarded["bursts"]) <= START, guarded["bursts"]
+    async with _server(premium=True) as server:
+        plain_client = server.client(request_retries=5)
+        async with plain_client:
+            plain = await _download(server, plain_client)
+    measured("fasttelethon_premium_flood_2s_20_per_s",
+             guard_bursts=guarded["bursts"], guard_floods=guarded["floods"],
+             guard_seconds=guarded["seconds"], plain_bursts=plain["bursts"],
+             plain_floods=plain["floods"], plain_correct=plain["correct"],
+             plain_seconds=plain["seconds"])
+
+
+async def _upload(server: TelegramTestServer, client: TelegramClient) -> dict[str, Any]:
+    content = bytes(range(256)) * (PARTS * PART // 256)
+    senders = await bounded(exported_senders(client, client.session.dc_id, SENDERS), 60)
+    try:
+        got = await bounded(parallel_upload(client, senders, UPLOAD_ID, content, PART), 60)
+    finally:
+        await close_senders(senders)
+    stored = server.world.uploaded_parts(UPLOAD_ID)
+    entries = server.log.requests("upload.saveBigFilePart")
+    floods = sorted(e.time for e in entries if (e.error_message or "").startswith("FLOOD"))
+    return {
+        "correct": sum(1 for n, p in stored.items()
+                       if p.sha256 == hashlib.sha256(content[n * PART:(n + 1) * PART]).hexdigest()),
+        "failed": got.failed(), "floods": len(floods), "bursts": _bursts(floods),
+        "seconds": got.seconds,
+    }
+
+
+async def test_a_fasttelethon_upload_opens_without_a_burst_of_floods() -> None:
+    # FastTelethon's upload: 8 senders of its own on the client's DC (the session's auth
+    # key), each saving every 8th upload.saveBigFilePart in turn; 20 accepted per second.
+    def server() -> TelegramTestServer:
+        s = TelegramTestServer()
+        s.faults.add(FloodWindow("upload.saveBigFilePart", LIMIT, 1.0))
+        return s
+
+    async with server() as srv:
+        client = srv.client(cls=GuardedTelegramClient, deadline=30, max_flood_wait=10)
+        async with client:
+            guarded = await _upload(srv, client)
+    assert guarded["correct"] == PARTS and not guarded["failed"], guarded["failed"][:3]
+    assert guarded["bursts"] and guarded["bursts"][0] <= START, guarded["bursts"]
+    async with server() as srv:
+        plain_client = srv.client(request_retries=5)
+        async with plain_client:
+            plain = await _upload(srv, plain_client)
+    measured("fasttelethon_upload_8_senders_64_parts_limit_20_per_s",
+             guard_bursts=guarded["bursts"], guard_floods=guarded["floods"],
+             guard_seconds=guarded["seconds"], plain_bursts=plain["bursts"],
+             plain_floods=plain["floods"], plain_correct=plain["correct"],
+             plain_failed=len(plain["failed"]), plain_seconds=plain["seconds"])
 
 
 async def _download_media_at_once(server: TelegramTestServer, client: TelegramClient,

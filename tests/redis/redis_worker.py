@@ -10,6 +10,7 @@ then answers JSON-lines commands read from stdin, one JSON line each on stdout:
 * ``{"cmd": "call", "method": "history" | "me"}``: one call; replies ``{"ok": bool, "error":
   type name, "from_server": bool | null, "seconds": float | null, "elapsed": seconds}``.
 * ``{"cmd": "breaker"}``: ``{"state": ..., "retry_after": ...}`` of this account's DC 1 breaker.
+* ``{"cmd": "paces"}``: ``{"paces": client.guard.stats()["paces"]}``.
 * ``{"cmd": "quit"}``: disconnect and exit.
 """
 
@@ -114,6 +115,8 @@ async def main(cfg: dict[str, Any]) -> None:
                 key = f"acct:{cfg['guard']['account']}/dc:1"
                 d = await pipeline.breaker.state(key)
                 _reply({"state": d.state, "retry_after": d.retry_after})
+            elif cmd["cmd"] == "paces":
+                _reply({"paces": client.guard.stats()["paces"]})
             else:
                 _reply({"error": f"unknown command {cmd!r}"})
     finally:

@@ -246,3 +246,39 @@ async def test_storage_accepts_a_cluster_client(redis_cluster: LocalCluster) -> 
     finally:
         await st.aclose()
         await client.aclose()
+
+
+async def test_shared_pace_and_move_up_run_on_the_accounts_node(
+        redis_cluster: LocalCluster) -> None:
+    """The paced admission (admission + the pace record in one script) and the give-back /
+    move-up scripts touch several keys of one account: on a cluster they run on the node
+    owning its slot; six accounts, spread over the nodes."""
+    prefix = _prefix()
+    a = from_url(f"{redis_cluster.url}?prefix={prefix}", storage_fallback="fail",
+                 timeout=TIMEOUT)
+    b = from_url(f"{redis_cluster.url}?prefix={prefix}", storage_fallback="fail",
+                 timeout=TIMEOUT)
+    try:
+        for i in range(6):
+            acct = f"acct:p{i}"
+            spec = (LimitSpec(f"{acct}/pace:m", ((1, 30.0),)),)
+            pace = (f"{acct}/pace:m", b"")
+            first = await a.admit(f"{acct}/dc:2", 5.0, [f"{acct}/method:m"], spec, pace)
+            assert first.pace is None and first.reservation is not None
+            assert first.reservation.delay == 0.0
+            await a.pace_publish(f"{acct}/pace:m", b"v1 {}", 60.0)
+            seen = await b.admit(f"{acct}/dc:2", 5.0, [f"{acct}/method:m"], spec, pace)
+            assert seen.pace == "v1 {}"  # the record, in the same round trip
+            assert seen.reservation is not None and seen.reservation.delay > 29.0
+            again = await b.admit(f"{acct}/dc:2", 5.0, [f"{acct}/method:m"], spec,
+                                  (pace[0], b"v1"))
+            assert again.pace is None and again.reservation is not None
+            # give back b's first slot (+30): b's later one (+60) moves up to it
+            await b.release(spec, seen.reservation.token)
+            moved = await b.move_up(acct, None, [(spec, again.reservation.token)])
+            assert moved is not None and moved[1][0] is not None
+            assert 29.0 < moved[1][0] <= 30.0, moved
+        assert len(_node_keys(redis_cluster, f"{prefix}:pc:*")) >= 2  # on several nodes
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -166,3 +166,43 @@ async def test_give_back_moves_up_a_waiter_of_another_os_process(
             proc.kill()
             await proc.wait()
         await st.aclose()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_moving_up_never_breaks_a_window(redis_url: str, prefix: str, seed: int) -> None:
+    """Two storages reserve 16 slots under ((3, 10 s), (5, 30 s)) on two keys, give back a
+    random third of them, then move their waiters up: slots move earlier, and still at most
+    3 in any 10 s and 5 in any 30 s on every key (the argument in ``redis_moveup``)."""
+    import random
+
+    rng = random.Random(seed)
+    windows = ((3, 10.0), (5, 30.0))
+    specs = (LimitSpec("acct:w", windows), LimitSpec("acct:w/method:x", windows))
+    sts = [_storage(redis_url, prefix), _storage(redis_url, prefix)]
+    try:
+        held: list[tuple[RedisStorage, bytes]] = []
+        for i in range(16):
+            st = sts[rng.randrange(2)] if i else sts[0]
+            held.append((st, (await st.reserve(specs)).token))
+        gone = rng.sample(range(1, 15), 5)
+        for i in gone:
+            await held[i][0].release(specs, held[i][1])
+        kept = [h for i, h in enumerate(held) if i not in gone]
+        before = await _scores(sts[0], "acct:w")
+        for st in sts:
+            mine = [(specs, tok) for s, tok in kept if s is st]
+            ans = await st.move_up("acct:w", None, mine)
+            assert ans is not None
+        for key in ("acct:w", "acct:w/method:x"):
+            after = await _scores(sts[0], key)
+            assert len(after) == len(kept)
+            for n, p in windows:
+                for i, s in enumerate(after):
+                    inside = [x for x in after[i:] if x < s + p - 1e-6]
+                    assert len(inside) <= n, (key, n, p, after)
+        after = await _scores(sts[0], "acct:w")
+        assert sum(after) < sum(before) - 5.0, (before, after)  # the gaps were used
+        assert await sts[1].move_up("acct:w", ans[0], []) is None  # nothing given back since
+    finally:
+        for st in sts:
+            await st.aclose()

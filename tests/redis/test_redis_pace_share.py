@@ -6,9 +6,11 @@ client's next call; the admission still costs one round trip."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 from telethon.tl import functions, types
+from test_redis_processes import Worker
 from test_redis_round_trips import count_round_trips
 
 from telethon_guard import GuardedTelegramClient
@@ -70,3 +72,48 @@ async def test_a_pace_learned_in_one_process_applies_in_another(
         finally:
             await asyncio.wait_for(a.disconnect(), 10)
             await asyncio.wait_for(b.disconnect(), 10)
+
+
+async def test_a_pace_learned_in_one_os_process_applies_in_another(
+        redis_url: str, prefix: str) -> None:
+    """The same with two real worker processes (``redis_worker.py``); the spacing of the
+    second process's calls is measured at the server."""
+    async with TelegramTestServer(dcs=1, strict=False) as server:
+        user_id = server.world.register_account(None)
+        account = f"acct-{prefix[-12:]}"
+        guard = {"storage": f"{redis_url}?prefix={prefix}&timeout=2", "account": account,
+                 "max_flood_wait": 10.0, "deadline": 30.0, "adaptive_pacing": True,
+                 "pace_relax": 30.0, "retry_max_attempts": 1}
+        workers: list[Worker] = []
+        try:
+            for _ in range(2):
+                session = server.session(account=user_id)
+                workers.append(await Worker.start({
+                    "session": session.save(), "api_id": server.api_id,
+                    "api_hash": server.api_hash, "guard": guard}))
+            for w in workers:
+                assert (await w.read(60))["ready"]
+            first, second = workers
+            for _ in range(6):
+                assert (await first.ask({"cmd": "call", "method": "me"}))["ok"]
+            server.faults.add(ErrorOnCalls("users.getUsers", 420, "FLOOD_WAIT_2", times=1))
+            assert (await first.ask({"cmd": "call", "method": "me"}))["ok"]  # waited, retried
+            key = f"{account}/users.getUsers"
+            learned = (await first.ask({"cmd": "paces"}))["paces"]
+            assert key in learned, learned
+            count, period = learned[key]
+            await asyncio.sleep(0.2)  # the publication (one round trip after the flood)
+            assert (await second.ask({"cmd": "paces"}))["paces"] == {}
+            before = len(server.log.times("users.getUsers", user_id))
+            for _ in range(4):
+                assert (await second.ask({"cmd": "call", "method": "me"}))["ok"]
+            adopted = (await second.ask({"cmd": "paces"}))["paces"]
+            assert key in adopted and adopted[key][0] == count, (learned, adopted)
+            times = server.log.times("users.getUsers", user_id)[before:]
+            assert len(times) == 4
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+            # the 2nd process's calls arrive one spacing apart (a few ms without the pace)
+            assert min(gaps) >= 0.8 * period / count, (gaps, period / count)
+        finally:
+            for w in workers:
+                await w.stop()

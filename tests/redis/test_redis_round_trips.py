@@ -1,5 +1,5 @@
-"""Round trips to Redis per guarded call, counted on the redis client (its
-``execute_command`` wrapped), through a real Telethon client and the test server: an admitted
+"""Round trips to Redis per guarded call, counted on the redis client (every command its
+connections write), through a real Telethon client and the test server: an admitted
 call costs ONE round trip (breaker, flood ledger and limiter decided by one script, no
 success write while the breaker is CLOSED without failures); a call that must wait for its
 limiter slot, a failure and the first success after it cost more, and only they do."""
@@ -23,23 +23,44 @@ ME = functions.users.GetUsersRequest([types.InputUserSelf()])
 STATE = functions.updates.GetStateRequest()
 
 
+SETUP = {b"HELLO", b"CLIENT", b"AUTH", b"SELECT", b"READONLY"}
+"""Commands redis-py sends once when a socket connects (not counted)."""
+
+
 def count_round_trips(storage: RedisStorage) -> Callable[[], int]:
-    """Counts the round trips of guarded calls; the move-up rounds (one per account per
+    """Counts the round trips of guarded calls: every command written on a socket of this
+    storage (``send_packed_command`` of each connection of its client's pool and of the
+    admission's own connections, ``redis_wire``, the ones made later too; a new socket's
+    handshake, ``SETUP``, is not counted); the move-up rounds (one per account per
     ``MOVE_UP_INTERVAL`` while the process has waiters, shared by all of them: see
     ``limiter_moveup``) are not per call and are counted apart, in ``take.move_ups``."""
-    client = storage.client
-    real = client.execute_command
+    pool = storage.client.connection_pool
     seen: list[Any] = []
     move_up_sha = storage._move_up.sha
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        if len(args) > 1 and args[1] == move_up_sha:
-            take.move_ups += 1  # type: ignore[attr-defined]
-        else:
-            seen.append(args[0])
-        return await real(*args, **kwargs)
+    def instrument(conn: Any) -> Any:
+        real = conn.send_packed_command
 
-    client.execute_command = counted
+        async def counted(command: Any, *args: Any, **kwargs: Any) -> Any:
+            packed = command if isinstance(command, bytes) else b"".join(command)
+            name = packed.split(b"\r\n", 3)[2].upper()
+            if name in SETUP:
+                pass  # a new socket's handshake, not a decision
+            elif move_up_sha in packed:
+                take.move_ups += 1  # type: ignore[attr-defined]
+            else:
+                seen.append(packed)
+            return await real(command, *args, **kwargs)
+
+        conn.send_packed_command = counted
+        return conn
+
+    wire = storage._wire
+    for conn in [*pool._available_connections, *pool._in_use_connections,
+                 *(wire._conns if wire is not None else ())]:
+        instrument(conn)
+    make = pool.make_connection
+    pool.make_connection = lambda: instrument(make())  # the pool's and the wire's new ones
 
     def take() -> int:
         n = len(seen)
