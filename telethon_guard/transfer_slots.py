@@ -165,10 +165,10 @@ class TransferSlots:
         return self._bounded(call, call_next)
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
-        """Run ``call_next`` holding a slot when ``call`` is a file transfer; else pass it on."""
-        if not call.transfer or self.start is None:
-            return call_next(call)
-        return self._bounded(call, call_next)
+        """Run ``call_next`` holding a slot when ``call`` is a file transfer; else pass it on
+        (:meth:`enter` decides)."""
+        slow = self.enter(call, call_next)
+        return call_next(call) if slow is None else slow
 
     # ---- the window ----------------------------------------------------------------------
 
