@@ -57,7 +57,8 @@ A call that had to queue for its slot while a flood wait was recorded on its sco
 ``LedgerBlockedWhileQueued`` (the ledger above waits the block out, or raises, and sends the
 call through again): never sent into a block. ``transfer_start_parts=None``: no slow start, the
 window is ``transfer_concurrency`` throughout (the fixed bound). ``transfer_concurrency=None``
-switches the layer off.
+switches the layer off, and so does ``observe_only`` (a window delays parts; a staged rollout
+must not change how a transfer runs).
 """
 
 from __future__ import annotations
@@ -119,17 +120,18 @@ class _Window:
 class TransferSlots:
     """Pipeline layer: the parts in flight per (account, method) within an AIMD window.
 
-    ``config.transfer_concurrency``: the largest window (``None``: the layer passes every call
-    through); ``config.transfer_start_parts``: the window a transfer opens with (``None``: the
-    largest, no slow start). ``ledger``: the flood ledger, asked after a queued wait whether
-    the call's scopes were blocked meanwhile. ``clock``: the guard clock (rounds, idle reset).
-    Local state (one process).
+    ``config.transfer_concurrency``: the largest window (``None``, or ``config.observe_only``:
+    the layer passes every call through); ``config.transfer_start_parts``: the window a
+    transfer opens with (``None``: the largest, no slow start). ``ledger``: the flood ledger,
+    asked after a queued wait whether the call's scopes were blocked meanwhile. ``clock``: the
+    guard clock (rounds, idle reset). Local state (one process).
     """
 
     __slots__ = ("_clock", "_ledger", "_windows", "limit", "start")
 
     def __init__(self, config: GuardConfig, ledger: _Ledger, clock: Clock) -> None:
-        self.limit: int | None = config.transfer_concurrency
+        self.limit: int | None = (None if config.observe_only
+                                  else config.transfer_concurrency)
         start = config.transfer_start_parts
         self.start: int | None = (
             None if self.limit is None else self.limit if start is None
@@ -158,15 +160,15 @@ class TransferSlots:
     def enter(self, call: CallInfo, call_next: Next) -> Awaitable[Any] | None:
         """``None`` when ``call`` needs no slot (not a transfer; :meth:`Pipeline.invoke
         <telethon_guard.pipeline.Pipeline.invoke>`'s fast path goes on); else :meth:`handle`."""
-        if not call.transfer or self.limit is None:
+        if not call.transfer or self.start is None:
             return None
         return self._bounded(call, call_next)
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
-        """Run ``call_next`` holding a slot when ``call`` is a file transfer; else pass it on."""
-        if not call.transfer or self.start is None:
-            return call_next(call)
-        return self._bounded(call, call_next)
+        """Run ``call_next`` holding a slot when ``call`` is a file transfer; else pass it on
+        (:meth:`enter` decides)."""
+        slow = self.enter(call, call_next)
+        return call_next(call) if slow is None else slow
 
     # ---- the window ----------------------------------------------------------------------
 
