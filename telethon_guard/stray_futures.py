@@ -322,8 +322,12 @@ class RetrievingTaskSet(set):
     Telethon's update loop never log "Task exception was never retrieved".
     """
 
-    sink: StraySink | None = None
-    """Told about every exception retrieved from a task of the set (optional)."""
+    __slots__ = ("sink",)  # no instance __dict__ (~0.4 KiB): one set per client
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.sink: StraySink | None = None
+        """Told about every exception retrieved from a task of the set (optional)."""
 
     def add(self, task: Any) -> None:
         if isinstance(task, asyncio.Future):
