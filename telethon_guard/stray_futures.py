@@ -74,22 +74,37 @@ def retrieving(source: str, sink: StraySink | None) -> Callable[[asyncio.Future[
     """A done-callback like :func:`retrieve_exception` that also tells ``sink`` about an
     exception it retrieved (``source`` names the future, e.g. ``"updates_handle"``); logged at
     DEBUG on the ``telethon_guard`` logger either way."""
+    return _Retrieving(source, sink)
 
-    def callback(fut: asyncio.Future[Any]) -> None:
+
+class _Retrieving:
+    """:func:`retrieving`'s callback: a slotted object (~64 bytes) rather than a closure
+    (~0.3 KiB), since every client holds a few."""
+
+    __slots__ = ("sink", "source")
+
+    def __init__(self, source: str, sink: StraySink | None) -> None:
+        self.source = source
+        self.sink = sink
+
+    def __call__(self, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
         if exc is None:
             return
+        source = self.source
         if log.isEnabledFor(logging.DEBUG):
             log.debug("retrieved the exception of %s: %s: %s", source, type(exc).__name__, exc)
+        sink = self.sink
         if sink is not None:
             try:
                 sink(source, exc)
             except Exception:  # pragma: no cover
                 log.exception("stray-future sink %r failed", sink)
 
-    return callback
+    def __repr__(self) -> str:
+        return f"<retrieving {self.source}>"
 
 
 # ---- attribution: is this future Telethon's? -------------------------------------------------
