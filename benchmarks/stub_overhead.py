@@ -78,12 +78,20 @@ async def _per_call(call: Any, tasks: int = TASKS, calls: int = CALLS) -> float:
     return best
 
 
+SELF_ID = 777000  # the logged-in user's id, as Telethon learns it at login / get_me()
+
+
 def _client(cls: Any, **kw: Any) -> Any:
     from telethon.sessions import StringSession
 
     client = cls(StringSession(), 1, "0" * 32, **kw)
     client._sender = StubSender()
     client.session.set_dc(2, "127.0.0.1", 443)
+    # Logged in, as the bench's clients are (the guard's account key is then user:<id>,
+    # learned once; before login it is re-derived per call from the auth key).
+    cache = getattr(client, "_mb_entity_cache", None)
+    if cache is not None:
+        cache.self_id = SELF_ID
     return client
 
 
@@ -107,7 +115,8 @@ async def measure() -> dict[str, Any]:
     out["guard_us"] = g
     out["guard_minus_plain_us"] = g - p
 
-    # Pipeline.invoke alone, growing layer lists (the composed chain only).
+    # Pipeline.invoke alone, growing layer lists: what invoke runs for Pipeline.layers[:k]
+    # (the fast path, Pipeline.fuse, where the tree has one; else the composed chain).
     pipe = Pipeline(GuardConfig(rate_limits=((1_000_000, 1.0),), account="bench"))
     compose = getattr(pipe, "compose", None)
     if compose is not None:
@@ -121,13 +130,15 @@ async def measure() -> dict[str, Any]:
         layers = list(pipe.layers)
         costs: dict[str, float] = {}
         prev = None
+        fuse = getattr(pipe, "fuse", None)
         for k in range(len(layers) + 1):
-            chain = compose(layers[:k])
+            pipe._chain = compose(layers[:k])
+            if fuse is not None:
+                pipe._fast = fuse(layers[:k])
 
-            def one(chain: Any = chain) -> Any:
+            def one() -> Any:
                 c = CallInfo("updates.getState", req, "bench", 2)
-                c.send = send
-                return chain(c)
+                return pipe.invoke(c, send)
 
             us = await _per_call(one)
             name = "attempt" if k == 0 else type(layers[k - 1]).__name__

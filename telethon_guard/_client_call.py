@@ -85,7 +85,9 @@ def make_call(
     have those fields. ``call.deadline_at`` is left to the deadline layer (which fills it
     from ``GuardConfig.deadline``) unless a ``deadline_scope`` shortens it.
     """
-    kind = _kind_of(request)
+    kind = _KINDS.get(type(request))
+    if kind is None:
+        kind = _kind_of(request)
     if kind is None or kind[1]:
         method, peer, random_id = _tl.describe(request)
         transfer = method in TRANSFER_METHODS
@@ -163,20 +165,19 @@ async def guarded_call(
     ``PHONE_MIGRATE`` / ``NETWORK_MIGRATE`` / ``USER_MIGRATE``. ``flood_sleep_threshold``
     (seconds), when given, is this call's ``max_flood_wait``.
     """
-    bound = tl.bound_loop(client)
+    bound, no_updates = tl.begin_call(client)  # also notes the request (keepalive)
     if bound is not None and bound != helpers.get_running_loop():
         raise RuntimeError(
             "The asyncio event loop must not change after connection (see the FAQ for details)"
         )
-    no_updates = tl.no_updates(client)
     single = isinstance(request, TLRequest)  # else a list of them (or not a request)
-    requests: list[Any]
-    to_send: list[Any]
+    requests: list[Any] = []
+    to_send: list[Any] = []
+    one: Any = None
     if single:  # the common case: no lists built
         if type(request).resolve is not _NO_RESOLVE:  # the base class's resolve does nothing
             await request.resolve(client, utils)
-        requests = to_send = [functions.InvokeWithoutUpdatesRequest(request) if no_updates
-                              else request]
+        one = functions.InvokeWithoutUpdatesRequest(request) if no_updates else request
     else:
         if not utils.is_list_like(request):
             raise TypeError(_NOT_A_REQUEST)
@@ -188,17 +189,15 @@ async def guarded_call(
             if type(r).resolve is not _NO_RESOLVE:
                 await r.resolve(client, utils)
             to_send.append(functions.InvokeWithoutUpdatesRequest(r) if no_updates else r)
-    tl.note_request(client)
 
     switches = 0
     while True:
         try:
             if single:  # invoke_one, inline
-                r = to_send[0]
-                call = make_call(client, state, sender, r, flood_sleep_threshold)
-                send = functools.partial(attempt_once, client, send_of(sender), r, ordered)
+                call = make_call(client, state, sender, one, flood_sleep_threshold)
+                send = functools.partial(attempt_once, client, send_of(sender), one, ordered)
                 result = await state.pipeline.invoke(call, send)
-                stored = store_entities(client.session, call.method, r, result)
+                stored = store_entities(client.session, call.method, one, result)
                 if stored is not None:  # async sessions (Telethon warns)
                     await stored
                 return result
@@ -214,8 +213,8 @@ async def guarded_call(
                 should_raise and await client.is_user_authorized()
             ):
                 raise
-            log.info("%s: migrating to DC %d", _tl.method_name(e.request or requests[0]),
-                     e.new_dc)
+            log.info("%s: migrating to DC %d",
+                     _tl.method_name(e.request or (one if single else requests[0])), e.new_dc)
             await tl.switch_dc(client, e.new_dc)
 
 

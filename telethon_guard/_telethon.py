@@ -186,9 +186,21 @@ MODULE_FUNCTIONS: Mapping[str, str] = {
 # ---- the session ----------------------------------------------------------------------------
 
 
+_SQLITE_TYPES: dict[type, bool] = {}  # session class -> is a SQLiteSession (bounded below)
+
+
 def is_sqlite_session(session: Any) -> bool:
-    """Whether ``session`` is a Telethon ``SQLiteSession`` (a file or ``:memory:``)."""
-    return isinstance(session, SQLiteSession)
+    """Whether ``session`` is a Telethon ``SQLiteSession`` (a file or ``:memory:``).
+
+    Decided once per session class (``isinstance`` against Telethon's ABC-based session
+    classes costs ~0.3 us; the session store asks after every request)."""
+    cls = type(session)
+    known = _SQLITE_TYPES.get(cls)
+    if known is None:
+        known = issubclass(cls, SQLiteSession)
+        if len(_SQLITE_TYPES) < 64:
+            _SQLITE_TYPES[cls] = known
+    return known
 
 
 def sqlite_connection(session: Any) -> sqlite3.Connection | None:
@@ -269,6 +281,14 @@ def no_updates(client: TelegramClient) -> bool:
 def note_request(client: TelegramClient) -> None:
     """Record that a request is being sent now (Telethon's keepalive reads it)."""
     client._last_request = time.time()
+
+
+def begin_call(client: TelegramClient) -> tuple[asyncio.AbstractEventLoop | None, bool]:
+    """What ``_call`` reads first, in one step: the loop the client connected on (``None``
+    before the first connect; :func:`bound_loop`) and ``receive_updates=False``
+    (:func:`no_updates`); records that a request is being sent now (:func:`note_request`)."""
+    client._last_request = time.time()
+    return client._loop, bool(client._no_updates)
 
 
 def init_request(client: TelegramClient) -> Any:

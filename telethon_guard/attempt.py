@@ -57,6 +57,12 @@ if TYPE_CHECKING:
 _DISCONNECT = Verdict(Action.DISCONNECT, True)
 _TIMEOUT = Verdict(Action.TRANSIENT, True)
 _LOOP_TIME = asyncio.BaseEventLoop.time  # time.monotonic(): the MonotonicClock's time
+# ``asyncio.current_task(loop)`` without its Python frame (CPython 3.7-3.13 keep the running
+# task per loop in this dict, maintained by the C task implementation); else the function.
+_CURRENT_TASKS: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = getattr(
+    asyncio.tasks, "_current_tasks", None)
+if not isinstance(_CURRENT_TASKS, dict):
+    _CURRENT_TASKS = None
 
 
 class _AttemptTimer:
@@ -145,12 +151,13 @@ class Attempt:
         timer: LoopDeadline | _AttemptTimer | None = None
         task: asyncio.Task[Any] | None = None
         if when is not None:
+            loop = asyncio.get_running_loop()
             task = call.task
             if task is None:
-                task = asyncio.current_task()
+                task = (_CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None
+                        else asyncio.current_task(loop))
             if task is not None:
                 if self._loop_timers:  # one loop timer for every attempt (LoopDeadlines)
-                    loop = task.get_loop()
                     deadlines = self._deadlines
                     if deadlines is None or deadlines.loop is not loop:
                         deadlines = self._deadlines_for(loop)

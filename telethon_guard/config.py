@@ -171,14 +171,15 @@ class GuardConfig:
       succeed in a row. Our numbers, not Telegram's (it publishes no scope).
     * ``transfer_concurrency``: file-part calls (``upload.getFile``, ``saveFilePart``...) in
       flight at once per account and method, across the main and exported senders
-      (:mod:`telethon_guard.transfer_slots`); default 16, Telegram Desktop's
-      ``kMaxFileQueries``; ``None``: unbounded (the layer is off).
+      (:mod:`telethon_guard.transfer_slots`): the largest window; default 16, Telegram
+      Desktop's 16 parts per download session (``kMaxWaitedInSession``; older
+      ``kMaxFileQueries``); ``None``: unbounded (the layer is off).
       ``transfer_start_parts``: the window of parts in flight a transfer opens with, per
       account and method (default 4, Telegram Desktop's ``kStartWaitedInSession``); it doubles
       each second it is full until the first flood, then grows by one part per second, up to
-      ``transfer_concurrency``, and halves on a ``FLOOD_WAIT`` (AIMD), so the opening second
-      draws at most this many floods. Above ``transfer_concurrency`` it is that; ``None``: no
-      slow start (a fixed bound of ``transfer_concurrency``).
+      ``transfer_concurrency``, and halves on a ``FLOOD_WAIT`` (AIMD; not below the start),
+      so the opening second draws at most this many floods. Above ``transfer_concurrency`` it
+      is that; ``None``: no slow start (a fixed bound of ``transfer_concurrency``).
     * ``rate_margin``: seconds added to the period of every *configured* window (``rate_limits``,
       ``method_limits``, ``send_limits``, peer limits; not ``reconnect_pacing``), default 0.05.
       The limiter spaces its reservations by the period, but Telegram counts *arrivals*, one

@@ -122,10 +122,10 @@ class FastPath:
     ``layers``: the layers, outermost first; ``rests[i]``: the composed chain of the layers
     after ``layers[i]`` (links shared with :meth:`Pipeline.compose`'s chain, nothing built
     twice); ``entries``: ``(enter, rest)`` per layer, in order; ``attempt``: the terminal
-    step; ``succeed``: the ``on_success`` of every layer that has one, innermost first (what
-    runs after an attempt that every ``enter`` let through)."""
+    step; ``depth``: the number of layers; ``succeed``: the ``on_success`` of every layer that
+    has one, innermost first (what runs after an attempt that every ``enter`` let through)."""
 
-    __slots__ = ("attempt", "entries", "layers", "rests", "succeed")
+    __slots__ = ("attempt", "depth", "entries", "layers", "rests", "succeed")
 
     def __init__(self, layers: Sequence[Layer], rests: Sequence[Next], attempt: Next) -> None:
         self.layers = tuple(layers)
@@ -133,7 +133,8 @@ class FastPath:
         self.attempt = attempt
         self.entries: tuple[tuple[Enter, Next], ...] = tuple(
             (_enter_of(layer), rest) for layer, rest in zip(layers, rests, strict=True))
-        self.succeed = self.on_success_of(len(self.layers))
+        self.depth = len(self.layers)  # every enter passed
+        self.succeed = self.on_success_of(self.depth)
 
     def on_success_of(self, depth: int) -> tuple[Callable[[CallInfo], None], ...]:
         """The ``on_success`` of the layers before ``depth`` that have one, innermost
@@ -358,7 +359,7 @@ class Pipeline:
                 except Exception as exc:  # as it travels out through the layers' handle
                     result = await self._unwind(call, exc, fast, depth)
                 else:
-                    for on_success in (fast.succeed if depth == len(fast.entries)
+                    for on_success in (fast.succeed if depth == fast.depth
                                        else fast.on_success_of(depth)):
                         on_success(call)
         except BaseException as exc:
@@ -368,7 +369,11 @@ class Pipeline:
             if started is not None:
                 self._finished(call, started, exc)
             raise
-        self._count(call.method, "ok")
+        per = self._outcomes.get(call.method)  # _count(call.method, "ok"), inline
+        if per is not None:
+            per["ok"] = per.get("ok", 0) + 1
+        else:
+            self._count(call.method, "ok")
         if started is not None:
             self._finished(call, started, None)
         return result

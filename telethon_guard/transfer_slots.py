@@ -43,19 +43,22 @@ straight through (no coroutine of this layer).
   parts is needed to keep that rate (2.1 parts at 20 parts/s on a 55 ms round trip: a window
   of 2 would hold the pace below itself). The halved window bounds the next burst (a pace
   relaxing, a limit that changed).
+* After :data:`IDLE_RESET` (15) s with no part in flight, the window opens afresh (Desktop
+  resets a DC's download sessions after ``kKillSessionTimeout``, 15 s without downloads).
 
 Measured (``benchmarks/transfer_opening.py``, README "Parallel transfers"): 64 parts against
 20 per second, opening floods 4 (local) / 3 (30-80 ms round trip) with this window, 16 / 12
-with the fixed bound of 16, 44 with plain Telethon; FastTelethon-style with 8 senders 4 / 3
-against 8.
-* After :data:`IDLE_RESET` (15) s with no part in flight, the window opens afresh (Desktop
-  resets a DC's download sessions after ``kKillSessionTimeout``, 15 s without downloads).
+with the fixed bound of 16, 44 with plain Telethon; FastTelethon-style with 8 senders, 4 / 3
+against 8. The cost is on a real round trip: the opening second is slower, so the pace learned
+from its flood is slower too (64 parts: 15.3 parts/s against 17.6-18.8 with the fixed bound);
+``method_limits`` for the method avoids both the floods and the cost.
 
 A call that had to queue for its slot while a flood wait was recorded on its scopes raises
 ``LedgerBlockedWhileQueued`` (the ledger above waits the block out, or raises, and sends the
 call through again): never sent into a block. ``transfer_start_parts=None``: no slow start, the
 window is ``transfer_concurrency`` throughout (the fixed bound). ``transfer_concurrency=None``
-switches the layer off.
+switches the layer off, and so does ``observe_only`` (a window delays parts; a staged rollout
+must not change how a transfer runs).
 """
 
 from __future__ import annotations
@@ -117,17 +120,18 @@ class _Window:
 class TransferSlots:
     """Pipeline layer: the parts in flight per (account, method) within an AIMD window.
 
-    ``config.transfer_concurrency``: the largest window (``None``: the layer passes every call
-    through); ``config.transfer_start_parts``: the window a transfer opens with (``None``: the
-    largest, no slow start). ``ledger``: the flood ledger, asked after a queued wait whether
-    the call's scopes were blocked meanwhile. ``clock``: the guard clock (rounds, idle reset).
-    Local state (one process).
+    ``config.transfer_concurrency``: the largest window (``None``, or ``config.observe_only``:
+    the layer passes every call through); ``config.transfer_start_parts``: the window a
+    transfer opens with (``None``: the largest, no slow start). ``ledger``: the flood ledger,
+    asked after a queued wait whether the call's scopes were blocked meanwhile. ``clock``: the
+    guard clock (rounds, idle reset). Local state (one process).
     """
 
     __slots__ = ("_clock", "_ledger", "_windows", "limit", "start")
 
     def __init__(self, config: GuardConfig, ledger: _Ledger, clock: Clock) -> None:
-        self.limit: int | None = config.transfer_concurrency
+        self.limit: int | None = (None if config.observe_only
+                                  else config.transfer_concurrency)
         start = config.transfer_start_parts
         self.start: int | None = (
             None if self.limit is None else self.limit if start is None
@@ -156,15 +160,15 @@ class TransferSlots:
     def enter(self, call: CallInfo, call_next: Next) -> Awaitable[Any] | None:
         """``None`` when ``call`` needs no slot (not a transfer; :meth:`Pipeline.invoke
         <telethon_guard.pipeline.Pipeline.invoke>`'s fast path goes on); else :meth:`handle`."""
-        if not call.transfer or self.limit is None:
+        if not call.transfer or self.start is None:
             return None
         return self._bounded(call, call_next)
 
     def handle(self, call: CallInfo, call_next: Next) -> Awaitable[Any]:
-        """Run ``call_next`` holding a slot when ``call`` is a file transfer; else pass it on."""
-        if not call.transfer or self.start is None:
-            return call_next(call)
-        return self._bounded(call, call_next)
+        """Run ``call_next`` holding a slot when ``call`` is a file transfer; else pass it on
+        (:meth:`enter` decides)."""
+        slow = self.enter(call, call_next)
+        return call_next(call) if slow is None else slow
 
     # ---- the window ----------------------------------------------------------------------
 

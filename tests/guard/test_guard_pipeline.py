@@ -428,6 +428,9 @@ _SCENARIOS: dict[str, tuple[dict[str, Any], list[list[Any]]]] = {
                       [[ConnectionError("a")], [ConnectionError("b")], ["ok"]]),
     "limiter_waits": ({"rate_limits": ((1, 2.0),)}, [["ok"], ["ok"], ["ok"]]),
     "not_a_flood_4xx": ({}, [[te.BadRequestError(None, "PEER_ID_INVALID")], ["ok"]]),
+    # file parts through the transfer slots (the layer's own coroutine on both paths)
+    "transfer_parts": ({"transfer_concurrency": 2, "max_flood_wait": 10},
+                       [["ok"], [te.FloodWaitError(None, capture=2), "ok"], ["ok"]]),
     # the pace learned from a flood counts the successes recorded before it
     "pace_learned": ({"max_flood_wait": 10},
                      [*(["ok"] for _ in range(12)), [te.FloodWaitError(None, capture=2), "ok"],
@@ -443,7 +446,8 @@ async def _play(fast: bool, cfg: dict[str, Any], steps: list[list[Any]]) -> dict
     sends: list[float] = []
     for outcomes_of_call in steps:
         send = Script(clock, list(outcomes_of_call))
-        call = make_call()
+        call = (make_call("upload.saveFilePart", transfer=True) if "transfer_concurrency" in cfg
+                else make_call())
         try:
             outcomes.append(repr(await bounded(pipe.invoke(call, send))))
         except Exception as exc:

@@ -74,6 +74,13 @@ async def test_unbounded_when_switched_off() -> None:
     assert parts.most == 20
 
 
+async def test_unbounded_in_observe_only_mode() -> None:
+    pipe, clock, _ = make_pipeline(observe_only=True)  # transfer_concurrency 16, start 4
+    parts = Parts(clock)
+    await bounded(asyncio.gather(*(pipe.invoke(part_call(), parts) for _ in range(20))))
+    assert parts.most == 20 and pipe.transfers.window("a1", "upload.getFile") is None
+
+
 async def test_a_part_queued_while_a_flood_is_recorded_waits_it_out_and_draws_no_flood() -> None:
     pipe, clock, _ = make_pipeline(transfer_concurrency=1, max_flood_wait=10)
     parts = Parts(clock, latency=0.1, floods=[te.FloodWaitError(None, 5)])

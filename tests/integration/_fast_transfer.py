@@ -26,10 +26,11 @@ from telethon_guard import _telethon as tl
 
 async def exported_senders(client: TelegramClient, dc_id: int, count: int) -> list[Any]:
     """``count`` connected senders to DC ``dc_id``, built as FastTelethon's ``_create_sender``:
-    the first one imports an exported authorization, the others reuse its auth key."""
+    on another DC the first one imports an exported authorization, the others reuse its auth
+    key; on the client's own DC (uploads) every one uses the session's auth key."""
     dc = await tl.get_dc(client, dc_id)
     senders: list[Any] = []
-    auth_key = None
+    auth_key = client.session.auth_key if dc_id == client.session.dc_id else None
     try:
         for _ in range(count):
             sender = MTProtoSender(auth_key, loggers=tl.loggers(client))
@@ -74,6 +75,18 @@ class Download:
                    if isinstance(p, bytes) and p == content[n * part_size:(n + 1) * part_size])
 
 
+@dataclass
+class Upload:
+    """The outcome of one parallel upload: ``parts`` (part index -> the server's ``True``, or
+    the exception its call raised) and the wall-clock seconds it took."""
+
+    parts: dict[int, bool | BaseException] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def failed(self) -> list[BaseException]:
+        return [p for p in self.parts.values() if isinstance(p, BaseException)]
+
+
 async def parallel_download(client: TelegramClient, senders: list[Any],
                             location: types.InputDocumentFileLocation, size: int,
                             part_size: int) -> Download:
@@ -92,6 +105,31 @@ async def parallel_download(client: TelegramClient, senders: list[Any],
                 got = await tl.call_on_sender(client, sender, req)
                 result.parts[n] = bytes(got.bytes)
             except Exception as exc:
+                result.parts[n] = exc
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker(i, s) for i, s in enumerate(senders)))
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+async def parallel_upload(client: TelegramClient, senders: list[Any], file_id: int,
+                          content: bytes, part_size: int) -> Upload:
+    """Upload ``content`` as ``upload.saveBigFilePart`` parts of ``part_size`` bytes, sender
+    ``i`` taking parts ``i, i + n, i + 2n...`` one after the other (FastTelethon's
+    ``UploadSender``). A part whose call raises is recorded with its exception."""
+    result = Upload()
+    count = -(-len(content) // part_size)
+    stride = len(senders)
+
+    async def worker(first: int, sender: Any) -> None:
+        for n in range(first, count, stride):
+            req = functions.upload.SaveBigFilePartRequest(
+                file_id=file_id, file_part=n, file_total_parts=count,
+                bytes=content[n * part_size:(n + 1) * part_size])
+            try:
+                result.parts[n] = bool(await tl.call_on_sender(client, sender, req))
+            except Exception as exc:  # recorded per part
                 result.parts[n] = exc
 
     t0 = time.monotonic()

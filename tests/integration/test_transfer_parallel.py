@@ -12,11 +12,17 @@ across the 8 senders): the download opens with at most 4 parts in flight (the st
 and so draws at most 4 floods when it meets the limit, every part arrives with the right bytes,
 and nothing hangs. Plain Telethon opens with one part per sender in flight and sleeps its
 floods itself; its figures are printed beside the guard's (``pytest -s``).
+
+Also: the same under ``FLOOD_PREMIUM_WAIT`` (non-premium throttling per account and DC),
+FastTelethon's upload (8 senders of its own on the client's DC, ``upload.saveBigFilePart``,
+every stored part's SHA-256 checked), and 8 ``download_media`` at once through Telethon's own
+borrowed sender.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from telethon import TelegramClient
@@ -28,9 +34,16 @@ from telethon_guard.testing.server import TelegramTestServer
 from telethon_guard.testing.world_state import WorldConfig
 
 from ._client_helpers import TEST_RSA_KEY, InvokeRecorder, bounded, measured
-from ._fast_transfer import close_senders, document_location, exported_senders, parallel_download
+from ._fast_transfer import (
+    close_senders,
+    document_location,
+    exported_senders,
+    parallel_download,
+    parallel_upload,
+)
 
 PARTS, PART, LIMIT, SENDERS = 64, 4096, 20, 8
+UPLOAD_ID = 6161
 START = 4  # GuardConfig.transfer_start_parts default
 
 
@@ -128,6 +141,49 @@ async def test_a_fasttelethon_download_under_premium_floods_draws_a_few_per_bloc
              guard_seconds=guarded["seconds"], plain_bursts=plain["bursts"],
              plain_floods=plain["floods"], plain_correct=plain["correct"],
              plain_seconds=plain["seconds"])
+
+
+async def _upload(server: TelegramTestServer, client: TelegramClient) -> dict[str, Any]:
+    content = bytes(range(256)) * (PARTS * PART // 256)
+    senders = await bounded(exported_senders(client, client.session.dc_id, SENDERS), 60)
+    try:
+        got = await bounded(parallel_upload(client, senders, UPLOAD_ID, content, PART), 60)
+    finally:
+        await close_senders(senders)
+    stored = server.world.uploaded_parts(UPLOAD_ID)
+    entries = server.log.requests("upload.saveBigFilePart")
+    floods = sorted(e.time for e in entries if (e.error_message or "").startswith("FLOOD"))
+    return {
+        "correct": sum(1 for n, p in stored.items()
+                       if p.sha256 == hashlib.sha256(content[n * PART:(n + 1) * PART]).hexdigest()),
+        "failed": got.failed(), "floods": len(floods), "bursts": _bursts(floods),
+        "seconds": got.seconds,
+    }
+
+
+async def test_a_fasttelethon_upload_opens_without_a_burst_of_floods() -> None:
+    # FastTelethon's upload: 8 senders of its own on the client's DC (the session's auth
+    # key), each saving every 8th upload.saveBigFilePart in turn; 20 accepted per second.
+    def server() -> TelegramTestServer:
+        s = TelegramTestServer()
+        s.faults.add(FloodWindow("upload.saveBigFilePart", LIMIT, 1.0))
+        return s
+
+    async with server() as srv:
+        client = srv.client(cls=GuardedTelegramClient, deadline=30, max_flood_wait=10)
+        async with client:
+            guarded = await _upload(srv, client)
+    assert guarded["correct"] == PARTS and not guarded["failed"], guarded["failed"][:3]
+    assert guarded["bursts"] and guarded["bursts"][0] <= START, guarded["bursts"]
+    async with server() as srv:
+        plain_client = srv.client(request_retries=5)
+        async with plain_client:
+            plain = await _upload(srv, plain_client)
+    measured("fasttelethon_upload_8_senders_64_parts_limit_20_per_s",
+             guard_bursts=guarded["bursts"], guard_floods=guarded["floods"],
+             guard_seconds=guarded["seconds"], plain_bursts=plain["bursts"],
+             plain_floods=plain["floods"], plain_correct=plain["correct"],
+             plain_failed=len(plain["failed"]), plain_seconds=plain["seconds"])
 
 
 async def _download_media_at_once(server: TelegramTestServer, client: TelegramClient,
