@@ -176,6 +176,13 @@ PACE_PROBATION * X)`` seconds is a repeated flood (it tightens). ``X`` bounds th
 window from below (the oldest accepted call leaves it ``X`` s later): a real limit at the
 pre-flood rate refills its window and refuses again within about that time."""
 
+PACE_JITTER = 0.05
+"""Seconds added to ``X`` for a burst shorter than a second refused with FLOOD_WAIT_X (the
+window is taken to be whole seconds, so ``X``): the spread between our answer times and the
+server's arrival times (one-way latency jitter; 25 ms on a 30-80 ms round trip) that evenly
+spaced calls at exactly the limit would not absorb. Bursts spanning ``1 - PACE_JITTER`` s or
+more keep ``span + X``: near a whole second the rounding could go either way."""
+
 _DROP_STEP = math.ceil(math.log2(PACE_DROP) * PACE_RELAX_STEPS)  # relax step that drops (16)
 PACE_PROBE_BACKOFF = 4.0
 """Factor by which a method's probe hold and span (``X * quick``, ``max(pace_recover, period)
@@ -201,6 +208,16 @@ def _estimate(calls: list[float], now: float, seconds: float) -> tuple[int, floa
         if k * best_w > best_k * w:
             best_k, best_w = k, w
     return best_k, best_w
+
+
+def _burst_window(span: float, seconds: float) -> float:
+    """The window (seconds) a burst of answers spanning ``span`` s, refused with
+    FLOOD_WAIT_``seconds``, teaches: ``seconds + min(span, PACE_JITTER)`` when ``span <
+    1 - PACE_JITTER`` (the window is whole seconds: in ``(span + X - 1, span + X]`` that is
+    ``X``), else ``span + seconds``."""
+    if span < 1.0 - PACE_JITTER:
+        return seconds + min(span, PACE_JITTER)
+    return span + seconds
 
 
 def pre_flood_rate(calls: list[float], now: float, seconds: float) -> float | None:
@@ -504,6 +521,8 @@ class AdaptivePacer:
             w = learned_at - ev[n - k] + p.wait
             if best is None or (k + late) * best[1] > best[0] * w:
                 best = (k + late, w)
+        if best is not None and p.held:  # learned from a burst: the window is whole seconds
+            best = (best[0], _burst_window(best[1] - p.wait, p.wait))
         if best is None or best[0] * p.base <= p.count * best[1] * PACE_MARGIN:
             return
         p.widest = max(p.widest, best[1])
@@ -566,11 +585,11 @@ class AdaptivePacer:
                 p.grow = min(PACE_MAX_HOLD_GROWTH, p.grow * 2.0)
                 self._probe_refused(p)
             else:
-                # Too fast while holding: slow down to what this cycle's accepted calls
-                # teach, or stretch (bounded) when they teach nothing slower.
+                # Too fast while holding: slow down by PACE_BACKOFF. The calls answered
+                # since the wait teach nothing slower: they did not start from an empty
+                # server window (those before the wait were still in it), so their rate
+                # understates the limit (issue 13: a second flood halved a 20/s pace).
                 count, period = p.count, p.period * PACE_BACKOFF
-                if cand is not None and cand[0] / cand[1] < p.count / p.period:
-                    count, period = cand
                 self._probe_refused(p)
         elif (active or probation) and fresh:
             # A repeated flood: the hypothesis (or a dropped held pace) failed its test.
@@ -613,6 +632,8 @@ class AdaptivePacer:
             p.grow = 1.0
             rate = pre_flood_rate(calls, now, seconds)
             p.held = rate is None
+            if rate is None:  # a burst: the window is whole seconds (PACE_JITTER)
+                period = _burst_window(now - calls[-count], seconds) * PACE_MARGIN
             p.short = False
             p.quick = 1.0
             p.pre = rate if rate is not None else count / period
