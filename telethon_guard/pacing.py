@@ -36,6 +36,25 @@ there is no sustained rate to return to: the server's window is at least ``X`` l
 oldest counted call leaves it ``X`` seconds later), so it held all of them and the most it is
 known to allow is the estimate. That is the shape of a limit reached from an empty window
 (callers starting at full speed), and the estimate holds at once, as a repeated flood's does.
+Its window is taken in whole seconds: Telegram rounds ``X`` up, so the server's window lies in
+``(span + X - 1, span + X]``, and when the burst spans less than ``1 - PACE_JITTER`` s the only
+whole number of seconds there is ``X``; the pace is then ``n`` per ``X + min(span,
+PACE_JITTER)`` s (``PACE_JITTER``, 0.05 s: the spread between our answer times and the
+server's arrival times). A longer burst keeps ``span + X`` (near a whole second the rounding
+could go either way). (Issue 15: a parallel download's opening, paced by the transfer window,
+spread 20 parts over 0.29 s before FLOOD_WAIT_1 at a 20-per-1-s limit; ``span + X`` learned 20
+per 1.29 s, 15.3 parts/s, below the old fixed bound of 16 in flight at 17.6-18.8.) A window
+that is not whole seconds makes this pace too fast: it is refused at the estimate and backs
+off (below) by ``PACE_BACKOFF`` per flood.
+
+**FLOOD_PREMIUM_WAIT_X teaches a pace too.** Telegram's error database describes it as "wait X
+seconds before repeating the action, or purchase a Telegram Premium subscription to remove
+this rate limit" (the ``FLOOD_PREMIUM_WAIT_%d`` description in core.telegram.org's errors
+database, mirrored in MTProto libraries' error tables; ``help.getConfig``'s
+``premium_promo_order`` value ``faster_download``: "Premium users have no download speed
+limits"): for a non-premium account it is the same kind of rate limit on the transfer method,
+so the flood ledger (which blocks the DC's transfers for ``X``) also hands it to the pacer;
+without a pace each block ended in another burst of the transfer window's parts.
 
 **Repeated floods tighten.** A FLOOD_WAIT that arrives while a hypothesis is being tested (its
 wait or its ramp) or in its *probation* (``max(pace_relax, PACE_PROBATION * X)`` seconds after
@@ -50,10 +69,13 @@ rate was too high: the hypothesis is kept and its ramp restarts after the new wa
 
 **A held pace** (the multiplicative decrease, and rare probes above it):
 
-* A FLOOD_WAIT while it holds means "still too fast": the pace becomes what the calls answered
-  since the last wait teach if that is slower (never below what the server was seen to
-  accept), else its period stretches by ``PACE_BACKOFF``; never beyond ``PACE_MAX_STRETCH`` (2)
-  times the widest ``span + X`` seen, so a pace's wait stays of the order of the server's own.
+* A FLOOD_WAIT while it holds means "still too fast": its period stretches by
+  ``PACE_BACKOFF`` (the multiplicative decrease); never beyond ``PACE_MAX_STRETCH`` (2) times
+  the widest ``span + X`` seen, so a pace's wait stays of the order of the server's own. The
+  calls answered since the last wait are *not* an estimate here: they did not start from an
+  empty server window (the calls before the wait were still in it), so ``k / (span + X)`` over
+  them understates the limit. (Issue 15: in a 256-part run against 20 per 1 s, a second
+  FLOOD_WAIT_1 at 2.2 s set the pace to 23 per 2.15 s from them, about half the limit.)
 * It holds for ``hold = max(pace_relax, 2 * period)`` seconds after its last FLOOD_WAIT, then
   relaxes: its period halves every further ``hold`` seconds (``PACE_RELAX_STEPS`` (8) steps per
   halving, each a probe about 9 % above the last), and it is dropped at ``1/PACE_DROP`` (a
@@ -118,6 +140,8 @@ Sources and how the constants relate to them:
   1 s off it (``scheduler.nice``, ``dec = time.Second`` in ``waiter.go``'s ``NewWaiter``), so
   the delay is gone after about ``X`` successes. Our ramp is the same idea measured in time
   rather than successes (bounded even when few calls are made) and in rate rather than delay.
+* ``PACE_JITTER`` (0.05 s) is ours: the one-way spread of a 30-80 ms round trip (25 ms) with
+  room, measured with ``benchmarks/transfer_opening.py`` (``aimd``: parts/s against 20 per 1 s).
 * ``PACE_RATE_LOOKBACK``, ``PACE_RAMP_STEPS``, ``PACE_PROBATION``, the burst rule and the
   default ``pace_recover`` (2 s) are ours, chosen with the sporadic-flood workload
   (``telethon_guard.bench.sporadic``: goodput >= 95 % of the no-flood run minus the seconds
@@ -796,6 +820,7 @@ __all__ = [
     "PACE_BACKOFF",
     "PACE_DROP",
     "PACE_HORIZON",
+    "PACE_JITTER",
     "PACE_MARGIN",
     "PACE_MAX_HOLD_GROWTH",
     "PACE_MAX_STRETCH",
