@@ -16,8 +16,8 @@ the factory does not know (``UnknownTenantError`` from the lease: an ``async`` f
 asked then) is routed around like a broken one: it is not free for the pool's
 ``broken_retry_after`` seconds, then asked again. When no account is free,
 :class:`~telethon_guard.errors.NoAccountAvailableError` carries the earliest ``retry_after``
-(seconds) at which one is. Give the clients a small ``max_flood_wait`` (e.g. 0) so that a FLOOD_WAIT is raised at once and the call moves to another account instead of
-waiting.
+(seconds) at which one is. Give the clients a small ``max_flood_wait`` (e.g. 0) so that a
+FLOOD_WAIT is raised at once and the call moves to another account instead of waiting.
 """
 
 from __future__ import annotations
