@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,9 @@ from .session_store import connect_checked
 __all__ = ["connect_timeout", "guarded_connect", "guarded_disconnect", "is_init_request"]
 
 log = logging.getLogger("telethon_guard")
+
+# The connect() under way per client (only while one runs): a second connect() joins it.
+_under_way: weakref.WeakKeyDictionary[Any, asyncio.Future[None]] = weakref.WeakKeyDictionary()
 
 
 def is_init_request(request: Any) -> bool:
@@ -56,10 +60,49 @@ async def guarded_connect(
     reconnect or auto-reconnect callback left running, nothing queued, the loop reference
     released; a later ``connect()`` starts from scratch.
 
+    One attempt at a time: a ``connect()`` called while another of the same client is under
+    way joins it and ends with it (the same outcome: returns when it connected, raises the
+    same exception object when it failed) instead of starting its own attempt after it; if
+    the attempt it joined is cancelled by its caller, it makes its own. Cancelling a joined
+    ``connect()`` leaves the attempt running for its first caller.
+
     :raises DeadlineExceeded: ``connect_timeout`` passed (``method == "connect"``).
     :raises GuardConnectionError: no connection within Telethon's ``connection_retries``.
     Errors of the init request (``FloodWaitBlocked``, ``CircuitOpenError``...) propagate.
     """
+    while True:
+        running = _under_way.get(client)
+        if running is None:
+            break
+        try:
+            await asyncio.shield(running)
+            return
+        except asyncio.CancelledError:
+            if not running.cancelled():
+                raise  # this caller was cancelled; the attempt goes on for its own caller
+            # the attempt joined was cancelled by its caller: make our own
+    outcome: asyncio.Future[None] = helpers.get_running_loop().create_future()
+    _under_way[client] = outcome
+    try:
+        await _connect_once(client, link, connect)
+    except asyncio.CancelledError:
+        outcome.cancel()
+        raise
+    except BaseException as e:
+        outcome.set_exception(e)
+        outcome.exception()  # retrieved: nobody may have joined
+        raise
+    else:
+        outcome.set_result(None)
+    finally:
+        if _under_way.get(client) is outcome:
+            del _under_way[client]
+
+
+async def _connect_once(
+    client: Any, link: ClientLink, connect: Callable[[], Awaitable[None]]
+) -> None:
+    """One connect attempt of :func:`guarded_connect` (its first caller's)."""
     state = link.guard
     loop = helpers.get_running_loop()
     sender = tl.main_sender(client)

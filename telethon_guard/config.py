@@ -130,6 +130,9 @@ def _windows(name: str, value: Any) -> Windows:
     return tuple(sorted(set(out), key=lambda w: (w[1], w[0])))
 
 
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
+"""URL schemes ``storage`` accepts (``telethon_guard.storage.redis.from_url`` serves them)."""
+
 @dataclass(frozen=True, slots=True)
 class GuardConfig:
     """All guard settings, validated once at construction.
@@ -171,14 +174,15 @@ class GuardConfig:
       succeed in a row. Our numbers, not Telegram's (it publishes no scope).
     * ``transfer_concurrency``: file-part calls (``upload.getFile``, ``saveFilePart``...) in
       flight at once per account and method, across the main and exported senders
-      (:mod:`telethon_guard.transfer_slots`); default 16, Telegram Desktop's
-      ``kMaxFileQueries``; ``None``: unbounded (the layer is off).
+      (:mod:`telethon_guard.transfer_slots`): the largest window; default 16, Telegram
+      Desktop's 16 parts per download session (``kMaxWaitedInSession``; older
+      ``kMaxFileQueries``); ``None``: unbounded (the layer is off).
       ``transfer_start_parts``: the window of parts in flight a transfer opens with, per
       account and method (default 4, Telegram Desktop's ``kStartWaitedInSession``); it doubles
       each second it is full until the first flood, then grows by one part per second, up to
-      ``transfer_concurrency``, and halves on a ``FLOOD_WAIT`` (AIMD), so the opening second
-      draws at most this many floods. Above ``transfer_concurrency`` it is that; ``None``: no
-      slow start (a fixed bound of ``transfer_concurrency``).
+      ``transfer_concurrency``, and halves on a ``FLOOD_WAIT`` (AIMD; not below the start),
+      so the opening second draws at most this many floods. Above ``transfer_concurrency`` it
+      is that; ``None``: no slow start (a fixed bound of ``transfer_concurrency``).
     * ``rate_margin``: seconds added to the period of every *configured* window (``rate_limits``,
       ``method_limits``, ``send_limits``, peer limits; not ``reconnect_pacing``), default 0.05.
       The limiter spaces its reservations by the period, but Telegram counts *arrivals*, one
@@ -349,9 +353,12 @@ class GuardConfig:
         s(self, "pace_recover", _finite("pace_recover", self.pace_recover, strict=True))
         st = self.storage
         if isinstance(st, str):
-            if st != "memory" and not st.startswith(("redis://", "rediss://", "unix://")):
+            scheme = st.split("://", 1)[0].lower() if "://" in st else None
+            if st != "memory" and scheme not in _REDIS_SCHEMES:
                 raise GuardConfigError(
-                    "storage", "must be None, 'memory', 'redis://...', or a GuardStorage")
+                    "storage", "must be None, 'memory', a Redis URL ('redis://...', "
+                    "'rediss://...', 'unix://...', 'redis+cluster://...', "
+                    f"'rediss+cluster://...') or a GuardStorage, got {st!r}")
         elif (st is not None and not hasattr(st, "is_local")
               and type(st).__module__.split(".")[0] != "redis"):  # a redis.asyncio client
             raise GuardConfigError("storage", f"{st!r} does not implement GuardStorage")

@@ -213,6 +213,12 @@ class ReconnectPacer:
         self._settle(self._clock())
         return self._failing_since
 
+    @property
+    def last_attempt_at(self) -> float | None:
+        """Clock time (seconds) of the latest connection attempt on record (a granted turn,
+        moved to when its connection started by :meth:`attempt_started`), or ``None``."""
+        return self._attempts[-1] if self._attempts else None
+
     def next_turn_at(self) -> float:
         """Earliest clock time (seconds) at which the next attempt is allowed."""
         now = self._clock()

@@ -53,6 +53,7 @@ from telethon_guard.bench.common import (
     disconnect,
     error_name,
     guarded_class,
+    history_request,
 )
 from telethon_guard.bench.demo_why import WhyTable, explain, span
 from telethon_guard.bench.lag import LagStats, health_ticker, lag_stats
@@ -112,6 +113,8 @@ class DemoOutcome:
     complete: bool = False
     why: WhyTable = field(default_factory=WhyTable)
     ok_after: list[float] = field(default_factory=list)  # seconds each successful call took
+    failed_after: list[float] = field(default_factory=list)  # seconds each failed call took
+    bound: float = 0.0  # the call's deadline (guarded) or the demo's time box (plain), seconds
     # (sent at, ended at, succeeded), seconds since the start of the run
     timeline: list[tuple[float, float, bool]] = field(default_factory=list)
 
@@ -133,18 +136,11 @@ class NeverRetrievedCounter(logging.Handler):
                 self.count += 1
 
 
-def _history() -> Any:
-    return functions.messages.GetHistoryRequest(
-        peer=types.InputPeerSelf(), offset_id=0, offset_date=None, add_offset=0, limit=1,
-        max_id=0, min_id=0, hash=0,
-    )
-
-
 def _request(k: int) -> Any:
     """The ``k``-th call of the worker: every fourth one a batch of two requests."""
     if k % 4 == 3:
-        return [_history(), functions.users.GetFullUserRequest(types.InputUserSelf())]
-    return _history()
+        return [history_request(), functions.users.GetFullUserRequest(types.InputUserSelf())]
+    return history_request()
 
 
 async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
@@ -163,6 +159,7 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
             deadline = tl.call_bound - 1.0 if guarded else None
             max_flood_wait = MAX_FLOOD_WAIT if guarded else None
             kwargs = {"deadline": deadline, "max_flood_wait": max_flood_wait} if guarded else {}
+            out.bound = deadline if deadline is not None else tl.call_bound
             client: Any = srv.client(cls, session, **kwargs)
             await connect(client)
             t0 = time.monotonic()
@@ -181,6 +178,7 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
                 except Exception as e:
                     after = loop.time() - t_call
                     out.failed[error_name(e)] += 1
+                    out.failed_after.append(after)
                     out.why.add(explain(e, deadline=deadline, after=after,
                                         max_flood_wait=max_flood_wait,
                                         phase=tl.phase(t_call - start)))
@@ -258,6 +256,25 @@ def _fmt_failed(o: DemoOutcome) -> str:
         f"{k} {v}" for k, v in o.failed.most_common())
 
 
+LATE_SHARE = 0.9
+"""A failure is *late* when it came in the last 10 % of the call's deadline (guarded) or of the
+demo's time box (plain): the call waited nearly all of it before the error, instead of failing
+when the guard knew it could not complete (issue 13 item 3)."""
+
+
+def late_failures(o: DemoOutcome) -> int:
+    """Failed calls whose error came after :data:`LATE_SHARE` of ``o.bound`` seconds."""
+    return sum(1 for a in o.failed_after if a >= LATE_SHARE * o.bound)
+
+
+def _fmt_late(o: DemoOutcome) -> str:
+    if not o.failed_after:
+        return "0"
+    fast = [a for a in o.failed_after if a < LATE_SHARE * o.bound]
+    late = len(o.failed_after) - len(fast)
+    return f"{late} late, {len(fast)} within {span(fast)}" if fast else f"{late} late"
+
+
 def _back_online(o: DemoOutcome, tl: Timeline) -> str:
     """When the first call succeeded after the storm ended (seconds since the start)."""
     end = tl.storm_at + tl.storm
@@ -278,6 +295,7 @@ def render(outcomes: list[DemoOutcome], tl: Timeline) -> str:
     rows = [
         ["calls succeeded", *[str(o.ok) for o in outcomes]],
         ["calls failed (by error)", *[_fmt_failed(o) for o in outcomes]],
+        ["failed late (last 10 % of the deadline)", *[_fmt_late(o) for o in outcomes]],
         ["succeeded within", *[span(o.ok_after) for o in outcomes]],
         ["first success after the storm", *[_back_online(o, tl) for o in outcomes]],
         ['"never retrieved" log lines', *[str(o.never_retrieved) for o in outcomes]],
@@ -312,6 +330,9 @@ def to_json(outcomes: list[DemoOutcome], tl: Timeline, interrupted: bool) -> dic
                 "ok_seconds_median": (round(statistics.median(o.ok_after), 3)
                                       if o.ok_after else None),
                 "ok_seconds_max": round(max(o.ok_after), 3) if o.ok_after else None,
+                "failed_late": late_failures(o),
+                "failed_seconds_max": (round(max(o.failed_after), 3)
+                                       if o.failed_after else None),
                 "never_retrieved": o.never_retrieved,
                 "connections_opened": o.reconnects,
                 "connections_refused": o.refused,

@@ -27,10 +27,11 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
     )
 
 
-def start_cli(*args: str, module: str = "telethon_guard.cli") -> subprocess.Popen[str]:
-    """Start ``python -m MODULE ARGS`` with its output piped (text); stop it with
-    :func:`interrupt`."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def start_cli(*args: str, module: str = "telethon_guard.cli",
+              extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``python -m MODULE ARGS`` with its output piped (text), ``extra_env`` added to
+    the environment; stop it with :func:`interrupt`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,

@@ -12,8 +12,14 @@ import math
 import time
 from pathlib import Path
 
+import pytest
+
 from telethon_guard.bench.results import HEADLINE_KEYS
 from tests.cli.conftest import interrupt, run_cli, start_cli
+
+# The bench and demo subprocesses load the CPU: under pytest-xdist they share a worker (never
+# overlap) with the loop-latency tests (group "loop_timing").
+pytestmark = pytest.mark.xdist_group("loop_timing")
 
 
 def test_bench_quick_writes_every_key(tmp_path: Path) -> None:

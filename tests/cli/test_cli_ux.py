@@ -63,11 +63,25 @@ def test_no_status_line_when_not_a_terminal_or_disabled() -> None:
 
 
 def test_ctrl_c_while_importing_exits_130_without_traceback() -> None:
-    # Importing telethon_guard (and Telethon) takes about a second; SIGINT 0.3 s after the
-    # start lands in it on this machine, or later: either way no traceback and status 130.
-    proc = start_cli("bench", "--quick", module="telethon_guard_cli")
-    time.sleep(0.3)
+    # Importing telethon_guard (and Telethon) takes about a second. SIGINT goes when the
+    # interpreter reports (PYTHONPROFILEIMPORTTIME, one stderr line per finished import) the
+    # first Telethon module imported, so it lands in that import: no traceback, status 130.
+    # (A fixed 0.3 s could land before Python's own start-up was done on a loaded machine:
+    # "Fatal Python error: init_import_site", status 1.)
+    proc = start_cli("bench", "--quick", module="telethon_guard_cli",
+                     extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    seen, importing = "", False
+    while time.monotonic() < deadline and not importing:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+        importing = line.rsplit("|", 1)[-1].strip().startswith("telethon.")
+    assert importing, seen[-2000:]
     returncode, stdout, stderr = interrupt(proc)
+    stderr = seen + stderr
     assert returncode == 130, (returncode, stdout, stderr)
     assert "Traceback" not in stderr, stderr
     assert "interrupted" in stderr + stdout

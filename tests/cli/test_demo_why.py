@@ -9,7 +9,7 @@ from telethon import errors as tl_errors
 from telethon.tl import functions
 
 from telethon_guard.bench.common import BenchTimeout
-from telethon_guard.bench.demo import DemoOutcome, Timeline, render
+from telethon_guard.bench.demo import DemoOutcome, Timeline, late_failures, render
 from telethon_guard.bench.demo_plot import rates, waiting, write_demo_plot
 from telethon_guard.bench.demo_why import WhyTable, explain, span
 from telethon_guard.errors import (
@@ -120,3 +120,17 @@ def test_demo_plot_and_table(tmp_path: Path) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
     text = render([plain, guard], tl)
     assert "first success after the storm" in text and "why calls failed" in text
+
+
+def test_late_failures_are_those_in_the_last_tenth_of_the_deadline() -> None:
+    """The demo's "failed late" row (issue 13 item 3): a failure in the last 10 % of the
+    call's deadline waited nearly all of it; one earlier failed when the guard knew."""
+    tl = Timeline.for_seconds(3.0)
+    o = _outcome("telethon-guard", [(0.0, 0.1, False), (0.0, 1.0, True)])
+    o.bound = 14.0
+    o.failed_after = [0.0, 3.5, 12.59, 12.6, 14.0]
+    assert late_failures(o) == 2
+    row = next(line for line in render([o], tl).splitlines() if "failed late" in line)
+    assert "2 late, 3 within 0.0-12.6 s (median 3.5)" in row
+    o.failed_after = []
+    assert late_failures(o) == 0

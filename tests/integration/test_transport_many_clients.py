@@ -20,6 +20,8 @@ import statistics
 import time
 from typing import Any
 
+import pytest
+
 from telethon_guard.client import GuardedTelegramClient
 from telethon_guard.errors import CircuitOpenError, GuardError
 from telethon_guard.events import BreakerStateChanged, GuardEvent
@@ -39,6 +41,9 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
+# the ticker-lag p99 is a loop-latency figure: under pytest-xdist it shares a worker (never
+# overlaps) with the other loop-lag and CPU-heavy tests (group "loop_timing")
+@pytest.mark.xdist_group("loop_timing")
 async def test_one_client_refused_with_429_does_not_slow_the_other_19() -> None:
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()

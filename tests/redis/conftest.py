@@ -5,7 +5,8 @@
 * ``prefix``: a unique key prefix per test; every key under it is deleted afterwards.
 * ``redis_cluster``: a real 3-primary Redis Cluster on free ports, started once per session
   from here (``redis-server --cluster-enabled yes`` and ``redis-cli --cluster create``), killed
-  at the end; bounded to 30 s to come up.
+  at the end; bounded to 30 s to come up. Under pytest-xdist every test that uses it is put in
+  one ``xdist_group`` (``--dist loadgroup``), so one worker starts one cluster, not one each.
 * ``private_redis``: a throw-away ``redis-server`` on a free port (``--save '' --appendonly no``)
   that tests may stop and restart; the machine's Redis on 6379 is never touched.
 """
@@ -22,6 +23,12 @@ import pytest
 from redis_helpers import LocalCluster, PrivateRedis, delete_prefix, free_port, reachable
 
 REDIS_URL = os.environ.get("TG_GUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "redis_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("redis_cluster"))
 
 
 @pytest.fixture(scope="session")
