@@ -159,9 +159,9 @@ async def disconnect_checked(session: Any, disconnect: Callable[[], Awaitable[No
     ``SQLiteSession`` file fails there (``sqlite3.OperationalError``: locked, read-only...;
     Telethon saves the update state after the connection is closed, then closes the
     session), the failure is logged once (``telethon_guard`` logger, naming the file) and the
-    session's connection is closed (committing what it can, else dropping it): the client is disconnected, the update
-    state of the file is the one last saved (the next connect catches up from it). Other
-    sessions' errors pass through."""
+    session's connection is closed (committing what it can, else dropping it): the client
+    is disconnected, the update state of the file is the one last saved (the next connect
+    catches up from it). Other sessions' errors pass through."""
     bound_busy_wait(session)
     try:
         await disconnect()
