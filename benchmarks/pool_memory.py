@@ -73,6 +73,38 @@ async def gather_bounded(fns: list[Callable[[], Awaitable[Any]]], at_once: int) 
     return await asyncio.gather(*(one(f) for f in fns))
 
 
+def attribute(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: int,
+              top: int) -> dict[str, Any]:
+    """Bytes per client allocated between two snapshots, each allocation attributed to the
+    innermost frame of its traceback in telethon_guard (``module.py:line``) or Telethon
+    (``telethon/...``), else to the stdlib line that made it; the ``top`` sites and the sum
+    per guard module."""
+    sites: dict[str, int] = {}
+    for stat in after.compare_to(before, "traceback"):
+        key = None
+        for frame in reversed(stat.traceback):  # innermost first
+            name = frame.filename.replace("\\", "/")
+            if "/telethon_guard/" in name and "/bench/" not in name:
+                key = name.split("/telethon_guard/")[-1] + f":{frame.lineno}"
+                break
+            if "/telethon/" in name:
+                key = "telethon/" + name.split("/telethon/")[-1] + f":{frame.lineno}"
+                break
+        if key is None:
+            frame = stat.traceback[-1]
+            key = "(stdlib) " + frame.filename.rsplit("/", 1)[-1] + f":{frame.lineno}"
+        sites[key] = sites.get(key, 0) + stat.size_diff
+    modules: dict[str, int] = {}
+    for key, size in sites.items():
+        if not key.startswith(("telethon/", "(stdlib)")):
+            mod = key.rsplit(":", 1)[0]
+            modules[mod] = modules.get(mod, 0) + size
+    ranked = sorted(sites.items(), key=lambda kv: -kv[1])[:top]
+    return {"sites": [(k, v / n) for k, v in ranked],
+            "guard_modules": sorted(((k, v / n) for k, v in modules.items()),
+                                    key=lambda kv: -kv[1])}
+
+
 def allocated() -> int:
     gc.collect()
     gc.collect()
@@ -80,10 +112,13 @@ def allocated() -> int:
 
 
 async def connected_clients(srv: ServerProcess, sessions: list[str], kind: str,
-                            settle: float = 2.0) -> dict[str, float]:
-    """Build and connect one client per session; memory per client (KiB) while connected."""
+                            settle: float = 2.0, top: int = 0) -> dict[str, Any]:
+    """Build and connect one client per session; memory per client (KiB) while connected.
+    ``top`` > 0 (needs ``tracemalloc.start(frames)`` with frames > 1): also the ``top``
+    allocation sites per client (:func:`attribute`)."""
     shared = (GuardConfig(storage=MemoryStorage()) if kind == "guarded_shared" else None)
     base = allocated()
+    before = tracemalloc.take_snapshot() if top else None
 
     def build(session: str) -> Any:
         if kind == "plain":
@@ -106,10 +141,16 @@ async def connected_clients(srv: ServerProcess, sessions: list[str], kind: str,
     lag = await lag_p99(settle)
     per = (allocated() - base) / len(clients) / KIB
     tasks = (len(asyncio.all_tasks()) - tasks_before) / len(clients)
+    breakdown = None
+    if before is not None:
+        breakdown = attribute(before, tracemalloc.take_snapshot(), len(clients), top)
     await asyncio.wait_for(asyncio.gather(*(c.disconnect() for c in clients)), 60)
     del clients
-    return {"kib_per_client": per, "tasks_per_client": tasks, "connect_all_s": connect_s,
-            "lag_p99_ms": lag * 1000}
+    out: dict[str, Any] = {"kib_per_client": per, "tasks_per_client": tasks,
+                           "connect_all_s": connect_s, "lag_p99_ms": lag * 1000}
+    if breakdown is not None:
+        out["breakdown"] = breakdown
+    return out
 
 
 async def idle_pool(srv: ServerProcess, sessions: list[str], settle: float = 2.0,
@@ -150,8 +191,8 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-async def run(n: int, rounds: int = 1) -> dict[str, Any]:
-    tracemalloc.start()
+async def run(n: int, rounds: int = 1, top: int = 0) -> dict[str, Any]:
+    tracemalloc.start(30 if top else 1)
     out: dict[str, Any] = {"clients": n, "rounds": rounds}
     per_round: list[dict[str, Any]] = []
     async with ServerProcess() as srv:
@@ -162,7 +203,8 @@ async def run(n: int, rounds: int = 1) -> dict[str, Any]:
             one: dict[str, Any] = {}
             for kind in (KINDS if r % 2 == 0 else KINDS[::-1]):
                 sessions = [s for s, _ in await srv.sessions(n)]
-                one[kind] = await connected_clients(srv, sessions, kind)
+                one[kind] = await connected_clients(
+                    srv, sessions, kind, top=top if r == rounds - 1 else 0)
             sessions = [s for s, _ in await srv.sessions(n)]
             one["pool_idle"] = await idle_pool(srv, sessions)
             plain = one["plain"]["kib_per_client"]
@@ -172,7 +214,10 @@ async def run(n: int, rounds: int = 1) -> dict[str, Any]:
     tracemalloc.stop()
     out["per_round"] = per_round
     for kind in KINDS:
-        out[kind] = {k: summary([r[kind][k] for r in per_round]) for k in per_round[0][kind]}
+        out[kind] = {k: summary([r[kind][k] for r in per_round])
+                     for k in per_round[0][kind] if k != "breakdown"}
+        if "breakdown" in per_round[-1][kind]:
+            out[kind]["breakdown"] = per_round[-1][kind]["breakdown"]
     out["pool_idle"] = {k: summary([r["pool_idle"][k] for r in per_round])
                         for k in per_round[0]["pool_idle"]}
     for k in ("guard_cost_kib", "guard_cost_shared_kib"):
@@ -192,13 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=100, help="clients per kind (100)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds, the kinds' order alternating (1)")
+    parser.add_argument("--top", type=int, default=0,
+                        help="also print the K largest allocation sites per connected "
+                             "guarded client and the sum per guard module (last round; "
+                             "tracemalloc keeps 30 frames: slower)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.clients < 1:
         parser.error("--clients must be >= 1")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
-    out = asyncio.run(run(args.clients, args.rounds))
+    if args.top < 0:
+        parser.error("--top must be >= 0")
+    out = asyncio.run(run(args.clients, args.rounds, args.top))
     print(f"{args.clients} clients per kind, {args.rounds} round(s): median (min..max)")
     print(f"{'kind':<16} {'KiB/client':>20} {'tasks':>6} {'connect all s':>20} "
           f"{'lag p99 ms':>20}")
@@ -213,6 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"guard's own cost per connected client: {fmt(out['guard_cost_kib'])} KiB "
           f"(own storage), {fmt(out['guard_cost_shared_kib'])} KiB (shared storage); "
           f"per idle pool entry: {fmt(idle['kib_per_entry'], 2)} KiB")
+    for kind in ("plain", "guarded") if args.top else ():
+        bd = out[kind]["breakdown"]
+        print(f"\n{kind}: the {args.top} largest allocation sites, bytes per client "
+              "(innermost guard or Telethon frame)")
+        for site, size in bd["sites"]:
+            print(f"  {size:8.0f}  {site}")
+        if kind == "guarded":
+            print("guarded: bytes per client by guard module")
+            for mod, size in bd["guard_modules"]:
+                if abs(size) >= 50:
+                    print(f"  {size:8.0f}  {mod}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from telethon import TelegramClient
+from telethon import TelegramClient, functions, types
+from telethon.tl.tlobject import TLRequest
 
 from telethon_guard.bench.serverproc import ServerProcess
 
@@ -62,6 +63,30 @@ async def make_named_clients(
         (client,), (account,) = await make_clients(srv, cls, 1, **kwargs)
         clients[name], accounts[name] = client, account
     return clients, accounts
+
+
+@contextlib.asynccontextmanager
+async def connected_clients(
+    srv: ServerProcess, specs: Sequence[ClientSpec]
+) -> AsyncIterator[tuple[dict[str, Any], dict[str, int]]]:
+    """:func:`make_named_clients`, all connected (each bounded by ``CONNECT_TIMEOUT``): yields
+    ``(clients, accounts)`` keyed by name; every client is disconnected on exit, also when
+    connecting failed (the workloads' shared setup)."""
+    clients, accounts = await make_named_clients(srv, specs)
+    try:
+        await asyncio.gather(*(connect(c) for c in clients.values()))
+        yield clients, accounts
+    finally:
+        await disconnect_all(list(clients.values()))
+
+
+def history_request() -> TLRequest:
+    """``messages.getHistory`` of the account's own chat, one message: the call every test
+    account can make (the workloads' and the demo's usual request)."""
+    return functions.messages.GetHistoryRequest(
+        peer=types.InputPeerSelf(), offset_id=0, offset_date=None, add_offset=0, limit=1,
+        max_id=0, min_id=0, hash=0,
+    )
 
 
 async def cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:

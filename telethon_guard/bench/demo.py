@@ -53,6 +53,7 @@ from telethon_guard.bench.common import (
     disconnect,
     error_name,
     guarded_class,
+    history_request,
 )
 from telethon_guard.bench.demo_why import WhyTable, explain, span
 from telethon_guard.bench.lag import LagStats, health_ticker, lag_stats
@@ -135,18 +136,11 @@ class NeverRetrievedCounter(logging.Handler):
                 self.count += 1
 
 
-def _history() -> Any:
-    return functions.messages.GetHistoryRequest(
-        peer=types.InputPeerSelf(), offset_id=0, offset_date=None, add_offset=0, limit=1,
-        max_id=0, min_id=0, hash=0,
-    )
-
-
 def _request(k: int) -> Any:
     """The ``k``-th call of the worker: every fourth one a batch of two requests."""
     if k % 4 == 3:
-        return [_history(), functions.users.GetFullUserRequest(types.InputUserSelf())]
-    return _history()
+        return [history_request(), functions.users.GetFullUserRequest(types.InputUserSelf())]
+    return history_request()
 
 
 async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,

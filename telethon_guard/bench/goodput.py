@@ -33,11 +33,10 @@ from telethon_guard.bench.common import (
     ClientSpec,
     bounded,
     cancel_all,
-    connect,
-    disconnect_all,
+    connected_clients,
     error_name,
     guarded_class,
-    make_named_clients,
+    history_request,
 )
 from telethon_guard.bench.context import BenchSettings, WorkloadContext
 from telethon_guard.bench.results import Chart, Row
@@ -58,13 +57,6 @@ class MethodLimit:
     make: Callable[[], TLRequest]
 
 
-def _history() -> TLRequest:
-    return functions.messages.GetHistoryRequest(
-        peer=types.InputPeerSelf(), offset_id=0, offset_date=None, add_offset=0, limit=1,
-        max_id=0, min_id=0, hash=0,
-    )
-
-
 def _full_user() -> TLRequest:
     return functions.users.GetFullUserRequest(types.InputUserSelf())
 
@@ -72,7 +64,7 @@ def _full_user() -> TLRequest:
 # Scaled-down versions of the community-observed ~30 getHistory per 30 s (design-notes §3): short
 # windows so a run covers many of them.
 LIMITS = (
-    MethodLimit("messages.getHistory", 20, 2.0, _history),
+    MethodLimit("messages.getHistory", 20, 2.0, history_request),
     MethodLimit("users.getFullUser", 8, 2.0, _full_user),
 )
 
@@ -177,10 +169,8 @@ async def measure(ctx: WorkloadContext, known: bool, unknown: bool) -> GoodputRu
             specs.append(("known", guarded_class(), {"method_limits": method_limits}))
         if unknown:
             specs.append(("unknown", guarded_class(), {}))
-        clients, accounts = await make_named_clients(srv, specs)
-        errors: dict[str, Counter[str]] = {name: Counter() for name in clients}
-        try:
-            await asyncio.gather(*(connect(c) for c in clients.values()))
+        async with connected_clients(srv, specs) as (clients, accounts):
+            errors: dict[str, Counter[str]] = {name: Counter() for name in clients}
             loop = asyncio.get_running_loop()
             start = loop.time()
             stop_at = start + seconds + 0.5
@@ -194,8 +184,6 @@ async def measure(ctx: WorkloadContext, known: bool, unknown: bool) -> GoodputRu
                 await cancel_all(tasks)
             summary = await srv.summary(since=start, accounts=list(accounts.values()),
                                         times_for=[m.method for m in LIMITS])
-        finally:
-            await disconnect_all(list(clients.values()))
     mid = start + seconds / 2
     outcomes = {n: _outcome(n, accounts[n], summary, windows, mid, errors[n]) for n in clients}
     return GoodputRun(outcomes["plain"], outcomes.get("known"), outcomes.get("unknown"),

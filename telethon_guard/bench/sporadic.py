@@ -36,18 +36,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from telethon import TelegramClient, functions, types
+from telethon import TelegramClient
 from telethon.tl.tlobject import TLRequest
 
 from telethon_guard.bench.common import (
     ClientSpec,
     bounded,
     cancel_all,
-    connect,
-    disconnect_all,
+    connected_clients,
     error_name,
     guarded_class,
-    make_named_clients,
+    history_request,
 )
 from telethon_guard.bench.context import BenchSettings, WorkloadContext
 from telethon_guard.bench.results import Chart, Row
@@ -59,13 +58,6 @@ CALLS_PER_REQUEST = 4  # the example's /channels fans out into 4 getFullChannel
 REQUEST_INTERVAL = 1.0  # seconds between requests: 4 calls/s, the example's load
 BUDGET = 2.0  # seconds a call may take (the example's /channels timeout)
 SLACK = 10.0  # the bench's time box beyond the budget and the flood (never hang)
-
-
-def _history() -> TLRequest:
-    return functions.messages.GetHistoryRequest(
-        peer=types.InputPeerSelf(), offset_id=0, offset_date=None, add_offset=0, limit=1,
-        max_id=0, min_id=0, hash=0,
-    )
 
 
 @dataclass(frozen=True)
@@ -161,16 +153,14 @@ async def measure(ctx: WorkloadContext) -> SporadicRun:
         ("guard, no floods", guarded_class(), {"deadline": BUDGET}),
     ]
     async with ServerProcess() as srv:
-        clients, accounts = await make_named_clients(srv, specs)
-        calls = {name: Calls(name) for name in clients}
-        try:
-            await asyncio.gather(*(connect(c) for c in clients.values()))
+        async with connected_clients(srv, specs) as (clients, accounts):
+            calls = {name: Calls(name) for name in clients}
             loop = asyncio.get_running_loop()
             start = loop.time() + 0.2
             ctx.progress(f"4 clients, {CALLS_PER_REQUEST} calls every {REQUEST_INTERVAL:g} s "
                          f"for {run:.0f} s; floods: "
                          + ", ".join(f"FLOOD_WAIT_{f.seconds} at {f.at:g} s" for f in floods))
-            loads = [asyncio.ensure_future(_client_load(c, calls[n], start, run, _history))
+            loads = [asyncio.ensure_future(_client_load(c, calls[n], start, run, history_request))
                      for n, c in clients.items()]
             try:
                 for f in floods:
@@ -190,8 +180,6 @@ async def measure(ctx: WorkloadContext) -> SporadicRun:
                 await cancel_all(loads)
             summary = await srv.summary(since=start, accounts=list(accounts.values()),
                                         times_for=[METHOD])
-        finally:
-            await disconnect_all(list(clients.values()))
     flood_times = {
         n: sorted(t - start for t in summary["flood_times"].get(str(accounts[n]), {})
                   .get(METHOD, []))
