@@ -130,6 +130,9 @@ def _windows(name: str, value: Any) -> Windows:
     return tuple(sorted(set(out), key=lambda w: (w[1], w[0])))
 
 
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
+"""URL schemes ``storage`` accepts (``telethon_guard.storage.redis.from_url`` serves them)."""
+
 @dataclass(frozen=True, slots=True)
 class GuardConfig:
     """All guard settings, validated once at construction.
@@ -350,9 +353,12 @@ class GuardConfig:
         s(self, "pace_recover", _finite("pace_recover", self.pace_recover, strict=True))
         st = self.storage
         if isinstance(st, str):
-            if st != "memory" and not st.startswith(("redis://", "rediss://", "unix://")):
+            scheme = st.split("://", 1)[0].lower() if "://" in st else None
+            if st != "memory" and scheme not in _REDIS_SCHEMES:
                 raise GuardConfigError(
-                    "storage", "must be None, 'memory', 'redis://...', or a GuardStorage")
+                    "storage", "must be None, 'memory', a Redis URL ('redis://...', "
+                    "'rediss://...', 'unix://...', 'redis+cluster://...', "
+                    f"'rediss+cluster://...') or a GuardStorage, got {st!r}")
         elif (st is not None and not hasattr(st, "is_local")
               and type(st).__module__.split(".")[0] != "redis"):  # a redis.asyncio client
             raise GuardConfigError("storage", f"{st!r} does not implement GuardStorage")
