@@ -466,7 +466,7 @@ class RedisStorage:
         plan = self._plans.get(plan_key)
         if plan is None:
             plan = self._admit_plan(plan_key)
-        if self._wire is not None:
+        if self._wire is not None and not self._wire.saturated:
             reply = await self.fallback.run(
                 functools.partial(self._wire_admit, plan, token), _local)
         else:
