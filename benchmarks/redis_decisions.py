@@ -12,6 +12,8 @@ Modes (``--modes``, each measured the same way):
 * ``admit``: what a guarded call asks shared storage on its fast path, one
   ``RedisStorage.admit`` (breaker acquire + flood check of the method scope + the same
   reservation, one script: :mod:`telethon_guard.shared_admit`);
+* ``admit_paced``: the same with the method's shared adaptive pace read in the same script
+  (what a guarded call asks when ``adaptive_pacing`` is on, the default; no pace recorded);
 * ``separate``: the same four questions asked one by one (breaker acquire, flood check,
   reservation, breaker success), as before the admission step;
 * ``gcra``: the anchor, a plain GCRA rate limiter in Lua (``TIME``, ``GET``, ``SET PX``: about
@@ -76,6 +78,7 @@ return '0'
 
 BREAKER = "acct:bench/dc:2"
 SCOPE = "acct:bench/method:messages.getHistory"
+PACE = ("acct:bench/pace:messages.getHistory", b"")  # (pace key, version seen): none yet
 
 SPECS = [
     LimitSpec("acct:bench", ((100_000, 1.0),)),
@@ -104,6 +107,8 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
     gcra_key = f"{prefix}:gcra:{{acct:bench}}"
     await st.reserve(SPECS)  # connect + load the scripts before timing
     await st.admit(BREAKER, 60.0, (SCOPE,), SPECS)
+    if mode == "admit_paced":
+        await st.admit(BREAKER, 60.0, (SCOPE,), SPECS, PACE)
     await st.flood_left(SCOPE)
     await st.breaker_acquire(BREAKER, 60.0)
     await st.breaker_success(BREAKER)
@@ -119,6 +124,8 @@ async def _run(url: str, prefix: str, start_at: float, seconds: float,
         while time.perf_counter() < end:
             if mode == "admit":  # a guarded call's fast path on shared storage
                 await st.admit(BREAKER, 60.0, (SCOPE,), SPECS)
+            elif mode == "admit_paced":  # ... with adaptive pacing on
+                await st.admit(BREAKER, 60.0, (SCOPE,), SPECS, PACE)
             elif mode == "separate":  # the same questions asked one by one
                 await st.breaker_acquire(BREAKER, 60.0)
                 await st.flood_left(SCOPE)
@@ -206,7 +213,7 @@ def _cleanup(url: str, prefix: str) -> None:
 SETUP = {b"HELLO", b"CLIENT", b"AUTH", b"SELECT", b"READONLY"}
 """Commands redis-py sends once when a socket connects (not decisions: not counted)."""
 
-ROUND_TRIPS = {"reserve": 1.0, "admit": 1.0, "separate": 4.0, "gcra": 1.0}
+ROUND_TRIPS = {"reserve": 1.0, "admit": 1.0, "admit_paced": 1.0, "separate": 4.0, "gcra": 1.0}
 """Round trips per unit of each mode (what the client count must show)."""
 
 
@@ -229,7 +236,8 @@ def measure(url: str, procs: int, concurrency: int, seconds: float,
     server_after = asyncio.run(_evalsha_calls(url))
     _cleanup(url, prefix)
     decisions = sum(r["decisions"] for r in results)
-    warmups = procs * 5  # EVALSHA per process before timing (the GCRA's goes via EVALSHA too)
+    # EVALSHA per process before timing (the GCRA's goes via EVALSHA too)
+    warmups = procs * (6 if mode == "admit_paced" else 5)
     calls = server_after[0] - server_before[0]
     return {
         "mode": mode,

@@ -149,7 +149,7 @@ class ConnectionBudget:
         if not isinstance(prefix, str) or not prefix:
             raise GuardConfigError("prefix", "must be a non-empty string")
         self._prefix = prefix
-        self._specs: dict[str, tuple[tuple[LimitSpec, ...], tuple[LimitSpec, ...], str]] = {}
+        self._specs: dict[str, tuple[tuple[LimitSpec, ...], tuple[LimitSpec, ...], str, str]] = {}
         self.granted: dict[str, int] = {}
         """Slots granted per target (lifetime)."""
         self.refusals: dict[str, int] = {}
@@ -176,7 +176,10 @@ class ConnectionBudget:
     def storage(self) -> GuardStorage:
         return self._storage
 
-    def _keys(self, target: str) -> tuple[tuple[LimitSpec, ...], tuple[LimitSpec, ...], str]:
+    def _keys(self, target: str
+              ) -> tuple[tuple[LimitSpec, ...], tuple[LimitSpec, ...], str, str]:
+        """(normal specs, storm specs, the "refusing" mark's scope, the "answered" mark's
+        scope) of ``target``."""
         keys = self._specs.get(target)
         if keys is None:
             if len(self._specs) >= 4096:  # bounded: a process talks to a handful of DCs
@@ -188,16 +191,23 @@ class ConnectionBudget:
             storm = ((LimitSpec(base, _validate_windows(
                 "storm_windows", self._windows + self._storm_windows)),)
                 if self._storm_windows else normal)
-            keys = self._specs[target] = (normal, storm, f"{base}/refusing")
+            keys = self._specs[target] = (normal, storm, f"{base}/refusing",
+                                          f"{base}/answered")
         return keys
 
     async def refusing_for(self, target: str) -> float:
         """Seconds the storm windows still hold for ``target`` (0.0: not refusing)."""
-        scope = self._keys(str(target))[2]
+        _, _, refusing, answered = self._keys(str(target))
         if self._local is not None:
-            left: float = self._local.flood_left_sync(scope)
+            left: float = self._local.flood_left_sync(refusing)
             return left
-        return await self._storage.flood_left(scope)
+        # Shared storage: a lift is a newer "answered" mark of the same length, not a delete
+        # (a process that saw the refusing mark may write it back, storage/redis.py); the
+        # later of the two marks (more seconds left) says which is true now.
+        left = await self._storage.flood_left(refusing)
+        if left <= 0:
+            return 0.0
+        return left if left > await self._storage.flood_left(answered) else 0.0
 
     async def acquire(self, target: str) -> float:
         """Wait for a connection slot to ``target`` and take it; return the seconds waited.
@@ -211,7 +221,7 @@ class ConnectionBudget:
         ``storage_fallback="fail"``).
         """
         target = str(target)
-        normal, storm, _ = self._keys(target)
+        normal, storm, _, _ = self._keys(target)
         waited = 0.0
         self.waiting += 1
         try:
@@ -354,16 +364,15 @@ class ConnectionBudget:
         target = str(target)
         scope = self._keys(target)[2]
         if self._local is not None:
-            left = self._local.flood_left_sync(scope)
-        else:
-            left = await self._storage.flood_left(scope)
-        if left <= 0:
+            if self._local.flood_left_sync(scope) > 0:
+                self._local.flood_clear_sync(scope)
+                self._lifted(target)
+            return
+        if await self.refusing_for(target) <= 0:
             self._refusing_seen.discard(target)
             return
-        if self._local is not None:
-            self._local.flood_clear_sync(scope)
-        else:
-            await self._storage.flood_clear(scope)
+        # A newer "answered" mark outlives the refusing one (see refusing_for).
+        await self._storage.flood_block(self._keys(target)[3], self._storm_seconds)
         self._lifted(target)
 
     def _lifted(self, target: str) -> None:

@@ -104,6 +104,10 @@ def _int(name: str, value: Any, *, minimum: int) -> int:
 def _windows(name: str, value: Any) -> Windows:
     if value is None:
         return ()
+    if isinstance(value, (str, bytes)):  # iterated, it would be read char by char
+        raise GuardConfigError(
+            name, f"must be a sequence of (count, period) windows, period in seconds, e.g. "
+                  f"((10, 1.0),) for 10 per second; got the {type(value).__name__} {value!r}")
     if (
         isinstance(value, tuple)
         and len(value) == 2
@@ -119,16 +123,22 @@ def _windows(name: str, value: Any) -> Windows:
     out: list[Window] = []
     for item in items:
         try:
+            if isinstance(item, (str, bytes)):
+                raise TypeError
             count, period = item
         except (TypeError, ValueError):
             raise GuardConfigError(
-                name, f"each window must be (count, period), got {item!r}") from None
+                name, f"each window must be (count, period), period in seconds, e.g. "
+                      f"(10, 1.0); got {item!r}") from None
         c = _int(name, count, minimum=1)
         p = _finite(name, period, minimum=0.0, strict=True)
         assert p is not None
         out.append((c, p))
     return tuple(sorted(set(out), key=lambda w: (w[1], w[0])))
 
+
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
+"""URL schemes ``storage`` accepts (``telethon_guard.storage.redis.from_url`` serves them)."""
 
 @dataclass(frozen=True, slots=True)
 class GuardConfig:
@@ -350,9 +360,12 @@ class GuardConfig:
         s(self, "pace_recover", _finite("pace_recover", self.pace_recover, strict=True))
         st = self.storage
         if isinstance(st, str):
-            if st != "memory" and not st.startswith(("redis://", "rediss://", "unix://")):
+            scheme = st.split("://", 1)[0].lower() if "://" in st else None
+            if st != "memory" and scheme not in _REDIS_SCHEMES:
                 raise GuardConfigError(
-                    "storage", "must be None, 'memory', 'redis://...', or a GuardStorage")
+                    "storage", "must be None, 'memory', a Redis URL ('redis://...', "
+                    "'rediss://...', 'unix://...', 'redis+cluster://...', "
+                    f"'rediss+cluster://...') or a GuardStorage, got {st!r}")
         elif (st is not None and not hasattr(st, "is_local")
               and type(st).__module__.split(".")[0] != "redis"):  # a redis.asyncio client
             raise GuardConfigError("storage", f"{st!r} does not implement GuardStorage")

@@ -11,17 +11,20 @@ free: the lease connects it.
 
 :meth:`WorkerRouter.lease` takes the next free account in round-robin order;
 :meth:`WorkerRouter.call` also moves on to the next account when the call itself is refused
-(``FloodWaitBlocked``, ``CircuitOpenError``, ``TransportFloodError``, a broken tenant). When no
-account is free, :class:`~telethon_guard.errors.NoAccountAvailableError` carries the earliest
-``retry_after`` (seconds) at which one is. Give the clients a small ``max_flood_wait`` (e.g. 0)
-so that a FLOOD_WAIT is raised at once and the call moves to another account instead of
-waiting.
+(``FloodWaitBlocked``, ``CircuitOpenError``, ``TransportFloodError``, a broken tenant). A tenant
+the factory does not know (``UnknownTenantError`` from the lease: an ``async`` factory is only
+asked then) is routed around like a broken one: it is not free for the pool's
+``broken_retry_after`` seconds, then asked again. When no account is free,
+:class:`~telethon_guard.errors.NoAccountAvailableError` carries the earliest ``retry_after``
+(seconds) at which one is. Give the clients a small ``max_flood_wait`` (e.g. 0) so that a
+FLOOD_WAIT is raised at once and the call moves to another account instead of waiting.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from typing import Any, Protocol, TypeVar, cast
 
@@ -36,6 +39,7 @@ from .errors import (
     PoolClosedError,
     TenantUnavailableError,
     TransportFloodError,
+    UnknownTenantError,
 )
 from .storage import HALF_OPEN, OPEN
 
@@ -49,6 +53,8 @@ class ClientPool(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    broken_retry_after: float
 
     def broken_for(self, tenant: Hashable) -> float: ...
 
@@ -113,6 +119,7 @@ class WorkerRouter:
         if not self._tenants:
             raise GuardConfigError("tenants", "worker mode needs at least one tenant")
         self._next = 0
+        self._unknown: dict[Any, float] = {}  # tenant -> monotonic time it is asked again
         self.routed: dict[Any, int] = {}
         self.rerouted = 0
 
@@ -122,6 +129,12 @@ class WorkerRouter:
 
     async def wait_of(self, tenant: Hashable, method: str) -> float:
         """Seconds until ``tenant`` is free for ``method`` (see :func:`seconds_until_free`)."""
+        unknown_until = self._unknown.get(tenant)
+        if unknown_until is not None:
+            left = unknown_until - time.monotonic()
+            if left > 0:
+                return left
+            del self._unknown[tenant]
         broken = self._pool.broken_for(tenant)
         if broken > 0:
             return broken
@@ -159,25 +172,54 @@ class WorkerRouter:
     @contextlib.asynccontextmanager
     async def lease(self, method: str) -> AsyncIterator[Any]:
         """``async with router.lease("messages.getHistory") as client:`` a connected client
-        of an account free for ``method``. Raises :class:`NoAccountAvailableError` and the
-        errors of :meth:`GuardedClientPool.lease`."""
-        tenant = await self.pick(method)
-        async with self._pool.lease(tenant) as client:
+        of an account free for ``method``; an account the factory does not know is skipped.
+        Raises :class:`NoAccountAvailableError` and the errors of
+        :meth:`GuardedClientPool.lease`."""
+        tried: set[Any] = set()
+        async with contextlib.AsyncExitStack() as stack:
+            while True:
+                tenant = await self.pick(method, frozenset(tried))
+                try:
+                    client = await stack.enter_async_context(self._pool.lease(tenant))
+                except UnknownTenantError:
+                    self._note_unknown(tenant)
+                    tried.add(tenant)
+                    continue
+                break
             yield client
+
+    def _note_unknown(self, tenant: Any) -> None:
+        """The factory does not know ``tenant``: not free for ``broken_retry_after`` s."""
+        self._unknown[tenant] = time.monotonic() + self._pool.broken_retry_after
+        self.rerouted += 1
 
     async def call(self, method: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """``await fn(client)`` on an account free for ``method``; on a refusal
         (:data:`REROUTED_ERRORS`) the next free account is tried, each account at most once.
 
-        :raises NoAccountAvailableError: every account is refused or blocked; ``retry_after``
-            is the earliest time one is free again.
+        :raises NoAccountAvailableError: every account is refused, blocked or unknown to the
+            factory; ``retry_after`` is the earliest time one is free again; ``__cause__`` is
+            the last refusal met by this call, if any.
         """
         tried: set[Any] = set()
+        refused: BaseException | None = None
         while True:
-            tenant = await self.pick(method, frozenset(tried))
+            try:
+                tenant = await self.pick(method, frozenset(tried))
+            except NoAccountAvailableError as e:
+                if refused is None:
+                    raise
+                raise e from refused  # __cause__: the last refusal of this call
             try:
                 async with self._pool.lease(tenant) as client:
                     return await fn(client)
-            except REROUTED_ERRORS:
+            except REROUTED_ERRORS as e:
                 tried.add(tenant)
                 self.rerouted += 1
+                refused = e
+            except UnknownTenantError as e:
+                if e.tenant != tenant:
+                    raise  # from inside fn (another pool), not this account's lease
+                self._note_unknown(tenant)
+                tried.add(tenant)
+                refused = e

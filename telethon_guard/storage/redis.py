@@ -283,7 +283,11 @@ class RedisStorage:
         self.breaker_ttl = float(breaker_ttl)
         self.prefix = prefix if account_namespace is None else f"{prefix}:{account_namespace}"
         if client is None:
-            client = _client_from_url(url or "redis://127.0.0.1:6379/0", self.timeout)
+            parts = urlsplit(url or "redis://127.0.0.1:6379/0")
+            cluster = parts.scheme in _CLUSTER_SCHEMES  # redis+cluster://, rediss+cluster://
+            if cluster:
+                parts = parts._replace(scheme=_CLUSTER_SCHEMES[parts.scheme])
+            client = _client_from_url(urlunsplit(parts), self.timeout, cluster)
             self._owns_client = True
         else:
             if url is not None:
@@ -462,7 +466,7 @@ class RedisStorage:
         plan = self._plans.get(plan_key)
         if plan is None:
             plan = self._admit_plan(plan_key)
-        if self._wire is not None:
+        if self._wire is not None and not self._wire.saturated:
             reply = await self.fallback.run(
                 functools.partial(self._wire_admit, plan, token), _local)
         else:

@@ -11,7 +11,9 @@ client cost, not Redis, bounded the decision rate. :class:`AdmitWire` sends the 
   per call (:meth:`AdmitWire.packer` returns the bytes before and after it);
 * on connections it makes from the client's pool's own settings
   (``connection_pool.make_connection()``: same host, database, credentials, protocol, client
-  name, connect timeout) and keeps in a free list: no pool lock per call;
+  name, connect timeout) and keeps in a free list: no pool lock per call; at most
+  :data:`MAX_CONNECTIONS` (and at most the pool's ``max_connections``): beyond that, calls take
+  redis-py's path;
 * bounded by one deadline watchdog instead of a timer per call: operations start in deadline
   order (one ``timeout`` for all), so one timer armed at the oldest running operation's
   deadline is enough; when it fires, every operation past its deadline is cancelled and
@@ -36,6 +38,10 @@ from typing import Any
 
 from redis import exceptions as rexc
 
+MAX_CONNECTIONS = 32
+"""Connections one :class:`AdmitWire` makes at most (more concurrent admissions than that take
+redis-py's pool, as before)."""
+
 
 def _bulk(args: Sequence[bytes]) -> bytes:
     return b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
@@ -48,12 +54,17 @@ class AdmitWire:
     usable: the next call connects again)."""
 
     __slots__ = ("_client", "_conns", "_expired", "_free", "_loop", "_pool", "_running",
-                 "_tasks", "_timer", "timeout")
+                 "_tasks", "_timer", "max_connections", "timeout")
 
     def __init__(self, client: Any, timeout: float) -> None:
         self._client = client
         self._pool = client.connection_pool
         self.timeout = timeout
+        self.max_connections = min(MAX_CONNECTIONS,
+                                   int(getattr(self._pool, "max_connections", MAX_CONNECTIONS)))
+        """At most this many connections of its own (also at most the pool's
+        ``max_connections``); while all are busy, :attr:`saturated` is ``True`` and the caller
+        takes redis-py's path."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._free: list[Any] = []
         self._conns: set[Any] = set()
@@ -73,6 +84,13 @@ class AdmitWire:
         if not hasattr(getattr(client, "connection_pool", None), "make_connection"):
             return None
         return cls(client, timeout)
+
+    @property
+    def saturated(self) -> bool:
+        """``True`` when a call now would need a connection beyond :attr:`max_connections`
+        (every one busy): the caller should send this one through the client instead."""
+        return (not self._free and len(self._conns) >= self.max_connections
+                and self._loop is asyncio.get_running_loop())
 
     @staticmethod
     def packer(sha: bytes, keys: Sequence[bytes], before: Sequence[bytes],

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from telethon_guard.client import GuardedTelegramClient
-from telethon_guard.errors import GuardConfigError, NoAccountAvailableError
+from telethon_guard.errors import GuardConfigError, NoAccountAvailableError, UnknownTenantError
 from telethon_guard.pool import GuardedClientPool
 from telethon_guard.pool_workers import seconds_until_free
 from telethon_guard.testing import FaultPlan, TelegramTestServer
@@ -112,3 +112,38 @@ async def test_a_broken_account_is_skipped() -> None:
             assert pool.state_of("bad") == "broken"
             with pytest.raises(GuardConfigError):
                 pool.workers([])
+
+
+async def test_a_tenant_an_async_factory_does_not_know_is_routed_around() -> None:
+    # An async factory is only asked at the lease: its KeyError ("no such tenant") must not
+    # fail the call while another account is free, nor every other call afterwards.
+    async with TelegramTestServer() as server:
+        sessions = {"alice": server.session()}
+        asked: list[str] = []
+
+        async def factory(tenant: str) -> Any:
+            asked.append(tenant)
+            return server.client(GuardedTelegramClient, session=sessions[tenant],
+                                 max_flood_wait=0)
+
+        async with GuardedClientPool(factory, broken_retry_after=20) as pool:
+            router = pool.workers(["ghost", "alice"])
+            got = [await bounded(router.call("users.getUsers", lambda c: c.get_me()))
+                   for _ in range(6)]
+            assert all(m.id for m in got)
+            assert asked.count("ghost") == 1 and router.rerouted == 1
+            async with router.lease("users.getUsers") as client:
+                assert client is pool.client_of("alice")
+            # Only the unknown tenant: a typed error (caused by the UnknownTenantError) carrying
+            # its cool-down; within it the factory is not asked again.
+            only = pool.workers(["ghost"])
+            with pytest.raises(NoAccountAvailableError) as first:
+                await bounded(only.call("users.getUsers", lambda c: c.get_me()))
+            assert isinstance(first.value.__cause__, UnknownTenantError)
+            with pytest.raises(NoAccountAvailableError) as info:
+                await bounded(only.call("users.getUsers", lambda c: c.get_me()))
+            assert info.value.retry_after is not None and 0 < info.value.retry_after <= 20
+            with pytest.raises(NoAccountAvailableError):
+                async with only.lease("users.getUsers"):
+                    pass
+            assert asked.count("ghost") == 2

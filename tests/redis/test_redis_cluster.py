@@ -162,6 +162,31 @@ async def test_plain_url_on_a_cluster_node_is_a_clear_error(
         await good.aclose()
 
 
+async def test_cluster_url_is_accepted_wherever_a_url_is(redis_cluster: LocalCluster) -> None:
+    # The README's `storage="redis+cluster://..."`: GuardConfig accepts it (any scheme case),
+    # open_storage and RedisStorage(url=...) both reach the cluster with the cluster client.
+    from redis.asyncio.cluster import RedisCluster
+
+    from telethon_guard import GuardConfig
+    from telethon_guard.storage import open_storage
+
+    url = f"{redis_cluster.url}?prefix={_prefix()}"
+    assert GuardConfig(storage=url).storage == url
+    GuardConfig(storage=url.replace("redis+cluster", "REDIS+CLUSTER"))
+    for st in (open_storage(url, timeout=TIMEOUT, storage_fallback="fail"),
+               RedisStorage(url=redis_cluster.url, prefix=_prefix(), timeout=TIMEOUT,
+                            storage_fallback="fail")):
+        try:
+            assert isinstance(st.client, RedisCluster)
+            spec = [LimitSpec("acct:u/dc:2", ((1, 5.0),))]
+            assert (await st.reserve(spec)).delay == 0.0
+            assert (await st.reserve(spec)).delay > 4.0  # the one slot is taken: shared state
+        finally:
+            await st.aclose()
+    with pytest.raises(GuardConfigError, match="a Redis URL"):
+        GuardConfig(storage="http+cluster://127.0.0.1:7000")
+
+
 def test_cluster_url_bad_input() -> None:
     with pytest.raises(GuardConfigError, match="only database 0"):
         from_url("redis+cluster://127.0.0.1:7000/3")

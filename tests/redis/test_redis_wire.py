@@ -103,3 +103,21 @@ async def test_aclose_closes_the_admissions_connections_not_the_clients(
         assert await client.ping()  # the client passed in still works
     finally:
         await client.aclose()
+
+
+async def test_beyond_its_connections_the_admission_takes_the_clients_path(
+        redis_url: str, prefix: str) -> None:
+    st = from_url(redis_url, prefix=prefix, storage_fallback="fail", timeout=5.0)
+    wire = st._wire
+    assert wire is not None
+    wire.max_connections = 2
+    spec = (LimitSpec("acct:w/cap", ((1000, 60.0),)),)
+    try:
+        replies = await asyncio.wait_for(
+            asyncio.gather(*(st.admit(BR, 60.0, [SCOPE], spec) for _ in range(12))), 10)
+        assert all(a.reservation is not None and a.reservation.delay == 0.0 for a in replies)
+        assert 1 <= len(wire._conns) <= 2  # the others went through redis-py's pool
+        assert await st.client.zcard(f"{prefix}:rl:{{acct:w}}/cap") == 12  # all 12 counted
+    finally:
+        await st.client.delete(f"{prefix}:rl:{{acct:w}}/cap")
+        await st.aclose()
