@@ -19,7 +19,7 @@ from ._client_tasks import acquire_loop, hook_tasks, release_loop
 from ._link import ClientLink
 from .errors import DeadlineExceeded
 from .sender import GuardedMTProtoSender
-from .session_store import connect_checked
+from .session_store import connect_checked, disconnect_checked
 
 __all__ = ["connect_timeout", "guarded_connect", "guarded_disconnect", "is_init_request"]
 
@@ -190,11 +190,13 @@ async def guarded_disconnect(
     client: Any, link: ClientLink, disconnect: Callable[[], Awaitable[None]]
 ) -> None:
     """Telethon's disconnect with the client marked offline first (in-flight and later calls
-    fail with ``ClientDisconnectedError``) and its loop reference released after; the main
+    fail with ``ClientDisconnectedError``) and its loop reference released after; a session
+    file that cannot be written is logged, not raised (``disconnect_checked``); the main
     client also closes the connections of a storage the guard opened from a URL."""
     link.offline = True
     try:
-        await disconnect()
+        # a locked session file is logged, not raised (session_store.disconnect_checked)
+        await disconnect_checked(client.session, disconnect)
     finally:
         release_loop(client, link)
         if link.guard.main_client() is client:  # a storage opened from a URL: its sockets

@@ -173,7 +173,8 @@ ENTITY_CACHE_ATTRIBUTES: Mapping[str, str] = {
 
 SESSION_ATTRIBUTES: Mapping[str, str] = {
     "_conn": "read: the SQLite session's sqlite3 connection (its busy wait bounded, "
-             "session_store.py); None until first used and after close()",
+             "session_store.py); None until first used and after close(); set to None by "
+             "close_sqlite_unsaved (reopened on next use)",
 }
 """``telethon.sessions.SQLiteSession`` instance attributes."""
 
@@ -210,6 +211,25 @@ def sqlite_connection(session: Any) -> sqlite3.Connection | None:
         return None
     conn = session.__dict__.get("_conn")
     return conn if isinstance(conn, sqlite3.Connection) else None
+
+
+def close_sqlite_unsaved(session: Any) -> None:
+    """Close a Telethon ``SQLiteSession``'s connection, dropping its uncommitted writes
+    (``SQLiteSession.close()`` commits first, which fails while another connection holds
+    the file's lock). The session opens a new connection when next used. Nothing for other
+    sessions or a closed one."""
+    conn = sqlite_connection(session)
+    if conn is None:
+        return
+    session._conn = None
+    try:
+        conn.rollback()
+    except sqlite3.Error:
+        pass
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass
 
 
 # ---- the client ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ approach:
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import wrapt
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = ["attach", "guard"]
 
+log = logging.getLogger("telethon_guard")
+
 
 def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
     """Give an existing ``TelegramClient`` the guard's protection; returns the same object.
@@ -66,12 +69,27 @@ def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
     ``preset=`` or :class:`GuardConfig` fields). Uses ``wrapt.FunctionWrapper`` around the
     instance's bound ``_call``, ``connect``, ``_create_exported_sender`` and
     ``_disconnect_coro``; see the module docstring for the limits. Calling ``guard`` twice
-    raises :class:`GuardConfigError`. ``client.guard`` is then the :class:`ClientGuard`.
+    raises :class:`GuardConfigError`; anything but a ``TelegramClient`` raises ``TypeError``.
+    A client that is already connected is guarded with a logged warning (``telethon_guard``
+    logger): its sender is replaced only at its next ``connect()`` after a ``disconnect()``.
+    ``client.guard`` is then the :class:`ClientGuard`.
     """
+    from telethon import TelegramClient
+
+    if not isinstance(client, TelegramClient):
+        raise TypeError(f"guard() takes a telethon.TelegramClient (built, connected or not), "
+                        f"got {type(client).__name__} {client!r:.60}")
     if link_of(client) is not None:
         raise GuardConfigError("client", "this client is already guarded")
     state = ClientGuard.create(**kwargs)
     attach_session_storage(client.session, state)  # flood state survives restarts
+    if client.is_connected():
+        log.warning(
+            "guard(): the client is already connected: its calls are guarded from now on, "
+            "but it keeps Telethon's own sender (no paced reconnects after transport "
+            "errors or -429, no liveness watchdog) until its next connect() after a "
+            "disconnect(); call guard() before connect(), or disconnect() and connect() "
+            "again")
     return attach(client, state)
 
 

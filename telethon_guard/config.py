@@ -104,6 +104,10 @@ def _int(name: str, value: Any, *, minimum: int) -> int:
 def _windows(name: str, value: Any) -> Windows:
     if value is None:
         return ()
+    if isinstance(value, (str, bytes)):  # iterated, it would be read char by char
+        raise GuardConfigError(
+            name, f"must be a sequence of (count, period) windows, period in seconds, e.g. "
+                  f"((10, 1.0),) for 10 per second; got the {type(value).__name__} {value!r}")
     if (
         isinstance(value, tuple)
         and len(value) == 2
@@ -119,10 +123,13 @@ def _windows(name: str, value: Any) -> Windows:
     out: list[Window] = []
     for item in items:
         try:
+            if isinstance(item, (str, bytes)):
+                raise TypeError
             count, period = item
         except (TypeError, ValueError):
             raise GuardConfigError(
-                name, f"each window must be (count, period), got {item!r}") from None
+                name, f"each window must be (count, period), period in seconds, e.g. "
+                      f"(10, 1.0); got {item!r}") from None
         c = _int(name, count, minimum=1)
         p = _finite(name, period, minimum=0.0, strict=True)
         assert p is not None

@@ -31,14 +31,23 @@ class LoopLagMonitor:
     ``interval`` is the ticker period in seconds (default 10 ms); ``window`` bounds how many
     samples are kept (memory is O(window)). Use ``start()`` / ``await stop()`` or
     ``async with LoopLagMonitor() as mon:``; :meth:`stats` returns ``p50``, ``p99``, ``max``
-    (seconds) and ``samples``. Raises ``ValueError`` for a non-positive interval or window.
+    (seconds) and ``samples``. Raises ``TypeError`` for an ``interval`` that is not a number
+    or a ``window`` that is not an ``int``, ``ValueError`` for a non-positive or non-finite
+    ``interval`` or a non-positive ``window``.
     """
 
     def __init__(self, interval: float = 0.01, window: int = 100_000) -> None:
-        if not interval > 0:
-            raise ValueError("interval must be > 0 seconds")
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+            raise TypeError(f"LoopLagMonitor: interval must be a number of seconds, e.g. 0.01; "
+                            f"got {type(interval).__name__} {interval!r}")
+        if not (interval > 0 and math.isfinite(interval)):
+            raise ValueError(f"LoopLagMonitor: interval must be a finite number of seconds "
+                             f"> 0, got {interval!r}")
+        if isinstance(window, bool) or not isinstance(window, int):
+            raise TypeError(f"LoopLagMonitor: window must be an integer number of samples, "
+                            f"got {type(window).__name__} {window!r}")
         if window <= 0:
-            raise ValueError("window must be > 0")
+            raise ValueError(f"LoopLagMonitor: window must be > 0 samples, got {window!r}")
         self.interval = interval
         self._samples: deque[float] = deque(maxlen=window)
         self._task: asyncio.Task[None] | None = None

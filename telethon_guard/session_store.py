@@ -21,6 +21,11 @@ Here:
   logged (``telethon_guard`` logger) with its duration;
 * a session that cannot be written at ``connect()`` raises
   :class:`~telethon_guard.errors.SessionLockedError` naming the file;
+* a session file that cannot be written at ``disconnect()`` (Telethon saves the update state
+  there, then closes the session) is logged and the session closed without that save
+  (:func:`disconnect_checked`): a service's ``finally: await client.disconnect()`` does not
+  raise a bare ``sqlite3.OperationalError`` that would mask the error that brought it there
+  (e.g. the :class:`~telethon_guard.errors.SessionLockedError` of a failed ``connect()``);
 * the other stores of entities (Telethon's update loop, its disconnect) log a locked file
   instead of raising (:func:`guard_session`): raised there, it is fatal to Telethon's update
   loop, which then disconnects the client.
@@ -44,7 +49,7 @@ from . import _telethon as tl
 from .errors import EntitiesNotStoredError, SessionLockedError
 
 __all__ = ["SESSION_BUSY_TIMEOUT", "SLOW_STORE", "bound_busy_wait", "connect_checked",
-           "guard_session", "session_path", "store_entities"]
+           "disconnect_checked", "guard_session", "session_path", "store_entities"]
 
 log = logging.getLogger("telethon_guard")
 
@@ -147,3 +152,26 @@ async def connect_checked(session: Any, connect: Callable[[], Awaitable[None]]) 
             f"cannot write the session file {path!r} at connect: {e} (another process or "
             "thread holds it; close the other client using it or give this one its own "
             "session file)", path) from e
+
+
+async def disconnect_checked(session: Any, disconnect: Callable[[], Awaitable[None]]) -> None:
+    """Run Telethon's ``disconnect()`` with the session's busy wait bounded. When saving to an
+    ``SQLiteSession`` file fails there (``sqlite3.OperationalError``: locked, read-only...;
+    Telethon saves the update state after the connection is closed, then closes the
+    session), the failure is logged once (``telethon_guard`` logger, naming the file) and the
+    session's connection is closed (committing what it can, else dropping it): the client
+    is disconnected, the update state of the file is the one last saved (the next connect
+    catches up from it). Other sessions' errors pass through."""
+    bound_busy_wait(session)
+    try:
+        await disconnect()
+    except sqlite3.OperationalError as e:
+        if not tl.is_sqlite_session(session):
+            raise
+        log.warning("disconnect: the update state was not saved in the session file %r "
+                    "(%s; another process or thread holds it); the session is closed "
+                    "without it", session_path(session), e)
+        try:
+            session.close()  # commits what the session has not saved yet, if it can now
+        except sqlite3.Error:
+            tl.close_sqlite_unsaved(session)

@@ -239,3 +239,20 @@ def test_method_limits_reject_unknown_tl_method_names(name: str) -> None:
     with pytest.raises(GuardConfigError) as info:
         GuardConfig(method_limits={name: ((30, 30.0),)})
     assert info.value.field == "method_limits" and "messages.getHistory" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["rate_limits", "send_limits", "reconnect_pacing"])
+@pytest.mark.parametrize("value", ["10/s", "fast", b"10", ["10"], [(1, 1.0), "25"]])
+def test_a_string_is_refused_as_windows_showing_the_expected_shape(field: str,
+                                                                    value: Any) -> None:
+    # A str is iterable: read char by char it gave "got '1'" / "got 'f'".
+    with pytest.raises(GuardConfigError) as info:
+        GuardConfig(**{field: value})
+    assert info.value.field == field
+    assert "(count, period)" in str(info.value) and repr(value if isinstance(value, (str, bytes))
+                                                         else value[-1]) in str(info.value)
+
+
+def test_a_string_is_refused_as_method_windows() -> None:
+    with pytest.raises(GuardConfigError, match=r"\(count, period\).*'10/s'"):
+        GuardConfig(method_limits={"messages.getHistory": "10/s"})

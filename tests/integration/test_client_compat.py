@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import textwrap
@@ -24,13 +25,15 @@ from ._client_helpers import InvokeRecorder, bounded
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def test_guard_wraps_a_plain_client() -> None:
+async def test_guard_wraps_a_plain_client(caplog: pytest.LogCaptureFixture) -> None:
     plan = FaultPlan(ErrorOnCalls("help.getNearestDc", 400, "SOME_BAD_REQUEST"))
     async with TelegramTestServer(faults=plan) as server:
         plain = server.client()  # a TelegramClient built by someone else
         assert type(plain).__mro__[1] is TelegramClient
-        same = guard(plain, deadline=5, max_flood_wait=3)
+        with caplog.at_level(logging.WARNING, "telethon_guard"):
+            same = guard(plain, deadline=5, max_flood_wait=3)
         assert same is plain
+        assert not [r for r in caplog.records if "already connected" in r.getMessage()]
         assert isinstance(plain.guard, GuardState)
         assert plain.guard.config.max_flood_wait == 3.0
         assert plain.flood_sleep_threshold == 0
@@ -150,7 +153,8 @@ def test_every_public_error_is_exported_at_the_top() -> None:
     assert issubclass(telethon_guard.ConnectionLostMayHaveRun, telethon_guard.MayHaveRunError)
 
 
-async def test_guard_on_a_connected_client_maps_disconnect_cancellation() -> None:
+async def test_guard_on_a_connected_client_maps_disconnect_cancellation(
+        caplog: pytest.LogCaptureFixture) -> None:
     # guard() after connect keeps Telethon's own sender; its disconnect() cancels in-flight
     # futures, which the caller (not cancelled itself) sees as a typed, final error.
     from telethon_guard.errors import ClientDisconnectedError
@@ -162,7 +166,11 @@ async def test_guard_on_a_connected_client_maps_disconnect_cancellation() -> Non
     async with TelegramTestServer(faults=plan) as server:
         plain = server.client()
         await bounded(plain.connect())
-        guard(plain, deadline=10)
+        with caplog.at_level(logging.WARNING, "telethon_guard"):
+            guard(plain, deadline=10)
+        # said once, with what is not guarded until reconnect and the remedy
+        notes = [r.getMessage() for r in caplog.records if "already connected" in r.getMessage()]
+        assert len(notes) == 1 and "sender" in notes[0] and "before connect()" in notes[0]
         assert type(plain._sender).__name__ == "MTProtoSender"
         task = asyncio.ensure_future(plain.get_dialogs())
         await wait_until(lambda: server.log.count("messages.getDialogs") > 0)
@@ -177,3 +185,9 @@ async def test_guard_on_a_connected_client_maps_disconnect_cancellation() -> Non
         async with plain:
             assert isinstance(plain._sender, GuardedMTProtoSender)
             assert (await bounded(plain.get_me())).id > 0
+
+
+@pytest.mark.parametrize("thing", ["not a client", None, object()])
+def test_guard_refuses_what_is_not_a_telegram_client(thing: object) -> None:
+    with pytest.raises(TypeError, match=r"guard\(\) takes a telethon\.TelegramClient"):
+        guard(thing)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import time
 from collections import defaultdict
 from typing import Any
@@ -243,6 +244,12 @@ async def test_failing_event_handler_task_is_retrieved() -> None:
 async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
     with pytest.raises(ValueError):
         LoopLagMonitor(interval=0)
+    for bad, error in (("x", TypeError), (None, TypeError), (True, TypeError),
+                       (math.inf, ValueError), (math.nan, ValueError)):
+        with pytest.raises(error, match="interval"):
+            LoopLagMonitor(interval=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="window"):
+        LoopLagMonitor(window=1.5)  # type: ignore[arg-type]
     mon = LoopLagMonitor(interval=0.005)
     async with mon:
         await asyncio.sleep(0.05)

@@ -11,6 +11,7 @@ and a locked file at ``connect()`` gives ``SessionLockedError`` naming the file.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -24,7 +25,8 @@ from telethon import TelegramClient, utils
 from telethon.sessions import SQLiteSession
 from telethon.tl import types
 
-from telethon_guard import GuardedTelegramClient
+from telethon_guard import GuardedTelegramClient, guard
+from telethon_guard import _telethon as tl
 from telethon_guard.errors import EntitiesNotStoredError, SessionLockedError
 from telethon_guard.testing.server import TelegramTestServer
 
@@ -158,4 +160,38 @@ async def test_locked_session_at_connect_names_the_file_and_sends_nothing(
         assert not client.is_connected()  # rolled back
         assert server.log.count("messages.sendMessage") == 0
         async with client:  # the lock gone, the same client connects
+            assert (await bounded(client.get_me())) is not None
+
+
+@pytest.mark.parametrize("how", ["class", "guard"])
+async def test_disconnect_with_the_session_file_locked_is_logged_not_raised(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str) -> None:
+    # A service's `finally: await client.disconnect()` after a failed connect (or while
+    # another process holds the file) must not raise Telethon's bare sqlite3 error from
+    # saving the update state, masking the error that brought it there.
+    async with TelegramTestServer() as server:
+        stem = logged_in_file(server, tmp_path / "svc")
+        session_file = stem + ".session"
+        if how == "class":
+            client = server.client(GuardedTelegramClient, session=SQLiteSession(stem))
+        else:
+            client = guard(server.client(TelegramClient, session=SQLiteSession(stem)))
+        with write_locked(session_file), caplog.at_level(logging.WARNING, "telethon_guard"):
+            with pytest.raises(SessionLockedError):
+                await bounded(client.connect())
+            caplog.clear()
+            await bounded(client.disconnect())
+            notes = [r.getMessage() for r in caplog.records
+                     if "not saved in the session file" in r.getMessage()]
+            assert len(notes) == 1 and session_file in notes[0], notes
+            assert tl.sqlite_connection(client.session) is None  # closed, not left open
+        # Connected, then the file locked: disconnect still completes, and the same client
+        # connects again once the lock is gone.
+        await bounded(client.connect())
+        assert (await bounded(client.get_me())) is not None
+        client.session.save()  # commit: the client's own connection holds no write lock
+        with write_locked(session_file):
+            await bounded(client.disconnect())
+        assert not client.is_connected()
+        async with client:
             assert (await bounded(client.get_me())) is not None

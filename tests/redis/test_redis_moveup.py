@@ -127,6 +127,8 @@ async def main():
     st = from_url(url, prefix=prefix, storage_fallback="fail", timeout=5.0)
     lim = RateLimiter(st, MonotonicClock())
     spec = (LimitSpec("acct:mu3", ((1, 2.0),)),)
+    print(json.dumps({"ready": True}), flush=True)  # started and imported: wait for "go"
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     start = time.time()
     res = await lim.reserve(spec)
     print(json.dumps({"reserved": res[0]}), flush=True)
@@ -146,15 +148,20 @@ async def test_give_back_moves_up_a_waiter_of_another_os_process(
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = None
     try:
+        # The child starts (seconds on a loaded machine) before the slots below are taken, so
+        # its start-up is not counted in them; it reserves when told "go".
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CHILD, redis_url, prefix, stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE, env=env)
+        assert proc.stdout is not None and proc.stdin is not None
+        assert json.loads(await asyncio.wait_for(proc.stdout.readline(), 30)) == {"ready": True}
         assert await lim.acquire(spec) == 0.0  # slot now
         mine = asyncio.create_task(lim.acquire(spec))  # slot +2
         await _poll(lambda: lim.queue_length == 1, 5)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _CHILD, redis_url, prefix, stdout=asyncio.subprocess.PIPE,
-            env=env)
-        assert proc.stdout is not None
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
         first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
-        assert first["reserved"] > 2.0  # behind mine: +4 minus the child's start-up
+        assert first["reserved"] > 2.0  # behind mine: +4 minus the time "go" took
         mine.cancel()
         with pytest.raises(asyncio.CancelledError):
             await mine
