@@ -369,7 +369,7 @@ class LivenessWatch:
     :meth:`cancel` is called. Costs a small object per connection instead of a task, its
     coroutine frame and its sleep timer."""
 
-    __slots__ = ("dog", "now", "pending", "ping", "replace", "verdict", "watchdogs")
+    __slots__ = ("bucket", "dog", "now", "pending", "ping", "replace", "verdict", "watchdogs")
 
     def __init__(self, dog: LivenessWatchdog, now: Callable[[], float],
                  pending: Callable[[], Iterable[tuple[Any, bool]]], ping: Callable[[], bool],
@@ -382,6 +382,7 @@ class LivenessWatch:
         self.verdict: LivenessVerdict | None = None
         """The ``REPLACE`` verdict that ended the watch (``None``: not ended by one)."""
         self.watchdogs: _LoopWatchdogs | None = None
+        self.bucket = 0  # which slice of its loop's watches it is checked with
 
     @property
     def active(self) -> bool:
@@ -411,36 +412,59 @@ class LivenessWatch:
         return False
 
 
+WATCH_SLICES = 10
+"""A loop's watches are checked in this many slices, one slice every ``tick / WATCH_SLICES``
+seconds (each watch still once per tick): 1,000 connections never cost the loop one burst of
+1,000 checks."""
+
+
 class _LoopWatchdogs:
     """Every :class:`LivenessWatch` of one event loop with one tick length, checked by ONE loop
-    timer every ``tick`` seconds (re-armed after each round; none armed while empty)."""
+    timer: the watches are dealt round-robin into :data:`WATCH_SLICES` slices and the timer
+    checks one slice every ``tick / WATCH_SLICES`` seconds, so each watch is checked every
+    ``tick`` seconds (re-armed after each slice; none armed while empty)."""
 
-    __slots__ = ("__weakref__", "_handle", "_watches", "loop", "tick")
+    __slots__ = ("__weakref__", "_count", "_dealt", "_handle", "_slices", "_turn", "loop",
+                 "tick")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
         self.loop = loop
         self.tick = tick
-        self._watches: dict[LivenessWatch, None] = {}
+        self._slices: list[dict[LivenessWatch, None]] = [{} for _ in range(WATCH_SLICES)]
+        self._count = 0
+        self._dealt = 0  # watches added so far (the next one's slice)
+        self._turn = 0  # the slice the timer checks next
         self._handle: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
-        return len(self._watches)
+        return self._count
 
     def add(self, watch: LivenessWatch) -> None:
-        self._watches[watch] = None
+        # Dealt round-robin, so the slices stay even however the connections arrive; the
+        # first check comes within one tick (a check sooner than run_watchdog's first
+        # sleep(tick) changes no bound: they run from the request or the last message).
+        bucket = self._dealt % WATCH_SLICES
+        self._dealt += 1
+        self._slices[bucket][watch] = None
+        self._count += 1
+        watch.bucket = bucket
         watch.watchdogs = self
         if self._handle is None:
-            self._handle = self.loop.call_later(self.tick, self._fire)
+            self._turn = (bucket + 1) % WATCH_SLICES
+            self._handle = self.loop.call_later(self.tick / WATCH_SLICES, self._fire)
 
     def discard(self, watch: LivenessWatch) -> None:
-        self._watches.pop(watch, None)
-        if not self._watches and self._handle is not None:
+        if self._slices[watch.bucket].pop(watch, 0) is None:
+            self._count -= 1
+        if not self._count and self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
     def _fire(self) -> None:
         self._handle = None
-        for watch in list(self._watches):
+        turn = self._turn
+        self._turn = (turn + 1) % WATCH_SLICES
+        for watch in list(self._slices[turn]):
             if watch.watchdogs is not self:  # cancelled by an earlier check of this round
                 continue
             try:
@@ -450,8 +474,8 @@ class _LoopWatchdogs:
                 done = True
             if done:
                 watch.cancel()
-        if self._watches and self._handle is None and not self.loop.is_closed():
-            self._handle = self.loop.call_later(self.tick, self._fire)
+        if self._count and self._handle is None and not self.loop.is_closed():
+            self._handle = self.loop.call_later(self.tick / WATCH_SLICES, self._fire)
 
 
 _WATCHDOGS: weakref.WeakValueDictionary[tuple[int, float], _LoopWatchdogs] = (

@@ -14,9 +14,12 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from telethon_guard.bench.plot import check_matplotlib
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class DemoRun(Protocol):
@@ -78,23 +81,53 @@ def _grid(until: float, step: float = 0.1) -> list[float]:
     return [i * step for i in range(int(until / step) + 1)]
 
 
-def write_demo_plot(outcomes: Sequence[DemoRun], tl: Phases, path: Path,
-                    offered: float) -> None:
-    """Write the demo's PNG to ``path``. ``offered`` is the worker's rate (calls/s)."""
-    check_matplotlib()
+CLIP = 3.0
+"""A rate above ``CLIP`` x the offered rate is cut off at the top of its panel and its value
+written inside the panel (a burst of late answers would otherwise squash everything else)."""
+
+HEADROOM = 1.15
+"""The y-axis ends this factor above the highest rate drawn, so no line runs along the top."""
+
+
+def y_top(peak: float, offered: float) -> float:
+    """Upper y-limit (calls/s) of every rate panel: the highest rate drawn (``peak``, capped
+    at :data:`CLIP` x ``offered``, never below ``offered``) times :data:`HEADROOM`."""
+    return max(offered, min(peak, offered * CLIP)) * HEADROOM
+
+
+def label_align(x: float, right: float, margin: float) -> str:
+    """Horizontal alignment of a value label centred on ``x`` so it stays inside
+    ``[0, right]``: ``"right"`` within ``margin`` of the right edge, ``"left"`` near 0."""
+    if x > right - margin:
+        return "right"
+    if x < margin:
+        return "left"
+    return "center"
+
+
+def build_demo_figure(outcomes: Sequence[DemoRun], tl: Phases, offered: float) -> Figure:
+    """The demo's figure (one panel per run, a shared legend below them, outside every
+    panel); :func:`write_demo_plot` saves it. Needs matplotlib (caller checks)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    until = max([tl.seconds + 1.0, *(o.wall for o in outcomes)])
+    wall = max([tl.seconds + 1.0, *(o.wall for o in outcomes)])
+    bins = max(1, math.ceil(wall / BIN))
+    until = bins * BIN  # the end of the last bin, so the last bin is drawn in full
     rows = max(1, len(outcomes))
-    fig, axes = plt.subplots(rows, 1, figsize=(9.0, 2.9 * rows), sharex=True, squeeze=False)
-    top = offered * 3.0  # a burst above this is clipped and labelled with its value
+    fig, axes = plt.subplots(rows, 1, figsize=(9.0, 1.0 + 2.9 * rows), sharex=True,
+                             squeeze=False, layout="constrained")
+    binned = [rates(o.timeline, wall) for o in outcomes]
+    peak = max([0.0, *(v for _, ok, failed in binned for v in (*ok, *failed))])
+    top = y_top(peak, offered)
+    clip = offered * CLIP
     most_waiting = max([1, *(max(waiting(o.timeline, _grid(until)), default=0)
                              for o in outcomes)])
-    for ax, o in zip((a[0] for a in axes), outcomes, strict=False):
-        starts, ok, failed = rates(o.timeline, until)
+    handles: list[Any] = []
+    for ax, o, (starts, ok, failed) in zip((a[0] for a in axes), outcomes, binned,
+                                           strict=False):
         ax.axvspan(tl.storm_at, tl.storm_at + tl.storm, color="#f4a261", alpha=0.25,
                    label="-429 storm")
         ax.axvspan(tl.wave_at, tl.wave_at + tl.wave, color="#8ecae6", alpha=0.35,
@@ -103,24 +136,34 @@ def write_demo_plot(outcomes: Sequence[DemoRun], tl: Phases, path: Path,
                    label="worker stops sending")
         ax.axhline(offered, color="#555555", linestyle=":", linewidth=1,
                    label=f"sent ({offered:g} calls/s)")
-        ax.step(starts, ok, where="post", color="#2a9d8f", linewidth=1.8,
+        edges = [*starts, until]  # "post" steps need the last bin's end to draw it
+        ax.step(edges, [*ok, ok[-1]], where="post", color="#2a9d8f", linewidth=1.8,
                 label="succeeded /s")
-        ax.step(starts, failed, where="post", color="#d62828", linewidth=1.8,
+        ax.step(edges, [*failed, failed[-1]], where="post", color="#d62828", linewidth=1.8,
                 label="failed /s")
         for x, v, color in [*zip(starts, ok, ["#2a9d8f"] * len(ok), strict=True),
                             *zip(starts, failed, ["#d62828"] * len(failed), strict=True)]:
-            if v > top:
-                ax.annotate(f"{v:.0f}/s", (x + BIN / 2, top), xytext=(0, -10),
-                            textcoords="offset points", ha="center", fontsize=7, color=color)
+            if v > clip:
+                centre = x + BIN / 2
+                ax.annotate(f"{v:.0f}/s (cut off)", (centre, 0.97),
+                            xycoords=("data", "axes fraction"), va="top",
+                            ha=label_align(centre, until, 0.08 * until), fontsize=7,
+                            color=color, annotation_clip=False,
+                            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                                  "alpha": 0.85})
         grid = _grid(until)
         wait_ax = ax.twinx()
         wait_ax.fill_between(grid, waiting(o.timeline, grid), step="post", color="#6c757d",
                              alpha=0.18, linewidth=0, label="calls waiting (right axis)")
-        wait_ax.set_ylim(0, most_waiting * 1.15)
+        wait_ax.set_ylim(0, most_waiting * HEADROOM)
         wait_ax.set_ylabel("calls waiting", fontsize=9, color="#6c757d")
         wait_ax.tick_params(labelsize=8, colors="#6c757d")
-        if ax is axes[0][0]:
-            wait_ax.legend(fontsize=7, loc="upper left")
+        # rates drawn over the waiting area, not under it
+        ax.set_zorder(wait_ax.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        if not handles:
+            handles = [*ax.get_legend_handles_labels()[0],
+                       *wait_ax.get_legend_handles_labels()[0]]
         total_failed = sum(o.failed.values())
         ax.set_title(f"{o.name}: {o.ok} succeeded, {total_failed} failed"
                      + ("" if o.complete else " (interrupted)"), fontsize=10, loc="left")
@@ -131,12 +174,23 @@ def write_demo_plot(outcomes: Sequence[DemoRun], tl: Phases, path: Path,
         ax.grid(axis="y", alpha=0.3)
     if not outcomes:
         axes[0][0].text(0.5, 0.5, "nothing measured", ha="center", va="center")
-    axes[0][0].legend(fontsize=7, loc="upper right", ncol=3)
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=7,
+                   frameon=False)
     axes[-1][0].set_xlabel("seconds since the service started (calls counted when they end)",
                            fontsize=9)
     fig.suptitle("telethon-guard demo: the incident, plain Telethon vs telethon-guard",
                  fontsize=11)
-    fig.tight_layout()
+    return fig
+
+
+def write_demo_plot(outcomes: Sequence[DemoRun], tl: Phases, path: Path,
+                    offered: float) -> None:
+    """Write the demo's PNG to ``path``. ``offered`` is the worker's rate (calls/s)."""
+    check_matplotlib()
+    import matplotlib.pyplot as plt
+
+    fig = build_demo_figure(outcomes, tl, offered)
     try:
         fig.savefig(path, format="png", dpi=110)
     finally:

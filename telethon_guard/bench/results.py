@@ -139,6 +139,21 @@ def met_cell(met: bool | None, complete: bool = True) -> str:
     return {True: "yes", False: "NO", None: "-"}[met]
 
 
+INCOMPLETE_NOTE = ("interrupted before this workload finished: the figures above are partial "
+                   "and no conclusion is drawn from them")
+"""The note of a row whose workload was interrupted (replaces any verdict it carried)."""
+
+
+def interrupted(row: Row) -> Row:
+    """``row`` marked as cut short by Ctrl-C: not complete, not judged (``met`` is ``None``)
+    and its note replaced by :data:`INCOMPLETE_NOTE`, since a verdict on part of a
+    measurement (e.g. "ratio 0.479 is 0.501 below 0.98") would be misleading. Returns ``row``."""
+    row.complete = False
+    row.met = None
+    row.note = INCOMPLETE_NOTE
+    return row
+
+
 MET_LEGEND = ("met: yes = this run reached the target; NO = it missed it in this run (the "
               "lines below say by how much and which layer); incomplete = interrupted")
 """One line under the bench table saying what its ``met`` column means."""

@@ -23,7 +23,14 @@ from telethon_guard.bench.command import (
 )
 from telethon_guard.bench.context import BenchSettings, Workload, WorkloadContext
 from telethon_guard.bench.progress import Progress
-from telethon_guard.bench.results import Report, Row, machine_info, render_report, write_json
+from telethon_guard.bench.results import (
+    Report,
+    Row,
+    interrupted,
+    machine_info,
+    render_report,
+    write_json,
+)
 
 WORKLOADS: dict[str, str] = {
     "overhead": (
@@ -109,8 +116,7 @@ async def run_workloads(
             row = await workloads[name](ctx)
         except asyncio.CancelledError:
             if ctx.partial is not None:
-                ctx.partial.complete = False
-                report.add(ctx.partial)
+                report.add(interrupted(ctx.partial))
             raise
         except Exception as e:
             ok = False

@@ -347,6 +347,7 @@ class TelegramTestServer:
         self._loop = asyncio.get_running_loop()
         self._ticker = self._loop.create_task(self._tick())
         self._watch(self.faults)
+        self._apply_due()  # a plan's rule due at start (a DC "down") holds once start() returns
         return self
 
     async def stop(self) -> None:

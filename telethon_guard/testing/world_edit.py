@@ -3,9 +3,10 @@
 Checks as Telegram does (core.telegram.org/method/messages.editMessage): the chat must resolve
 (``PEER_ID_INVALID`` & co.), the message must be one the calling account sent into that chat
 (``400 MESSAGE_ID_INVALID``), and the new text must differ from the current one
-(``400 MESSAGE_NOT_MODIFIED``, also for an empty text). The current text is kept per
-(account, chat, message id); the stored message itself is not rewritten (history and
-differences keep the text it was sent with: only the edit's ground truth is needed here).
+(``400 MESSAGE_NOT_MODIFIED``, also for an empty text). The edit is stored: the sender's
+message (``World.sent_messages()``, its history, ``get_messages``, a channel's history for
+every member) shows the new text. Simplification: the incoming copies of a private-chat or
+basic-group message in the other members' boxes keep the text they arrived with.
 Answered like Telegram with ``Updates`` carrying ``updateEditMessage`` (private chats, basic
 groups) or ``updateEditChannelMessage`` (channels) with the edited message (new text,
 ``edit_date``), so Telethon's ``client.edit_message`` returns that ``Message``. One
@@ -32,7 +33,7 @@ class EditHandlers:
     def __init__(self, world: WorldCore) -> None:
         self.w = world
         self.texts: dict[tuple[int, int, int], str] = {}
-        """Current text of every edited message: ``(account, marked chat id, msg id) -> text``."""
+        """Text of every edited message: ``(account, marked chat id, msg id) -> text``."""
 
     def table(self) -> dict[type, Handler]:
         return {functions.messages.EditMessageRequest: self._messages_edit_message}
@@ -65,6 +66,9 @@ class EditHandlers:
         if not text or text == self.texts.get(key, sent.text):
             raise RpcErrorReply(400, "MESSAGE_NOT_MODIFIED")
         self.texts[key] = text
+        sent.text = text  # stored: history, get_messages and sent_messages() show it
+        if isinstance(target, ChannelHistory):
+            target.forget(req.id)  # the channel's cached TL message had the old text
         date = to_datetime(self.w.now())
         update: TLObject
         chats: list[TLObject]

@@ -134,6 +134,10 @@ class ChannelHistory:
             self._cache.popitem(last=False)
         return msg
 
+    def forget(self, msg_id: int) -> None:
+        """Drop the cached TL form of ``msg_id`` (its stored record changed: an edit)."""
+        self._cache.pop(msg_id, None)
+
     def date_of(self, msg_id: int) -> int:
         """Unix date of message ``msg_id`` (which must exist)."""
         gen = self.channel.generated

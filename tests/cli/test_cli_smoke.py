@@ -94,6 +94,7 @@ def test_ctrl_c_prints_what_was_measured(tmp_path: Path) -> None:
     assert returncode == 130, (returncode, stdout, stderr)
     assert "Traceback" not in stderr, stderr
     assert "| overhead" in stdout and "incomplete" in stdout, (stdout, stderr)
+    assert "no conclusion is drawn" in stdout and "below 0.98" not in stdout, stdout
     assert "interrupted" in stdout
     data = json.loads(out.read_text())
     assert data["interrupted"] is True

@@ -347,3 +347,69 @@ async def test_a_failing_check_is_logged_and_stops_only_its_watch(
     assert not bad.active and bad.verdict is None
     assert not good.active and len(replaced) == 1 and "silent" in replaced[0].reason
     assert "liveness check failed" in caplog.text
+
+
+class _ManualLoop:
+    """Just what the loop's watch timer uses: ``call_later`` (recorded, run by hand) and
+    ``is_closed``."""
+
+    def __init__(self) -> None:
+        self.timers: list[list[Any]] = []
+
+    def call_later(self, delay: float, callback: Any) -> Any:
+        entry: list[Any] = [delay, callback, False]
+
+        class Handle:
+            def cancel(self) -> None:
+                entry[2] = True
+
+        self.timers.append(entry)
+        return Handle()
+
+    def is_closed(self) -> bool:
+        return False
+
+    def fire_next(self) -> float:
+        while self.timers:
+            delay, callback, cancelled = self.timers.pop(0)
+            if not cancelled:
+                callback()
+                return float(delay)
+        raise AssertionError("no timer armed")
+
+
+def test_watches_are_checked_in_slices_each_once_per_tick() -> None:
+    # 1,000 connections must not cost one burst of 1,000 checks: the loop's watches are dealt
+    # into slices, one slice checked every tick / WATCH_SLICES, each watch once per tick.
+    from telethon_guard.liveness import WATCH_SLICES
+
+    loop = _ManualLoop()
+    policy = LivenessPolicy(timeout=10.0, keepalive=30.0)  # tick 1.0 s
+    checks: list[int] = [0] * 95
+    per_firing: list[int] = []
+
+    def counter(i: int) -> Any:
+        def pending() -> list[tuple[Any, bool]]:
+            checks[i] += 1
+            return []
+        return pending
+
+    watches = [watch_liveness(LivenessWatchdog(policy, 0.0), now=lambda: 0.0,
+                              pending=counter(i), ping=lambda: True, replace=lambda v: None,
+                              loop=loop)  # type: ignore[arg-type]
+               for i in range(len(checks))]
+    assert len(loop.timers) == 1  # one timer for all of them
+    for _ in range(3 * WATCH_SLICES):  # three ticks
+        before = sum(checks)
+        assert loop.fire_next() == pytest.approx(policy.tick / WATCH_SLICES)
+        per_firing.append(sum(checks) - before)
+    assert checks == [3] * len(checks)
+    assert max(per_firing) <= -(-len(checks) // WATCH_SLICES)  # ceil(95 / 10) = 10
+    for w in watches[:50]:
+        w.cancel()
+    for _ in range(WATCH_SLICES):
+        loop.fire_next()
+    assert checks == [3] * 50 + [4] * 45
+    for w in watches[50:]:
+        w.cancel()
+    assert all(t[2] for t in loop.timers)  # the last cancel disarmed the timer

@@ -25,6 +25,7 @@ from redis_helpers import LocalCluster, PrivateRedis, delete_prefix, free_port, 
 REDIS_URL = os.environ.get("TG_GUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "redis_cluster" in getattr(item, "fixturenames", ()):

@@ -188,6 +188,19 @@ async def test_port_down_refuses_tcp_until_the_window_ends_and_spares_open_conne
         assert server.log.connections_opened() == 2
 
 
+async def test_port_down_from_the_start_holds_when_the_server_is_up() -> None:
+    # A plan given at construction: the port is already closed when `async with` returns,
+    # with no tick to wait for (a user's "unreachable DC" test must not depend on yielding).
+    rule = OnNewConnections("down")
+    async with TelegramTestServer(faults=FaultPlan(rule)) as server:
+        assert rule.fired == 1
+        host, port = server.dcs[0].host, server.dcs[0].port
+        with pytest.raises(ConnectionRefusedError):
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), T)
+            writer.close()
+        assert server.log.connections_opened() == 0
+
+
 # ---- open connections ----------------------------------------------------------------------
 
 

@@ -35,6 +35,11 @@ async def test_edit_own_message_then_not_modified_then_invalid_ids(chat: str) ->
             assert isinstance(edited, types.Message)
             assert (edited.id, edited.message) == (sent.id, "v3")
             assert edited.edit_date is not None and edited.out
+            # the edit is stored: read back from the server, and in its ground truth
+            [again] = await asyncio.wait_for(client.get_messages(peer, ids=[sent.id]), T)
+            assert again.message == "v3"
+            assert [m.text for m in server.world.sent_messages()
+                    if m.message_id == sent.id] == ["v3"]
             with pytest.raises(tl_errors.MessageNotModifiedError):
                 await asyncio.wait_for(edit(sent.id, "v3"), T)  # same text as now
             await asyncio.wait_for(edit(sent.id, "v2"), T)
