@@ -22,6 +22,7 @@ edit coalescer.
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,11 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+# A library's loggers stay silent until the application configures logging (Python's logging
+# HOWTO, "Configuring Logging for a Library"): without this, Python's last-resort handler would
+# print every WARNING guard event (FloodWaitStarted, ...) on stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _LAZY = {
     "ClientGuard": "._client_guard",

@@ -36,7 +36,7 @@ is recorded for everyone, then the call waits and retries if it fits (at most
 ``flood_max_retries`` times), else raises at once with ``from_server=True``.
 
 Adaptive pacing (:class:`~telethon_guard.pacing.AdaptivePacer`, in :mod:`telethon_guard.pacing`)
-learns a method's pace from its FLOOD_WAITs.
+learns a method's pace from its FLOOD_WAITs and FLOOD_PREMIUM_WAITs.
 
 The rate limiter applies the pace as an extra window ``acct:<a>/pace:<m>``. A wait the pace
 imposes is a flood wait to the caller: when it does not fit ``min(max_flood_wait, time left
@@ -310,7 +310,10 @@ class FloodLedger:
         if scope is FloodScope.PEER and call.peer is None:
             key = scope_key(call, FloodScope.METHOD)
         left = await self.record_block(key, verdict.seconds)
-        if scope is FloodScope.METHOD and self.pacer is not None:
+        if (scope is FloodScope.METHOD or scope is FloodScope.TRANSFERS) and (
+                self.pacer is not None):
+            # FLOOD_PREMIUM_WAIT_X is the same kind of rate limit (on a non-premium
+            # account's transfers): it teaches the method's pace too (pacing.py).
             await self._learn(call, verdict.seconds)
         if retries >= self._cfg.flood_max_retries or not self._fits(call, left):
             raise self._blocked_error(call, scope, key, left, True) from exc

@@ -36,6 +36,25 @@ there is no sustained rate to return to: the server's window is at least ``X`` l
 oldest counted call leaves it ``X`` seconds later), so it held all of them and the most it is
 known to allow is the estimate. That is the shape of a limit reached from an empty window
 (callers starting at full speed), and the estimate holds at once, as a repeated flood's does.
+Its window is taken in whole seconds: Telegram rounds ``X`` up, so the server's window lies in
+``(span + X - 1, span + X]``, and when the burst spans less than ``1 - PACE_JITTER`` s the only
+whole number of seconds there is ``X``; the pace is then ``n`` per ``X + min(span,
+PACE_JITTER)`` s (``PACE_JITTER``, 0.05 s: the spread between our answer times and the
+server's arrival times). A longer burst keeps ``span + X`` (near a whole second the rounding
+could go either way). (Issue 15: a parallel download's opening, paced by the transfer window,
+spread 20 parts over 0.29 s before FLOOD_WAIT_1 at a 20-per-1-s limit; ``span + X`` learned 20
+per 1.29 s, 15.3 parts/s, below the old fixed bound of 16 in flight at 17.6-18.8.) A window
+that is not whole seconds makes this pace too fast: it is refused at the estimate and backs
+off (below) by ``PACE_BACKOFF`` per flood.
+
+**FLOOD_PREMIUM_WAIT_X teaches a pace too.** Telegram's error database describes it as "wait X
+seconds before repeating the action, or purchase a Telegram Premium subscription to remove
+this rate limit" (the ``FLOOD_PREMIUM_WAIT_%d`` description in core.telegram.org's errors
+database, mirrored in MTProto libraries' error tables; ``help.getConfig``'s
+``premium_promo_order`` value ``faster_download``: "Premium users have no download speed
+limits"): for a non-premium account it is the same kind of rate limit on the transfer method,
+so the flood ledger (which blocks the DC's transfers for ``X``) also hands it to the pacer;
+without a pace each block ended in another burst of the transfer window's parts.
 
 **Repeated floods tighten.** A FLOOD_WAIT that arrives while a hypothesis is being tested (its
 wait or its ramp) or in its *probation* (``max(pace_relax, PACE_PROBATION * X)`` seconds after
@@ -43,17 +62,22 @@ it was dropped), after at least one call of M was answered since the last wait, 
 flood: the hypothesis failed its test and the estimate *holds* (a held pace, below). Refused
 above the estimate (on the climb, or after it), the estimate itself was not refuted and holds
 unchanged; refused at the estimate (during the wait or the ramp's first step) it is too fast:
-the pace becomes what the calls answered since the last wait teach if that is slower, else
-the estimate with its period stretched by ``PACE_BACKOFF`` (1.1). A FLOOD_WAIT on the first
+its period stretches by ``PACE_BACKOFF`` (1.1). (Not to what the calls answered since the
+wait teach: they shared the server's window with the calls before it, so their own ``k /
+(span + X)`` understates the limit -- three calls in a ramp step turned an 8.3/s estimate
+into 1.75/s.) A FLOOD_WAIT on the first
 call after a wait (no call answered in between) says the block lasted longer, not that the
 rate was too high: the hypothesis is kept and its ramp restarts after the new wait.
 
 **A held pace** (the multiplicative decrease, and rare probes above it):
 
-* A FLOOD_WAIT while it holds means "still too fast": the pace becomes what the calls answered
-  since the last wait teach if that is slower (never below what the server was seen to
-  accept), else its period stretches by ``PACE_BACKOFF``; never beyond ``PACE_MAX_STRETCH`` (2)
-  times the widest ``span + X`` seen, so a pace's wait stays of the order of the server's own.
+* A FLOOD_WAIT while it holds means "still too fast": its period stretches by
+  ``PACE_BACKOFF`` (the multiplicative decrease); never beyond ``PACE_MAX_STRETCH`` (2) times
+  the widest ``span + X`` seen, so a pace's wait stays of the order of the server's own. The
+  calls answered since the last wait are *not* an estimate here: they did not start from an
+  empty server window (the calls before the wait were still in it), so ``k / (span + X)`` over
+  them understates the limit. (Issue 15: in a 256-part run against 20 per 1 s, a second
+  FLOOD_WAIT_1 at 2.2 s set the pace to 23 per 2.15 s from them, about half the limit.)
 * It holds for ``hold = max(pace_relax, 2 * period)`` seconds after its last FLOOD_WAIT, then
   relaxes: its period halves every further ``hold`` seconds (``PACE_RELAX_STEPS`` (8) steps per
   halving, each a probe about 9 % above the last), and it is dropped at ``1/PACE_DROP`` (a
@@ -118,6 +142,8 @@ Sources and how the constants relate to them:
   1 s off it (``scheduler.nice``, ``dec = time.Second`` in ``waiter.go``'s ``NewWaiter``), so
   the delay is gone after about ``X`` successes. Our ramp is the same idea measured in time
   rather than successes (bounded even when few calls are made) and in rate rather than delay.
+* ``PACE_JITTER`` (0.05 s) is ours: the one-way spread of a 30-80 ms round trip (25 ms) with
+  room, measured with ``benchmarks/transfer_opening.py`` (``aimd``: parts/s against 20 per 1 s).
 * ``PACE_RATE_LOOKBACK``, ``PACE_RAMP_STEPS``, ``PACE_PROBATION``, the burst rule and the
   default ``pace_recover`` (2 s) are ours, chosen with the sporadic-flood workload
   (``telethon_guard.bench.sporadic``: goodput >= 95 % of the no-flood run minus the seconds
@@ -176,6 +202,13 @@ PACE_PROBATION * X)`` seconds is a repeated flood (it tightens). ``X`` bounds th
 window from below (the oldest accepted call leaves it ``X`` s later): a real limit at the
 pre-flood rate refills its window and refuses again within about that time."""
 
+PACE_JITTER = 0.05
+"""Seconds added to ``X`` for a burst shorter than a second refused with FLOOD_WAIT_X (the
+window is taken to be whole seconds, so ``X``): the spread between our answer times and the
+server's arrival times (one-way latency jitter; 25 ms on a 30-80 ms round trip) that evenly
+spaced calls at exactly the limit would not absorb. Bursts spanning ``1 - PACE_JITTER`` s or
+more keep ``span + X``: near a whole second the rounding could go either way."""
+
 _DROP_STEP = math.ceil(math.log2(PACE_DROP) * PACE_RELAX_STEPS)  # relax step that drops (16)
 PACE_PROBE_BACKOFF = 4.0
 """Factor by which a method's probe hold and span (``X * quick``, ``max(pace_recover, period)
@@ -201,6 +234,16 @@ def _estimate(calls: list[float], now: float, seconds: float) -> tuple[int, floa
         if k * best_w > best_k * w:
             best_k, best_w = k, w
     return best_k, best_w
+
+
+def _burst_window(span: float, seconds: float) -> float:
+    """The window (seconds) a burst of answers spanning ``span`` s, refused with
+    FLOOD_WAIT_``seconds``, teaches: ``seconds + min(span, PACE_JITTER)`` when ``span <
+    1 - PACE_JITTER`` (the window is whole seconds: in ``(span + X - 1, span + X]`` that is
+    ``X``), else ``span + seconds``."""
+    if span < 1.0 - PACE_JITTER:
+        return seconds + min(span, PACE_JITTER)
+    return span + seconds
 
 
 def pre_flood_rate(calls: list[float], now: float, seconds: float) -> float | None:
@@ -504,6 +547,8 @@ class AdaptivePacer:
             w = learned_at - ev[n - k] + p.wait
             if best is None or (k + late) * best[1] > best[0] * w:
                 best = (k + late, w)
+        if best is not None and p.held:  # learned from a burst: the window is whole seconds
+            best = (best[0], _burst_window(best[1] - p.wait, p.wait))
         if best is None or best[0] * p.base <= p.count * best[1] * PACE_MARGIN:
             return
         p.widest = max(p.widest, best[1])
@@ -566,11 +611,11 @@ class AdaptivePacer:
                 p.grow = min(PACE_MAX_HOLD_GROWTH, p.grow * 2.0)
                 self._probe_refused(p)
             else:
-                # Too fast while holding: slow down to what this cycle's accepted calls
-                # teach, or stretch (bounded) when they teach nothing slower.
+                # Too fast while holding: slow down by PACE_BACKOFF. The calls answered
+                # since the wait teach nothing slower: they did not start from an empty
+                # server window (those before the wait were still in it), so their rate
+                # understates the limit (issue 13: a second flood halved a 20/s pace).
                 count, period = p.count, p.period * PACE_BACKOFF
-                if cand is not None and cand[0] / cand[1] < p.count / p.period:
-                    count, period = cand
                 self._probe_refused(p)
         elif (active or probation) and fresh:
             # A repeated flood: the hypothesis (or a dropped held pace) failed its test.
@@ -586,11 +631,10 @@ class AdaptivePacer:
                 count, period = ref
                 if active and now < prev_since + self.recover / PACE_RAMP_STEPS:
                     # Refused during the wait or the ramp's first step, at the estimate
-                    # itself: slow down to what the calls since the wait teach if that is
-                    # slower, else stretch the estimate.
+                    # itself: stretch the estimate by PACE_BACKOFF (the calls since the wait
+                    # shared the server's window with those before it: their own rate
+                    # understates the limit, as for a held pace).
                     period = ref[1] * PACE_BACKOFF
-                    if cand is not None and cand[0] / cand[1] < ref[0] / ref[1]:
-                        count, period = cand
                 # else: refused above the estimate, on the way back to the pre-flood rate:
                 # the estimate was not refuted, it holds.
             p.held = True
@@ -613,6 +657,8 @@ class AdaptivePacer:
             p.grow = 1.0
             rate = pre_flood_rate(calls, now, seconds)
             p.held = rate is None
+            if rate is None:  # a burst: the window is whole seconds (PACE_JITTER)
+                period = _burst_window(now - calls[-count], seconds) * PACE_MARGIN
             p.short = False
             p.quick = 1.0
             p.pre = rate if rate is not None else count / period
@@ -775,6 +821,7 @@ __all__ = [
     "PACE_BACKOFF",
     "PACE_DROP",
     "PACE_HORIZON",
+    "PACE_JITTER",
     "PACE_MARGIN",
     "PACE_MAX_HOLD_GROWTH",
     "PACE_MAX_STRETCH",
