@@ -62,8 +62,10 @@ it was dropped), after at least one call of M was answered since the last wait, 
 flood: the hypothesis failed its test and the estimate *holds* (a held pace, below). Refused
 above the estimate (on the climb, or after it), the estimate itself was not refuted and holds
 unchanged; refused at the estimate (during the wait or the ramp's first step) it is too fast:
-the pace becomes what the calls answered since the last wait teach if that is slower, else
-the estimate with its period stretched by ``PACE_BACKOFF`` (1.1). A FLOOD_WAIT on the first
+its period stretches by ``PACE_BACKOFF`` (1.1). (Not to what the calls answered since the
+wait teach: they shared the server's window with the calls before it, so their own ``k /
+(span + X)`` understates the limit -- three calls in a ramp step turned an 8.3/s estimate
+into 1.75/s.) A FLOOD_WAIT on the first
 call after a wait (no call answered in between) says the block lasted longer, not that the
 rate was too high: the hypothesis is kept and its ramp restarts after the new wait.
 
@@ -629,11 +631,10 @@ class AdaptivePacer:
                 count, period = ref
                 if active and now < prev_since + self.recover / PACE_RAMP_STEPS:
                     # Refused during the wait or the ramp's first step, at the estimate
-                    # itself: slow down to what the calls since the wait teach if that is
-                    # slower, else stretch the estimate.
+                    # itself: stretch the estimate by PACE_BACKOFF (the calls since the wait
+                    # shared the server's window with those before it: their own rate
+                    # understates the limit, as for a held pace).
                     period = ref[1] * PACE_BACKOFF
-                    if cand is not None and cand[0] / cand[1] < ref[0] / ref[1]:
-                        count, period = cand
                 # else: refused above the estimate, on the way back to the pre-flood rate:
                 # the estimate was not refuted, it holds.
             p.held = True

@@ -156,3 +156,25 @@ async def test_a_premium_wait_teaches_a_pace() -> None:
     assert learned, rec.events
     assert pipe.ledger.pacer is not None
     assert pipe.ledger.pacer.window("a1", GET_FILE) is not None
+
+
+def test_a_hypothesis_refused_at_the_estimate_backs_off_by_the_factor() -> None:
+    """A first flood after a sustained rate (10 calls/s for 5 s, FLOOD_WAIT_1): a hypothesis.
+    Refused again during the ramp's first step, at the estimate itself: it holds, slowed by
+    PACE_BACKOFF -- not to the two or three calls answered since the wait over their span + X
+    (they shared the server's window with the calls before the wait)."""
+    clock = FakeClock(auto_advance=False)
+    pacer = AdaptivePacer(clock)
+    for _ in range(50):
+        pacer.on_success("a", "m")
+        clock.advance(0.1)
+    first = pacer.on_flood("a", "m", 1.0)
+    assert first is not None and not pacer.is_held("a", "m")
+    spacing = first[0][1]
+    clock.advance(1.0)
+    for _ in range(3):
+        pacer.on_success("a", "m")
+        clock.advance(spacing * 0.6)
+    second = pacer.on_flood("a", "m", 1.0)
+    assert second is not None and pacer.is_held("a", "m")
+    assert second[0][1] == pytest.approx(spacing * PACE_BACKOFF), (first, second)
