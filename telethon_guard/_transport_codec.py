@@ -51,23 +51,27 @@ class _RecordingReader:
     every packet of its connection (:meth:`start` resets it); nothing is copied past the
     first four bytes."""
 
-    __slots__ = ("_inner", "head", "size")
+    __slots__ = ("_inner", "eof", "head", "size")
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.head = b""
         self.size = 0
+        self.eof = False
+        """The stream ended inside this packet (an ``IncompleteReadError`` went through)."""
 
     def start(self) -> None:
         """Begin a new packet."""
         self.head = b""
         self.size = 0
+        self.eof = False
 
     async def readexactly(self, n: int) -> bytes:
         try:
             chunk: bytes = await self._inner.readexactly(n)
         except asyncio.IncompleteReadError as e:
             self._note(e.partial)
+            self.eof = True
             raise
         if self.size < 4:
             self.head += chunk[:4]
@@ -102,12 +106,25 @@ class TransportErrorCodec(PacketCodec):
         else:
             rec.start()
         try:
-            return await self._inner.read_packet(rec)
+            body: bytes = await self._inner.read_packet(rec)
         except (asyncio.IncompleteReadError, ValueError) as e:
-            data = rec.head
-            if rec.size == 4 and struct.unpack("<i", data[:4])[0] < 0:
-                raise InvalidBufferError(bytes(data[:4])) from e
+            self._raise_if_transport_error(rec, e)
             raise
+        if rec.eof:
+            # Telethon < 1.44's TcpFull codec returns the partial header when the stream ends
+            # instead of raising: after a server's close (FIN) its receive loop then reads an
+            # empty "packet" forever, a busy loop nobody notices. The end of the stream is
+            # what it is: a lost connection (or the transport error it carried).
+            end = asyncio.IncompleteReadError(bytes(rec.head), None)
+            self._raise_if_transport_error(rec, end)
+            raise end
+        return body
+
+    @staticmethod
+    def _raise_if_transport_error(rec: _RecordingReader, cause: BaseException) -> None:
+        data = rec.head
+        if rec.size == 4 and struct.unpack("<i", data[:4])[0] < 0:
+            raise InvalidBufferError(bytes(data[:4])) from cause
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
