@@ -371,8 +371,8 @@ class PoolExhaustedError(PoolError, ConnectionError):
 class NoAccountAvailableError(PoolError, tl_errors.FloodWaitError):
     """Worker mode: every account is blocked for ``method`` (FLOOD_WAIT, a learned pace, its
     configured limits, an OPEN breaker or a broken session). ``retry_after`` (float s) is the
-    earliest time one is free (``seconds`` rounded up, as ``FloodWaitError``); ``None`` when no
-    account can become free by waiting (all broken). Yes, retry after ``retry_after``."""
+    earliest time one is free (``seconds`` rounded up, as ``FloodWaitError``); ``None`` when
+    that time is unknown (every account reconnecting, or its breaker's probe out)."""
 
     def __init__(self, method: str, retry_after: float | None, accounts: int) -> None:
         seconds = 0 if retry_after is None else max(0, int(-(-retry_after // 1)))
@@ -382,7 +382,8 @@ class NoAccountAvailableError(PoolError, tl_errors.FloodWaitError):
         self.accounts = accounts
 
     def __str__(self) -> str:
-        when = ("no account can become free by waiting" if self.retry_after is None
+        when = ("when one will be is unknown (reconnecting, or a breaker probe is out)"
+                if self.retry_after is None
                 else f"the first is free in {self.retry_after:.1f} s")
         return f"{self.method}: none of {self.accounts} accounts is free; {when}"
 

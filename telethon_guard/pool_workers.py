@@ -6,8 +6,8 @@ the method (the flood ledger, :meth:`~telethon_guard.flood.FloodLedger.blocked_f
 free now in its configured limits and learned pace (the rate limiter's read-only
 :meth:`~telethon_guard.limiter.RateLimiter.delay_of`), its breaker not OPEN or HALF_OPEN, its
 connection not reconnecting, and the tenant not broken in the pool. An account with no client
-yet (never used, or dropped when idle), or whose client was never connected, counts as
-free: the lease connects it.
+yet (never used, or dropped when idle), whose client is not connected (new, idle) or whose
+connect is under way counts as free: the lease connects it (or waits for that connect).
 
 :meth:`WorkerRouter.lease` takes the next free account in round-robin order;
 :meth:`WorkerRouter.call` also moves on to the next account when the call itself is refused
@@ -139,8 +139,8 @@ class WorkerRouter:
         if broken > 0:
             return broken
         client = self._pool.client_of(tenant)
-        if client is None or self._pool.state_of(tenant) == "new":
-            return 0.0  # not connected yet: the lease connects it
+        if client is None or self._pool.state_of(tenant) in ("new", "connecting", "idle"):
+            return 0.0  # not connected (yet, or now): the lease connects it or joins its connect
         return await seconds_until_free(client, method)
 
     async def pick(self, method: str, exclude: frozenset[Any] = frozenset()) -> Any:

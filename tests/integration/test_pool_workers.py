@@ -4,6 +4,7 @@ limits; a typed error with the earliest retry_after when none is free."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -147,3 +148,27 @@ async def test_a_tenant_an_async_factory_does_not_know_is_routed_around() -> Non
                 async with only.lease("users.getUsers"):
                     pass
             assert asked.count("ghost") == 2
+
+
+@pytest.mark.parametrize("async_factory", [False, True])
+async def test_calls_while_the_accounts_first_connect_are_served(async_factory: bool) -> None:
+    # 8 calls at once over 4 fresh accounts and no fault: the accounts still connecting are
+    # free (the lease waits for that connect), so every call is served; none is refused with
+    # "none is free" while the accounts are only connecting.
+    async with TelegramTestServer() as server:
+        sessions = {f"t{i}": server.session() for i in range(4)}
+
+        def make(tenant: str) -> Any:
+            return server.client(GuardedTelegramClient, session=sessions[tenant],
+                                 max_flood_wait=0)
+
+        async def make_async(tenant: str) -> Any:
+            return make(tenant)
+
+        async with GuardedClientPool(make_async if async_factory else make) as pool:
+            router = pool.workers(list(sessions))
+            results = await bounded(asyncio.gather(
+                *[router.call(HISTORY, history) for _ in range(8)], return_exceptions=True))
+            failed = [r for r in results if isinstance(r, BaseException)]
+            assert not failed, failed
+            assert sum(router.routed.values()) >= 8
