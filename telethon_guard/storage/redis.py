@@ -283,11 +283,8 @@ class RedisStorage:
         self.breaker_ttl = float(breaker_ttl)
         self.prefix = prefix if account_namespace is None else f"{prefix}:{account_namespace}"
         if client is None:
-            parts = urlsplit(url or "redis://127.0.0.1:6379/0")
-            cluster = parts.scheme in _CLUSTER_SCHEMES  # redis+cluster://, rediss+cluster://
-            if cluster:
-                parts = parts._replace(scheme=_CLUSTER_SCHEMES[parts.scheme])
-            client = _client_from_url(urlunsplit(parts), self.timeout, cluster)
+            client = _client_from_url(*_cluster_url(url or "redis://127.0.0.1:6379/0"),
+                                      timeout=self.timeout)
             self._owns_client = True
         else:
             if url is not None:
@@ -916,7 +913,44 @@ def _local() -> Any:
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
-def _client_from_url(url: str, timeout: float, cluster: bool = False) -> Any:
+def _cluster_url(url: str) -> tuple[str, bool]:
+    """``(url for redis-py, is a cluster)`` of a URL given to ``RedisStorage(url=...)``: the
+    ``redis+cluster://`` schemes and ``?cluster=true`` name a cluster; the guard's other URL
+    options belong to :func:`from_url` (here they are keywords).
+
+    :raises GuardConfigError: not a str, a bad ``cluster`` value, or a guard option in the
+        query."""
+    if not isinstance(url, str):
+        raise GuardConfigError("url", f"redis url must be a str, got {url!r}")
+    parts = urlsplit(url)
+    cluster = parts.scheme in _CLUSTER_SCHEMES
+    if cluster:
+        parts = parts._replace(scheme=_CLUSTER_SCHEMES[parts.scheme])
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = [name for name, _ in query if name in _URL_OPTIONS and name != "cluster"]
+    if ours:
+        raise GuardConfigError("url", f"{', '.join(ours)} in the URL: give them as keywords of "
+                               "RedisStorage, or build it with from_url(url)")
+    rest = []
+    for name, value in query:
+        if name == "cluster":
+            cluster = _cluster_flag(value) or cluster
+        else:
+            rest.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(rest))), cluster
+
+
+def _cluster_flag(value: str) -> bool:
+    flag = str(value).lower()
+    if flag not in ("", "1", "0", "true", "false", "yes", "no"):
+        raise GuardConfigError("cluster", f"must be true or false, got {flag!r}")
+    return flag in ("", "1", "true", "yes")
+
+
+def _client_from_url(url: str, cluster: bool = False, *, timeout: float) -> Any:
+    if cluster and not urlsplit(url).hostname:
+        raise GuardConfigError("storage", f"a Redis Cluster URL names one node, host:port "
+                               f"(e.g. redis+cluster://127.0.0.1:7000), got {url!r}")
     # Reads are bounded by the per-operation asyncio timeout instead: redis-py's asyncio
     # socket_timeout wraps every read and write in asyncio.wait_for (a task per command on
     # Python 3.11), which roughly halves the decision rate. One immediate retry replaces a
@@ -976,10 +1010,7 @@ def from_url(url: str, **options: Any) -> RedisStorage:
             except ValueError:
                 raise GuardConfigError(name, f"must be a number, got {ours[name]!r}") from None
     if "cluster" in ours:
-        flag = str(ours.pop("cluster")).lower()
-        if flag not in ("", "1", "0", "true", "false", "yes", "no"):
-            raise GuardConfigError("cluster", f"must be true or false, got {flag!r}")
-        cluster = cluster or flag in ("", "1", "true", "yes")
+        cluster = _cluster_flag(ours.pop("cluster")) or cluster
     if any(name in ours for name in _FALLBACK_NAMES):  # the URL's policy wins over options'
         for name in _FALLBACK_NAMES:
             options.pop(name, None)
@@ -996,7 +1027,7 @@ def from_url(url: str, **options: Any) -> RedisStorage:
     timeout = ours.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise GuardConfigError("timeout", f"must be a finite number > 0, got {timeout!r}")
-    client = _client_from_url(clean, float(timeout), cluster)
+    client = _client_from_url(clean, cluster, timeout=float(timeout))
     storage = RedisStorage(client, **ours)
     storage._owns_client = True
     return storage

@@ -173,8 +173,11 @@ async def test_cluster_url_is_accepted_wherever_a_url_is(redis_cluster: LocalClu
     url = f"{redis_cluster.url}?prefix={_prefix()}"
     assert GuardConfig(storage=url).storage == url
     GuardConfig(storage=url.replace("redis+cluster", "REDIS+CLUSTER"))
+    plain_form = redis_cluster.url.replace("redis+cluster://", "redis://") + "/0?cluster=true"
     for st in (open_storage(url, timeout=TIMEOUT, storage_fallback="fail"),
                RedisStorage(url=redis_cluster.url, prefix=_prefix(), timeout=TIMEOUT,
+                            storage_fallback="fail"),
+               RedisStorage(url=plain_form, prefix=_prefix(), timeout=TIMEOUT,
                             storage_fallback="fail")):
         try:
             assert isinstance(st.client, RedisCluster)
@@ -185,6 +188,12 @@ async def test_cluster_url_is_accepted_wherever_a_url_is(redis_cluster: LocalClu
             await st.aclose()
     with pytest.raises(GuardConfigError, match="a Redis URL"):
         GuardConfig(storage="http+cluster://127.0.0.1:7000")
+    with pytest.raises(GuardConfigError, match="names one node"):
+        from_url("redis+cluster://")
+    with pytest.raises(GuardConfigError, match="give them as keywords"):
+        RedisStorage(url=f"{redis_cluster.url}?prefix=x")
+    with pytest.raises(GuardConfigError, match="cluster"):
+        RedisStorage(url="redis://127.0.0.1:7000/0?cluster=maybe")
 
 
 def test_cluster_url_bad_input() -> None:
