@@ -36,7 +36,7 @@ async def grant_times(budget: ConnectionBudget, clock: FakeClock, names: list[st
 
 async def test_slots_follow_every_window_first_come_first_served() -> None:
     clock = FakeClock()
-    budget = ConnectionBudget(((3, 1.0), (5, 10.0)), storm_windows=(), clock=clock)
+    budget = ConnectionBudget(((3, 1.0), (5, 10.0)), storm_windows=(), clock=clock, margin=0.0)
     names = [f"c{i}" for i in range(7)]
     out = await grant_times(budget, clock, names)
     # 3 at once, 2 more after 1 s (5 per 10 s), the rest after 10 s: in the order asked.
@@ -49,7 +49,7 @@ async def test_slots_follow_every_window_first_come_first_served() -> None:
 
 async def test_targets_have_separate_budgets() -> None:
     clock = FakeClock()
-    budget = ConnectionBudget(((1, 1.0),), storm_windows=(), clock=clock)
+    budget = ConnectionBudget(((1, 1.0),), storm_windows=(), clock=clock, margin=0.0)
     assert await budget.acquire("a:1") == 0.0
     assert await budget.acquire("b:2") == 0.0  # another DC: not delayed by a:1
     assert await budget.acquire("a:1") == pytest.approx(1.0)
@@ -60,7 +60,7 @@ async def test_a_refusal_switches_the_target_to_the_storm_pace_for_storm_seconds
     assert ConnectionBudget().storm_windows == DEFAULT_STORM_WINDOWS == ((1, 1.0),)
     tdlib = ((1, 1.0), (2, 4.0), (3, 8.0))  # TDLib's per-client ConnectionCreator schedule
     budget = ConnectionBudget(((10, 1.0),), storm_windows=tdlib, storm_seconds=10.0,
-                              clock=clock)
+                              clock=clock, margin=0.0)
     await budget.record_refused("dc1")
     assert await budget.refusing_for("dc1") == pytest.approx(10.0)
     assert await budget.refusing_for("dc2") == 0.0
@@ -76,7 +76,7 @@ async def test_a_refusal_switches_the_target_to_the_storm_pace_for_storm_seconds
 
 async def test_a_cancelled_waiter_gives_its_slot_back() -> None:
     clock = FakeClock(auto_advance=False)
-    budget = ConnectionBudget(((1, 1.0),), storm_windows=(), clock=clock)
+    budget = ConnectionBudget(((1, 1.0),), storm_windows=(), clock=clock, margin=0.0)
     await budget.acquire("dc1")
     waiter = asyncio.ensure_future(budget.acquire("dc1"))
     await asyncio.sleep(0)
@@ -95,8 +95,8 @@ async def test_budgets_on_one_storage_share_the_slots() -> None:
     # Two processes on one shared storage (what RedisStorage gives) draw from one budget.
     clock = FakeClock()
     storage = MemoryStorage(clock)
-    first = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock)
-    second = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock)
+    first = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock, margin=0.0)
+    second = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock, margin=0.0)
     assert await first.acquire("dc1") == 0.0
     assert await second.acquire("dc1") == 0.0
     assert await first.acquire("dc1") == pytest.approx(1.0)
@@ -127,7 +127,7 @@ def test_process_budget_can_be_replaced_and_switched_off() -> None:
     original = set_process_budget(None)
     try:
         assert process_budget() is None
-        mine = ConnectionBudget(((1, 1.0),))
+        mine = ConnectionBudget(((1, 1.0),), margin=0.0)
         assert set_process_budget(mine) is None
         assert process_budget() is mine
         with pytest.raises(GuardConfigError):
@@ -150,7 +150,7 @@ class _Conn:
 async def test_sender_hooks_use_the_process_budget_per_dc_address() -> None:
     clock = FakeClock()
     mine = ConnectionBudget(((1, 1.0),), storm_windows=((1, 5.0),), storm_seconds=10.0,
-                            clock=clock)
+                            clock=clock, margin=0.0)
     original = set_process_budget(mine)
     try:
         a, b = _Conn("127.0.0.1", 4001), _Conn("127.0.0.1", 4002)
@@ -179,7 +179,8 @@ async def test_sender_hooks_use_the_process_budget_per_dc_address() -> None:
 
 async def test_storm_mode_needs_refusals_from_several_sources_within_storm_seconds() -> None:
     clock = FakeClock()
-    budget = ConnectionBudget(((10, 1.0),), storm_seconds=5.0, storm_sources=3, clock=clock)
+    budget = ConnectionBudget(((10, 1.0),), storm_seconds=5.0, storm_sources=3, clock=clock,
+                              margin=0.0)
     for _ in range(4):
         await budget.record_refused("dc1", source="c1")  # the same client, again and again
     await budget.record_refused("dc1", source="c2")
@@ -195,7 +196,7 @@ async def test_storm_mode_needs_refusals_from_several_sources_within_storm_secon
 async def test_a_queue_built_during_a_storm_drains_at_the_normal_pace_after_it() -> None:
     clock = FakeClock()
     budget = ConnectionBudget(((10, 1.0),), storm_windows=((1, 1.0),), storm_seconds=2.0,
-                              clock=clock)
+                              clock=clock, margin=0.0)
     await budget.record_refused("dc1")  # refusing for 2 s: 1 per second
     out = await grant_times(budget, clock, [f"c{i}" for i in range(8)])
     times = [t for _, t in out]
@@ -204,3 +205,19 @@ async def test_a_queue_built_during_a_storm_drains_at_the_normal_pace_after_it()
     assert times[:2] == [0.0, 1.0], times
     assert all(t <= 2.0 + 1e-6 for t in times[2:]), times
     assert len(out) == 8 and budget.waiting == 0
+
+
+async def test_the_default_margin_spaces_slots_by_the_period_plus_the_margin() -> None:
+    # A slot is granted when the connection starts; the server counts it a handshake later:
+    # slots one window apart must not arrive inside one window (18 connections in one second
+    # were seen under 10 per 1 s without it), so every period gets DEFAULT_BUDGET_MARGIN.
+    from telethon_guard.budget import DEFAULT_BUDGET_MARGIN
+
+    clock = FakeClock()
+    budget = ConnectionBudget(((2, 1.0),), storm_windows=(), clock=clock)
+    assert budget.windows == ((2, 1.0),)  # as configured
+    out = await grant_times(budget, clock, ["c0", "c1", "c2", "c3"])
+    assert DEFAULT_BUDGET_MARGIN == 0.05
+    assert out == [("c0", 0.0), ("c1", 0.0), ("c2", 1.05), ("c3", 1.05)]
+    with pytest.raises(GuardConfigError, match="margin"):
+        ConnectionBudget(margin=-0.1)

@@ -25,7 +25,7 @@ from telethon_guard.storage.memory import MemoryStorage
 
 async def test_a_connection_answered_lifts_the_storm_and_a_refusal_puts_it_back() -> None:
     clock = FakeClock()
-    budget = ConnectionBudget(((10, 1.0),), storm_seconds=5.0, clock=clock)
+    budget = ConnectionBudget(((10, 1.0),), storm_seconds=5.0, clock=clock, margin=0.0)
     await budget.record_refused("dc1", source="c1")
     await budget.record_refused("dc1", source="c2")
     assert await budget.refusing_for("dc1") == pytest.approx(5.0)
@@ -41,7 +41,7 @@ async def test_a_connection_answered_lifts_the_storm_and_a_refusal_puts_it_back(
 
 async def test_connected_without_a_storm_changes_nothing() -> None:
     clock = FakeClock()
-    budget = ConnectionBudget(((1, 1.0),), clock=clock)
+    budget = ConnectionBudget(((1, 1.0),), clock=clock, margin=0.0)
     budget.note_connected("dc1")
     await budget.record_connected("dc1")
     assert budget.lifted == {}
@@ -52,7 +52,7 @@ async def test_connected_without_a_storm_changes_nothing() -> None:
 async def test_storm_waiters_are_woken_by_the_lift_in_the_order_they_asked() -> None:
     clock = FakeClock(auto_advance=False)
     budget = ConnectionBudget(((10, 1.0),), storm_windows=((1, 1.0),), storm_seconds=5.0,
-                              clock=clock)
+                              clock=clock, margin=0.0)
     await budget.record_refused("dc1")
     start = clock.now()
     granted: list[tuple[str, float]] = []
@@ -81,8 +81,8 @@ async def test_storm_waiters_are_woken_by_the_lift_in_the_order_they_asked() -> 
 async def test_the_lift_reaches_every_budget_on_a_shared_storage() -> None:
     clock = FakeClock()
     storage = MemoryStorage(clock)
-    first = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock)
-    second = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock)
+    first = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock, margin=0.0)
+    second = ConnectionBudget(((2, 1.0),), storage=storage, clock=clock, margin=0.0)
     await first.record_refused("dc1")
     assert await second.refusing_for("dc1") > 0
     await second.record_connected("dc1")
@@ -99,7 +99,7 @@ class _Conn:
 
 async def test_sender_hook_lifts_the_process_budget_for_that_address() -> None:
     clock = FakeClock()
-    mine = ConnectionBudget(((10, 1.0),), clock=clock)
+    mine = ConnectionBudget(((10, 1.0),), clock=clock, margin=0.0)
     original = set_process_budget(mine)
     try:
         conn = _Conn("127.0.0.1", 4001)
