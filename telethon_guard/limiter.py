@@ -49,6 +49,7 @@ from .keys import (
     pace_key,
     peer_limit_key,
     sends_key,
+    transfers_key,
 )
 from .limiter_moveup import MoveUpStorage, SharedMoveUp
 from .network_budget import network_budget
@@ -602,9 +603,14 @@ class RateLimitLayer:
     async def _flood_left(self, call: CallInfo) -> float:
         """Seconds left of a FLOOD_WAIT recorded on the call's method scope (the flood
         ledger's ``acct:<a>/method:<m>``) or, for a write to a chat, that chat's writes
-        (``acct:<a>/writes:peer:<id>``); slow mode and transfers scopes are checked by the
-        ledger before the limiter."""
+        (``acct:<a>/writes:peer:<id>``) or, for a file transfer, its DC's transfers
+        (``acct:<a>/dc:<d>/transfers``: a FLOOD_PREMIUM_WAIT, which also teaches the method's
+        pace, so transfers wait here for it); slow mode is checked by the ledger before the
+        limiter."""
         left = await self._storage.flood_left(method_flood_key(call.account, call.method))
+        if call.transfer:  # FLOOD_PREMIUM_WAIT recorded while the call waited for its slot
+            left = max(left, await self._storage.flood_left(
+                transfers_key(call.account, call.dc_id)))
         if call.peer is not None and is_chat_write(call):  # a chat's write flood (flood_scope)
             left = max(left, await self._storage.flood_left(
                 chat_flood_key(call.account, call.peer)))

@@ -178,3 +178,48 @@ def test_a_hypothesis_refused_at_the_estimate_backs_off_by_the_factor() -> None:
     second = pacer.on_flood("a", "m", 1.0)
     assert second is not None and pacer.is_held("a", "m")
     assert second[0][1] == pytest.approx(spacing * PACE_BACKOFF), (first, second)
+
+
+async def test_calls_held_by_a_premium_pace_are_not_sent_into_the_block() -> None:
+    """A transfer method paced after FLOOD_PREMIUM_WAIT: calls waiting in the limiter for the
+    pace's slots when the next FLOOD_PREMIUM_WAIT blocks the DC's transfers go back to the
+    flood ledger (which waits the block out) instead of being sent into it."""
+    pipe, clock, rec = make_pipeline(max_flood_wait=60.0)
+    floods_at = [0.3, 3.0]  # since START: the first call arriving after each is refused
+    blocked = [0.0]  # clock time the server's block ends
+    refused_known: list[float] = []  # clock times a refusal's answer reached the client
+    sent_into_block: list[float] = []
+
+    async def send() -> str:
+        await clock.sleep(0.01)
+        now = clock.now()
+        if now < blocked[0]:
+            if refused_known and now > refused_known[-1] + 0.001:
+                sent_into_block.append(now - START)  # the guard knew of the block
+            err = te.FloodPremiumWaitError(None, 1)
+            await clock.sleep(0.01)
+            raise err
+        if floods_at and now - START >= floods_at[0]:
+            floods_at.pop(0)
+            blocked[0] = now + 1.0
+            await clock.sleep(0.01)
+            refused_known.append(clock.now())
+            raise te.FloodPremiumWaitError(None, 1)
+        await clock.sleep(0.01)
+        return "ok"
+
+    async def part() -> None:
+        await pipe.invoke(make_call(GET_FILE, transfer=True, deadline_at=clock.now() + 30.0),
+                          send)
+
+    async def load() -> None:
+        tasks = []
+        for _ in range(120):  # 40 parts/s offered for 3 s, above the learned pace
+            tasks.append(asyncio.ensure_future(part()))
+            await clock.sleep(0.025)
+        await asyncio.gather(*tasks)
+
+    await bounded(load(), 30)
+    assert not floods_at, "the second FLOOD_PREMIUM_WAIT was not drawn"
+    assert any(e.count for e in rec.of(PaceLearned)), rec.events
+    assert sent_into_block == [], sent_into_block
