@@ -46,6 +46,11 @@ class GuardEvent:
 
     level: ClassVar[int] = logging.INFO
 
+    def log_level(self) -> int:
+        """The level this event is logged at (its class's ``level`` unless a field says
+        otherwise)."""
+        return self.level
+
     def describe(self) -> str:
         """One log line: the event name and its fields as ``key=value``."""
         parts = []
@@ -60,7 +65,8 @@ class GuardEvent:
 @dataclass(frozen=True)
 class FloodWaitStarted(GuardEvent):
     """A call waits for a flood scope. ``seconds`` to wait; ``from_server``: a new FLOOD_WAIT
-    from Telegram (else the flood ledger answered from an earlier one)."""
+    from Telegram, logged at WARNING; else the flood ledger answered from an earlier one (that
+    one was the warning), logged at INFO."""
 
     level: ClassVar[int] = logging.WARNING
     method: str
@@ -68,6 +74,9 @@ class FloodWaitStarted(GuardEvent):
     seconds: float
     from_server: bool = True
     account: str | None = None
+
+    def log_level(self) -> int:
+        return logging.WARNING if self.from_server else logging.INFO
 
 
 @dataclass(frozen=True)
@@ -405,11 +414,12 @@ class EventBus:
     def emit(self, event: GuardEvent) -> None:
         """Deliver ``event``; never raises, never waits."""
         try:
-            if self._log.isEnabledFor(event.level):
+            level = event.log_level()
+            if self._log.isEnabledFor(level):
                 line = event.describe()
                 if self.redact:
                     line = redact_peer(line)
-                self._log.log(event.level, "%s", line)
+                self._log.log(level, "%s", line)
         except Exception:  # a field's __format__ or a logging filter raising
             self._throttle.log("describe:" + type(event).__name__, logging.ERROR,
                                "logging the event %s failed", type(event).__name__,

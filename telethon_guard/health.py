@@ -277,6 +277,15 @@ async def _value_of(fallback: Any) -> Any:
     return fallback
 
 
+def _check_call(call: Any) -> None:
+    if callable(call):
+        return
+    if inspect.iscoroutine(call):
+        call.close()  # never awaited: close it, no "was never awaited" warning
+    raise TypeError(f"call must be a zero-argument function returning the awaitable "
+                    f"(e.g. lambda: client.get_me()), got {type(call).__name__} {call!r:.80}")
+
+
 async def with_fallback(
     call: Callable[[], Awaitable[T]],
     fallback: Any,
@@ -303,7 +312,11 @@ async def with_fallback(
       guard was unavailable); its failures propagate.
 
     Cancellation of the caller propagates unchanged.
+
+    :raises TypeError: ``call`` is not callable (e.g. the coroutine itself: pass
+        ``lambda: client.get_me()``, not ``client.get_me()``).
     """
+    _check_call(call)
     _check_timeout(timeout)
     state = _resolve_guard(guard)
     if state is not None and not is_available(state):

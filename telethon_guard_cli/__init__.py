@@ -17,7 +17,10 @@ def main() -> int:
     """Run ``telethon-guard`` with ``sys.argv``; return its exit status."""
     try:
         from telethon_guard.cli import main as cli_main
+
+        # cli_main catches Ctrl-C itself; this covers the instant between its import and its
+        # own ``try`` (and anything it lets through).
+        return cli_main()
     except KeyboardInterrupt:
         sys.stderr.write("\ntelethon-guard: interrupted\n")
         return EXIT_INTERRUPTED
-    return cli_main()

@@ -194,3 +194,21 @@ def test_log_throttle_counts_what_it_leaves_out(caplog: pytest.LogCaptureFixture
     assert caplog.records[0].filename == "test_event_bus.py"  # the caller's line, not ours
     with pytest.raises(ValueError):
         LogThrottle(logging.getLogger("x"), -1.0)
+
+
+def test_a_wait_on_a_known_flood_logs_at_info_a_new_flood_wait_at_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A parallel download's parts each wait on the one FLOOD_WAIT the server sent: one WARNING
+    # for the server's answer, INFO for the waits the ledger answers from it (a trial saw 38
+    # WARNING lines for one download).
+    from telethon_guard.events import FloodWaitStarted
+
+    bus = EventBus()
+    scope = "acct:1/method:upload.getFile"
+    with caplog.at_level(logging.INFO, logger="telethon_guard"):
+        bus.emit(FloodWaitStarted(method="upload.getFile", scope=scope, seconds=2.0))
+        for _ in range(3):
+            bus.emit(FloodWaitStarted(method="upload.getFile", scope=scope, seconds=0.0,
+                                      from_server=False))
+    levels = [r.levelno for r in caplog.records if r.getMessage().startswith("FloodWaitStarted")]
+    assert levels == [logging.WARNING] + [logging.INFO] * 3

@@ -171,3 +171,18 @@ async def test_flood_wait_longer_than_the_budget_falls_back_at_once() -> None:
             got = await asyncio.wait_for(
                 with_fallback(live, "cached", timeout=10.0, guard=client), BOUND)
             assert got == "live" and server.log.count("messages.getDialogs") == 2
+
+
+async def test_with_fallback_refuses_a_call_that_is_not_callable() -> None:
+    # The usual slip: the coroutine itself instead of a function returning it. A clear
+    # TypeError at once (the coroutine closed, no "never awaited" warning), not a raw
+    # "'coroutine' object is not callable" from inside.
+    async def get_me() -> str:
+        return "me"
+
+    coro = get_me()
+    with pytest.raises(TypeError, match=r"lambda: client.get_me\(\)"):
+        await with_fallback(coro, "cached", timeout=1.0)  # type: ignore[arg-type]
+    assert coro.cr_frame is None  # closed
+    with pytest.raises(TypeError, match="got int 42"):
+        await with_fallback(42, 5, timeout=1.0)  # type: ignore[arg-type]
