@@ -22,7 +22,14 @@ calls it was learned from: no second burst after the wait.
 with no pace in force (and none in probation, below) learns the estimate and the *pre-flood
 rate* ``r0`` (:func:`pre_flood_rate`): ``n / span`` over the ``n`` calls of M answered in the
 last ``max(PACE_RATE_LOOKBACK, X)`` (10 s or X) before the flood, ``span`` seconds from the
-oldest of them to the flood. The estimate holds during the server's wait (the calls queued
+oldest of them to the flood. When more calls were answered in that lookback than the
+``PACE_HISTORY`` (512) answer times kept for the estimate, ``n`` and the oldest are taken from
+the success counts per ``PACE_BUCKET`` (1 s) kept over the last ``PACE_HORIZON`` (at most
+~120 buckets, 16 bytes each, per method): the pre-flood rate and the burst test below depend
+on time, not on how many answer times are kept. (New-user trial: at ~300 and ~5,000 calls/s
+the last 512 answers spanned less than X = 2 s, steady traffic was taken for a burst, and
+the pace was held at 512 per ~2 s for ~12 s; at 300/s it was still held at the end of the
+run.) The estimate holds during the server's wait (the calls queued
 behind the wait leave evenly spaced); from the wait's end the allowed rate rises
 *additively*, in ``PACE_RAMP_STEPS`` (8) equal steps of ``pace_recover / 8`` seconds, from the
 estimate to ``max(r0, estimate)``, and at ``X + pace_recover`` seconds after the flood the pace
@@ -32,6 +39,7 @@ succeeding before the flood for longer than ``X + pace_recover`` seconds
 its next ramp step, and those still queued at the drop go then.
 
 **A burst shorter than the wait holds at once.** When those calls span less than ``X`` seconds
+(in time, however many they are)
 there is no sustained rate to return to: the server's window is at least ``X`` long (its
 oldest counted call leaves it ``X`` seconds later), so it held all of them and the most it is
 known to allow is the estimate. That is the shape of a limit reached from an empty window
@@ -154,6 +162,7 @@ Sources and how the constants relate to them:
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -164,7 +173,12 @@ from .events import EventBus, PaceLearned
 PACE_HORIZON = 120.0
 """Seconds of call history considered when learning a first pace."""
 PACE_HISTORY = 512
-"""Success times kept per (account, method) (the most recent ones)."""
+"""Success times kept per (account, method) (the most recent ones), for the estimate."""
+PACE_BUCKET = 1.0
+"""Seconds per bucket of the success counts kept per (account, method) over the last
+``PACE_HORIZON`` (at most ``PACE_HORIZON / PACE_BUCKET + 2`` buckets of 16 bytes): the pre-flood
+rate and the burst test when more calls were answered in the lookback than
+``PACE_HISTORY``."""
 PACE_MARGIN = 1.0
 """Factor on a learned period. 1.0: the server's ``X`` is rounded up to whole seconds, so
 ``span + X`` already errs long (by up to 1 s) against the latency jitter between our success
@@ -261,15 +275,43 @@ def pre_flood_rate(calls: list[float], now: float, seconds: float) -> float | No
     return len(recent) / (now - recent[0])
 
 
+def _bucket_rate(firsts: array[float], counts: array[int], start: float, now: float,
+                 seconds: float) -> float | None:
+    """:func:`pre_flood_rate` from success counts per bucket (``firsts``: each bucket's first
+    answer time, ascending; ``counts``: its answers) for calls answered after ``start``: ``n /
+    (now - oldest)`` over the buckets that began in the last ``max(PACE_RATE_LOOKBACK,
+    seconds)`` s (and after ``start``), ``oldest`` the first answer of the oldest of them.
+    ``None`` as there (fewer than ``PACE_MIN_CALLS``, or spanning less than ``seconds``)."""
+    lookstart = max(start, now - max(PACE_RATE_LOOKBACK, seconds))
+    n = 0
+    oldest = now
+    i = len(firsts) - 1
+    while i >= 0 and firsts[i] > lookstart:
+        if firsts[i] <= now:
+            n += counts[i]
+            oldest = firsts[i]
+        i -= 1
+    if n < PACE_MIN_CALLS or now - oldest < seconds:
+        return None
+    return n / (now - oldest)
+
+
 class _Pace:
-    __slots__ = ("announced", "base", "count", "evidence", "flood_at", "grow", "held", "history",
-                 "hold", "last", "late", "period", "pre", "probation_until", "quick", "short",
-                 "since", "span", "wait", "widest")
+    __slots__ = ("announced", "b_counts", "b_firsts", "base", "count", "evidence", "flood_at",
+                 "grow", "held", "history", "hold", "last", "late", "period", "pre",
+                 "probation_until", "quick", "short", "since", "span", "trimmed", "wait",
+                 "widest")
 
     def __init__(self) -> None:
         # Success times (clock seconds); the last PACE_HISTORY are used. A list, not a
         # deque(maxlen=...), which allocates a 64-slot block (~0.7 KiB) per method up front.
         self.history: list[float] = []
+        self.trimmed = float("-inf")  # newest success time deleted from history
+        # Successes per bucket over the last PACE_HORIZON: each bucket's first answer time and
+        # its count (a bucket spans PACE_BUCKET s and never straddles the end of a wait), so
+        # the pre-flood rate does not depend on how many answer times history keeps.
+        self.b_firsts: array[float] = array("d")
+        self.b_counts: array[int] = array("q")
         self.since = float("-inf")  # end of the last server wait learned from
         self.announced: tuple[int, float] | None = None  # last (count, period) emitted
         self.count = 0  # learned count (0: no pace in force)
@@ -522,7 +564,20 @@ class AdaptivePacer:
         history = p.history
         history.append(now)
         if len(history) >= PACE_HISTORY + 64:  # trimmed 64 at a time (amortized O(1))
+            p.trimmed = history[63]
             del history[:64]
+        firsts = p.b_firsts
+        if firsts and now - firsts[-1] < PACE_BUCKET and not firsts[-1] < p.since <= now:
+            p.b_counts[-1] += 1
+        else:
+            firsts.append(now)
+            p.b_counts.append(1)
+            old = 0
+            while firsts[old] < now - PACE_HORIZON - PACE_BUCKET:
+                old += 1
+            if old:
+                del firsts[:old]
+                del p.b_counts[:old]
         if p.evidence is not None:
             if now < p.since and p.count:
                 p.late += 1
@@ -655,7 +710,7 @@ class AdaptivePacer:
                 return None
             count, period = cand
             p.grow = 1.0
-            rate = pre_flood_rate(calls, now, seconds)
+            rate = self._pre_flood_rate(p, calls, start, now, seconds)
             p.held = rate is None
             if rate is None:  # a burst: the window is whole seconds (PACE_JITTER)
                 period = _burst_window(now - calls[-count], seconds) * PACE_MARGIN
@@ -679,6 +734,19 @@ class AdaptivePacer:
             self._learned[key] = (window, p.since)
         self._announce(key, p)
         return window
+
+    @staticmethod
+    def _pre_flood_rate(p: _Pace, calls: list[float], start: float, now: float,
+                        seconds: float) -> float | None:
+        """The pre-flood rate of ``p`` (:func:`pre_flood_rate`): from the answer times
+        ``calls`` when they hold every call answered in the lookback, else (more answered
+        than ``PACE_HISTORY`` in it) from the success counts per bucket."""
+        lookstart = max(start, now - max(PACE_RATE_LOOKBACK, seconds))
+        h = p.history
+        missing = h[-PACE_HISTORY - 1] if len(h) > PACE_HISTORY else p.trimmed
+        if missing <= lookstart:
+            return pre_flood_rate(calls, now, seconds)
+        return _bucket_rate(p.b_firsts, p.b_counts, start, now, seconds)
 
     def _set_hold(self, p: _Pace) -> None:
         """A held pace's hold and relaxation span (seconds) after a FLOOD_WAIT: ``max(pace_relax,
@@ -819,6 +887,7 @@ class AdaptivePacer:
 
 __all__ = [
     "PACE_BACKOFF",
+    "PACE_BUCKET",
     "PACE_DROP",
     "PACE_HORIZON",
     "PACE_JITTER",
