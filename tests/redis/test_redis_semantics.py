@@ -33,7 +33,7 @@ async def storage(request: pytest.FixtureRequest) -> AsyncIterator[GuardStorage]
         return
     url = request.getfixturevalue("redis_url")
     prefix = request.getfixturevalue("prefix")
-    st = from_url(url, prefix=prefix, on_unavailable="fail", timeout=2.0)
+    st = from_url(url, prefix=prefix, storage_fallback="fail", timeout=2.0)
     try:
         yield st
     finally:
@@ -192,8 +192,8 @@ async def test_breaker_probe_release_and_lease(storage: GuardStorage) -> None:
 
 async def test_two_redis_storages_share_state(redis_url: str, prefix: str) -> None:
     """Two storage objects (as in two processes) see each other's decisions."""
-    a = from_url(redis_url, prefix=prefix, on_unavailable="fail")
-    b = RedisStorage(url=redis_url, prefix=prefix, on_unavailable="fail")
+    a = from_url(redis_url, prefix=prefix, storage_fallback="fail")
+    b = RedisStorage(url=redis_url, prefix=prefix, storage_fallback="fail")
     try:
         spec = [LimitSpec("acct:7", ((2, 1.0),))]
         await a.ping()  # both connected before the clock starts

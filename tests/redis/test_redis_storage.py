@@ -123,7 +123,7 @@ async def test_exactly_one_round_trip_per_decision(private_redis: PrivateRedis) 
 
 async def test_scripts_reloaded_after_script_flush(private_redis: PrivateRedis) -> None:
     # On a private redis-server: SCRIPT FLUSH on the shared one would hit everyone's scripts.
-    st = from_url(private_redis.url, prefix="flush", on_unavailable="fail")
+    st = from_url(private_redis.url, prefix="flush", storage_fallback="fail")
     other = aioredis.Redis.from_url(private_redis.url)
     try:
         spec = [LimitSpec("acct:1", ((1, 1.0),))]
@@ -137,8 +137,9 @@ async def test_scripts_reloaded_after_script_flush(private_redis: PrivateRedis) 
 
 
 async def test_url_options_and_client_wrapping(redis_url: str, prefix: str) -> None:
-    st = from_url(f"{redis_url}?prefix={prefix}&timeout=0.5&on_unavailable=fail"
-                  "&probe_interval=3&account_namespace=ns")
+    with pytest.warns(DeprecationWarning, match="on_unavailable"):  # the old name still works
+        st = from_url(f"{redis_url}?prefix={prefix}&timeout=0.5&on_unavailable=fail"
+                      "&probe_interval=3&account_namespace=ns")
     try:
         assert (st.prefix, st.timeout, st.on_unavailable, st.probe_interval) == (
             f"{prefix}:ns", 0.5, "fail", 3.0)
@@ -147,7 +148,8 @@ async def test_url_options_and_client_wrapping(redis_url: str, prefix: str) -> N
     finally:
         await st.aclose()
     client = aioredis.Redis.from_url(redis_url)
-    wrapped = open_storage(client, on_unavailable="fail", timeout=1.0)
+    with pytest.warns(DeprecationWarning, match="on_unavailable"):
+        wrapped = open_storage(client, on_unavailable="fail", timeout=1.0)
     try:
         assert isinstance(wrapped, RedisStorage) and wrapped.client is client
         assert (wrapped.on_unavailable, wrapped.timeout) == ("fail", 1.0)
@@ -222,7 +224,7 @@ async def test_events_bus_gets_one_fallback_event(private_redis: PrivateRedis) -
 
 async def test_client_with_decode_responses(redis_url: str, prefix: str) -> None:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    st = RedisStorage(client, prefix=prefix, on_unavailable="fail")
+    st = RedisStorage(client, prefix=prefix, storage_fallback="fail")
     try:
         spec = [LimitSpec("acct:3", ((1, 1.0),))]
         assert (await st.reserve(spec)).delay == 0.0
