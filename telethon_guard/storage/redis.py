@@ -81,7 +81,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -913,6 +913,21 @@ def _local() -> Any:
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
+def _split_url(url: object, field: str) -> tuple[SplitResult, bool]:
+    """``(the URL's parts with a redis-py scheme, is a cluster)``: ``redis+cluster://`` and
+    ``rediss+cluster://`` name a cluster. :raises GuardConfigError: (``field``) not a str, or
+    not a Redis scheme."""
+    if not isinstance(url, str):
+        raise GuardConfigError(field, f"redis url must be a str, got {url!r}")
+    parts = urlsplit(url)
+    cluster = parts.scheme in _CLUSTER_SCHEMES
+    if cluster:
+        parts = parts._replace(scheme=_CLUSTER_SCHEMES[parts.scheme])
+    elif parts.scheme not in ("redis", "rediss", "unix"):
+        raise GuardConfigError(field, f"not a redis url: {url!r}")
+    return parts, cluster
+
+
 def _cluster_url(url: str) -> tuple[str, bool]:
     """``(url for redis-py, is a cluster)`` of a URL given to ``RedisStorage(url=...)``: the
     ``redis+cluster://`` schemes and ``?cluster=true`` name a cluster; the guard's other URL
@@ -920,12 +935,7 @@ def _cluster_url(url: str) -> tuple[str, bool]:
 
     :raises GuardConfigError: not a str, a bad ``cluster`` value, or a guard option in the
         query."""
-    if not isinstance(url, str):
-        raise GuardConfigError("url", f"redis url must be a str, got {url!r}")
-    parts = urlsplit(url)
-    cluster = parts.scheme in _CLUSTER_SCHEMES
-    if cluster:
-        parts = parts._replace(scheme=_CLUSTER_SCHEMES[parts.scheme])
+    parts, cluster = _split_url(url, "url")
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = [name for name, _ in query if name in _URL_OPTIONS and name != "cluster"]
     if ours:
@@ -988,14 +998,7 @@ def from_url(url: str, **options: Any) -> RedisStorage:
         GuardConfigError: not a str, an unknown scheme, a bad option value, a cluster URL
             with a database other than 0 or over ``unix://``.
     """
-    if not isinstance(url, str):
-        raise GuardConfigError("storage", f"redis url must be a str, got {url!r}")
-    parts = urlsplit(url)
-    cluster = parts.scheme in _CLUSTER_SCHEMES
-    if cluster:
-        parts = parts._replace(scheme=_CLUSTER_SCHEMES[parts.scheme])
-    elif parts.scheme not in ("redis", "rediss", "unix"):
-        raise GuardConfigError("storage", f"not a redis url: {url!r}")
+    parts, cluster = _split_url(url, "storage")
     ours: dict[str, Any] = {}
     rest = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
