@@ -3,6 +3,7 @@ switched off, exception retrieval of update-handler tasks, the main client of th
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from . import _telethon as tl
@@ -12,7 +13,19 @@ from ._link import ClientLink, link_client
 if TYPE_CHECKING:
     from ._client_guard import ClientGuard
 
-__all__ = ["prepare_client"]
+def warn_call_override(client: Any) -> None:
+    """Log a warning when ``client``'s class overrides Telethon's private ``_call``: the guard
+    replaces ``_call`` (every request goes through its pipeline instead), so the override is
+    never called."""
+    owner = tl.call_override(client)
+    if owner is not None:
+        logging.getLogger("telethon_guard").warning(
+            "%s overrides Telethon's private _call, which the guard replaces: the override is "
+            "not called. Override __call__ (every request passes it) or use the guard's events "
+            "(on_event=, client.guard.events) instead", owner)
+
+
+__all__ = ["prepare_client", "warn_call_override"]
 
 
 class _NeverRemember(dict):

@@ -46,7 +46,7 @@ from ._client_call import guarded_call, is_user_authorized
 from ._client_connect import guarded_connect, guarded_disconnect
 from ._client_guard import ClientGuard
 from ._client_senders import create_exported_sender, replace_main_sender
-from ._client_setup import prepare_client
+from ._client_setup import prepare_client, warn_call_override
 from ._client_tasks import hook_tasks
 from ._link import link_of
 from ._sync import maybe_sync
@@ -90,6 +90,7 @@ def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
             "errors or -429, no liveness watchdog) until its next connect() after a "
             "disconnect(); call guard() before connect(), or disconnect() and connect() "
             "again")
+    warn_call_override(client)
     return attach(client, state)
 
 

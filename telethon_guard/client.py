@@ -18,7 +18,7 @@ from ._client_call import guarded_call, is_user_authorized
 from ._client_connect import guarded_connect, guarded_disconnect
 from ._client_guard import ClientGuard
 from ._client_senders import create_exported_sender, replace_main_sender
-from ._client_setup import prepare_client
+from ._client_setup import prepare_client, warn_call_override
 from ._link import ClientLink, parent_guard
 from ._sync import maybe_sync
 from ._telethon import ClientHooks, main_sender
@@ -85,6 +85,7 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
             attach_session_storage(self.session, state)
         self._guard_link: ClientLink = prepare_client(self, state)
         replace_main_sender(self, state)
+        warn_call_override(self)
 
     @property
     def guard(self) -> ClientGuard:

@@ -191,3 +191,4 @@ async def test_guard_on_a_connected_client_maps_disconnect_cancellation(
 def test_guard_refuses_what_is_not_a_telegram_client(thing: object) -> None:
     with pytest.raises(TypeError, match=r"guard\(\) takes a telethon\.TelegramClient"):
         guard(thing)  # type: ignore[arg-type]
+
