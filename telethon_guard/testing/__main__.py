@@ -12,7 +12,9 @@ with ``--rsa``, the server's public RSA key (register it in the client process w
 SIGINT / SIGTERM, then prints a summary of the log. ``--fault`` lines use the script form of
 :mod:`telethon_guard.testing.faults_script`.
 
-Exit status: 0 after SIGTERM; 130 after Ctrl-C (SIGINT), also during start-up; 2 with one line
+Exit status: 0 after SIGTERM; 130 after Ctrl-C (SIGINT) once the imports are done (a Ctrl-C
+while Python imports the package, the first second or so, gets Python's own traceback; a
+server started with ``&`` from a script inherits an ignored SIGINT: use SIGTERM); 2 with one line
 on stderr (no traceback) for a mistake: a bad value, a port in use or out of range, a host that
 cannot be bound, a ``--json`` path that cannot be written (checked before the server starts).
 """
@@ -45,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="port of DC 1; DC n uses port + n - 1 (0: the OS picks every port)")
     s.add_argument("--sessions", type=int, default=1, help="pre-shared sessions to print")
     s.add_argument("--json", default=None, help="also write the JSON document to this file")
-    s.add_argument("--rsa", action="store_true", help="include the server's public RSA key")
+    s.add_argument("--rsa", action="store_true",
+                   help="include the server's public RSA key (rsa_public_key): a client that makes "
+                   "a new auth key registers it with telethon_guard.testing.register_public_key")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fault", action="append", default=[], metavar="LINE",
                    help="a fault-plan script line (repeatable), e.g. 'at 2s: transport 429'")
