@@ -4,9 +4,10 @@
   by asyncio (checked after ``gc.collect()``), and the guard's safety-net handler did not have
   to catch one either (a caught stray means a future was created without a retrieving
   done-callback).
-* No bare ``InvalidBufferError``, ``ConnectionError`` or ``ValueError`` escapes
-  ``GuardedTelegramClient._call`` to a caller (the guard's typed errors, which subclass
-  ``ConnectionError`` / ``ValueError`` on purpose, are fine).
+* No bare ``InvalidBufferError``, ``ConnectionError`` or ``ValueError`` escapes the guard's
+  request entry (``guarded_call``, for ``GuardedTelegramClient`` and ``guard()``) to a
+  caller (the guard's typed errors, which subclass ``ConnectionError`` / ``ValueError`` on
+  purpose, are fine).
 
 A test that deliberately provokes either opts out with ``@pytest.mark.allow_strays`` or
 ``@pytest.mark.allow_bare_errors``.
@@ -60,20 +61,25 @@ def no_stray_futures(request: pytest.FixtureRequest) -> Iterator[None]:
 def no_bare_errors(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[list[BaseException]]:
-    from telethon_guard.client import GuardedTelegramClient
+    from telethon_guard import _wrap, client
 
     seen: list[BaseException] = []
-    original = GuardedTelegramClient._call
 
-    async def _call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await original(self, *args, **kwargs)
-        except BaseException as e:
-            if is_bare(e):
-                seen.append(e)
-            raise
+    # Every guarded request enters guarded_call: GuardedTelegramClient.__call__ and its _call
+    # (exported senders) in client.py, guard()'s wrappers in _wrap.py. (Patching _call alone
+    # missed client(...) calls, which go to guarded_call directly.)
+    for module in (client, _wrap):
+        original = module.guarded_call
 
-    monkeypatch.setattr(GuardedTelegramClient, "_call", _call)
+        async def checked(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            try:
+                return await _original(*args, **kwargs)
+            except BaseException as e:
+                if is_bare(e):
+                    seen.append(e)
+                raise
+
+        monkeypatch.setattr(module, "guarded_call", checked)
     yield seen
     if seen and request.node.get_closest_marker("allow_bare_errors") is None:
         pytest.fail(f"bare errors reached callers: {[repr(e) for e in seen]}")
