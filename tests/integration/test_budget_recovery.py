@@ -26,6 +26,16 @@ METHOD = "help.getNearestDc"
 HOLD = 1.0  # the server holds each call this long, so calls are pending when the storm hits
 
 
+async def counted_call(client: GuardedTelegramClient, outcome: Counter[str]) -> None:
+    """One ``help.getNearestDc``; its outcome ("ok" or the error's name) counted in
+    ``outcome`` (the tests assert on the counts)."""
+    try:
+        await client(functions.help.GetNearestDcRequest())
+        outcome["ok"] += 1
+    except Exception as e:  # counted and asserted by the caller
+        outcome[type(e).__name__] += 1
+
+
 @pytest.fixture
 def fresh_budget() -> Iterator[ConnectionBudget]:
     """A default process budget with no history from other tests."""
@@ -47,14 +57,8 @@ async def test_clients_recover_from_a_short_storm_at_the_normal_pace(
             server.faults.add(Latency(METHOD, HOLD))
             outcome: Counter[str] = Counter()
 
-            async def call(client: GuardedTelegramClient) -> None:
-                try:
-                    await client(functions.help.GetNearestDcRequest())
-                    outcome["ok"] += 1
-                except Exception as e:  # counted and asserted below
-                    outcome[type(e).__name__] += 1
-
-            tasks = [asyncio.ensure_future(call(c)) for c in clients for _ in range(calls_each)]
+            tasks = [asyncio.ensure_future(counted_call(c, outcome))
+                     for c in clients for _ in range(calls_each)]
             await asyncio.sleep(0.3)
             server.faults.add(Transport429Storm(start=server.faults.now(), duration=storm))
             t0 = time.monotonic()
@@ -136,14 +140,7 @@ async def test_the_storm_pace_ends_when_a_connection_is_answered_again() -> None
                 server.faults.add(Latency(METHOD, HOLD))
                 outcome: Counter[str] = Counter()
 
-                async def call(client: GuardedTelegramClient) -> None:
-                    try:
-                        await client(functions.help.GetNearestDcRequest())
-                        outcome["ok"] += 1
-                    except Exception as e:  # counted and asserted below
-                        outcome[type(e).__name__] += 1
-
-                tasks = [asyncio.ensure_future(call(c)) for c in clients]
+                tasks = [asyncio.ensure_future(counted_call(c, outcome)) for c in clients]
                 await asyncio.sleep(0.3)
                 server.faults.add(Transport429Storm(start=server.faults.now(), duration=storm))
                 _, pending = await asyncio.wait(tasks, timeout=100.0)
