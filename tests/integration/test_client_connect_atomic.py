@@ -27,7 +27,12 @@ from telethon_guard import (
 from telethon_guard.testing import TelegramTestServer
 from telethon_guard.testing._types import Stall
 from telethon_guard.testing.faults import FaultPlan, OnInit, OnNewConnections, flood_wait
-from tests.testing.test_lifecycle_faults_telethon import T, until, wait_until_plan_time
+from tests.testing.test_lifecycle_faults_telethon import (
+    T,
+    port_down,
+    until,
+    wait_until_plan_time,
+)
 
 QUIET = 0.6  # how long nothing may happen after a failed connect, seconds
 
@@ -191,10 +196,7 @@ async def test_connect_to_an_unreachable_dc_ends_within_connect_timeout() -> Non
     # (5 connection retries) the paced retries alone would take over 10 s.
     async with TelegramTestServer() as server:
         window = 4.0
-        rule = OnNewConnections("down", start=server.faults.now(), duration=window)
-        server.faults.add(rule)
-        await until(lambda: rule.fired == 1)
-        ends = rule.window.start + window
+        ends = port_down(server, window)
         bob = server.world.user_id("bob")
         got: list[str] = []
         client = guarded(server, bob, got, deadline=1.5, connection_retries=5, retry_delay=1,

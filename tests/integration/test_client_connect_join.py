@@ -16,14 +16,17 @@ import pytest
 
 from telethon_guard import DeadlineExceeded, GuardedTelegramClient
 from telethon_guard.testing import TelegramTestServer
-from telethon_guard.testing.faults import OnNewConnections
 from tests.integration.test_client_connect_atomic import (
     assert_left_as_before,
     assert_whole_after_connect,
     guarded,
     open_sockets,
 )
-from tests.testing.test_lifecycle_faults_telethon import T, until, wait_until_plan_time
+from tests.testing.test_lifecycle_faults_telethon import (
+    T,
+    port_down,
+    wait_until_plan_time,
+)
 
 GAP = 1.0  # seconds between the two connect() calls
 
@@ -31,10 +34,7 @@ GAP = 1.0  # seconds between the two connect() calls
 async def test_two_connects_to_a_down_dc_end_together_with_one_error() -> None:
     async with TelegramTestServer() as server:
         window = 6.0
-        rule = OnNewConnections("down", start=server.faults.now(), duration=window)
-        server.faults.add(rule)
-        await until(lambda: rule.fired == 1)
-        ends = rule.window.start + window
+        ends = port_down(server, window)
         bob = server.world.user_id("bob")
         got: list[str] = []
         client = guarded(server, bob, got, deadline=2.0, connection_retries=5, retry_delay=1,
@@ -83,9 +83,7 @@ async def test_two_connects_that_succeed_send_one_init() -> None:
 async def test_a_joined_connect_makes_its_own_attempt_when_the_first_caller_cancels() -> None:
     async with TelegramTestServer() as server:
         window = 1.5
-        rule = OnNewConnections("down", start=server.faults.now(), duration=window)
-        server.faults.add(rule)
-        await until(lambda: rule.fired == 1)
+        port_down(server, window)
         client = server.client(cls=GuardedTelegramClient,
                                session=server.session(server.world.user_id("bob")),
                                deadline=8.0, connection_retries=10, retry_delay=1, timeout=10)

@@ -50,6 +50,15 @@ async def wait_until_plan_time(server: TelegramTestServer, seconds: float) -> No
     await asyncio.sleep(max(0.0, seconds - server.faults.now()))
 
 
+def port_down(server: TelegramTestServer, window: float) -> float:
+    """Close the DC's port now for ``window`` s (``OnNewConnections("down")``, in effect
+    when this returns); the plan-clock time at which it listens again."""
+    rule = OnNewConnections("down", start=server.faults.now(), duration=window)
+    server.faults.add(rule)
+    assert rule.fired == 1
+    return rule.window.start + window
+
+
 async def connected(server: TelegramTestServer, **kwargs: Any) -> TelegramClient:
     client: TelegramClient = server.client(**kwargs)
     await asyncio.wait_for(client.connect(), T)
