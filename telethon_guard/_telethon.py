@@ -434,13 +434,9 @@ def call_override(client: Any) -> str | None:
     """The class that overrides Telethon's private ``_call`` in ``client``'s type (besides
     :class:`ClientHooks` and Telethon itself), as ``module.Class``, or ``None``. The guard
     replaces ``_call``, so such an override is never called: callers log a warning."""
-    from telethon import TelegramClient
-
     for klass in type(client).__mro__:
         if "_call" in vars(klass):
             if klass is ClientHooks or klass.__module__.startswith("telethon."):
-                return None
-            if klass is TelegramClient:
                 return None
             return f"{klass.__module__}.{klass.__qualname__}"
     return None
