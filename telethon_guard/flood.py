@@ -78,6 +78,7 @@ from .keys import (
     transfers_key,
 )
 from .limiter import LedgerBlockedWhileQueued
+from .network_budget import network_budget
 from .pacing import AdaptivePacer
 from .storage import GuardStorage, LimitSpec, LocalGuardStorage, local_of
 
@@ -178,7 +179,10 @@ class FloodLedger:
         if left > (self._cfg.max_flood_wait if limit is None else limit):
             return False
         dl = call.deadline_at
-        return dl is None or self._clock.now() + left < dl
+        # The wait must leave the attempt its network budget (as a limiter slot must):
+        # a wait that ends too close to the deadline could only end in DeadlineExceeded.
+        return dl is None or self._clock.now() + left + network_budget(
+            call.budget or 0.0, self._cfg.attempt_timeout) < dl
 
     def _blocked_error(self, call: CallInfo, scope: FloodScope, key: str, left: float,
                        from_server: bool) -> Exception:

@@ -8,7 +8,7 @@ import pytest
 from guardfakes import Script, bounded, make_call, make_pipeline
 from telethon import errors as te
 
-from telethon_guard.errors import DeadlineExceeded
+from telethon_guard.errors import DeadlineExceeded, FloodWaitBlocked
 from telethon_guard.events import DeadlineExceededEvent, FloodWaitStarted
 from telethon_guard.network_budget import network_budget
 from telethon_guard.storage import CLOSED
@@ -61,10 +61,14 @@ async def test_flood_wait_leaving_too_little_time_sends_nothing_and_counts_nothi
     await pipe.ledger.record_block("acct:a1/method:messages.getHistory", 9.5)
     t0 = clock.now()
     send = Script(clock, default=never)
-    with pytest.raises(DeadlineExceeded):
+    # 9.5 s fits the 10 s deadline but not with the attempt's network budget (1 s): waiting
+    # could only end in DeadlineExceeded at the deadline (it did, after 9.5 s: a new-user
+    # trial). Refused at once, as a FLOOD_WAIT the deadline cannot take (README).
+    with pytest.raises(FloodWaitBlocked) as info:
         await bounded(pipe.invoke(make_call(), send))
-    assert send.count == 0 and clock.now() == t0 + 9.5
-    assert rec.of(DeadlineExceededEvent)[-1].stage == "flood"
+    assert send.count == 0 and clock.now() == t0
+    assert info.value.seconds == 10 and not info.value.from_server
+    assert not rec.of(DeadlineExceededEvent)
     assert (await pipe.breaker.state("acct:a1/dc:2")).failures == 0
 
 
@@ -123,3 +127,17 @@ async def test_backoff_leaving_too_little_time_ends_with_the_real_error() -> Non
             await bounded(pipe.invoke(make_call(), send))
         # Every attempt had at least its network budget, 10 % of 3 s.
         assert send.times and max(send.times) <= t0 + 3.0 - 0.3
+
+
+async def test_server_flood_wait_just_under_the_deadline_is_refused_at_once() -> None:
+    # FLOOD_WAIT_5 with a 5.3 s deadline: waiting would leave 0.3 s for the retry, under the
+    # attempt's network budget (0.53 s): FloodWaitBlocked at once (the README's
+    # `except FloodWaitBlocked` catches it), not DeadlineExceeded after 5 s.
+
+    pipe, clock, _ = make_pipeline(deadline=5.3, max_flood_wait=60)
+    t0 = clock.now()
+    send = Script(clock, [te.FloodWaitError(None, 5)])
+    with pytest.raises(FloodWaitBlocked) as info:
+        await bounded(pipe.invoke(make_call(), send))
+    assert send.count == 1 and clock.now() == t0
+    assert info.value.seconds == 5 and info.value.from_server
