@@ -3,7 +3,8 @@
 Both compare plain Telethon with :class:`~telethon_guard.GuardedTelegramClient` side by side on
 this machine, against :mod:`telethon_guard.testing` (a real MTProto server on 127.0.0.1 that
 unmodified Telethon talks to over TCP). Bad input gives a one-line error and exit status 2;
-Ctrl-C stops cleanly, prints what was measured and exits with status 130.
+Ctrl-C stops cleanly, prints what was measured and exits with status 130. ``--version``
+prints the installed package's version (its metadata).
 """
 
 from __future__ import annotations
@@ -87,6 +88,17 @@ def _workload_list(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def package_version() -> str:
+    """The installed ``telethon-guard`` distribution's version (``importlib.metadata``), or
+    ``"unknown"`` when the package is imported from a tree that was never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("telethon-guard")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -95,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
             "server (127.0.0.1, no Telegram account or network needed)."
         ),
     )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     workloads_help = "\n".join(f"  {name}\n    {WORKLOADS.get(name, '')}"
