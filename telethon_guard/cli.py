@@ -1,10 +1,11 @@
-"""The ``telethon-guard`` command: ``bench`` and ``demo`` on the embedded MTProto server.
+"""The ``telethon-guard`` command: ``bench``, ``demo`` and ``serve`` on the embedded MTProto server.
 
-Both compare plain Telethon with :class:`~telethon_guard.GuardedTelegramClient` side by side on
-this machine, against :mod:`telethon_guard.testing` (a real MTProto server on 127.0.0.1 that
-unmodified Telethon talks to over TCP). Bad input gives a one-line error and exit status 2;
-Ctrl-C stops cleanly, prints what was measured and exits with status 130. ``--version``
-prints the installed package's version (its metadata).
+``bench`` and ``demo`` compare plain Telethon with :class:`~telethon_guard.GuardedTelegramClient`
+side by side on this machine, against :mod:`telethon_guard.testing` (a real MTProto server on
+127.0.0.1 that unmodified Telethon talks to over TCP); ``serve`` runs that server on its own
+(``python -m telethon_guard.testing serve``, same options). Bad input gives a one-line error and
+exit status 2; Ctrl-C stops cleanly, prints what was measured and exits with status 130.
+``--version`` prints the installed package's version (its metadata).
 """
 
 from __future__ import annotations
@@ -175,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-v", "--verbose", action="store_true",
                       help="show Telethon's and the guard's log messages on stderr")
     _add_progress_options(demo)
+
+    sub.add_parser(
+        "serve",
+        help="run the embedded MTProto test server on its own until Ctrl-C / SIGTERM",
+        description=_wrap_epilog(
+            "The same as `python -m telethon_guard.testing serve` (every option is passed on; "
+            "`telethon-guard serve --help` lists them). Prints the DC addresses and session "
+            "strings as JSON on its first stdout line. Exit status: 0 after SIGTERM, 130 after "
+            "Ctrl-C at any moment (also during the first second's imports: one line, no "
+            "traceback), 2 with a one-line error on bad options."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,  # --help is the server's own (its options are parsed there)
+    )
     return parser
 
 
@@ -227,7 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "serve":
+        return _serve(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -243,6 +262,19 @@ def _run(argv: Sequence[str] | None) -> int:
     except UsageError as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _serve(argv: list[str]) -> int:
+    """``telethon-guard serve ARGS``: :func:`telethon_guard.testing.__main__.main` with
+    ``serve ARGS``. Its own handler ends the server on Ctrl-C once the loop runs; before that
+    (imports, argument parsing) one line is printed here. Exit status as there."""
+    from telethon_guard.testing.__main__ import EXIT_INTERRUPTED as SERVE_INTERRUPTED
+    from telethon_guard.testing.__main__ import main as serve_main
+
+    status = serve_main(["serve", *argv], prog=PROG)
+    if status == SERVE_INTERRUPTED:
+        print(f"{PROG} serve: interrupted", file=sys.stderr, flush=True)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover
