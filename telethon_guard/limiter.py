@@ -37,7 +37,14 @@ from .call import CallInfo
 from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
 from .errors import DeadlineExceeded, FloodWaitBlocked
-from .events import EventBus, FloodBlocked, ObservedDelay, RequestLimited, redact_peer
+from .events import (
+    EVENT_ROUTE,
+    EventBus,
+    FloodBlocked,
+    ObservedDelay,
+    RequestLimited,
+    redact_peer,
+)
 from .flood_scope import is_chat_write
 from .keys import (
     account_key,
@@ -66,7 +73,7 @@ def with_margin(windows: Windows, margin: float) -> Windows:
 
 
 class _Waiter:
-    __slots__ = ("fut", "keys", "specs", "timer", "token", "wake_at")
+    __slots__ = ("fut", "keys", "route", "specs", "timer", "token", "wake_at")
 
     def __init__(self, specs: Sequence[LimitSpec], token: Any, wake_at: float,
                  fut: asyncio.Future[None]) -> None:
@@ -76,6 +83,9 @@ class _Waiter:
         self.wake_at = wake_at
         self.fut = fut
         self.timer: TimerHandle | None = None
+        # The waiting client's event bus when the limiter is shared (EVENT_ROUTE, else None):
+        # its stats count its own waiters (RateLimiter.queue_length_of).
+        self.route: Any = EVENT_ROUTE.get()
 
 
 class RateLimiter:
@@ -134,6 +144,11 @@ class RateLimiter:
     def queue_length(self) -> int:
         """Number of calls waiting for a slot (this process)."""
         return len(self._waiters)
+
+    def queue_length_of(self, route: Any) -> int:
+        """Calls waiting for a slot that were made under the event route ``route`` (one
+        client's bus, when several clients share this limiter: ``EVENT_ROUTE``)."""
+        return sum(1 for w in self._waiters if w.route is route)
 
     def _no_local_decide(self, specs: Sequence[LimitSpec], observe: bool = False,
                          ) -> tuple[float, Any]:
