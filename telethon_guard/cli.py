@@ -1,9 +1,11 @@
-"""The ``telethon-guard`` command: ``bench`` and ``demo`` on the embedded MTProto server.
+"""The ``telethon-guard`` command: ``bench``, ``demo`` and ``serve`` on the embedded MTProto server.
 
-Both compare plain Telethon with :class:`~telethon_guard.GuardedTelegramClient` side by side on
-this machine, against :mod:`telethon_guard.testing` (a real MTProto server on 127.0.0.1 that
-unmodified Telethon talks to over TCP). Bad input gives a one-line error and exit status 2;
-Ctrl-C stops cleanly, prints what was measured and exits with status 130.
+``bench`` and ``demo`` compare plain Telethon with :class:`~telethon_guard.GuardedTelegramClient`
+side by side on this machine, against :mod:`telethon_guard.testing` (a real MTProto server on
+127.0.0.1 that unmodified Telethon talks to over TCP); ``serve`` runs that server on its own
+(``python -m telethon_guard.testing serve``, same options). Bad input gives a one-line error and
+exit status 2; Ctrl-C stops cleanly, prints what was measured and exits with status 130.
+``--version`` prints the installed package's version (its metadata).
 """
 
 from __future__ import annotations
@@ -87,6 +89,17 @@ def _workload_list(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def package_version() -> str:
+    """The installed ``telethon-guard`` distribution's version (``importlib.metadata``), or
+    ``"unknown"`` when the package is imported from a tree that was never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("telethon-guard")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -95,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
             "server (127.0.0.1, no Telegram account or network needed)."
         ),
     )
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     workloads_help = "\n".join(f"  {name}\n    {WORKLOADS.get(name, '')}"
@@ -161,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-v", "--verbose", action="store_true",
                       help="show Telethon's and the guard's log messages on stderr")
     _add_progress_options(demo)
+
+    sub.add_parser(
+        "serve",
+        help="run the embedded MTProto test server on its own until Ctrl-C / SIGTERM",
+        description=_wrap_epilog(
+            "The same as `python -m telethon_guard.testing serve` (every option is passed on; "
+            "`telethon-guard serve --help` lists them). Prints the DC addresses and session "
+            "strings as JSON on its first stdout line. Exit status: 0 after SIGTERM, 130 after "
+            "Ctrl-C at any moment (also during the first second's imports: one line, no "
+            "traceback), 2 with a one-line error on bad options."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,  # --help is the server's own (its options are parsed there)
+    )
     return parser
 
 
@@ -213,7 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "serve":
+        return _serve(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -229,6 +262,19 @@ def _run(argv: Sequence[str] | None) -> int:
     except UsageError as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _serve(argv: list[str]) -> int:
+    """``telethon-guard serve ARGS``: :func:`telethon_guard.testing.__main__.main` with
+    ``serve ARGS``. Its own handler ends the server on Ctrl-C once the loop runs; before that
+    (imports, argument parsing) one line is printed here. Exit status as there."""
+    from telethon_guard.testing.__main__ import EXIT_INTERRUPTED as SERVE_INTERRUPTED
+    from telethon_guard.testing.__main__ import main as serve_main
+
+    status = serve_main(["serve", *argv], prog=PROG)
+    if status == SERVE_INTERRUPTED:
+        print(f"{PROG} serve: interrupted", file=sys.stderr, flush=True)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,13 +41,17 @@ __all__ = ["Lane"]
 
 _Route = tuple[str, tuple[Any, ...]]
 
+_KINDS: dict[type, str] = {}
+"""``{request class: method name}`` for the classes the lane takes (``""``: never), shared by
+every lane (it depends on the class only; bounded: the TL schema has ~700 functions)."""
+
 
 class Lane:
     """The straight lane's state for one :class:`~telethon_guard.pipeline.Pipeline` (module
     docstring). Fields read per call by the lane (never written by it, except the caches):
 
     * ``kinds``: ``{request class: method name}`` for the classes the lane takes (``""``:
-      never; filled by :meth:`kind` on a class's first call);
+      never; filled by :meth:`kind` on a class's first call; one table for every lane);
     * ``flood``: the ledger's live flood table (empty: nothing blocked anywhere);
     * ``probes``: the breaker's HALF_OPEN probe owners (empty: no probe in flight);
     * ``breakers``: the storage's breaker table (:meth:`MemoryStorage.breaker_table`);
@@ -71,7 +75,7 @@ class Lane:
         self.now = pipeline.clock.now
         self.events = pipeline.events
         self.breaker = pipeline.breaker
-        self.kinds: dict[type, str] = {}
+        self.kinds = _KINDS
         self.flood = storage.flood_table()
         self.probes = pipeline.breaker.probing_table()
         self.breakers = storage.breaker_table()
@@ -110,8 +114,8 @@ class Lane:
         ``random_id`` field, a file transfer, a difference request, a wrapper). Returns the
         method name, or ``""`` (never)."""
         name = method if method is not None and method not in TRANSFER_METHODS else ""
-        if len(self.kinds) < 4096:
-            self.kinds[type(request)] = name
+        if len(_KINDS) < 4096:
+            _KINDS[type(request)] = name
         return name
 
     def route(self, account: str, dc_id: int, method: str) -> _Route:

@@ -79,7 +79,6 @@ sleeping/retrying, which is switched off underneath.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -168,14 +167,25 @@ def limits_configured(config: GuardConfig) -> bool:
                 or config.adaptive_pacing)
 
 
-def _link(handle: Callable[[CallInfo, Next], Awaitable[Any]], call_next: Next) -> Next:
-    """``call -> handle(call, call_next)``: one layer bound to the rest of the chain (a
-    closure: about half the cost of a ``functools.partial`` with a keyword per call)."""
-    def link(call: CallInfo) -> Awaitable[Any]:
-        return handle(call, call_next)
-    # Interned: one string per layer class, not one per client (~75 bytes a link).
-    link.__qualname__ = sys.intern(f"link({getattr(handle, '__qualname__', handle)!s})")
-    return link
+class _Link:
+    """``call -> layer.handle(call, call_next)``: one layer bound to the rest of the chain.
+
+    A slotted object (~48 bytes) rather than a closure over the bound ``handle`` (~330 bytes
+    with its cells and bound method): every client builds about six, and they are called only
+    when a layer takes a call over (waits, probes, retries) or on the composed chain, never
+    on the fast path (:meth:`Pipeline.invoke` calls ``enter``)."""
+
+    __slots__ = ("call_next", "layer")
+
+    def __init__(self, layer: Layer, call_next: Next) -> None:
+        self.layer = layer
+        self.call_next = call_next
+
+    def __call__(self, call: CallInfo) -> Awaitable[Any]:
+        return self.layer.handle(call, self.call_next)
+
+    def __repr__(self) -> str:
+        return f"link({type(self.layer).__qualname__}.handle)"
 
 
 class Pipeline:
@@ -236,7 +246,7 @@ class Pipeline:
         """The layers, outermost first: the order in which they run (then :attr:`attempt`)."""
         self._fast: FastPath | None = self.fuse(self.layers)
         self._chain = (self.compose(self.layers) if self._fast is None or not self.layers
-                       else _link(self.layers[0].handle, self._fast.rests[0]))
+                       else _Link(self.layers[0], self._fast.rests[0]))
         """What :meth:`invoke` runs (the same layers; ``None``: the composed chain)."""
         self.update_path = UpdatePath(self.clock)
         self.update_layers: tuple[Layer, ...] = (
@@ -271,7 +281,7 @@ class Pipeline:
         """``[compose(layers[i:]) for i in 0..len(layers)]``, sharing their links."""
         chains: list[Next] = [self.attempt.run]
         for layer in reversed(layers):
-            chains.append(_link(layer.handle, chains[-1]))
+            chains.append(_Link(layer, chains[-1]))
         chains.reverse()
         return chains
 

@@ -43,7 +43,6 @@ import asyncio
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from .errors import GuardConfigError
@@ -112,6 +111,7 @@ class ReconnectPacer:
         "_failing_since",
         "_failures",
         "_jitter",
+        "_maxlen",
         "_rng",
         "_sleep",
         "_stable_after",
@@ -150,9 +150,12 @@ class ReconnectPacer:
         self._sleep = sleep
         # One process-wide RNG unless one is injected: a Random holds 2.5 KiB of state.
         self._rng = rng if rng is not None else _SHARED_RNG
-        self._attempts: deque[float] = deque(maxlen=max(c for c, _ in self._windows))
+        # Times of the latest attempts / failures, at most _maxlen each, oldest first (lists
+        # trimmed by _log: a deque's first block is 0.7 KiB, two per pacer and client).
+        self._maxlen = max(c for c, _ in self._windows)
+        self._attempts: list[float] = []
         # Failures of established connections (TDLib's mtproto_error_flood_control events).
-        self._errors: deque[float] = deque(maxlen=max(c for c, _ in self._windows))
+        self._errors: list[float] = []
         self._connected = False  # record_success since the last failure
         self._failures = 0
         self._backoff_until = -math.inf
@@ -219,6 +222,11 @@ class ReconnectPacer:
         moved to when its connection started by :meth:`attempt_started`), or ``None``."""
         return self._attempts[-1] if self._attempts else None
 
+    def _log(self, times: list[float], now: float) -> None:
+        times.append(now)
+        if len(times) > self._maxlen:
+            del times[0]
+
     def next_turn_at(self) -> float:
         """Earliest clock time (seconds) at which the next attempt is allowed."""
         now = self._clock()
@@ -242,7 +250,7 @@ class ReconnectPacer:
         now = self._clock()
         if self.next_turn_at() > now:
             return False
-        self._attempts.append(now)
+        self._log(self._attempts, now)
         self.attempts_total += 1
         return True
 
@@ -253,7 +261,7 @@ class ReconnectPacer:
         :returns: the clock time recorded (seconds), for :meth:`attempt_started`.
         """
         now = self._clock()
-        self._attempts.append(now)
+        self._log(self._attempts, now)
         self.attempts_total += 1
         return now
 
@@ -280,7 +288,7 @@ class ReconnectPacer:
                 return None
             now = self._clock()
             if at - now <= 0:
-                self._attempts.append(now)
+                self._log(self._attempts, now)
                 self.attempts_total += 1
                 return now
             await self._sleep(at - now)
@@ -302,7 +310,7 @@ class ReconnectPacer:
             if attempts[i] == turn:
                 del attempts[i]
                 break
-        attempts.append(now)  # every recorded time is <= now: the log stays in order
+        self._log(attempts, now)  # every recorded time is <= now: the log stays in order
 
     # ---- outcomes ---------------------------------------------------------------------------
 
@@ -317,7 +325,7 @@ class ReconnectPacer:
         now = self._clock()
         if self._connected:
             self._connected = False
-            self._errors.append(now)
+            self._log(self._errors, now)
         self._settle(now)
         self._success_at = None
         self._failures += 1

@@ -133,6 +133,9 @@ class GuardedMTProtoSender(ReconnectingSender):
     for good (like Telethon) but with a typed error.
     """
 
+    __slots__ = ("_liveness", "_watchdog", "_watched_disconnected", "liveness_replaced_at",
+                 "liveness_replacements")  # as ReconnectingSender's: Telethon's dict stays small
+
     def __init__(
         self,
         auth_key: Any,

@@ -124,7 +124,9 @@ class MemoryStorage:
         """Write-through hook (``None``: memory only), e.g. a
         :class:`~telethon_guard.storage.sqlite.SQLiteStore`: told of every flood block recorded
         or cleared and every breaker opening or closing (never on the per-call fast paths)."""
-        self._decide = self.decider()
+        # Made on the first reserve_fast: each RateLimiter has its own decider, so this one
+        # serves only direct reserve_sync / reserve_fast callers (a closure: ~0.8 KiB).
+        self._decide: Callable[[Sequence[LimitSpec]], tuple[float, Any]] | None = None
 
     # ------------------------------------------------------------------ limiter
     def _keylog(self, spec: LimitSpec) -> _KeyLog:
@@ -157,7 +159,10 @@ class MemoryStorage:
         path (building a NamedTuple costs more than the decision's arithmetic)."""
         if observe:
             return self._reserve_many(specs, True)
-        return self._decide(specs)
+        decide = self._decide
+        if decide is None:
+            decide = self._decide = self.decider()
+        return decide(specs)
 
     def decider(self) -> Callable[[Sequence[LimitSpec]], tuple[float, Any]]:
         """A new ``decide(specs) -> (delay, token)`` function: :meth:`reserve_fast` without

@@ -13,7 +13,8 @@ SIGINT / SIGTERM, then prints a summary of the log. ``--fault`` lines use the sc
 :mod:`telethon_guard.testing.faults_script`.
 
 Exit status: 0 after SIGTERM; 130 after Ctrl-C (SIGINT) once the imports are done (a Ctrl-C
-while Python imports the package, the first second or so, gets Python's own traceback; a
+while Python imports the package, the first second or so, gets Python's own traceback under
+``python -m``; ``telethon-guard serve``, the same command, exits 130 with one line then; a
 server started with ``&`` from a script inherits an ignored SIGINT: use SIGTERM); 2 with one line
 on stderr (no traceback) for a mistake: a bad value, a port in use or out of range, a host that
 cannot be bound, a ``--json`` path that cannot be written (checked before the server starts).
@@ -36,9 +37,13 @@ from telethon_guard.testing import crypto
 from telethon_guard.testing.faults import FaultPlan
 from telethon_guard.testing.server import MAX_DCS, TelegramTestServer
 
+PROG = "python -m telethon_guard.testing"
+"""The command's name in usage lines and errors (``telethon-guard serve`` passes its own)."""
+_prog = PROG
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m telethon_guard.testing")
+    p = argparse.ArgumentParser(prog=_prog)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run a TelegramTestServer until interrupted")
     s.add_argument("--dcs", type=int, default=2, help="number of DCs (listeners)")
@@ -68,8 +73,7 @@ ordinary way to stop a server started by another program and exits 0."""
 
 
 def _error(message: str) -> int:
-    print(f"python -m telethon_guard.testing serve: error: {message}", file=sys.stderr,
-          flush=True)
+    print(f"{_prog} serve: error: {message}", file=sys.stderr, flush=True)
     return EXIT_USAGE
 
 
@@ -199,8 +203,11 @@ class _Discard(list[Any]):
             super().append(entry)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 stopped by SIGTERM, 2 usage error (one line on stderr), 130 Ctrl-C."""
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Exit status: 0 stopped by SIGTERM, 2 usage error (one line on stderr), 130 Ctrl-C.
+    ``prog``: the command's name in usage lines and errors."""
+    global _prog
+    _prog = prog
     try:
         args = _parser().parse_args(argv)
         if args.command == "serve":

@@ -166,7 +166,7 @@ async def _profiled(client: Any, request: Any) -> tuple[Any, list[str]]:
 
 
 async def test_a_call_no_layer_stops_runs_in_the_lane_alone() -> None:
-    client, sender, clock, rec = _client(True, rate_limits=((100, 1.0),))
+    client, _sender, _clock, _rec = _client(True, rate_limits=((100, 1.0),))
     result, ran = await _profiled(client, _request())
     assert result == _STATE and ran == []  # no invoke, no layer: the lane did it all
     pipe = client.guard.pipeline
@@ -185,7 +185,7 @@ async def test_a_call_no_layer_stops_runs_in_the_lane_alone() -> None:
 @pytest.mark.parametrize("case", ["flood_blocked", "pace", "deadline_scope", "breaker_failures",
                                   "limiter_full", "not_a_lane_class", "flood_sleep_threshold"])
 async def test_what_the_lane_cannot_take_goes_through_invoke(case: str) -> None:
-    client, sender, clock, _ = _client(True, rate_limits=((1, 10.0),), max_flood_wait=30)
+    client, sender, _clock, _ = _client(True, rate_limits=((1, 10.0),), max_flood_wait=30)
     pipe = client.guard.pipeline
     request: Any = _request()
     kwargs: dict[str, Any] = {}
@@ -223,7 +223,7 @@ async def test_what_the_lane_cannot_take_goes_through_invoke(case: str) -> None:
 
 
 async def test_the_lane_timer_cancels_a_hanging_attempt_at_the_deadline() -> None:
-    client, sender, clock, rec = _client(True, deadline=5)
+    client, sender, clock, _rec = _client(True, deadline=5)
     sender.outcomes = ["hang"]
     t0 = clock.now()
     with pytest.raises(DeadlineExceeded):
@@ -235,7 +235,7 @@ async def test_the_lane_timer_cancels_a_hanging_attempt_at_the_deadline() -> Non
 
 
 async def test_caller_cancel_in_the_lane_propagates_and_holds_nothing() -> None:
-    client, sender, clock, rec = _client(True, deadline=5)
+    client, sender, _clock, _rec = _client(True, deadline=5)
     sender.outcomes = ["hang"]
     task = asyncio.ensure_future(client(_request()))
     for _ in range(3):
@@ -252,7 +252,7 @@ async def test_caller_cancel_in_the_lane_propagates_and_holds_nothing() -> None:
 async def test_a_success_resets_failures_counted_while_it_was_in_flight(lane: bool) -> None:
     # The lane admits the call with nothing counted; a failure is counted meanwhile (another
     # call's); the answer then resets the count, as the attempt's breaker record does.
-    client, sender, clock, rec = _client(lane, breaker_failure_threshold=3)
+    client, sender, _clock, _rec = _client(lane, breaker_failure_threshold=3)
     pipe = client.guard.pipeline
     sender.outcomes = ["hang"]
     task = asyncio.ensure_future(client(_request()))

@@ -646,3 +646,25 @@ def test_success_counts_per_method_stay_bounded() -> None:
     assert sum(p.b_counts) >= 50 * PACE_HORIZON
     pacer.on_flood("a", "m", 2.0)
     assert not pacer.is_held("a", "m")
+
+
+def test_a_method_answered_once_keeps_its_time_only_and_learns_as_before() -> None:
+    """The first answer of a method is kept as one time (no per-method record); the second
+    answer, a FLOOD_WAIT or an adopted pace makes the record seeded with it: the history and
+    the success buckets are what recording both answers there would have made."""
+    clock = FakeClock(auto_advance=False)
+    pacer = AdaptivePacer(clock, relax=5.0, recover=RECOVER)
+    t0 = clock.now()
+    pacer.on_success("a", "once")
+    assert pacer._paces == {}
+    clock.advance(0.5)
+    pacer.on_success("a", "once")
+    p = pacer._paces[("a", "once")]
+    assert p.history == [t0, t0 + 0.5] and list(p.b_firsts) == [t0]
+    assert list(p.b_counts) == [2]
+    pacer.on_success("a", "flooded")
+    clock.advance(0.5)
+    pacer.on_flood("a", "flooded", 3.0)
+    q = pacer._paces[("a", "flooded")]
+    assert q.history == [t0 + 0.5] and list(q.b_counts) == [1]
+    assert ("a", "flooded") not in pacer._once
