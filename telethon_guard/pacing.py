@@ -381,6 +381,12 @@ class AdaptivePacer:
         method's pace (outside its schedule: :meth:`changes_at` moved); the rate limiter lets
         the calls it holds for the pace decide again (``RateLimitLayer.pace_changed``)."""
 
+    def pace_table(self) -> dict[tuple[str, str], Any]:
+        """The live table of learned paces ``{(account, method): ...}`` (read only; a method
+        absent from it has no pace now: the straight lane's check; an entry may be one
+        :meth:`window` is about to drop)."""
+        return self._learned
+
     def window(self, account: str, method: str) -> Windows | None:
         """The limiter window of ``method``'s pace now, ``((1, period / count),)`` (evenly
         spaced calls), or ``None`` (no pace)."""
