@@ -151,6 +151,10 @@ class _Waiting:
         return (dl if dl is not None else math.inf, self.seq)
 
 
+_ARRIVALS = itertools.count()
+"""Arrival numbers of waiting calls (the order among equal deadlines), for every ledger."""
+
+
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -164,7 +168,7 @@ class FloodLedger:
     else awaits the storage's async API, whichever it is.
     """
 
-    __slots__ = ("_cfg", "_clock", "_events", "_local", "_seq", "_storage", "_table", "_waiting",
+    __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "_table", "_waiting",
                  "pacer", "redact", "scopes")
 
     def __init__(self, config: GuardConfig, storage: GuardStorage, clock: Clock,
@@ -183,9 +187,9 @@ class FloodLedger:
             if config.adaptive_pacing else None
         )
         self.redact = not config.log_peer_ids
-        # ledger key -> the calls sleeping out its block, by deadline (_sift)
-        self._waiting: dict[str, list[_Waiting]] = {}
-        self._seq = itertools.count()
+        # ledger key -> the calls sleeping out its block, by deadline (_sift); made on the
+        # first wait (most clients never wait: no dict per client)
+        self._waiting: dict[str, list[_Waiting]] | None = None
         self.scopes = FloodScopeTracker(config, clock)
         """Scope inference of write floods (chat or method, :mod:`~telethon_guard.flood_scope`)."""
 
@@ -274,17 +278,20 @@ class FloodLedger:
         waiting for the same block (:meth:`_sift`): at once (``from_server``), or while it
         waits, when a later FLOOD_WAIT extends the block or slows the pace
         (``from_server=False``)."""
-        waiting = self._waiting.setdefault(key, [])
+        table = self._waiting
+        if table is None:
+            table = self._waiting = {}
+        waiting = table.setdefault(key, [])
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         end = self._clock.now() + left
-        entry = _Waiting(call, fut, end, scope, next(self._seq))
+        entry = _Waiting(call, fut, end, scope, next(_ARRIVALS))
         bisect.insort(waiting, entry, key=_Waiting.rank)
         wait = self._sift(key, waiting, entry)
         if wait is not None:
             waiting.remove(entry)
             if not waiting:
-                del self._waiting[key]
+                del table[key]
             raise self._blocked_error(call, scope, key, wait, from_server) from exc
         timer = self._clock.call_at(end, functools.partial(_wake, fut))
         ev = self._events
@@ -298,8 +305,8 @@ class FloodLedger:
             timer.cancel()
             with contextlib.suppress(ValueError):
                 waiting.remove(entry)
-            if not waiting and self._waiting.get(key) is waiting:
-                del self._waiting[key]
+            if not waiting and table.get(key) is waiting:
+                del table[key]
         if ev is not None:
             ev.emit(FloodWaitEnded(call.method, name, self._clock.now() - start, call.account))
 
