@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,21 +19,25 @@ from telethon.tl.tlobject import TLRequest
 from . import _telethon as tl
 from . import _tl
 from ._link import account_key
-from ._send_once import attempt_once, send_of
+from ._send_once import attempt_failed, attempt_once, send_of
 from .call import TRANSFER_METHODS, CallInfo
 from .errors import EntitiesNotStoredError
-from .health import current_deadline
+from .health import current_deadline, in_deadline_scope
 from .keys import is_idempotent
 from .session_store import store_entities
+from .storage import CLOSED
 from .update_path import DIFFERENCE_METHODS, update_loop_client
 
 if TYPE_CHECKING:
     from telethon import TelegramClient
 
     from ._client_guard import ClientGuard
+    from ._link import ClientLink
+    from .lane import Lane
 
 __all__ = [
-    "guarded_call", "init_through_pipeline", "invoke_one", "is_user_authorized", "make_call",
+    "guarded_call", "init_through_pipeline", "invoke_one", "is_user_authorized", "lane_call",
+    "make_call",
 ]
 
 log = logging.getLogger("telethon_guard")
@@ -145,6 +150,130 @@ async def invoke_one(
     return await state.pipeline.invoke(call, send)
 
 
+# ---- the straight lane -----------------------------------------------------------------
+
+_CURRENT_TASKS: Any = getattr(asyncio.tasks, "_current_tasks", None)  # as attempt.py reads it
+if not isinstance(_CURRENT_TASKS, dict):
+    _CURRENT_TASKS = None
+
+
+def _lane_kind(lane: Lane, request: Any) -> str:
+    """Whether the lane takes ``request``'s class (:meth:`Lane.kind`): a single request, not a
+    wrapper, no peer or ``random_id`` field, not a file transfer nor a difference request."""
+    kind = _kind_of(request) if isinstance(request, TLRequest) else None
+    ok = kind is not None and not (kind[1] or kind[2] or kind[4])
+    return lane.kind(request, kind[0] if ok and kind is not None else None)
+
+
+async def lane_call(
+    client: TelegramClient,
+    link: ClientLink,
+    request: Any,
+    ordered: bool = False,
+    flood_sleep_threshold: float | None = None,
+) -> Any:
+    """``client(request)`` of a guarded client: the straight lane (:mod:`telethon_guard.lane`)
+    when nothing would stop the call, else :func:`guarded_call` (the pipeline's layers).
+
+    The lane, in order, is what the layers do for a call none of them stops: Telethon's
+    ``_call`` checks (the loop, ``request.resolve``); the deadline (``GuardConfig.deadline``
+    from now; the attempt timer filed in the lane's :class:`~telethon_guard.clock.
+    FifoDeadlines`); the breaker (CLOSED, no failure counted, no probe: nothing to acquire);
+    the flood ledger (nothing blocked); the limiter (no learned pace; the slot reserved now,
+    or given back and the call handed to the pipeline); the send and the await of its
+    answer; then the breaker's success record (only when it changes something), the pacer's
+    success record, the outcome count, ``RequestFinished`` (when someone listens) and the
+    session's ``process_entities``. An attempt that raised goes on in
+    :meth:`Pipeline.resume <telethon_guard.pipeline.Pipeline.resume>` (retry, flood ledger,
+    the DC switch of a ``*_MIGRATE``) exactly as the layers would.
+    """
+    state = link.guard
+    lane: Lane | None = state.pipeline.lane
+    bound, no_updates, sender, session = tl.begin_main_call(client)  # notes the request
+    if lane is None:
+        return await guarded_call(client, state, sender, request, ordered,
+                                  flood_sleep_threshold)
+    method = lane.kinds.get(type(request))
+    if method is None:
+        method = _lane_kind(lane, request)
+    loop = asyncio.get_running_loop()
+    send = getattr(sender, "send_awaited", None)
+    if (not method or flood_sleep_threshold is not None or no_updates or send is None
+            or (bound is not None and bound is not loop)):
+        return await guarded_call(client, state, sender, request, ordered,
+                                  flood_sleep_threshold)
+    if type(request).resolve is not _NO_RESOLVE:  # before the checks: it may await
+        await request.resolve(client, utils)
+    account = lane.account or link.account
+    if (lane.flood or lane.probes or account is None or in_deadline_scope() is not None):
+        return await guarded_call(client, state, sender, request, ordered,
+                                  flood_sleep_threshold)
+    dc_id = int(session.dc_id or 0)
+    route = lane.routes.get((account, dc_id, method))
+    if route is None:
+        route = lane.route(account, dc_id, method)
+    key, specs = route
+    breaker = lane.breakers.get(key)
+    task = _CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None else asyncio.current_task()
+    if ((breaker is not None and (breaker.failures or breaker.state != CLOSED))
+            or (lane.paces and (account, method) in lane.paces) or task is None):
+        return await guarded_call(client, state, sender, request, ordered,
+                                  flood_sleep_threshold)
+    if specs:  # the limiter's slot, free now (else given back: the pipeline waits for it)
+        delay, token = lane.decide(specs)  # type: ignore[misc]
+        if delay > 0:
+            lane.release(specs, token)
+            return await guarded_call(client, state, sender, request, ordered,
+                                      flood_sleep_threshold)
+    now = lane.now()
+    started = now if lane.events.wants_request_events else None
+    fut = None
+    timers = None
+    try:
+        fut = send(request, ordered)
+        length = lane.length
+        if length is not None:
+            timers = lane.timers
+            if timers is None or timers.loop is not loop:
+                timers = lane.timers_for(loop)
+            timers.pending[fut] = (now + length, task)
+            if timers.armed is None:
+                timers.arm(now + length)
+        result = await fut
+    except BaseException as exc:
+        fired = timers is not None and timers.pending.pop(fut, None) is None
+        call = lane.call_of(method, request, account, dc_id, key, now)
+        call.send = functools.partial(attempt_once, client, send, request, ordered)
+        try:
+            try:
+                attempt_failed(client, request, fut, exc)
+            except BaseException as e:
+                result = await state.pipeline.resume(call, e, fired, task, now, started)
+        except _MIGRATE_ERRORS as e:
+            await _migrate(client, e, 1, request)
+            return await guarded_call(client, state, sender, request, ordered, None, 1)
+    else:
+        if (timers is not None and timers.pending.pop(fut, None) is None
+                and sys.version_info >= (3, 11)):
+            task.uncancel()  # the timer fired as the answer came: the answer wins
+        breaker = lane.breakers.get(key)
+        if breaker is not None and (breaker.failures or breaker.state != CLOSED):
+            lane.breaker.succeeded(key, account)
+        if lane.succeeded is not None:
+            lane.succeeded(account, method)
+        per = lane.outcomes.get(method)
+        if per is not None:
+            per["ok"] = per.get("ok", 0) + 1
+        else:
+            state.pipeline.count(method, "ok")
+        if started is not None:
+            state.pipeline.finished(method, started, 1, account)
+    stored = store_entities(session, method, request, result)
+    if stored is not None:  # async sessions (Telethon warns)
+        await stored
+    return result
+
+
 # ---- _call -------------------------------------------------------------------------------
 
 
@@ -155,6 +284,7 @@ async def guarded_call(
     request: Any,
     ordered: bool = False,
     flood_sleep_threshold: float | None = None,
+    switches: int = 0,
 ) -> Any:
     """Telethon's ``_call`` with every attempt run through the guard pipeline.
 
@@ -162,8 +292,9 @@ async def guarded_call(
     ``InvokeWithoutUpdates`` wrapping when updates are off, ``session.process_entities``,
     a list of results for a list of requests (or ``MultiError(exceptions, results,
     requests)`` with the partial results when some elements failed), and the DC switch on
-    ``PHONE_MIGRATE`` / ``NETWORK_MIGRATE`` / ``USER_MIGRATE``. ``flood_sleep_threshold``
-    (seconds), when given, is this call's ``max_flood_wait``.
+    ``PHONE_MIGRATE`` / ``NETWORK_MIGRATE`` / ``USER_MIGRATE`` (``switches``: DC switches
+    this call already made). ``flood_sleep_threshold`` (seconds), when given, is this call's
+    ``max_flood_wait``.
     """
     bound, no_updates = tl.begin_call(client)  # also notes the request (keepalive)
     if bound is not None and bound != helpers.get_running_loop():
@@ -190,7 +321,6 @@ async def guarded_call(
                 await r.resolve(client, utils)
             to_send.append(functions.InvokeWithoutUpdatesRequest(r) if no_updates else r)
 
-    switches = 0
     while True:
         try:
             if single:  # invoke_one, inline
@@ -206,16 +336,18 @@ async def guarded_call(
             )
         except _MIGRATE_ERRORS as e:
             switches += 1
-            should_raise = isinstance(
-                e, (tl_errors.PhoneMigrateError, tl_errors.NetworkMigrateError)
-            )
-            if switches > _MAX_DC_SWITCHES or (
-                should_raise and await client.is_user_authorized()
-            ):
-                raise
-            log.info("%s: migrating to DC %d",
-                     _tl.method_name(e.request or (one if single else requests[0])), e.new_dc)
-            await tl.switch_dc(client, e.new_dc)
+            await _migrate(client, e, switches, one if single else requests[0])
+
+
+async def _migrate(client: TelegramClient, e: Any, switches: int, first: Any) -> None:
+    """After a ``*_MIGRATE`` error ``e`` (this call's DC switch number ``switches``): raise it
+    (too many switches, or a phone / network migrate of an authorized client), or switch DC
+    (then the call is made again). ``first``: the call's (first) request, for the log."""
+    should_raise = isinstance(e, (tl_errors.PhoneMigrateError, tl_errors.NetworkMigrateError))
+    if switches > _MAX_DC_SWITCHES or (should_raise and await client.is_user_authorized()):
+        raise e
+    log.info("%s: migrating to DC %d", _tl.method_name(e.request or first), e.new_dc)
+    await tl.switch_dc(client, e.new_dc)
 
 
 async def _call_list(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from telethon.tl.tlobject import TLRequest
 
@@ -15,7 +15,7 @@ from ._link import offline
 from .errors import ClientDisconnectedError, GuardConnectionError, GuardError
 from .loop import retrieve_exception
 
-__all__ = ["attempt_once", "await_request", "send_of"]
+__all__ = ["attempt_failed", "attempt_once", "await_request", "send_of"]
 
 T = TypeVar("T")
 
@@ -71,33 +71,57 @@ async def attempt_once(
     :class:`~telethon_guard.errors.ClientDisconnectedError` (final: never retried, not a
     breaker failure); otherwise they reach the pipeline, which retries them.
     """
+    if not _AWAITS_INLINE:
+        try:
+            return await await_request(send(request, ordered=ordered))
+        except ConnectionError as e:
+            _disconnected(client, request, e)
+            raise
+    fut = None
     try:
         fut = send(request, ordered=ordered)
-        if sys.version_info >= (3, 11):  # await_request's path, inline (one frame less)
-            try:
-                return await fut
-            except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    # Cancelled after the answer came (e.g. the attempt timer in the same loop
-                    # turn): retrieve its exception (send_awaited added no callback for it).
-                    fut.exception()
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
-                    fut.cancel()
-                    raise
-                if not fut.cancelled():
-                    raise
+        return await fut  # await_request's path, inline (one frame less)
+    except BaseException as exc:
+        attempt_failed(client, request, fut, exc)
+
+
+def attempt_failed(client: Any, request: TLRequest, fut: asyncio.Future[Any] | None,
+                   exc: BaseException) -> NoReturn:
+    """Raise what :func:`attempt_once` raises once ``send`` raised ``exc`` (``fut`` ``None``)
+    or the await of its future ``fut`` did (Python 3.11+): a ``CancelledError`` of Telethon's
+    own cancel of the request (the caller's task not cancelled) becomes
+    :class:`~telethon_guard.errors.GuardConnectionError`, a connection error while the client
+    is disconnected on purpose :class:`~telethon_guard.errors.ClientDisconnectedError`;
+    anything else is raised unchanged. The straight lane (:mod:`telethon_guard.lane`) ends its
+    attempt's errors here too."""
+    try:
+        if (sys.version_info >= (3, 11) and fut is not None
+                and isinstance(exc, asyncio.CancelledError)):
+            if fut.done() and not fut.cancelled():
+                # Cancelled after the answer came (e.g. the attempt timer in the same loop
+                # turn): retrieve its exception (send_awaited added no callback for it).
+                fut.exception()
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                fut.cancel()
+                raise exc
+            if not fut.cancelled():
+                raise exc
             raise GuardConnectionError(
-                "the request was cancelled by a disconnect of the client")
-        return await await_request(fut)
+                "the request was cancelled by a disconnect of the client") from None
+        raise exc
     except ConnectionError as e:
-        if offline(client) and (
-            not isinstance(e, GuardError) or isinstance(e, GuardConnectionError)
-        ):
-            raise ClientDisconnectedError(
-                f"{_tl.method_name(request)}: the client is disconnected "
-                "(client.disconnect() was called, or connect() was not)") from e
+        _disconnected(client, request, e)
         raise
+
+
+def _disconnected(client: Any, request: TLRequest, e: ConnectionError) -> None:
+    if offline(client) and (
+        not isinstance(e, GuardError) or isinstance(e, GuardConnectionError)
+    ):
+        raise ClientDisconnectedError(
+            f"{_tl.method_name(request)}: the client is disconnected "
+            "(client.disconnect() was called, or connect() was not)") from e
 
 
 def send_of(sender: Any) -> Callable[..., Any]:

@@ -311,6 +311,15 @@ def begin_call(client: TelegramClient) -> tuple[asyncio.AbstractEventLoop | None
     return client._loop, bool(client._no_updates)
 
 
+def begin_main_call(client: TelegramClient) -> tuple[asyncio.AbstractEventLoop | None, bool,
+                                                     Any, Any]:
+    """:func:`begin_call` for a request on the main sender, in one step: ``(bound loop,
+    receive_updates=False, main sender, session)``; records that a request is being sent
+    now."""
+    client._last_request = time.time()
+    return client._loop, bool(client._no_updates), client._sender, client.session
+
+
 def init_request(client: TelegramClient) -> Any:
     """The client's ``InitConnectionRequest`` (its ``query`` is replaced per use)."""
     return client._init_request

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from telethon import errors as tl_errors
 
@@ -172,43 +172,10 @@ class Attempt:
         assert send is not None
         try:
             result = await send()
-        except asyncio.CancelledError as exc:
-            if timer is not None and task is not None and timer.stop():
-                if _uncancel(task) > 0:
-                    raise  # the caller cancelled as well: propagate unchanged
-                assert when is not None
-                if not by_deadline or when - now >= floor:
-                    # A timeout counts for the breaker, a deadline timeout only when the
-                    # attempt had its network budget.
-                    await self._record(call, True)
-                call.verdict = None  # final unless retryable below
-                if by_deadline:  # the budget is spent: nothing to retry
-                    raise DeadlineExceeded(call.method, call.budget or 0.0) from None
-                if not call.idempotent:  # sent, may have run: never sent again
-                    raise MayHaveRunError(call.method, timeout or 0.0) from None
-                call.verdict = _TIMEOUT
-                raise AttemptTimeoutError(call.method, timeout or 0.0) from None
-            if _caller_cancelled(task if task is not None else asyncio.current_task()):
-                raise
-            call.verdict = _DISCONNECT
-            await self._record(call, True)
-            raise GuardConnectionError(f"{call.method}: connection closed while "
-                                       "waiting for the answer") from exc
-        except Exception as exc:
-            if timer is not None and task is not None and timer.stop():
-                _uncancel(task)  # send() swallowed our cancel: raised another
-            verdict = classify(exc)
-            call.verdict = verdict
-            if verdict.breaker_failure or not isinstance(exc, GuardError):
-                # Guard errors of a nested call (CircuitOpenError, DeadlineExceeded, a local
-                # flood block) say nothing about this connection: not recorded.
-                await self._record(call, verdict.breaker_failure)
-            _raise_normalized(call, exc, verdict)
-            raise
-        except BaseException:  # KeyboardInterrupt, SystemExit, GeneratorExit
-            if timer is not None:
-                timer.stop()
-            raise
+        except BaseException as exc:
+            fired = timer is not None and timer.stop()
+            await self.failed(call, exc, fired, task, when, now, by_deadline, floor)
+            raise  # failed() always raises
         if timer is not None and task is not None and timer.stop():
             _uncancel(task)
         breaker = self._breaker
@@ -217,6 +184,49 @@ class Attempt:
             if pending is not None:
                 await pending
         return result
+
+    async def failed(self, call: CallInfo, exc: BaseException, fired: bool,
+                     task: asyncio.Task[Any] | None, when: float | None, now: float,
+                     by_deadline: bool, floor: float) -> NoReturn:
+        """The attempt of ``call`` (started at clock time ``now``, its timer due at ``when``:
+        the deadline when ``by_deadline``, else the attempt timeout) raised ``exc``; ``fired``:
+        its timer had already fired (and cancelled ``task``). Raise what :meth:`run` raises
+        (module docstring): the breaker told, the verdict left in ``call.verdict``.
+        :meth:`run` and the straight lane (:mod:`telethon_guard.lane`) end here."""
+        if isinstance(exc, asyncio.CancelledError):
+            if fired and task is not None:
+                if _uncancel(task) > 0:
+                    raise exc  # the caller cancelled as well: propagate unchanged
+                assert when is not None
+                if not by_deadline or when - now >= floor:
+                    # A timeout counts for the breaker, a deadline timeout only when the
+                    # attempt had its network budget.
+                    await self._record(call, True)
+                call.verdict = None  # final unless retryable below
+                timeout = self._timeout
+                if by_deadline:  # the budget is spent: nothing to retry
+                    raise DeadlineExceeded(call.method, call.budget or 0.0) from None
+                if not call.idempotent:  # sent, may have run: never sent again
+                    raise MayHaveRunError(call.method, timeout or 0.0) from None
+                call.verdict = _TIMEOUT
+                raise AttemptTimeoutError(call.method, timeout or 0.0) from None
+            if _caller_cancelled(task if task is not None else asyncio.current_task()):
+                raise exc
+            call.verdict = _DISCONNECT
+            await self._record(call, True)
+            raise GuardConnectionError(f"{call.method}: connection closed while "
+                                       "waiting for the answer") from exc
+        if isinstance(exc, Exception):
+            if fired and task is not None:
+                _uncancel(task)  # send() swallowed our cancel: raised another
+            verdict = classify(exc)
+            call.verdict = verdict
+            if verdict.breaker_failure or not isinstance(exc, GuardError):
+                # Guard errors of a nested call (CircuitOpenError, DeadlineExceeded, a local
+                # flood block) say nothing about this connection: not recorded.
+                await self._record(call, verdict.breaker_failure)
+            _raise_normalized(call, exc, verdict)
+        raise exc  # KeyboardInterrupt, SystemExit, GeneratorExit: the timer was stopped
 
     def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> LoopDeadlines:
         deadlines = _LOOP_DEADLINES.get(id(loop))

@@ -78,6 +78,26 @@ class CircuitBreaker:
         (synchronous, no I/O: health reads it)."""
         return key in self._probe_owner
 
+    def probing_table(self) -> dict[str, asyncio.Task[Any]]:
+        """The live table of HALF_OPEN probes held by this process's tasks ``{key: task}``
+        (read only; empty: no probe in flight, the straight lane's check)."""
+        return self._probe_owner
+
+    def key_of(self, call: CallInfo) -> str:
+        """The breaker key of ``call`` (cached per (account, DC), as :meth:`enter` uses)."""
+        key = self._keys.get((call.account, call.dc_id))
+        return key if key is not None else self._key(call)
+
+    def succeeded(self, key: str, account: str | None) -> None:
+        """:meth:`record` of a success for breaker ``key`` on local storage, for a call that
+        has no :class:`CallInfo` (the straight lane, which calls it only when the breaker
+        has something to change: failures counted, or not CLOSED)."""
+        local = self._local
+        assert local is not None
+        d = local.breaker_success_sync(key)
+        if d.old != d.state:
+            self._emit(key, d, account)
+
     async def state(self, key: str) -> BreakerDecision:
         """Current state of breaker ``key`` (no transition)."""
         return await self._storage.breaker_state(key)

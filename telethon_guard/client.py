@@ -14,14 +14,14 @@ from typing import Any
 from telethon import TelegramClient
 from telethon.network import MTProtoSender
 
-from ._client_call import guarded_call, is_user_authorized
+from ._client_call import guarded_call, is_user_authorized, lane_call
 from ._client_connect import guarded_connect, guarded_disconnect
 from ._client_guard import ClientGuard
 from ._client_senders import create_exported_sender, replace_main_sender
 from ._client_setup import prepare_client, warn_call_override
 from ._link import ClientLink, parent_guard
 from ._sync import maybe_sync
-from ._telethon import ClientHooks, main_sender
+from ._telethon import ClientHooks
 from .storage.sqlite_session import attach_session_storage
 
 _TELETHON_KWARGS = frozenset(
@@ -102,9 +102,9 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
 
         ``flood_sleep_threshold`` (seconds) is this call's ``max_flood_wait``.
         """
-        # guarded_call directly (not through _call: one coroutine frame less per call).
-        return maybe_sync(guarded_call(self, self._guard_link.guard, main_sender(self), request,
-                                       ordered, flood_sleep_threshold))
+        # lane_call directly (not through _call: one coroutine frame less per call).
+        return maybe_sync(lane_call(self, self._guard_link, request, ordered,
+                                    flood_sleep_threshold))
 
     async def _guard_call_hook(
         self,

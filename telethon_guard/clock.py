@@ -185,6 +185,60 @@ class LoopDeadline:
         return False
 
 
+class FifoDeadlines:
+    """Deadlines of ONE length, filed in the order they were taken, served by one timer on a
+    :class:`Clock` (the straight lane's attempt timers, :mod:`telethon_guard.lane`).
+
+    ``pending`` maps a key (the attempt's future) to ``(when, task)``: ``when`` is the
+    deadline on the clock, ``task`` the task to cancel then. Every deadline is ``now + the
+    same length``, so insertion order is deadline order and filing is one dict store:
+    ``pending[key] = (when, task)``, then :meth:`arm` when :attr:`armed` is ``None``
+    (an armed timer is never later than the earliest entry). Stopping is one dict pop:
+    ``pending.pop(key, None) is None`` means the timer already fired (and cancelled the
+    task). No object per attempt, no sweep. The timer fires at the front entry's ``when``,
+    cancels every task that is due and re-arms for the next entry (about once per deadline
+    length while calls flow).
+    """
+
+    __slots__ = ("_armed_at", "armed", "clock", "loop", "pending")
+
+    def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
+        self.clock = clock
+        self.loop = loop
+        self.pending: dict[object, tuple[float, asyncio.Task[Any]]] = {}
+        self.armed: TimerHandle | None = None
+        self._armed_at = float("-inf")
+
+    def arm(self, when: float) -> None:
+        """Arm the timer for clock time ``when`` (nothing is armed)."""
+        self._armed_at = when
+        self.armed = self.clock.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.armed = None
+        limit = max(self.clock.now(), self._armed_at)  # a loop timer may run a bit early
+        pending = self.pending
+        due: list[object] = []
+        nxt: float | None = None
+        for key, (when, _task) in pending.items():
+            if when > limit:
+                nxt = when
+                break
+            due.append(key)
+        for key in due:
+            task = pending.pop(key)[1]
+            try:
+                task.cancel()
+            except Exception as exc:  # as the loop does for a failing timer callback
+                self.loop.call_exception_handler({
+                    "message": "Exception in a FifoDeadlines callback", "exception": exc})
+        if nxt is not None:
+            self.arm(nxt)
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+
 def __getattr__(name: str) -> Any:
     if name == "FakeClock":  # moved to telethon_guard.fakeclock (a test tool)
         from .fakeclock import FakeClock
@@ -193,4 +247,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Clock", "LoopDeadline", "LoopDeadlines", "MonotonicClock", "TimerHandle"]
+__all__ = ["Clock", "FifoDeadlines", "LoopDeadline", "LoopDeadlines", "MonotonicClock",
+           "TimerHandle"]

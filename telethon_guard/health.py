@@ -85,6 +85,11 @@ _scope_deadline: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
     "telethon_guard_scope_deadline", default=None)
 
 
+in_deadline_scope: Callable[[], object] = _scope_deadline.get
+"""``in_deadline_scope()``: not ``None`` inside a :func:`deadline_scope` (a C-level read of
+the scope's context variable, for the straight lane's check)."""
+
+
 def current_deadline(now: Callable[[], float] | None = None) -> float | None:
     """Absolute deadline (seconds) of the innermost :func:`deadline_scope`, or ``None``.
 

@@ -405,6 +405,12 @@ class LimitKeys:
         cache[(account, dc_id, method)] = base
         return base
 
+    def base_specs(self, account: str, dc_id: int, method: str) -> tuple[LimitSpec, ...]:
+        """The cached spec tuple of ``(account, DC, method)`` without per-peer limits or a
+        learned pace (what :meth:`specs` starts from)."""
+        base = self._base.get((account, dc_id, method))
+        return base if base is not None else self._build(account, dc_id, method)
+
     def specs(self, call: CallInfo) -> tuple[LimitSpec, ...]:
         """The call's limits; an adaptive pace, when learned, is the last one."""
         a = call.account

@@ -78,6 +78,7 @@ sleeping/retrying, which is switched off underneath.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -98,7 +99,9 @@ from .events import (
     request_outcome,
 )
 from .flood import FloodLedger
+from .lane import Lane
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
+from .network_budget import network_budget
 from .retry import RetryPolicy
 from .shared_admit import SharedAdmit
 from .storage import AdmitStorage, GuardStorage, open_storage, stats_view
@@ -368,6 +371,10 @@ class Pipeline:
         self._update_chain: Next | None = None
         self._outcomes: dict[str, dict[str, int]] = {}
         self._redact = redact
+        self.outcomes = self._outcomes
+        """``{method: {outcome: count}}``, the live table behind ``stats()["calls"]``."""
+        self.lane: Lane | None = Lane.of(self) if self._fast is not None else None
+        """The straight lane (lane.py): the common case's precomputed state, or ``None``."""
 
     async def close_storage_connections(self) -> None:
         """Close the connections of a storage this pipeline opened itself from
@@ -508,6 +515,60 @@ class Pipeline:
         if started is not None:
             self._finished(call, started, None)
         return result
+
+    async def resume(self, call: CallInfo, exc: BaseException, fired: bool,
+                     task: asyncio.Task[Any] | None, now: float, started: float | None) -> Any:
+        """Go on with a call of the straight lane (lane.py) whose first attempt, started at
+        clock time ``now``, raised ``exc`` (``fired``: its timer had fired and cancelled
+        ``task``): from there exactly what :meth:`invoke` does after that attempt raised
+        (the attempt's classification and breaker verdict, :meth:`_unwind` through the
+        layers' ``recover``, the outcome count, ``RequestFinished`` when ``started`` is not
+        ``None``, the ``DeadlineExceeded`` event). ``call``: :meth:`Lane.call_of`."""
+        fast = self._fast
+        assert fast is not None
+        lane = self.lane
+        assert lane is not None
+        when = None if lane.length is None else now + lane.length
+        floor = 0.0
+        if call.deadline_at is not None:
+            floor = network_budget(call.budget or 0.0, self.config.attempt_timeout)
+        result: Any
+        route = None
+        if self.shared:  # shared layers emit on this client's bus (as in invoke)
+            route = EVENT_ROUTE.set(self.events)
+            if call.account not in self._accounts:
+                self._accounts += (call.account,)
+        try:
+            try:
+                await self.attempt.failed(call, exc, fired, task, when, now, lane.by_deadline,
+                                          floor)
+            except Exception as e:
+                result = await self._unwind(call, e, fast, fast.depth)
+        except BaseException as e:
+            if isinstance(e, DeadlineExceeded):
+                self.deadline.report(call)
+            self._count(call.method, request_outcome(e))
+            if started is not None:
+                self._finished(call, started, e)
+            raise
+        finally:
+            if route is not None:
+                EVENT_ROUTE.reset(route)
+        self._count(call.method, "ok")
+        if started is not None:
+            self._finished(call, started, None)
+        return result
+
+    def count(self, method: str, outcome: str) -> None:
+        """Count one call of ``method`` that ended with ``outcome`` (``stats()["calls"]``)."""
+        self._count(method, outcome)
+
+    def finished(self, method: str, started: float, attempts: int,
+                 account: str | None) -> None:
+        """Emit ``RequestFinished`` for a call of ``method`` that succeeded after
+        ``attempts`` attempts, started at clock time ``started``."""
+        self.events.emit(RequestFinished(
+            method, "ok", max(0.0, self.clock.now() - started), "", attempts, account))
 
     async def _unwind(self, call: CallInfo, exc: Exception, fast: FastPath, depth: int) -> Any:
         """The fast path's error: ``exc`` raised inside the ``depth`` layers that passed

@@ -356,6 +356,13 @@ class MemoryStorage:
         expired entries). Empty: nothing is blocked (the ledger's fast path)."""
         return self._flood
 
+    def breaker_table(self) -> dict[str, Any]:
+        """The live breaker table ``{key: breaker}`` (read only). A key that is absent, or
+        whose breaker's ``state`` is ``CLOSED`` with ``failures == 0``, lets every call
+        through and a success does not change it (the straight lane's check,
+        :mod:`telethon_guard.lane`)."""
+        return self._breakers
+
     def flood_clear_sync(self, scope: str) -> None:
         self._flood.pop(scope, None)
         if self.persist is not None:

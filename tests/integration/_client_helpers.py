@@ -60,13 +60,18 @@ async def bounded(aw: Awaitable[T], seconds: float = BOUND) -> T:
 class InvokeRecorder:
     """Records every ``CallInfo`` passed to a pipeline's ``invoke`` (and still calls it).
 
-    Observes our own pipeline, not Telethon: proves a request went through the guard.
+    Observes our own pipeline, not Telethon: proves a request went through the guard. The
+    straight lane (telethon_guard/lane.py) makes no ``CallInfo`` for a call that succeeds at
+    once, so it is switched off while recording: every call then runs through ``invoke``
+    (tests/guard/test_guard_lane.py shows the lane gives what ``invoke`` gives).
     """
 
     def __init__(self, pipeline: Any) -> None:
         self.calls: list[CallInfo] = []
         self._pipeline = pipeline
         self._original = pipeline.invoke
+        self._lane = pipeline.lane
+        pipeline.lane = None
 
         async def invoke(call: CallInfo, send: Callable[[], Awaitable[Any]]) -> Any:
             self.calls.append(call)
@@ -82,6 +87,7 @@ class InvokeRecorder:
 
     def close(self) -> None:
         self._pipeline.invoke = self._original
+        self._pipeline.lane = self._lane
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = BOUND,

@@ -65,11 +65,13 @@ def no_bare_errors(
 
     seen: list[BaseException] = []
 
-    # Every guarded request enters guarded_call: GuardedTelegramClient.__call__ and its _call
-    # (exported senders) in client.py, guard()'s wrappers in _wrap.py. (Patching _call alone
-    # missed client(...) calls, which go to guarded_call directly.)
-    for module in (client, _wrap):
-        original = module.guarded_call
+    # Every guarded request enters lane_call (GuardedTelegramClient.__call__: the straight
+    # lane, which hands what it cannot take to guarded_call inside _client_call) or
+    # guarded_call (its _call for exported senders in client.py, guard()'s wrappers in
+    # _wrap.py). (Patching _call alone missed client(...) calls, which never pass it.)
+    for module, name in ((client, "lane_call"), (client, "guarded_call"),
+                         (_wrap, "guarded_call")):
+        original = getattr(module, name)
 
         async def checked(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
             try:
@@ -79,7 +81,7 @@ def no_bare_errors(
                     seen.append(e)
                 raise
 
-        monkeypatch.setattr(module, "guarded_call", checked)
+        monkeypatch.setattr(module, name, checked)
     yield seen
     if seen and request.node.get_closest_marker("allow_bare_errors") is None:
         pytest.fail(f"bare errors reached callers: {[repr(e) for e in seen]}")

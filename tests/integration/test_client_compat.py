@@ -95,6 +95,7 @@ _SYNC_SCRIPT = textwrap.dedent("""
         calls.append(call.method)
         return await original(call, send)
     client.guard.pipeline.invoke = invoke
+    client.guard.pipeline.lane = None  # every call through invoke (the lane makes no CallInfo)
     with client:
         me = client.get_me()
         users = client(functions.users.GetUsersRequest([types.InputUserSelf()]))

@@ -1,0 +1,157 @@
+"""The straight lane: what a call that no layer would stop needs, precomputed per pipeline.
+
+Most calls pass every layer without waiting: nothing blocked in the flood ledger, the breaker
+CLOSED with no failure counted, no learned pace for the method, the limiter's slot free now,
+no deadline scope, one request of a class without peer or ``random_id`` fields. For those, the
+guarded client's ``client(request)`` (:func:`telethon_guard._client_call.lane_call`) does the
+layers' work inline in ONE coroutine frame, reading this object's fields: the deadline (one
+clock read, the attempt timer filed in a :class:`~telethon_guard.clock.FifoDeadlines`), the
+limiter's reservation, the send, the await, then the success bookkeeping (the breaker's, the
+pacer's, the outcome count, ``RequestFinished`` when someone listens).
+
+Anything else goes through :meth:`Pipeline.invoke <telethon_guard.pipeline.Pipeline.invoke>`,
+the single definition of the semantics: a call the lane cannot admit before it sends (a check
+fails, the limiter's slot is not free now: the slot is given back first) is run by it from
+the start, and an attempt that raised is handed to :meth:`Pipeline.resume
+<telethon_guard.pipeline.Pipeline.resume>`, which goes on exactly as the layers around the
+attempt would (the attempt's classification and breaker verdict, retry, flood ledger).
+tests/guard/test_guard_lane.py checks that both give the same results, events, stats, breaker
+and ledger state.
+
+The lane exists only for a pipeline whose storage is the in-process
+:class:`~telethon_guard.storage.memory.MemoryStorage`, not ``observe_only``, on Python 3.11+
+(``Task.cancelling``): :meth:`Lane.of` returns ``None`` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .call import CallInfo
+from .clock import FifoDeadlines
+from .keys import TRANSFER_METHODS, is_idempotent
+from .storage.memory import MemoryStorage
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+__all__ = ["Lane"]
+
+_Route = tuple[str, tuple[Any, ...]]
+
+_KINDS: dict[type, str] = {}
+"""``{request class: method name}`` for the classes the lane takes (``""``: never), shared by
+every lane (it depends on the class only; bounded: the TL schema has ~700 functions)."""
+
+
+class Lane:
+    """The straight lane's state for one :class:`~telethon_guard.pipeline.Pipeline` (module
+    docstring). Fields read per call by the lane (never written by it, except the caches):
+
+    * ``kinds``: ``{request class: method name}`` for the classes the lane takes (``""``:
+      never; filled by :meth:`kind` on a class's first call; one table for every lane);
+    * ``flood``: the ledger's live flood table (empty: nothing blocked anywhere);
+    * ``probes``: the breaker's HALF_OPEN probe owners (empty: no probe in flight);
+    * ``breakers``: the storage's breaker table (:meth:`MemoryStorage.breaker_table`);
+    * ``paces``: the pacer's learned-pace table (``{(account, method): ...}``; empty: none);
+    * ``routes``: ``{(account, DC, method): (breaker key, limiter specs)}`` (:meth:`route`);
+    * ``decide`` / ``release``: the limiter's synchronous reservation and its give-back
+      (``None``: no limiter window applies);
+    * ``length``: the attempt timer's length, seconds (``min(deadline, attempt_timeout)``,
+      ``None``: no timer), ``by_deadline``: whether that is the deadline;
+    * ``account``: ``GuardConfig.account`` as a string, or ``None`` (the client's link's);
+    * ``succeeded``: the pacer's ``on_success`` (``None``: no adaptive pacing).
+    """
+
+    __slots__ = ("account", "breaker", "breakers", "by_deadline", "deadline", "decide",
+                 "events", "flood", "kinds", "length", "now", "outcomes", "paces",
+                 "pipeline", "probes", "release", "routes", "succeeded", "timers")
+
+    def __init__(self, pipeline: Pipeline, storage: MemoryStorage) -> None:
+        config = pipeline.config
+        self.pipeline = pipeline
+        self.now = pipeline.clock.now
+        self.events = pipeline.events
+        self.breaker = pipeline.breaker
+        self.kinds = _KINDS
+        self.flood = storage.flood_table()
+        self.probes = pipeline.breaker.probing_table()
+        self.breakers = storage.breaker_table()
+        pacer = pipeline.ledger.pacer
+        self.paces: dict[Any, Any] = pacer.pace_table() if pacer is not None else {}
+        self.succeeded = pacer.on_success if pacer is not None else None
+        self.routes: dict[tuple[str, int, str], _Route] = {}
+        limited = pipeline.rate_layer in pipeline.layers
+        self.decide = pipeline.limiter.decide_local if limited else None
+        self.release = storage.release_sync
+        self.deadline = config.deadline
+        timeout = config.attempt_timeout
+        self.length = self.deadline
+        self.by_deadline = True
+        if timeout is not None and (self.length is None or timeout < self.length):
+            self.length = timeout
+            self.by_deadline = False
+        self.account = str(config.account) if config.account else None
+        self.outcomes = pipeline.outcomes
+        self.timers: FifoDeadlines | None = None
+
+    @classmethod
+    def of(cls, pipeline: Pipeline) -> Lane | None:
+        """The lane of ``pipeline``, or ``None`` when it cannot have one (module docstring)."""
+        storage = pipeline.storage
+        if (sys.version_info < (3, 11) or type(storage) is not MemoryStorage
+                or pipeline.config.observe_only or pipeline.admit is not None):
+            return None
+        if pipeline.rate_layer in pipeline.layers and pipeline.limiter.decide_local is None:
+            return None
+        return cls(pipeline, storage)
+
+    def kind(self, request: Any, method: str | None) -> str:
+        """Remember whether the lane takes ``request``'s class: ``method`` (its method name),
+        or ``None`` when the client's description of the class rules it out (a peer or
+        ``random_id`` field, a file transfer, a difference request, a wrapper). Returns the
+        method name, or ``""`` (never)."""
+        name = method if method is not None and method not in TRANSFER_METHODS else ""
+        if len(_KINDS) < 4096:
+            _KINDS[type(request)] = name
+        return name
+
+    def route(self, account: str, dc_id: int, method: str) -> _Route:
+        """``(breaker key, limiter specs)`` of ``(account, DC, method)`` (cached; bounded):
+        the same key and the same spec tuple the layers compute (``CircuitBreaker.enter``,
+        ``LimitKeys.specs`` without a learned pace)."""
+        probe = CallInfo(method, None, account, dc_id)
+        key = self.breaker.key_of(probe)
+        specs: tuple[Any, ...] = ()
+        if self.decide is not None:
+            specs = self.pipeline.limit_keys.base_specs(account, dc_id, method)
+        routes = self.routes
+        if len(routes) >= 4096:
+            routes.clear()
+        route = routes[(account, dc_id, method)] = (key, specs)
+        return route
+
+    def timers_for(self, loop: asyncio.AbstractEventLoop) -> FifoDeadlines:
+        """The attempt timers of the lane's calls on ``loop``."""
+        timers = self.timers
+        if timers is None or timers.loop is not loop:
+            timers = self.timers = FifoDeadlines(self.pipeline.clock, loop)
+        return timers
+
+    def call_of(self, method: str, request: Any, account: str, dc_id: int, key: str,
+                now: float) -> CallInfo:
+        """The :class:`CallInfo` of a lane call whose first attempt (started at ``now``)
+        raised: as the layers would have left it at that point (deadline and budget filled,
+        breaker key, one attempt, stage ``network``)."""
+        call = CallInfo(method, request, account, dc_id, None, None, False,
+                        is_idempotent(method))
+        deadline = self.deadline
+        if deadline is not None:
+            call.deadline_at = now + deadline
+            call.budget = max(0.0, deadline)
+        call.breaker_key = key
+        call.stage = "network"
+        call.attempt = 1
+        return call
