@@ -26,6 +26,12 @@ Before the network: if a scope of the call is blocked and the time left fits
 overrides ``GuardConfig.max_flood_wait`` for one call) the call sleeps until the block ends (every
 waiter of the scope wakes at the same T: the wait is paid once for all); otherwise the typed error
 is raised at once with the seconds left and ``from_server=False`` (no network call).
+A wait that fits may still not be enough: when a method's block ends, the calls waiting for it
+reach the rate limiter together and its learned pace lets them through one slot at a time. So
+a call waiting out a method's block is refused as soon as the guard knows that its slot after
+the block -- behind the waiting calls with earlier deadlines that make theirs -- cannot make
+its deadline: when it joins the wait, or while it waits, when a later FLOOD_WAIT extends the
+block (``FloodLedger._sift``), not at the block's end after waiting it out.
 A login request (:data:`~telethon_guard.keys.LOGIN_METHODS`: ``auth.sendCode``, ``signIn``,
 ``importBotAuthorization``...) never waits for a flood, whatever ``max_flood_wait``: its blocks
 are hours long (1,658-3,135 s in the public reports, issue 10), so ``client.start()`` raises
@@ -50,7 +56,13 @@ waited for its slot while a FLOOD_WAIT was recorded comes back here (the limiter
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import bisect
+import contextlib
+import functools
+import itertools
+import math
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from .call import CallInfo
@@ -119,6 +131,35 @@ def scopes_of(call: CallInfo) -> list[FloodScope]:
     return out
 
 
+class _Waiting:
+    """A call waiting out a block (:meth:`FloodLedger._sleep`): woken by its own timer at
+    ``end`` (clock seconds), or refused early through ``fut``."""
+
+    __slots__ = ("call", "end", "fut", "scope", "seq")
+
+    def __init__(self, call: CallInfo, fut: asyncio.Future[None], end: float,
+                 scope: FloodScope, seq: int) -> None:
+        self.call = call
+        self.fut = fut
+        self.end = end
+        self.scope = scope
+        self.seq = seq
+
+    def rank(self) -> tuple[float, int]:
+        """Earliest deadline first, then arrival."""
+        dl = self.call.deadline_at
+        return (dl if dl is not None else math.inf, self.seq)
+
+
+_ARRIVALS = itertools.count()
+"""Arrival numbers of waiting calls (the order among equal deadlines), for every ledger."""
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class FloodLedger:
     """Pipeline layer holding the flood ledger (in ``storage``) and the adaptive pacer.
 
@@ -127,8 +168,8 @@ class FloodLedger:
     else awaits the storage's async API, whichever it is.
     """
 
-    __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "_table", "pacer", "redact",
-                 "scopes")
+    __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "_table", "_waiting",
+                 "pacer", "redact", "scopes")
 
     def __init__(self, config: GuardConfig, storage: GuardStorage, clock: Clock,
                  events: EventBus | None = None) -> None:
@@ -146,6 +187,9 @@ class FloodLedger:
             if config.adaptive_pacing else None
         )
         self.redact = not config.log_peer_ids
+        # ledger key -> the calls sleeping out its block, by deadline (_sift); made on the
+        # first wait (most clients never wait: no dict per client)
+        self._waiting: dict[str, list[_Waiting]] | None = None
         self.scopes = FloodScopeTracker(config, clock)
         """Scope inference of write floods (chat or method, :mod:`~telethon_guard.flood_scope`)."""
 
@@ -225,17 +269,95 @@ class FloodLedger:
             if not self._fits(call, left):
                 raise self._blocked_error(call, scope, key, left, False)
             call.stage = "flood"
-            await self._sleep(call, key, left, False)
+            await self._sleep(call, scope, key, left, False)
 
-    async def _sleep(self, call: CallInfo, key: str, left: float, from_server: bool) -> None:
+    async def _sleep(self, call: CallInfo, scope: FloodScope, key: str, left: float,
+                     from_server: bool, exc: Exception | None = None) -> None:
+        """Wait out ``key``'s block (``left`` seconds), or raise the typed error (chained from
+        ``exc``) as soon as the guard knows the call cannot make its deadline behind the calls
+        waiting for the same block (:meth:`_sift`): at once (``from_server``), or while it
+        waits, when a later FLOOD_WAIT extends the block or slows the pace
+        (``from_server=False``)."""
+        table = self._waiting
+        if table is None:
+            table = self._waiting = {}
+        waiting = table.setdefault(key, [])
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        end = self._clock.now() + left
+        entry = _Waiting(call, fut, end, scope, next(_ARRIVALS))
+        bisect.insort(waiting, entry, key=_Waiting.rank)
+        wait = self._sift(key, waiting, entry)
+        if wait is not None:
+            waiting.remove(entry)
+            if not waiting:
+                del table[key]
+            raise self._blocked_error(call, scope, key, wait, from_server) from exc
+        timer = self._clock.call_at(end, functools.partial(_wake, fut))
         ev = self._events
         name = self._name(key)
         if ev is not None:
             ev.emit(FloodWaitStarted(call.method, name, left, from_server, call.account))
         start = self._clock.now()
-        await self._clock.sleep(left)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):
+                waiting.remove(entry)
+            if not waiting and table.get(key) is waiting:
+                del table[key]
         if ev is not None:
             ev.emit(FloodWaitEnded(call.method, name, self._clock.now() - start, call.account))
+
+    def _sift(self, key: str, waiting: list[_Waiting], joining: _Waiting) -> float | None:
+        """Refuse the calls waiting for ``key``'s block that cannot make their deadline after
+        it; return the wait (seconds) of ``joining`` when it is one of them (its caller
+        raises), else ``None``; the others get the typed error (``from_server=False``, their
+        wait) at once.
+
+        When a method's block ends, the calls waiting for it reach the rate limiter together,
+        and the method's learned pace lets them through one slot at a time
+        (:meth:`AdaptivePacer.slot_times` from the block's end, the latest end recorded):
+        a call that the block alone leaves time for may still be refused there, at the
+        block's end, having waited the whole block for nothing. So each call's slot counts the
+        calls ahead of it: those with an earlier deadline that make theirs (earliest deadline
+        first is the order in which most of them can; one that cannot takes no slot). A call
+        fits when its slot leaves the attempt its network budget before its deadline, and the
+        block and the pace's part (``slot - end``) are each within ``max_flood_wait`` (as the
+        ledger and the rate limiter will hold it). Run whenever a call joins: a FLOOD_WAIT
+        that extends the block (or teaches a slower pace) moves every slot back. Without a
+        pace (or for another scope) every slot is the block's end."""
+        now = self._clock.now()
+        end = max(w.end for w in waiting)
+        pacer = self.pacer
+        call = joining.call
+        slots: Iterator[float] | None = None
+        if (pacer is not None and not self._cfg.observe_only
+                and key == method_flood_key(call.account, call.method)):
+            slots = pacer.slot_times(call.account, call.method, end)
+        budget_of = self._cfg.attempt_timeout
+        refused: float | None = None
+        slot: float | None = None
+        for w in list(waiting):
+            if w.fut.done():  # woken (or leaving): on its way past the block
+                continue
+            if slot is None:
+                slot = next(slots) if slots is not None else end
+            other = w.call
+            cap = self._cfg.max_flood_wait if other.max_flood_wait is None else (
+                other.max_flood_wait)
+            dl = other.deadline_at
+            if end - now <= cap and slot - end <= cap and (
+                    dl is None or slot + network_budget(other.budget or 0.0, budget_of) < dl):
+                slot = None  # taken
+                continue
+            if w is joining:
+                refused = slot - now
+            else:
+                waiting.remove(w)
+                w.fut.set_exception(self._blocked_error(other, w.scope, key, slot - now, False))
+        return refused
 
     async def _learn(self, call: CallInfo, seconds: float) -> None:
         pacer = self.pacer
@@ -322,7 +444,7 @@ class FloodLedger:
         if retries >= self._cfg.flood_max_retries or not self._fits(call, left):
             raise self._blocked_error(call, scope, key, left, True) from exc
         call.stage = "flood"
-        await self._sleep(call, key, left, True)
+        await self._sleep(call, scope, key, left, True, exc)
 
 
 __all__ = [

@@ -163,7 +163,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .clock import Clock
@@ -525,6 +525,36 @@ class AdaptivePacer:
             left -= n
             t = change
         return t - now  # pragma: no cover (a schedule is dropped within its steps)
+
+    def slot_times(self, account: str, method: str, start: float) -> Iterator[float] | None:
+        """Clock times (seconds, monotonic) at which successive evenly spaced calls, the first
+        at clock time ``start``, pass under the pace of ``method`` as it is scheduled to ramp,
+        relax or be dropped (if no FLOOD_WAIT changes it): the ``i``-th is ``start`` plus
+        what :meth:`drain` of ``i`` slots measures from ``start`` (every call at the drop
+        time once the pace is dropped). An endless iterator, to be consumed before the pace
+        changes; ``None`` without a pace in force now. The flood ledger's estimate of where a
+        call waiting out a block will go when the block ends
+        (:class:`~telethon_guard.flood.FloodLedger`)."""
+        if not self._learned or self.window(account, method) is None:
+            return None
+        return self._slot_times(self._paces[(account, method)], start)
+
+    def _slot_times(self, p: _Pace, start: float) -> Iterator[float]:
+        t = start  # start of the schedule's current step
+        passed = 0.0  # slots (fractional, as _drain counts them) passed before t
+        i = 0
+        spacing, change = self._spacing_at(p, t)
+        while True:
+            if spacing is None:  # dropped: no pace delays anyone from t on
+                yield t
+                continue
+            if passed + (change - t) / spacing >= i:  # slot i lies in this step
+                yield t + (i - passed) * spacing
+                i += 1
+            else:
+                passed += (change - t) / spacing
+                t = change
+                spacing, change = self._spacing_at(p, t)
 
     def max_wait(self, account: str, method: str) -> float | None:
         """The wait (seconds) Telegram asked for when the pace of ``method`` was set (``X``),

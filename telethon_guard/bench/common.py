@@ -105,7 +105,13 @@ async def bounded(aw: Awaitable[T], seconds: float) -> T:
     must tell "the guard gave up at its deadline" from "the bench's time box cut the call".
     """
     task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait((task,), timeout=seconds)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=seconds)
+    except BaseException:  # cancelled (Ctrl-C): the call goes too, its outcome retrieved
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
     if not done:
         task.cancel()
         with contextlib.suppress(BaseException):

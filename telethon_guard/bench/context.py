@@ -39,11 +39,13 @@ class BenchSettings:
 @dataclass
 class WorkloadContext:
     """What a workload gets: the settings, a progress callback and a place for a partial row
-    (shown, marked incomplete, if the run is interrupted)."""
+    (shown, marked incomplete, if the run is interrupted; ``more_partial``: rows of other
+    workloads measured in the same run, e.g. goodput's known and unknown limit)."""
 
     settings: BenchSettings
     progress: Callable[[str], None]
     partial: Row | None = None
+    more_partial: list[Row] = field(default_factory=list)
 
 
 Workload = Callable[[WorkloadContext], Awaitable[Row]]

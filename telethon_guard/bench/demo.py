@@ -106,8 +106,9 @@ class DemoOutcome:
     ok: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     never_retrieved: int = 0
-    reconnects: int = 0
-    refused: int = 0
+    reconnects: int | None = None  # None: the server's summary was not read (interrupted)
+    refused: int | None = None
+    pending: int = 0  # calls still waiting for an answer when the run was interrupted
     lag: LagStats | None = None
     wall: float = 0.0
     complete: bool = False
@@ -230,6 +231,7 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
                 out.wall = out.wall or loop.time() - start
                 await monitor.stop()
                 out.lag = lag_stats(monitor)
+                out.pending = sum(1 for t in tasks if not t.done())
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -249,10 +251,21 @@ async def run_service(name: str, cls: type[TelegramClient], tl: Timeline,
     return out
 
 
+def _so_far(o: DemoOutcome, text: str) -> str:
+    """``text`` (a count) marked as partial when ``o``'s run was interrupted."""
+    return text if o.complete else f"{text} so far"
+
+
+def _fmt_ok(o: DemoOutcome) -> str:
+    if o.complete:
+        return str(o.ok)
+    return f"{o.ok} so far; {o.pending} still waiting at Ctrl-C (not counted)"
+
+
 def _fmt_failed(o: DemoOutcome) -> str:
     if not o.failed:
-        return "0"
-    return f"{sum(o.failed.values())}: " + ", ".join(
+        return _so_far(o, "0")
+    return _so_far(o, f"{sum(o.failed.values())}") + ": " + ", ".join(
         f"{k} {v}" for k, v in o.failed.most_common())
 
 
@@ -269,19 +282,54 @@ def late_failures(o: DemoOutcome) -> int:
 
 def _fmt_late(o: DemoOutcome) -> str:
     if not o.failed_after:
-        return "0"
+        return _so_far(o, "0")
     fast = [a for a in o.failed_after if a < LATE_SHARE * o.bound]
     late = len(o.failed_after) - len(fast)
-    return f"{late} late, {len(fast)} within {span(fast)}" if fast else f"{late} late"
+    text = _so_far(o, f"{late} late")
+    return f"{text}, {len(fast)} within {span(fast)}" if fast else text
 
 
 def _back_online(o: DemoOutcome, tl: Timeline) -> str:
-    """When the first call succeeded after the storm ended (seconds since the start)."""
+    """When the first call succeeded after the storm ended (seconds since the start); "never"
+    only when calls were made after the storm and the run was not interrupted."""
     end = tl.storm_at + tl.storm
     first = min((t for _, t, ok in o.timeline if ok and t >= end), default=None)
-    if first is None:
-        return "never"
-    return f"at {first:.1f} s ({first - end:.1f} s after it ended)"
+    if first is not None:
+        return f"at {first:.1f} s ({first - end:.1f} s after it ended)"
+    if tl.seconds <= end:
+        return (f"- (the worker stopped at {tl.seconds:g} s, before the storm ended at "
+                f"{end:g} s)")
+    if not o.complete:
+        return "- (interrupted before one)"
+    return "never"
+
+
+def _fmt_never_retrieved(o: DemoOutcome) -> str:
+    # Counted after the run, once its futures are garbage-collected: an interrupted run has
+    # only what was logged before Ctrl-C.
+    if o.complete:
+        return str(o.never_retrieved)
+    return f"{o.never_retrieved} so far (counted at the end)" if o.never_retrieved else (
+        "- (counted at the end)")
+
+
+def _fmt_reconnects(o: DemoOutcome) -> str:
+    if o.reconnects is None or o.refused is None:
+        return "- (the server's log was not read)"
+    return _so_far(o, f"{o.reconnects} opened, {o.refused} refused")
+
+
+def _notes(tl: Timeline) -> list[str]:
+    """Lines saying which parts of the incident a run too short for them leaves out."""
+    notes = []
+    if tl.seconds <= tl.storm_at:
+        notes.append(f"note: the worker stops at {tl.seconds:g} s, before the storm starts: "
+                     "this run replays no incident (try --seconds 8 or more)")
+    elif tl.seconds < tl.storm_at + tl.storm:
+        notes.append(f"note: the worker stops at {tl.seconds:g} s, during the storm")
+    elif tl.seconds <= tl.wave_at:
+        notes.append(f"note: the worker stops at {tl.seconds:g} s, before the FLOOD_WAIT wave")
+    return notes
 
 
 def render(outcomes: list[DemoOutcome], tl: Timeline) -> str:
@@ -293,26 +341,31 @@ def render(outcomes: list[DemoOutcome], tl: Timeline) -> str:
         return f"{getattr(o.lag, attr):.1f} ms"
 
     rows = [
-        ["calls succeeded", *[str(o.ok) for o in outcomes]],
+        ["calls succeeded", *[_fmt_ok(o) for o in outcomes]],
         ["calls failed (by error)", *[_fmt_failed(o) for o in outcomes]],
         ["failed late (last 10 % of the deadline)", *[_fmt_late(o) for o in outcomes]],
         ["succeeded within", *[span(o.ok_after) for o in outcomes]],
         ["first success after the storm", *[_back_online(o, tl) for o in outcomes]],
-        ['"never retrieved" log lines', *[str(o.never_retrieved) for o in outcomes]],
-        ["reconnect attempts (server)", *[f"{o.reconnects} opened, {o.refused} refused"
-                                          for o in outcomes]],
+        ['"never retrieved" log lines', *[_fmt_never_retrieved(o) for o in outcomes]],
+        ["reconnect attempts (server)", *[_fmt_reconnects(o) for o in outcomes]],
         ["health-tick lag p50", *[lag(o, "p50_ms") for o in outcomes]],
         ["health-tick lag p99", *[lag(o, "p99_ms") for o in outcomes]],
         ["health-tick lag max", *[lag(o, "max_ms") for o in outcomes]],
-        ["wall time", *[f"{o.wall:.1f} s" for o in outcomes]],
+        ["wall time", *[f"{o.wall:.1f} s" + ("" if o.complete else " (interrupted)")
+                        for o in outcomes]],
     ]
     head = (f"incident: -429 storm at {tl.storm_at:g} s for {tl.storm:g} s, FLOOD_WAIT wave "
             f"at {tl.wave_at:g} s for {tl.wave:g} s; the worker makes {CALLS_PER_SECOND:g} "
             f"calls/s ({METHOD}, every 4th a batch of two) for {tl.seconds:g} s")
+    head = "\n".join([head, *_notes(tl)])
     why = ["why calls failed (error calls: reason; seconds from the call to its error):"]
     for o in outcomes:
         lines = o.why.lines()
-        why.append(f"  {o.name}:" + ("" if lines else " none"))
+        if o.complete:
+            why.append(f"  {o.name}:" + ("" if lines else " none"))
+        else:
+            why.append(f"  {o.name} (interrupted: only the calls that failed before Ctrl-C; "
+                       f"{o.pending} were still waiting):" + ("" if lines else " none so far"))
         why.extend(f"    {line}" for line in lines)
     return head + "\n\n" + format_table(["", *cols], rows) + "\n\n" + "\n".join(why)
 
@@ -336,6 +389,7 @@ def to_json(outcomes: list[DemoOutcome], tl: Timeline, interrupted: bool) -> dic
                 "never_retrieved": o.never_retrieved,
                 "connections_opened": o.reconnects,
                 "connections_refused": o.refused,
+                "pending_at_interrupt": o.pending,
                 "lag_p50_ms": o.lag.p50_ms if o.lag else None,
                 "lag_p99_ms": o.lag.p99_ms if o.lag else None,
                 "lag_max_ms": o.lag.max_ms if o.lag else None,

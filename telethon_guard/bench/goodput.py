@@ -180,6 +180,11 @@ async def measure(ctx: WorkloadContext, known: bool, unknown: bool) -> GoodputRu
                      for n, c in clients.items()]
             try:
                 await _wait_with_progress(ctx, tasks, stop_at + 5.0)
+            except asyncio.CancelledError:
+                await cancel_all(tasks)
+                await _partial_rows(ctx, srv, accounts, errors, start, loop.time() - start,
+                                    known, unknown)
+                raise
             finally:
                 await cancel_all(tasks)
             summary = await srv.summary(since=start, accounts=list(accounts.values()),
@@ -188,6 +193,31 @@ async def measure(ctx: WorkloadContext, known: bool, unknown: bool) -> GoodputRu
     outcomes = {n: _outcome(n, accounts[n], summary, windows, mid, errors[n]) for n in clients}
     return GoodputRun(outcomes["plain"], outcomes.get("known"), outcomes.get("unknown"),
                       windows, seconds)
+
+
+async def _partial_rows(ctx: WorkloadContext, srv: ServerProcess, accounts: dict[str, int],
+                        errors: dict[str, Counter[str]], start: float, elapsed: float,
+                        known: bool, unknown: bool) -> None:
+    """Ctrl-C during the run: the rows over the whole windows measured so far (read from the
+    server's log, bounded by 5 s) as ``ctx.partial`` / ``ctx.more_partial``; nothing when not
+    one window was complete or the log cannot be read."""
+    window = max(m.window for m in LIMITS)
+    windows = int(elapsed // window)
+    if windows < 1:
+        return
+    try:
+        summary = await asyncio.wait_for(
+            srv.summary(since=start, accounts=list(accounts.values()),
+                        times_for=[m.method for m in LIMITS]), 5.0)
+    except (Exception, asyncio.TimeoutError):
+        return
+    mid = start + windows * window / 2
+    outcomes = {n: _outcome(n, accounts[n], summary, windows, mid, errors[n]) for n in accounts}
+    run = GoodputRun(outcomes["plain"], outcomes.get("known"), outcomes.get("unknown"),
+                     windows, windows * window)
+    rows = ([known_row(run, complete=False)] if known else []) + (
+        [unknown_row(run, complete=False)] if unknown else [])
+    ctx.partial, ctx.more_partial = rows[0], rows[1:]
 
 
 async def _wait_with_progress(ctx: WorkloadContext, tasks: Sequence[asyncio.Future[None]],

@@ -143,6 +143,10 @@ INCOMPLETE_NOTE = ("interrupted before this workload finished: the figures above
                    "and no conclusion is drawn from them")
 """The note of a row whose workload was interrupted (replaces any verdict it carried)."""
 
+INCOMPLETE_EMPTY_NOTE = ("interrupted before this workload had figures to show (it was still "
+                         "starting, or measures everything at its end)")
+"""The note of an interrupted workload's row when it left no partial figures."""
+
 
 def interrupted(row: Row) -> Row:
     """``row`` marked as cut short by Ctrl-C: not complete, not judged (``met`` is ``None``)

@@ -24,6 +24,7 @@ from telethon_guard.bench.command import (
 from telethon_guard.bench.context import BenchSettings, Workload, WorkloadContext
 from telethon_guard.bench.progress import Progress
 from telethon_guard.bench.results import (
+    INCOMPLETE_EMPTY_NOTE,
     Report,
     Row,
     interrupted,
@@ -115,8 +116,15 @@ async def run_workloads(
         try:
             row = await workloads[name](ctx)
         except asyncio.CancelledError:
+            # Never dropped: its partial figures, or a row saying it had none yet.
             if ctx.partial is not None:
                 report.add(interrupted(ctx.partial))
+            else:
+                empty = interrupted(Row(workload=name, label=name, complete=False))
+                empty.note = INCOMPLETE_EMPTY_NOTE
+                report.add(empty)
+            for row in ctx.more_partial:
+                report.add(interrupted(row))
             raise
         except Exception as e:
             ok = False

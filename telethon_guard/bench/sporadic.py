@@ -167,6 +167,7 @@ async def measure(ctx: WorkloadContext) -> SporadicRun:
             loads = [asyncio.ensure_future(_client_load(c, calls[n], start, run, history_request))
                      for n, c in clients.items()]
             try:
+                ctx.partial = _partial(calls, floods, 0.0)
                 for f in floods:
                     await asyncio.sleep(max(0.0, start + f.at - loop.time()))
                     # One accepted call, then FLOOD_WAIT_X and X seconds of refusals (each with
@@ -180,6 +181,10 @@ async def measure(ctx: WorkloadContext) -> SporadicRun:
                     await asyncio.sleep(max(0.0, start + fired + f.seconds - 0.05 - loop.time()))
                     await srv.clear_rules()
                 await bounded(asyncio.gather(*loads), run + BUDGET + SLACK + 5.0)
+            except asyncio.CancelledError:
+                # Ctrl-C: the calls answered so far, as an incomplete row.
+                ctx.partial = _partial(calls, floods, loop.time() - start)
+                raise
             finally:
                 await cancel_all(loads)
             summary = await srv.summary(since=start, accounts=list(accounts.values()),
@@ -189,6 +194,13 @@ async def measure(ctx: WorkloadContext) -> SporadicRun:
                   .get(METHOD, []))
         for n in clients}
     return SporadicRun(run, floods, calls, flood_times)
+
+
+def _partial(calls: dict[str, Calls], floods: tuple[Flood, ...], elapsed: float) -> Row:
+    """The row of a run cut short after ``elapsed`` seconds: the calls answered so far, the
+    floods scripted so far (not judged: the runner marks it incomplete)."""
+    done = tuple(f for f in floods if f.at < elapsed)
+    return row(SporadicRun(max(elapsed, 1e-9), done, calls, {}), complete=False)
 
 
 def held_after(run: SporadicRun, name: str) -> list[float]:
