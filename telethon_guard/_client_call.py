@@ -189,7 +189,7 @@ async def lane_call(
     """
     state = link.guard
     lane: Lane | None = state.pipeline.lane
-    bound, no_updates, sender, session = tl.begin_main_call(client)  # notes the request
+    bound, no_updates, sender, session, dc_id = tl.begin_main_call(client)  # notes the request
     if lane is None:
         return await guarded_call(client, state, sender, request, ordered,
                                   flood_sleep_threshold)
@@ -208,7 +208,6 @@ async def lane_call(
     if (lane.flood or lane.probes or account is None or in_deadline_scope() is not None):
         return await guarded_call(client, state, sender, request, ordered,
                                   flood_sleep_threshold)
-    dc_id = int(session.dc_id or 0)
     route = lane.routes.get((account, dc_id, method))
     if route is None:
         route = lane.route(account, dc_id, method)

@@ -36,6 +36,11 @@ class GuardedPacker(MessagePacker):
             state.future.add_done_callback(retrieve)
         super().append(state)
 
+    def append_awaited(self, state: RequestState) -> None:
+        """Queue ``state`` without the retrieving done-callback: its caller awaits the future
+        and retrieves or cancels it (:meth:`GuardedMTProtoSender.send_awaited`)."""
+        super().append(state)
+
     def extend(self, states: Any) -> None:
         states = list(states)
         for s in states:

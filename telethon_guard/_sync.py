@@ -9,7 +9,11 @@ from typing import Any
 
 from telethon import helpers
 
-__all__ = ["maybe_sync", "sync_mode"]
+__all__ = ["SYNC_MODULE", "maybe_sync", "sync_mode"]
+
+SYNC_MODULE = "telethon.sync"
+"""Not in ``sys.modules``: sync mode is off (a caller may test that before
+:func:`maybe_sync`, to skip its call)."""
 
 
 def sync_mode() -> bool:

@@ -37,7 +37,7 @@ from telethon._updates import messagebox as _messagebox
 from telethon.extensions.messagepacker import MessagePacker
 from telethon.network import MTProtoSender
 from telethon.network.connection.connection import Connection, PacketCodec
-from telethon.sessions import SQLiteSession
+from telethon.sessions import MemorySession, SQLiteSession
 from telethon.tl import types
 
 if TYPE_CHECKING:
@@ -175,6 +175,8 @@ SESSION_ATTRIBUTES: Mapping[str, str] = {
     "_conn": "read: the SQLite session's sqlite3 connection (its busy wait bounded, "
              "session_store.py); None until first used and after close(); set to None by "
              "close_sqlite_unsaved (reopened on next use)",
+    "_dc_id": "read: the session's DC (MemorySession and its subclasses: what the dc_id "
+              "property returns, read without the property's call on every request)",
 }
 """``telethon.sessions.SQLiteSession`` instance attributes."""
 
@@ -188,6 +190,10 @@ MODULE_FUNCTIONS: Mapping[str, str] = {
 
 
 _SQLITE_TYPES: dict[type, bool] = {}  # session class -> is a SQLiteSession (bounded below)
+SQLITE_TYPES: Mapping[type, bool] = _SQLITE_TYPES
+"""``{session class: is a SQLiteSession}`` for the classes :func:`is_sqlite_session` has
+decided (read it first to skip its call)."""
+_MEMORY_DC_ID = MemorySession.dc_id  # the property every Telethon session class inherits
 
 
 def is_sqlite_session(session: Any) -> bool:
@@ -312,12 +318,14 @@ def begin_call(client: TelegramClient) -> tuple[asyncio.AbstractEventLoop | None
 
 
 def begin_main_call(client: TelegramClient) -> tuple[asyncio.AbstractEventLoop | None, bool,
-                                                     Any, Any]:
+                                                     Any, Any, int]:
     """:func:`begin_call` for a request on the main sender, in one step: ``(bound loop,
-    receive_updates=False, main sender, session)``; records that a request is being sent
-    now."""
+    receive_updates=False, main sender, session, the session's DC id or 0)``; records that a
+    request is being sent now."""
     client._last_request = time.time()
-    return client._loop, bool(client._no_updates), client._sender, client.session
+    session = client.session
+    dc_id = session._dc_id if type(session).dc_id is _MEMORY_DC_ID else session.dc_id
+    return client._loop, bool(client._no_updates), client._sender, session, int(dc_id or 0)
 
 
 def init_request(client: TelegramClient) -> Any:

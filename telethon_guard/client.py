@@ -8,6 +8,7 @@ off underneath; :mod:`telethon_guard._telethon` names the Telethon methods it ov
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from ._client_guard import ClientGuard
 from ._client_senders import create_exported_sender, replace_main_sender
 from ._client_setup import prepare_client, warn_call_override
 from ._link import ClientLink, parent_guard
-from ._sync import maybe_sync
+from ._sync import SYNC_MODULE, maybe_sync
 from ._telethon import ClientHooks
 from .storage.sqlite_session import attach_session_storage
 
@@ -103,8 +104,8 @@ class GuardedTelegramClient(ClientHooks, TelegramClient):
         ``flood_sleep_threshold`` (seconds) is this call's ``max_flood_wait``.
         """
         # lane_call directly (not through _call: one coroutine frame less per call).
-        return maybe_sync(lane_call(self, self._guard_link, request, ordered,
-                                    flood_sleep_threshold))
+        coro = lane_call(self, self._guard_link, request, ordered, flood_sleep_threshold)
+        return maybe_sync(coro) if SYNC_MODULE in sys.modules else coro
 
     async def _guard_call_hook(
         self,

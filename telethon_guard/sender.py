@@ -56,12 +56,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from telethon.errors import InvalidBufferError, SecurityError, TypeNotFoundError
 from telethon.network.connection.connection import Connection
+from telethon.network.requeststate import RequestState
 from telethon.tl.functions import PingRequest
 
 from ._send_queue import GuardedPacker, retrieve
@@ -278,7 +280,20 @@ class GuardedMTProtoSender(ReconnectingSender):
     def send_awaited(self, request: Any, ordered: bool = False) -> asyncio.Future[Any]:
         """:meth:`send` for ONE request whose caller awaits the returned future and, when it
         stops awaiting it, cancels it or retrieves its exception (the guard's attempt): no
-        retrieving done-callback (one loop callback less per request). Same errors."""
+        retrieving done-callback (one loop callback less per request). Same errors.
+
+        A connected sender queues the request's state itself (what Telethon's ``send`` does
+        for one request: no list test, no second ``send`` frame); anything else (not
+        connected, given up, a request that does not serialize) goes through :meth:`send`,
+        which raises as it does."""
+        if self._user_connected and not self._given_up:
+            try:
+                state = RequestState(request)
+            except struct.error:
+                pass  # send() logs it and raises, as Telethon does
+            else:
+                self._send_queue.append_awaited(state)
+                return state.future
         queue = self._send_queue
         queue.awaited = True
         try:

@@ -119,7 +119,10 @@ def store_entities(session: Any, method: str, request: object, result: object
     Raises :class:`~telethon_guard.errors.EntitiesNotStoredError` (``executed``, ``result``,
     ``path``) when the SQLite store fails (``sqlite3.OperationalError``: locked, read-only...).
     """
-    if tl.is_sqlite_session(session):
+    sqlite = tl.SQLITE_TYPES.get(type(session))
+    if sqlite is None:
+        sqlite = tl.is_sqlite_session(session)
+    if sqlite:
         guard_session(session)
         bound_busy_wait(session)
         store = functools.partial(type(session).process_entities, session)
