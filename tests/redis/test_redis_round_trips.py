@@ -34,15 +34,16 @@ SETUP = {b"HELLO", b"CLIENT", b"AUTH", b"SELECT", b"READONLY"}
 """Commands redis-py sends once when a socket connects (not counted)."""
 
 
-def count_round_trips(storage: RedisStorage) -> tuple[Callable[[], int], set[Any]]:
+def count_round_trips(storage: RedisStorage, by_task: bool = False) -> Callable[[], int]:
     """Counts the round trips of guarded calls: every command written on a socket of this
     storage (``send_packed_command`` of each connection of its client's pool and of the
     admission's own connections, ``redis_wire``, the ones made later too; a new socket's
-    handshake, ``SETUP``, is not counted) by a task in the returned set (:func:`measured` adds
-    the measured calls' tasks); the move-up rounds (one per account per ``MOVE_UP_INTERVAL``
-    while the process has waiters, shared by all of them: see ``limiter_moveup``) are not per
-    call and are counted apart, in ``take.move_ups``; any other task's commands in
-    ``take.background`` (see the module docstring)."""
+    handshake, ``SETUP``, is not counted); the move-up rounds (one per account per
+    ``MOVE_UP_INTERVAL`` while the process has waiters, shared by all of them: see
+    ``limiter_moveup``) are not per call and are counted apart, in ``take.move_ups``.
+    ``by_task``: only commands written by a task in ``take.tasks`` (:func:`measured` adds the
+    measured calls' tasks) count; any other task's go to ``take.background`` (see the module
+    docstring)."""
     pool = storage.client.connection_pool
     seen: list[Any] = []
     tasks: set[Any] = set()
@@ -58,7 +59,7 @@ def count_round_trips(storage: RedisStorage) -> tuple[Callable[[], int], set[Any
                 pass  # a new socket's handshake, not a decision
             elif move_up_sha in packed:
                 take.move_ups += 1  # type: ignore[attr-defined]
-            elif asyncio.current_task() in tasks:
+            elif not by_task or asyncio.current_task() in tasks:
                 seen.append(packed)
             else:
                 take.background.append(name)  # type: ignore[attr-defined]
@@ -81,8 +82,9 @@ def count_round_trips(storage: RedisStorage) -> tuple[Callable[[], int], set[Any
 
     take.move_ups = 0  # type: ignore[attr-defined]
     take.background = []  # type: ignore[attr-defined]
+    take.tasks = tasks  # type: ignore[attr-defined]
 
-    return take, tasks
+    return take
 
 
 async def measured(tasks: set[Any], aw: Any, timeout: float = 5.0) -> Any:
@@ -105,7 +107,8 @@ async def test_one_round_trip_per_admitted_call(redis_url: str, prefix: str) -> 
             adaptive_pacing=False)
         async with client:
             await asyncio.wait_for(client(ME), 5)  # scripts loaded, connection pooled
-            take, tasks = count_round_trips(storage)
+            take = count_round_trips(storage, by_task=True)
+            tasks = take.tasks  # type: ignore[attr-defined]
             for _ in range(20):
                 await measured(tasks, client(ME))
             assert take() == 20
