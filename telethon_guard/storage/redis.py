@@ -931,6 +931,16 @@ def _split_url(url: object, field: str) -> tuple[SplitResult, bool]:
     return parts, cluster
 
 
+def _with_query(parts: SplitResult, query: list[tuple[str, str]]) -> str:
+    """The URL of ``parts`` with ``query`` as its query string. ``urlunsplit`` drops the
+    ``//`` of a URL with no host (``unix:///run/redis.sock`` -> ``unix:/run/redis.sock``),
+    which redis-py then refuses as a scheme it does not know: put it back."""
+    url = urlunsplit(parts._replace(query=urlencode(query)))
+    if not parts.netloc and not url.startswith(f"{parts.scheme}://"):
+        url = f"{parts.scheme}://{url[len(parts.scheme) + 1:]}"
+    return url
+
+
 def _cluster_url(url: str) -> tuple[str, bool]:
     """``(url for redis-py, is a cluster)`` of a URL given to ``RedisStorage(url=...)``: the
     ``redis+cluster://`` schemes and ``?cluster=true`` name a cluster; the guard's other URL
@@ -950,7 +960,7 @@ def _cluster_url(url: str) -> tuple[str, bool]:
             cluster = _cluster_flag(value) or cluster
         else:
             rest.append((name, value))
-    return urlunsplit(parts._replace(query=urlencode(rest))), cluster
+    return _with_query(parts, rest), cluster
 
 
 def _cluster_flag(value: str) -> bool:
@@ -1069,7 +1079,7 @@ def from_url(url: str, **options: Any) -> RedisStorage:
     for name, value in options.items():
         if value is not None:
             ours.setdefault(name, value)
-    clean = urlunsplit(parts._replace(query=urlencode(rest)))
+    clean = _with_query(parts, rest)
     timeout = ours.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise GuardConfigError("timeout", f"must be a finite number > 0, got {timeout!r}")
