@@ -225,7 +225,8 @@ async def lane_call(
             return await guarded_call(client, state, sender, request, ordered,
                                       flood_sleep_threshold)
     now = lane.now()
-    started = now if lane.events.wants_request_events else None
+    started = (now if len(lane.callbacks) > len(lane.quiet) or lane.enabled(logging.DEBUG)
+               else None)  # EventBus.wants_request_events, without the property's call
     fut = None
     timers = None
     try:

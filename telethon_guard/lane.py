@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .call import CallInfo
 from .clock import FifoDeadlines
+from .events import EventBus
 from .keys import TRANSFER_METHODS, is_idempotent
 from .storage.memory import MemoryStorage
 
@@ -62,18 +63,23 @@ class Lane:
     * ``length``: the attempt timer's length, seconds (``min(deadline, attempt_timeout)``,
       ``None``: no timer), ``by_deadline``: whether that is the deadline;
     * ``account``: ``GuardConfig.account`` as a string, or ``None`` (the client's link's);
-    * ``succeeded``: the pacer's ``on_success`` (``None``: no adaptive pacing).
+    * ``succeeded``: the pacer's ``on_success`` (``None``: no adaptive pacing);
+    * ``callbacks``, ``quiet``, ``enabled``: the event bus's :meth:`~telethon_guard.events.
+      EventBus.listener_tables` (``RequestFinished`` is built when ``len(callbacks) >
+      len(quiet) or enabled(logging.DEBUG)``, as ``EventBus.wants_request_events`` says).
     """
 
-    __slots__ = ("account", "breaker", "breakers", "by_deadline", "deadline", "decide",
-                 "events", "flood", "kinds", "length", "now", "outcomes", "paces",
-                 "pipeline", "probes", "release", "routes", "succeeded", "timers")
+    __slots__ = ("account", "breaker", "breakers", "by_deadline", "callbacks", "deadline",
+                 "decide", "enabled", "events", "flood", "kinds", "length", "now", "outcomes",
+                 "paces", "pipeline", "probes", "quiet", "release", "routes", "succeeded",
+                 "timers")
 
     def __init__(self, pipeline: Pipeline, storage: MemoryStorage) -> None:
         config = pipeline.config
         self.pipeline = pipeline
         self.now = pipeline.clock.now
         self.events = pipeline.events
+        self.callbacks, self.quiet, self.enabled = pipeline.events.listener_tables()
         self.breaker = pipeline.breaker
         self.kinds = _KINDS
         self.flood = storage.flood_table()
@@ -102,7 +108,8 @@ class Lane:
         """The lane of ``pipeline``, or ``None`` when it cannot have one (module docstring)."""
         storage = pipeline.storage
         if (sys.version_info < (3, 11) or type(storage) is not MemoryStorage
-                or pipeline.config.observe_only or pipeline.admit is not None):
+                or pipeline.config.observe_only or pipeline.admit is not None
+                or not isinstance(pipeline.events, EventBus)):
             return None
         if pipeline.rate_layer in pipeline.layers and pipeline.limiter.decide_local is None:
             return None
