@@ -258,7 +258,7 @@ async def lane_call(
             task.uncancel()  # the timer fired as the answer came: the answer wins
         breaker = lane.breakers.get(key)
         if breaker is not None and (breaker.failures or breaker.state != CLOSED):
-            lane.breaker.succeeded(key, account)
+            lane.breaker_succeeded(key, account)
         if lane.succeeded is not None:
             lane.succeeded(account, method)
         per = lane.outcomes.get(method)

@@ -21,6 +21,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -511,9 +512,40 @@ def _close(awaitable: Awaitable[Any]) -> None:
         awaitable.close()
 
 
+EVENT_ROUTE: ContextVar[Any] = ContextVar("telethon_guard_event_route", default=None)
+"""The event bus of the client whose call runs in this context (set by ``Pipeline.invoke``
+when its layers are shared with other clients; ``None`` otherwise)."""
+
+
+class RoutedEvents:
+    """The event hub of guard layers shared by several clients (one ``GuardConfig`` and one
+    local storage, :func:`telethon_guard.pipeline.shared_layers`): each event goes to the bus
+    of the client whose call is running (:data:`EVENT_ROUTE`), so every client's
+    ``guard.events`` subscribers, ``stats()`` and ``on_event`` see its own events exactly as
+    with layers of its own; outside any call, to ``fallback`` (``config.on_event`` and the
+    ``telethon_guard`` logger)."""
+
+    __slots__ = ("fallback",)
+
+    def __init__(self, fallback: EventBus) -> None:
+        self.fallback = fallback
+
+    def current(self) -> EventBus:
+        """The bus an event emitted now goes to."""
+        bus = EVENT_ROUTE.get()
+        return bus if bus is not None else self.fallback
+
+    def emit(self, event: GuardEvent) -> None:
+        self.current().emit(event)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current(), name)
+
+
 __all__ = [
     "CALLBACK_LOG_EVERY",
     "DEFAULT_MAX_PENDING",
+    "EVENT_ROUTE",
     "OUTCOMES",
     "BreakerStateChanged",
     "DeadlineExceededEvent",
@@ -531,6 +563,7 @@ __all__ = [
     "RequestLimited",
     "RetriesExhausted",
     "RetryScheduled",
+    "RoutedEvents",
     "StorageFallback",
     "StrayFutureRetrieved",
     "TransportErrorEvent",

@@ -37,7 +37,14 @@ from .call import CallInfo
 from .clock import Clock, TimerHandle
 from .config import GuardConfig, Windows
 from .errors import DeadlineExceeded, FloodWaitBlocked
-from .events import EventBus, FloodBlocked, ObservedDelay, RequestLimited, redact_peer
+from .events import (
+    EVENT_ROUTE,
+    EventBus,
+    FloodBlocked,
+    ObservedDelay,
+    RequestLimited,
+    redact_peer,
+)
 from .flood_scope import is_chat_write
 from .keys import (
     account_key,
@@ -66,7 +73,7 @@ def with_margin(windows: Windows, margin: float) -> Windows:
 
 
 class _Waiter:
-    __slots__ = ("fut", "keys", "specs", "timer", "token", "wake_at")
+    __slots__ = ("fut", "keys", "route", "specs", "timer", "token", "wake_at")
 
     def __init__(self, specs: Sequence[LimitSpec], token: Any, wake_at: float,
                  fut: asyncio.Future[None]) -> None:
@@ -76,6 +83,9 @@ class _Waiter:
         self.wake_at = wake_at
         self.fut = fut
         self.timer: TimerHandle | None = None
+        # The waiting client's event bus when the limiter is shared (EVENT_ROUTE, else None):
+        # its stats count its own waiters (RateLimiter.queue_length_of).
+        self.route: Any = EVENT_ROUTE.get()
 
 
 class RateLimiter:
@@ -102,7 +112,7 @@ class RateLimiter:
         self._clock = clock
         self._events = events
         self._waiters: dict[_Waiter, None] = {}  # insertion order == reservation order
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] | None = None  # made on the first task (216 B)
         self.observe = observe
         self.redact = redact
         # ``decide_local(specs)``: the synchronous decision (local storage), else ``None``.
@@ -134,6 +144,11 @@ class RateLimiter:
     def queue_length(self) -> int:
         """Number of calls waiting for a slot (this process)."""
         return len(self._waiters)
+
+    def queue_length_of(self, route: Any) -> int:
+        """Calls waiting for a slot that were made under the event route ``route`` (one
+        client's bus, when several clients share this limiter: ``EVENT_ROUTE``)."""
+        return sum(1 for w in self._waiters if w.route is route)
 
     def _no_local_decide(self, specs: Sequence[LimitSpec], observe: bool = False,
                          ) -> tuple[float, Any]:
@@ -318,8 +333,11 @@ class RateLimiter:
                             exc_info=True)
 
         task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._tasks
+        if tasks is None:
+            tasks = self._tasks = set()
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
 
 class LimitKeys:
@@ -336,9 +354,9 @@ class LimitKeys:
     gets the same tuple object (which the storage's decider recognises).
     """
 
-    __slots__ = ("_base", "_cfg", "_method", "_pace_of", "_peer_group", "_peer_private",
-                 "_rate", "_send", "_sends", "max_cached", "pace_changes_at", "pace_drain",
-                 "pace_expedite", "pace_source")
+    __slots__ = ("_base", "_cfg", "_method", "_no_base", "_pace_of", "_peer_group",
+                 "_peer_private", "_rate", "_send", "_sends", "max_cached", "pace_changes_at",
+                 "pace_drain", "pace_expedite", "pace_source")
 
     def __init__(self, config: GuardConfig,
                  pace_of: Callable[[str, str], Windows | None] | None = None, *,
@@ -370,6 +388,10 @@ class LimitKeys:
         self._peer_private = with_margin(config.peer_limits_private, m)
         self._peer_group = with_margin(config.peer_limits_group, m)
         self._base: dict[tuple[Any, Any, str], tuple[LimitSpec, ...]] = {}
+        # No account-wide or per-method window configured (e.g. adaptive pacing alone): every
+        # base spec tuple is (), so none is cached (a cache entry per (account, DC, method)
+        # was ~0.5 KiB per client for nothing).
+        self._no_base = not self._rate and not self._method
         self.max_cached = max_cached
 
     @property
@@ -393,6 +415,8 @@ class LimitKeys:
     def base_specs(self, account: str, dc_id: int, method: str) -> tuple[LimitSpec, ...]:
         """The cached spec tuple of ``(account, DC, method)`` without per-peer limits or a
         learned pace (what :meth:`specs` starts from)."""
+        if self._no_base:
+            return ()
         base = self._base.get((account, dc_id, method))
         return base if base is not None else self._build(account, dc_id, method)
 
@@ -400,9 +424,11 @@ class LimitKeys:
         """The call's limits; an adaptive pace, when learned, is the last one."""
         a = call.account
         m = call.method
-        base = self._base.get((a, call.dc_id, m))
-        if base is None:
-            base = self._build(a, call.dc_id, m)
+        if self._no_base:
+            base: tuple[LimitSpec, ...] = ()
+        else:
+            cached = self._base.get((a, call.dc_id, m))
+            base = cached if cached is not None else self._build(a, call.dc_id, m)
         if self._sends and call.peer is not None and is_send(call):
             extra: list[LimitSpec] = []
             if self._send:

@@ -79,6 +79,7 @@ sleeping/retrying, which is switched off underneath.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -89,7 +90,14 @@ from .clock import Clock, MonotonicClock
 from .config import GuardConfig
 from .deadline import DeadlineLayer
 from .errors import DeadlineExceeded
-from .events import EventBus, RequestFinished, redact_peer, request_outcome
+from .events import (
+    EVENT_ROUTE,
+    EventBus,
+    RequestFinished,
+    RoutedEvents,
+    redact_peer,
+    request_outcome,
+)
 from .flood import FloodLedger
 from .lane import Lane
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
@@ -188,52 +196,43 @@ class _Link:
         return f"link({type(self.layer).__qualname__}.handle)"
 
 
-class Pipeline:
-    """Composes the guard layers for one client.
+class GuardLayers:
+    """The layers of a pipeline and what is composed from them: built once per client, or
+    once for every client of one ``GuardConfig`` and local storage (:func:`shared_layers`).
 
-    ``config``: the :class:`GuardConfig`. ``storage``: a
-    :class:`~telethon_guard.storage.GuardStorage` (``None``: built from ``config.storage``,
-    in memory by default, on the pipeline's clock). ``events``: the :class:`EventBus`
-    (``None``: one delivering to ``config.on_event`` and the ``telethon_guard`` logger).
-    ``clock``: the guard clock (``None``: :class:`MonotonicClock`, i.e. ``time.monotonic``;
-    ``call.deadline_at`` must be on this clock).
-    """
+    Everything stateful in them is keyed by account (``acct:<a>/...`` storage keys, the pacer
+    by ``(account, method)``, the transfer windows by ``(account, method)``), as it must be for
+    a storage shared by processes, so clients of different accounts sharing them stay
+    isolated. ``events``: the bus the layers emit on (:class:`~telethon_guard.events.
+    RoutedEvents` when shared)."""
 
-    def __init__(self, config: GuardConfig, storage: GuardStorage | None = None,
-                 events: EventBus | None = None, clock: Clock | None = None) -> None:
+    __slots__ = ("__weakref__", "_chain", "_fast", "admit", "attempt", "breaker", "clock",
+                 "config", "deadline", "events", "layers", "ledger", "limit_keys", "limiter",
+                 "rate_layer", "retry", "storage", "transfers")
+
+    def __init__(self, config: GuardConfig, storage: GuardStorage, clock: Clock,
+                 events: Any) -> None:
         self.config = config
-        self.clock: Clock = clock if clock is not None else MonotonicClock()
-        self.events: EventBus = (events if events is not None
-                                 else EventBus(config.on_event, redact=not config.log_peer_ids))
-        self._owns_storage = storage is None
-        self.storage: GuardStorage = (
-            storage if storage is not None
-            else open_storage(config.storage, clock=self.clock,
-                              max_peer_keys=config.max_peer_keys,
-                              storage_fallback=config.storage_fallback,
-                              timeout=config.storage_timeout)
-        )
-        bind_events = getattr(self.storage, "bind_events", None)
-        if callable(bind_events):  # shared storage reports StorageFallback on this bus
-            bind_events(self.events)
+        self.storage = storage
+        self.clock = clock
+        self.events = events
         redact = not config.log_peer_ids
-        self.deadline = DeadlineLayer(config, self.clock, self.events)
-        self.breaker = CircuitBreaker(config, self.storage, self.clock, self.events)
-        self.ledger = FloodLedger(config, self.storage, self.clock, self.events)
-        self.limiter = RateLimiter(self.storage, self.clock, self.events,
+        self.deadline = DeadlineLayer(config, clock, events)
+        self.breaker = CircuitBreaker(config, storage, clock, events)
+        self.ledger = FloodLedger(config, storage, clock, events)
+        self.limiter = RateLimiter(storage, clock, events,
                                    observe=config.observe_only, redact=redact)
         pacer = self.ledger.pacer
         self.limit_keys = LimitKeys(config, pacer.window if pacer is not None else None)
         self.rate_layer = RateLimitLayer(self.limiter, self.limit_keys)
-        self.retry = RetryPolicy(config, self.clock, self.events, breaker=self.breaker)
-        self.attempt = Attempt(self.clock, config.attempt_timeout, self.breaker)
-        self.transfers = TransferSlots(config, self.ledger, self.clock)
+        self.retry = RetryPolicy(config, clock, events, breaker=self.breaker)
+        self.attempt = Attempt(clock, config.attempt_timeout, self.breaker)
+        self.transfers = TransferSlots(config, self.ledger, clock)
         layers: list[Layer] = [self.deadline, self.breaker, self.ledger]
         self.admit: SharedAdmit | None = None
-        """The shared-storage admission layer (shared_admit.py), or ``None``."""
-        if (not self.storage.is_local and isinstance(self.storage, AdmitStorage)
+        if (not storage.is_local and isinstance(storage, AdmitStorage)
                 and not config.observe_only):
-            self.admit = SharedAdmit(self.storage, self.breaker.lease,
+            self.admit = SharedAdmit(storage, self.breaker.lease,
                                      self.limit_keys.specs if limits_configured(config)
                                      else None, pacer)
             layers.insert(1, self.admit)
@@ -243,10 +242,125 @@ class Pipeline:
             layers.append(self.rate_layer)
         layers.append(self.retry)
         self.layers: tuple[Layer, ...] = tuple(layers)
+        self._fast: FastPath | None = _fuse(self.attempt, self.layers)
+        self._chain: Next = (_suffixes(self.attempt, self.layers)[0]
+                             if self._fast is None or not self.layers
+                             else _Link(self.layers[0], self._fast.rests[0]))
+
+
+def _suffixes(attempt: Attempt, layers: Sequence[Layer]) -> list[Next]:
+    """``[compose(layers[i:]) for i in 0..len(layers)]``, sharing their links."""
+    chains: list[Next] = [attempt.run]
+    for layer in reversed(layers):
+        chains.append(_Link(layer, chains[-1]))
+    chains.reverse()
+    return chains
+
+
+def _fuse(attempt: Attempt, layers: Sequence[Layer]) -> FastPath | None:
+    if layers and not hasattr(layers[0], "enter"):
+        return None
+    return FastPath(layers, _suffixes(attempt, layers)[1:], attempt.run)
+
+
+_SHARED: dict[int, weakref.WeakSet[GuardLayers]] = {}
+"""Live shared layers by ``id`` of their storage (each holds its storage, so the id stays
+valid while any of them lives)."""
+
+
+def shared_layers(config: GuardConfig) -> GuardLayers | None:
+    """The layers shared by every pipeline built from ``config`` (or a config equal to it)
+    without a storage, events or clock of its own, when ``config.storage`` is a local storage
+    object (:class:`~telethon_guard.storage.memory.MemoryStorage`, e.g. a pool's
+    ``pool.storage``); ``None`` otherwise (each client builds its own).
+
+    Why: a guard's layers and their composed chains are ~3-5 KiB per client, and everything
+    stateful in them is keyed by account already (:class:`GuardLayers`). What stays per client
+    is the :class:`Pipeline`: its event bus (the shared layers emit through
+    :class:`~telethon_guard.events.RoutedEvents` to the bus of the client whose call runs), its
+    outcome counts, its update path, and its ``stats()`` (``limiter_queue`` counts its own
+    waiting calls, ``paces`` the accounts it called for). The layers live while a pipeline
+    uses them."""
+    spec = config.storage
+    if spec is None or isinstance(spec, str) or getattr(spec, "is_local", False) is not True:
+        return None
+    if not isinstance(spec, GuardStorage):
+        return None
+    live = _SHARED.get(id(spec))
+    if live is None:
+        live = _SHARED[id(spec)] = weakref.WeakSet()
+    for layers in live:
+        if layers.storage is spec and (layers.config is config or layers.config == config):
+            return layers
+    if len(_SHARED) > 64:  # forget storages whose layers are gone
+        for key in [k for k, v in _SHARED.items() if not v and k != id(spec)]:
+            del _SHARED[key]
+    fallback = EventBus(config.on_event, redact=not config.log_peer_ids)
+    layers = GuardLayers(config, spec, MonotonicClock(), RoutedEvents(fallback))
+    live.add(layers)
+    return layers
+
+
+class Pipeline:
+    """Composes the guard layers for one client.
+
+    ``config``: the :class:`GuardConfig`. ``storage``: a
+    :class:`~telethon_guard.storage.GuardStorage` (``None``: built from ``config.storage``,
+    in memory by default, on the pipeline's clock). ``events``: the :class:`EventBus`
+    (``None``: one delivering to ``config.on_event`` and the ``telethon_guard`` logger).
+    ``clock``: the guard clock (``None``: :class:`MonotonicClock`, i.e. ``time.monotonic``;
+    ``call.deadline_at`` must be on this clock).
+
+    With none of ``storage``, ``events`` and ``clock`` given and ``config.storage`` a local
+    storage object, the layers are shared with the other pipelines of that config
+    (:func:`shared_layers`; :attr:`shared` is ``True``).
+    """
+
+    def __init__(self, config: GuardConfig, storage: GuardStorage | None = None,
+                 events: EventBus | None = None, clock: Clock | None = None) -> None:
+        self.config = config
+        self.events: EventBus = (events if events is not None
+                                 else EventBus(config.on_event, redact=not config.log_peer_ids))
+        self._owns_storage = storage is None
+        built = (shared_layers(config) if storage is None and events is None and clock is None
+                 else None)
+        self.shared = built is not None
+        """``True`` when the layers are shared with other clients (:func:`shared_layers`)."""
+        self._accounts: tuple[str, ...] = ()  # accounts called for (shared layers: stats)
+        if built is not None:
+            self.clock: Clock = built.clock
+            self.storage: GuardStorage = built.storage
+        else:
+            self.clock = clock if clock is not None else MonotonicClock()
+            self.storage = (
+                storage if storage is not None
+                else open_storage(config.storage, clock=self.clock,
+                                  max_peer_keys=config.max_peer_keys,
+                                  storage_fallback=config.storage_fallback,
+                                  timeout=config.storage_timeout)
+            )
+        bind_events = getattr(self.storage, "bind_events", None)
+        if callable(bind_events):  # shared storage reports StorageFallback on this bus
+            bind_events(self.events)
+        redact = not config.log_peer_ids
+        if built is None:
+            built = GuardLayers(config, self.storage, self.clock, self.events)
+        self._built = built if self.shared else None  # keeps the shared layers alive
+        self.deadline = built.deadline
+        self.breaker = built.breaker
+        self.ledger = built.ledger
+        self.limiter = built.limiter
+        self.limit_keys = built.limit_keys
+        self.rate_layer = built.rate_layer
+        self.retry = built.retry
+        self.attempt = built.attempt
+        self.transfers = built.transfers
+        self.admit: SharedAdmit | None = built.admit
+        """The shared-storage admission layer (shared_admit.py), or ``None``."""
+        self.layers: tuple[Layer, ...] = built.layers
         """The layers, outermost first: the order in which they run (then :attr:`attempt`)."""
-        self._fast: FastPath | None = self.fuse(self.layers)
-        self._chain = (self.compose(self.layers) if self._fast is None or not self.layers
-                       else _Link(self.layers[0], self._fast.rests[0]))
+        self._fast: FastPath | None = built._fast
+        self._chain = built._chain
         """What :meth:`invoke` runs (the same layers; ``None``: the composed chain)."""
         self.update_path = UpdatePath(self.clock)
         self.update_layers: tuple[Layer, ...] = (
@@ -279,20 +393,14 @@ class Pipeline:
 
     def _suffixes(self, layers: Sequence[Layer]) -> list[Next]:
         """``[compose(layers[i:]) for i in 0..len(layers)]``, sharing their links."""
-        chains: list[Next] = [self.attempt.run]
-        for layer in reversed(layers):
-            chains.append(_Link(layer, chains[-1]))
-        chains.reverse()
-        return chains
+        return _suffixes(self.attempt, layers)
 
     def fuse(self, layers: Sequence[Layer]) -> FastPath | None:
         """The fast path of ``layers`` (outermost first) around :meth:`Attempt.run`: the same
         layer objects' ``enter`` / ``on_success`` / ``recover`` (module docstring), each
         ``rest`` being ``compose(layers[i + 1:])``. ``None`` when the first layer has no
         ``enter`` (nothing to flatten: :meth:`invoke` runs the composed chain)."""
-        if layers and not hasattr(layers[0], "enter"):
-            return None
-        return FastPath(layers, self._suffixes(layers)[1:], self.attempt.run)
+        return _fuse(self.attempt, layers)
 
     def _compose_update_chain(self) -> Next:
         chain = self._update_chain = self.compose(self.update_layers)
@@ -320,11 +428,16 @@ class Pipeline:
         pacer = self.ledger.pacer
         if pacer is not None:
             paces = pacer.learned()
+        queue = self.limiter.queue_length
+        if self.shared:  # this client's: its waiting calls, the accounts it called for
+            queue = self.limiter.queue_length_of(self.events)
+            accounts = self._accounts
+            paces = {k: v for k, v in paces.items() if k.split("/", 1)[0] in accounts}
         return {
             "calls": {m: dict(c) for m, c in self._outcomes.items()},
             "breakers": breakers,
             "blocked": blocked,
-            "limiter_queue": self.limiter.queue_length,
+            "limiter_queue": queue,
             "paces": paces,
         }
 
@@ -354,6 +467,11 @@ class Pipeline:
         call.send = send
         started = self.clock.now() if self.events.wants_request_events else None
         result: T
+        route = None
+        if self.shared:  # shared layers emit on this client's bus (events.RoutedEvents)
+            route = EVENT_ROUTE.set(self.events)
+            if call.account not in self._accounts:
+                self._accounts += (call.account,)
         try:
             fast = self._fast
             if fast is None or call.update_loop is not None:
@@ -386,6 +504,9 @@ class Pipeline:
             if started is not None:
                 self._finished(call, started, exc)
             raise
+        finally:
+            if route is not None:
+                EVENT_ROUTE.reset(route)
         per = self._outcomes.get(call.method)  # _count(call.method, "ok"), inline
         if per is not None:
             per["ok"] = per.get("ok", 0) + 1
@@ -412,6 +533,11 @@ class Pipeline:
         if call.deadline_at is not None:
             floor = network_budget(call.budget or 0.0, self.config.attempt_timeout)
         result: Any
+        route = None
+        if self.shared:  # shared layers emit on this client's bus (as in invoke)
+            route = EVENT_ROUTE.set(self.events)
+            if call.account not in self._accounts:
+                self._accounts += (call.account,)
         try:
             try:
                 await self.attempt.failed(call, exc, fired, task, when, now, lane.by_deadline,
@@ -425,10 +551,18 @@ class Pipeline:
             if started is not None:
                 self._finished(call, started, e)
             raise
+        finally:
+            if route is not None:
+                EVENT_ROUTE.reset(route)
         self._count(call.method, "ok")
         if started is not None:
             self._finished(call, started, None)
         return result
+
+    def note_account(self, account: str) -> None:
+        """Remember that this client called for ``account`` (shared layers: ``stats()``)."""
+        if account not in self._accounts:
+            self._accounts += (account,)
 
     def count(self, method: str, outcome: str) -> None:
         """Count one call of ``method`` that ended with ``outcome`` (``stats()["calls"]``)."""

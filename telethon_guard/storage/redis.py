@@ -73,8 +73,10 @@ addition, logged once at ERROR with the server's message so the bug is seen.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import hashlib
+import inspect
 import itertools
 import logging
 import os
@@ -85,6 +87,7 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -928,6 +931,16 @@ def _split_url(url: object, field: str) -> tuple[SplitResult, bool]:
     return parts, cluster
 
 
+def _with_query(parts: SplitResult, query: list[tuple[str, str]]) -> str:
+    """The URL of ``parts`` with ``query`` as its query string. ``urlunsplit`` drops the
+    ``//`` of a URL with no host (``unix:///run/redis.sock`` -> ``unix:/run/redis.sock``),
+    which redis-py then refuses as a scheme it does not know: put it back."""
+    url = urlunsplit(parts._replace(query=urlencode(query)))
+    if not parts.netloc and not url.startswith(f"{parts.scheme}://"):
+        url = f"{parts.scheme}://{url[len(parts.scheme) + 1:]}"
+    return url
+
+
 def _cluster_url(url: str) -> tuple[str, bool]:
     """``(url for redis-py, is a cluster)`` of a URL given to ``RedisStorage(url=...)``: the
     ``redis+cluster://`` schemes and ``?cluster=true`` name a cluster; the guard's other URL
@@ -947,7 +960,7 @@ def _cluster_url(url: str) -> tuple[str, bool]:
             cluster = _cluster_flag(value) or cluster
         else:
             rest.append((name, value))
-    return urlunsplit(parts._replace(query=urlencode(rest))), cluster
+    return _with_query(parts, rest), cluster
 
 
 def _cluster_flag(value: str) -> bool:
@@ -973,10 +986,49 @@ def _client_from_url(url: str, cluster: bool = False, *, timeout: float) -> Any:
             return RedisCluster.from_url(url, socket_timeout=None,
                                          socket_connect_timeout=timeout,
                                          retry=Retry(NoBackoff(), 1))
-        return aioredis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=timeout,
-                                       retry=Retry(NoBackoff(), 1), retry_on_timeout=False)
+        client = aioredis.Redis.from_url(url, socket_timeout=None,
+                                         socket_connect_timeout=timeout,
+                                         retry=Retry(NoBackoff(), 1), retry_on_timeout=False)
     except (ValueError, TypeError, rexc.RedisError) as exc:
         raise GuardConfigError("storage", f"bad redis url: {exc}") from exc
+    _check_url_options(url, client.connection_pool.connection_class)
+    return client
+
+
+def _init_keywords(cls: type) -> set[str]:
+    """The keyword names ``cls(...)`` accepts, over its MRO's ``__init__`` signatures."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names.update(p.name for p in params
+                     if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self")
+    return names
+
+
+def _check_url_options(url: str, connection_class: type) -> None:
+    """Refuse a query option neither the guard nor redis-py knows (``?timout=0.5``): redis-py
+    passes unknown options on to its connection class, which raises ``TypeError`` only when
+    the first connection is made, on every call, whatever the fallback policy.
+
+    :raises GuardConfigError: (``storage``) naming the unknown options."""
+    known = _init_keywords(connection_class) | set(URL_QUERY_ARGUMENT_PARSERS)
+    unknown = [name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)
+               if name not in known]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known | set(_URL_OPTIONS)), n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise GuardConfigError("storage", f"unknown Redis URL option {', '.join(hints)}: the "
+                           f"guard takes {', '.join(_URL_OPTIONS)}; the rest must be options "
+                           "of redis-py's connection")
 
 
 def from_url(url: str, **options: Any) -> RedisStorage:
@@ -995,7 +1047,8 @@ def from_url(url: str, **options: Any) -> RedisStorage:
     tag ``{acct:<account>}``, so every script runs on the one node owning that slot.
 
     Raises:
-        GuardConfigError: not a str, an unknown scheme, a bad option value, a cluster URL
+        GuardConfigError: not a str, an unknown scheme, a bad option value, an option
+            neither the guard nor redis-py's connection takes (``?timout=``), a cluster URL
             with a database other than 0 or over ``unix://``.
     """
     parts, cluster = _split_url(url, "storage")
@@ -1026,7 +1079,7 @@ def from_url(url: str, **options: Any) -> RedisStorage:
     for name, value in options.items():
         if value is not None:
             ours.setdefault(name, value)
-    clean = urlunsplit(parts._replace(query=urlencode(rest)))
+    clean = _with_query(parts, rest)
     timeout = ours.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise GuardConfigError("timeout", f"must be a finite number > 0, got {timeout!r}")

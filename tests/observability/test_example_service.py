@@ -9,7 +9,9 @@ again after, no request times out, /metrics shows the 429s".
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -33,6 +35,46 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+# An idle event loop in a process of its own, ticking every 10 ms while /health is measured: its
+# lateness is the machine's scheduling noise in the same seconds (other pytest-xdist workers on
+# the same cores), and nothing this process's loop does (the guard included) can add to it.
+REFERENCE_LOOP = """
+import asyncio, json, sys, threading, time
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+async def main():
+    lags = []
+    print("ready", flush=True)
+    while not stop.is_set():
+        t = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append((time.perf_counter() - t - 0.01) * 1000)
+    print(json.dumps(lags), flush=True)
+asyncio.run(main())
+"""
+
+
+async def start_reference_loop() -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", REFERENCE_LOOP, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    assert (await asyncio.wait_for(proc.stdout.readline(), BOUND)).strip() == b"ready"
+    return proc
+
+
+async def stop_reference_loop(proc: asyncio.subprocess.Process) -> list[float]:
+    """The reference loop's tick lateness samples (ms)."""
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(b"\n"), BOUND)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lags: list[float] = json.loads(out)
+    return lags
+
+
 def breaker_open(client: Any) -> bool:
     return any(s == "OPEN" for s in client.guard.stats().breakers.values())
 
@@ -54,18 +96,23 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
         health_bodies: list[dict[str, Any]] = []
         answers: list[tuple[str, str, float, bool, int]] = []  # phase, source, s, open, status
         stop = asyncio.Event()
+        reference: asyncio.subprocess.Process | None = None
         transport = httpx.ASGITransport(app=app)
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://svc",
                                          timeout=BOUND) as http:
 
                 async def pinger() -> None:
+                    # From when each request was due (10 ms after the last answer) to its
+                    # answer: in-process (ASGI, no socket) a request waits for a busy loop
+                    # only before it starts, as one arriving on a socket would.
+                    due = time.perf_counter()
                     while not stop.is_set():
-                        t = time.perf_counter()
                         r = await http.get("/health")
-                        health_ms.append((time.perf_counter() - t) * 1000)
+                        health_ms.append((time.perf_counter() - due) * 1000)
                         assert r.status_code == 200
                         health_bodies.append(r.json())
+                        due = time.perf_counter() + 0.01
                         await asyncio.sleep(0.01)
 
                 async def channels(phase: str) -> dict[str, Any]:
@@ -77,6 +124,7 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
                                     r.status_code))
                     return body
 
+                reference = await start_reference_loop()
                 ping = asyncio.ensure_future(pinger())
                 # 1. calm: live, and the cache is filled
                 body = await channels("calm")
@@ -119,8 +167,12 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
                 stats = (await http.get("/stats")).json()
                 stop.set()
                 await asyncio.wait_for(ping, BOUND)
+                noise = await stop_reference_loop(reference)
         finally:
             stop.set()
+            if reference is not None and reference.returncode is None:
+                reference.kill()
+                await reference.wait()
             await asyncio.wait_for(service.stop(), BOUND)
 
     # no request timed out: every /channels answered within the budget plus noise, HTTP 200
@@ -137,12 +189,16 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
     assert any(not b["telegram"]["available"] for b in health_bodies)
     assert health_bodies[-1]["telegram"]["available"]
     p50, p99, worst = pct(health_ms, 0.5), pct(health_ms, 0.99), max(health_ms)
+    floor = pct(noise, 0.99)
     report = (f"/health n={len(health_ms)} p50={p50:.2f} ms p99={p99:.2f} ms "
-              f"max={worst:.2f} ms mean={statistics.fmean(health_ms):.2f} ms; "
-              f"/channels slowest {slowest * 1000:.0f} ms")
+              f"max={worst:.2f} ms mean={statistics.fmean(health_ms):.2f} ms; machine noise "
+              f"(an idle loop in another process, same seconds) p99={floor:.2f} ms "
+              f"n={len(noise)}; /channels slowest {slowest * 1000:.0f} ms")
     print(report)
-    assert len(health_ms) > 100, report
-    assert p99 < 10.0, report
+    assert len(health_ms) > 100 and len(noise) > 100, report
+    # Issue 6's 10 ms, on top of what the machine itself added in those seconds: 10 ms on a
+    # quiet machine; a loop the guard blocks for tens of ms still fails, however loaded.
+    assert p99 < 10.0 + floor, report
     # /metrics shows the 429s, the fail-fast outcomes and the flood wait
     assert 'telethon_guard_transport_errors_total{code="-429"}' in metrics, metrics
     assert 'outcome="flood_wait"' in metrics
