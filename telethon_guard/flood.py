@@ -31,7 +31,11 @@ reach the rate limiter together and its learned pace lets them through one slot 
 a call waiting out a method's block is refused as soon as the guard knows that its slot after
 the block -- behind the waiting calls with earlier deadlines that make theirs -- cannot make
 its deadline: when it joins the wait, or while it waits, when a later FLOOD_WAIT extends the
-block (``FloodLedger._sift``), not at the block's end after waiting it out.
+block (``FloodLedger._sift``), not at the block's end after waiting it out. The calls whose
+waits end together then resume in that order, earliest deadline first (``FloodLedger._woken``),
+so a call kept is not overtaken at the pace by calls with later deadlines -- except behind a
+*held* pace, whose probe schedule starts from the calls it would refuse in the order they come
+(:mod:`telethon_guard.pacing`); there each call resumes when its own wait ends, as before.
 A login request (:data:`~telethon_guard.keys.LOGIN_METHODS`: ``auth.sendCode``, ``signIn``,
 ``importBotAuthorization``...) never waits for a flood, whatever ``max_flood_wait``: its blocks
 are hours long (1,658-3,135 s in the public reports, issue 10), so ``client.start()`` raises
@@ -155,11 +159,6 @@ _ARRIVALS = itertools.count()
 """Arrival numbers of waiting calls (the order among equal deadlines), for every ledger."""
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 class FloodLedger:
     """Pipeline layer holding the flood ledger (in ``storage``) and the adaptive pacer.
 
@@ -168,8 +167,8 @@ class FloodLedger:
     else awaits the storage's async API, whichever it is.
     """
 
-    __slots__ = ("_cfg", "_clock", "_events", "_local", "_storage", "_table", "_waiting",
-                 "pacer", "redact", "scopes")
+    __slots__ = ("_cfg", "_clock", "_events", "_local", "_ready", "_storage", "_table",
+                 "_waiting", "pacer", "redact", "scopes")
 
     def __init__(self, config: GuardConfig, storage: GuardStorage, clock: Clock,
                  events: EventBus | None = None) -> None:
@@ -190,6 +189,7 @@ class FloodLedger:
         # ledger key -> the calls sleeping out its block, by deadline (_sift); made on the
         # first wait (most clients never wait: no dict per client)
         self._waiting: dict[str, list[_Waiting]] | None = None
+        self._ready: dict[str, list[_Waiting]] | None = None  # waits ended this iteration
         self.scopes = FloodScopeTracker(config, clock)
         """Scope inference of write floods (chat or method, :mod:`~telethon_guard.flood_scope`)."""
 
@@ -293,7 +293,7 @@ class FloodLedger:
             if not waiting:
                 del table[key]
             raise self._blocked_error(call, scope, key, wait, from_server) from exc
-        timer = self._clock.call_at(end, functools.partial(_wake, fut))
+        timer = self._clock.call_at(end, functools.partial(self._woken, key, entry))
         ev = self._events
         name = self._name(key)
         if ev is not None:
@@ -309,6 +309,39 @@ class FloodLedger:
                 del table[key]
         if ev is not None:
             ev.emit(FloodWaitEnded(call.method, name, self._clock.now() - start, call.account))
+
+    def _woken(self, key: str, entry: _Waiting) -> None:
+        """``entry``'s wait is over. The calls whose waits end together (the same loop
+        iteration: a block's end) reach the rate limiter in the order they resume, and a
+        method's pace then serves them one slot at a time: they resume in the order
+        :meth:`_sift` counted them, earliest deadline first, so a call it kept is not
+        overtaken by calls with later deadlines. Not behind a *held* pace: there the calls it
+        would refuse in the order they come put it on its probe schedule (pacing.py), and that
+        order is left as it was (each call resumes when its own wait ends)."""
+        if entry.fut.done():
+            return
+        call = entry.call
+        pacer = self.pacer
+        if (pacer is None or key != method_flood_key(call.account, call.method)
+                or pacer.is_held(call.account, call.method)):
+            entry.fut.set_result(None)
+            return
+        ready = self._ready
+        if ready is None:
+            ready = self._ready = {}
+        batch = ready.get(key)
+        if batch is None:
+            batch = ready[key] = []
+            asyncio.get_running_loop().call_soon(self._release, key)
+        batch.append(entry)
+
+    def _release(self, key: str) -> None:
+        ready = self._ready
+        batch = ready.pop(key, []) if ready is not None else []
+        batch.sort(key=_Waiting.rank)
+        for entry in batch:
+            if not entry.fut.done():
+                entry.fut.set_result(None)
 
     def _sift(self, key: str, waiting: list[_Waiting], joining: _Waiting) -> float | None:
         """Refuse the calls waiting for ``key``'s block that cannot make their deadline after

@@ -15,7 +15,8 @@ What the pool does:
 * **Lazy.** A tenant's client is built by the factory (sync or async; ``None`` or ``KeyError``
   means "no such tenant": :class:`~telethon_guard.errors.UnknownTenantError`) and connected on
   its first lease, at most ``max_concurrent_connects`` connects at a time (each bounded by
-  ``connect_timeout`` seconds). Connections also take slots of the process's connection budget
+  ``connect_timeout`` seconds, and so is an async factory's await apart from it).
+  Connections also take slots of the process's connection budget
   (:mod:`telethon_guard.budget`) inside the guarded sender.
 * **Idle.** A client with no lease for ``idle_timeout`` seconds is disconnected and dropped
   (the entry keeps its counters only); the next lease builds it again from the factory.
@@ -123,7 +124,9 @@ class GuardedClientPool:
     :param max_concurrent_connects: most connects in progress at once. Default 4.
     :param idle_timeout: seconds without a lease after which a client is disconnected and
         dropped; ``None``: never. Default 300.0.
-    :param connect_timeout: seconds one connect may take (then the tenant is broken). 30.0.
+    :param connect_timeout: seconds one connect may take, and apart from it an async
+        factory (then the tenant is broken: ``TenantUnavailableError`` from a
+        ``TimeoutError``). 30.0. A plain (sync) factory cannot be bounded: it blocks the loop.
     :param acquire_timeout: seconds a lease waits for room under ``max_connected``. 30.0.
     :param broken_retry_after: seconds a tenant whose factory or connect failed is refused
         (``TenantUnavailableError.retry_after``). Default 30.0.
@@ -176,6 +179,7 @@ class GuardedClientPool:
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
+        self._creating: set[asyncio.Future[Any]] = set()  # async factories running
 
     # ---- public API ----------------------------------------------------------------------
 
@@ -268,10 +272,18 @@ class GuardedClientPool:
                 "leased": leased, "broken": by_state.get(BROKEN, 0),
                 "idle": by_state.get(IDLE, 0), "by_state": by_state, "closed": self._closed}
 
-    def health(self) -> dict[Any, str | None]:
+    def health(self, *, down_only: bool = False) -> dict[Any, str | None]:
         """``{tenant: None (available) or the reason}`` for every tenant with an entry:
-        the client's ``guard.unavailable_reason``, or the entry's state without a client."""
-        return {t: e.snapshot().unavailable_reason for t, e in self._entries.items()}
+        the client's ``guard.unavailable_reason``, or the entry's state without a client
+        (``"new"``, ``"idle"``, ``"connecting"``: no client to call now, but nothing wrong;
+        ``"broken"``: refused for ``broken_retry_after`` s after a failure, ``"idle"`` again
+        once that has passed).
+
+        :param down_only: only the tenants that are down (:attr:`TenantStats.down`: broken,
+            or a client whose guard is unavailable), for a ``/health`` endpoint that must not
+            flag every idle tenant."""
+        snaps = (e.snapshot() for e in self._entries.values())
+        return {s.tenant: s.unavailable_reason for s in snaps if s.down or not down_only}
 
     def workers(self, tenants: Iterable[Hashable]) -> WorkerRouter:
         """A :class:`~telethon_guard.pool_workers.WorkerRouter` spreading one workload over
@@ -346,6 +358,8 @@ class GuardedClientPool:
         self._closing = loop.create_future()
         try:
             self._notify_room()  # waiters for room wake up and see the pool closed
+            for task in list(self._creating):  # their leases get PoolClosedError
+                task.cancel()
             reaper, self._reaper = self._reaper, None
             if reaper is not None:
                 reaper.cancel()
@@ -460,13 +474,15 @@ class GuardedClientPool:
         try:
             client = self._factory(tenant)
             if inspect.isawaitable(client):
-                client = await client
+                client = await self._await_factory(tenant, client)
         except KeyError:
             raise UnknownTenantError(tenant) from None
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, PoolClosedError):
             raise
         except Exception as e:
-            raise self._broken(entry, e, "session factory raised") from e
+            what = ("session factory timed out" if isinstance(e, TimeoutError)
+                    else "session factory raised")
+            raise self._broken(entry, e, what) from e
         if client is None:
             raise UnknownTenantError(tenant)
         from telethon import TelegramClient
@@ -475,6 +491,37 @@ class GuardedClientPool:
             err = TypeError(f"factory returned {type(client).__name__}, not a TelegramClient")
             raise self._broken(entry, err, "session factory returned no client") from err
         self._adopt(entry, client)
+
+    async def _await_factory(self, tenant: Any, pending: Awaitable[Any]) -> Any:
+        """The result of an async factory, bounded by ``connect_timeout`` and ended by
+        :meth:`close`: the factory runs as a task of its own that either cancels.
+
+        :raises TimeoutError: the factory did not return within ``connect_timeout`` s (the
+            caller breaks the tenant with it).
+        :raises PoolClosedError: the pool was closed while the factory ran."""
+        task = asyncio.ensure_future(pending)
+        self._creating.add(task)
+        try:
+            done, _ = await asyncio.wait((task,), timeout=self.connect_timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self._creating.discard(task)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(BaseException):  # bounded: a factory may ignore cancel
+                await asyncio.wait((task,), timeout=self.close_timeout)
+            if self._closed:
+                raise PoolClosedError(tenant)
+            raise TimeoutError(f"the session factory did not return within connect_timeout="
+                               f"{self.connect_timeout:g} s")
+        if task.cancelled():
+            if self._closed:
+                raise PoolClosedError(tenant, f"tenant {tenant!r}: the pool was closed while "
+                                      "its session factory ran")
+            raise asyncio.CancelledError
+        return task.result()
 
     def _adopt(self, entry: PoolEntry, client: Any) -> None:
         """Guard ``client`` if needed and make it ``entry``'s, refusing a session held by

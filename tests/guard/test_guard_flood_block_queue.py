@@ -85,3 +85,40 @@ async def test_a_flood_wait_that_extends_the_block_refuses_the_waiters_it_strand
         assert isinstance(e, FloodWaitBlocked) and not e.from_server, e
         assert abs(t - 0.5) < 1e-6, t  # when the extension became known, not at 2 s
     assert [t for t, e in ended if e is None] == [4.5]
+
+
+async def test_calls_released_by_a_blocks_end_reach_the_pace_earliest_deadline_first() -> None:
+    """30 calls with 30 s of deadline join a FLOOD_WAIT_2's block, then 30 with 2.5 s. The
+    short ones that the pace (a first flood's hypothesis) can serve before their deadline are
+    kept -- counted ahead of the long ones -- and must also go first when the block ends:
+    released in the order they were counted, none of them is overtaken and refused at the
+    block's end (before: released in the order their waits ended, the long ones took the first
+    slots and the short ones kept were refused there, 1.4 s after they joined)."""
+    pipe, clock, _ = make_pipeline(max_flood_wait=60.0)
+    server = WindowServer(clock, None, 2.0, sporadic=[(5.0, 2)])
+    ok: list[tuple[str, float]] = []
+    failed: list[tuple[str, float, Exception]] = []
+
+    async def one(kind: str, deadline: float) -> None:
+        t0 = clock.now()
+        try:
+            await pipe.invoke(make_call(METHOD, deadline_at=t0 + deadline), server)
+            ok.append((kind, clock.now() - t0))
+        except (FloodWaitBlocked, DeadlineExceeded) as e:
+            failed.append((kind, clock.now() - t0, e))
+
+    async def bursts() -> None:
+        await clock.sleep(START + 5.5 - clock.now())
+        long = [asyncio.ensure_future(one("long", 30.0)) for _ in range(30)]
+        await clock.sleep(0.1)
+        short = [asyncio.ensure_future(one("short", 2.5)) for _ in range(30)]
+        await asyncio.gather(*long, *short)
+
+    await bounded(asyncio.gather(open_loop(pipe, server, 10.0, 5.2, deadline=3.0), bursts()), 30)
+    pacer = pipe.ledger.pacer
+    assert server.floods and pacer is not None and not pacer.is_held("a1", METHOD)
+    assert any(k == "short" for k, _ in ok)  # the pace served some short ones in time ...
+    for kind, after, e in failed:  # ... and the others were refused when they joined
+        assert kind == "short" and after < 0.01, (kind, after, e)
+    assert sum(1 for k, _ in ok if k == "long") == 30
+    assert all(after < 2.5 for k, after in ok if k == "short")
