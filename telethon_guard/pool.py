@@ -272,10 +272,18 @@ class GuardedClientPool:
                 "leased": leased, "broken": by_state.get(BROKEN, 0),
                 "idle": by_state.get(IDLE, 0), "by_state": by_state, "closed": self._closed}
 
-    def health(self) -> dict[Any, str | None]:
+    def health(self, *, down_only: bool = False) -> dict[Any, str | None]:
         """``{tenant: None (available) or the reason}`` for every tenant with an entry:
-        the client's ``guard.unavailable_reason``, or the entry's state without a client."""
-        return {t: e.snapshot().unavailable_reason for t, e in self._entries.items()}
+        the client's ``guard.unavailable_reason``, or the entry's state without a client
+        (``"new"``, ``"idle"``, ``"connecting"``: no client to call now, but nothing wrong;
+        ``"broken"``: refused for ``broken_retry_after`` s after a failure, ``"idle"`` again
+        once that has passed).
+
+        :param down_only: only the tenants that are down (:attr:`TenantStats.down`: broken,
+            or a client whose guard is unavailable), for a ``/health`` endpoint that must not
+            flag every idle tenant."""
+        snaps = (e.snapshot() for e in self._entries.values())
+        return {s.tenant: s.unavailable_reason for s in snaps if s.down or not down_only}
 
     def workers(self, tenants: Iterable[Hashable]) -> WorkerRouter:
         """A :class:`~telethon_guard.pool_workers.WorkerRouter` spreading one workload over

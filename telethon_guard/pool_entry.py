@@ -80,8 +80,14 @@ class TenantStats:
     ``broken_for``: seconds the pool still refuses this tenant (0.0 when not broken).
     ``last_error``: ``repr`` of the last factory/connect error. ``available`` and
     ``unavailable_reason``: the client's guard health (``client.guard.available``) when it has
-    a client, else ``False`` / the state. ``guard``: :func:`own_stats` (the client's
-    ``guard.stats()``, breakers and blocks of its own account only) or ``None``.
+    a client, else ``False`` / the state: a tenant without a connected client (``new``,
+    ``idle``, ``connecting``) is not *available* (no client to call now) but not *down*
+    either. ``down``: ``True`` only when the tenant is in trouble of its own: ``broken``
+    (refused for ``broken_for`` s more) or its client's guard unavailable (reconnecting,
+    disconnected, breaker open...); a ``/health`` endpoint should flag ``down`` tenants, not
+    every one that is not ``available``. A tenant whose ``broken_retry_after`` has passed is
+    ``idle`` again (the next lease retries its factory). ``guard``: :func:`own_stats` (the
+    client's ``guard.stats()``, breakers and blocks of its own account only) or ``None``.
     """
 
     tenant: Any
@@ -98,6 +104,7 @@ class TenantStats:
     available: bool
     unavailable_reason: str | None
     guard: Any = None
+    down: bool = False
 
 
 class PoolEntry:
@@ -137,21 +144,25 @@ class PoolEntry:
         now = time.monotonic() if now is None else now
         client = self.client
         guard = getattr(client, "guard", None) if client is not None else None
+        state = self.state
+        if state == BROKEN and self.broken_until <= now:
+            state = IDLE  # the cool-down is over: the next lease tries again
         if guard is not None:
             reason = guard.unavailable_reason
             stats = own_stats(client)
+            down = reason is not None
         else:
-            reason, stats = self.state, None
+            reason, stats, down = state, None, state == BROKEN
         return TenantStats(
-            tenant=self.tenant, state=self.state, leases=self.leases,
+            tenant=self.tenant, state=state, leases=self.leases,
             leases_total=self.leases_total, connects=self.connects,
             idle_disconnects=self.idle_disconnects, evictions=self.evictions,
             failures=self.failures,
             idle_for=(None if self.leases or self.last_used is None
                       else max(0.0, now - self.last_used)),
-            broken_for=max(0.0, self.broken_until - now) if self.state == BROKEN else 0.0,
+            broken_for=max(0.0, self.broken_until - now) if state == BROKEN else 0.0,
             last_error=self.last_error, available=reason is None, unavailable_reason=reason,
-            guard=stats,
+            guard=stats, down=down,
         )
 
     def __repr__(self) -> str:

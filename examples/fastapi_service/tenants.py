@@ -92,10 +92,10 @@ class TenantChannels:
         return 200, {"source": "cache", "user_id": user_id, "reason": why, "channels": cached}
 
     def health(self) -> dict[str, Any]:
-        """Pool totals and the users that are unavailable now (with the reason)."""
+        """Pool totals and the users that are down now (with the reason): broken, or a
+        client whose guard is unavailable; an idle user (no client now) is not flagged."""
         return {**self.pool.stats(),
-                "unavailable": {str(t): r for t, r in self.pool.health().items()
-                                if r is not None}}
+                "unavailable": {str(t): r for t, r in self.pool.health(down_only=True).items()}}
 
     async def close(self) -> None:
         """Close the pool (every user's client disconnected)."""
