@@ -225,7 +225,8 @@ async def lane_call(
             return await guarded_call(client, state, sender, request, ordered,
                                       flood_sleep_threshold)
     now = lane.now()
-    started = now if lane.events.wants_request_events else None
+    started = (now if len(lane.callbacks) > len(lane.quiet) or lane.enabled(logging.DEBUG)
+               else None)  # EventBus.wants_request_events, without the property's call
     fut = None
     timers = None
     try:
@@ -257,7 +258,7 @@ async def lane_call(
             task.uncancel()  # the timer fired as the answer came: the answer wins
         breaker = lane.breakers.get(key)
         if breaker is not None and (breaker.failures or breaker.state != CLOSED):
-            lane.breaker.succeeded(key, account)
+            lane.breaker_succeeded(key, account)
         if lane.succeeded is not None:
             lane.succeeded(account, method)
         per = lane.outcomes.get(method)

@@ -402,6 +402,13 @@ class EventBus:
         return (len(self._callbacks) > len(self._quiet)
                 or self._log.isEnabledFor(logging.DEBUG))
 
+    def listener_tables(self) -> tuple[list[Any], list[Any], Callable[[int], bool]]:
+        """``(callbacks, quiet, is_enabled_for)``: the live lists behind
+        :attr:`wants_request_events` (read only) and the logger's ``isEnabledFor``, so a
+        caller can ask it without this property's call: ``len(callbacks) > len(quiet) or
+        is_enabled_for(logging.DEBUG)`` (the straight lane, :mod:`telethon_guard.lane`)."""
+        return self._callbacks, self._quiet, self._log.isEnabledFor
+
     @property
     def has_listeners(self) -> bool:
         """``True`` when an event would be seen by a callback or by an enabled log level."""

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .call import CallInfo
 from .clock import FifoDeadlines
+from .events import EVENT_ROUTE, EventBus
 from .keys import TRANSFER_METHODS, is_idempotent
 from .storage.memory import MemoryStorage
 
@@ -62,18 +63,24 @@ class Lane:
     * ``length``: the attempt timer's length, seconds (``min(deadline, attempt_timeout)``,
       ``None``: no timer), ``by_deadline``: whether that is the deadline;
     * ``account``: ``GuardConfig.account`` as a string, or ``None`` (the client's link's);
-    * ``succeeded``: the pacer's ``on_success`` (``None``: no adaptive pacing).
+    * ``shared``: the pipeline's layers are shared with other clients (``Pipeline.shared``);
+    * ``succeeded``: the pacer's ``on_success`` (``None``: no adaptive pacing);
+    * ``callbacks``, ``quiet``, ``enabled``: the event bus's :meth:`~telethon_guard.events.
+      EventBus.listener_tables` (``RequestFinished`` is built when ``len(callbacks) >
+      len(quiet) or enabled(logging.DEBUG)``, as ``EventBus.wants_request_events`` says).
     """
 
-    __slots__ = ("account", "breaker", "breakers", "by_deadline", "deadline", "decide",
-                 "events", "flood", "kinds", "length", "now", "outcomes", "paces",
-                 "pipeline", "probes", "release", "routes", "succeeded", "timers")
+    __slots__ = ("account", "breaker", "breakers", "by_deadline", "callbacks", "deadline",
+                 "decide", "enabled", "events", "flood", "kinds", "length", "now", "outcomes",
+                 "paces", "pipeline", "probes", "quiet", "release", "routes", "shared",
+                 "succeeded", "timers")
 
     def __init__(self, pipeline: Pipeline, storage: MemoryStorage) -> None:
         config = pipeline.config
         self.pipeline = pipeline
         self.now = pipeline.clock.now
         self.events = pipeline.events
+        self.callbacks, self.quiet, self.enabled = pipeline.events.listener_tables()
         self.breaker = pipeline.breaker
         self.kinds = _KINDS
         self.flood = storage.flood_table()
@@ -96,13 +103,15 @@ class Lane:
         self.account = str(config.account) if config.account else None
         self.outcomes = pipeline.outcomes
         self.timers: FifoDeadlines | None = None
+        self.shared = bool(getattr(pipeline, "shared", False))
 
     @classmethod
     def of(cls, pipeline: Pipeline) -> Lane | None:
         """The lane of ``pipeline``, or ``None`` when it cannot have one (module docstring)."""
         storage = pipeline.storage
         if (sys.version_info < (3, 11) or type(storage) is not MemoryStorage
-                or pipeline.config.observe_only or pipeline.admit is not None):
+                or pipeline.config.observe_only or pipeline.admit is not None
+                or not isinstance(pipeline.events, EventBus)):
             return None
         if pipeline.rate_layer in pipeline.layers and pipeline.limiter.decide_local is None:
             return None
@@ -127,11 +136,27 @@ class Lane:
         specs: tuple[Any, ...] = ()
         if self.decide is not None:
             specs = self.pipeline.limit_keys.base_specs(account, dc_id, method)
+        if self.shared:  # layers shared with other clients: stats() shows its own accounts
+            self.pipeline.note_account(account)
         routes = self.routes
         if len(routes) >= 4096:
             routes.clear()
         route = routes[(account, dc_id, method)] = (key, specs)
         return route
+
+    def breaker_succeeded(self, key: str, account: str) -> None:
+        """The breaker's success record of a lane call when its breaker has something to
+        change (``CircuitBreaker.succeeded``); shared layers report a transition on this
+        client's bus, as :meth:`Pipeline.invoke <telethon_guard.pipeline.Pipeline.invoke>`
+        routes their events."""
+        if not self.shared:
+            self.breaker.succeeded(key, account)
+            return
+        token = EVENT_ROUTE.set(self.events)
+        try:
+            self.breaker.succeeded(key, account)
+        finally:
+            EVENT_ROUTE.reset(token)
 
     def timers_for(self, loop: asyncio.AbstractEventLoop) -> FifoDeadlines:
         """The attempt timers of the lane's calls on ``loop``."""

@@ -296,8 +296,12 @@ def _bucket_rate(firsts: array[float], counts: array[int], start: float, now: fl
     return n / (now - oldest)
 
 
+_HISTORY_TRIM = PACE_HISTORY + 64  # on_success trims history 64 at a time from this length
+
+
 class _Pace:
-    __slots__ = ("announced", "b_counts", "b_firsts", "base", "count", "evidence", "flood_at",
+    __slots__ = ("announced", "b_counts", "b_first", "b_firsts", "base", "count", "evidence",
+                 "flood_at",
                  "grow", "held", "history", "hold", "last", "late", "period", "pre",
                  "probation_until", "quick", "short", "since", "span", "trimmed", "wait",
                  "widest")
@@ -312,6 +316,7 @@ class _Pace:
         # the pre-flood rate does not depend on how many answer times history keeps.
         self.b_firsts: array[float] = array("d")
         self.b_counts: array[int] = array("q")
+        self.b_first = float("-inf")  # b_firsts[-1] (-inf: none), read by on_success
         self.since = float("-inf")  # end of the last server wait learned from
         self.announced: tuple[int, float] | None = None  # last (count, period) emitted
         self.count = 0  # learned count (0: no pace in force)
@@ -600,6 +605,7 @@ class AdaptivePacer:
                 p.history.append(first)
                 p.b_firsts.append(first)
                 p.b_counts.append(1)
+                p.b_first = first
         return p
 
     def on_success(self, account: str, method: str) -> None:
@@ -617,15 +623,17 @@ class AdaptivePacer:
         now = self._clock.now()
         history = p.history
         history.append(now)
-        if len(history) >= PACE_HISTORY + 64:  # trimmed 64 at a time (amortized O(1))
+        if len(history) >= _HISTORY_TRIM:  # trimmed 64 at a time (amortized O(1))
             p.trimmed = history[63]
             del history[:64]
-        firsts = p.b_firsts
-        if firsts and now - firsts[-1] < PACE_BUCKET and not firsts[-1] < p.since <= now:
+        first = p.b_first  # the last bucket's first answer (b_firsts[-1], read without it)
+        if now - first < PACE_BUCKET and not first < p.since <= now:
             p.b_counts[-1] += 1
         else:
+            firsts = p.b_firsts
             firsts.append(now)
             p.b_counts.append(1)
+            p.b_first = now
             old = 0
             while firsts[old] < now - PACE_HORIZON - PACE_BUCKET:
                 old += 1

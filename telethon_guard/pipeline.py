@@ -559,6 +559,11 @@ class Pipeline:
             self._finished(call, started, None)
         return result
 
+    def note_account(self, account: str) -> None:
+        """Remember that this client called for ``account`` (shared layers: ``stats()``)."""
+        if account not in self._accounts:
+            self._accounts += (account,)
+
     def count(self, method: str, outcome: str) -> None:
         """Count one call of ``method`` that ended with ``outcome`` (``stats()["calls"]``)."""
         self._count(method, outcome)

@@ -264,3 +264,29 @@ async def test_a_success_resets_failures_counted_while_it_was_in_flight(lane: bo
     sender.held[0].set_result(_STATE)
     assert await bounded(task) == _STATE
     assert (await pipe.breaker.state("acct:a1/dc:2")).failures == 0
+
+
+async def test_the_lane_of_clients_sharing_their_layers_keeps_their_stats_apart() -> None:
+    from telethon_guard.clock import MonotonicClock
+    from telethon_guard.storage.memory import MemoryStorage
+
+    storage = MemoryStorage()
+    clients = []
+    for account in ("user:1", "user:2"):
+        client = GuardedTelegramClient(StringSession(), 1, "0" * 32, storage=storage,
+                                       rate_limits=((100, 1.0),))
+        sender = ScriptedSender(MonotonicClock())  # type: ignore[arg-type]
+        client._sender = sender
+        client.session.set_dc(2, "127.0.0.1", 443)
+        client._guard_link.offline = False
+        client._guard_link.account = account  # logged in (the link's cached user key)
+        clients.append(client)
+    a, b = clients
+    assert a.guard.pipeline.shared and a.guard.pipeline.layers is b.guard.pipeline.layers
+    assert a.guard.pipeline.lane is not None and a.guard.pipeline.lane is not b.guard.pipeline.lane
+    result, ran = await _profiled(a, _request())
+    assert result == _STATE and ran == []  # the lane
+    assert await bounded(a(_request())) == _STATE
+    assert a.guard.pipeline.stats()["calls"] == {"updates.getState": {"ok": 2}}
+    assert b.guard.pipeline.stats()["calls"] == {}
+    assert a.guard.pipeline._accounts == ("user:1",) and b.guard.pipeline._accounts == ()
