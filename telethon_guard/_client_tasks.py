@@ -5,6 +5,7 @@ this client's reference on the loop's exception handler (:mod:`telethon_guard.lo
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING, Any
 
 from . import _telethon as tl
@@ -61,7 +62,8 @@ def hook_tasks(client: Any, link: ClientLink) -> None:
     sink = stray_sink(client, link)
     for name, task in tl.background_tasks(client).items():
         if isinstance(task, asyncio.Future):
-            task.add_done_callback(retrieving(f"{name}_handle", sink))
+            # the name interned: one string per task name, not one per client
+            task.add_done_callback(retrieving(sys.intern(f"{name}_handle"), sink))
     try:  # the future itself, not a shield of it (a shield costs ~0.9 KiB until disconnect)
         disconnected = tl.SenderSurface.disconnected_future(tl.main_sender(client))
     except Exception:

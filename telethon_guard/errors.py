@@ -189,6 +189,16 @@ class GuardConnectionError(GuardError, ConnectionError):
     ``__cause__`` holds Telethon's original error."""
 
 
+class ConnectionRetriesExhausted(GuardConnectionError):
+    """``connect()`` made no connection within Telethon's ``connection_retries``: that many
+    connections plus one were opened (or tried) and each was lost, refused or closed before
+    the connection's init request was answered. Raised by ``connect()`` whatever
+    ``connect_timeout`` is (it may come sooner); the guard does not retry it. ``retry_after``
+    is ``None``."""
+
+    retry_after: float | None = None
+
+
 class ClientDisconnectedError(GuardError, ConnectionError):
     """The client is disconnected on purpose (``client.disconnect()``, or never connected):
     the call was not sent, or its answer can no longer arrive. Not retried and not a breaker
@@ -467,6 +477,7 @@ __all__ = [
     "AuthKeyInvalidError",
     "CircuitOpenError",
     "ClientDisconnectedError",
+    "ConnectionRetriesExhausted",
     "DeadlineExceeded",
     "EntitiesNotStoredError",
     "FloodPremiumBlocked",
