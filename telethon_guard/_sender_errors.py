@@ -8,6 +8,7 @@ from telethon.errors import AuthKeyNotFound, InvalidBufferError
 
 from .errors import (
     AuthKeyInvalidError,
+    ConnectionRetriesExhausted,
     GuardConnectionError,
     GuardError,
     MayHaveRunError,
@@ -54,6 +55,8 @@ def copy_error(error: GuardError) -> GuardError:
         new: GuardError = AuthKeyInvalidError(error.dc_id, error.code)
     elif isinstance(error, TransportFloodError):
         new = TransportFloodError(error.code, error.retry_after, str(error))
+    elif isinstance(error, ConnectionRetriesExhausted):
+        new = ConnectionRetriesExhausted(str(error))
     else:
         new = GuardConnectionError(str(error))
         new.retry_after = error.retry_after

@@ -43,6 +43,7 @@ from ._transport_codec import TransportErrorCodec, framing_of
 from .budget import note_connected, note_refused, take_connection_slot
 from .errors import (
     AuthKeyInvalidError,
+    ConnectionRetriesExhausted,
     GuardConfigError,
     GuardConnectionError,
     GuardError,
@@ -100,7 +101,8 @@ class ReconnectingSender(SenderSurface):
 
     # The guard's own attributes in slots: Telethon's ~25 stay in the instance dict, which
     # then keeps its compact shared-key form (51 keys in the dict made it a 1.5 KiB table).
-    __slots__ = ("_awaiting_confirm", "_callback_task", "_down_since", "_events", "_given_up",
+    __slots__ = ("_awaiting_confirm", "_callback_task", "_connect_losses", "_down_since",
+                 "_events", "_given_up",
                  "_last_code", "_max_reconnect", "_opened_at", "_outage_attempts", "_pacer",
                  "_reconnect_loop", "_tasks", "_terminal", "_unanswered", "account",
                  "connecting", "connection_losses", "dc_id", "reconnect_attempts", "reconnects",
@@ -156,6 +158,7 @@ class ReconnectingSender(SenderSurface):
         self._unanswered = False  # a new connection on which nothing was received yet
         self._tasks: set[asyncio.Task[Any]] | None = None  # made on the first _spawn
         self._callback_task: asyncio.Task[Any] | None = None
+        self._connect_losses = 0  # connections lost or failed during this connect()
         self.connecting = False
         """``True`` while the client's ``connect()`` has not completed (set by the guard): a
         reconnect then does not run Telethon's auto-reconnect callback (``get_me``), since
@@ -292,6 +295,8 @@ class ReconnectingSender(SenderSurface):
             return True
         except (OSError, asyncio.TimeoutError) as e:
             self._pacer.record_failure()
+            if self.connecting:
+                self._connect_losses += 1  # Telethon's loop ends at connection_retries itself
             self._log.warning("Attempt %d at connecting failed: %s: %s",
                               attempt, type(e).__name__, e)
             return False
@@ -339,6 +344,8 @@ class ReconnectingSender(SenderSurface):
             return
         if self._reconnecting or self.is_reconnecting:
             return
+        if self._connect_failed(error):
+            return
         if getattr(error, "code", None) is None:
             self.connection_losses += 1
             if error is not None:
@@ -349,6 +356,26 @@ class ReconnectingSender(SenderSurface):
             self._log.warning("DC %s: connection lost; %d sent call(s) not safe to send again "
                               "failed", self.dc_id, failed)
         self._reconnect_loop = self._spawn(self._reconnect(error))
+
+    def _connect_failed(self, error: BaseException | None) -> bool:
+        """While the client's ``connect()`` runs, count a connection lost or failed; ``True``
+        when that used up Telethon's ``connection_retries`` (``connection_retries + 1``
+        connections, as Telethon's own connect loop makes): the connection then ends for
+        good with :class:`ConnectionRetriesExhausted`, which ``connect()`` raises."""
+        if not self.connecting:
+            return False
+        self._connect_losses += 1
+        retries = self._retries
+        if retries is None or retries < 0 or self._connect_losses <= retries:
+            return False
+        code = f" (last: transport error {self._last_code})" if self._last_code else ""
+        err = ConnectionRetriesExhausted(
+            f"no connection to DC {self.dc_id} within connection_retries={retries}: "
+            f"{self._connect_losses} connection(s) lost or refused before connect() "
+            f"completed{code}")
+        err.__cause__ = error
+        self._end_for_good(err)
+        return True
 
     def _fail_sent_unsafe(self, make_error: Callable[[str], BaseException]) -> int:
         """Fail, with ``make_error(method)``, each request already sent on the lost connection
@@ -407,6 +434,8 @@ class ReconnectingSender(SenderSurface):
                 pacer.record_failure()
                 self._log.info("Reconnect attempt %d to DC %s failed: %s: %s",
                                attempts, self.dc_id, type(e).__name__, e)
+                if self._connect_failed(e):
+                    return
                 continue
             except Exception as e:
                 last_error = e

@@ -119,6 +119,7 @@ SENDER_ATTRIBUTES: Mapping[str, str] = {
     "_log": "read: the sender's logger",
     "_loggers": "read: Telethon's loggers",
     "_auto_reconnect": "read",
+    "_retries": "read: connection_retries (connect() ends after that many lost connections)",
     "_auto_reconnect_callback": "read: run after a reconnect",
     "_connect_timeout": "read: timeout of one connection attempt",
     "_ping": "written: cleared when the liveness watchdog replaces a silent connection",
@@ -528,6 +529,7 @@ class SenderSurface(MTProtoSender):
     _log: Any
     _loggers: Any
     _auto_reconnect: bool
+    _retries: int | None
     _auto_reconnect_callback: Callable[[], Any] | None
     _connect_timeout: float | None
     _ping: int | None

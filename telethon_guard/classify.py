@@ -17,7 +17,8 @@ Error                                                    Action        Scope   B
 ``GuardConnectionError`` raised by ``send()``
 ``InvalidBufferError`` 404, ``AuthKeyInvalidError``,     RAISE         --      no
 ``TransportFloodError`` (transport recovery already
-waited: breaker yes), other guard errors
+waited: breaker yes), ``ConnectionRetriesExhausted``
+(breaker yes), other guard errors
 attempt timeout (``TimeoutError``)                       TRANSIENT     --      yes
 anything else                                            RAISE         --      no
 =======================================================  ============  ======  ===========
@@ -132,6 +133,8 @@ def classify(exc: BaseException, *, disconnect_cancel: bool = False) -> Verdict:
     if isinstance(exc, g_errors.GuardError):
         # Decided by the layer that raised them (transport recovery, a nested call); never
         # retried here. Transport trouble still counts toward the breaker.
+        if isinstance(exc, g_errors.ConnectionRetriesExhausted):
+            return _RAISE_BREAKER_V  # connect() already made its connection_retries attempts
         if isinstance(exc, g_errors.GuardConnectionError):
             # The client turns a request future cancelled by Telethon's disconnect into this.
             return _DISCONNECT_V

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -64,6 +64,25 @@ def _positive_int(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("must be at least 1, got 0")
     return value
+
+
+MAX_TASKS = 10_000
+"""Largest ``bench --tasks`` (default 32): one coroutine each; 99999999999 ate GBs."""
+MAX_STORM_CLIENTS = 1_000
+"""Largest ``bench --storm-clients`` (default 50): one client and connection each."""
+MAX_STORM_CALLS = 20_000
+"""Largest ``bench --storm-calls`` (default 1000): one pending call each."""
+
+
+def _int_up_to(maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to ``maximum`` (a one-line error beyond it,
+    before anything is allocated)."""
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {value:,}")
+        return value
+    return parse
 
 
 def _positive_seconds(text: str) -> float:
@@ -138,12 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write a PNG bar chart to PATH (needs matplotlib)")
     bench.add_argument("--duration", type=_positive_seconds, metavar="SECONDS",
                        help="measuring time per client and workload (default 10, --quick 2.5)")
-    bench.add_argument("--tasks", type=_positive_int, metavar="N",
-                       help="concurrent tasks in the overhead workload (default 32)")
-    bench.add_argument("--storm-clients", type=_positive_int, metavar="N",
-                       help="clients in the storm workload (default 50)")
-    bench.add_argument("--storm-calls", type=_positive_int, metavar="N",
-                       help="calls pending during the storm (default 1000)")
+    bench.add_argument("--tasks", type=_int_up_to(MAX_TASKS), metavar="N",
+                       help="concurrent tasks in the overhead workload (default 32, at most "
+                            f"{MAX_TASKS:,})")
+    bench.add_argument("--storm-clients", type=_int_up_to(MAX_STORM_CLIENTS), metavar="N",
+                       help="clients in the storm workload (default 50, at most "
+                            f"{MAX_STORM_CLIENTS:,})")
+    bench.add_argument("--storm-calls", type=_int_up_to(MAX_STORM_CALLS), metavar="N",
+                       help="calls pending during the storm (default 1000, at most "
+                            f"{MAX_STORM_CALLS:,})")
     bench.add_argument("-v", "--verbose", action="store_true",
                        help="show Telethon's and the guard's log messages on stderr")
     _add_progress_options(bench)

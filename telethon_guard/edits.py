@@ -92,6 +92,7 @@ class EditCoalescer:
         self.interval = float(interval)
         self._clock: Clock = clock if clock is not None else MonotonicClock()
         self._chats: dict[Hashable, _Chat] = {}
+        self._closed = False
         self.sent = 0
         """Edits sent (one per merged group of texts)."""
 
@@ -107,7 +108,10 @@ class EditCoalescer:
 
         Returns what the edit that carried the latest text returned (``None`` after
         ``MESSAGE_NOT_MODIFIED``). Raises that edit's error (once for all the texts merged
-        into it)."""
+        into it), and ``RuntimeError`` after :meth:`aclose` (nothing is sent)."""
+        if self._closed:
+            raise RuntimeError("EditCoalescer.edit() after aclose(): this coalescer is closed "
+                               "and sends nothing more; make a new one")
         key = self._chat_key(entity)
         chat = self._chats.get(key)
         if chat is None:
@@ -172,7 +176,9 @@ class EditCoalescer:
                 w.set_result(result)
 
     async def aclose(self) -> None:
-        """Cancel the pending edits (their callers get ``CancelledError``)."""
+        """Cancel the pending edits (their callers get ``CancelledError``); a later
+        :meth:`edit` raises ``RuntimeError``. Idempotent."""
+        self._closed = True
         for chat in list(self._chats.values()):
             for p in chat.pending.values():
                 for w in p.waiters:

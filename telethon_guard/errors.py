@@ -189,6 +189,16 @@ class GuardConnectionError(GuardError, ConnectionError):
     ``__cause__`` holds Telethon's original error."""
 
 
+class ConnectionRetriesExhausted(GuardConnectionError):
+    """``connect()`` made no connection within Telethon's ``connection_retries``: that many
+    connections plus one were opened (or tried) and each was lost, refused or closed before
+    the connection's init request was answered. Raised by ``connect()`` whatever
+    ``connect_timeout`` is (it may come sooner); the guard does not retry it. ``retry_after``
+    is ``None``."""
+
+    retry_after: float | None = None
+
+
 class ClientDisconnectedError(GuardError, ConnectionError):
     """The client is disconnected on purpose (``client.disconnect()``, or never connected):
     the call was not sent, or its answer can no longer arrive. Not retried and not a breaker
@@ -211,9 +221,15 @@ class AuthKeyInvalidError(GuardError, tl_errors.AuthKeyNotFound):
     recreated (log in again); the guard does not reconnect in a loop."""
 
     def __init__(self, dc_id: int | None = None, code: int = -404) -> None:
-        tl_errors.AuthKeyNotFound.__init__(self)
+        # One line (Telethon's AuthKeyNotFound takes its multi-line class docstring).
+        where = f" on DC {dc_id}" if dc_id is not None else ""
+        Exception.__init__(self, f"transport error {code}{where}: the server does not know "
+                           "this auth key; the session must be recreated (log in again)")
         self.code = code
         self.dc_id = dc_id
+
+    def __reduce__(self) -> tuple[type[AuthKeyInvalidError], tuple[int | None, int]]:
+        return (type(self), (self.dc_id, self.code))  # pickles with its dc_id and code
 
 
 class StorageUnavailableError(GuardError, ConnectionError):
@@ -467,6 +483,7 @@ __all__ = [
     "AuthKeyInvalidError",
     "CircuitOpenError",
     "ClientDisconnectedError",
+    "ConnectionRetriesExhausted",
     "DeadlineExceeded",
     "EntitiesNotStoredError",
     "FloodPremiumBlocked",

@@ -300,7 +300,8 @@ _HISTORY_TRIM = PACE_HISTORY + 64  # on_success trims history 64 at a time from 
 
 
 class _Pace:
-    __slots__ = ("announced", "b_counts", "b_first", "b_firsts", "base", "count", "evidence",
+    __slots__ = ("announced", "b_counts", "b_first", "b_firsts", "b_n", "base", "count",
+                 "evidence",
                  "flood_at",
                  "grow", "held", "history", "hold", "last", "late", "period", "pre",
                  "probation_until", "quick", "short", "since", "span", "trimmed", "wait",
@@ -317,6 +318,9 @@ class _Pace:
         self.b_firsts: array[float] = array("d")
         self.b_counts: array[int] = array("q")
         self.b_first = float("-inf")  # b_firsts[-1] (-inf: none), read by on_success
+        # The last bucket's count, kept here by on_success (an int attribute, cheaper than
+        # the array's item): b_counts[-1] is written when a bucket opens or is read.
+        self.b_n = 0
         self.since = float("-inf")  # end of the last server wait learned from
         self.announced: tuple[int, float] | None = None  # last (count, period) emitted
         self.count = 0  # learned count (0: no pace in force)
@@ -353,8 +357,8 @@ class AdaptivePacer:
     times are on ``clock`` (monotonic). Raises ``ValueError`` when either is not > 0.
     """
 
-    __slots__ = ("_clock", "_events", "_learned", "_once", "_paces", "listeners", "max_methods",
-                 "on_change", "recover", "relax", "seed_ages")
+    __slots__ = ("_clock", "_events", "_learned", "_now", "_once", "_paces", "listeners",
+                 "max_methods", "on_change", "recover", "relax", "seed_ages")
 
     def __init__(self, clock: Clock, events: EventBus | None = None, *, relax: float = 5.0,
                  recover: float = 2.0, max_methods: int = 4096) -> None:
@@ -363,6 +367,7 @@ class AdaptivePacer:
         if not recover > 0 or math.isinf(recover):
             raise ValueError(f"recover must be > 0 seconds and finite, got {recover!r}")
         self._clock = clock
+        self._now = clock.now  # bound once: on_success reads it per answer
         self._events = events
         self._paces: dict[tuple[str, str], _Pace] = {}
         # The answer time of a method answered once so far, instead of a _Pace (~0.7 KiB
@@ -606,6 +611,7 @@ class AdaptivePacer:
                 p.b_firsts.append(first)
                 p.b_counts.append(1)
                 p.b_first = first
+                p.b_n = 1
         return p
 
     def on_success(self, account: str, method: str) -> None:
@@ -617,10 +623,10 @@ class AdaptivePacer:
             if key not in once:  # the first answer: its time only (see __init__)
                 if len(once) >= self.max_methods:
                     del once[next(iter(once))]
-                once[key] = self._clock.now()
+                once[key] = self._now()
                 return
             p = self._pace(account, method)
-        now = self._clock.now()
+        now = self._now()
         history = p.history
         history.append(now)
         if len(history) >= _HISTORY_TRIM:  # trimmed 64 at a time (amortized O(1))
@@ -628,11 +634,15 @@ class AdaptivePacer:
             del history[:64]
         first = p.b_first  # the last bucket's first answer (b_firsts[-1], read without it)
         if now - first < PACE_BUCKET and not first < p.since <= now:
-            p.b_counts[-1] += 1
+            p.b_n += 1
         else:
             firsts = p.b_firsts
             firsts.append(now)
-            p.b_counts.append(1)
+            counts = p.b_counts
+            if counts:
+                counts[-1] = p.b_n
+            counts.append(1)
+            p.b_n = 1
             p.b_first = now
             old = 0
             while firsts[old] < now - PACE_HORIZON - PACE_BUCKET:
@@ -808,7 +818,10 @@ class AdaptivePacer:
         missing = h[-PACE_HISTORY - 1] if len(h) > PACE_HISTORY else p.trimmed
         if missing <= lookstart:
             return pre_flood_rate(calls, now, seconds)
-        return _bucket_rate(p.b_firsts, p.b_counts, start, now, seconds)
+        counts = p.b_counts
+        if counts:
+            counts[-1] = p.b_n  # on_success keeps the last bucket's count in b_n
+        return _bucket_rate(p.b_firsts, counts, start, now, seconds)
 
     def _set_hold(self, p: _Pace) -> None:
         """A held pace's hold and relaxation span (seconds) after a FLOOD_WAIT: ``max(pace_relax,

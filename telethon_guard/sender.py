@@ -230,6 +230,7 @@ class GuardedMTProtoSender(ReconnectingSender):
             self._down_since = None
             self._outage_attempts = 0
             self._awaiting_confirm = False
+            self._connect_losses = 0
         try:
             return await super().connect(connection)
         except GuardError:

@@ -32,16 +32,29 @@ _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new
 
 _TRIM_SLACK = 64
 """Stale slots a key's log may hold beyond twice its largest count before it is trimmed."""
+_TRIM_COUNT = 512
+"""Largest count the trim threshold follows: a key whose largest count is bigger (e.g.
+``rate_limits=((10**9, 1.0),)``, "effectively unlimited") is trimmed by age once its log
+holds ``2 * _TRIM_COUNT + _TRIM_SLACK`` slots, or twice its live slots if more: without it
+the log kept one slot per call for ever (the threshold was ``2 * count + 64``)."""
+
+
+def _base_cap(windows: Windows) -> int:
+    """The trim threshold of a log with ``windows`` (see :class:`_KeyLog`)."""
+    return 2 * min(max((n for n, _ in windows), default=0), _TRIM_COUNT) + _TRIM_SLACK
 
 
 class _KeyLog:
     """Granted slots (absolute times, ascending) of one limiter key.
 
-    The log is a plain list trimmed lazily: only once it holds more than ``cap`` entries are
-    the slots older than ``now - pmax`` cut off, in one slice. A stale slot ``x <= now - pmax``
-    can never delay a reservation (``x + period <= now`` for every window), so keeping a few
-    does not change any decision; it saves a trim step per reservation. ``w1`` / ``w2`` hold
-    the windows of a 1- or 2-window key ordered by count (the fast path's unrolled checks).
+    The log is a plain list trimmed lazily: only once it holds more than ``cap`` entries
+    (``2 * min(largest count, _TRIM_COUNT) + _TRIM_SLACK``, or twice the live slots at the
+    last trim if more) are the slots older than ``now - pmax`` cut off, in one slice: memory
+    is bounded by the window's age, whatever the count, at amortized O(1) per slot. A stale
+    slot ``x <= now - pmax`` can never delay a reservation (``x + period <= now`` for every
+    window), so keeping a few does not change any decision; it saves a trim step per
+    reservation. ``w1`` / ``w2`` hold the windows of a 1- or 2-window key ordered by count
+    (the fast path's unrolled checks).
     """
 
     __slots__ = ("cap", "log", "pmax", "w1", "w2", "windows")
@@ -53,7 +66,7 @@ class _KeyLog:
     def set_windows(self, windows: Windows) -> None:
         self.windows = windows
         self.pmax = max((p for _, p in windows), default=0.0)
-        self.cap = 2 * max((n for n, _ in windows), default=0) + _TRIM_SLACK
+        self.cap = _base_cap(windows)
         by_count = sorted(windows)
         self.w1: tuple[int, float] | None = by_count[0] if len(by_count) == 1 else None
         self.w2: tuple[tuple[int, float], tuple[int, float]] | None = (
@@ -64,10 +77,11 @@ class _KeyLog:
         log = self.log
         del log[:bisect_right(log, now - self.pmax)]
         n = len(log)
-        # Live slots above the cap (observe mode records every real send): raise the cap so
-        # trimming stays amortized O(1); memory stays bounded by twice the live slots.
-        if n * 2 > self.cap:
-            self.cap = n * 2
+        # Live slots above the base cap (observe mode records every real send; a huge count):
+        # the next trim comes after as many new slots again, so trimming stays amortized O(1);
+        # memory stays bounded by twice the live slots (back to the base once the burst ages).
+        base = _base_cap(self.windows)
+        self.cap = n * 2 if n * 2 > base else base
         return n
 
     def earliest(self, t: float) -> float:

@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from telethon_guard.testing import crypto
 from telethon_guard.testing.faults import FaultPlan
@@ -42,9 +42,16 @@ PROG = "python -m telethon_guard.testing"
 _prog = PROG
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump, like ``telethon-guard``'s), status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=_prog)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog=_prog)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("serve", help="run a TelegramTestServer until interrupted")
     s.add_argument("--dcs", type=int, default=2, help="number of DCs (listeners)")
     s.add_argument("--host", default="127.0.0.1")

@@ -42,6 +42,13 @@ def _assert_one_line_error(proc: object, *needles: str) -> None:
         (["bench", "--only", ","], ["--only"]),
         (["demo", "--seconds", "-5"], ["--seconds", "positive"]),
         (["demo", "--nope"], ["unrecognized arguments"]),
+        # Huge counts are refused before anything is allocated (they ate GBs, past Ctrl-C).
+        (["bench", "--tasks", "99999999999"], ["--tasks", "at most 10,000"]),
+        (["bench", "--storm-calls", "1000000000"], ["--storm-calls", "at most 20,000"]),
+        (["bench", "--storm-clients", "1001"], ["--storm-clients", "at most 1,000"]),
+        # serve's options are the test server's own parser: one line too, not the usage text.
+        (["serve", "--seed", "abc"], ["--seed", "invalid int value: 'abc'"]),
+        (["serve", "--dcs", "x"], ["--dcs"]),
     ],
 )
 def test_bad_arguments(args: list[str], needles: list[str]) -> None:

@@ -514,3 +514,20 @@ def test_decider_takes_the_general_path_for_peers_and_several_keys() -> None:
     assert decide(both) == (0.0, t0)
     assert decide(both) == (3.0, t0 + 3.0)
     assert st.slots("g") == st.slots("h") == [t0, t0 + 3.0]
+
+
+@pytest.mark.parametrize("count", [10**9, 5000])
+def test_a_huge_count_is_trimmed_by_the_windows_age(count: int) -> None:
+    """A count far above the calls made ("effectively unlimited") kept one slot per call for
+    ever: the log was trimmed only past 2 x count + 64 entries. Now by age too: the log holds
+    at most twice the live slots (or the base threshold) plus one."""
+    lim, st, clock, _ = make()
+    specs = (LimitSpec("k", ((count, 1.0),)),)
+    for i in range(20_000):
+        clock.advance(0.01 if i < 10_000 else 0.001)  # 100 live slots, then 1000
+        assert lim.decide(specs)[0] == 0
+        assert lim.decide([specs[0]])[0] == 0  # the general path too
+    kl = st._keys["k"]
+    live = len(st.slots("k"))
+    assert 1990 <= live <= 2010  # two slots per step, 1000 steps within the last second
+    assert len(kl.log) <= max(2 * 512 + 64, 2 * live) + 1

@@ -57,6 +57,11 @@ async def test_twenty_progress_edits_coalesce_into_four_at_most_with_no_flood_an
             with pytest.raises(tl_errors.MessageNotModifiedError):  # it shows the last text
                 await bounded(client.edit_message(chat, status.id, f"{STEPS * 5} %"))
             await bounded(edits.aclose())
+            sent = server.log.count("messages.editMessage")
+            with pytest.raises(RuntimeError, match=r"after aclose\(\)"):  # not sent quietly
+                await bounded(edits.edit(chat, status.id, "after close"))
+            await asyncio.sleep(0.2)
+            assert server.log.count("messages.editMessage") == sent
 
     async with _server() as direct_server:
         client = direct_server.client(cls=GuardedTelegramClient, deadline=30, max_flood_wait=0)

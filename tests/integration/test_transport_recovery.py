@@ -284,8 +284,12 @@ async def test_unknown_auth_key_is_a_typed_error_without_a_reconnect_loop() -> N
         session.auth_key = AuthKey(os.urandom(256))  # never registered with the server
         client, sender = guarded(server, session=session)
         try:
-            with pytest.raises(AuthKeyInvalidError):
+            with pytest.raises(AuthKeyInvalidError) as info:
                 await asyncio.wait_for(client.connect(), BOUND)
+            # One line naming the DC (it was Telethon's multi-line class docstring).
+            assert str(info.value) == ("transport error -404 on DC 1: the server does not know "
+                                       "this auth key; the session must be recreated (log in "
+                                       "again)")
             await asyncio.sleep(0.5)
             assert server.log.connections_opened() == 1
             assert sender.reconnect_attempts == 0
