@@ -30,7 +30,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .call import CallInfo
-from .clock import FifoDeadlines
+from .clock import FifoDeadlines, MonotonicClock
 from .events import EVENT_ROUTE, EventBus
 from .keys import TRANSFER_METHODS, is_idempotent
 from .storage.memory import MemoryStorage
@@ -64,6 +64,7 @@ class Lane:
       ``None``: no timer), ``by_deadline``: whether that is the deadline;
     * ``account``: ``GuardConfig.account`` as a string, or ``None`` (the client's link's);
     * ``shared``: the pipeline's layers are shared with other clients (``Pipeline.shared``);
+    * ``monotonic``: the clock is ``time.monotonic`` (its readings serve the session store);
     * ``succeeded``: the pacer's ``on_success`` (``None``: no adaptive pacing);
     * ``callbacks``, ``quiet``, ``enabled``: the event bus's :meth:`~telethon_guard.events.
       EventBus.listener_tables` (``RequestFinished`` is built when ``len(callbacks) >
@@ -71,7 +72,8 @@ class Lane:
     """
 
     __slots__ = ("account", "breaker", "breakers", "by_deadline", "callbacks", "deadline",
-                 "decide", "enabled", "events", "flood", "kinds", "length", "now", "outcomes",
+                 "decide", "enabled", "events", "flood", "kinds", "length", "monotonic", "now",
+                 "outcomes",
                  "paces", "pipeline", "probes", "quiet", "release", "routes", "shared",
                  "succeeded", "timers")
 
@@ -104,6 +106,7 @@ class Lane:
         self.outcomes = pipeline.outcomes
         self.timers: FifoDeadlines | None = None
         self.shared = bool(getattr(pipeline, "shared", False))
+        self.monotonic = type(pipeline.clock) is MonotonicClock
 
     @classmethod
     def of(cls, pipeline: Pipeline) -> Lane | None:
