@@ -332,8 +332,8 @@ class Pipeline:
         self._owns_storage = storage is None
         built = (shared_layers(config) if storage is None and events is None and clock is None
                  else None)
-        self.shared = built is not None
-        """``True`` when the layers are shared with other clients (:func:`shared_layers`)."""
+        # Instance attributes: keep them under 30 (27 now). Past CPython's shared-key limit
+        # the instance dict of every pipeline becomes a ~1.5 KiB table (was ~0.3 KiB).
         self._accounts: tuple[str, ...] = ()  # accounts called for (shared layers: stats)
         if built is not None:
             self.clock: Clock = built.clock
@@ -351,9 +351,10 @@ class Pipeline:
         if callable(bind_events):  # shared storage reports StorageFallback on this bus
             bind_events(self.events)
         redact = not config.log_peer_ids
+        # The shared layers (their pipelines keep them alive), else None: see shared.
+        self._built = built
         if built is None:
             built = GuardLayers(config, self.storage, self.clock, self.events)
-        self._built = built if self.shared else None  # keeps the shared layers alive
         self.deadline = built.deadline
         self.breaker = built.breaker
         self.ledger = built.ledger
@@ -383,6 +384,11 @@ class Pipeline:
         """``{method: {outcome: count}}``, the live table behind ``stats()["calls"]``."""
         self.lane: Lane | None = Lane.of(self) if self._fast is not None else None
         """The straight lane (lane.py): the common case's precomputed state, or ``None``."""
+
+    @property
+    def shared(self) -> bool:
+        """``True`` when the layers are shared with other clients (:func:`shared_layers`)."""
+        return self._built is not None
 
     async def close_storage_connections(self) -> None:
         """Close the connections of a storage this pipeline opened itself from
@@ -437,7 +443,7 @@ class Pipeline:
         if pacer is not None:
             paces = pacer.learned()
         queue = self.limiter.queue_length
-        if self.shared:  # this client's: its waiting calls, the accounts it called for
+        if self._built is not None:  # this client's: its waiting calls, accounts called for
             queue = self.limiter.queue_length_of(self.events)
             accounts = self._accounts
             paces = {k: v for k, v in paces.items() if k.split("/", 1)[0] in accounts}
@@ -476,7 +482,7 @@ class Pipeline:
         started = self.clock.now() if self.events.wants_request_events else None
         result: T
         route = None
-        if self.shared:  # shared layers emit on this client's bus (events.RoutedEvents)
+        if self._built is not None:  # shared layers emit on this client's bus (RoutedEvents)
             route = EVENT_ROUTE.set(self.events)
             if call.account not in self._accounts:
                 self._accounts += (call.account,)
@@ -542,7 +548,7 @@ class Pipeline:
             floor = network_budget(call.budget or 0.0, self.config.attempt_timeout)
         result: Any
         route = None
-        if self.shared:  # shared layers emit on this client's bus (as in invoke)
+        if self._built is not None:  # shared layers emit on this client's bus (as in invoke)
             route = EVENT_ROUTE.set(self.events)
             if call.account not in self._accounts:
                 self._accounts += (call.account,)

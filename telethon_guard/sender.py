@@ -72,7 +72,7 @@ from ._sender_reconnect import ReconnectingSender
 from ._telethon import connection_dc, sender_settings
 from ._telethon import loggers as client_loggers
 from ._transport_codec import framing_of
-from .errors import GuardConnectionError, GuardError
+from .errors import ConnectionRetriesExhausted, GuardConnectionError, GuardError
 from .liveness import (
     LivenessVerdict,
     LivenessWatchdog,
@@ -236,7 +236,10 @@ class GuardedMTProtoSender(ReconnectingSender):
         except GuardError:
             raise
         except ConnectionError as e:
-            raise GuardConnectionError(str(e)) from e
+            # Telethon's loop made its connection_retries + 1 attempts: during the client's
+            # connect() that is the same outcome as connections lost after opening.
+            cls = ConnectionRetriesExhausted if self.connecting else GuardConnectionError
+            raise cls(f"{e} (DC {self.dc_id}, connection_retries={self._retries})") from e
 
     async def disconnect(self) -> None:
         """Disconnect (user action): stops any reconnect loop; calls in flight or queued fail with
