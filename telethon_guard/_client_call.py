@@ -212,7 +212,8 @@ async def lane_call(
     if route is None:
         route = lane.route(account, dc_id, method)
     key, specs = route
-    breaker = lane.breakers.get(key)
+    breakers = lane.breakers
+    breaker = breakers.get(key) if breakers else None
     task = _CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None else asyncio.current_task()
     if ((breaker is not None and (breaker.failures or breaker.state != CLOSED))
             or (lane.paces and (account, method) in lane.paces) or task is None):
@@ -236,9 +237,10 @@ async def lane_call(
             timers = lane.timers
             if timers is None or timers.loop is not loop:
                 timers = lane.timers_for(loop)
-            timers.pending[fut] = (now + length, task)
+            when = now + length
+            timers.pending[fut] = (when, task)
             if timers.armed is None:
-                timers.arm(now + length)
+                timers.arm(when)
         result = await fut
     except BaseException as exc:
         fired = timers is not None and timers.pending.pop(fut, None) is None
@@ -256,14 +258,17 @@ async def lane_call(
         if (timers is not None and timers.pending.pop(fut, None) is None
                 and sys.version_info >= (3, 11)):
             task.uncancel()  # the timer fired as the answer came: the answer wins
-        breaker = lane.breakers.get(key)
-        if breaker is not None and (breaker.failures or breaker.state != CLOSED):
-            lane.breaker_succeeded(key, account)
+        answered = lane.now()  # the answer's time: the pacer's record, the store's start
+        breakers = lane.breakers
+        if breakers:  # a breaker was ever told a failure: one a success changes?
+            breaker = breakers.get(key)
+            if breaker is not None and (breaker.failures or breaker.state != CLOSED):
+                lane.breaker_succeeded(key, account)
         if lane.succeeded is not None:
             if lane.paces and (account, method) in lane.paces:
-                lane.pace_succeeded(account, method)  # a pace learned while in flight
+                lane.pace_succeeded(account, method, answered)  # a pace learned in flight
             else:
-                lane.succeeded(account, method)
+                lane.succeeded(account, method, answered)
         per = lane.outcomes.get(method)
         if per is not None:
             per["ok"] = per.get("ok", 0) + 1
@@ -271,6 +276,11 @@ async def lane_call(
             state.pipeline.count(method, "ok")
         if started is not None:
             state.pipeline.finished(method, started, 1, account)
+        stored = store_entities(session, method, request, result,
+                                answered if lane.monotonic else None)
+        if stored is not None:  # async sessions (Telethon warns)
+            await stored
+        return result
     stored = store_entities(session, method, request, result)
     if stored is not None:  # async sessions (Telethon warns)
         await stored

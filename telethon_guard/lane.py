@@ -30,7 +30,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .call import CallInfo
-from .clock import FifoDeadlines
+from .clock import FifoDeadlines, MonotonicClock
 from .events import EVENT_ROUTE, EventBus
 from .keys import TRANSFER_METHODS, is_idempotent
 from .storage.memory import MemoryStorage
@@ -64,6 +64,7 @@ class Lane:
       ``None``: no timer), ``by_deadline``: whether that is the deadline;
     * ``account``: ``GuardConfig.account`` as a string, or ``None`` (the client's link's);
     * ``shared``: the pipeline's layers are shared with other clients (``Pipeline.shared``);
+    * ``monotonic``: the clock is ``time.monotonic`` (its readings serve the session store);
     * ``succeeded``: the pacer's ``on_success`` (``None``: no adaptive pacing);
     * ``callbacks``, ``quiet``, ``enabled``: the event bus's :meth:`~telethon_guard.events.
       EventBus.listener_tables` (``RequestFinished`` is built when ``len(callbacks) >
@@ -71,7 +72,8 @@ class Lane:
     """
 
     __slots__ = ("account", "breaker", "breakers", "by_deadline", "callbacks", "deadline",
-                 "decide", "enabled", "events", "flood", "kinds", "length", "now", "outcomes",
+                 "decide", "enabled", "events", "flood", "kinds", "length", "monotonic", "now",
+                 "outcomes",
                  "paces", "pipeline", "probes", "quiet", "release", "routes", "shared",
                  "succeeded", "timers")
 
@@ -104,6 +106,7 @@ class Lane:
         self.outcomes = pipeline.outcomes
         self.timers: FifoDeadlines | None = None
         self.shared = bool(getattr(pipeline, "shared", False))
+        self.monotonic = type(pipeline.clock) is MonotonicClock
 
     @classmethod
     def of(cls, pipeline: Pipeline) -> Lane | None:
@@ -158,7 +161,7 @@ class Lane:
         finally:
             EVENT_ROUTE.reset(token)
 
-    def pace_succeeded(self, account: str, method: str) -> None:
+    def pace_succeeded(self, account: str, method: str, now: float) -> None:
         """The pacer's success record of a lane call answered after a pace of ``method`` was
         learned (the call was sent before): a late answer may refine that pace
         (``AdaptivePacer.on_success``), and shared layers report the refined ``PaceLearned``
@@ -167,11 +170,11 @@ class Lane:
         success path calls ``succeeded`` directly."""
         assert self.succeeded is not None
         if not self.shared:
-            self.succeeded(account, method)
+            self.succeeded(account, method, now)
             return
         token = EVENT_ROUTE.set(self.events)
         try:
-            self.succeeded(account, method)
+            self.succeeded(account, method, now)
         finally:
             EVENT_ROUTE.reset(token)
 

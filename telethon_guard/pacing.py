@@ -614,8 +614,9 @@ class AdaptivePacer:
                 p.b_n = 1
         return p
 
-    def on_success(self, account: str, method: str) -> None:
-        """Record one call of ``method`` answered by Telegram (its time, for learning)."""
+    def on_success(self, account: str, method: str, now: float | None = None) -> None:
+        """Record one call of ``method`` answered by Telegram (its time, for learning);
+        ``now``: the answer's time on the pacer's clock when the caller has read it."""
         p = self._paces.get((account, method))
         if p is None:
             key = (account, method)
@@ -623,10 +624,11 @@ class AdaptivePacer:
             if key not in once:  # the first answer: its time only (see __init__)
                 if len(once) >= self.max_methods:
                     del once[next(iter(once))]
-                once[key] = self._now()
+                once[key] = self._now() if now is None else now
                 return
             p = self._pace(account, method)
-        now = self._now()
+        if now is None:
+            now = self._now()
         history = p.history
         history.append(now)
         if len(history) >= _HISTORY_TRIM:  # trimmed 64 at a time (amortized O(1))

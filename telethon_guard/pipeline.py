@@ -55,6 +55,14 @@ to the ``recover`` of the layers around it, innermost first, as the exception wo
 through their ``handle`` frames. tests/guard/test_guard_pipeline.py checks that both give the
 same results, events, breaker and ledger state, and which layers run.
 
+The straight lane (lane.py, ``_client_call.lane_call``) is the common case of a guarded
+client's ``client(request)`` without this class's entry points: a call that no layer would stop
+has the layers' work done inline in one coroutine frame; a call it cannot admit before sending
+runs :meth:`Pipeline.invoke`, and an attempt of it that raised continues in
+:meth:`Pipeline.resume` (:meth:`Attempt.failed <telethon_guard.attempt.Attempt.failed>`, then
+the ``recover`` of the layers around the attempt, as in the fast path above).
+tests/guard/test_guard_lane.py checks that the lane gives what :meth:`invoke` gives.
+
 Cancellation: a caller cancelling its task gets ``CancelledError`` unchanged and everything the
 call held is released (limiter slot given back, breaker probe freed). Telethon cancelling the
 request on ``disconnect()`` is a disconnect (see :mod:`telethon_guard.attempt`).

@@ -111,10 +111,11 @@ def guard_session(session: Any) -> None:
     session.process_entities = process_entities
 
 
-def store_entities(session: Any, method: str, request: object, result: object
-                   ) -> Awaitable[Any] | None:
+def store_entities(session: Any, method: str, request: object, result: object,
+                   now: float | None = None) -> Awaitable[Any] | None:
     """``session.process_entities(result)`` for a request that ran; returns what it returned
-    (an awaitable for async sessions, else ``None``).
+    (an awaitable for async sessions, else ``None``). ``now``: ``time.monotonic()`` read by
+    the caller just before (the straight lane's answer time), else read here.
 
     Raises :class:`~telethon_guard.errors.EntitiesNotStoredError` (``executed``, ``result``,
     ``path``) when the SQLite store fails (``sqlite3.OperationalError``: locked, read-only...).
@@ -128,7 +129,7 @@ def store_entities(session: Any, method: str, request: object, result: object
         store = functools.partial(type(session).process_entities, session)
     else:
         store = session.process_entities
-    started = time.monotonic()
+    started = time.monotonic() if now is None else now
     try:
         out = store(result)
     except sqlite3.OperationalError as e:
