@@ -377,8 +377,11 @@ class GuardedMTProtoSender(ReconnectingSender):
             else:
                 dog.ignored()
 
-    def _awaited_replies(self) -> list[tuple[int, bool]]:
-        return [(msg_id, not s.future.done()) for msg_id, s in self._pending_state.items()]
+    def _awaited_replies(self) -> list[tuple[int, bool]] | tuple[()]:
+        pending = self._pending_state
+        if not pending:  # idle: nothing allocated (checked every tick per connection)
+            return ()
+        return [(msg_id, not s.future.done()) for msg_id, s in pending.items()]
 
     def _liveness_ping(self) -> bool:
         if not self._user_connected or self._reconnecting or self._given_up:

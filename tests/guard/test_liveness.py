@@ -385,7 +385,8 @@ def test_watches_are_checked_in_slices_each_once_per_tick() -> None:
 
     loop = _ManualLoop()
     policy = LivenessPolicy(timeout=10.0, keepalive=30.0)  # tick 1.0 s
-    checks: list[int] = [0] * 95
+    n = WATCH_SLICES + WATCH_SLICES // 2
+    checks: list[int] = [0] * n
     per_firing: list[int] = []
 
     def counter(i: int) -> Any:
@@ -399,17 +400,43 @@ def test_watches_are_checked_in_slices_each_once_per_tick() -> None:
                               loop=loop)  # type: ignore[arg-type]
                for i in range(len(checks))]
     assert len(loop.timers) == 1  # one timer for all of them
-    for _ in range(3 * WATCH_SLICES):  # three ticks
+    assert loop.fire_next() == pytest.approx(policy.tick)  # the first slice: one tick on
+    for _ in range(3 * WATCH_SLICES - 1):  # three ticks in all
         before = sum(checks)
         assert loop.fire_next() == pytest.approx(policy.tick / WATCH_SLICES)
         per_firing.append(sum(checks) - before)
     assert checks == [3] * len(checks)
-    assert max(per_firing) <= -(-len(checks) // WATCH_SLICES)  # ceil(95 / 10) = 10
-    for w in watches[:50]:
+    assert max(per_firing) <= -(-len(checks) // WATCH_SLICES)  # ceil(96 / 64) = 2
+    for w in watches[:WATCH_SLICES]:  # every slice but the first half is left empty
         w.cancel()
-    for _ in range(WATCH_SLICES):
-        loop.fire_next()
-    assert checks == [3] * 50 + [4] * 45
-    for w in watches[50:]:
+    left = n - WATCH_SLICES  # in slices 0 .. left - 1; the timer is armed for slice 0
+    delays = [loop.fire_next() for _ in range(left)]
+    assert checks == [3] * WATCH_SLICES + [4] * left
+    assert sum(delays) == pytest.approx(policy.tick * left / WATCH_SLICES)
+    # the empty slices are skipped: the next timer is for slice 0, one tick after its last
+    assert loop.fire_next() == pytest.approx(policy.tick * (WATCH_SLICES - left + 1)
+                                             / WATCH_SLICES)
+    assert checks == [3] * WATCH_SLICES + [5] + [4] * (left - 1)
+    for w in watches[WATCH_SLICES:]:
         w.cancel()
     assert all(t[2] for t in loop.timers)  # the last cancel disarmed the timer
+
+
+def test_one_watch_costs_one_timer_per_tick() -> None:
+    # A loop with one connection wakes once per tick, not once per slice.
+    loop = _ManualLoop()
+    policy = LivenessPolicy(timeout=10.0, keepalive=30.0)  # tick 1.0 s
+    checks = [0]
+
+    def pending() -> tuple[()]:
+        checks[0] += 1
+        return ()
+
+    watch = watch_liveness(LivenessWatchdog(policy, 0.0), now=lambda: 0.0, pending=pending,
+                           ping=lambda: True, replace=lambda v: None,
+                           loop=loop)  # type: ignore[arg-type]
+    for k in range(1, 4):
+        assert loop.fire_next() == pytest.approx(policy.tick)
+        assert checks == [k]
+    watch.cancel()
+    assert all(t[2] for t in loop.timers)
