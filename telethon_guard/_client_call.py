@@ -265,7 +265,10 @@ async def lane_call(
             if breaker is not None and (breaker.failures or breaker.state != CLOSED):
                 lane.breaker_succeeded(key, account)
         if lane.succeeded is not None:
-            lane.succeeded(account, method, answered)
+            if lane.paces and (account, method) in lane.paces:
+                lane.pace_succeeded(account, method, answered)  # a pace learned in flight
+            else:
+                lane.succeeded(account, method, answered)
         per = lane.outcomes.get(method)
         if per is not None:
             per["ok"] = per.get("ok", 0) + 1

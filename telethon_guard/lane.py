@@ -161,6 +161,23 @@ class Lane:
         finally:
             EVENT_ROUTE.reset(token)
 
+    def pace_succeeded(self, account: str, method: str, now: float) -> None:
+        """The pacer's success record of a lane call answered after a pace of ``method`` was
+        learned (the call was sent before): a late answer may refine that pace
+        (``AdaptivePacer.on_success``), and shared layers report the refined ``PaceLearned``
+        on this client's bus, as :meth:`Pipeline.invoke <telethon_guard.pipeline.Pipeline.
+        invoke>` routes their events. Only this rare case sets the route: the lane's common
+        success path calls ``succeeded`` directly."""
+        assert self.succeeded is not None
+        if not self.shared:
+            self.succeeded(account, method, now)
+            return
+        token = EVENT_ROUTE.set(self.events)
+        try:
+            self.succeeded(account, method, now)
+        finally:
+            EVENT_ROUTE.reset(token)
+
     def timers_for(self, loop: asyncio.AbstractEventLoop) -> FifoDeadlines:
         """The attempt timers of the lane's calls on ``loop``."""
         timers = self.timers
