@@ -1,9 +1,13 @@
 """The example FastAPI service (examples/fastapi_service) through a transport -429 storm and
 FLOOD_WAITs, driven in-process through httpx's ASGI transport.
 
-Real Telethon against the embedded MTProto server, on the same loop as the app. Issue 6:
-"/health p99 under 10 ms, /channels answers from the cache while the breaker is open and live
-again after, no request times out, /metrics shows the 429s".
+Real Telethon against the embedded MTProto server. The server runs in a process of its own
+(:class:`~telethon_guard.bench.serverproc.ServerProcess`, the same world and fault rules): the
+/health bound is about the service's loop (guard + service), and on a shared 2-core machine a
+server on that loop (encryption, the storm's reconnects) made the loop late by its own CPU
+share, which the idle reference loop in another process cannot model. Issue 6: "/health p99
+under 10 ms, /channels answers from the cache while the breaker is open and live again after,
+no request times out, /metrics shows the 429s".
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import pytest
 
 from examples.fastapi_service.app import ChannelService, create_app
 from telethon_guard import GuardedTelegramClient
-from telethon_guard.testing import FaultPlan, TelegramTestServer
-from telethon_guard.testing.faults import ErrorOnCalls, Latency, Transport429Storm
+from telethon_guard.bench.serverproc import ServerProcess
+from telethon_guard.testing.server import CLIENT_DEFAULTS
 
 TIMEOUT = 1.0  # seconds /channels may spend on Telegram
 STORM = 2.5  # seconds of -429 (every request and every new connection)
@@ -83,12 +87,15 @@ def breaker_open(client: Any) -> bool:
 # overlaps) with the other loop-lag and CPU-heavy tests (group "loop_timing")
 @pytest.mark.xdist_group("loop_timing")
 async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
-    plan = FaultPlan(Latency("channels.getFullChannel", 0.05))
-    async with TelegramTestServer(faults=plan) as server:
+    async with ServerProcess() as server:
+        await server.add_rules(("Latency", {"method": "channels.getFullChannel",
+                                            "seconds": 0.05}))
+        [(session, _)] = await server.sessions(1)
+        # the in-process server's client defaults (small retries), as before the move
         client = server.client(
-            cls=GuardedTelegramClient, deadline=5.0, attempt_timeout=0.4,
-            breaker_failure_threshold=3, breaker_open_seconds=0.5, retry_base_delay=0.01,
-            retry_max_delay=0.05)
+            GuardedTelegramClient, session, **CLIENT_DEFAULTS, deadline=5.0,
+            attempt_timeout=0.4, breaker_failure_threshold=3, breaker_open_seconds=0.5,
+            retry_base_delay=0.01, retry_max_delay=0.05)
         service = ChannelService(client, timeout=TIMEOUT)
         app = create_app(service)
         await asyncio.wait_for(service.start(), BOUND)
@@ -133,11 +140,10 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
                 assert service.cache.load(service.channels)
 
                 # 2. -429 storm while a /channels is in flight
-                assert plan.started_at is not None
-                storm = Transport429Storm(start=time.monotonic() - plan.started_at + 0.02,
-                                          duration=STORM)
-                plan.add(storm)
-                storm_end = time.monotonic() + 0.02 + STORM
+                # the server's clock is this process's (CLOCK_MONOTONIC is system-wide)
+                added = await server.add_rules(
+                    ("Transport429Storm", {"start_in": 0.02, "duration": STORM}))
+                storm_end = added + 0.02 + STORM
                 while time.monotonic() < storm_end:
                     body = await channels("storm")
                     assert body["channels"], body
@@ -151,7 +157,9 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
                     await asyncio.sleep(0.1)
 
                 # 4. FLOOD_WAIT longer than the budget: cache at once, live after it
-                plan.add(ErrorOnCalls("channels.getFullChannel", 420, "FLOOD_WAIT_2", times=1))
+                await server.add_rules(("ErrorOnCalls", {
+                    "method": "channels.getFullChannel", "code": 420,
+                    "message": "FLOOD_WAIT_2", "times": 1}))
                 body = await channels("flood")
                 assert body["source"] == "cache" and body["reason"] == "FloodWaitBlocked", body
                 body = await channels("flood")  # the ledger answers: no request is sent
@@ -174,6 +182,9 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
                 reference.kill()
                 await reference.wait()
             await asyncio.wait_for(service.stop(), BOUND)
+        # what strict=True checked in-process: the server's own code never failed
+        server_errors = (await asyncio.wait_for(server.summary(), BOUND))["internal_errors"]
+    assert server_errors == [], server_errors
 
     # no request timed out: every /channels answered within the budget plus noise, HTTP 200
     assert all(a[4] == 200 for a in answers), answers
