@@ -10,7 +10,9 @@ with one JSON object per line on stdin / stdout:
 - ``sessions n`` -> ``n`` pre-shared ``StringSession`` strings, each a new account;
 - ``add_rules`` -> add fault rules by name (a fixed whitelist, see :data:`RULES`); a storm's
   ``start_in`` is seconds from now;
-- ``clear_rules``; ``summary`` -> counts from the server's ground-truth log; ``quit``.
+- ``clear_rules``; ``summary`` -> counts from the server's ground-truth log, and the
+  server's own internal errors (``internal_errors``: ``repr`` of each, since start: the child
+  runs with ``strict=False``, so a test checks this list instead); ``quit``.
 
 The child exits when its stdin closes, so a killed parent leaves no server behind. Both
 processes use ``time.monotonic()`` (CLOCK_MONOTONIC, system-wide on Linux), so times in a
@@ -111,6 +113,7 @@ def _summary(server: Any, since: float, accounts: list[int] | None,
         "connections_opened": opened,
         "connections_refused": refused,
         "transport_errors": transport,
+        "internal_errors": [repr(e) for e in server.internal_errors],
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from telethon import errors as tl_errors
@@ -33,6 +34,38 @@ async def test_user_migrate_switches_dc_without_deadlock() -> None:
         assert near == [1, 2]
         inits = rec.of("help.getConfig")
         assert [c.dc_id for c in inits][:1] == [1] and any(c.dc_id == 2 for c in inits)
+        assert client._sender.dc_id == 2
+
+
+async def test_user_migrate_from_the_straight_lane_switches_dc() -> None:
+    # The same USER_MIGRATE_2 with the lane on (no recorder): the logged-in client's
+    # help.getNearestDc takes the lane, its attempt's error goes on in Pipeline.resume, which
+    # raises the migrate error; the lane switches DC and re-sends through guarded_call.
+    plan = FaultPlan(ErrorOnCalls("help.getNearestDc", 303, "USER_MIGRATE_2", times=1))
+    async with TelegramTestServer(faults=plan, rsa_key=TEST_RSA_KEY) as server:
+        client = server.client(cls=GuardedTelegramClient, deadline=10)
+        async with client:
+            pipe = client.guard.pipeline
+            assert pipe.lane is not None
+            await bounded(client.get_me())  # the account key (user:<id>) is known from here
+            assert client._guard_link.account is not None
+            resumed: list[str] = []
+            resume = pipe.resume
+
+            async def counted(call: Any, *args: Any) -> Any:
+                resumed.append(call.method)
+                return await resume(call, *args)
+
+            pipe.resume = counted  # type: ignore[method-assign]
+            nearest = await bounded(client(functions.help.GetNearestDcRequest()), 15)
+            assert isinstance(nearest, types.NearestDc)
+            assert client.session.dc_id == 2
+            assert await bounded(client(functions.help.GetNearestDcRequest())) == nearest
+            calls = pipe.stats()["calls"]["help.getNearestDc"]
+            assert calls == {"rpc_error": 1, "ok": 2}, calls
+            assert resumed == ["help.getNearestDc"]  # the lane's attempt raised the migrate
+        near = [e.dc_id for e in server.log.requests("help.getNearestDc")]
+        assert near == [1, 2, 2]
         assert client._sender.dc_id == 2
 
 
