@@ -22,8 +22,9 @@ from ._link import account_key
 from ._send_once import attempt_failed, attempt_once, send_of
 from .call import TRANSFER_METHODS, CallInfo
 from .errors import EntitiesNotStoredError
+from .flood_scope import WRITE_METHODS
 from .health import current_deadline, in_deadline_scope
-from .keys import is_idempotent
+from .keys import SEND_METHODS, is_idempotent
 from .session_store import store_entities
 from .storage import CLOSED
 from .update_path import DIFFERENCE_METHODS, update_loop_client
@@ -159,10 +160,27 @@ if not isinstance(_CURRENT_TASKS, dict):
 
 def _lane_kind(lane: Lane, request: Any) -> str:
     """Whether the lane takes ``request``'s class (:meth:`Lane.kind`): a single request, not a
-    wrapper, no peer or ``random_id`` field, not a file transfer nor a difference request."""
+    wrapper, not a file transfer nor a difference request, and either without peer and
+    ``random_id`` fields or a read addressed to a peer (:func:`_peer_read`)."""
     kind = _kind_of(request) if isinstance(request, TLRequest) else None
-    ok = kind is not None and not (kind[1] or kind[2] or kind[4])
+    ok = kind is not None and not (kind[2] or kind[4]) and (
+        not kind[1] or _peer_read(request, kind[0]))
     return lane.kind(request, kind[0] if ok and kind is not None else None)
+
+
+def _peer_read(request: Any, method: str) -> bool:
+    """``True`` for a class with a peer (``peer`` / ``channel``) field whose calls the layers
+    treat as a call without one: no ``random_id`` field, a read (:func:`~telethon_guard.keys.
+    is_idempotent`), neither a send (:data:`~telethon_guard.keys.SEND_METHODS`: the per-peer
+    limiter windows, slow mode) nor a chat write (:data:`~telethon_guard.flood_scope.
+    WRITE_METHODS`: the per-chat flood scope). For such a call the peer changes only the key
+    a ``SLOWMODE_WAIT`` would be recorded under (the lane's failed attempt carries it to
+    :meth:`Pipeline.resume <telethon_guard.pipeline.Pipeline.resume>`): the limiter's specs,
+    the ledger's scopes to check and the scope tracker's success record are those of a call
+    without a peer."""
+    return (not hasattr(request, "random_id") and not hasattr(request, "to_peer")
+            and is_idempotent(method) and method not in SEND_METHODS
+            and method not in WRITE_METHODS)
 
 
 async def lane_call(
@@ -244,7 +262,7 @@ async def lane_call(
         result = await fut
     except BaseException as exc:
         fired = timers is not None and timers.pending.pop(fut, None) is None
-        call = lane.call_of(method, request, account, dc_id, key, now)
+        call = lane.call_of(method, request, account, dc_id, key, now, _tl.peer_key(request))
         call.send = functools.partial(attempt_once, client, send, request, ordered)
         try:
             try:

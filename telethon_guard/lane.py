@@ -2,7 +2,8 @@
 
 Most calls pass every layer without waiting: nothing blocked in the flood ledger, the breaker
 CLOSED with no failure counted, no learned pace for the method, the limiter's slot free now,
-no deadline scope, one request of a class without peer or ``random_id`` fields. For those, the
+no deadline scope, one request of a class without ``random_id`` field and either without a peer
+field or a read (``messages.getHistory``: never a send or a chat write). For those, the
 guarded client's ``client(request)`` (:func:`telethon_guard._client_call.lane_call`) does the
 layers' work inline in ONE coroutine frame, reading this object's fields: the deadline (one
 clock read, the attempt timer filed in a :class:`~telethon_guard.clock.FifoDeadlines`), the
@@ -122,8 +123,9 @@ class Lane:
 
     def kind(self, request: Any, method: str | None) -> str:
         """Remember whether the lane takes ``request``'s class: ``method`` (its method name),
-        or ``None`` when the client's description of the class rules it out (a peer or
-        ``random_id`` field, a file transfer, a difference request, a wrapper). Returns the
+        or ``None`` when the client's description of the class rules it out (a ``random_id``
+        field, a peer field on a class that is not a read, a send or a chat write, a file
+        transfer, a difference request, a wrapper). Returns the
         method name, or ``""`` (never)."""
         name = method if method is not None and method not in TRANSFER_METHODS else ""
         if len(_KINDS) < 4096:
@@ -186,11 +188,12 @@ class Lane:
         return timers
 
     def call_of(self, method: str, request: Any, account: str, dc_id: int, key: str,
-                now: float) -> CallInfo:
+                now: float, peer: str | None = None) -> CallInfo:
         """The :class:`CallInfo` of a lane call whose first attempt (started at ``now``)
-        raised: as the layers would have left it at that point (deadline and budget filled,
-        breaker key, one attempt, stage ``network``)."""
-        call = CallInfo(method, request, account, dc_id, None, None, False,
+        raised: as the layers would have left it at that point (``peer``: the request's
+        :func:`~telethon_guard._tl.peer_key`, as ``make_call`` describes it; deadline and
+        budget filled, breaker key, one attempt, stage ``network``)."""
+        call = CallInfo(method, request, account, dc_id, peer, None, False,
                         is_idempotent(method))
         deadline = self.deadline
         if deadline is not None:

@@ -20,7 +20,7 @@ from telethon.sessions import StringSession
 
 from telethon_guard import GuardedTelegramClient
 from telethon_guard.clock import FifoDeadlines
-from telethon_guard.errors import DeadlineExceeded
+from telethon_guard.errors import DeadlineExceeded, SlowModeBlocked
 from telethon_guard.events import EventBus
 from telethon_guard.fakeclock import FakeClock
 from telethon_guard.health import deadline_scope
@@ -79,6 +79,17 @@ def _request() -> Any:
     return functions.updates.GetStateRequest()
 
 
+def _history() -> Any:
+    """A read addressed to a peer (a ``peer`` field, no ``random_id``): the lane takes it."""
+    return functions.messages.GetHistoryRequest(
+        peer=types.InputPeerChannel(77, 5), offset_id=0, offset_date=None, add_offset=0,
+        limit=10, max_id=0, min_id=0, hash=0)
+
+
+def _full_channel() -> Any:
+    return functions.channels.GetFullChannelRequest(types.InputChannel(77, 5))
+
+
 # Each scenario: config, then steps (a call's send outcomes); every step is one call.
 _SCENARIOS: dict[str, tuple[dict[str, Any], list[list[Any]]]] = {
     "success": ({"rate_limits": ((100, 1.0),)}, [["ok"], ["ok"]]),
@@ -105,16 +116,36 @@ _SCENARIOS: dict[str, tuple[dict[str, Any], list[list[Any]]]] = {
                      [*(["ok"] for _ in range(12)), [te.FloodWaitError(None, capture=2), "ok"],
                       ["ok"], ["ok"]]),
     "no_deadline": ({"deadline": None}, [["ok"], [ConnectionError("a"), "ok"]]),
+    # Reads addressed to a peer (messages.getHistory, channels.getFullChannel: the lane's).
+    "peer_read_success": ({"rate_limits": ((100, 1.0),), "peer_limits_group": ((1, 60.0),),
+                           "peer_limits_private": ((1, 60.0),)},
+                          [["ok"], ["ok"], ["ok"]]),
+    "peer_read_flood_wait": ({"max_flood_wait": 10},
+                             [[te.FloodWaitError(None, capture=3)], ["ok"]]),
+    "peer_read_flood_too_long": ({"max_flood_wait": 10},
+                                 [[te.FloodWaitError(None, capture=100)], ["ok"]]),
+    "peer_read_slowmode": ({"max_flood_wait": 10},  # recorded under the peer's slow-mode key
+                           [[te.SlowModeWaitError(None, capture=100)], ["ok"]]),
+    "peer_read_retried": ({"retry_base_delay": 0.5},
+                          [[ConnectionError("reset"), "ok"], [te.RpcCallFailError(None), "ok"]]),
+    "peer_read_timeout_retried": ({"attempt_timeout": 2, "retry_base_delay": 0.1},
+                                  [["hang", "ok"], ["ok"]]),
+}
+_PEER_READS: dict[str, Callable[[], Any]] = {
+    "peer_read_success": _history, "peer_read_flood_wait": _history,
+    "peer_read_flood_too_long": _full_channel, "peer_read_slowmode": _history,
+    "peer_read_retried": _full_channel, "peer_read_timeout_retried": _history,
 }
 
 
-async def _play(lane: bool, cfg: dict[str, Any], steps: list[list[Any]]) -> dict[str, Any]:
+async def _play(lane: bool, cfg: dict[str, Any], steps: list[list[Any]],
+                request: Callable[[], Any] = _request) -> dict[str, Any]:
     client, sender, clock, rec = _client(lane, **cfg)
     outcomes: list[str] = []
     for outcomes_of_call in steps:
         sender.outcomes = list(outcomes_of_call)
         try:
-            outcomes.append(repr(await bounded(client(_request()))))
+            outcomes.append(repr(await bounded(client(request()))))
         except Exception as exc:
             outcomes.append(f"{type(exc).__name__} {type(exc.__cause__).__name__}")
         outcomes.append(f"left={len(sender.outcomes)}")
@@ -125,6 +156,7 @@ async def _play(lane: bool, cfg: dict[str, Any], steps: list[list[Any]]) -> dict
         "events": [repr(e) for e in rec.events],
         "stats": pipe.stats(),
         "breaker": await pipe.breaker.state("acct:a1/dc:2"),
+        "blocked": sorted(pipe.storage.flood_table()),
         "now": clock.now(),
     }
 
@@ -132,10 +164,30 @@ async def _play(lane: bool, cfg: dict[str, Any], steps: list[list[Any]]) -> dict
 @pytest.mark.parametrize("name", sorted(_SCENARIOS))
 async def test_the_lane_gives_what_the_pipeline_gives(name: str) -> None:
     cfg, steps = _SCENARIOS[name]
-    lane = await _play(True, cfg, steps)
-    chain = await _play(False, cfg, steps)
+    request = _PEER_READS.get(name, _request)
+    lane = await _play(True, cfg, steps, request)
+    chain = await _play(False, cfg, steps, request)
     assert lane == chain
     assert lane["events"]  # RequestFinished at least: someone listens
+    if name == "peer_read_slowmode":  # the lane's failed attempt carried the request's peer
+        assert any("slowmode" in k and "peer:-100" in k for k in lane["blocked"]), lane
+    if name == "peer_read_success":  # no per-peer window on a read: three calls, no wait
+        assert len(lane["sends"]) == 3 and len(set(lane["sends"])) == 1
+
+
+async def test_a_read_addressed_to_a_peer_runs_in_the_lane_alone() -> None:
+    client, sender, _clock, _rec = _client(True, rate_limits=((100, 1.0),),
+                                           peer_limits_group=((1, 60.0),))
+    for request in (_history(), _full_channel(), _history()):
+        result, ran = await _profiled(client, request)
+        assert result == _STATE and ran == []
+    assert client.guard.pipeline.stats()["calls"] == {
+        "messages.getHistory": {"ok": 2}, "channels.getFullChannel": {"ok": 1}}
+    # A failed attempt's CallInfo carries the peer the layers would have described.
+    sender.outcomes = [te.SlowModeWaitError(None, capture=100)]
+    with pytest.raises(SlowModeBlocked):
+        await bounded(client(_history()))
+    assert "acct:a1/slowmode:peer:-1000000000077" in client.guard.pipeline.storage.flood_table()
 
 
 def _entry_points(client: Any) -> tuple[list[str], Callable[..., Any]]:
@@ -183,7 +235,8 @@ async def test_a_call_no_layer_stops_runs_in_the_lane_alone() -> None:
 
 
 @pytest.mark.parametrize("case", ["flood_blocked", "pace", "deadline_scope", "breaker_failures",
-                                  "limiter_full", "not_a_lane_class", "flood_sleep_threshold"])
+                                  "limiter_full", "not_a_lane_class", "flood_sleep_threshold",
+                                  "send_without_random_id", "chat_write", "peer_not_a_read"])
 async def test_what_the_lane_cannot_take_goes_through_invoke(case: str) -> None:
     client, sender, _clock, _ = _client(True, rate_limits=((1, 10.0),), max_flood_wait=30)
     pipe = client.guard.pipeline
@@ -205,6 +258,13 @@ async def test_what_the_lane_cannot_take_goes_through_invoke(case: str) -> None:
     elif case == "not_a_lane_class":
         request = functions.messages.SendMessageRequest(
             peer=types.InputPeerChat(5), message="hi", random_id=7)
+    elif case == "send_without_random_id":  # a send (SEND_METHODS): per-peer windows apply
+        request = functions.messages.SendReactionRequest(peer=types.InputPeerChat(5), msg_id=1)
+    elif case == "chat_write":  # a chat write (flood_scope.WRITE_METHODS): per-chat floods
+        request = functions.messages.EditMessageRequest(peer=types.InputPeerChat(5), id=1,
+                                                        message="x")
+    elif case == "peer_not_a_read":  # may have run when its attempt timed out
+        request = functions.channels.JoinChannelRequest(types.InputChannel(77, 5))
     elif case == "flood_sleep_threshold":
         kwargs["flood_sleep_threshold"] = 5
     ran, profile = _entry_points(client)
