@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .call import CallInfo
 from .clock import FifoDeadlines, MonotonicClock
@@ -36,8 +36,9 @@ from .events import EVENT_ROUTE, EventBus
 from .keys import TRANSFER_METHODS, is_idempotent
 from .storage.memory import MemoryStorage
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+Pipeline = Any
+"""A :class:`~telethon_guard.pipeline.Pipeline` (the pipeline imports this module; naming its
+class here, even for types only, would make the two an import circle)."""
 
 __all__ = ["Lane"]
 
