@@ -248,6 +248,7 @@ async def lane_call(
                else None)  # EventBus.wants_request_events, without the property's call
     fut = None
     timers = None
+    answered_at: float | None = None  # the answer's time, for the session store's timing
     try:
         fut = send(request, ordered)
         length = lane.length
@@ -294,12 +295,9 @@ async def lane_call(
             state.pipeline.count(method, "ok")
         if started is not None:
             state.pipeline.finished(method, started, 1, account)
-        stored = store_entities(session, method, request, result,
-                                answered if lane.monotonic else None)
-        if stored is not None:  # async sessions (Telethon warns)
-            await stored
-        return result
-    stored = store_entities(session, method, request, result)
+        if lane.monotonic:
+            answered_at = answered
+    stored = store_entities(session, method, request, result, answered_at)
     if stored is not None:  # async sessions (Telethon warns)
         await stored
     return result
