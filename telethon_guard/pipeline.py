@@ -107,6 +107,7 @@ from .events import (
     request_outcome,
 )
 from .flood import FloodLedger
+from .keys import account_key
 from .lane import Lane
 from .limiter import LimitKeys, RateLimiter, RateLimitLayer
 from .network_budget import network_budget
@@ -447,6 +448,11 @@ class Pipeline:
             queue = self.limiter.queue_length_of(self.events)
             accounts = self._accounts
             paces = {k: v for k, v in paces.items() if k.split("/", 1)[0] in accounts}
+            # The shared storage holds every client's breakers and blocks: keep this client's
+            # accounts' (as pool_entry.own_stats does for clients sharing only a storage).
+            own = tuple(account_key(a) + "/" for a in accounts)
+            breakers = {k: v for k, v in breakers.items() if k.startswith(own)}
+            blocked = {k: v for k, v in blocked.items() if k.startswith(own)}
         return {
             "calls": {m: dict(c) for m, c in self._outcomes.items()},
             "breakers": breakers,

@@ -70,6 +70,7 @@ async def test_shared_layers_keep_events_stats_and_floods_per_client() -> None:
             assert sa.flood_waits or sa.flood_blocked
             assert not sb.flood_waits and not sb.flood_blocked
             assert sb.paces == {} and sb.limiter_queue == 0
+            assert sa.blocked and not sb.blocked  # the shared storage's blocks: A's only
             assert not c.guard.stats().calls.get("messages.getHistory")
         finally:
             for client in (a, b, c):
