@@ -147,22 +147,50 @@ _MAX_SHORT_ID = 9999999999  # utils.get_peer_id re-resolves chat / channel ids b
 _CHANNEL_MARK = 1000000000000  # marked channel id: -(1000000000000 + channel_id)
 
 
+_KEYS_MAX = 4096
+_USER_KEYS: dict[int, str] = {}
+_CHAT_KEYS: dict[int, str] = {}
+_CHANNEL_KEYS: dict[int, str] = {}
+"""Peer keys by id, per kind (bounded: cleared when full): a bot writes to the same chats
+over and over, and formatting a 13-digit marked id costs more than a look-up."""
+
+
+def _remember(table: dict[int, str], ident: int, key: str) -> str:
+    if len(table) >= _KEYS_MAX:
+        table.clear()
+    table[ident] = key
+    return key
+
+
 def _user_key(peer: TLObject) -> str | None:
     ident = peer.user_id
-    return f"peer:{ident}" if type(ident) is int else None
+    if type(ident) is not int:
+        return None
+    key = _USER_KEYS.get(ident)
+    return key if key is not None else _remember(_USER_KEYS, ident, f"peer:{ident}")
 
 
 def _chat_key(peer: TLObject) -> str | None:
     ident = peer.chat_id
-    if type(ident) is int and 0 < ident <= _MAX_SHORT_ID:
-        return f"peer:{-ident}"
+    if type(ident) is not int:
+        return None
+    key = _CHAT_KEYS.get(ident)
+    if key is not None:
+        return key
+    if 0 < ident <= _MAX_SHORT_ID:
+        return _remember(_CHAT_KEYS, ident, f"peer:{-ident}")
     return None
 
 
 def _channel_key(peer: TLObject) -> str | None:
     ident = peer.channel_id
-    if type(ident) is int and 0 < ident <= _MAX_SHORT_ID:
-        return f"peer:{-(_CHANNEL_MARK + ident)}"
+    if type(ident) is not int:
+        return None
+    key = _CHANNEL_KEYS.get(ident)
+    if key is not None:
+        return key
+    if 0 < ident <= _MAX_SHORT_ID:
+        return _remember(_CHANNEL_KEYS, ident, f"peer:{-(_CHANNEL_MARK + ident)}")
     return None
 
 
@@ -250,7 +278,11 @@ def describe(request: TLObject) -> tuple[str, str | None, int | None]:
         if target is None and peer_field == "peer":
             target = getattr(request, "channel", None)
         if target is not None:
-            peer = _key_of_peer(target)
+            fast = _PEER_KEYS.get(type(target))  # _key_of_peer, inline
+            if fast is not None:
+                peer = fast(target)
+            if peer is None:
+                peer = _key_of_peer(target)
     rid = None
     if has_rid:
         value = getattr(request, "random_id", None)
