@@ -22,7 +22,6 @@ from ._link import account_key
 from ._send_once import attempt_failed, attempt_once, send_of
 from .call import TRANSFER_METHODS, CallInfo
 from .errors import EntitiesNotStoredError
-from .flood_scope import WRITE_METHODS
 from .health import current_deadline, in_deadline_scope
 from .keys import SEND_METHODS, is_idempotent
 from .session_store import store_entities
@@ -160,27 +159,19 @@ if not isinstance(_CURRENT_TASKS, dict):
 
 def _lane_kind(lane: Lane, request: Any) -> str:
     """Whether the lane takes ``request``'s class (:meth:`Lane.kind`): a single request, not a
-    wrapper, not a file transfer nor a difference request, and either without peer and
-    ``random_id`` fields or a read addressed to a peer (:func:`_peer_read`)."""
+    wrapper, a file transfer nor a difference request. A class with a peer or ``random_id``
+    field (reads, sends, chat writes alike) is described per call when the lane needs its
+    peer (:mod:`telethon_guard.lane`)."""
     kind = _kind_of(request) if isinstance(request, TLRequest) else None
-    ok = kind is not None and not (kind[2] or kind[4]) and (
-        not kind[1] or _peer_read(request, kind[0]))
+    ok = kind is not None and not (kind[2] or kind[4])
     return lane.kind(request, kind[0] if ok and kind is not None else None)
 
 
-def _peer_read(request: Any, method: str) -> bool:
-    """``True`` for a class with a peer (``peer`` / ``channel``) field whose calls the layers
-    treat as a call without one: no ``random_id`` field, a read (:func:`~telethon_guard.keys.
-    is_idempotent`), neither a send (:data:`~telethon_guard.keys.SEND_METHODS`: the per-peer
-    limiter windows, slow mode) nor a chat write (:data:`~telethon_guard.flood_scope.
-    WRITE_METHODS`: the per-chat flood scope). For such a call the peer changes only the key
-    a ``SLOWMODE_WAIT`` would be recorded under (the lane's failed attempt carries it to
-    :meth:`Pipeline.resume <telethon_guard.pipeline.Pipeline.resume>`): the limiter's specs,
-    the ledger's scopes to check and the scope tracker's success record are those of a call
-    without a peer."""
-    return (not hasattr(request, "random_id") and not hasattr(request, "to_peer")
-            and is_idempotent(method) and method not in SEND_METHODS
-            and method not in WRITE_METHODS)
+def _has_fields(request: Any) -> bool:
+    """Whether ``request``'s class has a peer or ``random_id`` field (:func:`_kind_of`;
+    ``True`` when the bounded table has no room for it: then it is described)."""
+    kind = _KINDS.get(type(request))
+    return kind is None or kind[1]
 
 
 async def lane_call(
@@ -197,13 +188,15 @@ async def lane_call(
     ``_call`` checks (the loop, ``request.resolve``); the deadline (``GuardConfig.deadline``
     from now; the attempt timer filed in the lane's :class:`~telethon_guard.clock.
     FifoDeadlines`); the breaker (CLOSED, no failure counted, no probe: nothing to acquire);
-    the flood ledger (nothing blocked); the limiter (no learned pace; the slot reserved now,
-    or given back and the call handed to the pipeline); the send and the await of its
-    answer; then the breaker's success record (only when it changes something), the pacer's
-    success record, the outcome count, ``RequestFinished`` (when someone listens) and the
-    session's ``process_entities``. An attempt that raised goes on in
-    :meth:`Pipeline.resume <telethon_guard.pipeline.Pipeline.resume>` (retry, flood ledger,
-    the DC switch of a ``*_MIGRATE``) exactly as the layers would.
+    the flood ledger (nothing blocked); the limiter (no learned pace; a send's per-chat
+    windows when configured; the slot reserved now, or given back and the call handed to the
+    pipeline); the send and the await of its answer; then the breaker's success record (only
+    when it changes something), the pacer's success record, the flood scope tracker's for a
+    write to a chat (only when it counts sends or tracks a flooded method), the outcome count,
+    ``RequestFinished`` (when someone listens) and the session's ``process_entities``. An
+    attempt that raised goes on in :meth:`Pipeline.resume <telethon_guard.pipeline.Pipeline.
+    resume>` (retry, flood ledger, the DC switch of a ``*_MIGRATE``) exactly as the layers
+    would.
     """
     state = link.guard
     lane: Lane | None = state.pipeline.lane
@@ -230,6 +223,14 @@ async def lane_call(
     if route is None:
         route = lane.route(account, dc_id, method)
     key, specs = route
+    peer: str | None = None
+    rid: int | None = None
+    described = False  # peer and random_id read (only when the lane needs them)
+    if lane.sends and _has_fields(request):  # a send's limiter windows are per chat
+        _, peer, rid = _tl.describe(request)
+        described = True
+        if peer is not None and (rid is not None or method in SEND_METHODS):  # is_send
+            specs = lane.send_specs(account, dc_id, method, peer)
     breakers = lane.breakers
     breaker = breakers.get(key) if breakers else None
     task = _CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None else asyncio.current_task()
@@ -263,7 +264,9 @@ async def lane_call(
         result = await fut
     except BaseException as exc:
         fired = timers is not None and timers.pending.pop(fut, None) is None
-        call = lane.call_of(method, request, account, dc_id, key, now, _tl.peer_key(request))
+        if not described:
+            _, peer, rid = _tl.describe(request)
+        call = lane.call_of(method, request, account, dc_id, key, now, peer, rid)
         call.send = functools.partial(attempt_once, client, send, request, ordered)
         try:
             try:
@@ -288,6 +291,12 @@ async def lane_call(
                 lane.pace_succeeded(account, method, answered)  # a pace learned in flight
             else:
                 lane.succeeded(account, method, answered)
+        if (lane.scope_sends or lane.scope_methods) and _has_fields(request):
+            if not described:  # the flood ledger's on_success: the scope tracker's record
+                _, peer, rid = _tl.describe(request)
+            if peer is not None:
+                lane.scopes.on_write(account, method, peer,
+                                     rid is not None or method in SEND_METHODS)
         per = lane.outcomes.get(method)
         if per is not None:
             per["ok"] = per.get("ok", 0) + 1

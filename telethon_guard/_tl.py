@@ -7,7 +7,7 @@ rate-limit keys and the server's ground-truth log line up.
 from __future__ import annotations
 
 from telethon import utils
-from telethon.tl import functions
+from telethon.tl import functions, types
 from telethon.tl.tlobject import TLObject, TLRequest
 
 # Wrappers that carry another request in ``query``; the inner one is "the method".
@@ -140,6 +140,86 @@ def peer_key(request: TLObject) -> str | None:
         peer = getattr(inner, "channel", None)
     if peer is None:
         return None
+    return _key_of_peer(peer)
+
+
+_MAX_SHORT_ID = 9999999999  # utils.get_peer_id re-resolves chat / channel ids beyond this
+_CHANNEL_MARK = 1000000000000  # marked channel id: -(1000000000000 + channel_id)
+
+
+_KEYS_MAX = 4096
+_USER_KEYS: dict[int, str] = {}
+_CHAT_KEYS: dict[int, str] = {}
+_CHANNEL_KEYS: dict[int, str] = {}
+"""Peer keys by id, per kind (bounded: cleared when full): a bot writes to the same chats
+over and over, and formatting a 13-digit marked id costs more than a look-up."""
+
+
+def _remember(table: dict[int, str], ident: int, key: str) -> str:
+    if len(table) >= _KEYS_MAX:
+        table.clear()
+    table[ident] = key
+    return key
+
+
+def _user_key(peer: TLObject) -> str | None:
+    ident = peer.user_id
+    if type(ident) is not int:
+        return None
+    key = _USER_KEYS.get(ident)
+    return key if key is not None else _remember(_USER_KEYS, ident, f"peer:{ident}")
+
+
+def _chat_key(peer: TLObject) -> str | None:
+    ident = peer.chat_id
+    if type(ident) is not int:
+        return None
+    key = _CHAT_KEYS.get(ident)
+    if key is not None:
+        return key
+    if 0 < ident <= _MAX_SHORT_ID:
+        return _remember(_CHAT_KEYS, ident, f"peer:{-ident}")
+    return None
+
+
+def _channel_key(peer: TLObject) -> str | None:
+    ident = peer.channel_id
+    if type(ident) is not int:
+        return None
+    key = _CHANNEL_KEYS.get(ident)
+    if key is not None:
+        return key
+    if 0 < ident <= _MAX_SHORT_ID:
+        return _remember(_CHANNEL_KEYS, ident, f"peer:{-(_CHANNEL_MARK + ident)}")
+    return None
+
+
+_PEER_KEYS = {
+    types.InputPeerUser: _user_key,
+    types.InputPeerUserFromMessage: _user_key,
+    types.InputUser: _user_key,
+    types.InputUserFromMessage: _user_key,
+    types.PeerUser: _user_key,
+    types.InputPeerChat: _chat_key,
+    types.PeerChat: _chat_key,
+    types.InputPeerChannel: _channel_key,
+    types.InputPeerChannelFromMessage: _channel_key,
+    types.InputChannel: _channel_key,
+    types.InputChannelFromMessage: _channel_key,
+    types.PeerChannel: _channel_key,
+}
+"""The common peer classes: their marked id read directly, as ``utils.get_peer_id`` computes it
+(users: the id; chats: ``-id``; channels: ``-(10**12 + id)``); ``None`` hands an unusual value
+(an id out of range, not an ``int``) to ``utils.get_peer_id`` itself."""
+
+
+def _key_of_peer(peer: TLObject) -> str | None:
+    """``"peer:<utils.get_peer_id(peer)>"``, or ``None`` when Telethon cannot mark ``peer``."""
+    fast = _PEER_KEYS.get(type(peer))
+    if fast is not None:
+        key = fast(peer)
+        if key is not None:
+            return key
     try:
         return f"peer:{utils.get_peer_id(peer)}"
     except (TypeError, ValueError):
@@ -175,14 +255,39 @@ def _fields(inner: TLObject) -> tuple[str | None, bool]:
     return fields
 
 
+_PLANS: dict[type, tuple[str, str | None, bool]] = {}
+
+
 def describe(request: TLObject) -> tuple[str, str | None, int | None]:
     """``(method_name(request), peer_key(request), random_id_of(request))`` in one pass (the
-    guard's per-call path): one unwrap, per-class caches, no look-up of absent fields."""
-    inner = unwrap(request)
-    name = method_name(inner)
-    peer_field, has_rid = _fields(inner)
+    guard's per-call path): one class look-up (``(method, peer field, has random_id)``,
+    cached per class; wrappers are looked through and never cached), no look-up of absent
+    fields, the common peer classes' marked ids read directly (:data:`_PEER_KEYS`)."""
+    plan = _PLANS.get(type(request))
+    if plan is None:
+        inner = unwrap(request)
+        plan = (method_name(inner), *_fields(inner))
+        if inner is not request:
+            request = inner
+        elif len(_PLANS) < _CACHE_MAX:
+            _PLANS[type(request)] = plan
+    name, peer_field, has_rid = plan
     peer = None
     if peer_field is not None:
-        peer = peer_key(inner)
-    rid = random_id_of(inner) if has_rid else None
+        target = getattr(request, peer_field, None)
+        if target is None and peer_field == "peer":
+            target = getattr(request, "channel", None)
+        if target is not None:
+            fast = _PEER_KEYS.get(type(target))  # _key_of_peer, inline
+            if fast is not None:
+                peer = fast(target)
+            if peer is None:
+                peer = _key_of_peer(target)
+    rid = None
+    if has_rid:
+        value = getattr(request, "random_id", None)
+        if isinstance(value, list):
+            rid = value[0] if value else None
+        elif isinstance(value, int):
+            rid = value
     return name, peer, rid

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
+from typing import Any
 
 from .call import CallInfo
 from .clock import Clock
@@ -154,27 +155,44 @@ class FloodScopeTracker:
                 return True
         return False
 
+    @property
+    def counts_sends(self) -> bool:
+        """``True`` when :meth:`on_success` records every send (``send_limits`` configured)."""
+        return bool(self._sends_cap)
+
+    @property
+    def tracked(self) -> OrderedDict[tuple[str, str], Any]:
+        """The live table of flooded ``(account, method)`` (empty: :meth:`on_success` of a
+        call that is not a counted send does nothing). Read it, never change it."""
+        return self._methods
+
     def on_success(self, call: CallInfo) -> None:
         """Count a write to ``call.peer`` that Telegram accepted (sends for ``send_limits``,
         successes in other chats for narrowing). Cheap for any other call."""
         peer = call.peer
         if peer is None:
             return
-        if self._sends_cap and is_send(call):
-            sends = self._sends.get(call.account)
+        self.on_write(call.account, call.method, peer, is_send(call))
+
+    def on_write(self, account: str, method: str, peer: str, send: bool) -> None:
+        """:meth:`on_success` of a call of ``method`` to ``peer`` (``send``: :func:`~telethon_
+        guard.keys.is_send` of it) for a caller without a :class:`CallInfo` (the straight
+        lane)."""
+        if send and self._sends_cap:
+            sends = self._sends.get(account)
             if sends is None:
-                sends = self._sends[call.account] = deque(maxlen=self._sends_cap)
+                sends = self._sends[account] = deque(maxlen=self._sends_cap)
             sends.append(self._clock.now())
         methods = self._methods
         if not methods:
             return
-        m = methods.get((call.account, call.method))
+        m = methods.get((account, method))
         if m is None or not m.wide or peer in m.flooded:
             return
         m.ok_run += 1
         if m.ok_run >= self._narrow_after:
             log.info("FLOOD_WAIT on %s narrowed to per chat for account %s (%d writes to "
-                     "other chats succeeded)", call.method, call.account, m.ok_run)
+                     "other chats succeeded)", method, account, m.ok_run)
             m.wide = False
             m.ok_run = 0
             m.flooded = set()

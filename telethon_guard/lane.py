@@ -2,13 +2,24 @@
 
 Most calls pass every layer without waiting: nothing blocked in the flood ledger, the breaker
 CLOSED with no failure counted, no learned pace for the method, the limiter's slot free now,
-no deadline scope, one request of a class without ``random_id`` field and either without a peer
-field or a read (``messages.getHistory``: never a send or a chat write). For those, the
-guarded client's ``client(request)`` (:func:`telethon_guard._client_call.lane_call`) does the
-layers' work inline in ONE coroutine frame, reading this object's fields: the deadline (one
-clock read, the attempt timer filed in a :class:`~telethon_guard.clock.FifoDeadlines`), the
-limiter's reservation, the send, the await, then the success bookkeeping (the breaker's, the
-pacer's, the outcome count, ``RequestFinished`` when someone listens).
+no deadline scope, one request (not a wrapper, a file transfer nor a difference request of the
+update loop). Reads, sends (``messages.sendMessage``...) and chat writes
+(``messages.editMessage``...) alike: for those, the guarded client's ``client(request)``
+(:func:`telethon_guard._client_call.lane_call`) does the layers' work inline in ONE coroutine
+frame, reading this object's fields: the deadline (one clock read, the attempt timer filed in
+a :class:`~telethon_guard.clock.FifoDeadlines`), the limiter's reservation (a send's per-chat
+windows included: :meth:`Lane.send_specs`), the send, the await, then the success bookkeeping
+(the breaker's, the pacer's, the flood scope tracker's for a write to a chat when it counts
+anything, the outcome count, ``RequestFinished`` when someone listens).
+
+With nothing blocked in the flood ledger, a call's peer and ``random_id``
+(:func:`~telethon_guard._tl.describe`) change what the layers do before and after a successful
+attempt only through the limiter's windows (``send_limits`` and per-chat limits, for a send:
+:func:`~telethon_guard.keys.is_send`) and the scope tracker's success record
+(:meth:`~telethon_guard.flood_scope.FloodScopeTracker.on_write`); so the lane describes them
+only when those are configured or tracking something, and for an attempt that raised (its
+:class:`CallInfo` carries both: the slow mode and chat flood scopes, ``idempotent``,
+``AlreadyDelivered``).
 
 Anything else goes through :meth:`Pipeline.invoke <telethon_guard.pipeline.Pipeline.invoke>`,
 the single definition of the semantics: a call the lane cannot admit before it sends (a check
@@ -60,6 +71,12 @@ class Lane:
     * ``breakers``: the storage's breaker table (:meth:`MemoryStorage.breaker_table`);
     * ``paces``: the pacer's learned-pace table (``{(account, method): ...}``; empty: none);
     * ``routes``: ``{(account, DC, method): (breaker key, limiter specs)}`` (:meth:`route`);
+    * ``sends``: a send's limiter specs depend on its chat (``send_limits`` or per-chat
+      limits configured, and a limiter); ``send_routes``: ``{(account, DC, method, peer):
+      specs}`` of sends (:meth:`send_specs`);
+    * ``scopes``: the flood ledger's :class:`~telethon_guard.flood_scope.FloodScopeTracker`,
+      ``scope_sends``: it counts sends, ``scope_methods``: its live table of flooded methods
+      (either: a write to a chat is told to it on success);
     * ``decide`` / ``release``: the limiter's synchronous reservation and its give-back
       (``None``: no limiter window applies);
     * ``length``: the attempt timer's length, seconds (``min(deadline, attempt_timeout)``,
@@ -75,8 +92,8 @@ class Lane:
 
     __slots__ = ("account", "breaker", "breakers", "by_deadline", "callbacks", "deadline",
                  "decide", "enabled", "events", "flood", "kinds", "length", "monotonic", "now",
-                 "outcomes",
-                 "paces", "pipeline", "probes", "quiet", "release", "routes", "shared",
+                 "outcomes", "paces", "pipeline", "probes", "quiet", "release", "routes",
+                 "scope_methods", "scope_sends", "scopes", "send_routes", "sends", "shared",
                  "succeeded", "timers")
 
     def __init__(self, pipeline: Pipeline, storage: MemoryStorage) -> None:
@@ -96,6 +113,12 @@ class Lane:
         self.routes: dict[tuple[str, int, str], _Route] = {}
         limited = pipeline.rate_layer in pipeline.layers
         self.decide = pipeline.limiter.decide_local if limited else None
+        self.sends = self.decide is not None and bool(
+            config.send_limits or config.peer_limits_private or config.peer_limits_group)
+        self.send_routes: dict[tuple[str, int, str, str], tuple[Any, ...]] = {}
+        self.scopes = pipeline.ledger.scopes
+        self.scope_sends = self.scopes.counts_sends
+        self.scope_methods = self.scopes.tracked
         self.release = storage.release_sync
         self.deadline = config.deadline
         timeout = config.attempt_timeout
@@ -124,10 +147,9 @@ class Lane:
 
     def kind(self, request: Any, method: str | None) -> str:
         """Remember whether the lane takes ``request``'s class: ``method`` (its method name),
-        or ``None`` when the client's description of the class rules it out (a ``random_id``
-        field, a peer field on a class that is not a read, a send or a chat write, a file
-        transfer, a difference request, a wrapper). Returns the
-        method name, or ``""`` (never)."""
+        or ``None`` when the client's description of the class rules it out (a file
+        transfer, a difference request, a wrapper). Returns the method name, or ``""``
+        (never)."""
         name = method if method is not None and method not in TRANSFER_METHODS else ""
         if len(_KINDS) < 4096:
             _KINDS[type(request)] = name
@@ -149,6 +171,26 @@ class Lane:
             routes.clear()
         route = routes[(account, dc_id, method)] = (key, specs)
         return route
+
+    def send_specs(self, account: str, dc_id: int, method: str, peer: str) -> tuple[Any, ...]:
+        """The limiter specs of a send (:func:`~telethon_guard.keys.is_send`) of ``method``
+        to ``peer`` (``"peer:<id>"``): the spec tuple :meth:`LimitKeys.specs
+        <telethon_guard.limiter.LimitKeys.specs>` builds for it without a learned pace (the
+        account's ``send_limits`` and the chat's per-chat windows after the route's specs).
+        Cached per ``(account, DC, method, peer)``; bounded (cleared when full)."""
+        routes = self.send_routes
+        specs = routes.get((account, dc_id, method, peer))
+        if specs is not None:
+            return specs
+        keys = self.pipeline.limit_keys
+        probe = CallInfo(method, None, account, dc_id, peer, 0)  # a send: random_id set
+        specs = keys.specs(probe)
+        if keys.pace_spec(probe, specs) is not None:
+            specs = specs[:-1]  # the lane never runs a call with a learned pace
+        if len(routes) >= 4096:
+            routes.clear()
+        routes[(account, dc_id, method, peer)] = specs
+        return specs
 
     def breaker_succeeded(self, key: str, account: str) -> None:
         """The breaker's success record of a lane call when its breaker has something to
@@ -189,13 +231,15 @@ class Lane:
         return timers
 
     def call_of(self, method: str, request: Any, account: str, dc_id: int, key: str,
-                now: float, peer: str | None = None) -> CallInfo:
+                now: float, peer: str | None = None,
+                random_id: int | None = None) -> CallInfo:
         """The :class:`CallInfo` of a lane call whose first attempt (started at ``now``)
-        raised: as the layers would have left it at that point (``peer``: the request's
-        :func:`~telethon_guard._tl.peer_key`, as ``make_call`` describes it; deadline and
-        budget filled, breaker key, one attempt, stage ``network``)."""
-        call = CallInfo(method, request, account, dc_id, peer, None, False,
-                        is_idempotent(method))
+        raised: as the layers would have left it at that point (``peer``, ``random_id``: the
+        request's, as ``make_call`` describes them with :func:`~telethon_guard._tl.describe`;
+        ``idempotent`` from both; deadline and budget filled, breaker key, one attempt, stage
+        ``network``)."""
+        call = CallInfo(method, request, account, dc_id, peer, random_id, False,
+                        is_idempotent(method, random_id))
         deadline = self.deadline
         if deadline is not None:
             call.deadline_at = now + deadline

@@ -43,3 +43,58 @@ def test_idempotent_requests_are_reads_transfers_known_ones_or_carry_a_random_id
     assert not keys.is_idempotent("auth.sendCode")
     assert not keys.is_idempotent("channels.createChannel")
     assert not keys.is_idempotent("messages.exportChatInvite")
+
+
+def _marked(peer: object) -> str | None:
+    """The peer key as Telethon marks ids (what ``_tl.peer_key`` spelled before its fast
+    paths): ``"peer:<utils.get_peer_id(peer)>"`` of a copy (get_peer_id may rewrite an id)."""
+    import copy
+
+    from telethon import utils
+
+    try:
+        return f"peer:{utils.get_peer_id(copy.deepcopy(peer))}"
+    except (TypeError, ValueError):
+        return None
+
+
+def test_peer_keys_are_telethons_marked_ids_for_every_peer_class() -> None:
+    from telethon import functions, types
+
+    from telethon_guard import _tl
+
+    msg = types.InputPeerUser(1, 2)
+    ids = [1, 5, 777000, 2**31, 9999999999, 10000000000, 1000000000077, 2**40, 0, -5, True]
+    peers: list[object] = [types.InputPeerSelf(), types.InputPeerEmpty()]
+    for ident in ids:
+        peers += [types.InputPeerUser(ident, 3), types.InputUser(ident, 3),
+                  types.PeerUser(ident), types.InputPeerUserFromMessage(msg, 4, ident),
+                  types.InputUserFromMessage(msg, 4, ident), types.InputPeerChat(ident),
+                  types.PeerChat(ident), types.InputPeerChannel(ident, 3),
+                  types.InputChannel(ident, 3), types.PeerChannel(ident),
+                  types.InputPeerChannelFromMessage(msg, 4, ident),
+                  types.InputChannelFromMessage(msg, 4, ident)]
+    assert {type(p) for p in peers} >= set(_tl._PEER_KEYS)  # every fast path checked
+    for peer in peers:
+        want = _marked(peer)
+        for request in (
+                functions.messages.SendMessageRequest(peer=peer, message="x", random_id=7),
+                functions.messages.EditMessageRequest(peer=peer, id=1),
+                functions.channels.GetFullChannelRequest(peer),
+                functions.messages.ForwardMessagesRequest(
+                    from_peer=types.InputPeerEmpty(), id=[1], to_peer=peer, random_id=[8]),
+                functions.InvokeWithoutUpdatesRequest(
+                    functions.messages.SendMessageRequest(peer=peer, message="x",
+                                                          random_id=9))):
+            assert _tl.peer_key(request) == want, (peer, request)
+            method, key, rid = _tl.describe(request)
+            assert key == want and method == _tl.method_name(request), (peer, request)
+            assert rid == _tl.random_id_of(request)
+    assert _tl.peer_key(types.InputPeerChannel(77, 5)) is None  # not a request: no field
+    assert _tl.describe(functions.messages.SendMessageRequest(
+        peer=types.InputPeerChannel(77, 5), message="x", random_id=7)) == (
+        "messages.sendMessage", "peer:-1000000000077", 7)
+    assert _tl.describe(functions.messages.ForwardMessagesRequest(
+        from_peer=types.InputPeerEmpty(), id=[1, 2], to_peer=types.InputPeerChat(5),
+        random_id=[8, 9])) == ("messages.forwardMessages", "peer:-5", 8)
+    assert _tl.describe(functions.updates.GetStateRequest()) == ("updates.getState", None, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,12 @@ from telethon.sessions import StringSession
 
 from telethon_guard import GuardedTelegramClient
 from telethon_guard.clock import FifoDeadlines
-from telethon_guard.errors import DeadlineExceeded, SlowModeBlocked
+from telethon_guard.errors import (
+    AlreadyDelivered,
+    DeadlineExceeded,
+    MayHaveRunError,
+    SlowModeBlocked,
+)
 from telethon_guard.events import EventBus
 from telethon_guard.fakeclock import FakeClock
 from telethon_guard.health import deadline_scope
@@ -90,6 +96,35 @@ def _full_channel() -> Any:
     return functions.channels.GetFullChannelRequest(types.InputChannel(77, 5))
 
 
+_CHATS: dict[str, Any] = {
+    "A": types.InputPeerChannel(77, 5), "B": types.InputPeerChat(5),
+    "C": types.InputPeerChannel(78, 6), "D": types.InputPeerChannel(79, 7),
+    "U": types.InputPeerUser(9, 1),
+}
+
+
+def _send(chat: str = "A") -> Callable[[], Any]:
+    """``messages.sendMessage`` into ``chat`` (a send: ``random_id``, SEND_METHODS)."""
+    return lambda: functions.messages.SendMessageRequest(
+        peer=_CHATS[chat], message="hi", random_id=1234)
+
+
+def _edit(chat: str = "A") -> Callable[[], Any]:
+    """``messages.editMessage`` in ``chat`` (a chat write, not idempotent, not a send)."""
+    return lambda: functions.messages.EditMessageRequest(peer=_CHATS[chat], id=1, message="x")
+
+
+def _reaction(chat: str = "B") -> Callable[[], Any]:
+    """``messages.sendReaction`` (a send without ``random_id``: SEND_METHODS)."""
+    return lambda: functions.messages.SendReactionRequest(peer=_CHATS[chat], msg_id=1)
+
+
+def _forward(chat: str = "B") -> Callable[[], Any]:
+    """``messages.forwardMessages`` to ``chat`` (``to_peer``, a list of ``random_id``)."""
+    return lambda: functions.messages.ForwardMessagesRequest(
+        from_peer=_CHATS["A"], id=[1], to_peer=_CHATS[chat], random_id=[99])
+
+
 # Each scenario: config, then steps (a call's send outcomes); every step is one call.
 _SCENARIOS: dict[str, tuple[dict[str, Any], list[list[Any]]]] = {
     "success": ({"rate_limits": ((100, 1.0),)}, [["ok"], ["ok"]]),
@@ -131,21 +166,84 @@ _SCENARIOS: dict[str, tuple[dict[str, Any], list[list[Any]]]] = {
     "peer_read_timeout_retried": ({"attempt_timeout": 2, "retry_base_delay": 0.1},
                                   [["hang", "ok"], ["ok"]]),
 }
-_PEER_READS: dict[str, Callable[[], Any]] = {
-    "peer_read_success": _history, "peer_read_flood_wait": _history,
-    "peer_read_flood_too_long": _full_channel, "peer_read_slowmode": _history,
-    "peer_read_retried": _full_channel, "peer_read_timeout_retried": _history,
+_SEND_LIMITS: dict[str, Any] = {"rate_limits": ((100, 1.0),), "send_limits": ((5, 20.0),),
+                                 "peer_limits_group": ((1, 3.0),),
+                                 "peer_limits_private": ((1, 4.0),)}
+# Sends and chat writes (the lane's too): their per-chat limiter windows, chat flood scopes,
+# slow mode, idempotency by random_id, RANDOM_ID_DUPLICATE, the flood scope tracker.
+_SCENARIOS.update({
+    "send_per_chat_windows": (_SEND_LIMITS, [["ok"]] * 6),
+    "send_flood_wait_fits": ({"max_flood_wait": 10},
+                             [[te.FloodWaitError(None, capture=3), "ok"], ["ok"]]),
+    "send_flood_too_long": ({"max_flood_wait": 10},
+                            [[te.FloodWaitError(None, capture=100)], ["ok"]]),
+    "send_slowmode": ({"max_flood_wait": 10},
+                      [[te.SlowModeWaitError(None, capture=100)], ["ok"]]),
+    "send_slowmode_fits": ({"max_flood_wait": 10},
+                           [[te.SlowModeWaitError(None, capture=5), "ok"], ["ok"]]),
+    "send_peer_flood": ({}, [[te.PeerFloodError(None)], ["ok"]]),
+    "send_timeout_retried": ({"attempt_timeout": 2, "retry_base_delay": 0.1},
+                             [["hang", "ok"], ["ok"]]),
+    "send_random_id_duplicate": ({"retry_base_delay": 0.1},
+                                 [[ConnectionError("reset"), te.RandomIdDuplicateError(None)],
+                                  ["ok"]]),
+    "send_transport_retried": ({"retry_base_delay": 0.5},
+                               [[ConnectionError("reset"), "ok"],
+                                [te.RpcCallFailError(None), te.FloodWaitError(None, capture=2),
+                                 "ok"]]),
+    "send_transport_exhausted": ({"retry_max_attempts": 2, "retry_base_delay": 0.5},
+                                 [[ConnectionError("a"), ConnectionError("b")], ["ok"]]),
+    "send_at_send_limit_widens": ({"send_limits": ((2, 30.0),), "max_flood_wait": 10},
+                                  [["ok"], [te.FloodWaitError(None, capture=100)]]),
+    "send_widened_then_narrowed": ({"flood_widen_chats": 2, "flood_narrow_after": 2,
+                                    "max_flood_wait": 10},
+                                   [[te.FloodWaitError(None, capture=1), "ok"],
+                                    [te.FloodWaitError(None, capture=1), "ok"], ["ok"], ["ok"],
+                                    [te.FloodWaitError(None, capture=100)]]),
+    "edit_timeout_may_have_run": ({"attempt_timeout": 2, "retry_base_delay": 0.1},
+                                  [["hang", "ok"], ["ok"]]),
+    "edit_flood_wait_fits": ({"max_flood_wait": 10, **_SEND_LIMITS},
+                             [["ok"], [te.FloodWaitError(None, capture=3), "ok"], ["ok"]]),
+    "edit_flood_too_long": ({"max_flood_wait": 10},
+                            [[te.FloodWaitError(None, capture=100)], ["ok"]]),
+    "reaction_per_chat_window": (_SEND_LIMITS, [["ok"], ["ok"], ["ok"]]),
+    "forward_per_chat_window": ({**_SEND_LIMITS, "max_flood_wait": 10},
+                                [["ok"], [te.FloodWaitError(None, capture=3), "ok"], ["ok"]]),
+})
+_REQUESTS: dict[str, list[Callable[[], Any]]] = {
+    "peer_read_success": [_history], "peer_read_flood_wait": [_history],
+    "peer_read_flood_too_long": [_full_channel], "peer_read_slowmode": [_history],
+    "peer_read_retried": [_full_channel], "peer_read_timeout_retried": [_history],
+    # A, B (group chats), U (private), A again: each chat's window, then the account's sends
+    "send_per_chat_windows": [_send("A"), _send("B"), _send("U"), _send("A"), _send("U"),
+                              _send("C")],
+    "send_flood_wait_fits": [_send("A"), _send("B")],
+    "send_flood_too_long": [_send("A"), _send("B")],
+    "send_slowmode": [_send("A"), _send("B")],
+    "send_slowmode_fits": [_send("A")],
+    "send_peer_flood": [_send("U"), _send("A")],
+    "send_timeout_retried": [_send("A")],
+    "send_random_id_duplicate": [_send("A")],
+    "send_transport_retried": [_send("A"), _send("B")],
+    "send_transport_exhausted": [_send("A")],
+    "send_at_send_limit_widens": [_send("A"), _send("B")],
+    "send_widened_then_narrowed": [_send("A"), _send("B"), _send("C"), _send("C"), _send("D")],
+    "edit_timeout_may_have_run": [_edit("A")],
+    "edit_flood_wait_fits": [_edit("A"), _edit("A"), _send("A")],
+    "edit_flood_too_long": [_edit("B"), _edit("A")],
+    "reaction_per_chat_window": [_reaction("B"), _reaction("B"), _reaction("A")],
+    "forward_per_chat_window": [_forward("B"), _forward("B"), _forward("U")],
 }
 
 
 async def _play(lane: bool, cfg: dict[str, Any], steps: list[list[Any]],
-                request: Callable[[], Any] = _request) -> dict[str, Any]:
+                requests: list[Callable[[], Any]] = [_request]) -> dict[str, Any]:  # noqa: B006
     client, sender, clock, rec = _client(lane, **cfg)
     outcomes: list[str] = []
-    for outcomes_of_call in steps:
+    for i, outcomes_of_call in enumerate(steps):
         sender.outcomes = list(outcomes_of_call)
         try:
-            outcomes.append(repr(await bounded(client(request()))))
+            outcomes.append(repr(await bounded(client(requests[i % len(requests)]()))))
         except Exception as exc:
             outcomes.append(f"{type(exc).__name__} {type(exc.__cause__).__name__}")
         outcomes.append(f"left={len(sender.outcomes)}")
@@ -164,15 +262,54 @@ async def _play(lane: bool, cfg: dict[str, Any], steps: list[list[Any]],
 @pytest.mark.parametrize("name", sorted(_SCENARIOS))
 async def test_the_lane_gives_what_the_pipeline_gives(name: str) -> None:
     cfg, steps = _SCENARIOS[name]
-    request = _PEER_READS.get(name, _request)
-    lane = await _play(True, cfg, steps, request)
-    chain = await _play(False, cfg, steps, request)
+    requests = _REQUESTS.get(name, [_request])
+    lane = await _play(True, cfg, steps, requests)
+    chain = await _play(False, cfg, steps, requests)
     assert lane == chain
     assert lane["events"]  # RequestFinished at least: someone listens
-    if name == "peer_read_slowmode":  # the lane's failed attempt carried the request's peer
-        assert any("slowmode" in k and "peer:-100" in k for k in lane["blocked"]), lane
+    _check_scenario(name, lane)
+
+
+def _check_scenario(name: str, got: dict[str, Any]) -> None:
+    """What each scenario must show (beyond lane == invoke): the rule it exercises applied."""
+    out, sends, blocked = got["outcomes"], got["sends"], got["blocked"]
+    if name in ("peer_read_slowmode", "send_slowmode"):  # the failed attempt carried the peer
+        assert blocked == ["acct:a1/slowmode:peer:-1000000000077"], got
+        assert out[0].startswith("SlowModeBlocked") and out[2] == repr(_STATE)
     if name == "peer_read_success":  # no per-peer window on a read: three calls, no wait
-        assert len(lane["sends"]) == 3 and len(set(lane["sends"])) == 1
+        assert len(sends) == 3 and len(set(sends)) == 1
+    if name == "send_per_chat_windows":
+        # A, B, U at once (three chats); A again after A's 3 s group window (+ margin), U
+        # after its 4 s private window; C after the account's 5 sends per 20 s.
+        assert sends[:3] == [sends[0]] * 3 and 3.0 < sends[3] - sends[0] < 4.0
+        assert 4.0 < sends[4] - sends[0] < 5.0 and 20.0 < sends[5] - sends[0] < 21.0
+    if name in ("send_flood_wait_fits", "edit_flood_wait_fits"):  # the chat's writes blocked
+        assert any("FloodWaitStarted" in e and "scope='acct:a1/writes:peer#" in e
+                   for e in got["events"]), got["events"]  # (peer ids redacted)
+    if name in ("send_flood_too_long", "edit_flood_too_long", "send_widened_then_narrowed"):
+        chat = {"send_flood_too_long": "peer:-1000000000077", "edit_flood_too_long": "peer:-5",
+                "send_widened_then_narrowed": "peer:-1000000000079"}[name]
+        assert blocked == [f"acct:a1/writes:{chat}"], got  # narrowed again: D's chat only
+        last = 0 if name != "send_widened_then_narrowed" else 8  # outcome, left=, per call
+        assert out[last].startswith("FloodWaitBlocked"), out
+    if name == "send_at_send_limit_widens":  # the lane's first send was counted
+        assert blocked == ["acct:a1/method:messages.sendMessage"], got
+    if name == "send_slowmode_fits":
+        assert len(sends) == 3 and sends[1] - sends[0] == pytest.approx(5.0)
+    if name == "send_peer_flood":
+        assert out[0] == "PeerFloodError NoneType" and len(sends) == 2  # never retried
+    if name == "send_timeout_retried":  # a random_id: safe to send again
+        assert out[0] == repr(_STATE) and len(sends) == 3
+    if name == "edit_timeout_may_have_run":  # no random_id, not a read: never re-sent
+        assert out[0].startswith("MayHaveRunError") and len(sends) == 2
+    if name == "send_random_id_duplicate":
+        assert out[0] == "AlreadyDelivered RandomIdDuplicateError" and len(sends) == 3
+    if name == "reaction_per_chat_window":  # B's window (3 s), A at once
+        assert 3.0 < sends[1] - sends[0] < 4.0 and sends[2] == sends[1]
+    if name == "forward_per_chat_window":  # to_peer's window: B, B (flood), then U at once
+        assert any("FloodWaitStarted" in e and "scope='acct:a1/writes:peer#" in e
+                   for e in got["events"]), got["events"]
+        assert 3.0 < sends[1] - sends[0]
 
 
 async def test_a_read_addressed_to_a_peer_runs_in_the_lane_alone() -> None:
@@ -236,7 +373,7 @@ async def test_a_call_no_layer_stops_runs_in_the_lane_alone() -> None:
 
 @pytest.mark.parametrize("case", ["flood_blocked", "pace", "deadline_scope", "breaker_failures",
                                   "limiter_full", "not_a_lane_class", "flood_sleep_threshold",
-                                  "send_without_random_id", "chat_write", "peer_not_a_read"])
+                                  "send_chat_window_full"])
 async def test_what_the_lane_cannot_take_goes_through_invoke(case: str) -> None:
     client, sender, _clock, _ = _client(True, rate_limits=((1, 10.0),), max_flood_wait=30)
     pipe = client.guard.pipeline
@@ -255,16 +392,14 @@ async def test_what_the_lane_cannot_take_goes_through_invoke(case: str) -> None:
         await pipe.storage.breaker_failure("acct:a1/dc:2", pipe.breaker.policy)
     elif case == "limiter_full":
         assert await bounded(client(_request())) == _STATE  # takes the only slot
-    elif case == "not_a_lane_class":
-        request = functions.messages.SendMessageRequest(
-            peer=types.InputPeerChat(5), message="hi", random_id=7)
-    elif case == "send_without_random_id":  # a send (SEND_METHODS): per-peer windows apply
-        request = functions.messages.SendReactionRequest(peer=types.InputPeerChat(5), msg_id=1)
-    elif case == "chat_write":  # a chat write (flood_scope.WRITE_METHODS): per-chat floods
-        request = functions.messages.EditMessageRequest(peer=types.InputPeerChat(5), id=1,
-                                                        message="x")
-    elif case == "peer_not_a_read":  # may have run when its attempt timed out
-        request = functions.channels.JoinChannelRequest(types.InputChannel(77, 5))
+    elif case == "not_a_lane_class":  # a file part (the transfer window, FLOOD_PREMIUM)
+        request = functions.upload.SaveFilePartRequest(file_id=1, file_part=0, bytes=b"x")
+    elif case == "send_chat_window_full":  # the account's window free, the chat's is not
+        client, sender, _clock, _ = _client(True, rate_limits=((100, 1.0),),
+                                            peer_limits_group=((1, 10.0),))
+        pipe = client.guard.pipeline
+        assert await bounded(client(_send("B")())) == _STATE
+        request = _send("B")()
     elif case == "flood_sleep_threshold":
         kwargs["flood_sleep_threshold"] = 5
     ran, profile = _entry_points(client)
@@ -278,8 +413,59 @@ async def test_what_the_lane_cannot_take_goes_through_invoke(case: str) -> None:
     finally:
         sys.setprofile(None)
     assert ran[0] == "Pipeline.invoke"
-    if case == "limiter_full":  # the slot was given back: the limiter waited for the next
-        assert sender.times[-1] - sender.times[0] >= 10.0
+    if case in ("limiter_full", "send_chat_window_full"):  # the slot was given back: the
+        assert sender.times[-1] - sender.times[0] >= 10.0  # limiter waited for the next
+
+
+async def test_sends_and_chat_writes_run_in_the_lane_alone() -> None:
+    # Per-chat windows and counted sends (send_limits): the lane reserves the chat's window
+    # and tells the flood scope tracker, as the limiter and the flood ledger would.
+    client, sender, clock, _rec = _client(True, rate_limits=((100, 1.0),),
+                                          send_limits=((10, 60.0),),
+                                          peer_limits_group=((1, 30.0),),
+                                          peer_limits_private=((1, 30.0),))
+    pipe = client.guard.pipeline
+    for request in (_send("A"), _send("B"), _edit("A"), _reaction("U"), _forward("C"),
+                    _edit("B"), _history):
+        result, ran = await _profiled(client, request())
+        assert result == _STATE and ran == [], request
+    assert len(set(sender.times)) == 1  # each send to its own chat: no window waited
+    assert pipe.stats()["calls"] == {
+        "messages.sendMessage": {"ok": 2}, "messages.editMessage": {"ok": 2},
+        "messages.sendReaction": {"ok": 1}, "messages.forwardMessages": {"ok": 1},
+        "messages.getHistory": {"ok": 1}}
+    assert pipe.ledger.scopes._sends["a1"] == deque([clock.now()] * 4, maxlen=10)
+    lane = pipe.lane
+    assert lane is not None and sorted(k[3] for k in lane.send_routes) == [
+        "peer:-1000000000077", "peer:-1000000000078", "peer:-5", "peer:9"]
+    # The chat's window is full now: a send to A waits in the pipeline's limiter.
+    result, ran = await _profiled(client, _send("A")())
+    assert result == _STATE and ran[0] == "Pipeline.invoke"
+    assert sender.times[-1] - sender.times[0] >= 30.0
+
+
+async def test_a_failed_lane_send_carries_its_peer_and_random_id() -> None:
+    client, sender, _clock, _rec = _client(True, attempt_timeout=2, retry_base_delay=0.1)
+    sender.outcomes = [te.RandomIdDuplicateError(None)]
+    with pytest.raises(AlreadyDelivered) as info:
+        await bounded(client(_send("A")()))
+    assert info.value.random_id == 1234 and len(sender.times) == 1
+    sender.outcomes = ["hang"]  # a random_id: re-sent after the attempt timeout
+    ran, profile = _entry_points(client)
+    sys.setprofile(profile)
+    try:
+        assert await bounded(client(_send("A")())) == _STATE
+    finally:
+        sys.setprofile(None)
+    assert ran[0] == "Pipeline.resume" and len(sender.times) == 3
+    sender.outcomes = ["hang"]  # no random_id, not a read: may have run, not re-sent
+    with pytest.raises(MayHaveRunError):
+        await bounded(client(_edit("A")()))
+    assert len(sender.times) == 4
+    sender.outcomes = [te.SlowModeWaitError(None, capture=100)]
+    with pytest.raises(SlowModeBlocked):
+        await bounded(client(_forward("B")()))  # to_peer is the chat
+    assert list(client.guard.pipeline.storage.flood_table()) == ["acct:a1/slowmode:peer:-5"]
 
 
 async def test_the_lane_timer_cancels_a_hanging_attempt_at_the_deadline() -> None:
