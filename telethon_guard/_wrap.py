@@ -6,7 +6,10 @@ Hook points (Telethon 1.45, see docs design-notes §2):
 * ``_call(sender, request, ordered, flood_sleep_threshold)``: every request of the client,
   on the main sender and on exported other-DC senders (downloads), and batched lists. Each
   request (each element of a list) becomes one :class:`~telethon_guard.call.CallInfo` and goes
-  through ``Pipeline.invoke`` with a ``send()`` that makes exactly one network attempt.
+  through ``Pipeline.invoke`` with a ``send()`` that makes exactly one network attempt; a
+  ``client(request)`` on the main sender takes the straight lane first (:mod:`telethon_guard.
+  lane`: the layers' work inline when nothing would stop the call), as
+  :class:`~telethon_guard.GuardedTelegramClient` does.
   Telethon's own flood sleeping, flat 2 s retries and flood memo never act: its
   ``flood_sleep_threshold`` is 0 and its ``_flood_waited_requests`` memo never stores.
 * ``connect()``: the init request ``InvokeWithLayer(InitConnection(GetConfig))`` that Telethon
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from . import _telethon as tl
-from ._client_call import guarded_call, is_user_authorized
+from ._client_call import guarded_call, is_user_authorized, lane_call
 from ._client_connect import guarded_connect, guarded_disconnect
 from ._client_guard import ClientGuard
 from ._client_senders import create_exported_sender, replace_main_sender
@@ -58,6 +61,10 @@ if TYPE_CHECKING:
     from telethon import TelegramClient
 
 __all__ = ["attach", "guard"]
+
+_LANE_KW = frozenset({"ordered", "flood_sleep_threshold"})
+"""The keyword arguments of a ``_call`` that :func:`~telethon_guard._client_call.lane_call`
+takes as they are (Telethon's ``__call__`` passes ``ordered``)."""
 
 log = logging.getLogger("telethon_guard")
 
@@ -101,6 +108,11 @@ def attach(client: TelegramClient, state: ClientGuard) -> TelegramClient:
         replace_main_sender(client, state)
 
     def call_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:
+        # client(request): Telethon's __call__ sends on the main sender; the straight lane
+        # takes it when nothing would stop it, as GuardedTelegramClient.__call__ does.
+        if len(args) == 2 and args[0] is tl.main_sender(client) and kw.keys() <= _LANE_KW:
+            return lane_call(client, link, args[1], kw.get("ordered", False),
+                             kw.get("flood_sleep_threshold"))
         return guarded_call(client, state, *args, **kw)
 
     def connect_wrapper(wrapped: Any, instance: Any, args: Any, kw: Any) -> Any:

@@ -10,7 +10,9 @@ when the server cannot answer; ``local()`` runs the same operation on a process-
   :class:`~telethon_guard.events.StorageFallback` (``active=True``). The server is tried again
   at most every ``probe_interval`` seconds of the guard clock; when it answers, state is shared
   again (``StorageFallback(active=False)``) and flood blocks learned meanwhile are handed to
-  the backend's ``copy_back`` (so the other processes see them).
+  the backend's ``copy_back`` (so the other processes see them). Under either policy the
+  listeners registered with :meth:`OutageFallback.on_recovery` are then called, once (the
+  shared paces re-publish what did not reach the server: :mod:`telethon_guard.shared_pace`).
 * policy ``"fail"``: :class:`~telethon_guard.errors.StorageUnavailableError` (a
   ``ConnectionError``) is raised ``from`` the backend's error; between probes it is raised at
   once, without a network attempt.
@@ -87,6 +89,7 @@ class OutageFallback:
         ``StorageUnavailableError`` raised under ``"fail"``."""
         self._probe_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._listeners: list[Callable[[], None]] = []
         self.fallbacks = 0
         """Number of times the server became unavailable (for stats and tests)."""
 
@@ -99,6 +102,21 @@ class OutageFallback:
     def buses(self) -> tuple[Any, ...]:
         """The event buses :class:`~telethon_guard.events.StorageFallback` is delivered to."""
         return tuple(self._buses)
+
+    def on_recovery(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` once, when the server answers again after the current outage
+        (registered while the server is available: after the next one). One-shot: a listener
+        that wants a later recovery registers again. Called synchronously by the operation
+        that found the server back, after ``StorageFallback(active=False)`` and the copy-back
+        started: it must not block (start tasks for I/O); an exception it raises is logged.
+        Listeners are kept until then (callers register once per outage)."""
+        self._listeners.append(listener)
+
+    def _call_listener(self, listener: Callable[[], None]) -> None:
+        try:
+            listener()
+        except Exception:
+            logger.warning("a recovery listener of %s failed", self.name, exc_info=True)
 
     @property
     def available(self) -> bool:
@@ -168,6 +186,9 @@ class OutageFallback:
             task = asyncio.get_running_loop().create_task(self._copy(blocks))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            self._call_listener(listener)
 
     async def _copy(self, blocks: dict[str, float]) -> None:
         """Flood blocks learned while the server was away are made visible to the others."""

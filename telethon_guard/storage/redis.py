@@ -58,7 +58,8 @@ its deprecated alias and still works), is its own object,
   process-local :class:`~telethon_guard.storage.memory.MemoryStorage`; the switch is logged once
   and emitted once as :class:`~telethon_guard.events.StorageFallback` (``active=True``). Redis is
   tried again at most every ``probe_interval`` seconds; when it answers, state is shared again
-  (``StorageFallback(active=False)``) and flood blocks learned meanwhile are copied to Redis.
+  (``StorageFallback(active=False)``), flood blocks learned meanwhile are copied to Redis and
+  paces learned meanwhile are published (:mod:`~telethon_guard.shared_pace`).
 * ``storage_fallback="fail"``: :class:`~telethon_guard.errors.StorageUnavailableError` (a
   ``ConnectionError``) is raised ``from`` the redis-py error; between probes it is raised at
   once, without a network attempt.
@@ -81,7 +82,7 @@ import itertools
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -505,12 +506,21 @@ class RedisStorage:
             self._saw_block(scopes[index], left)
         return Admission(d, left, index, res, paced)
 
-    async def pace_publish(self, key: str, record: bytes, ttl: float) -> None:
+    async def pace_publish(self, key: str, record: bytes, ttl: float) -> bool:
         """Store the shared pace record of ``key`` (``acct:<a>/pace:<m>``) for ``ttl``
-        seconds (one round trip; :mod:`~telethon_guard.shared_pace`). While Redis is
-        unavailable nothing is stored (each process keeps its own pace)."""
-        await self._call(self._pace_publish, (self._key("pc", key),),
-                         (record, str(max(1, int(ttl * 1000)))))
+        seconds (one round trip; :mod:`~telethon_guard.shared_pace`). Returns ``True`` when
+        Redis stored it, ``False`` when Redis was unavailable and the policy ``"local"``
+        (nothing stored: the publisher publishes again at recovery, :meth:`on_recovery`);
+        raises ``StorageUnavailableError`` under ``"fail"``."""
+        reply = await self._call(self._pace_publish, (self._key("pc", key),),
+                                 (record, str(max(1, int(ttl * 1000)))))
+        return reply is not _LOCAL
+
+    def on_recovery(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` once, when Redis answers again after the current outage (the
+        next one when registered while Redis answers); see
+        :meth:`~telethon_guard.storage.fallback.OutageFallback.on_recovery`."""
+        self.fallback.on_recovery(listener)
 
     def _admit_plan(self, plan_key: tuple[str, float, tuple[str, ...], tuple[LimitSpec, ...],
                                           tuple[str, bytes] | None]) -> _AdmitPlan:

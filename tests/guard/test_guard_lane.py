@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from guardfakes import Recorder, bounded
+from telethon import TelegramClient, functions, types
 from telethon import errors as te
-from telethon import functions, types
 from telethon.sessions import StringSession
 
-from telethon_guard import GuardedTelegramClient
+from telethon_guard import GuardedTelegramClient, guard
 from telethon_guard.clock import FifoDeadlines
 from telethon_guard.errors import (
     AlreadyDelivered,
@@ -66,12 +66,20 @@ class ScriptedSender:
         return True
 
 
-def _client(lane: bool, **cfg: Any) -> tuple[Any, ScriptedSender, FakeClock, Recorder]:
+def _client(lane: bool, wrapped: bool = False,
+            **cfg: Any) -> tuple[Any, ScriptedSender, FakeClock, Recorder]:
+    """A guarded client over a :class:`ScriptedSender` (``wrapped``: a Telethon client
+    through ``guard(client)``, else a ``GuardedTelegramClient``); ``lane=False`` switches
+    the straight lane off (every call through ``Pipeline.invoke``)."""
     clock = FakeClock()
     rec = Recorder()
     cfg.setdefault("seed", 1)
-    client = GuardedTelegramClient(StringSession(), 1, "0" * 32, clock=clock,
-                                   events=EventBus([rec]), account="a1", **cfg)
+    if wrapped:
+        client = guard(TelegramClient(StringSession(), 1, "0" * 32), clock=clock,
+                       events=EventBus([rec]), account="a1", **cfg)
+    else:
+        client = GuardedTelegramClient(StringSession(), 1, "0" * 32, clock=clock,
+                                       events=EventBus([rec]), account="a1", **cfg)
     sender = ScriptedSender(clock)
     client._sender = sender
     client.session.set_dc(2, "127.0.0.1", 443)
@@ -237,8 +245,9 @@ _REQUESTS: dict[str, list[Callable[[], Any]]] = {
 
 
 async def _play(lane: bool, cfg: dict[str, Any], steps: list[list[Any]],
-                requests: list[Callable[[], Any]] = [_request]) -> dict[str, Any]:  # noqa: B006
-    client, sender, clock, rec = _client(lane, **cfg)
+                requests: list[Callable[[], Any]] = [_request],  # noqa: B006
+                wrapped: bool = False) -> dict[str, Any]:
+    client, sender, clock, rec = _client(lane, wrapped, **cfg)
     outcomes: list[str] = []
     for i, outcomes_of_call in enumerate(steps):
         sender.outcomes = list(outcomes_of_call)
@@ -268,6 +277,37 @@ async def test_the_lane_gives_what_the_pipeline_gives(name: str) -> None:
     assert lane == chain
     assert lane["events"]  # RequestFinished at least: someone listens
     _check_scenario(name, lane)
+
+
+@pytest.mark.parametrize("name", ["success", "flood_wait_fits", "transport_error_retried",
+                                  "deadline_in_network", "send_per_chat_windows",
+                                  "send_flood_too_long", "edit_timeout_may_have_run",
+                                  "peer_read_slowmode"])
+async def test_a_wrapped_clients_lane_gives_what_the_pipeline_gives(name: str) -> None:
+    # guard(client): Telethon's __call__ -> _call(main sender, request) takes the lane too.
+    cfg, steps = _SCENARIOS[name]
+    requests = _REQUESTS.get(name, [_request])
+    lane = await _play(True, cfg, steps, requests, wrapped=True)
+    chain = await _play(False, cfg, steps, requests, wrapped=True)
+    assert lane == chain
+    assert lane == await _play(True, cfg, steps, requests)  # as GuardedTelegramClient's
+    _check_scenario(name, lane)
+
+
+async def test_a_wrapped_clients_call_runs_in_the_lane_alone() -> None:
+    client, sender, _clock, _rec = _client(True, True, rate_limits=((100, 1.0),))
+    for request in (_request, _send("A"), _history):
+        result, ran = await _profiled(client, request())
+        assert result == _STATE and ran == []
+    sender.outcomes = [ConnectionError("reset")]  # resumed by the pipeline
+    result, ran = await _profiled(client, _request())
+    assert result == _STATE and ran[0] == "Pipeline.resume"
+    # A list of requests (one pipeline call each) still goes through invoke.
+    result, ran = await _profiled(client, [_request(), _request()])
+    assert result == [_STATE, _STATE] and ran.count("Pipeline.invoke") == 2
+    assert client.guard.pipeline.stats()["calls"] == {
+        "updates.getState": {"ok": 4}, "messages.sendMessage": {"ok": 1},
+        "messages.getHistory": {"ok": 1}}
 
 
 def _check_scenario(name: str, got: dict[str, Any]) -> None:

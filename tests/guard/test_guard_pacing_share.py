@@ -4,11 +4,15 @@ and then runs on the same schedule, although their clocks read differently."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
+from telethon_guard import shared_pace
 from telethon_guard.fakeclock import FakeClock
+from telethon_guard.keys import pace_key
 from telethon_guard.pacing import AdaptivePacer
+from telethon_guard.shared_pace import SharedPaces
 
 M = "messages.getHistory"
 
@@ -95,3 +99,55 @@ def test_on_change_is_called_when_a_flood_sets_a_pace() -> None:
     clock.advance(3.0)
     assert pacer.on_flood("a", M, 3.0) is not None
     assert seen == [("a", M)]
+
+
+class _FlakyPaceStorage:
+    """A pace storage whose server is up or down (``up``): stores records while up, answers
+    ``False`` (served locally) while down; calls its recovery listeners when set up again."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.records: dict[str, bytes] = {}
+        self.listeners: list[Callable[[], None]] = []
+        self.registrations = 0
+
+    async def pace_publish(self, key: str, record: bytes, ttl: float) -> bool:
+        if self.up:
+            self.records[key] = record
+        return self.up
+
+    def on_recovery(self, listener: Callable[[], None]) -> None:
+        self.registrations += 1
+        self.listeners.append(listener)
+
+    def recover(self) -> None:
+        self.up = True
+        listeners, self.listeners = self.listeners, []
+        for listener in listeners:
+            listener()
+
+
+async def test_unpublished_paces_are_bounded_and_published_once_at_recovery(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shared_pace, "_MAX_UNPUBLISHED", 3)
+    clock = FakeClock(auto_advance=False)
+    pacer = AdaptivePacer(clock, relax=30.0, recover=30.0)
+    storage = _FlakyPaceStorage()
+    share = SharedPaces(pacer, storage)
+    methods = [f"m.n{i}" for i in range(5)]
+    for _ in range(10):
+        for m in methods:
+            pacer.on_success("a", m)
+        clock.advance(0.5)
+    for m in methods:
+        assert pacer.on_flood("a", m, 3.0) is not None
+    await share.drain()
+    assert share.published == 0 and storage.registrations == 1  # one listener per outage
+    storage.recover()
+    await share.drain()
+    # the 3 most recent keys (the oldest 2 forgotten: their paces stay local), once each
+    assert sorted(storage.records) == [pace_key("a", m) for m in methods[2:]]
+    assert (share.republished, share.published) == (3, 3)
+    storage.recover()  # nothing left to publish
+    await share.drain()
+    assert (share.republished, share.published) == (3, 3)
