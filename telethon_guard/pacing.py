@@ -54,9 +54,11 @@ held pace sat out three holds; on the probe schedule 6.0 s.) File parts keep the
 schedule at once: a download's opening burst meets a real per-DC part limit (issue 15), and a
 probe would cost every download a second FLOOD_WAIT. A refusal of the first call after the
 wait (no call answered since) extends a held pace as it does a hypothesis: the block lasted
-longer, the rate was not tested. Its window is taken in whole seconds: Telegram rounds ``X`` up, so the server's window lies in
-``(span + X - 1, span + X]``, and when the burst spans less than ``1 - PACE_JITTER`` s the only
-whole number of seconds there is ``X``; the pace is then ``n`` per ``X + min(span,
+longer, the rate was not tested.
+
+A burst's window is taken in whole seconds: Telegram rounds ``X`` up, so the server's window
+lies in ``(span + X - 1, span + X]``, and when the burst spans less than ``1 - PACE_JITTER`` s
+the only whole number of seconds there is ``X``; the pace is then ``n`` per ``X + min(span,
 PACE_JITTER)`` s (``PACE_JITTER``, 0.05 s: the spread between our answer times and the
 server's arrival times). A longer burst keeps ``span + X`` (near a whole second the rounding
 could go either way). (Issue 15: a parallel download's opening, paced by the transfer window,
