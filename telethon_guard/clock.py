@@ -186,26 +186,29 @@ class LoopDeadline:
 
 
 class FifoDeadlines:
-    """Deadlines of ONE length, filed in the order they were taken, served by one timer on a
-    :class:`Clock` (the straight lane's attempt timers, :mod:`telethon_guard.lane`).
+    """Deadlines of ONE length (``length``, seconds), filed in the order they were taken,
+    served by one timer on a :class:`Clock` (the straight lane's attempt timers,
+    :mod:`telethon_guard.lane`).
 
-    ``pending`` maps a key (the attempt's future) to ``(when, task)``: ``when`` is the
-    deadline on the clock, ``task`` the task to cancel then. Every deadline is ``now + the
-    same length``, so insertion order is deadline order and filing is one dict store:
-    ``pending[key] = (when, task)``, then :meth:`arm` when :attr:`armed` is ``None``
-    (an armed timer is never later than the earliest entry). Stopping is one dict pop:
-    ``pending.pop(key, None) is None`` means the timer already fired (and cancelled the
-    task). No object per attempt, no sweep. The timer fires at the front entry's ``when``,
-    cancels every task that is due and re-arms for the next entry (about once per deadline
-    length while calls flow).
+    ``pending`` maps the task to cancel at the deadline to the clock time its deadline was
+    taken from (``started``; the deadline is ``started + length``). A task waits for one
+    attempt at a time, so it is filed at most once. Every deadline is ``started + the same
+    length``, so insertion order is deadline order and filing is one dict store of a value
+    the caller already holds: ``pending[task] = now``, then :meth:`arm` with ``now +
+    length`` when :attr:`armed` is ``None`` (an armed timer is never later than the earliest
+    entry). Stopping is one dict pop: ``pending.pop(task, None) is None`` means the timer
+    already fired (and cancelled the task). No object per attempt, no sweep. The timer fires
+    at the front entry's deadline, cancels every task that is due and re-arms for the next
+    entry (about once per deadline length while calls flow).
     """
 
-    __slots__ = ("_armed_at", "armed", "clock", "loop", "pending")
+    __slots__ = ("_armed_at", "armed", "clock", "length", "loop", "pending")
 
-    def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop, length: float) -> None:
         self.clock = clock
         self.loop = loop
-        self.pending: dict[object, tuple[float, asyncio.Task[Any]]] = {}
+        self.length = length
+        self.pending: dict[asyncio.Task[Any], float] = {}
         self.armed: TimerHandle | None = None
         self._armed_at = float("-inf")
 
@@ -218,15 +221,17 @@ class FifoDeadlines:
         self.armed = None
         limit = max(self.clock.now(), self._armed_at)  # a loop timer may run a bit early
         pending = self.pending
-        due: list[object] = []
+        length = self.length
+        due: list[asyncio.Task[Any]] = []
         nxt: float | None = None
-        for key, (when, _task) in pending.items():
+        for task, started in pending.items():
+            when = started + length
             if when > limit:
                 nxt = when
                 break
-            due.append(key)
-        for key in due:
-            task = pending.pop(key)[1]
+            due.append(task)
+        for task in due:
+            del pending[task]
             try:
                 task.cancel()
             except Exception as exc:  # as the loop does for a failing timer callback

@@ -227,7 +227,8 @@ class Lane:
         """The attempt timers of the lane's calls on ``loop``."""
         timers = self.timers
         if timers is None or timers.loop is not loop:
-            timers = self.timers = FifoDeadlines(self.pipeline.clock, loop)
+            assert self.length is not None
+            timers = self.timers = FifoDeadlines(self.pipeline.clock, loop, self.length)
         return timers
 
     def call_of(self, method: str, request: Any, account: str, dc_id: int, key: str,
