@@ -29,6 +29,7 @@ async def test_the_log_of_a_huge_count_stays_within_its_window() -> None:
             request = functions.updates.GetStateRequest()
             calls = 0
             start = time.monotonic()
+            done: list[float] = []
 
             async def worker() -> None:
                 nonlocal calls
@@ -36,11 +37,22 @@ async def test_the_log_of_a_huge_count_stays_within_its_window() -> None:
                     assert time.monotonic() - start < BOUND
                     await client(request)
                     calls += 1
+                    done.append(time.monotonic())
 
             await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(8))), BOUND + 5)
         logs = {key: kl for key, kl in storage._keys.items() if kl.log}
         assert logs, "the limiter recorded no slot"
+        # The most calls answered in any 1.5 s (the 1 s window, with room for a reservation
+        # made before its answer): a trim keeps at most twice the live slots, and live slots
+        # never exceed that. (Not the last second's: on a loaded host the rate can halve
+        # between the last trim and the end, and the log then holds twice an earlier rate.)
+        peak, lo = 0, 0
+        for hi, t in enumerate(done):
+            while done[lo] < t - 1.5:
+                lo += 1
+            peak = max(peak, hi - lo + 1)
         for key, kl in logs.items():
             live = len(storage.slots(key))
             assert live < calls  # the run outlasted the 1 s window
-            assert len(kl.log) <= max(2 * 512 + 64, 2 * live) + 1, (key, len(kl.log), calls)
+            assert len(kl.log) <= max(2 * 512 + 64, 2 * peak) + 1, (key, len(kl.log), calls,
+                                                                      peak)
