@@ -105,6 +105,7 @@ def make_call(
         method, request, account_key(client, state), _dc_of(client, sender), peer,  # transfer,
         random_id, transfer, idempotent,  # idempotent
     )
+    call.sender = sender
     scoped = current_deadline(state.now)  # with_fallback / deadline_scope: only shortens
     if scoped is not None:
         deadline = state.config.deadline
@@ -258,7 +259,7 @@ async def lane_call(
             if timers is None or timers.loop is not loop:
                 timers = lane.timers_for(loop)
             when = now + length
-            timers.pending[fut] = (when, task)
+            timers.pending[fut] = (when, task, sender, now)
             if timers.armed is None:
                 timers.arm(when)
         result = await fut
@@ -268,6 +269,7 @@ async def lane_call(
             _, peer, rid = _tl.describe(request)
         call = lane.call_of(method, request, account, dc_id, key, now, peer, rid)
         call.send = functools.partial(attempt_once, client, send, request, ordered)
+        call.sender = sender
         try:
             try:
                 attempt_failed(client, request, fut, exc)

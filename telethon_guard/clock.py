@@ -185,48 +185,96 @@ class LoopDeadline:
         return False
 
 
+def held_deadline(age: float | None, now: float, start: float, timeout: float,
+                  deadline_at: float | None) -> float | None:
+    """When an attempt timer (``timeout`` seconds, the attempt started at clock time
+    ``start``) that is due at ``now`` is really due, given how long its sender's connection
+    has been live: ``age`` seconds (``None``: no live connection now, a paced reconnect runs,
+    so the request waits to be sent or re-sent; ``math.inf``: no such wait to account for).
+
+    ``attempt_timeout`` counts from the time the request went out on a live connection, so
+    time spent waiting for one is not an attempt timing out: the request went out no earlier
+    than ``max(start, now - age)``; with no live connection the timer looks again a full
+    ``timeout`` later. Capped at ``deadline_at`` (clock time; ``None``: no deadline). Returns
+    the later clock time, or ``None`` when the timer is due now (within 1 ms)."""
+    if age is None:
+        due = now + timeout
+    else:
+        due = max(start, now - age) + timeout
+    if deadline_at is not None and due > deadline_at:
+        due = deadline_at
+    return due if due - now > 0.001 else None
+
+
 class FifoDeadlines:
     """Deadlines of ONE length, filed in the order they were taken, served by one timer on a
     :class:`Clock` (the straight lane's attempt timers, :mod:`telethon_guard.lane`).
 
-    ``pending`` maps a key (the attempt's future) to ``(when, task)``: ``when`` is the
-    deadline on the clock, ``task`` the task to cancel then. Every deadline is ``now + the
-    same length``, so insertion order is deadline order and filing is one dict store:
-    ``pending[key] = (when, task)``, then :meth:`arm` when :attr:`armed` is ``None``
-    (an armed timer is never later than the earliest entry). Stopping is one dict pop:
-    ``pending.pop(key, None) is None`` means the timer already fired (and cancelled the
-    task). No object per attempt, no sweep. The timer fires at the front entry's ``when``,
-    cancels every task that is due and re-arms for the next entry (about once per deadline
-    length while calls flow).
+    ``pending`` maps a key (the attempt's future) to ``(when, task, holder, start)``:
+    ``when`` is the deadline on the clock, ``task`` the task to cancel then, ``holder`` what
+    :attr:`extend` is asked about (the attempt's sender, or ``None``), ``start`` the clock
+    time the attempt started. Every deadline is ``now + the same length``, so insertion order
+    is deadline order and filing is one dict store: ``pending[key] = (when, task, holder,
+    start)``, then :meth:`arm` when :attr:`armed` is ``None`` (an armed timer is never later
+    than the earliest entry). Stopping is one dict pop: ``pending.pop(key, None) is None``
+    means the timer already fired (and cancelled the task). No object per attempt, no sweep.
+    The timer fires at the front entry's ``when``, cancels every task that is due and
+    re-arms for the next entry (about once per deadline length while calls flow).
+
+    :attr:`extend` (``None``: never): ``extend(holder, start, now)`` of a due entry whose
+    ``holder`` is not ``None`` returns a later clock time to wait until instead of cancelling
+    (the attempt's request waited for a connection: :func:`held_deadline`), or ``None``
+    (cancel now). An entry put back that way is filed again at the end, possibly before the
+    deadlines of entries ahead of it: the timer then scans every entry until the table
+    empties.
     """
 
-    __slots__ = ("_armed_at", "armed", "clock", "loop", "pending")
+    __slots__ = ("_armed_at", "_unordered", "armed", "clock", "extend", "loop", "pending")
 
     def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
         self.clock = clock
         self.loop = loop
-        self.pending: dict[object, tuple[float, asyncio.Task[Any]]] = {}
+        self.pending: dict[object, tuple[float, asyncio.Task[Any], Any, float]] = {}
         self.armed: TimerHandle | None = None
         self._armed_at = float("-inf")
+        self.extend: Callable[[Any, float, float], float | None] | None = None
+        self._unordered = False  # an entry was filed again out of deadline order
 
     def arm(self, when: float) -> None:
         """Arm the timer for clock time ``when`` (nothing is armed)."""
+        if not self.pending:
+            self._unordered = False
         self._armed_at = when
         self.armed = self.clock.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self.armed = None
-        limit = max(self.clock.now(), self._armed_at)  # a loop timer may run a bit early
+        now = self.clock.now()
+        limit = max(now, self._armed_at)  # a loop timer may run a bit early
         pending = self.pending
         due: list[object] = []
         nxt: float | None = None
-        for key, (when, _task) in pending.items():
+        unordered = self._unordered
+        for key, entry in pending.items():
+            when = entry[0]
             if when > limit:
-                nxt = when
-                break
+                if nxt is None or when < nxt:
+                    nxt = when
+                if not unordered:
+                    break
+                continue
             due.append(key)
+        extend = self.extend
         for key in due:
-            task = pending.pop(key)[1]
+            _, task, holder, start = pending.pop(key)
+            if extend is not None and holder is not None:
+                later = extend(holder, start, now)
+                if later is not None:  # its request waited for a connection: not due yet
+                    pending[key] = (later, task, holder, start)
+                    self._unordered = True
+                    if nxt is None or later < nxt:
+                        nxt = later
+                    continue
             try:
                 task.cancel()
             except Exception as exc:  # as the loop does for a failing timer callback
@@ -248,4 +296,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Clock", "FifoDeadlines", "LoopDeadline", "LoopDeadlines", "MonotonicClock",
-           "TimerHandle"]
+           "TimerHandle", "held_deadline"]
