@@ -16,6 +16,17 @@ left in ``call.verdict`` for the retry layer), tells the breaker (:meth:`Circuit
   ``idempotent``: the request was sent and may have run, so it is not sent again;
 * the deadline during the attempt -> :class:`~telethon_guard.errors.DeadlineExceeded`.
 
+The attempt timeout counts from the request's send on a live connection: on a sender that
+tells how long its connection has been live (``call.sender.live_age()``, the guarded sender's
+:meth:`~telethon_guard._sender_reconnect.ReconnectingSender.live_age`), a timer due while the
+request waited for a paced reconnect (queued, or in flight on the broken connection and to be
+re-sent) files itself again for ``attempt_timeout`` after the connection it goes out on
+opened (:func:`~telethon_guard.clock.held_deadline`, capped at the deadline). So an attempt
+timeout (a breaker failure) means no answer within ``attempt_timeout`` on a live connection;
+a call whose whole deadline passed while it waited for a reconnect is a deadline timeout,
+which counts as before (when the attempt had its network budget): an outage longer than the
+deadline still opens the breaker.
+
 Network budget (:func:`~telethon_guard.network_budget.network_budget`): an attempt that would
 start with less time than that before the deadline is not sent (``DeadlineExceeded``, the
 breaker is told nothing); a deadline timeout counts as a breaker failure only when the attempt
@@ -268,12 +279,7 @@ class Attempt:
                 if (not by_deadline and deadline_at is not None
                         and deadline_at - self._now() <= 0.001):
                     by_deadline = True  # a held attempt timer ran into the deadline
-                live_age = getattr(call.sender, "live_age", None)
-                if live_age is not None and live_age() is None:
-                    # The request was waiting for a connection (a paced reconnect): no
-                    # evidence against the connection, nothing for the breaker.
-                    pass
-                elif not by_deadline or when - now >= floor:
+                if not by_deadline or when - now >= floor:
                     # A timeout counts for the breaker, a deadline timeout only when the
                     # attempt had its network budget.
                     await self._record(call, True)
