@@ -4,7 +4,9 @@
 side by side on this machine, against :mod:`telethon_guard.testing` (a real MTProto server on
 127.0.0.1 that unmodified Telethon talks to over TCP); ``serve`` runs that server on its own
 (``python -m telethon_guard.testing serve``, same options). Bad input gives a one-line error and
-exit status 2; Ctrl-C stops cleanly, prints what was measured and exits with status 130.
+exit status 2; Ctrl-C stops cleanly, prints what was measured and exits with status 130. When
+stdout's reader goes away (``telethon-guard bench | head -1``) the command ends quietly with
+status 141 (128 + SIGPIPE, as a shell reports for tools killed by SIGPIPE).
 ``--version`` prints the installed package's version (its metadata).
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from telethon_guard.bench.command import (
+    EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -24,12 +27,14 @@ from telethon_guard.bench.command import (
     PROG,
     UsageError,
     check_output_path,
+    quiet_broken_pipe,
 )
 from telethon_guard.bench.runner import WORKLOADS, workload_names
 
 # The command's shared names live in telethon_guard.bench.command (no bench <-> cli import
 # circle); they stay importable from here.
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -253,13 +258,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Ctrl-C at any moment exits with status 130 and no traceback: during a run the workloads
     stop and what was measured is printed; before or after it (parsing, imports, printing),
-    one line says so.
+    one line says so. When stdout's reader has gone (``| head -1``) it ends quietly with
+    :data:`EXIT_BROKEN_PIPE` (141), no traceback.
     """
     try:
-        return _run(argv)
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            print(f"\n{PROG}: interrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return quiet_broken_pipe()
 
 
 def _run(argv: Sequence[str] | None) -> int:

@@ -487,11 +487,7 @@ class Pipeline:
         call.send = send
         started = self.clock.now() if self.events.wants_request_events else None
         result: T
-        route = None
-        if self._built is not None:  # shared layers emit on this client's bus (RoutedEvents)
-            route = EVENT_ROUTE.set(self.events)
-            if call.account not in self._accounts:
-                self._accounts += (call.account,)
+        route = self._route(call) if self._built is not None else None
         try:
             fast = self._fast
             if fast is None or call.update_loop is not None:
@@ -518,11 +514,7 @@ class Pipeline:
                                        else fast.on_success_of(depth)):
                         on_success(call)
         except BaseException as exc:
-            if isinstance(exc, DeadlineExceeded):
-                self.deadline.report(call)
-            self._count(call.method, request_outcome(exc))
-            if started is not None:
-                self._finished(call, started, exc)
+            self._failed(call, exc, started)
             raise
         finally:
             if route is not None:
@@ -553,11 +545,7 @@ class Pipeline:
         if call.deadline_at is not None:
             floor = network_budget(call.budget or 0.0, self.config.attempt_timeout)
         result: Any
-        route = None
-        if self._built is not None:  # shared layers emit on this client's bus (as in invoke)
-            route = EVENT_ROUTE.set(self.events)
-            if call.account not in self._accounts:
-                self._accounts += (call.account,)
+        route = self._route(call) if self._built is not None else None
         try:
             try:
                 await self.attempt.failed(call, exc, fired, task, when, now, lane.by_deadline,
@@ -565,11 +553,7 @@ class Pipeline:
             except Exception as e:
                 result = await self._unwind(call, e, fast, fast.depth)
         except BaseException as e:
-            if isinstance(e, DeadlineExceeded):
-                self.deadline.report(call)
-            self._count(call.method, request_outcome(e))
-            if started is not None:
-                self._finished(call, started, e)
+            self._failed(call, e, started)
             raise
         finally:
             if route is not None:
@@ -578,6 +562,24 @@ class Pipeline:
         if started is not None:
             self._finished(call, started, None)
         return result
+
+    def _route(self, call: CallInfo) -> Any:
+        """Shared layers (:attr:`shared`): their events go to this client's bus while the
+        call runs (:data:`~telethon_guard.events.EVENT_ROUTE`; returns the token to reset) and
+        ``call.account`` is remembered for ``stats()``."""
+        if call.account not in self._accounts:
+            self._accounts += (call.account,)
+        return EVENT_ROUTE.set(self.events)
+
+    def _failed(self, call: CallInfo, exc: BaseException, started: float | None) -> None:
+        """The bookkeeping of a call that ends with ``exc`` (:meth:`invoke`, :meth:`resume`):
+        the ``DeadlineExceeded`` event, the outcome count, ``RequestFinished`` when
+        ``started`` (clock time) is not ``None``."""
+        if isinstance(exc, DeadlineExceeded):
+            self.deadline.report(call)
+        self._count(call.method, request_outcome(exc))
+        if started is not None:
+            self._finished(call, started, exc)
 
     def note_account(self, account: str) -> None:
         """Remember that this client called for ``account`` (shared layers: ``stats()``)."""

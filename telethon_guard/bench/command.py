@@ -9,6 +9,7 @@ circle).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 PROG = "telethon-guard"
@@ -17,6 +18,20 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout's reader went away (``... | head -1``)
+
+
+def quiet_broken_pipe() -> int:
+    """After a :class:`BrokenPipeError` on stdout (its reader, ``head -1``, has exited): point
+    stdout at ``os.devnull`` so the interpreter's final flush cannot raise again, and return
+    :data:`EXIT_BROKEN_PIPE`. Nothing is printed (Python's documented recipe for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no stdout file descriptor (replaced, closed)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 class UsageError(Exception):

@@ -17,7 +17,9 @@ while Python imports the package, the first second or so, gets Python's own trac
 ``python -m``; ``telethon-guard serve``, the same command, exits 130 with one line then; a
 server started with ``&`` from a script inherits an ignored SIGINT: use SIGTERM); 2 with one line
 on stderr (no traceback) for a mistake: a bad value, a port in use or out of range, a host that
-cannot be bound, a ``--json`` path that cannot be written (checked before the server starts).
+cannot be bound, a ``--json`` path that cannot be written (checked before the server starts);
+141 (128 + SIGPIPE), quietly, when stdout's reader has gone (``... serve | head -c 20``) by the
+time the JSON document or the summary is printed (the server is stopped then).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 """A mistake in the arguments or the environment: bad value, port in use, address that cannot
 be bound, unwritable ``--json`` path. One line on stderr, no traceback."""
+EXIT_BROKEN_PIPE = 141
+"""stdout's reader went away (128 + SIGPIPE, as a shell reports it); nothing is printed."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C (SIGINT), also during start-up; like the ``telethon-guard`` command. SIGTERM is the
 ordinary way to stop a server started by another program and exits 0."""
@@ -211,17 +215,33 @@ class _Discard(list[Any]):
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    """Exit status: 0 stopped by SIGTERM, 2 usage error (one line on stderr), 130 Ctrl-C.
-    ``prog``: the command's name in usage lines and errors."""
+    """Exit status: 0 stopped by SIGTERM, 2 usage error (one line on stderr), 130 Ctrl-C,
+    141 stdout's reader gone. ``prog``: the command's name in usage lines and errors."""
     global _prog
     _prog = prog
     try:
-        args = _parser().parse_args(argv)
-        if args.command == "serve":
-            return asyncio.run(serve(args))
-        return EXIT_USAGE
-    except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed
-        return EXIT_INTERRUPTED
+        try:
+            args = _parser().parse_args(argv)
+            if args.command == "serve":
+                return asyncio.run(serve(args))
+            return EXIT_USAGE
+        except KeyboardInterrupt:  # Ctrl-C before the loop's handler is installed
+            return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _quiet_broken_pipe() -> int:
+    """Point stdout at ``os.devnull`` (so the interpreter's final flush cannot raise again) and
+    return :data:`EXIT_BROKEN_PIPE`; Python's documented recipe for SIGPIPE. (The same as
+    ``telethon_guard.bench.command.quiet_broken_pipe``, not imported: the server stands alone.)"""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no stdout file descriptor (replaced, closed)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":
