@@ -279,6 +279,7 @@ class Attempt:
                 if (not by_deadline and deadline_at is not None
                         and deadline_at - self._now() <= 0.001):
                     by_deadline = True  # a held attempt timer ran into the deadline
+                    when = deadline_at
                 if not by_deadline or when - now >= floor:
                     # A timeout counts for the breaker, a deadline timeout only when the
                     # attempt had its network budget.

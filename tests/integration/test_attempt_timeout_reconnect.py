@@ -17,11 +17,13 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
 from telethon.tl import functions
 
 from telethon_guard.client import GuardedTelegramClient
 from telethon_guard.errors import AlreadyDelivered, AttemptTimeoutError, CircuitOpenError
 from telethon_guard.events import BreakerStateChanged, GuardEvent, TransportErrorEvent
+from telethon_guard.health import deadline_scope
 from telethon_guard.testing import FaultPlan, TelegramTestServer
 from telethon_guard.testing.faults import DropReplies, ResetOn, Transport429Storm
 
@@ -55,11 +57,15 @@ def stored(server: TelegramTestServer) -> Counter[str]:
     return Counter(m.text for m in server.world.sent_messages(peer=alice))
 
 
-async def test_sends_queued_behind_a_429_storm_do_not_time_out_against_the_breaker() -> None:
+@pytest.mark.parametrize("path", ["lane", "pipeline"])
+async def test_sends_queued_behind_a_429_storm_do_not_time_out_against_the_breaker(
+        path: str) -> None:
     """A 1.5 s -429 storm, sends every 50 ms, attempt_timeout 1 s: the calls waiting for the
     paced reconnect are sent after it and answered; none times out, the breaker never opens,
     every message is stored once. Before: attempts queued for 1 s timed out, 5 of them opened
-    the breaker and the retries were refused (most callers failed)."""
+    the breaker and the retries were refused (most callers failed). ``lane``: the straight
+    lane's attempt timers (FifoDeadlines); ``pipeline``: every call through the layers (a
+    ``deadline_scope`` keeps calls off the lane), the Attempt's timer."""
     events: list[GuardEvent] = []
     plan = FaultPlan()
     async with TelegramTestServer(faults=plan) as server:
@@ -69,7 +75,11 @@ async def test_sends_queued_behind_a_429_storm_do_not_time_out_against_the_break
         async with client:
             await asyncio.wait_for(client.get_input_entity("alice"), BOUND)
             plan.add(Transport429Storm(start=plan_now(plan) + 0.2, duration=1.5))
-            out = await send_many(client, 30, 0.05)
+            if path == "lane":
+                out = await send_many(client, 30, 0.05)
+            else:
+                with deadline_scope(20):
+                    out = await send_many(client, 30, 0.05)
         texts = stored(server)
     assert Counter(out.values()) == {"ok": 30}, out
     assert any(isinstance(e, TransportErrorEvent) for e in events)  # the storm hit
