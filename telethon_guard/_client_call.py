@@ -211,15 +211,17 @@ async def lane_call(
     loop = asyncio.get_running_loop()
     send = getattr(sender, "send_awaited", None)
     if (not method or flood_sleep_threshold is not None or no_updates or send is None
-            or (bound is not None and bound is not loop)):
+            or (bound is not None and bound is not loop) or in_deadline_scope() is not None):
         return await guarded_call(client, state, sender, request, ordered,
                                   flood_sleep_threshold)
     if type(request).resolve is not _NO_RESOLVE:  # before the checks: it may await
         await request.resolve(client, utils)
+    # From here a call handed to guarded_call is resolved already: Telethon resolves a
+    # request once.
     account = lane.account or link.account
-    if (lane.flood or lane.probes or account is None or in_deadline_scope() is not None):
+    if lane.flood or lane.probes or account is None:
         return await guarded_call(client, state, sender, request, ordered,
-                                  flood_sleep_threshold)
+                                  flood_sleep_threshold, resolved=True)
     route = lane.routes.get((account, dc_id, method))
     if route is None:
         route = lane.route(account, dc_id, method)
@@ -238,13 +240,13 @@ async def lane_call(
     if ((breaker is not None and (breaker.failures or breaker.state != CLOSED))
             or (lane.paces and (account, method) in lane.paces) or task is None):
         return await guarded_call(client, state, sender, request, ordered,
-                                  flood_sleep_threshold)
+                                  flood_sleep_threshold, resolved=True)
     if specs:  # the limiter's slot, free now (else given back: the pipeline waits for it)
         delay, token = lane.decide(specs)  # type: ignore[misc]
         if delay > 0:
             lane.release(specs, token)
             return await guarded_call(client, state, sender, request, ordered,
-                                      flood_sleep_threshold)
+                                      flood_sleep_threshold, resolved=True)
     now = lane.now()
     started = (now if len(lane.callbacks) > len(lane.quiet) or lane.enabled(logging.DEBUG)
                else None)  # EventBus.wants_request_events, without the property's call
@@ -277,7 +279,8 @@ async def lane_call(
                 result = await state.pipeline.resume(call, e, fired, task, now, started)
         except _MIGRATE_ERRORS as e:
             await _migrate(client, e, 1, request)
-            return await guarded_call(client, state, sender, request, ordered, None, 1)
+            return await guarded_call(client, state, sender, request, ordered, None, 1,
+                                      resolved=True)
     else:
         if (timers is not None and timers.pending.pop(fut, None) is None
                 and sys.version_info >= (3, 11)):
@@ -325,6 +328,8 @@ async def guarded_call(
     ordered: bool = False,
     flood_sleep_threshold: float | None = None,
     switches: int = 0,
+    *,
+    resolved: bool = False,
 ) -> Any:
     """Telethon's ``_call`` with every attempt run through the guard pipeline.
 
@@ -334,7 +339,8 @@ async def guarded_call(
     requests)`` with the partial results when some elements failed), and the DC switch on
     ``PHONE_MIGRATE`` / ``NETWORK_MIGRATE`` / ``USER_MIGRATE`` (``switches``: DC switches
     this call already made). ``flood_sleep_threshold`` (seconds), when given, is this call's
-    ``max_flood_wait``.
+    ``max_flood_wait``. ``resolved``: the single ``request`` was resolved already (by
+    :func:`lane_call`; Telethon resolves a request once).
     """
     bound, no_updates = tl.begin_call(client)  # also notes the request (keepalive)
     if bound is not None and bound != helpers.get_running_loop():
@@ -346,8 +352,8 @@ async def guarded_call(
     to_send: list[Any] = []
     one: Any = None
     if single:  # the common case: no lists built
-        if type(request).resolve is not _NO_RESOLVE:  # the base class's resolve does nothing
-            await request.resolve(client, utils)
+        if not resolved and type(request).resolve is not _NO_RESOLVE:  # (the base class's
+            await request.resolve(client, utils)  # resolve does nothing)
         one = functions.InvokeWithoutUpdatesRequest(request) if no_updates else request
     else:
         if not utils.is_list_like(request):

@@ -3,26 +3,30 @@ switched off, exception retrieval of update-handler tasks, the main client of th
 
 from __future__ import annotations
 
-import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from . import _telethon as tl
 from ._client_tasks import retrieve_handler_tasks
 from ._link import ClientLink, link_client
+from .errors import GuardWarning
 
 if TYPE_CHECKING:
     from ._client_guard import ClientGuard
 
-def warn_call_override(client: Any) -> None:
-    """Log a warning when ``client``'s class overrides Telethon's private ``_call``: the guard
-    replaces ``_call`` (every request goes through its pipeline instead), so the override is
-    never called."""
+def warn_call_override(client: Any, stacklevel: int = 3) -> None:
+    """Issue a :class:`~telethon_guard.errors.GuardWarning` when ``client``'s class overrides
+    Telethon's private ``_call``: the guard replaces ``_call`` (every request goes through its
+    pipeline instead), so the override is never called. ``stacklevel`` as for
+    :func:`warnings.warn`, counted from here (3: the caller of the caller, the user's
+    ``guard(client)`` or ``GuardedTelegramClient(...)`` line)."""
     owner = tl.call_override(client)
     if owner is not None:
-        logging.getLogger("telethon_guard").warning(
-            "%s overrides Telethon's private _call, which the guard replaces: the override is "
-            "not called. Override __call__ (every request passes it) or use the guard's events "
-            "(on_event=, client.guard.events) instead", owner)
+        warnings.warn(
+            f"{owner} overrides Telethon's private _call, which the guard replaces: the "
+            "override is not called. Override __call__ (every request passes it) or use the "
+            "guard's events (on_event=, client.guard.events) instead",
+            GuardWarning, stacklevel=stacklevel)
 
 
 __all__ = ["prepare_client", "warn_call_override"]

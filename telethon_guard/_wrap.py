@@ -39,7 +39,7 @@ approach:
 
 from __future__ import annotations
 
-import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import wrapt
@@ -53,7 +53,7 @@ from ._client_setup import prepare_client, warn_call_override
 from ._client_tasks import hook_tasks
 from ._link import link_of
 from ._sync import maybe_sync
-from .errors import GuardConfigError
+from .errors import GuardConfigError, GuardWarning
 from .sender import GuardedMTProtoSender
 from .storage.sqlite_session import attach_session_storage
 
@@ -66,8 +66,6 @@ _LANE_KW = frozenset({"ordered", "flood_sleep_threshold"})
 """The keyword arguments of a ``_call`` that :func:`~telethon_guard._client_call.lane_call`
 takes as they are (Telethon's ``__call__`` passes ``ordered``)."""
 
-log = logging.getLogger("telethon_guard")
-
 
 def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
     """Give an existing ``TelegramClient`` the guard's protection; returns the same object.
@@ -77,8 +75,9 @@ def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
     instance's bound ``_call``, ``connect``, ``_create_exported_sender`` and
     ``_disconnect_coro``; see the module docstring for the limits. Calling ``guard`` twice
     raises :class:`GuardConfigError`; anything but a ``TelegramClient`` raises ``TypeError``.
-    A client that is already connected is guarded with a logged warning (``telethon_guard``
-    logger): its sender is replaced only at its next ``connect()`` after a ``disconnect()``.
+    A client that is already connected is guarded with a :class:`GuardWarning` (shown by
+    default, pointing at the ``guard()`` call): its sender is replaced only at its next
+    ``connect()`` after a ``disconnect()``. So is a client whose class overrides ``_call``.
     ``client.guard`` is then the :class:`ClientGuard`.
     """
     from telethon import TelegramClient
@@ -91,12 +90,12 @@ def guard(client: TelegramClient, **kwargs: Any) -> TelegramClient:
     state = ClientGuard.create(**kwargs)
     attach_session_storage(client.session, state)  # flood state survives restarts
     if client.is_connected():
-        log.warning(
+        warnings.warn(
             "guard(): the client is already connected: its calls are guarded from now on, "
             "but it keeps Telethon's own sender (no paced reconnects after transport "
             "errors or -429, no liveness watchdog) until its next connect() after a "
             "disconnect(); call guard() before connect(), or disconnect() and connect() "
-            "again")
+            "again", GuardWarning, stacklevel=2)
     warn_call_override(client)
     return attach(client, state)
 

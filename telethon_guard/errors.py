@@ -84,6 +84,20 @@ from telethon import errors as tl_errors
 from telethon.tl.tlobject import TLRequest
 
 
+class GuardWarning(UserWarning):
+    """A misuse the guard can work around but the user should fix, issued with
+    :func:`warnings.warn` (shown once per source line by Python's default filters, no logging
+    setup needed; ``warnings.filterwarnings("ignore", category=GuardWarning)`` silences it,
+    ``"error"`` makes it raise where the misuse happens, except for ``on_event`` callbacks).
+
+    Issued for: a client class overriding Telethon's private ``_call`` (never called under the
+    guard; pointing at the ``guard()`` / constructor call), ``guard()`` on a client that is
+    already connected (pointing at that ``guard()`` call), and the first failure of each
+    ``on_event`` callback (pointing at the callback's line that raised; later failures are
+    only logged, at ERROR on the ``telethon_guard`` logger).
+    """
+
+
 class GuardError(Exception):
     """Base class of every error raised by telethon-guard.
 
@@ -512,6 +526,7 @@ __all__ = [
     "GuardConfigError",
     "GuardConnectionError",
     "GuardError",
+    "GuardWarning",
     "MayHaveRunError",
     "NoAccountAvailableError",
     "PoolClosedError",

@@ -5,7 +5,9 @@ Every event is a frozen dataclass. The bus delivers each event to
 * the ``telethon_guard`` logger, one line per event, at the event's ``level``;
 * every ``on_event`` callback (sync, or async: the returned awaitable is queued for that
   callback's one consumer task, at most ``max_pending`` deep; see :class:`EventBus`).
-  A failing callback is logged and never breaks (nor delays) the call that emitted the event.
+  A failing callback never breaks (nor delays) the call that emitted the event: its first
+  failure at a source line is a :class:`~telethon_guard.errors.GuardWarning` (shown by default),
+  every failure is logged at ERROR on the ``telethon_guard`` logger (throttled).
 
 Events never contain session strings, auth keys or phone numbers. Scopes and keys that name a
 peer carry a short hash instead of the peer id unless ``GuardConfig.log_peer_ids`` is set
@@ -19,12 +21,14 @@ import hashlib
 import inspect
 import logging
 import re
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+from .errors import GuardWarning
 from .log_throttle import LogThrottle
 
 logger = logging.getLogger("telethon_guard")
@@ -338,16 +342,53 @@ class _Consumer:
         self.task: asyncio.Task[None] | None = None
 
 
+_WARNED_AT: set[tuple[str, int]] = set()
+"""Source lines (file, line) of on_event callbacks whose failure was warned about already."""
+_MAX_WARNED = 256
+"""Bound of :data:`_WARNED_AT`; beyond it failures are only logged."""
+
+
+def warn_callback_failed(callback: Callable[..., Any], event: GuardEvent,
+                         exc: BaseException) -> None:
+    """Issue a :class:`~telethon_guard.errors.GuardWarning` for ``exc`` raised by an ``on_event``
+    ``callback`` on ``event``, once per source line it was raised from (the callback's own
+    frame: ``warnings`` shows that file and line), for the whole process. Never raises (a
+    ``"error"`` warnings filter is swallowed: the failure is logged anyway)."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next  # the bus's own frame -> the callback's (or its coroutine's) frame
+    if tb is None:
+        return
+    frame = tb.tb_frame
+    where = (frame.f_code.co_filename, tb.tb_lineno)
+    if where in _WARNED_AT or len(_WARNED_AT) >= _MAX_WARNED:
+        return
+    _WARNED_AT.add(where)
+    name = getattr(callback, "__qualname__", None) or repr(callback)
+    try:
+        warnings.warn_explicit(
+            f"on_event callback {name} raised {type(exc).__name__}: {exc} (on "
+            f"{type(event).__name__}); the guard skips it and the call goes on. Said once for "
+            "this line; every failure is logged at ERROR on the 'telethon_guard' logger",
+            GuardWarning, where[0], where[1], module=frame.f_globals.get("__name__"),
+            module_globals=frame.f_globals)
+    except Exception:  # a warnings filter "error": the failure is logged anyway
+        pass
+
+
 class EventBus:
     """Delivers events to the ``telethon_guard`` logger and to ``on_event`` callbacks.
 
-    ``emit`` never raises and never blocks. A callback raising is logged (with traceback; at
-    most one line per callback every :data:`CALLBACK_LOG_EVERY` seconds, saying how many were
-    left out) and skipped. An async callback (one returning an awaitable) is called in ``emit``
-    and its awaitable queued for that callback: ONE consumer task per callback awaits them in
-    order on the running loop, so a slow callback holds at most ``max_pending`` (default
-    :data:`DEFAULT_MAX_PENDING`) queued events plus the one it is handling, not one task per
-    event. When its queue is full
+    ``emit`` never raises and never blocks. A callback raising is logged at ERROR (with
+    traceback; at most one line per callback every :data:`CALLBACK_LOG_EVERY` seconds, saying
+    how many were left out) and skipped; the first failure raised at each source line (of the
+    callback's own code) is also a :class:`~telethon_guard.errors.GuardWarning` pointing at
+    that line, because the library's logger has only a ``NullHandler`` until the application
+    configures logging (see :func:`warn_callback_failed`). An async callback (one returning an
+    awaitable) is called in ``emit`` and its awaitable queued for that callback: ONE consumer
+    task per callback awaits them in order on the running loop, so a slow callback holds at
+    most ``max_pending`` (default :data:`DEFAULT_MAX_PENDING`) queued events plus the one it
+    is handling, not one task per event. When its queue is full
     the new event is dropped for that callback (the coroutine is closed, never run): counted in
     :attr:`dropped` and logged as a rate-limited WARNING. The consumer task ends when its queue
     is empty. Without a running loop the awaitable is closed and skipped (logged). ``redact``
@@ -435,7 +476,8 @@ class EventBus:
         for cb in tuple(self._callbacks):
             try:
                 result = cb(event)
-            except Exception:
+            except Exception as exc:
+                warn_callback_failed(cb, event, exc)
                 self._throttle.log(f"failed:{id(cb)}", logging.ERROR,
                                    "on_event callback %r failed on %s", cb,
                                    type(event).__name__, exc_info=True)
@@ -484,6 +526,7 @@ class EventBus:
                 try:
                     await awaitable
                 except Exception as exc:
+                    warn_callback_failed(consumer.callback, event, exc)
                     self._throttle.log(
                         f"failed:{id(consumer.callback)}", logging.ERROR,
                         "async on_event callback %r failed on %s: %r", consumer.callback,

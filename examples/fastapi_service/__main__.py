@@ -13,14 +13,21 @@ FLOOD_WAIT_5 twice. Watch ``/channels`` switch to ``"source": "cache"`` and back
 for the flood's seconds and is live again within ``pace_recover`` (2 s) after them: the pace the
 guard learns from a one-off flood is dropped once the calls run at their old rate again
 (``telethon_guard.pacing``; ``tests/integration/test_example_service_flood_pacing.py``).
+
+Ctrl-C shuts the service down (uvicorn's shutdown, then the client and the test server) and
+prints one line, exit status 130; SIGTERM does the same silently, exit status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
+import sys
 import time
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -52,7 +59,35 @@ async def _storms(plan: FaultPlan, every: float) -> None:
         plan.add(ErrorOnCalls("channels.getFullChannel", 420, "FLOOD_WAIT_5", times=2))
 
 
-async def main(argv: list[str] | None = None) -> None:
+INTERRUPTED = "python -m examples.fastapi_service: interrupted"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, like the telethon-guard command
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a Ctrl-C it caught is not raised again once ``serve()``
+    returns: uvicorn does that so the program around it stops too, and ``asyncio.run`` then
+    cancels :func:`main` in the middle of its cleanup (closing the client and the test server)
+    and ends in a 30-line ``KeyboardInterrupt`` traceback. Here ``main`` finishes its cleanup
+    and reports the interrupt (``interrupted``); :func:`run` prints one line and returns 130.
+    (``_captured_signals``: uvicorn's own list, 0.29 on; without it nothing is re-raised.)"""
+
+    interrupted = False
+    """Whether Ctrl-C (SIGINT) stopped it; SIGTERM stops it too, as a normal end (exit 0)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", None)
+                if captured:
+                    self.interrupted = signal.SIGINT in captured
+                    captured.clear()
+
+
+async def main(argv: list[str] | None = None) -> bool:
+    """Serve until Ctrl-C or SIGTERM; ``True`` when Ctrl-C stopped it."""
     args = _parser().parse_args(argv)
     # the guard's events, one line each (INFO: reconnects, flood waits ended...); Telethon quiet
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -67,12 +102,27 @@ async def main(argv: list[str] | None = None) -> None:
         try:
             config = uvicorn.Config(app, host=args.host, port=args.port, loop="asyncio",
                                     lifespan="on", log_level="info")
-            await uvicorn.Server(config).serve()
+            web = _Server(config)
+            await web.serve()
         finally:
             if storms is not None:
                 storms.cancel()
                 await asyncio.gather(storms, return_exceptions=True)
+    return web.interrupted
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run :func:`main`; the exit status: 0, or 130 after Ctrl-C (also one during start-up,
+    before uvicorn serves) with one line on stderr, like the ``telethon-guard`` command."""
+    try:
+        interrupted = asyncio.run(main(argv))
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(run())

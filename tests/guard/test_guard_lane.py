@@ -576,3 +576,24 @@ async def test_the_lane_of_clients_sharing_their_layers_keeps_their_stats_apart(
     assert a.guard.pipeline.stats()["calls"] == {"updates.getState": {"ok": 2}}
     assert b.guard.pipeline.stats()["calls"] == {}
     assert a.guard.pipeline._accounts == ("user:1",) and b.guard.pipeline._accounts == ()
+
+
+async def test_a_call_the_lane_hands_over_is_resolved_once() -> None:
+    # Telethon resolves a request once (request.resolve -> client.get_input_entity); a call the
+    # lane hands to the pipeline after resolving it (the limiter's slot not free now) or before
+    # (a deadline scope) is not resolved again.
+    client, sender, _clock, _rec = _client(True, rate_limits=((1, 10.0),))
+    resolved: list[Any] = []
+    get_input_entity = client.get_input_entity
+
+    async def counting(peer: Any) -> Any:
+        resolved.append(peer)
+        return await get_input_entity(peer)
+
+    client.get_input_entity = counting
+    for _ in range(2):  # the lane; then the pipeline's limiter waits for the next slot
+        assert await bounded(client(_send("A")())) == _STATE
+    with deadline_scope(30, guard=client):
+        assert await bounded(client(_send("B")())) == _STATE
+    assert len(resolved) == 3 and len(sender.times) == 3
+    assert client.guard.pipeline.stats()["calls"] == {"messages.sendMessage": {"ok": 3}}

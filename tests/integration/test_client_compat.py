@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,13 @@ from telethon import TelegramClient
 from telethon.tl import functions, types
 
 import telethon_guard
-from telethon_guard import GuardConfigError, GuardedTelegramClient, GuardState, guard
+from telethon_guard import (
+    GuardConfigError,
+    GuardedTelegramClient,
+    GuardState,
+    GuardWarning,
+    guard,
+)
 from telethon_guard.loop import current_handler
 from telethon_guard.testing.faults import FaultPlan
 from telethon_guard.testing.faults_calls import ErrorOnCalls
@@ -25,15 +31,16 @@ from ._client_helpers import InvokeRecorder, bounded
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def test_guard_wraps_a_plain_client(caplog: pytest.LogCaptureFixture) -> None:
+async def test_guard_wraps_a_plain_client() -> None:
     plan = FaultPlan(ErrorOnCalls("help.getNearestDc", 400, "SOME_BAD_REQUEST"))
     async with TelegramTestServer(faults=plan) as server:
         plain = server.client()  # a TelegramClient built by someone else
         assert type(plain).__mro__[1] is TelegramClient
-        with caplog.at_level(logging.WARNING, "telethon_guard"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             same = guard(plain, deadline=5, max_flood_wait=3)
         assert same is plain
-        assert not [r for r in caplog.records if "already connected" in r.getMessage()]
+        assert not [w for w in caught if issubclass(w.category, GuardWarning)]
         assert isinstance(plain.guard, GuardState)
         assert plain.guard.config.max_flood_wait == 3.0
         assert plain.flood_sleep_threshold == 0
@@ -154,8 +161,7 @@ def test_every_public_error_is_exported_at_the_top() -> None:
     assert issubclass(telethon_guard.ConnectionLostMayHaveRun, telethon_guard.MayHaveRunError)
 
 
-async def test_guard_on_a_connected_client_maps_disconnect_cancellation(
-        caplog: pytest.LogCaptureFixture) -> None:
+async def test_guard_on_a_connected_client_maps_disconnect_cancellation() -> None:
     # guard() after connect keeps Telethon's own sender; its disconnect() cancels in-flight
     # futures, which the caller (not cancelled itself) sees as a typed, final error.
     from telethon_guard.errors import ClientDisconnectedError
@@ -167,11 +173,13 @@ async def test_guard_on_a_connected_client_maps_disconnect_cancellation(
     async with TelegramTestServer(faults=plan) as server:
         plain = server.client()
         await bounded(plain.connect())
-        with caplog.at_level(logging.WARNING, "telethon_guard"):
+        with pytest.warns(GuardWarning) as caught:
             guard(plain, deadline=10)
-        # said once, with what is not guarded until reconnect and the remedy
-        notes = [r.getMessage() for r in caplog.records if "already connected" in r.getMessage()]
-        assert len(notes) == 1 and "sender" in notes[0] and "before connect()" in notes[0]
+        # said once (a warning, shown without logging set up, at this line), with what is not
+        # guarded until reconnect and the remedy
+        notes = [w for w in caught if "already connected" in str(w.message)]
+        assert len(notes) == 1 and notes[0].filename == __file__
+        assert "sender" in str(notes[0].message) and "before connect()" in str(notes[0].message)
         assert type(plain._sender).__name__ == "MTProtoSender"
         task = asyncio.ensure_future(plain.get_dialogs())
         await wait_until(lambda: server.log.count("messages.getDialogs") > 0)

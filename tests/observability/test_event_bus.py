@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from telethon_guard import GuardedTelegramClient
+from telethon_guard import GuardedTelegramClient, GuardWarning
 from telethon_guard.events import (
     DEFAULT_MAX_PENDING,
     EventBus,
@@ -22,6 +28,7 @@ from telethon_guard.stray_futures import retrieve_exception
 from telethon_guard.testing import TelegramTestServer
 
 BOUND = 20.0
+REPO = Path(__file__).resolve().parents[2]
 
 
 def finished(i: int) -> RequestFinished:
@@ -212,3 +219,78 @@ def test_a_wait_on_a_known_flood_logs_at_info_a_new_flood_wait_at_warning(
                                       from_server=False))
     levels = [r.levelno for r in caplog.records if r.getMessage().startswith("FloodWaitStarted")]
     assert levels == [logging.WARNING] + [logging.INFO] * 3
+
+
+async def test_a_failing_callback_is_a_warning_once_per_line_and_logged_each_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The telethon_guard logger has only a NullHandler until the application sets logging up
+    # (Python's lastResort handler is bypassed then): a trial's raising callbacks were silent.
+    # The first failure at each line of the callback's code is a GuardWarning at that line.
+    def broken(ev: GuardEvent) -> None:
+        raise RuntimeError("sync boom")
+    sync_line = broken.__code__.co_firstlineno + 1
+
+    async def broken_async(ev: GuardEvent) -> None:
+        raise ValueError("async boom")
+    async_line = broken_async.__code__.co_firstlineno + 1
+
+    bus = EventBus([broken, broken_async])
+    with pytest.warns(GuardWarning) as caught, \
+            caplog.at_level(logging.ERROR, logger="telethon_guard"):
+        for i in range(5):
+            bus.emit(finished(i))
+        await asyncio.wait_for(bus.drain(), BOUND)
+    ours = sorted((w.lineno, str(w.message)) for w in caught if w.filename == __file__)
+    assert [line for line, _ in ours] == [sync_line, async_line]  # once each, not 5 times
+    assert "broken raised RuntimeError: sync boom (on RequestFinished)" in ours[0][1]
+    assert "broken_async raised ValueError: async boom" in ours[1][1]
+    assert len(lines(caplog, "failed on RequestFinished")) == 2  # still logged at ERROR
+
+
+def test_an_error_warnings_filter_does_not_make_emit_raise() -> None:
+    def broken(ev: GuardEvent) -> None:
+        raise RuntimeError("boom under -W error")
+
+    got: list[GuardEvent] = []
+    bus = EventBus([broken, got.append])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bus.emit(finished(1))  # the GuardWarning would raise here; emit never raises
+    assert len(got) == 1
+
+
+def test_warnings_are_shown_without_any_logging_setup(tmp_path: Path) -> None:
+    # A user's script, default warnings filters, no logging configured: a raising callback
+    # and a class overriding Telethon's _call are reported on stderr at the user's lines.
+    script = tmp_path / "user_script.py"
+    script.write_text(textwrap.dedent("""\
+        from telethon import TelegramClient
+        from telethon.sessions import StringSession
+        from telethon_guard import guard
+        from telethon_guard.events import EventBus, RequestFinished
+
+        def broken(ev):
+            raise RuntimeError("callback boom")
+
+        class Logged(TelegramClient):
+            async def _call(self, *args, **kwargs):
+                return await super()._call(*args, **kwargs)
+
+        bus = EventBus([broken])
+        for _ in range(3):
+            bus.emit(RequestFinished(method="m", outcome="ok", duration=0.001))
+        guard(Logged(StringSession(), 1, "x" * 32))
+        print("done")
+        """))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env=env, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+    assert proc.stderr.count(f"{script}:7: GuardWarning: on_event callback broken raised "
+                             "RuntimeError: callback boom") == 1, proc.stderr
+    guard_line = script.read_text().splitlines().index(
+        'guard(Logged(StringSession(), 1, "x" * 32))') + 1
+    assert (f"{script}:{guard_line}: GuardWarning: __main__.Logged overrides Telethon's private "
+            "_call") in proc.stderr, proc.stderr
