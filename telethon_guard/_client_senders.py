@@ -33,14 +33,17 @@ def make_sender(
 ) -> GuardedMTProtoSender:
     """A guarded sender for ``client`` with Telethon's arguments (``kwargs``) plus the
     guard's: its events, the reconnect pacer of DC ``dc_id`` (``None``: the main sender),
-    ``config.max_reconnect_seconds``, the DC id, the account key and the config (liveness)."""
+    ``config.max_reconnect_seconds``, the DC id, the account key (read at each event: it is the
+    client's current one) and the config (liveness)."""
     return GuardedMTProtoSender(
         auth_key,
         loggers=tl.loggers(client),
         pacer=state.pacer(dc_id),
         events=state.events,
         dc_id=dc_id if dc_id is not None else client.session.dc_id,
-        account=account_key(client, state),
+        # read when an event is built: the key changes from key:<auth key> to user:<id> at
+        # login, after this sender exists (a new-user trial saw key:... on events after login)
+        account=functools.partial(account_key, client, state),
         max_reconnect_seconds=state.config.max_reconnect_seconds,
         config=state.config,  # the liveness watchdog's bounds (liveness.py)
         **kwargs,

@@ -103,10 +103,10 @@ class ReconnectingSender(SenderSurface):
 
     # The guard's own attributes in slots: Telethon's ~25 stay in the instance dict, which
     # then keeps its compact shared-key form (51 keys in the dict made it a 1.5 KiB table).
-    __slots__ = ("_awaiting_confirm", "_callback_task", "_connect_losses", "_down_since",
-                 "_events", "_given_up", "_last_code", "_live_since", "_max_reconnect",
-                 "_opened_at", "_outage_attempts", "_pacer",
-                 "_reconnect_loop", "_tasks", "_terminal", "_unanswered", "account",
+    __slots__ = ("_account", "_awaiting_confirm", "_callback_task", "_connect_losses",
+                 "_down_since", "_events", "_given_up", "_last_code", "_live_since",
+                 "_max_reconnect", "_opened_at", "_outage_attempts", "_pacer",
+                 "_reconnect_loop", "_tasks", "_terminal", "_unanswered",
                  "connecting", "connection_losses", "dc_id", "reconnect_attempts", "reconnects",
                  "transport_errors")
 
@@ -116,7 +116,7 @@ class ReconnectingSender(SenderSurface):
         pacer: ReconnectPacer | None,
         events: Any,
         dc_id: int | None,
-        account: str | None,
+        account: str | Callable[[], str | None] | None,
         max_reconnect_seconds: float | None,
     ) -> None:
         """Validate and set up the reconnect state (called once, from the constructor).
@@ -137,7 +137,7 @@ class ReconnectingSender(SenderSurface):
         self._pacer = pacer if pacer is not None else ReconnectPacer()
         self._events = events
         self.dc_id = dc_id
-        self.account = account
+        self._account = account
         self._max_reconnect = (None if max_reconnect_seconds is None
                                else float(max_reconnect_seconds))
 
@@ -184,6 +184,24 @@ class ReconnectingSender(SenderSurface):
         if not isinstance(pacer, ReconnectPacer):
             raise GuardConfigError("pacer", f"must be a ReconnectPacer, got {type(pacer).__name__}")
         self._pacer = pacer
+
+    @property
+    def account(self) -> str | None:
+        """The account key the connection events carry: the string given, or what the callable
+        given returns now (a guarded client passes its current key: ``key:<auth key id>``
+        before the user id is known, ``user:<id>`` after; read when an event is built, never on
+        a call's path). ``None`` when neither is given or the callable raised."""
+        account = self._account
+        if account is None or isinstance(account, str):
+            return account
+        try:
+            return account()
+        except Exception:
+            return None
+
+    @account.setter
+    def account(self, account: str | Callable[[], str | None] | None) -> None:
+        self._account = account
 
     @property
     def is_reconnecting(self) -> bool:

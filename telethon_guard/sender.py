@@ -109,7 +109,9 @@ class GuardedMTProtoSender(ReconnectingSender):
         :class:`ReconnectSucceeded`, :class:`ReconnectGaveUp` (the bus logs it as a warning;
         without a bus the sender logs the warning itself).
     :param dc_id: the DC this sender talks to (events and ``AuthKeyInvalidError.dc_id``).
-    :param account: the guard's account key for events, or ``None``.
+    :param account: the guard's account key for events, a callable returning it when an event
+        is built (a guarded client's current key, which changes from ``key:<auth key id>`` to
+        ``user:<id>`` at login), or ``None``.
     :param max_reconnect_seconds: seconds (monotonic, counted from the first failure since the
         last stable connection) that pending calls wait for a reconnect. After that they fail
         with :class:`TransportFloodError` (after -429) or :class:`GuardConnectionError`, and new
@@ -153,7 +155,7 @@ class GuardedMTProtoSender(ReconnectingSender):
         pacer: ReconnectPacer | None = None,
         events: Any = None,
         dc_id: int | None = None,
-        account: str | None = None,
+        account: str | Callable[[], str | None] | None = None,
         max_reconnect_seconds: float | None = 60.0,
         config: Any = None,
     ) -> None:
@@ -189,7 +191,7 @@ class GuardedMTProtoSender(ReconnectingSender):
         pacer: ReconnectPacer | None = None,
         events: Any = None,
         dc_id: int | None = None,
-        account: str | None = None,
+        account: str | Callable[[], str | None] | None = None,
         max_reconnect_seconds: float | None = 60.0,
     ) -> GuardedMTProtoSender:
         """A sender built from a (not yet connected) ``TelegramClient``'s own settings, exactly

@@ -12,6 +12,7 @@ truth of what each client sent. Every wait is bounded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,11 +24,17 @@ from telethon.tl import functions, types
 from telethon_guard import GuardedTelegramClient
 from telethon_guard._link import account_key
 from telethon_guard.errors import FloodWaitBlocked
-from telethon_guard.events import RequestFinished
+from telethon_guard.events import (
+    GuardEvent,
+    ReconnectAttempt,
+    ReconnectSucceeded,
+    RequestFinished,
+    TransportErrorEvent,
+)
 from telethon_guard.storage.memory import MemoryStorage
 from telethon_guard.testing import TelegramTestServer
-from telethon_guard.testing.faults import ErrorOnCalls
-from tests.integration._client_helpers import AT_ONCE, bounded
+from telethon_guard.testing.faults import ErrorOnCalls, Transport429Storm
+from tests.integration._client_helpers import AT_ONCE, bounded, wait_until
 
 HISTORY = "messages.getHistory"
 QUICK = {"receive_updates": False, "max_flood_wait": 1.0, "deadline": 10.0}
@@ -91,6 +98,31 @@ async def test_before_login_the_auth_key_then_the_bot_user_id() -> None:
             me = await bounded(client.get_me())
             assert me.bot
             assert key_of(client) == f"user:{me.id}"
+
+
+async def test_connection_events_after_login_carry_the_user_key() -> None:
+    # A trial saw TransportErrorEvent / ReconnectAttempt / ReconnectSucceeded keep
+    # 'key:<auth key>' after login while requests carried 'user:<id>': the sender's key was
+    # fixed when it was built (before login). A -429 storm after login, real sockets.
+    async with TelegramTestServer(dcs=1, strict=False) as server:
+        seen: list[GuardEvent] = []
+        client = server.client(GuardedTelegramClient, session=server.empty_session(),
+                               durable_storage=False, on_event=seen.append, **QUICK)
+        async with connected(client):
+            await bounded(client.start(bot_token="4242:AAbbCC"))
+            me = await bounded(client.get_me())
+            plan = server.faults
+            assert plan.started_at is not None
+            plan.add(Transport429Storm(start=time.monotonic() - plan.started_at, duration=0.3))
+            await wait_until(lambda: any(isinstance(e, ReconnectSucceeded) for e in seen))
+            await bounded(client(history()))
+        connection_events = [e for e in seen if isinstance(
+            e, (TransportErrorEvent, ReconnectAttempt, ReconnectSucceeded))]
+        kinds = {type(e) for e in connection_events}
+        assert kinds == {TransportErrorEvent, ReconnectAttempt, ReconnectSucceeded}, seen
+        assert {e.account for e in connection_events} == {f"user:{me.id}"}, connection_events
+        finished = [e for e in seen if isinstance(e, RequestFinished) and e.method == HISTORY]
+        assert [e.account for e in finished] == [f"user:{me.id}"]
 
 
 def request_keys(client: GuardedTelegramClient) -> list[tuple[str, str | None]]:
