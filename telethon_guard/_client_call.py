@@ -260,13 +260,16 @@ async def lane_call(
             timers = lane.timers
             if timers is None or timers.loop is not loop:
                 timers = lane.timers_for(loop)
-            when = now + length
-            timers.pending[fut] = (when, task, sender, now)
+            timers.pending[task] = now  # its deadline: now + length
+            if timers.extend is not None:  # attempt_timeout: held while the sender reconnects
+                timers.holders[task] = (sender, now)
             if timers.armed is None:
-                timers.arm(when)
+                timers.arm(now + length)
         result = await fut
     except BaseException as exc:
-        fired = timers is not None and timers.pending.pop(fut, None) is None
+        fired = timers is not None and timers.pending.pop(task, None) is None
+        if timers is not None and timers.holders:
+            timers.holders.pop(task, None)
         if not described:
             _, peer, rid = _tl.describe(request)
         call = lane.call_of(method, request, account, dc_id, key, now, peer, rid)
@@ -282,9 +285,11 @@ async def lane_call(
             return await guarded_call(client, state, sender, request, ordered, None, 1,
                                       resolved=True)
     else:
-        if (timers is not None and timers.pending.pop(fut, None) is None
-                and sys.version_info >= (3, 11)):
-            task.uncancel()  # the timer fired as the answer came: the answer wins
+        if timers is not None:
+            if timers.holders:
+                timers.holders.pop(task, None)
+            if timers.pending.pop(task, None) is None and sys.version_info >= (3, 11):
+                task.uncancel()  # the timer fired as the answer came: the answer wins
         answered = lane.now()  # the answer's time: the pacer's record, the store's start
         breakers = lane.breakers
         if breakers:  # a breaker was ever told a failure: one a success changes?

@@ -207,42 +207,49 @@ def held_deadline(age: float | None, now: float, start: float, timeout: float,
 
 
 class FifoDeadlines:
-    """Deadlines of ONE length, filed in the order they were taken, served by one timer on a
-    :class:`Clock` (the straight lane's attempt timers, :mod:`telethon_guard.lane`).
+    """Deadlines of ONE length (``length``, seconds), filed in the order they were taken,
+    served by one timer on a :class:`Clock` (the straight lane's attempt timers,
+    :mod:`telethon_guard.lane`).
 
-    ``pending`` maps a key (the attempt's future) to ``(when, task, holder, start)``:
-    ``when`` is the deadline on the clock, ``task`` the task to cancel then, ``holder`` what
-    :attr:`extend` is asked about (the attempt's sender, or ``None``), ``start`` the clock
-    time the attempt started. Every deadline is ``now + the same length``, so insertion order
-    is deadline order and filing is one dict store: ``pending[key] = (when, task, holder,
-    start)``, then :meth:`arm` when :attr:`armed` is ``None`` (an armed timer is never later
-    than the earliest entry). Stopping is one dict pop: ``pending.pop(key, None) is None``
-    means the timer already fired (and cancelled the task). No object per attempt, no sweep.
-    The timer fires at the front entry's ``when``, cancels every task that is due and
-    re-arms for the next entry (about once per deadline length while calls flow).
+    ``pending`` maps the task to cancel at the deadline to the clock time its deadline was
+    taken from (``started``; the deadline is ``started + length``). A task waits for one
+    attempt at a time, so it is filed at most once. Every deadline is ``started + the same
+    length``, so insertion order is deadline order and filing is one dict store of a value
+    the caller already holds: ``pending[task] = now``, then :meth:`arm` with ``now +
+    length`` when :attr:`armed` is ``None`` (an armed timer is never later than the earliest
+    entry). Stopping is one dict pop: ``pending.pop(task, None) is None`` means the timer
+    already fired (and cancelled the task). No object per attempt, no sweep. The timer fires
+    at the front entry's deadline, cancels every task that is due and re-arms for the next
+    entry (about once per deadline length while calls flow).
 
-    :attr:`extend` (``None``: never): ``extend(holder, start, now)`` of a due entry whose
-    ``holder`` is not ``None`` returns a later clock time to wait until instead of cancelling
-    (the attempt's request waited for a connection: :func:`held_deadline`), or ``None``
-    (cancel now). An entry put back that way is filed again at the end, possibly before the
+    :attr:`extend` (``None``: never; the lane sets it when the length is the attempt
+    timeout): for a due task filed in :attr:`holders` too (``holders[task] = (sender,
+    started)``, by the caller, who pops it with the task), ``extend(sender, started, now)``
+    (``started``: the attempt's real start) returns a later
+    clock time to wait until instead of cancelling (the attempt's request waited for a
+    connection: :func:`held_deadline`), or ``None`` (cancel now). A task put back that way
+    is filed again at the end with ``started = later - length``, possibly before the
     deadlines of entries ahead of it: the timer then scans every entry until the table
     empties.
     """
 
-    __slots__ = ("_armed_at", "_unordered", "armed", "clock", "extend", "loop", "pending")
+    __slots__ = ("_armed_at", "_unordered", "armed", "clock", "extend", "holders", "length",
+                 "loop", "pending")
 
-    def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop, length: float) -> None:
         self.clock = clock
         self.loop = loop
-        self.pending: dict[object, tuple[float, asyncio.Task[Any], Any, float]] = {}
+        self.length = length
+        self.pending: dict[asyncio.Task[Any], float] = {}
         self.armed: TimerHandle | None = None
         self._armed_at = float("-inf")
         self.extend: Callable[[Any, float, float], float | None] | None = None
-        self._unordered = False  # an entry was filed again out of deadline order
+        self.holders: dict[asyncio.Task[Any], tuple[Any, float]] = {}
+        self._unordered = False  # a task was filed again out of deadline order
 
     def arm(self, when: float) -> None:
         """Arm the timer for clock time ``when`` (nothing is armed)."""
-        if not self.pending:
+        if not self.pending or len(self.pending) == 1:
             self._unordered = False
         self._armed_at = when
         self.armed = self.clock.call_at(when, self._fire)
@@ -252,29 +259,34 @@ class FifoDeadlines:
         now = self.clock.now()
         limit = max(now, self._armed_at)  # a loop timer may run a bit early
         pending = self.pending
-        due: list[object] = []
+        length = self.length
+        due: list[asyncio.Task[Any]] = []
         nxt: float | None = None
         unordered = self._unordered
-        for key, entry in pending.items():
-            when = entry[0]
+        for task, started in pending.items():
+            when = started + length
             if when > limit:
                 if nxt is None or when < nxt:
                     nxt = when
                 if not unordered:
                     break
                 continue
-            due.append(key)
+            due.append(task)
         extend = self.extend
-        for key in due:
-            _, task, holder, start = pending.pop(key)
-            if extend is not None and holder is not None:
-                later = extend(holder, start, now)
-                if later is not None:  # its request waited for a connection: not due yet
-                    pending[key] = (later, task, holder, start)
-                    self._unordered = True
-                    if nxt is None or later < nxt:
-                        nxt = later
-                    continue
+        holders = self.holders
+        for task in due:
+            started = pending.pop(task)
+            if extend is not None:
+                holder = holders.get(task)
+                if holder is not None:
+                    later = extend(holder[0], holder[1], now)
+                    if later is not None:  # its request waited for a connection: not due
+                        pending[task] = later - length
+                        self._unordered = True
+                        if nxt is None or later < nxt:
+                            nxt = later
+                        continue
+                    del holders[task]
             try:
                 task.cancel()
             except Exception as exc:  # as the loop does for a failing timer callback

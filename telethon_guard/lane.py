@@ -227,7 +227,8 @@ class Lane:
         """The attempt timers of the lane's calls on ``loop``."""
         timers = self.timers
         if timers is None or timers.loop is not loop:
-            timers = self.timers = FifoDeadlines(self.pipeline.clock, loop)
+            assert self.length is not None
+            timers = self.timers = FifoDeadlines(self.pipeline.clock, loop, self.length)
             if not self.by_deadline:  # the attempt timeout: held while no live connection
                 timers.extend = self.held
         return timers

@@ -163,6 +163,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -302,7 +303,7 @@ _HISTORY_TRIM = PACE_HISTORY + 64  # on_success trims history 64 at a time from 
 class _Pace:
     __slots__ = ("announced", "b_counts", "b_first", "b_firsts", "b_n", "base", "count",
                  "evidence",
-                 "flood_at",
+                 "flood_at", "folded",
                  "grow", "held", "history", "hold", "last", "late", "period", "pre",
                  "probation_until", "quick", "short", "since", "span", "trimmed", "wait",
                  "widest")
@@ -314,12 +315,17 @@ class _Pace:
         self.trimmed = float("-inf")  # newest success time deleted from history
         # Successes per bucket over the last PACE_HORIZON: each bucket's first answer time and
         # its count (a bucket spans PACE_BUCKET s and never straddles the end of a wait), so
-        # the pre-flood rate does not depend on how many answer times history keeps.
+        # the pre-flood rate does not depend on how many answer times history keeps. Counted
+        # lazily (_fold): history[:folded] are counted, history[folded:] not yet; they are
+        # folded in when history is trimmed and before anything reads the buckets or
+        # changes ``since`` (which the bucket rule reads), so the buckets are the same as if
+        # every answer had been counted when it was recorded.
+        self.folded = 0
         self.b_firsts: array[float] = array("d")
         self.b_counts: array[int] = array("q")
-        self.b_first = float("-inf")  # b_firsts[-1] (-inf: none), read by on_success
-        # The last bucket's count, kept here by on_success (an int attribute, cheaper than
-        # the array's item): b_counts[-1] is written when a bucket opens or is read.
+        self.b_first = float("-inf")  # b_firsts[-1] (-inf: none)
+        # The last bucket's count (an int attribute, cheaper than the array's item):
+        # b_counts[-1] is written when a bucket opens or is read.
         self.b_n = 0
         self.since = float("-inf")  # end of the last server wait learned from
         self.announced: tuple[int, float] | None = None  # last (count, period) emitted
@@ -346,6 +352,54 @@ class _Pace:
         # were slower than the refusal): they refine the pace until the wait ends.
         self.evidence: list[float] | None = None
         self.late = 0
+
+
+def _fold(p: _Pace, end: int) -> None:
+    """Count the answer times ``p.history[p.folded:end]`` into ``p``'s buckets, as if each had
+    been counted when it was recorded: an answer at ``t`` joins the last bucket (first
+    answer ``first``) when ``t - first < PACE_BUCKET`` and not ``first < p.since <= t`` (a
+    bucket never straddles the end of a wait), else it opens a new one (buckets that began
+    more than ``PACE_HORIZON + PACE_BUCKET`` s before it are dropped). ``since`` must be the
+    value it had when those answers were recorded (callers fold before changing it). Both
+    tests are monotone in ``t`` and history is in clock order, so each bucket's end is found
+    by bisection: O(log n) per bucket, not a step per answer."""
+    i = p.folded
+    if i >= end:
+        return
+    h = p.history
+    since = p.since
+    first = p.b_first
+    n = p.b_n
+    firsts = p.b_firsts
+    counts = p.b_counts
+    while True:
+        # the answers that join the bucket opened at ``first``
+        f = first
+        stop = bisect_left(h, PACE_BUCKET, i, end, key=lambda t: t - f)
+        if first < since:
+            stop = bisect_left(h, since, i, stop)
+        n += stop - i
+        if stop >= end:
+            break
+        t = h[stop]  # opens a new bucket
+        firsts.append(t)
+        if counts:
+            counts[-1] = n
+        counts.append(1)
+        n = 1
+        first = t
+        old = 0
+        while firsts[old] < t - PACE_HORIZON - PACE_BUCKET:
+            old += 1
+        if old:
+            del firsts[:old]
+            del counts[:old]
+        i = stop + 1
+        if i >= end:
+            break
+    p.b_first = first
+    p.b_n = n
+    p.folded = end
 
 
 class AdaptivePacer:
@@ -608,15 +662,13 @@ class AdaptivePacer:
             first = self._once.pop(key, None)
             if first is not None:  # its one answer so far, as on_success records it
                 p.history.append(first)
-                p.b_firsts.append(first)
-                p.b_counts.append(1)
-                p.b_first = first
-                p.b_n = 1
         return p
 
     def on_success(self, account: str, method: str, now: float | None = None) -> None:
         """Record one call of ``method`` answered by Telegram (its time, for learning);
-        ``now``: the answer's time on the pacer's clock when the caller has read it."""
+        ``now``: the answer's time on the pacer's clock when the caller has read it (answer
+        times are recorded in clock order: the clock is monotonic and the caller reads it
+        when the answer is processed, with no await in between)."""
         p = self._paces.get((account, method))
         if p is None:
             key = (account, method)
@@ -632,32 +684,24 @@ class AdaptivePacer:
         history = p.history
         history.append(now)
         if len(history) >= _HISTORY_TRIM:  # trimmed 64 at a time (amortized O(1))
-            p.trimmed = history[63]
-            del history[:64]
-        first = p.b_first  # the last bucket's first answer (b_firsts[-1], read without it)
-        if now - first < PACE_BUCKET and not first < p.since <= now:
-            p.b_n += 1
-        else:
-            firsts = p.b_firsts
-            firsts.append(now)
-            counts = p.b_counts
-            if counts:
-                counts[-1] = p.b_n
-            counts.append(1)
-            p.b_n = 1
-            p.b_first = now
-            old = 0
-            while firsts[old] < now - PACE_HORIZON - PACE_BUCKET:
-                old += 1
-            if old:
-                del firsts[:old]
-                del p.b_counts[:old]
+            self._trim(p)
         if p.evidence is not None:
             if now < p.since and p.count:
                 p.late += 1
                 self._refine((account, method), p)
             else:
                 p.evidence = None
+
+    @staticmethod
+    def _trim(p: _Pace) -> None:
+        """Drop the 64 oldest answer times of ``p.history`` (counted into the buckets
+        first)."""
+        history = p.history
+        if p.folded < 64:
+            _fold(p, 64)
+        p.folded -= 64
+        p.trimmed = history[63]
+        del history[:64]
 
     def _refine(self, key: tuple[str, str], p: _Pace) -> None:
         """Count an answer that arrived during a new pace's wait (accepted before the
@@ -709,6 +753,7 @@ class AdaptivePacer:
         now = self._clock.now()
         key = (account, method)
         p = self._pace(account, method)
+        _fold(p, len(p.history))  # the buckets as of now, before ``since`` moves
         if now < p.since or seconds < PACE_MIN_WAIT:
             # A reply to a call sent before the wait we already learned from ended (its
             # siblings in flight): the same event, nothing new to learn.
@@ -820,9 +865,10 @@ class AdaptivePacer:
         missing = h[-PACE_HISTORY - 1] if len(h) > PACE_HISTORY else p.trimmed
         if missing <= lookstart:
             return pre_flood_rate(calls, now, seconds)
+        _fold(p, len(h))
         counts = p.b_counts
         if counts:
-            counts[-1] = p.b_n  # on_success keeps the last bucket's count in b_n
+            counts[-1] = p.b_n  # _fold keeps the last bucket's count in b_n
         return _bucket_rate(p.b_firsts, counts, start, now, seconds)
 
     def _set_hold(self, p: _Pace) -> None:
@@ -936,6 +982,7 @@ class AdaptivePacer:
         p.held = bool(state["held"])
         p.pre = float(state["pre"])
         p.flood_at = flood_at
+        _fold(p, len(p.history))  # the buckets as of now, before ``since`` moves
         p.since = now + float(state["since"])
         p.hold = float(state["hold"])
         # The relaxation span and probe schedule (issue 13); a process that does not send

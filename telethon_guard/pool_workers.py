@@ -11,7 +11,15 @@ connect is under way counts as free: the lease connects it (or waits for that co
 
 :meth:`WorkerRouter.lease` takes the next free account in round-robin order;
 :meth:`WorkerRouter.call` also moves on to the next account when the call itself is refused
-(``FloodWaitBlocked``, ``CircuitOpenError``, ``TransportFloodError``, a broken tenant). A tenant
+(``FloodWaitBlocked``, ``CircuitOpenError``, ``TransportFloodError``, a broken tenant). A call
+moved on after a ``FloodWaitBlocked`` first waits (at most :attr:`WorkerRouter.settle_timeout`
+seconds) until the calls of its method that the router sent to the next account *before* the
+refusal have finished: when a burst floods one account, it has usually flooded the others too,
+and their FLOOD_WAITs may still be on the way; the moved call is then routed on what they
+taught the next account's flood ledger instead of being sent into its block (30 calls at
+once over 3 accounts taking 3 per 2 s each: 21 FLOOD_WAITs, one per call sent beyond the
+accounts' capacity in the first dispatch; without the wait the moved calls drew 14 more). A
+tenant
 the factory does not know (``UnknownTenantError`` from the lease: an ``async`` factory is only
 asked then) is routed around like a broken one: it is not free for the pool's
 ``broken_retry_after`` seconds, then asked again. When no account is free,
@@ -22,6 +30,7 @@ FLOOD_WAIT is raised at once and the call moves to another account instead of wa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -107,8 +116,12 @@ class WorkerRouter:
     :raises GuardConfigError: ``tenants`` is empty or a ``str`` (field ``tenants``).
 
     ``routed``: ``{tenant: calls routed to it}``; ``rerouted``: calls moved on to another
-    account after a refusal.
+    account after a refusal; ``settle_timeout``: the most seconds a call moved on after a
+    ``FloodWaitBlocked`` waits for the earlier calls of its method on the next account to
+    finish (see :meth:`call`).
     """
+
+    settle_timeout: float = 5.0
 
     def __init__(self, pool: ClientPool, tenants: Iterable[Hashable]) -> None:
         self._pool = pool
@@ -122,6 +135,10 @@ class WorkerRouter:
         self._unknown: dict[Any, float] = {}  # tenant -> monotonic time it is asked again
         self.routed: dict[Any, int] = {}
         self.rerouted = 0
+        # Calls of :meth:`call` running on each (tenant, method): their start number -> a
+        # future resolved when they finish (a call moved on after a flood waits for these).
+        self._started = 0
+        self._running: dict[tuple[Any, str], dict[int, asyncio.Future[None]]] = {}
 
     @property
     def tenants(self) -> list[Any]:
@@ -197,12 +214,19 @@ class WorkerRouter:
         """``await fn(client)`` on an account free for ``method``; on a refusal
         (:data:`REROUTED_ERRORS`) the next free account is tried, each account at most once.
 
+        After a ``FloodWaitBlocked`` the call does not go to the next account while calls of
+        ``method`` that this router sent there before the refusal are still running: it waits
+        for them (at most :attr:`settle_timeout` seconds, once per account), then picks again,
+        so a FLOOD_WAIT they brought back is known before it is sent.
+
         :raises NoAccountAvailableError: every account is refused, blocked or unknown to the
             factory; ``retry_after`` is the earliest time one is free again; ``__cause__`` is
             the last refusal met by this call, if any.
         """
         tried: set[Any] = set()
         refused: BaseException | None = None
+        flooded_at: int | None = None  # calls started before this were sent before the flood
+        settled: set[Any] = set()
         while True:
             try:
                 tenant = await self.pick(method, frozenset(tried))
@@ -210,6 +234,22 @@ class WorkerRouter:
                 if refused is None:
                     raise
                 raise e from refused  # __cause__: the last refusal of this call
+            if flooded_at is not None and tenant not in settled:
+                settled.add(tenant)
+                earlier = [f for n, f in self._running.get((tenant, method), {}).items()
+                           if n < flooded_at]
+                if earlier:
+                    self.routed[tenant] -= 1  # not routed there (yet)
+                    await asyncio.wait(earlier, timeout=self.settle_timeout)
+                    continue  # pick again: they may have blocked this account
+            key = (tenant, method)
+            number = self._started
+            self._started = number + 1
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            running = self._running.get(key)
+            if running is None:
+                running = self._running[key] = {}
+            running[number] = done
             try:
                 async with self._pool.lease(tenant) as client:
                     return await fn(client)
@@ -217,9 +257,16 @@ class WorkerRouter:
                 tried.add(tenant)
                 self.rerouted += 1
                 refused = e
+                if isinstance(e, FloodWaitBlocked):
+                    flooded_at = self._started
             except UnknownTenantError as e:
                 if e.tenant != tenant:
                     raise  # from inside fn (another pool), not this account's lease
                 self._note_unknown(tenant)
                 tried.add(tenant)
                 refused = e
+            finally:
+                del running[number]
+                if not running:
+                    self._running.pop(key, None)
+                done.set_result(None)

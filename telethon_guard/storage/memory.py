@@ -54,10 +54,13 @@ class _KeyLog:
     slot ``x <= now - pmax`` can never delay a reservation (``x + period <= now`` for every
     window), so keeping a few does not change any decision; it saves a trim step per
     reservation. ``w1`` / ``w2`` hold the windows of a 1- or 2-window key ordered by count
-    (the fast path's unrolled checks).
+    (the fast path's unrolled checks). ``room``: ``min(smallest count, cap + 1)``: a log
+    shorter than that needs no trim and has room in every window now (a window of ``n`` calls
+    can only be full with ``n`` slots logged), so the slot is ``now`` (or the newest slot's
+    time if that is later): the decider's first test.
     """
 
-    __slots__ = ("cap", "log", "pmax", "w1", "w2", "windows")
+    __slots__ = ("cap", "log", "pmax", "room", "w1", "w2", "windows")
 
     def __init__(self, windows: Windows) -> None:
         self.log: list[float] = []
@@ -66,7 +69,8 @@ class _KeyLog:
     def set_windows(self, windows: Windows) -> None:
         self.windows = windows
         self.pmax = max((p for _, p in windows), default=0.0)
-        self.cap = _base_cap(windows)
+        self.cap = cap = _base_cap(windows)
+        self.room = min(min((n for n, _ in windows), default=cap + 1), cap + 1)
         by_count = sorted(windows)
         self.w1: tuple[int, float] | None = by_count[0] if len(by_count) == 1 else None
         self.w2: tuple[tuple[int, float], tuple[int, float]] | None = (
@@ -80,8 +84,10 @@ class _KeyLog:
         # Live slots above the base cap (observe mode records every real send; a huge count):
         # the next trim comes after as many new slots again, so trimming stays amortized O(1);
         # memory stays bounded by twice the live slots (back to the base once the burst ages).
-        base = _base_cap(self.windows)
-        self.cap = n * 2 if n * 2 > base else base
+        windows = self.windows
+        base = _base_cap(windows)
+        self.cap = cap = n * 2 if n * 2 > base else base
+        self.room = min(min((c for c, _ in windows), default=cap + 1), cap + 1)
         return n
 
     def earliest(self, t: float) -> float:
@@ -199,9 +205,10 @@ class MemoryStorage:
 
         def decide(specs: Sequence[LimitSpec]) -> tuple[float, Any]:
             nonlocal last_specs, last_kl, last_windows
-            if specs is last_specs and last_kl.windows is last_windows:
-                kl = last_kl
-            elif len(specs) == 1 and not (spec := specs[0])[2]:
+            kl = last_kl
+            if specs is not last_specs or kl.windows is not last_windows:
+                if len(specs) != 1 or (spec := specs[0])[2]:
+                    return many(specs, False)
                 key, windows, _ = spec
                 kl_ = keys.get(key)
                 if kl_ is None:
@@ -213,11 +220,13 @@ class MemoryStorage:
                     last_specs = specs
                     last_kl = kl
                     last_windows = windows
-            else:
-                return many(specs, False)
             now = now_fn()
             log = kl.log
             n_log = len(log)
+            if n_log < kl.room and (not n_log or log[-1] <= now):
+                # Far from full (room in every window, no trim due): the slot is now.
+                log.append(now)
+                return (0.0, now)
             if n_log > kl.cap:
                 n_log = kl.trim(now)
             if not n_log:

@@ -172,3 +172,60 @@ async def test_calls_while_the_accounts_first_connect_are_served(async_factory: 
             failed = [r for r in results if isinstance(r, BaseException)]
             assert not failed, failed
             assert sum(router.routed.values()) >= 8
+
+
+async def _burst(server: TelegramTestServer, ids: list[int], n: int) -> tuple[int, list[Any]]:
+    """``n`` concurrent ``router.call``s of getHistory over the accounts ``ids`` (worker
+    clients with ``max_flood_wait=0``, no configured limits); returns (calls served, errors)."""
+    sessions = {f"w{i}": server.session(uid) for i, uid in enumerate(ids)}
+
+    def factory(tenant: str) -> Any:
+        return server.client(GuardedTelegramClient, session=sessions[tenant],
+                             storage=pool.storage, max_flood_wait=0)
+
+    pool = GuardedClientPool(factory)
+    async with pool:
+        for tenant in sessions:  # connected and "news" resolved: the burst is getHistory only
+            async with pool.lease(tenant) as client:
+                await bounded(client.get_input_entity("news"))
+        router = pool.workers(sessions)
+        results = await bounded(asyncio.gather(
+            *[router.call(HISTORY, history) for _ in range(n)], return_exceptions=True))
+    errors = [r for r in results if isinstance(r, BaseException)]
+    return len(results) - len(errors), errors
+
+
+async def test_a_burst_over_saturated_accounts_sends_no_call_twice() -> None:
+    # 30 calls at once over 3 accounts that take 3 getHistory per 60 s each (no method_limits,
+    # so the guard learns each account's limit from its FLOOD_WAITs). The first dispatch sends
+    # 10 to each account: 7 FLOOD_WAITs each, unavoidable. A call refused there moves on only
+    # after the calls sent to the next account before the refusal have come back, so it meets
+    # that account's block in its ledger instead of drawing one more FLOOD_WAIT from it.
+    # Before: the moved calls were sent into the blocks still on the way, 35 FLOOD_WAITs for
+    # 30 calls (44 requests sent).
+    plan = FaultPlan(FloodWindow(HISTORY, 3, 60.0))
+    async with TelegramTestServer(faults=plan) as server:
+        ids = [server.world.register_account(None) for _ in range(3)]
+        served, errors = await _burst(server, ids, 30)
+        assert served == 9
+        assert all(isinstance(e, NoAccountAvailableError) for e in errors), errors
+        assert all(e.retry_after is not None and 0 < e.retry_after <= 60 for e in errors)
+        floods = server.log.count(HISTORY, outcome="rpc_error")
+        assert floods <= 30 - 9, floods  # one per call sent beyond the accounts' capacity
+        assert server.log.count(HISTORY) <= 30  # no call was sent twice
+
+
+async def test_a_call_moved_after_a_flood_waits_for_the_next_account_then_is_served() -> None:
+    # Two accounts take 3 getHistory per 60 s, the third 20; 12 calls at once go 4 to each.
+    # The one call over the limit on each small account is refused there and moves on; it
+    # waits for the calls already sent to the next account, so it is not sent into the other
+    # small account's block but served by the large one: every call served, one FLOOD_WAIT
+    # per saturated account. Before: 3 FLOOD_WAITs (a moved call was sent into the block).
+    async with TelegramTestServer() as server:
+        ids = [server.world.register_account(None) for _ in range(3)]
+        for uid, limit in zip(ids, (3, 3, 20), strict=True):
+            server.faults.add(FloodWindow(HISTORY, limit, 60.0, account=uid))
+        served, errors = await _burst(server, ids, 12)
+        assert served == 12 and not errors, errors
+        assert server.log.count(HISTORY, outcome="rpc_error") == 2
+        assert [server.log.count(HISTORY, outcome="ok", account=uid) for uid in ids] == [3, 3, 6]

@@ -6,7 +6,9 @@ then answers JSON-lines commands read from stdin, one JSON line each on stdout:
 
 * ``{"cmd": "load", "start": T0, "duration": D, "tasks": K}``: from monotonic time ``T0`` (the
   same clock in every process on this machine) until ``T0 + D``, ``K`` tasks call
-  ``messages.getHistory`` back to back; replies ``{"ok": n, "errors": {type: count}}``.
+  ``messages.getHistory`` back to back; replies ``{"ok": n, "errors": {type: count},
+  "fallbacks": [reason, ...]}`` (``StorageFallback`` events of the run: Redis did not answer
+  and this process used its local state).
 * ``{"cmd": "call", "method": "history" | "me"}``: one call; replies ``{"ok": bool, "error":
   type name, "from_server": bool | null, "seconds": float | null, "elapsed": seconds}``.
 * ``{"cmd": "breaker"}``: ``{"state": ..., "retry_after": ...}`` of this account's DC 1 breaker.
@@ -27,6 +29,7 @@ from telethon.sessions import StringSession
 from telethon.tl import functions, types
 
 from telethon_guard import GuardedTelegramClient
+from telethon_guard.events import StorageFallback
 
 
 def _history() -> Any:
@@ -62,6 +65,13 @@ async def _load(client: GuardedTelegramClient, start: float, duration: float,
     ok = 0
     errors: collections.Counter[str] = collections.Counter()
     end = start + duration
+    fallbacks: list[str] = []
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, StorageFallback) and event.active:
+            fallbacks.append(event.reason)
+
+    unsubscribe = client.guard.events.subscribe(on_event, request_events=False)
 
     async def worker() -> None:
         nonlocal ok
@@ -79,7 +89,8 @@ async def _load(client: GuardedTelegramClient, start: float, duration: float,
     for t in running:
         t.cancel()  # those still waiting for a slot give it back
     await asyncio.gather(*running, return_exceptions=True)
-    return {"ok": ok, "errors": dict(errors)}
+    unsubscribe()
+    return {"ok": ok, "errors": dict(errors), "fallbacks": fallbacks}
 
 
 async def main(cfg: dict[str, Any]) -> None:
