@@ -106,7 +106,7 @@ class ReconnectingSender(SenderSurface):
     __slots__ = ("_account", "_awaiting_confirm", "_callback_task", "_connect_losses",
                  "_down_since", "_events", "_given_up", "_last_code", "_live_since",
                  "_max_reconnect", "_opened_at", "_outage_attempts", "_pacer",
-                 "_reconnect_loop", "_tasks", "_terminal", "_unanswered",
+                 "_reconnect_loop", "_tasks", "_terminal", "_tries", "_unanswered",
                  "connecting", "connection_losses", "dc_id", "reconnect_attempts", "reconnects",
                  "transport_errors")
 
@@ -162,6 +162,8 @@ class ReconnectingSender(SenderSurface):
         self._tasks: set[asyncio.Task[Any]] | None = None  # made on the first _spawn
         self._callback_task: asyncio.Task[Any] | None = None
         self._connect_losses = 0  # connections lost or failed during this connect()
+        # failed attempts of Telethon's connect loop in this connect(), and the last error
+        self._tries: tuple[int, BaseException | None] = (0, None)
         self.connecting = False
         """``True`` while the client's ``connect()`` has not completed (set by the guard): a
         reconnect then does not run Telethon's auto-reconnect callback (``get_me``), since
@@ -335,11 +337,21 @@ class ReconnectingSender(SenderSurface):
             await self._open_connection(turn=turn)
             return True
         except (OSError, asyncio.TimeoutError) as e:
-            self._pacer.record_failure()
+            self._tries = (self._tries[0] + 1, e)
             if self.connecting:
                 self._connect_losses += 1  # Telethon's loop ends at connection_retries itself
             self._log.warning("Attempt %d at connecting failed: %s: %s",
                               attempt, type(e).__name__, e)
+            if isinstance(e, ConnectionRefusedError):
+                # Nothing listens there: a definite answer at once, not Telegram shedding
+                # load (-429) nor a silent connection. Retried after Telethon's retry_delay,
+                # as plain Telethon does, not after the pacer's doubling backoff (1+2+4+8+16 s
+                # for the default 5 retries: 29 s instead of 5 s); none after the last one.
+                retries = self._retries
+                if retries is None or retries < 0 or attempt <= retries:
+                    await asyncio.sleep(self._delay)
+            else:
+                self._pacer.record_failure()
             return False
 
     # ---- failure handling -------------------------------------------------------------------

@@ -120,6 +120,7 @@ SENDER_ATTRIBUTES: Mapping[str, str] = {
     "_loggers": "read: Telethon's loggers",
     "_auto_reconnect": "read",
     "_retries": "read: connection_retries (connect() ends after that many lost connections)",
+    "_delay": "read: retry_delay (the wait after a refused connection attempt in connect())",
     "_auto_reconnect_callback": "read: run after a reconnect",
     "_connect_timeout": "read: timeout of one connection attempt",
     "_ping": "written: cleared when the liveness watchdog replaces a silent connection",
@@ -530,6 +531,7 @@ class SenderSurface(MTProtoSender):
     _loggers: Any
     _auto_reconnect: bool
     _retries: int | None
+    _delay: float
     _auto_reconnect_callback: Callable[[], Any] | None
     _connect_timeout: float | None
     _ping: int | None

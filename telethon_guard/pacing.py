@@ -43,10 +43,22 @@ its next ramp step, and those still queued at the drop go then.
 there is no sustained rate to return to: the server's window is at least ``X`` long (its
 oldest counted call leaves it ``X`` seconds later), so it held all of them and the most it is
 known to allow is the estimate. That is the shape of a limit reached from an empty window
-(callers starting at full speed), and the estimate holds at once, as a repeated flood's does.
-Its window is taken in whole seconds: Telegram rounds ``X`` up, so the server's window lies in
-``(span + X - 1, span + X]``, and when the burst spans less than ``1 - PACE_JITTER`` s the only
-whole number of seconds there is ``X``; the pace is then ``n`` per ``X + min(span,
+(callers starting at full speed), and the estimate holds at once -- but on the *probe
+schedule* (below): for ``X``, then relaxed over ``max(pace_recover, period)`` and dropped. It is
+also the shape of a one-off flood early in a loop (a paging loop's third call refused), so it
+is tested as soon as the wait ends: a limit that is there refuses the relaxed pace, which
+restores the held one on the ``pace_relax`` schedule (a repeated flood); a one-off flood costs
+``X + max(pace_recover, period)``. (New-user trial: ``iter_messages`` over 2,000 messages with
+its third and fourth calls refused with FLOOD_WAIT_2 took 15.0 s guarded, 4.2 s plain, while the
+held pace sat out three holds; on the probe schedule 6.0 s.) File parts keep the ``pace_relax``
+schedule at once: a download's opening burst meets a real per-DC part limit (issue 15), and a
+probe would cost every download a second FLOOD_WAIT. A refusal of the first call after the
+wait (no call answered since) extends a held pace as it does a hypothesis: the block lasted
+longer, the rate was not tested.
+
+A burst's window is taken in whole seconds: Telegram rounds ``X`` up, so the server's window
+lies in ``(span + X - 1, span + X]``, and when the burst spans less than ``1 - PACE_JITTER`` s
+the only whole number of seconds there is ``X``; the pace is then ``n`` per ``X + min(span,
 PACE_JITTER)`` s (``PACE_JITTER``, 0.05 s: the spread between our answer times and the
 server's arrival times). A longer burst keeps ``span + X`` (near a whole second the rounding
 could go either way). (Issue 15: a parallel download's opening, paced by the transfer window,
@@ -170,6 +182,7 @@ from typing import Any
 from .clock import Clock
 from .config import Windows
 from .events import EventBus, PaceLearned
+from .keys import TRANSFER_METHODS
 
 PACE_HORIZON = 120.0
 """Seconds of call history considered when learning a first pace."""
@@ -775,7 +788,13 @@ class AdaptivePacer:
             cand = _estimate(calls, now, seconds)
             p.widest = max(p.widest, cand[1])
             cand = (cand[0], cand[1] * PACE_MARGIN)
-        if active and p.held:
+        if active and p.held and not fresh:
+            # The first call after the wait refused again (no call answered since): the block
+            # lasted longer, the rate was not tested. The held pace restarts its schedule
+            # (hold or probe schedule) after this wait, unchanged.
+            p.evidence = None
+            count, period = p.count, p.base
+        elif active and p.held:
             p.evidence = None
             if now >= p.flood_at + p.hold:
                 # The relaxed pace was too fast; the held one held for its whole hold: restore
@@ -833,7 +852,13 @@ class AdaptivePacer:
             p.held = rate is None
             if rate is None:  # a burst: the window is whole seconds (PACE_JITTER)
                 period = _burst_window(now - calls[-count], seconds) * PACE_MARGIN
-            p.short = False
+            # A burst's pace holds on the probe schedule: X, then relaxed over
+            # max(pace_recover, period) and dropped. A limit that is there refuses the
+            # relaxed pace (restored, then the pace_relax schedule); a one-off flood costs
+            # X + max(pace_recover, period), not 3 holds (a paging loop's third call refused
+            # once: 2,000 messages in 15.0 s against plain Telethon's 4.2 s). Not for file
+            # parts: a download's opening burst meets a real per-DC part limit (issue 15).
+            p.short = rate is None and method not in TRANSFER_METHODS
             p.quick = 1.0
             p.pre = rate if rate is not None else count / period
             self.seed_ages = [now - t for t in calls]
@@ -873,7 +898,12 @@ class AdaptivePacer:
 
     def _set_hold(self, p: _Pace) -> None:
         """A held pace's hold and relaxation span (seconds) after a FLOOD_WAIT: ``max(pace_relax,
-        2 * period) * grow`` and twice that (see the module docstring)."""
+        2 * period) * grow`` and twice that; on the probe schedule ``X * quick`` and
+        ``max(pace_recover, period) * quick`` (see the module docstring)."""
+        if p.short:
+            p.hold = p.wait * p.quick
+            p.span = max(self.recover, p.base) * p.quick
+            return
         p.hold = max(self.relax, 2.0 * p.base) * p.grow
         p.span = 2.0 * p.hold
 

@@ -233,15 +233,26 @@ class GuardedMTProtoSender(ReconnectingSender):
             self._outage_attempts = 0
             self._awaiting_confirm = False
             self._connect_losses = 0
+            self._tries = (0, None)
         try:
             return await super().connect(connection)
         except GuardError:
             raise
         except ConnectionError as e:
             # Telethon's loop made its connection_retries + 1 attempts: during the client's
-            # connect() that is the same outcome as connections lost after opening.
+            # connect() that is the same outcome as connections lost after opening. Telethon's
+            # own message says "failed <connection_retries> time(s)", one short.
             cls = ConnectionRetriesExhausted if self.connecting else GuardConnectionError
-            raise cls(f"{e} (DC {self.dc_id}, connection_retries={self._retries})") from e
+            failed, last = self._tries
+            if failed and str(e).startswith("Connection to Telegram failed"):
+                text = (f"Connection to Telegram failed {failed} time(s): the first attempt "
+                        f"and connection_retries={self._retries} retries (DC {self.dc_id}); "
+                        f"last: {type(last).__name__}: {last}")
+            else:
+                text = f"{e} (DC {self.dc_id}, connection_retries={self._retries})"
+            if last is not None and e.__cause__ is None:
+                e.__cause__ = last  # ours <- Telethon's <- the last attempt's error
+            raise cls(text) from e
 
     async def disconnect(self) -> None:
         """Disconnect (user action): stops any reconnect loop; calls in flight or queued fail with

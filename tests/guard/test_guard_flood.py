@@ -18,6 +18,10 @@ from telethon_guard.events import (
 )
 from telethon_guard.flood import scope_key, scopes_of
 
+HELD = "upload.getFile"
+"""A file-part method: a burst's pace on it holds on the pace_relax schedule at once (other
+methods' burst paces go on the probe schedule), the held pace the tests below exercise."""
+
 
 async def test_flood_wait_zero_four_times_then_ok() -> None:
     pipe, clock, _ = make_pipeline()
@@ -261,17 +265,17 @@ async def test_pace_learned_event_and_window() -> None:
     pipe, clock, rec = make_pipeline(max_flood_wait=120)
     ok = Script(clock)
     for _ in range(10):
-        await pipe.invoke(make_call(), ok)
+        await pipe.invoke(make_call(HELD), ok)
         clock.advance(0.1)
     flood = Script(clock, [te.FloodWaitError(None, 7)])
-    await bounded(pipe.invoke(make_call(), flood))
+    await bounded(pipe.invoke(make_call(HELD), flood))
     ev = rec.of(PaceLearned)[-1]
     # 10 calls answered over 1.0 s, then "wait 7 s": the window is (10, 1.0 + 7) ...
     assert ev.count == 10 and ev.period == pytest.approx(1.0 + 7, abs=0.01)
     assert pipe.ledger.pacer is not None
     # ... applied as evenly spaced calls, one per 0.8 s
-    assert pipe.ledger.pacer.window("a1", "messages.getHistory") == ((1, pytest.approx(0.8)),)
-    assert pipe.ledger.pacer.max_wait("a1", "messages.getHistory") == 7.0  # Telegram's X
+    assert pipe.ledger.pacer.window("a1", HELD) == ((1, pytest.approx(0.8)),)
+    assert pipe.ledger.pacer.max_wait("a1", HELD) == 7.0  # Telegram's X
 
 
 async def test_no_pace_learned_without_history() -> None:
@@ -286,18 +290,18 @@ async def test_learned_pace_starts_with_its_history() -> None:
     pipe, clock, _ = make_pipeline(max_flood_wait=120)
     ok = Script(clock)
     for _ in range(5):
-        await pipe.invoke(make_call(), ok)
+        await pipe.invoke(make_call(HELD), ok)
         clock.advance(1.0)
     t_flood = clock.now()
-    await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 10)])))
+    await bounded(pipe.invoke(make_call(HELD), Script(clock, [te.FloodWaitError(None, 10)])))
     # Learned (5, 5 + 10) from calls at t_flood-5 .. t_flood-1: one call per 3 s, seeded with
     # the calls of the last 3 s; the retry went when the server's wait ended.
     assert clock.now() == t_flood + 10
-    slots = pipe.storage.slots("acct:a1/pace:messages.getHistory")  # type: ignore[attr-defined]
+    slots = pipe.storage.slots(f"acct:a1/pace:{HELD}")  # type: ignore[attr-defined]
     assert slots == pytest.approx([t_flood + 10])
     nxt = Script(clock)
     for _ in range(3):
-        await bounded(pipe.invoke(make_call(), nxt))
+        await bounded(pipe.invoke(make_call(HELD), nxt))
     assert nxt.times == pytest.approx([t_flood + 13, t_flood + 16, t_flood + 19])
 
 
@@ -305,14 +309,14 @@ async def test_flood_while_a_pace_holds_stretches_it_bounded() -> None:
     pipe, clock, rec = make_pipeline(max_flood_wait=120)
     ok = Script(clock)
     for _ in range(4):
-        await pipe.invoke(make_call(), ok)
-    await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 10)])))
+        await pipe.invoke(make_call(HELD), ok)
+    await bounded(pipe.invoke(make_call(HELD), Script(clock, [te.FloodWaitError(None, 10)])))
     first = rec.of(PaceLearned)[-1]
     assert (first.count, first.period) == (4, pytest.approx(10.0))
     periods = [first.period]
     for _ in range(12):
         clock.advance(1.0)
-        await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 1)])))
+        await bounded(pipe.invoke(make_call(HELD), Script(clock, [te.FloodWaitError(None, 1)])))
         periods.append(rec.of(PaceLearned)[-1].period)
     assert periods[1] == pytest.approx(first.period * 1.1, rel=0.01)  # multiplicative ...
     # ... and bounded: never beyond twice the widest window (span + X) the server showed
@@ -343,19 +347,19 @@ async def test_pace_relaxes_by_time_and_is_dropped() -> None:
     pacer = pipe.ledger.pacer
     assert pacer is not None
     for _ in range(20):
-        pacer.on_success("a1", "m")
+        pacer.on_success("a1", HELD)
         clock.advance(0.01)
     # 20 answers from t0 to t0 + 0.19, FLOOD_WAIT_2 at t0 + 0.2: a burst under a second,
     # the window taken as whole seconds, 2, plus PACE_JITTER: (20, 2 + 0.05)
     base = (2 + 0.05) / 20
-    assert pacer.on_flood("a1", "m", 2.0) == ((1, pytest.approx(base)),)
+    assert pacer.on_flood("a1", HELD, 2.0) == ((1, pytest.approx(base)),)
     clock.advance(4.9)
-    assert pacer.window("a1", "m") == ((1, pytest.approx(base)),)  # held
+    assert pacer.window("a1", HELD) == ((1, pytest.approx(base)),)  # held
     clock.advance(5.0 + 0.2)  # one hold into relaxing: half the period
-    assert pacer.window("a1", "m") == ((1, pytest.approx(base / 2, rel=0.1)),)
-    assert pacer.learned()["a1/m"][0] == 20
+    assert pacer.window("a1", HELD) == ((1, pytest.approx(base / 2, rel=0.1)),)
+    assert pacer.learned()["a1/" + HELD][0] == 20
     clock.advance(5.0)
-    assert pacer.window("a1", "m") is None and pacer.learned() == {}
+    assert pacer.window("a1", HELD) is None and pacer.learned() == {}
     assert rec.of(PaceLearned)[-1].count == 0  # "dropped" is reported
 
 
@@ -364,19 +368,19 @@ async def test_flood_on_a_relaxing_pace_restores_it_and_holds_longer() -> None:
     pacer = pipe.ledger.pacer
     assert pacer is not None
     for _ in range(20):
-        pacer.on_success("a1", "m")
+        pacer.on_success("a1", HELD)
         clock.advance(0.01)
-    pacer.on_flood("a1", "m", 2.0)
+    pacer.on_flood("a1", HELD, 2.0)
     learned = rec.of(PaceLearned)[-1].period
     clock.advance(7.0)  # relaxing
     for _ in range(20):
-        pacer.on_success("a1", "m")
+        pacer.on_success("a1", HELD)
         clock.advance(0.05)
-    assert pacer.window("a1", "m")[0][1] < learned / 20  # type: ignore[index]
-    pacer.on_flood("a1", "m", 1.0)
+    assert pacer.window("a1", HELD)[0][1] < learned / 20  # type: ignore[index]
+    pacer.on_flood("a1", HELD, 1.0)
     assert rec.of(PaceLearned)[-1].period == pytest.approx(learned)  # the pace that held
     clock.advance(9.0)  # the hold doubled to 10 s: still the learned pace
-    assert pacer.window("a1", "m") == ((1, pytest.approx(learned / 20)),)
+    assert pacer.window("a1", HELD) == ((1, pytest.approx(learned / 20)),)
 
 
 async def test_wait_from_a_learned_pace_that_cannot_fit_is_a_flood_error_at_once() -> None:
@@ -386,28 +390,28 @@ async def test_wait_from_a_learned_pace_that_cannot_fit_is_a_flood_error_at_once
     pipe, clock, rec = make_pipeline(max_flood_wait=60)
     ok = Script(clock)
     for _ in range(5):
-        await pipe.invoke(make_call(), ok)
+        await pipe.invoke(make_call(HELD), ok)
         clock.advance(1.0)
     t_flood = clock.now()
-    await bounded(pipe.invoke(make_call(), Script(clock, [te.FloodWaitError(None, 10)])))
+    await bounded(pipe.invoke(make_call(HELD), Script(clock, [te.FloodWaitError(None, 10)])))
     # Learned (5, 15 s): one call per 3 s; the retry went at t_flood + 10.
     assert clock.now() == t_flood + 10
-    slots = pipe.storage.slots("acct:a1/pace:messages.getHistory")  # type: ignore[attr-defined]
+    slots = pipe.storage.slots(f"acct:a1/pace:{HELD}")  # type: ignore[attr-defined]
     send = Script(clock)
     t0 = clock.now()
     with pytest.raises(FloodWaitBlocked) as info:
-        await bounded(pipe.invoke(make_call(deadline_at=t0 + 0.5), send))
+        await bounded(pipe.invoke(make_call(HELD, deadline_at=t0 + 0.5), send))
     e = info.value
     wait = e.retry_after
     assert wait is not None and wait == pytest.approx(3.0, abs=0.05)
     assert e.from_server is False
-    assert e.scope == scope_key(make_call(), FloodScope.METHOD)
+    assert e.scope == scope_key(make_call(HELD), FloodScope.METHOD)
     assert send.count == 0 and clock.now() == t0  # no network call, nothing waited
-    after = pipe.storage.slots("acct:a1/pace:messages.getHistory")  # type: ignore[attr-defined]
+    after = pipe.storage.slots(f"acct:a1/pace:{HELD}")  # type: ignore[attr-defined]
     assert max(after) == max(slots) <= t0  # the refused future slot was given back
     assert rec.of(FloodBlocked)[-1].from_server is False
     # with room in the deadline the next call waits for its pace slot and goes
-    await bounded(pipe.invoke(make_call(deadline_at=t0 + 5.0), send))
+    await bounded(pipe.invoke(make_call(HELD, deadline_at=t0 + 5.0), send))
     assert send.times == [pytest.approx(t0 + wait)]
 
 

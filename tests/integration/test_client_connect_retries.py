@@ -12,9 +12,11 @@ lost, refused or failed before ``connect()`` completes counts, and the last one 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
+from telethon.sessions import StringSession
 
 from telethon_guard import ConnectionRetriesExhausted, GuardConnectionError, GuardedTelegramClient
 from telethon_guard.testing import TelegramTestServer
@@ -62,3 +64,34 @@ async def test_a_connection_lost_once_is_retried_and_connect_succeeds() -> None:
             assert (await asyncio.wait_for(client.get_me(), 10)).id
         finally:
             await asyncio.wait_for(client.disconnect(), 10)
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released): connecting is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_refused_port_is_retried_after_retry_delay_not_the_backoff() -> None:
+    # A trial: connect() to a closed port gave up after 29 s ("failed 5 time(s)" after 6
+    # attempts) where plain Telethon took 6 s: each refusal fed the reconnect pacer's doubling
+    # backoff (1+2+4+8+16 s). A refusal is a definite answer: the next attempt follows after
+    # Telethon's retry_delay, and the message counts the attempts made.
+    session = StringSession()
+    session.set_dc(1, "127.0.0.1", _closed_port())
+    client = GuardedTelegramClient(session, 1, "x" * 32, deadline=None, receive_updates=False,
+                                   connection_retries=5, retry_delay=1)
+    try:
+        with pytest.raises(ConnectionRetriesExhausted) as e:
+            # bound: 5 retry delays (5 s) plus slack; before, the backoff took 27-31 s
+            await asyncio.wait_for(client.connect(), 20.0)
+        text = str(e.value)
+        assert "failed 6 time(s)" in text and "connection_retries=5" in text, text
+        assert "ConnectionRefusedError" in text, text
+        assert isinstance(e.value.__cause__, ConnectionError)
+        assert isinstance(e.value.__cause__.__cause__, ConnectionRefusedError)
+        assert client.guard.pacer(None).failures == 0  # refusals did not back the pacer off
+        assert not client.is_connected()
+    finally:
+        await asyncio.wait_for(client.disconnect(), 10)

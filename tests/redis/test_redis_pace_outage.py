@@ -66,6 +66,12 @@ async def test_a_pace_learned_during_an_outage_is_adopted_by_another_process_aft
             assert not a_storage.available
             server.faults.add(ErrorOnCalls("users.getUsers", 420, "FLOOD_WAIT_2", times=1))
             await asyncio.wait_for(a(ME), 15)
+            # A burst's pace is on the probe schedule (relaxed from X on): a call answered
+            # at it, then a refusal of the relaxed pace restores the pace that held on the
+            # pace_relax schedule (a 60 s hold), so it stays unchanged for the test
+            await asyncio.wait_for(a(ME), 15)
+            server.faults.add(ErrorOnCalls("users.getUsers", 420, "FLOOD_WAIT_1", times=1))
+            await asyncio.wait_for(a(ME), 15)
             await asyncio.wait_for(a_share.drain(), 5)
             a_paces = a.guard.stats()["paces"]
             assert PACE in a_paces, a_paces
