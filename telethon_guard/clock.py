@@ -127,16 +127,24 @@ class LoopDeadlines:
         self._armed_at = float("inf")
         due: list[Callable[[], Any]] = []
         fifo = self._fifo
-        while fifo and fifo[0].when <= limit:
-            self._take(fifo.popleft(), due)
+        heap = self._heap
+        inf = float("inf")
+        while True:  # the due entries of both, earliest first (a late loop: several due)
+            f = fifo[0].when if fifo else inf
+            h = heap[0][0] if heap else inf
+            if f <= h:
+                if f > limit:
+                    break
+                self._take(fifo.popleft(), due)
+            elif h <= limit:
+                self._take(heapq.heappop(heap)[2], due)
+            else:
+                break
         while fifo and fifo[0].callback is None:  # cancelled ones at the front
             fifo.popleft()
             self._dead -= 1
         if not fifo:
             self._last = float("-inf")
-        heap = self._heap
-        while heap and heap[0][0] <= limit:
-            self._take(heapq.heappop(heap)[2], due)
         nxt = min(fifo[0].when if fifo else float("inf"), heap[0][0] if heap else float("inf"))
         if nxt != float("inf"):
             self._armed_at = nxt

@@ -250,3 +250,23 @@ async def test_future_result_and_error_pass_through() -> None:
     done: asyncio.Future[int] = loop.create_future()
     done.set_result(3)  # already answered
     assert await guard_mod.await_request(done) == 3
+
+
+def test_loop_deadlines_due_together_fire_earliest_first() -> None:
+    """A loop late past several deadlines (a loaded host) runs them in time order, the FIFO's
+    and the heap's interleaved: before, the FIFO's ran first (a flaky 'a, c, b')."""
+    loop = asyncio.new_event_loop()
+    try:
+        timers = LoopDeadlines(loop)
+        fired: list[str] = []
+        start = loop.time()
+        timers.add(start + 0.06, lambda: fired.append("c"))  # the FIFO
+        timers.add(start + 0.02, lambda: fired.append("a"))  # earlier: the heap
+        timers.add(start + 0.04, lambda: fired.append("b"))  # the heap
+        timers.add(start + 0.08, lambda: fired.append("d"))  # the FIFO
+        time.sleep(0.1)  # the loop is late past all four
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(asyncio.sleep(0))
+        assert fired == ["a", "b", "c", "d"]
+    finally:
+        loop.close()
