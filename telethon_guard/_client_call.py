@@ -105,6 +105,7 @@ def make_call(
         method, request, account_key(client, state), _dc_of(client, sender), peer,  # transfer,
         random_id, transfer, idempotent,  # idempotent
     )
+    call.sender = sender
     scoped = current_deadline(state.now)  # with_fallback / deadline_scope: only shortens
     if scoped is not None:
         deadline = state.config.deadline
@@ -260,15 +261,20 @@ async def lane_call(
             if timers is None or timers.loop is not loop:
                 timers = lane.timers_for(loop)
             timers.pending[task] = now  # its deadline: now + length
+            if timers.extend is not None:  # attempt_timeout: held while the sender reconnects
+                timers.holders[task] = (sender, now)
             if timers.armed is None:
                 timers.arm(now + length)
         result = await fut
     except BaseException as exc:
         fired = timers is not None and timers.pending.pop(task, None) is None
+        if timers is not None and timers.holders:
+            timers.holders.pop(task, None)
         if not described:
             _, peer, rid = _tl.describe(request)
         call = lane.call_of(method, request, account, dc_id, key, now, peer, rid)
         call.send = functools.partial(attempt_once, client, send, request, ordered)
+        call.sender = sender
         try:
             try:
                 attempt_failed(client, request, fut, exc)
@@ -279,9 +285,11 @@ async def lane_call(
             return await guarded_call(client, state, sender, request, ordered, None, 1,
                                       resolved=True)
     else:
-        if (timers is not None and timers.pending.pop(task, None) is None
-                and sys.version_info >= (3, 11)):
-            task.uncancel()  # the timer fired as the answer came: the answer wins
+        if timers is not None:
+            if timers.holders:
+                timers.holders.pop(task, None)
+            if timers.pending.pop(task, None) is None and sys.version_info >= (3, 11):
+                task.uncancel()  # the timer fired as the answer came: the answer wins
         answered = lane.now()  # the answer's time: the pacer's record, the store's start
         breakers = lane.breakers
         if breakers:  # a breaker was ever told a failure: one a success changes?

@@ -23,6 +23,8 @@ state is only reached through :class:`~telethon_guard._telethon.SenderSurface`.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -102,8 +104,8 @@ class ReconnectingSender(SenderSurface):
     # The guard's own attributes in slots: Telethon's ~25 stay in the instance dict, which
     # then keeps its compact shared-key form (51 keys in the dict made it a 1.5 KiB table).
     __slots__ = ("_account", "_awaiting_confirm", "_callback_task", "_connect_losses",
-                 "_down_since", "_events", "_given_up",
-                 "_last_code", "_max_reconnect", "_opened_at", "_outage_attempts", "_pacer",
+                 "_down_since", "_events", "_given_up", "_last_code", "_live_since",
+                 "_max_reconnect", "_opened_at", "_outage_attempts", "_pacer",
                  "_reconnect_loop", "_tasks", "_terminal", "_tries", "_unanswered",
                  "connecting", "connection_losses", "dc_id", "reconnect_attempts", "reconnects",
                  "transport_errors")
@@ -152,6 +154,7 @@ class ReconnectingSender(SenderSurface):
         self._given_up = False  # pending calls failed; new calls fail fast until reconnected
         self._terminal: GuardError | None = None  # why we disconnected for good, if we did
         self._opened_at: float | None = None  # pacer clock: when the current connection opened
+        self._live_since: float | None = None  # time.monotonic() of the same (live_age)
         self._down_since: float | None = None  # pacer clock: first failure of this outage
         self._outage_attempts = 0  # reconnect attempts in this outage
         self._awaiting_confirm = False  # reconnected; waiting for the server's first message
@@ -207,6 +210,25 @@ class ReconnectingSender(SenderSurface):
         """``True`` while a reconnect loop runs."""
         task = self._reconnect_loop
         return task is not None and not task.done()
+
+    def live_age(self) -> float | None:
+        """Seconds (``time.monotonic()``) since the current connection opened, i.e. since
+        when a request queued now or earlier has been on a live connection at the latest;
+        ``None`` while there is no live connection to send on because a paced reconnect runs
+        (its pacer turn, its budget slot, the TCP connect; requests queued meanwhile, and
+        those in flight on the broken connection that are safe to send again, wait to be
+        sent on the next one); ``math.inf`` when disconnected, given up (the pending calls
+        failed) or not connected yet.
+
+        The attempt timer (:mod:`telethon_guard.attempt`, the straight lane) reads it:
+        ``attempt_timeout`` counts from the send on a live connection, so a request waiting
+        for a reconnect does not time out against the circuit breaker."""
+        if not self._user_connected or self._given_up or self._terminal is not None:
+            return math.inf
+        if self._reconnecting or self.is_reconnecting:
+            return None
+        since = self._live_since
+        return math.inf if since is None else max(0.0, time.monotonic() - since)
 
     @property
     def given_up(self) -> bool:
@@ -301,6 +323,7 @@ class ReconnectingSender(SenderSurface):
         if codec is not None and not isinstance(codec, TransportErrorCodec):
             set_connection_codec(conn, TransportErrorCodec(codec))
         self._opened_at = self._pacer.now()
+        self._live_since = time.monotonic()
         self._pacer.record_success()
         self._unanswered = True
 

@@ -16,6 +16,17 @@ left in ``call.verdict`` for the retry layer), tells the breaker (:meth:`Circuit
   ``idempotent``: the request was sent and may have run, so it is not sent again;
 * the deadline during the attempt -> :class:`~telethon_guard.errors.DeadlineExceeded`.
 
+The attempt timeout counts from the request's send on a live connection: on a sender that
+tells how long its connection has been live (``call.sender.live_age()``, the guarded sender's
+:meth:`~telethon_guard._sender_reconnect.ReconnectingSender.live_age`), a timer due while the
+request waited for a paced reconnect (queued, or in flight on the broken connection and to be
+re-sent) files itself again for ``attempt_timeout`` after the connection it goes out on
+opened (:func:`~telethon_guard.clock.held_deadline`, capped at the deadline). So an attempt
+timeout (a breaker failure) means no answer within ``attempt_timeout`` on a live connection;
+a call whose whole deadline passed while it waited for a reconnect is a deadline timeout,
+which counts as before (when the attempt had its network budget): an outage longer than the
+deadline still opens the breaker.
+
 Network budget (:func:`~telethon_guard.network_budget.network_budget`): an attempt that would
 start with less time than that before the deadline is not sent (``DeadlineExceeded``, the
 breaker is told nothing); a deadline timeout counts as a breaker failure only when the attempt
@@ -32,13 +43,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from telethon import errors as tl_errors
 
 from .call import CallInfo
 from .classify import Action, Verdict, classify
-from .clock import Clock, LoopDeadline, LoopDeadlines, MonotonicClock
+from .clock import Clock, LoopDeadline, LoopDeadlines, MonotonicClock, held_deadline
 from .errors import (
     AlreadyDelivered,
     AttemptTimeoutError,
@@ -63,6 +75,56 @@ _CURRENT_TASKS: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = geta
     asyncio.tasks, "_current_tasks", None)
 if not isinstance(_CURRENT_TASKS, dict):
     _CURRENT_TASKS = None
+
+
+class _HeldTimer:
+    """The attempt timer of a call on a sender that tells how long its connection has been
+    live (:meth:`GuardedMTProtoSender.live_age <telethon_guard._sender_reconnect.
+    ReconnectingSender.live_age>`): ``attempt_timeout`` counts from the time the request went
+    out on a live connection, so when it is due while the request waited for one (a paced
+    reconnect), it files itself again for the time it is really due
+    (:func:`~telethon_guard.clock.held_deadline`, capped at the call's deadline) instead of
+    cancelling the attempt's task. Answers :meth:`stop` like the other timers."""
+
+    __slots__ = ("age", "clock", "deadline_at", "deadlines", "entry", "fired", "start",
+                 "task", "timeout")
+
+    def __init__(self, task: asyncio.Task[Any], clock: Clock, deadlines: LoopDeadlines | None,
+                 age: Callable[[], float | None], start: float, timeout: float,
+                 deadline_at: float | None) -> None:
+        self.task = task
+        self.clock = clock
+        self.deadlines = deadlines  # the loop's (monotonic clock), else the clock's call_at
+        self.age = age
+        self.start = start
+        self.timeout = timeout
+        self.deadline_at = deadline_at
+        self.fired = False
+        self.entry: Any = None
+
+    def arm(self, when: float, now: float) -> None:
+        """File the timer for clock time ``when`` (``now``: the clock's time)."""
+        deadlines = self.deadlines
+        if deadlines is None:
+            self.entry = self.clock.call_at(when, self)
+            return
+        loop = deadlines.loop
+        at = when if type(loop).time is _LOOP_TIME else loop.time() + (when - now)
+        self.entry = deadlines.add(at, self)
+
+    def __call__(self) -> None:
+        now = self.clock.now()
+        later = held_deadline(self.age(), now, self.start, self.timeout, self.deadline_at)
+        if later is not None:  # the request waited for a connection: not due yet
+            self.arm(later, now)
+            return
+        self.fired = True
+        self.task.cancel()
+
+    def stop(self) -> bool:
+        """Cancel the timer; ``True`` when it had already fired."""
+        self.entry.cancel()
+        return self.fired
 
 
 class _AttemptTimer:
@@ -148,7 +210,7 @@ class Attempt:
         call.attempt += 1
         # The attempt's timer: a LoopDeadline (monotonic clock) or an _AttemptTimer; either
         # answers stop() -> whether it fired (then it cancelled ``task``).
-        timer: LoopDeadline | _AttemptTimer | None = None
+        timer: LoopDeadline | _AttemptTimer | _HeldTimer | None = None
         task: asyncio.Task[Any] | None = None
         if when is not None:
             loop = asyncio.get_running_loop()
@@ -156,7 +218,22 @@ class Attempt:
             if task is None:
                 task = (_CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None
                         else asyncio.current_task(loop))
-            if task is not None:
+            live_age = (None if by_deadline or timeout is None
+                        else getattr(call.sender, "live_age", None))
+            if task is not None and live_age is not None:
+                # attempt_timeout counts from the send on a live connection: held while the
+                # sender reconnects (_HeldTimer), capped at the deadline.
+                deadlines = None
+                if self._loop_timers:
+                    deadlines = self._deadlines
+                    if deadlines is None or deadlines.loop is not loop:
+                        deadlines = self._deadlines_for(loop)
+                assert timeout is not None
+                held = _HeldTimer(task, self._clock, deadlines, live_age, now, timeout,
+                                  call.deadline_at)
+                held.arm(when, now)
+                timer = held
+            elif task is not None:
                 if self._loop_timers:  # one loop timer for every attempt (LoopDeadlines)
                     deadlines = self._deadlines
                     if deadlines is None or deadlines.loop is not loop:
@@ -198,6 +275,11 @@ class Attempt:
                 if _uncancel(task) > 0:
                     raise exc  # the caller cancelled as well: propagate unchanged
                 assert when is not None
+                deadline_at = call.deadline_at
+                if (not by_deadline and deadline_at is not None
+                        and deadline_at - self._now() <= 0.001):
+                    by_deadline = True  # a held attempt timer ran into the deadline
+                    when = deadline_at
                 if not by_deadline or when - now >= floor:
                     # A timeout counts for the breaker, a deadline timeout only when the
                     # attempt had its network budget.

@@ -28,6 +28,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from telethon.errors import RPCError
+
 from . import keys
 from .call import CallInfo
 from .clock import Clock
@@ -215,6 +217,23 @@ class CircuitBreaker:
             d = await self._storage.breaker_success(key)
         call.probe = False
         self._emit(key, d, call.account)
+
+    async def refusal(self, call: CallInfo, last: BaseException) -> CircuitOpenError | None:
+        """The :class:`CircuitOpenError` refusing the retry of ``call`` whose last attempt
+        raised ``last`` when the call's breaker is OPEN now (``None``: not OPEN, or observe
+        only). ``may_have_run``: that attempt reached the network with no answer (a timeout
+        or a broken connection, :class:`~telethon_guard.classify.Action` ``TRANSIENT`` /
+        ``DISCONNECT`` without a Telegram error code). The caller chains it ``from last``."""
+        key = call.breaker_key
+        if key is None or self._observe:
+            return None
+        d = await self.state(key)
+        if d.state != OPEN:
+            return None
+        answered = isinstance(last, RPCError)  # Telegram answered (500, -503...): not run
+        return CircuitOpenError(key, d.retry_after,
+                                refused_retry=f"{call.method} after {type(last).__name__}",
+                                may_have_run=not answered)
 
     async def is_open(self, call: CallInfo) -> bool:
         """``True`` when the call's breaker is OPEN now (the retry layer stops retrying)."""

@@ -42,7 +42,9 @@ class CallInfo:
     ``"network"``: where the call is, for events), ``verdict`` (classification of the last
     attempt's error, :class:`~telethon_guard.classify.Verdict`), ``breaker_key`` (set by the
     breaker layer), ``probe`` (this call holds its breaker's HALF_OPEN probe and no verdict
-    was recorded yet), ``task`` (the caller's task once a layer looked it up).
+    was recorded yet), ``task`` (the caller's task once a layer looked it up), ``sender``
+    (the sender the client sends the call on, set by the client: a guarded sender's
+    ``live_age()`` tells the attempt timer how long its connection has been live).
     """
 
     method: str
@@ -66,6 +68,7 @@ class CallInfo:
     probe: bool = field(default=False, init=False, repr=False)
     task: asyncio.Task[Any] | None = field(default=None, init=False, repr=False)
     admitted: Any = field(default=None, init=False, repr=False)
+    sender: Any = field(default=None, init=False, repr=False)
 
 
 __all__ = ["TRANSFER_METHODS", "CallInfo"]

@@ -193,6 +193,27 @@ class LoopDeadline:
         return False
 
 
+def held_deadline(age: float | None, now: float, start: float, timeout: float,
+                  deadline_at: float | None) -> float | None:
+    """When an attempt timer (``timeout`` seconds, the attempt started at clock time
+    ``start``) that is due at ``now`` is really due, given how long its sender's connection
+    has been live: ``age`` seconds (``None``: no live connection now, a paced reconnect runs,
+    so the request waits to be sent or re-sent; ``math.inf``: no such wait to account for).
+
+    ``attempt_timeout`` counts from the time the request went out on a live connection, so
+    time spent waiting for one is not an attempt timing out: the request went out no earlier
+    than ``max(start, now - age)``; with no live connection the timer looks again a full
+    ``timeout`` later. Capped at ``deadline_at`` (clock time; ``None``: no deadline). Returns
+    the later clock time, or ``None`` when the timer is due now (within 1 ms)."""
+    if age is None:
+        due = now + timeout
+    else:
+        due = max(start, now - age) + timeout
+    if deadline_at is not None and due > deadline_at:
+        due = deadline_at
+    return due if due - now > 0.001 else None
+
+
 class FifoDeadlines:
     """Deadlines of ONE length (``length``, seconds), filed in the order they were taken,
     served by one timer on a :class:`Clock` (the straight lane's attempt timers,
@@ -208,9 +229,20 @@ class FifoDeadlines:
     already fired (and cancelled the task). No object per attempt, no sweep. The timer fires
     at the front entry's deadline, cancels every task that is due and re-arms for the next
     entry (about once per deadline length while calls flow).
+
+    :attr:`extend` (``None``: never; the lane sets it when the length is the attempt
+    timeout): for a due task filed in :attr:`holders` too (``holders[task] = (sender,
+    started)``, by the caller, who pops it with the task), ``extend(sender, started, now)``
+    (``started``: the attempt's real start) returns a later
+    clock time to wait until instead of cancelling (the attempt's request waited for a
+    connection: :func:`held_deadline`), or ``None`` (cancel now). A task put back that way
+    is filed again at the end with ``started = later - length``, possibly before the
+    deadlines of entries ahead of it: the timer then scans every entry until the table
+    empties.
     """
 
-    __slots__ = ("_armed_at", "armed", "clock", "length", "loop", "pending")
+    __slots__ = ("_armed_at", "_unordered", "armed", "clock", "extend", "holders", "length",
+                 "loop", "pending")
 
     def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop, length: float) -> None:
         self.clock = clock
@@ -219,27 +251,50 @@ class FifoDeadlines:
         self.pending: dict[asyncio.Task[Any], float] = {}
         self.armed: TimerHandle | None = None
         self._armed_at = float("-inf")
+        self.extend: Callable[[Any, float, float], float | None] | None = None
+        self.holders: dict[asyncio.Task[Any], tuple[Any, float]] = {}
+        self._unordered = False  # a task was filed again out of deadline order
 
     def arm(self, when: float) -> None:
         """Arm the timer for clock time ``when`` (nothing is armed)."""
+        if not self.pending or len(self.pending) == 1:
+            self._unordered = False
         self._armed_at = when
         self.armed = self.clock.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self.armed = None
-        limit = max(self.clock.now(), self._armed_at)  # a loop timer may run a bit early
+        now = self.clock.now()
+        limit = max(now, self._armed_at)  # a loop timer may run a bit early
         pending = self.pending
         length = self.length
         due: list[asyncio.Task[Any]] = []
         nxt: float | None = None
+        unordered = self._unordered
         for task, started in pending.items():
             when = started + length
             if when > limit:
-                nxt = when
-                break
+                if nxt is None or when < nxt:
+                    nxt = when
+                if not unordered:
+                    break
+                continue
             due.append(task)
+        extend = self.extend
+        holders = self.holders
         for task in due:
-            del pending[task]
+            started = pending.pop(task)
+            if extend is not None:
+                holder = holders.get(task)
+                if holder is not None:
+                    later = extend(holder[0], holder[1], now)
+                    if later is not None:  # its request waited for a connection: not due
+                        pending[task] = later - length
+                        self._unordered = True
+                        if nxt is None or later < nxt:
+                            nxt = later
+                        continue
+                    del holders[task]
             try:
                 task.cancel()
             except Exception as exc:  # as the loop does for a failing timer callback
@@ -261,4 +316,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Clock", "FifoDeadlines", "LoopDeadline", "LoopDeadlines", "MonotonicClock",
-           "TimerHandle"]
+           "TimerHandle", "held_deadline"]

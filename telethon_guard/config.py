@@ -156,7 +156,13 @@ class GuardConfig:
       login; see :func:`telethon_guard._link.account_key`). Never a phone number.
     * ``deadline``: total budget of one call (limiter waits, flood waits, backoff and network);
       ``None`` for no deadline. Exceeding it raises ``DeadlineExceeded``.
-    * ``attempt_timeout``: optional timeout of one network attempt (``None``: only the deadline).
+    * ``attempt_timeout``: optional timeout of one network attempt, seconds (``None``: only the
+      deadline), counted from the request's send on a live connection of a guarded sender:
+      time queued behind a paced reconnect does not count, and a request re-sent after a
+      reconnect gets the full timeout again (capped at the deadline), so an attempt timeout
+      (a circuit breaker failure) means no answer on a live connection. A timed-out
+      idempotent request is retried (same ``random_id``); one that is not raises
+      ``MayHaveRunError``.
     * ``max_flood_wait``: longest FLOOD_WAIT / SLOWMODE_WAIT / FLOOD_PREMIUM_WAIT the guard waits;
       longer ones are raised at once as ``FloodWaitBlocked`` & co.
     * ``rate_limits``: windows for all requests of the account.

@@ -12,15 +12,21 @@ Each error, what else it is an instance of, its attributes, and whether retrying
   chat. Yes, after ``retry_after``; other chats are not blocked.
 - ``FloodPremiumBlocked`` (``telethon.errors.FloodPremiumWaitError``): as above, scoped to file
   transfers on one DC. Yes, after ``retry_after``.
-- ``CircuitOpenError`` (``ConnectionError``): ``key`` (account and DC), ``retry_after``.
-  Yes, after ``retry_after``.
+- ``CircuitOpenError`` (``ConnectionError``): ``key`` (account and DC), ``retry_after``,
+  ``may_have_run``. Yes, after ``retry_after``. Raised too when the breaker opened during a
+  call and refused its retry: ``__cause__`` is the last attempt's error and ``may_have_run``
+  is ``True`` when that attempt may have run (re-send a send with its ``random_id``).
 - ``TransportFloodError`` (``ConnectionError``): ``code`` (-429), ``retry_after``.
   Yes, after ``retry_after``.
 - ``GuardConnectionError`` (``ConnectionError``): ``__cause__`` is Telethon's error. Yes.
 - ``ClientDisconnectedError`` (``ConnectionError``): ``__cause__``. After ``connect()``.
 - ``DeadlineExceeded`` (``TimeoutError``): ``deadline`` (float s), ``method``. Maybe, as a
   new call; the request may have been executed.
-- ``AttemptTimeoutError`` (``TimeoutError``): ``timeout`` (float s), ``method``. Yes.
+- ``AttemptTimeoutError`` (``TimeoutError``): ``timeout`` (float s), ``method``. The last
+  attempt got no answer within ``attempt_timeout`` on a live connection and the retries
+  (same request, same ``random_id``) ended with the deadline or ``retry_max_attempts``; the
+  request may have run. Yes, re-sending the same request object (a delivered send then ends
+  in ``AlreadyDelivered``); a new ``send_message`` may deliver the text twice.
 - ``AuthKeyInvalidError`` (``telethon.errors.AuthKeyNotFound``): ``code`` (-404), ``dc_id``.
   No: the session must be recreated.
 - ``StorageUnavailableError`` (``ConnectionError``): ``backend``. Yes, once storage is back.
@@ -180,12 +186,26 @@ class FloodPremiumBlocked(_FloodBlockedMixin, tl_errors.FloodPremiumWaitError):
 
 
 class CircuitOpenError(GuardError, ConnectionError):
-    """The circuit breaker for ``key`` (account and DC) is OPEN: failing fast, no network call."""
+    """The circuit breaker for ``key`` (account and DC) is OPEN: failing fast, no network call.
 
-    def __init__(self, key: str, retry_after: float) -> None:
-        super().__init__(f"circuit breaker {key} is OPEN; retry after {retry_after:.3f} s")
+    ``retry_after``: seconds until the breaker lets a probe through. ``may_have_run``:
+    ``False`` when the call was refused before any attempt (nothing sent); ``True`` when the
+    breaker refused the *retry* of a call whose last attempt reached the network and may have
+    run (it timed out, or the connection broke, with no answer): that attempt's error is the
+    ``__cause__`` (e.g. :class:`AttemptTimeoutError`). A send refused that way may have been
+    delivered: re-send the same request object (same ``random_id``: a delivered one ends in
+    :class:`AlreadyDelivered`), not a new ``send_message``."""
+
+    def __init__(self, key: str, retry_after: float, *, refused_retry: str | None = None,
+                 may_have_run: bool = False) -> None:
+        msg = f"circuit breaker {key} is OPEN; retry after {retry_after:.3f} s"
+        if refused_retry is not None:
+            msg += (f" (the retry of {refused_retry} was refused"
+                    + ("; its last attempt may have run)" if may_have_run else ")"))
+        super().__init__(msg)
         self.key = key
         self.retry_after = retry_after
+        self.may_have_run = may_have_run
 
 
 class TransportFloodError(GuardError, ConnectionError):

@@ -42,7 +42,7 @@ import sys
 from typing import Any
 
 from .call import CallInfo
-from .clock import FifoDeadlines, MonotonicClock
+from .clock import FifoDeadlines, MonotonicClock, held_deadline
 from .events import EVENT_ROUTE, EventBus
 from .keys import TRANSFER_METHODS, is_idempotent
 from .storage.memory import MemoryStorage
@@ -229,7 +229,22 @@ class Lane:
         if timers is None or timers.loop is not loop:
             assert self.length is not None
             timers = self.timers = FifoDeadlines(self.pipeline.clock, loop, self.length)
+            if not self.by_deadline:  # the attempt timeout: held while no live connection
+                timers.extend = self.held
         return timers
+
+    def held(self, sender: Any, start: float, now: float) -> float | None:
+        """The attempt timer of a lane call started at clock time ``start`` on ``sender`` is
+        due at ``now``: the later clock time it is really due at (its request waited for a
+        connection: :func:`~telethon_guard.clock.held_deadline`; capped at the call's
+        deadline), or ``None`` (due now; a sender without ``live_age``: always)."""
+        live_age = getattr(sender, "live_age", None)
+        length = self.length
+        if live_age is None or length is None:
+            return None
+        deadline = self.deadline
+        return held_deadline(live_age(), now, start, length,
+                             None if deadline is None else start + deadline)
 
     def call_of(self, method: str, request: Any, account: str, dc_id: int, key: str,
                 now: float, peer: str | None = None,

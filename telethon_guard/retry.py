@@ -12,9 +12,11 @@ new code and counts towards a login flood).
 Attempt ``k`` (1-based) that fails waits ``uniform(0, min(retry_max_delay, retry_base_delay *
 2**(k-1)))`` seconds (AWS "full jitter"). The same request object is re-sent, so its
 ``random_id`` is kept. Retrying stops and the **real last error** is raised (never
-``ValueError('Request was unsuccessful')``) when ``retry_max_attempts`` attempts were made, when
-the next delay would end at or after the call's deadline, or when the call's circuit breaker
-opened meanwhile.
+``ValueError('Request was unsuccessful')``) when ``retry_max_attempts`` attempts were made or
+when the next delay would end at or after the call's deadline. When the call's circuit breaker
+opened meanwhile, the retry is refused with :class:`~telethon_guard.errors.CircuitOpenError`
+(``retry_after``; ``may_have_run`` when the last attempt reached the network unanswered)
+raised ``from`` the real last error.
 """
 
 from __future__ import annotations
@@ -125,12 +127,18 @@ class RetryPolicy:
             stop = dl is not None and (
                 self._clock.now() + delay
                 + network_budget(call.budget or 0.0, self._attempt_timeout) >= dl)
+        refused = None
         if not stop and self.breaker is not None:
-            stop = await self.breaker.is_open(call)
+            refused = await self.breaker.refusal(call, exc)
+            stop = refused is not None
         if stop:
             if self._events is not None:
                 self._events.emit(RetriesExhausted(error_name(exc), attempt,
                                                    call.method, call.account))
+            if refused is not None:
+                # The breaker opened meanwhile: say so (CircuitOpenError, retry_after), with
+                # the last attempt's error as the cause.
+                raise refused from exc
             return False
         if self._events is not None:
             self._events.emit(RetryScheduled(error_name(exc), attempt, delay,

@@ -137,9 +137,13 @@ async def test_nested_call_on_probing_task_is_reentrant() -> None:
 async def test_retries_stop_when_the_breaker_opens() -> None:
     pipe, clock, _ = make_pipeline(retry_max_attempts=10, breaker_failure_threshold=3)
     send = Script(clock, default=te.RpcCallFailError(None))
-    with pytest.raises(te.RpcCallFailError):
+    with pytest.raises(CircuitOpenError) as info:
         await bounded(pipe.invoke(make_call(), send))
-    assert send.count == 3  # the real error, once the breaker opened
+    assert send.count == 3  # the retry refused once the breaker opened
+    # The caller is told the breaker refused it, from the real last error; Telegram answered
+    # that attempt (an RPC error), so it did not run.
+    assert isinstance(info.value.__cause__, te.RpcCallFailError)
+    assert info.value.may_have_run is False and info.value.retry_after > 0
 
 
 async def test_observe_only_reports_instead_of_failing_fast() -> None:
