@@ -133,7 +133,10 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
                         await asyncio.sleep(0.01)
 
                 async def channels(phase: str) -> dict[str, Any]:
-                    was_open = breaker_open(client)
+                    # Telegram known to be down: the breaker OPEN, or reconnecting (a call
+                    # waiting for a paced reconnect no longer times out against the breaker,
+                    # so a storm need not open it)
+                    was_open = breaker_open(client) or not client.guard.available
                     t = time.perf_counter()
                     r = await asyncio.wait_for(http.get("/channels"), BOUND)
                     body: dict[str, Any] = r.json()
@@ -200,7 +203,8 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
     assert all(a[4] == 200 for a in answers), answers
     slowest = max(a[2] for a in answers)
     assert slowest < ANSWER_BOUND, answers
-    # the cache answered while the breaker was OPEN, at once
+    # the cache answered while Telegram was known to be down (breaker OPEN or reconnecting),
+    # at once
     during_open = [a for a in answers if a[3]]
     assert during_open, answers
     assert all(a[1] == "cache" for a in during_open), during_open
@@ -226,6 +230,8 @@ async def test_service_serves_cache_through_429_storm_and_flood_waits() -> None:
     assert 'outcome="flood_wait"' in metrics
     assert 'telethon_guard_flood_wait_seconds_count{method="channels.getFullChannel"} 1.0' \
         in metrics
-    assert 'telethon_guard_breaker_state{key="' in metrics
+    if stats["breaker_transitions"]:  # the storm opened a breaker: the gauge shows it
+        assert 'telethon_guard_breaker_state{key="' in metrics, metrics
     assert stats["transport_errors"].get("-429", 0) >= 1, stats
-    assert stats["breaker_transitions"] >= 2, stats  # opened and closed again
+    # if the storm opened a breaker, it closed again
+    assert all(s == "CLOSED" for s in stats["breakers"].values()), stats
