@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .clock import MonotonicClock
 from .errors import GuardConfigError
+from .events import ReconnectSucceeded
 from .health import unavailable_reason, wait_available
 from .reconnect import ReconnectPacer
 
@@ -112,7 +113,24 @@ class ClientGuard:
                 subscribe(self.collector, request_events=False)
             except TypeError:  # an event hub without the keyword
                 subscribe(self.collector)
+            # A reconnect the server answered ends the outage an OPEN breaker of that
+            # (account, DC) was opened on: it goes HALF_OPEN at once (breaker.py).
+            try:
+                subscribe(self._on_reconnected, request_events=False)
+            except TypeError:
+                subscribe(self._on_reconnected)
         self._client_ref: weakref.ref[Any] | None = None
+
+    def _on_reconnected(self, event: Any) -> Awaitable[None] | None:
+        """Event callback: on :class:`~telethon_guard.events.ReconnectSucceeded`, tell the
+        pipeline's breaker (:meth:`CircuitBreaker.reconnected`); an awaitable it returns
+        (shared storage) is run by the event bus."""
+        if not isinstance(event, ReconnectSucceeded):
+            return None
+        breaker = getattr(self.pipeline, "breaker", None)
+        if breaker is None:
+            return None
+        return breaker.reconnected(event.account, event.dc_id)
 
     @classmethod
     def create(

@@ -23,7 +23,9 @@ state is only reached through :class:`~telethon_guard._telethon.SenderSurface`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -31,6 +33,7 @@ from typing import Any
 
 from telethon import helpers
 from telethon.errors import AuthKeyNotFound, InvalidBufferError
+from telethon.tl.functions import PingRequest
 
 from ._send_queue import GuardedPacker, requests_of
 from ._sender_errors import ConnectionLostMayHaveRun
@@ -508,6 +511,11 @@ class ReconnectingSender(SenderSurface):
             self._send_queue.extend(again)
             self._given_up = False
             self._awaiting_confirm = True  # ReconnectSucceeded once the server answers on it
+            if not again:
+                # Nothing to re-send: a ping, so the server answers on the new connection and
+                # the reconnect is confirmed now (ReconnectSucceeded; an OPEN breaker of this
+                # DC then goes HALF_OPEN, breaker.py) rather than when a call is let through.
+                self._confirm_ping()
             # Telethon's callback (``get_me()`` to resume updates): at most one at a time, so a
             # server that keeps refusing does not pile up one request per attempt.
             cb_task = self._callback_task
@@ -515,6 +523,12 @@ class ReconnectingSender(SenderSurface):
                     and (cb_task is None or cb_task.done())):
                 self._callback_task = self._spawn(self._auto_reconnect_callback())
             return
+
+    def _confirm_ping(self) -> None:
+        """Send a ping on the new connection (its answer confirms the reconnect); a refused
+        send (the connection already gone) is left to the next reconnect."""
+        with contextlib.suppress(GuardError):
+            self.send(PingRequest(int.from_bytes(os.urandom(8), "big", signed=True)))
 
     def _first_message(self) -> None:
         """The receive loop got the first message on a new connection: the DC answers again

@@ -15,6 +15,13 @@
   health then reports the breaker available (the next call is the probe). The slot is a lease
   in storage (:attr:`CircuitBreaker.lease`: ``deadline`` + 1 s, 60 s without a deadline), so
   a release that never comes (a process crashed holding it on shared storage) ends with it.
+* Reconnected: when the guarded sender's connection to the DC is re-established and the server
+  answered on it (:class:`~telethon_guard.events.ReconnectSucceeded`; the sender pings a new
+  connection with nothing to re-send, so no call need be let through first), an OPEN breaker
+  of that (account, DC) becomes HALF_OPEN at once (:meth:`CircuitBreaker.reconnected`, storage
+  ``breaker_reconnected``): the failures it opened on came from the outage, which is over, so
+  the next call is the probe instead of every call being refused for the rest of the open
+  time. While the outage lasts (no reconnect answered) the breaker stays OPEN and fails fast.
 
 Re-entrant per task: calls nested on the probing task (Telethon resolving an entity or exporting
 an authorization inside the request) pass without taking a second probe, so they never deadlock
@@ -99,6 +106,25 @@ class CircuitBreaker:
         d = local.breaker_success_sync(key)
         if d.old != d.state:
             self._emit(key, d, account)
+
+    def reconnected(self, account: str | None, dc_id: int | None) -> Awaitable[None] | None:
+        """The connection to DC ``dc_id`` of ``account`` was re-established (the server
+        answered on it, :class:`~telethon_guard.events.ReconnectSucceeded`): an OPEN breaker
+        of that (account, DC) becomes HALF_OPEN at once, the next call its probe (the
+        failures it opened on were the outage's, which is over). Done at once on local
+        storage (returns ``None``); on shared storage returns the awaitable that does it.
+        Emits :class:`~telethon_guard.events.BreakerStateChanged` on a transition."""
+        if account is None or dc_id is None:
+            return None
+        key = keys.breaker_key(account, dc_id)
+        local = self._local
+        if local is None:
+            return self._reconnected_shared(key, account)
+        self._emit(key, local.breaker_reconnected_sync(key), account)
+        return None
+
+    async def _reconnected_shared(self, key: str, account: str) -> None:
+        self._emit(key, await self._storage.breaker_reconnected(key), account)
 
     async def state(self, key: str) -> BreakerDecision:
         """Current state of breaker ``key`` (no transition)."""

@@ -133,6 +133,13 @@ class GuardStorage(Protocol):
         """The probe holder ended without a verdict (cancelled, blocked locally): free the probe."""
         ...
 
+    async def breaker_reconnected(self, key: str) -> BreakerDecision:
+        """The connection to the breaker's DC was re-established (the server answered on it):
+        OPEN becomes HALF_OPEN with no probe out, so the next call is the probe (failures and
+        the open time kept: a failed probe re-opens with its backoff). Any other state is left
+        as it is. Returns the state after (``old``: before)."""
+        ...
+
     async def breaker_state(self, key: str) -> BreakerDecision:
         """Current state of ``key`` without changing it (``decision`` is ``""``);
         ``retry_after``: seconds until a probe may be sent (OPEN: the open time left;
@@ -191,6 +198,8 @@ class LocalGuardStorage(GuardStorage, Protocol):
     def breaker_success_sync(self, key: str) -> BreakerDecision: ...
 
     def breaker_release_probe_sync(self, key: str) -> None: ...
+
+    def breaker_reconnected_sync(self, key: str) -> BreakerDecision: ...
 
     def breaker_state_sync(self, key: str) -> BreakerDecision: ...
 

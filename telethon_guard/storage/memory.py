@@ -493,6 +493,18 @@ class MemoryStorage:
         if b is not None and b.state == HALF_OPEN:
             b.probe_until = 0.0
 
+    def breaker_reconnected_sync(self, key: str) -> BreakerDecision:
+        b = self._breakers.get(key)
+        if b is None:
+            return _STAY_CLOSED
+        if b.state != OPEN:
+            return self.breaker_state_sync(key)
+        b.state = HALF_OPEN
+        b.probe_until = 0.0  # no probe out: the next call is the probe
+        if self.persist is not None:
+            self.persist.breaker_saved(key, HALF_OPEN, b.failures, 0.0, b.open_for)
+        return BreakerDecision("", HALF_OPEN, OPEN, 0.0, b.failures)
+
     def breaker_state_sync(self, key: str) -> BreakerDecision:
         b = self._breakers.get(key)
         if b is None:
@@ -541,6 +553,9 @@ class MemoryStorage:
 
     async def breaker_release_probe(self, key: str) -> None:
         self.breaker_release_probe_sync(key)
+
+    async def breaker_reconnected(self, key: str) -> BreakerDecision:
+        return self.breaker_reconnected_sync(key)
 
     async def breaker_state(self, key: str) -> BreakerDecision:
         return self.breaker_state_sync(key)

@@ -308,6 +308,7 @@ class RedisStorage:
         self._br_success = _Script(lua.BREAKER_SUCCESS)
         self._br_release = _Script(lua.BREAKER_RELEASE_PROBE)
         self._br_state = _Script(lua.BREAKER_STATE)
+        self._br_reconnected = _Script(lua.BREAKER_RECONNECTED)
         self._admit = _Script(lua.ADMIT)
         self._admit_paced = _Script(pace_lua.admit_paced(lua.ADMIT))  # + the shared pace
         self._pace_publish = _Script(pace_lua.PUBLISH)
@@ -715,6 +716,12 @@ class RedisStorage:
         seen = self._seen_breakers.get(key)
         if seen is not None and seen[0].state == "HALF_OPEN":  # the view: no probe out now
             self._seen_breakers[key] = (seen[0]._replace(retry_after=0.0), self._now())
+
+    async def breaker_reconnected(self, key: str) -> BreakerDecision:
+        reply = await self._call(self._br_reconnected, (self._key("br", key),),
+                                 (repr(self.breaker_ttl),))
+        return self._saw_breaker(key, self.local.breaker_reconnected_sync(key)
+                                 if reply is _LOCAL else _decision(reply))
 
     async def breaker_state(self, key: str) -> BreakerDecision:
         reply = await self._call(self._br_state, (self._key("br", key),), ())

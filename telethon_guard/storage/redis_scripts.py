@@ -220,6 +220,18 @@ end
 return 0
 """
 
+BREAKER_RECONNECTED = _BREAKER_LOAD + """
+-- ARGV: ttl. The DC's connection is back: OPEN -> HALF_OPEN with no probe out (the next call is
+-- the probe; f and of kept, so a failed probe re-opens with its backoff); else no change.
+if state ~= 'OPEN' then
+  return {'', state, state, '0', tostring(f)}
+end
+""" + _NOW + """
+redis.call('HSET', KEYS[1], 's', 'HALF_OPEN', 'pu', '0')
+keep(now, tonumber(ARGV[1]))
+return {'', 'HALF_OPEN', 'OPEN', '0', tostring(f)}
+"""
+
 BREAKER_STATE = _BREAKER_LOAD + """
 if state == 'CLOSED' then
   return {'', state, state, '0', tostring(f)}
@@ -303,6 +315,7 @@ __all__ = [
     "ADMIT",
     "BREAKER_ACQUIRE",
     "BREAKER_FAILURE",
+    "BREAKER_RECONNECTED",
     "BREAKER_RELEASE_PROBE",
     "BREAKER_STATE",
     "BREAKER_SUCCESS",

@@ -190,6 +190,36 @@ async def test_breaker_probe_release_and_lease(storage: GuardStorage) -> None:
     assert (await storage.breaker_state("acct:1/dc:9")).state == CLOSED
 
 
+async def test_breaker_reconnected_makes_open_half_open(storage: GuardStorage) -> None:
+    """The DC's connection is back: OPEN becomes HALF_OPEN with no probe out (the next acquire
+    is the probe, long before the open time ends); a failed probe re-opens it with its
+    backoff; CLOSED and unknown breakers are left as they are."""
+    key = "acct:1/dc:5"
+    policy = BreakerPolicy(threshold=1, open_seconds=30.0, growth=2.0, max_open=100.0)
+    d = await storage.breaker_reconnected(key)  # unknown: CLOSED, nothing stored
+    assert (d.state, d.old) == (CLOSED, CLOSED)
+    await storage.breaker_failure(key, policy)
+    assert (await storage.breaker_acquire(key, 10.0)).decision == "reject"
+    d = await storage.breaker_reconnected(key)
+    assert (d.state, d.old, d.failures) == (HALF_OPEN, OPEN, 1)
+    s = await storage.breaker_state(key)
+    assert (s.state, s.retry_after) == (HALF_OPEN, 0.0)
+    d = await storage.breaker_acquire(key, 10.0)
+    assert (d.decision, d.state, d.old) == ("probe", HALF_OPEN, HALF_OPEN)
+    assert (await storage.breaker_acquire(key, 10.0)).decision == "reject"  # one probe
+    d = await storage.breaker_reconnected(key)  # HALF_OPEN: no change, the probe stays out
+    assert (d.state, d.old) == (HALF_OPEN, HALF_OPEN)
+    assert (await storage.breaker_acquire(key, 10.0)).decision == "reject"
+    d = await storage.breaker_failure(key, policy)  # failed probe: 30 s * growth
+    assert (d.state, d.old) == (OPEN, HALF_OPEN) and near(d.retry_after, 60.0)
+    await storage.breaker_reconnected(key)
+    assert (await storage.breaker_acquire(key, 10.0)).decision == "probe"
+    d = await storage.breaker_success(key)
+    assert (d.state, d.old) == (CLOSED, HALF_OPEN)
+    d = await storage.breaker_reconnected(key)
+    assert (d.state, d.old, d.failures) == (CLOSED, CLOSED, 0)
+
+
 async def test_two_redis_storages_share_state(redis_url: str, prefix: str) -> None:
     """Two storage objects (as in two processes) see each other's decisions."""
     a = from_url(redis_url, prefix=prefix, storage_fallback="fail")
