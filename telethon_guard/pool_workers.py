@@ -61,6 +61,7 @@ from .storage import HALF_OPEN, OPEN
 __all__ = ["REROUTED_ERRORS", "ClientPool", "WorkerRouter", "seconds_until_free"]
 
 T = TypeVar("T")
+_MIN_WAIT = 0.001  # seconds: the least retry_after of an account that refused a call just now
 
 
 class ClientPool(Protocol):
@@ -166,11 +167,18 @@ class WorkerRouter:
             return 0.0  # not connected (yet, or now): the lease connects it or joins its connect
         return await seconds_until_free(client, method)
 
-    async def pick(self, method: str, exclude: frozenset[Any] = frozenset()) -> Any:
+    async def pick(self, method: str, exclude: frozenset[Any] = frozenset(),
+                   refused_until: dict[Any, float | None] | None = None) -> Any:
         """The next tenant free for ``method`` (round-robin), skipping ``exclude``.
 
-        :raises NoAccountAvailableError: none is free; ``retry_after`` is the earliest time
-            any of them (``exclude`` included) is, ``None`` if unknown.
+        ``refused_until``: for tenants of ``exclude`` that refused the call, the monotonic
+        time (``time.monotonic()``) their refusal ends (``None``: unknown); an excluded tenant
+        counts as free no sooner than that (at least 1 ms from now), so ``retry_after`` is
+        never 0 while none is free (a refusal for a chat's block, which
+        :func:`seconds_until_free` does not see, used to make it 0).
+
+        :raises NoAccountAvailableError: none is free; ``retry_after`` (> 0) is the earliest
+            time any of them (``exclude`` included) is, ``None`` if unknown.
         :raises PoolClosedError: the pool is closed.
         :raises ValueError: ``method`` is not a TL method name (``_tl.known_method_names``).
         """
@@ -185,7 +193,11 @@ class WorkerRouter:
             index = (self._next + i) % n
             tenant = self._tenants[index]
             wait = await self.wait_of(tenant, method)
-            if wait <= 0 and tenant not in exclude:
+            if tenant in exclude:
+                until = (refused_until or {}).get(tenant, 0.0)
+                wait = (math.inf if until is None
+                        else max(wait, until - time.monotonic(), _MIN_WAIT))
+            elif wait <= 0:
                 self._next = (index + 1) % n
                 self.routed[tenant] = self.routed.get(tenant, 0) + 1
                 return tenant
@@ -237,12 +249,13 @@ class WorkerRouter:
             (``__cause__``: the refusal); final, check whether it ran before sending again.
         """
         tried: set[Any] = set()
+        refused_until: dict[Any, float | None] = {}  # tried tenant -> its refusal's end
         refused: BaseException | None = None
         flooded_at: int | None = None  # calls started before this were sent before the flood
         settled: set[Any] = set()
         while True:
             try:
-                tenant = await self.pick(method, frozenset(tried))
+                tenant = await self.pick(method, frozenset(tried), refused_until)
             except NoAccountAvailableError as e:
                 if refused is None:
                     raise
@@ -274,6 +287,8 @@ class WorkerRouter:
                 tried.add(tenant)
                 self.rerouted += 1
                 refused = e
+                after: float | None = getattr(e, "retry_after", None)
+                refused_until[tenant] = None if after is None else time.monotonic() + after
                 if isinstance(e, FloodWaitBlocked):
                     flooded_at = self._started
             except UnknownTenantError as e:

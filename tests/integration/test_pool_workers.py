@@ -279,3 +279,41 @@ async def test_a_send_that_may_have_run_is_not_moved_to_another_account() -> Non
         assert stored == {"t0": 1, "t1": 1}, stored
         assert [s.text for s in server.world.sent_messages(account=alice)
                 if not s.incoming] == ["t0"]
+
+
+async def test_no_account_available_after_chat_floods_says_when_honestly() -> None:
+    # Each account takes 1 sendMessage per 60 s and the clients have no method_limits: a
+    # FLOOD_WAIT on a send blocks that chat's writes (a chat scope), which the router's
+    # free-check for the method does not see. A call refused on every account must still
+    # say when one is free (~60 s), not 0: `await asyncio.sleep(e.seconds)` looped at once.
+    # Before: retry_after == 0 and seconds == 0 for both refused calls.
+    send = "messages.sendMessage"
+    async with TelegramTestServer() as server:
+        users = ("alice", "bob")
+        uids = {u: server.world.user_id(u) for u in users}
+        server.faults.add(FloodWindow(send, 1, 60.0))
+        sessions = {u: server.session(uids[u]) for u in users}
+
+        def factory(tenant: str) -> Any:
+            return server.client(GuardedTelegramClient, session=sessions[tenant],
+                                 storage=pool.storage, max_flood_wait=0, deadline=10)
+
+        pool = GuardedClientPool(factory)
+        async with pool:
+            for u in users:
+                async with pool.lease(u) as client:
+                    await bounded(client.get_input_entity("chat_a"))
+            router = pool.workers(list(users))
+            for text in ("t0", "t1"):  # one per account
+                await bounded(router.call(send, lambda c, t=text: c.send_message("chat_a", t)))
+            for text in ("t2", "t3"):  # t2 draws both FLOOD_WAITs, t3 meets both blocks
+                with pytest.raises(NoAccountAvailableError) as info:
+                    await bounded(router.call(send,
+                                              lambda c, t=text: c.send_message("chat_a", t)))
+                err = info.value
+                assert err.retry_after is not None and 50 < err.retry_after <= 60, err
+                assert err.seconds >= err.retry_after
+                assert isinstance(err.__cause__, FloodWaitBlocked)
+            assert server.log.count(send, outcome="rpc_error") == 2  # t3 sent nowhere
+        stored = Counter(s.text for s in server.world.sent_messages() if not s.incoming)
+        assert stored == {"t0": 1, "t1": 1}, stored
