@@ -29,7 +29,7 @@ Each error, what else it is an instance of, its attributes, and whether retrying
   request may have run. Yes, re-sending the same request object (a delivered send then ends
   in ``AlreadyDelivered``); a new ``send_message`` may deliver the text twice.
 - ``MayHaveRunError`` (``AttemptTimeoutError``): ``timeout``, ``method``. A request that is not
-  idempotent (no ``random_id``, not a read; never a send) got no answer within
+  idempotent (no ``random_id``, not a read; a send only as ``NotReroutedMayHaveRun``) got no answer within
   ``attempt_timeout``; never re-sent. Only once you know it did not run. Its subclasses
   ``ConnectionLostMayHaveRun`` (``telethon_guard.sender``: in flight when the connection was
   lost; ``timeout`` 0.0) and ``SilentConnectionMayHaveRun`` (``telethon_guard.liveness``: in
@@ -70,6 +70,10 @@ The client pool (:mod:`telethon_guard.pool`), each a ``PoolError`` with ``tenant
 - ``PoolExhaustedError`` (``ConnectionError``): ``max_connected``. Yes.
 - ``NoAccountAvailableError`` (``telethon.errors.FloodWaitError``): worker mode, ``method``,
   ``accounts``, ``retry_after`` (``None``: none can become free). Yes, after ``retry_after``.
+- ``NotReroutedMayHaveRun`` (``MayHaveRunError``, a ``TimeoutError``): worker mode, a write
+  refused on ``tenant`` after an attempt there got no answer (``__cause__``: the
+  ``FloodWaitBlocked`` / ``CircuitOpenError`` with ``may_have_run``); not re-routed. No: check
+  whether it ran first.
 
 ``AlreadyDelivered``: Telegram answered ``RANDOM_ID_DUPLICATE`` to a (re-)send, i.e. an earlier
 attempt of the same request (same ``random_id``) was executed and its reply was lost. The guard
@@ -120,6 +124,10 @@ class _FloodBlockedMixin(GuardError):
     method: str
     scope: str
     from_server: bool
+    may_have_run: bool = False
+    """``True`` when an earlier attempt of the same call reached the network and got no
+    answer (a reset or a dropped reply before this FLOOD_WAIT): the request may have run on
+    this account (re-send the same request object here, never a new one elsewhere)."""
 
 
 def _init_flood(
@@ -453,6 +461,24 @@ class NoAccountAvailableError(PoolError, tl_errors.FloodWaitError):
         return f"{self.method}: none of {self.accounts} accounts is free; {when}"
 
 
+class NotReroutedMayHaveRun(PoolError, MayHaveRunError):
+    """Worker mode: a write (``method`` not a read, :func:`telethon_guard.keys.is_idempotent`)
+    was refused on account ``tenant`` (``FloodWaitBlocked`` or ``CircuitOpenError``, the
+    ``__cause__``) after an earlier attempt of it there got no answer (a reset or a dropped
+    reply: the refusal's ``may_have_run``), so it may have run there: the router does not send
+    it again on another account, where it would be a new request (a new ``random_id``: a
+    second message). Final: check whether it ran before sending again; ``retry_after`` is
+    ``None``, ``timeout`` ``0.0``. A :class:`MayHaveRunError` (a ``TimeoutError``)."""
+
+    def __init__(self, method: str, tenant: object) -> None:
+        MayHaveRunError.__init__(self, method, 0.0)
+        self.tenant = tenant
+        self.retry_after = None
+        self.args = (f"{method}: refused on account {tenant!r} after an attempt there got no "
+                     "answer; it may have run there, so it is not re-routed to another "
+                     "account",)
+
+
 class FloodWaitMultiError(GuardError, tl_errors.MultiError, tl_errors.FloodWaitError):
     """A batch (list of requests) in which every failed item is a FLOOD_WAIT.
 
@@ -544,6 +570,7 @@ __all__ = [
     "GuardWarning",
     "MayHaveRunError",
     "NoAccountAvailableError",
+    "NotReroutedMayHaveRun",
     "PoolClosedError",
     "PoolError",
     "PoolExhaustedError",

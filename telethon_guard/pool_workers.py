@@ -11,7 +11,11 @@ connect is under way counts as free: the lease connects it (or waits for that co
 
 :meth:`WorkerRouter.lease` takes the next free account in round-robin order;
 :meth:`WorkerRouter.call` also moves on to the next account when the call itself is refused
-(``FloodWaitBlocked``, ``CircuitOpenError``, ``TransportFloodError``, a broken tenant). A call
+(``FloodWaitBlocked``, ``CircuitOpenError``, ``TransportFloodError``, a broken tenant), except
+a write refused after an earlier attempt of it there got no answer (the refusal's
+``may_have_run``): it may have run there, so it fails with
+:class:`~telethon_guard.errors.NotReroutedMayHaveRun` instead of becoming a second message on
+another account. A call
 moved on after a ``FloodWaitBlocked`` first waits (at most :attr:`WorkerRouter.settle_timeout`
 seconds) until the calls of its method that the router sent to the next account *before* the
 refusal have finished: when a burst floods one account, it has usually flooded the others too,
@@ -45,11 +49,13 @@ from .errors import (
     FloodWaitBlocked,
     GuardConfigError,
     NoAccountAvailableError,
+    NotReroutedMayHaveRun,
     PoolClosedError,
     TenantUnavailableError,
     TransportFloodError,
     UnknownTenantError,
 )
+from .keys import is_idempotent
 from .storage import HALF_OPEN, OPEN
 
 __all__ = ["REROUTED_ERRORS", "ClientPool", "WorkerRouter", "seconds_until_free"]
@@ -219,9 +225,16 @@ class WorkerRouter:
         for them (at most :attr:`settle_timeout` seconds, once per account), then picks again,
         so a FLOOD_WAIT they brought back is known before it is sent.
 
+        A write (``method`` not a read: :func:`~telethon_guard.keys.is_idempotent`) refused
+        after an earlier attempt of it on that account got no answer (the refusal's
+        ``may_have_run``: a reset or a dropped reply before the FLOOD_WAIT) is not moved on:
+        it may have run there, and on another account it would be a new request.
+
         :raises NoAccountAvailableError: every account is refused, blocked or unknown to the
             factory; ``retry_after`` is the earliest time one is free again; ``__cause__`` is
             the last refusal met by this call, if any.
+        :raises NotReroutedMayHaveRun: a write refused after an attempt that may have run
+            (``__cause__``: the refusal); final, check whether it ran before sending again.
         """
         tried: set[Any] = set()
         refused: BaseException | None = None
@@ -254,6 +267,10 @@ class WorkerRouter:
                 async with self._pool.lease(tenant) as client:
                     return await fn(client)
             except REROUTED_ERRORS as e:
+                if getattr(e, "may_have_run", False) and not is_idempotent(method):
+                    # A write that may have run on this account: on another one it would be
+                    # a new request (a new random_id), i.e. a second message.
+                    raise NotReroutedMayHaveRun(method, tenant) from e
                 tried.add(tenant)
                 self.rerouted += 1
                 refused = e
