@@ -30,10 +30,10 @@ Each error, what else it is an instance of, its attributes, and whether retrying
   in ``AlreadyDelivered``); a new ``send_message`` may deliver the text twice.
 - ``MayHaveRunError`` (``AttemptTimeoutError``): ``timeout``, ``method``. A request that is not
   idempotent (no ``random_id``, not a read; a send only as ``NotReroutedMayHaveRun``) got
-  no answer within ``attempt_timeout``; never re-sent. Only once you know it did not run. Its subclasses
-  ``ConnectionLostMayHaveRun`` (``telethon_guard.sender``: in flight when the connection was
-  lost; ``timeout`` 0.0) and ``SilentConnectionMayHaveRun`` (``telethon_guard.liveness``: in
-  flight on a silent connection that was replaced): the same.
+  no answer within ``attempt_timeout``; never re-sent. Only once you know it did not run.
+  Its subclasses ``ConnectionLostMayHaveRun`` (``telethon_guard.sender``: in flight when the
+  connection was lost; ``timeout`` 0.0) and ``SilentConnectionMayHaveRun``
+  (``telethon_guard.liveness``: in flight on a silent connection that was replaced): the same.
 - ``AuthKeyInvalidError`` (``telethon.errors.AuthKeyNotFound``): ``code`` (-404), ``dc_id``.
   No: the session must be recreated.
 - ``StorageUnavailableError`` (``ConnectionError``): ``backend``. Yes, once storage is back.
