@@ -27,6 +27,7 @@ import contextlib
 import math
 import os
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -109,7 +110,7 @@ class ReconnectingSender(SenderSurface):
     __slots__ = ("_account", "_awaiting_confirm", "_callback_task", "_connect_losses",
                  "_down_since", "_events", "_given_up", "_last_code", "_live_since",
                  "_max_reconnect", "_opened_at", "_outage_attempts", "_pacer",
-                 "_reconnect_loop", "_tasks", "_terminal", "_tries", "_unanswered",
+                 "_reconnect_loop", "_resent", "_tasks", "_terminal", "_tries", "_unanswered",
                  "connecting", "connection_losses", "dc_id", "reconnect_attempts", "reconnects",
                  "transport_errors")
 
@@ -162,6 +163,8 @@ class ReconnectingSender(SenderSurface):
         self._outage_attempts = 0  # reconnect attempts in this outage
         self._awaiting_confirm = False  # reconnected; waiting for the server's first message
         self._unanswered = False  # a new connection on which nothing was received yet
+        # id(request) -> request: sent on a lost connection and re-sent (may_have_run)
+        self._resent: weakref.WeakValueDictionary[int, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] | None = None  # made on the first _spawn
         self._callback_task: asyncio.Task[Any] | None = None
         self._connect_losses = 0  # connections lost or failed during this connect()
@@ -213,6 +216,15 @@ class ReconnectingSender(SenderSurface):
         """``True`` while a reconnect loop runs."""
         task = self._reconnect_loop
         return task is not None and not task.done()
+
+    def may_have_run(self, request: Any) -> bool:
+        """``True`` when ``request`` was sent on a connection that was lost before its answer
+        came (a reset, a close, a liveness replacement) and is re-sent (or was) because that
+        is safe (:func:`~telethon_guard.liveness.resend_is_safe`): the server may have run it
+        already, so whatever the re-send's answer (e.g. a FLOOD_WAIT), it must not be sent
+        as a new request elsewhere (:class:`~telethon_guard.pool_workers.WorkerRouter`)."""
+        resent = self._resent
+        return resent is not None and resent.get(id(request)) is request
 
     def live_age(self) -> float | None:
         """Seconds (``time.monotonic()``) since the current connection opened, i.e. since
@@ -439,9 +451,19 @@ class ReconnectingSender(SenderSurface):
         the rest, and still sends what was queued but never sent. Returns how many failed."""
         failed = 0
         for s in self._pending_state.values():
-            if not s.future.done() and not resend_is_safe(s.request):
+            if s.future.done():
+                continue
+            if not resend_is_safe(s.request):
                 s.future.set_exception(make_error(method_name(s.request)))
                 failed += 1
+            else:  # re-sent: it may have run (may_have_run)
+                resent = self._resent
+                if resent is None:
+                    resent = self._resent = weakref.WeakValueDictionary()
+                try:
+                    resent[id(s.request)] = s.request
+                except TypeError:  # not weak-referenceable: not tracked
+                    pass
         return failed
 
     async def _close_transport(self) -> None:

@@ -44,7 +44,8 @@ class CallInfo:
     breaker layer), ``probe`` (this call holds its breaker's HALF_OPEN probe and no verdict
     was recorded yet), ``task`` (the caller's task once a layer looked it up), ``sender``
     (the sender the client sends the call on, set by the client: a guarded sender's
-    ``live_age()`` tells the attempt timer how long its connection has been live).
+    ``live_age()`` tells the attempt timer how long its connection has been live),
+    ``unanswered`` (an attempt reached the network and got no answer: :meth:`may_have_run`).
     """
 
     method: str
@@ -69,6 +70,17 @@ class CallInfo:
     task: asyncio.Task[Any] | None = field(default=None, init=False, repr=False)
     admitted: Any = field(default=None, init=False, repr=False)
     sender: Any = field(default=None, init=False, repr=False)
+    unanswered: bool = field(default=False, init=False, repr=False)
+
+    def may_have_run(self) -> bool:
+        """``True`` when an earlier attempt of this call reached the network and got no
+        answer (``unanswered``: the retry layer re-sent it after a timeout or a broken
+        connection), or its sender re-sent it after the connection it was sent on was lost
+        (``sender.may_have_run(request)``): the server may have run it already."""
+        if self.unanswered:
+            return True
+        check = getattr(self.sender, "may_have_run", None)
+        return check is not None and self.request is not None and bool(check(self.request))
 
 
 __all__ = ["TRANSFER_METHODS", "CallInfo"]

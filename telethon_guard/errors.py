@@ -16,8 +16,9 @@ Each error, what else it is an instance of, its attributes, and whether retrying
   ``may_have_run``. Yes, after ``retry_after``. Raised too when the breaker opened during a
   call and refused its retry: ``__cause__`` is the last attempt's error and ``may_have_run``
   is ``True`` when that attempt may have run (re-send a send with its ``random_id``).
-- ``TransportFloodError`` (``ConnectionError``): ``code`` (-429), ``retry_after``.
-  Yes, after ``retry_after``.
+- ``TransportFloodError`` (``ConnectionError``): ``code`` (-429), ``retry_after``. Raised when
+  the reconnect gives up (``max_reconnect_seconds``) before the call's deadline (else the call
+  gets ``DeadlineExceeded``). Yes, after ``retry_after``.
 - ``GuardConnectionError`` (``ConnectionError``): ``__cause__`` is Telethon's error. Yes.
 - ``ClientDisconnectedError`` (``ConnectionError``): ``__cause__``. After ``connect()``.
 - ``DeadlineExceeded`` (``TimeoutError``): ``deadline`` (float s), ``method``. Maybe, as a
@@ -27,6 +28,12 @@ Each error, what else it is an instance of, its attributes, and whether retrying
   (same request, same ``random_id``) ended with the deadline or ``retry_max_attempts``; the
   request may have run. Yes, re-sending the same request object (a delivered send then ends
   in ``AlreadyDelivered``); a new ``send_message`` may deliver the text twice.
+- ``MayHaveRunError`` (``AttemptTimeoutError``): ``timeout``, ``method``. A request that is not
+  idempotent (no ``random_id``, not a read; a send only as ``NotReroutedMayHaveRun``) got
+  no answer within ``attempt_timeout``; never re-sent. Only once you know it did not run.
+  Its subclasses ``ConnectionLostMayHaveRun`` (``telethon_guard.sender``: in flight when the
+  connection was lost; ``timeout`` 0.0) and ``SilentConnectionMayHaveRun``
+  (``telethon_guard.liveness``: in flight on a silent connection that was replaced): the same.
 - ``AuthKeyInvalidError`` (``telethon.errors.AuthKeyNotFound``): ``code`` (-404), ``dc_id``.
   No: the session must be recreated.
 - ``StorageUnavailableError`` (``ConnectionError``): ``backend``. Yes, once storage is back.
@@ -35,7 +42,8 @@ Each error, what else it is an instance of, its attributes, and whether retrying
   ``result``, ``request``, ``method``; never retried, do not re-send) and ``SessionLockedError``
   (at connect, nothing sent; yes, once the other user of the file is gone).
 - ``AlreadyDelivered`` (``telethon.errors.RandomIdDuplicateError``): ``random_id``,
-  ``attempts``. No: it was delivered.
+  ``attempts``, ``request``; not the message nor its id (find it in the chat's latest
+  messages). No: it was delivered.
 - ``FloodWaitMultiError`` (``telethon.errors.MultiError`` *and* ``telethon.errors.FloodWaitError``):
   a batch whose every failed item is a FLOOD_WAIT; ``seconds`` / ``retry_after`` of the longest
   item, plus Telethon's ``exceptions``, ``results``, ``requests``. Yes, after ``retry_after``,
@@ -62,6 +70,10 @@ The client pool (:mod:`telethon_guard.pool`), each a ``PoolError`` with ``tenant
 - ``PoolExhaustedError`` (``ConnectionError``): ``max_connected``. Yes.
 - ``NoAccountAvailableError`` (``telethon.errors.FloodWaitError``): worker mode, ``method``,
   ``accounts``, ``retry_after`` (``None``: none can become free). Yes, after ``retry_after``.
+- ``NotReroutedMayHaveRun`` (``MayHaveRunError``, a ``TimeoutError``): worker mode, a write
+  refused on ``tenant`` after an attempt there got no answer (``__cause__``: the
+  ``FloodWaitBlocked`` / ``CircuitOpenError`` with ``may_have_run``); not re-routed. No: check
+  whether it ran first.
 
 ``AlreadyDelivered``: Telegram answered ``RANDOM_ID_DUPLICATE`` to a (re-)send, i.e. an earlier
 attempt of the same request (same ``random_id``) was executed and its reply was lost. The guard
@@ -112,6 +124,10 @@ class _FloodBlockedMixin(GuardError):
     method: str
     scope: str
     from_server: bool
+    may_have_run: bool = False
+    """``True`` when an earlier attempt of the same call reached the network and got no
+    answer (a reset or a dropped reply before this FLOOD_WAIT): the request may have run on
+    this account (re-send the same request object here, never a new one elsewhere)."""
 
 
 def _init_flood(
@@ -210,7 +226,11 @@ class CircuitOpenError(GuardError, ConnectionError):
 
 class TransportFloodError(GuardError, ConnectionError):
     """Telegram answered transport error ``code`` (-429: too many connections or requests from
-    this IP) and the connection could not be re-established within the call's deadline."""
+    this IP) and the paced reconnect gave up: no reconnect attempt fit within
+    ``max_reconnect_seconds`` of the outage's first failure. The calls still waiting get it
+    then, new calls at once until a reconnect succeeds (``retry_after``: seconds to the next
+    attempt); also raised when ``auto_reconnect`` is off. A call whose deadline comes first gets
+    :class:`DeadlineExceeded` instead. Counts toward the breaker."""
 
     def __init__(self, code: int, retry_after: float | None, message: str = "") -> None:
         super().__init__(message or f"transport error {code}; reconnecting is paced")
@@ -344,7 +364,10 @@ class SessionLockedError(SessionStoreError):
 
 class AlreadyDelivered(GuardError, tl_errors.RandomIdDuplicateError):
     """``RANDOM_ID_DUPLICATE``: Telegram already executed this request (same ``random_id``),
-    typically by an earlier attempt whose reply was lost. Not re-sent; the result is unknown.
+    typically by an earlier attempt whose reply was lost: the message was delivered, once. Not
+    re-sent; the result is unknown: it carries ``random_id`` and ``request`` (Telethon's), not
+    the message nor its id (a fetched ``Message`` has no ``random_id``: look for it among the
+    chat's latest messages, ``client.get_messages(peer, limit=...)``).
     ``attempts`` is how many network attempts the call made (``1``: the first attempt already
     collided, e.g. the caller re-used the request object)."""
 
@@ -438,6 +461,24 @@ class NoAccountAvailableError(PoolError, tl_errors.FloodWaitError):
         return f"{self.method}: none of {self.accounts} accounts is free; {when}"
 
 
+class NotReroutedMayHaveRun(PoolError, MayHaveRunError):
+    """Worker mode: a write (``method`` not a read, :func:`telethon_guard.keys.is_idempotent`)
+    was refused on account ``tenant`` (``FloodWaitBlocked`` or ``CircuitOpenError``, the
+    ``__cause__``) after an earlier attempt of it there got no answer (a reset or a dropped
+    reply: the refusal's ``may_have_run``), so it may have run there: the router does not send
+    it again on another account, where it would be a new request (a new ``random_id``: a
+    second message). Final: check whether it ran before sending again; ``retry_after`` is
+    ``None``, ``timeout`` ``0.0``. A :class:`MayHaveRunError` (a ``TimeoutError``)."""
+
+    def __init__(self, method: str, tenant: object) -> None:
+        MayHaveRunError.__init__(self, method, 0.0)
+        self.tenant = tenant
+        self.retry_after = None
+        self.args = (f"{method}: refused on account {tenant!r} after an attempt there got no "
+                     "answer; it may have run there, so it is not re-routed to another "
+                     "account",)
+
+
 class FloodWaitMultiError(GuardError, tl_errors.MultiError, tl_errors.FloodWaitError):
     """A batch (list of requests) in which every failed item is a FLOOD_WAIT.
 
@@ -529,6 +570,7 @@ __all__ = [
     "GuardWarning",
     "MayHaveRunError",
     "NoAccountAvailableError",
+    "NotReroutedMayHaveRun",
     "PoolClosedError",
     "PoolError",
     "PoolExhaustedError",

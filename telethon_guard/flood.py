@@ -234,8 +234,10 @@ class FloodLedger:
             self._events.emit(FloodBlocked(call.method, self._name(key), left, from_server,
                                            call.account))
         cls = _BLOCKED_TYPES[scope]
-        return cls(call.request, left, method=call.method, scope=self._name(key),
-                   from_server=from_server)
+        err = cls(call.request, left, method=call.method, scope=self._name(key),
+                  from_server=from_server)
+        err.may_have_run = call.may_have_run()
+        return err
 
     def _free_now(self, call: CallInfo) -> bool:
         """Synchronous check: ``True`` when no scope of ``call`` is blocked (local storage;

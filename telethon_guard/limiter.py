@@ -250,8 +250,10 @@ class RateLimiter:
             scope = redact_peer(scope)
         if self._events is not None:
             self._events.emit(FloodBlocked(call.method, scope, seconds, False, call.account))
-        return FloodWaitBlocked(call.request, seconds, method=call.method, scope=scope,
-                                from_server=False)
+        err = FloodWaitBlocked(call.request, seconds, method=call.method, scope=scope,
+                               from_server=False)
+        err.may_have_run = call.may_have_run()
+        return err
 
     def _arm(self, w: _Waiter) -> None:
         fut = w.fut

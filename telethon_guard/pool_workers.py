@@ -11,7 +11,11 @@ connect is under way counts as free: the lease connects it (or waits for that co
 
 :meth:`WorkerRouter.lease` takes the next free account in round-robin order;
 :meth:`WorkerRouter.call` also moves on to the next account when the call itself is refused
-(``FloodWaitBlocked``, ``CircuitOpenError``, ``TransportFloodError``, a broken tenant). A call
+(``FloodWaitBlocked``, ``CircuitOpenError``, ``TransportFloodError``, a broken tenant), except
+a write refused after an earlier attempt of it there got no answer (the refusal's
+``may_have_run``): it may have run there, so it fails with
+:class:`~telethon_guard.errors.NotReroutedMayHaveRun` instead of becoming a second message on
+another account. A call
 moved on after a ``FloodWaitBlocked`` first waits (at most :attr:`WorkerRouter.settle_timeout`
 seconds) until the calls of its method that the router sent to the next account *before* the
 refusal have finished: when a burst floods one account, it has usually flooded the others too,
@@ -45,16 +49,19 @@ from .errors import (
     FloodWaitBlocked,
     GuardConfigError,
     NoAccountAvailableError,
+    NotReroutedMayHaveRun,
     PoolClosedError,
     TenantUnavailableError,
     TransportFloodError,
     UnknownTenantError,
 )
+from .keys import is_idempotent
 from .storage import HALF_OPEN, OPEN
 
 __all__ = ["REROUTED_ERRORS", "ClientPool", "WorkerRouter", "seconds_until_free"]
 
 T = TypeVar("T")
+_MIN_WAIT = 0.001  # seconds: the least retry_after of an account that refused a call just now
 
 
 class ClientPool(Protocol):
@@ -160,11 +167,18 @@ class WorkerRouter:
             return 0.0  # not connected (yet, or now): the lease connects it or joins its connect
         return await seconds_until_free(client, method)
 
-    async def pick(self, method: str, exclude: frozenset[Any] = frozenset()) -> Any:
+    async def pick(self, method: str, exclude: frozenset[Any] = frozenset(),
+                   refused_until: dict[Any, float | None] | None = None) -> Any:
         """The next tenant free for ``method`` (round-robin), skipping ``exclude``.
 
-        :raises NoAccountAvailableError: none is free; ``retry_after`` is the earliest time
-            any of them (``exclude`` included) is, ``None`` if unknown.
+        ``refused_until``: for tenants of ``exclude`` that refused the call, the monotonic
+        time (``time.monotonic()``) their refusal ends (``None``: unknown); an excluded tenant
+        counts as free no sooner than that (at least 1 ms from now), so ``retry_after`` is
+        never 0 while none is free (a refusal for a chat's block, which
+        :func:`seconds_until_free` does not see, used to make it 0).
+
+        :raises NoAccountAvailableError: none is free; ``retry_after`` (> 0) is the earliest
+            time any of them (``exclude`` included) is, ``None`` if unknown.
         :raises PoolClosedError: the pool is closed.
         :raises ValueError: ``method`` is not a TL method name (``_tl.known_method_names``).
         """
@@ -179,7 +193,11 @@ class WorkerRouter:
             index = (self._next + i) % n
             tenant = self._tenants[index]
             wait = await self.wait_of(tenant, method)
-            if wait <= 0 and tenant not in exclude:
+            if tenant in exclude:
+                until = (refused_until or {}).get(tenant, 0.0)
+                wait = (math.inf if until is None
+                        else max(wait, until - time.monotonic(), _MIN_WAIT))
+            elif wait <= 0:
                 self._next = (index + 1) % n
                 self.routed[tenant] = self.routed.get(tenant, 0) + 1
                 return tenant
@@ -219,17 +237,25 @@ class WorkerRouter:
         for them (at most :attr:`settle_timeout` seconds, once per account), then picks again,
         so a FLOOD_WAIT they brought back is known before it is sent.
 
+        A write (``method`` not a read: :func:`~telethon_guard.keys.is_idempotent`) refused
+        after an earlier attempt of it on that account got no answer (the refusal's
+        ``may_have_run``: a reset or a dropped reply before the FLOOD_WAIT) is not moved on:
+        it may have run there, and on another account it would be a new request.
+
         :raises NoAccountAvailableError: every account is refused, blocked or unknown to the
             factory; ``retry_after`` is the earliest time one is free again; ``__cause__`` is
             the last refusal met by this call, if any.
+        :raises NotReroutedMayHaveRun: a write refused after an attempt that may have run
+            (``__cause__``: the refusal); final, check whether it ran before sending again.
         """
         tried: set[Any] = set()
+        refused_until: dict[Any, float | None] = {}  # tried tenant -> its refusal's end
         refused: BaseException | None = None
         flooded_at: int | None = None  # calls started before this were sent before the flood
         settled: set[Any] = set()
         while True:
             try:
-                tenant = await self.pick(method, frozenset(tried))
+                tenant = await self.pick(method, frozenset(tried), refused_until)
             except NoAccountAvailableError as e:
                 if refused is None:
                     raise
@@ -254,9 +280,15 @@ class WorkerRouter:
                 async with self._pool.lease(tenant) as client:
                     return await fn(client)
             except REROUTED_ERRORS as e:
+                if getattr(e, "may_have_run", False) and not is_idempotent(method):
+                    # A write that may have run on this account: on another one it would be
+                    # a new request (a new random_id), i.e. a second message.
+                    raise NotReroutedMayHaveRun(method, tenant) from e
                 tried.add(tenant)
                 self.rerouted += 1
                 refused = e
+                after: float | None = getattr(e, "retry_after", None)
+                refused_until[tenant] = None if after is None else time.monotonic() + after
                 if isinstance(e, FloodWaitBlocked):
                     flooded_at = self._started
             except UnknownTenantError as e:

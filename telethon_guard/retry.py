@@ -25,6 +25,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from telethon.errors import RPCError
+
 from .call import CallInfo
 from .classify import Action
 from .clock import Clock
@@ -117,6 +119,8 @@ class RetryPolicy:
             return False
         if call.method in LOGIN_METHODS:  # never re-sent on its own (keys.LOGIN_METHODS)
             return False
+        if not isinstance(exc, RPCError):  # no answer from Telegram: it may have run
+            call.unanswered = True
         stop = attempt >= self.max_attempts
         delay = 0.0
         if not stop:

@@ -5,16 +5,24 @@ limits; a typed error with the earliest retry_after when none is free."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from telethon_guard.client import GuardedTelegramClient
-from telethon_guard.errors import GuardConfigError, NoAccountAvailableError, UnknownTenantError
+from telethon_guard.errors import (
+    FloodWaitBlocked,
+    GuardConfigError,
+    MayHaveRunError,
+    NoAccountAvailableError,
+    NotReroutedMayHaveRun,
+    UnknownTenantError,
+)
 from telethon_guard.pool import GuardedClientPool
 from telethon_guard.pool_workers import seconds_until_free
 from telethon_guard.testing import FaultPlan, TelegramTestServer
-from telethon_guard.testing.faults import FloodWindow
+from telethon_guard.testing.faults import FloodWindow, ResetOn
 
 from ._client_helpers import bounded
 
@@ -229,3 +237,83 @@ async def test_a_call_moved_after_a_flood_waits_for_the_next_account_then_is_ser
         assert served == 12 and not errors, errors
         assert server.log.count(HISTORY, outcome="rpc_error") == 2
         assert [server.log.count(HISTORY, outcome="ok", account=uid) for uid in ids] == [3, 3, 6]
+
+
+async def test_a_send_that_may_have_run_is_not_moved_to_another_account() -> None:
+    # alice's first sendMessage is executed, then the connection resets (the reply is lost);
+    # her guard re-sends it (same random_id) and Telegram answers FLOOD_WAIT (1 send per 60 s
+    # there). The message is stored already: moving the call to bob would send it again as
+    # a new message (a new random_id). It fails with NotReroutedMayHaveRun instead, from the
+    # FloodWaitBlocked (may_have_run). A later send, refused on alice before it is sent,
+    # still goes to bob. Before: "t0" was stored twice (alice's and bob's).
+    send = "messages.sendMessage"
+    async with TelegramTestServer() as server:
+        users = ("alice", "bob")
+        uids = {u: server.world.user_id(u) for u in users}
+        alice = uids["alice"]
+        server.faults.add(FloodWindow(send, 1, 60.0, account=alice))
+        server.faults.add(ResetOn(send, times=1, after_execute=True, account=alice))
+        sessions = {u: server.session(uids[u]) for u in users}
+
+        def factory(tenant: str) -> Any:
+            return server.client(GuardedTelegramClient, session=sessions[tenant],
+                                 storage=pool.storage, max_flood_wait=0, deadline=10)
+
+        pool = GuardedClientPool(factory)
+        async with pool:
+            for u in users:
+                async with pool.lease(u) as client:
+                    await bounded(client.get_input_entity("chat_a"))
+            router = pool.workers(list(users))
+            with pytest.raises(NotReroutedMayHaveRun) as info:
+                await bounded(router.call(send, lambda c: c.send_message("chat_a", "t0")))
+            err = info.value
+            assert err.tenant == "alice" and err.method == send and err.retry_after is None
+            assert isinstance(err, MayHaveRunError)
+            assert isinstance(err.__cause__, FloodWaitBlocked) and err.__cause__.may_have_run
+            assert router.rerouted == 0
+            msg = await bounded(router.call(send, lambda c: c.send_message("chat_a", "t1")))
+            assert msg.message == "t1"
+            assert router.routed == {"alice": 1, "bob": 1}
+        stored = Counter(s.text for s in server.world.sent_messages() if not s.incoming)
+        assert stored == {"t0": 1, "t1": 1}, stored
+        assert [s.text for s in server.world.sent_messages(account=alice)
+                if not s.incoming] == ["t0"]
+
+
+async def test_no_account_available_after_chat_floods_says_when_honestly() -> None:
+    # Each account takes 1 sendMessage per 60 s and the clients have no method_limits: a
+    # FLOOD_WAIT on a send blocks that chat's writes (a chat scope), which the router's
+    # free-check for the method does not see. A call refused on every account must still
+    # say when one is free (~60 s), not 0: `await asyncio.sleep(e.seconds)` looped at once.
+    # Before: retry_after == 0 and seconds == 0 for both refused calls.
+    send = "messages.sendMessage"
+    async with TelegramTestServer() as server:
+        users = ("alice", "bob")
+        uids = {u: server.world.user_id(u) for u in users}
+        server.faults.add(FloodWindow(send, 1, 60.0))
+        sessions = {u: server.session(uids[u]) for u in users}
+
+        def factory(tenant: str) -> Any:
+            return server.client(GuardedTelegramClient, session=sessions[tenant],
+                                 storage=pool.storage, max_flood_wait=0, deadline=10)
+
+        pool = GuardedClientPool(factory)
+        async with pool:
+            for u in users:
+                async with pool.lease(u) as client:
+                    await bounded(client.get_input_entity("chat_a"))
+            router = pool.workers(list(users))
+            for text in ("t0", "t1"):  # one per account
+                await bounded(router.call(send, lambda c, t=text: c.send_message("chat_a", t)))
+            for text in ("t2", "t3"):  # t2 draws both FLOOD_WAITs, t3 meets both blocks
+                with pytest.raises(NoAccountAvailableError) as info:
+                    await bounded(router.call(send,
+                                              lambda c, t=text: c.send_message("chat_a", t)))
+                err = info.value
+                assert err.retry_after is not None and 50 < err.retry_after <= 60, err
+                assert err.seconds >= err.retry_after
+                assert isinstance(err.__cause__, FloodWaitBlocked)
+            assert server.log.count(send, outcome="rpc_error") == 2  # t3 sent nowhere
+        stored = Counter(s.text for s in server.world.sent_messages() if not s.incoming)
+        assert stored == {"t0": 1, "t1": 1}, stored
