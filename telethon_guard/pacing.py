@@ -901,8 +901,7 @@ class AdaptivePacer:
         2 * period) * grow`` and twice that; on the probe schedule ``X * quick`` and
         ``max(pace_recover, period) * quick`` (see the module docstring)."""
         if p.short:
-            p.hold = p.wait * p.quick
-            p.span = max(self.recover, p.base) * p.quick
+            p.hold, p.span = self._probe_schedule(p)
             return
         p.hold = max(self.relax, 2.0 * p.base) * p.grow
         p.span = 2.0 * p.hold
@@ -915,15 +914,22 @@ class AdaptivePacer:
             p.short = False
             p.quick *= PACE_PROBE_BACKOFF
 
+    def _probe_schedule(self, p: _Pace) -> tuple[float, float]:
+        """``(hold, span)`` of the probe schedule after ``p``'s last FLOOD_WAIT: ``X *
+        quick`` and ``max(pace_recover, period) * quick`` seconds."""
+        return p.wait * p.quick, max(self.recover, p.base) * p.quick
+
     def _probe_hold(self, p: _Pace, now: float) -> tuple[float, float] | None:
-        """``(hold, span)`` of ``p`` on the probe schedule from ``now``, or ``None`` when it
+        """``(hold, span)`` of ``p`` on the probe schedule from ``now`` (the hold not ending
+        before now, the span not longer than the pace_relax schedule's), or ``None`` when it
         cannot be put on it (not a held pace in its hold, on it already, not shorter)."""
         if not p.count or not p.held or p.short or now >= p.flood_at + p.hold:
             return None
-        hold = max(p.wait * p.quick, now - p.flood_at)
+        hold, span = self._probe_schedule(p)
+        hold = max(hold, now - p.flood_at)
         if hold >= p.hold:
             return None
-        return hold, min(max(self.recover, p.base) * p.quick, p.span)
+        return hold, min(span, p.span)
 
     def expedite(self, account: str, method: str, slots: float) -> float | None:
         """Calls queued behind the *held* pace of ``method`` cannot wait for its pace_relax
